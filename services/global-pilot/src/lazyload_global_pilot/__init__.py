@@ -1,0 +1,1 @@
+"""lazyload_global_pilot."""

@@ -1,0 +1,1 @@
+"""lazyload_sidecar_writer."""
