@@ -1,1 +1,19 @@
-"""lazyload_common."""
+"""What two or more lazyload services share.
+
+Only code used by at least two services lives here: settings groups, event models and their codec,
+subjects, JetStream helpers, the admin app, guarded tasks, Kubernetes access and host rules. It must
+never import a service.
+"""
+
+__all__ = [
+    "admin",
+    "codec",
+    "errors",
+    "events",
+    "hosts",
+    "jetstream",
+    "kube",
+    "settings",
+    "subjects",
+    "tasks",
+]

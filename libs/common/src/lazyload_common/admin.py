@@ -1,0 +1,87 @@
+"""The admin HTTP app every service serves: /healthz, /readyz, /metrics, plus service routers.
+
+`/readyz` answers 200 only when every dependency check passes (NATS connected, API synced, gRPC
+listening...), with the state of each in the body; `/metrics` is Prometheus text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Callable, Iterable, Iterator, Mapping
+
+import uvicorn
+from fastapi import APIRouter, FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+ReadinessCheck = Callable[[], Mapping[str, bool]]
+
+
+def create_admin_app(
+    service: str, *, readiness: ReadinessCheck, routers: Iterable[APIRouter] = ()
+) -> FastAPI:
+    """A FastAPI app with the health, readiness and metrics endpoints of `service`."""
+    app = FastAPI(title=f"lazyload {service} admin", docs_url="/docs", redoc_url=None)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": service}
+
+    @app.get("/readyz")
+    def readyz(response: Response) -> dict[str, object]:
+        checks = dict(readiness())
+        ready = bool(checks) and all(checks.values())
+        response.status_code = 200 if ready else 503
+        return {"ready": ready, "checks": checks, "service": service}
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind a listening TCP socket now (port 0 = a free port), so the port is known before serving."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the service's `run_main` owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class AdminServer:
+    """Serves an ASGI app with uvicorn inside the running event loop."""
+
+    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+        self._sock = bind_socket(host, port)
+        self.port: int = self._sock.getsockname()[1]
+        self.host = host
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        self._server = _Server(config)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]), name="admin")
+        while not self._server.started and not self._task.done():
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._task, timeout=5)
+        self._sock.close()

@@ -1,0 +1,237 @@
+"""JetStream helpers: connect, create the streams idempotently, publish, and the one consume loop.
+
+The consume loop is the only place that acks. A handler gets a batch of decoded deliveries and marks
+the ones it could not process (`reject` = permanent: dead-letter + term; `retry` = nak with delay);
+the rest are acked after the handler returned, i.e. after their effect is durable. Payloads that do
+not decode are dead-lettered before the handler sees them, so one bad message never blocks others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError
+from prometheus_client import Counter
+from pydantic import BaseModel
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from lazyload_common import codec, errors, events, subjects
+from lazyload_common.settings import NatsSettings
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTERS = Counter(
+    "lazyload_dead_letters_total",
+    "Messages dead-lettered, by service and reason class",
+    ["service", "reason"],
+)
+CONSUMED = Counter(
+    "lazyload_consumed_total",
+    "JetStream messages settled, by consumer and outcome",
+    ["consumer", "outcome"],
+)
+
+STREAM_DEFAULTS: dict[str, dict[str, Any]] = {
+    subjects.DEPS_STREAM: {"max_age": 7 * 24 * 3600.0, "duplicate_window": 120.0},
+    subjects.FENCES_STREAM: {"max_age": 30 * 24 * 3600.0, "max_msgs_per_subject": 100},
+    subjects.SIDECARS_STREAM: {"max_age": 7 * 24 * 3600.0, "max_msgs_per_subject": 100},
+    subjects.DLQ_STREAM: {"max_age": 14 * 24 * 3600.0},
+}
+
+
+async def connect(settings: NatsSettings, *, name: str, wait: float = 60.0) -> NATS:
+    """Connect to NATS (retrying up to `wait` seconds), reconnecting forever afterwards."""
+    options: dict[str, Any] = {
+        "servers": [u.strip() for u in settings.url.split(",") if u.strip()],
+        "name": settings.name or name,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.5,
+        "connect_timeout": settings.connect_timeout,
+        "allow_reconnect": True,
+    }
+    if settings.user:
+        options.update(user=settings.user, password=settings.password)
+    if settings.token:
+        options["token"] = settings.token
+    async for attempt in AsyncRetrying(
+        stop=stop_after_delay(wait),
+        wait=wait_exponential(min=0.1, max=2.0),
+        retry=retry_if_exception_type((OSError, NatsTimeoutError, nats.errors.NoServersError)),
+        reraise=True,
+    ):
+        with attempt:
+            return await nats.connect(**options)
+    raise AssertionError("unreachable")
+
+
+async def ensure_streams(
+    js: JetStreamContext,
+    *,
+    replicas: int = 1,
+    names: Sequence[str] = tuple(subjects.STREAM_SUBJECTS),
+) -> None:
+    """Create the lazyload streams, or update them to the expected config (idempotent)."""
+    for name in names:
+        config = StreamConfig(
+            name=name,
+            subjects=subjects.STREAM_SUBJECTS[name],
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+            **STREAM_DEFAULTS.get(name, {}),
+        )
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            await js.update_stream(config)
+
+
+async def publish(
+    js: JetStreamContext,
+    subject: str,
+    event: BaseModel,
+    *,
+    msg_id: str | None = None,
+    timeout: float = 5.0,
+) -> None:
+    """Publish one event and wait for JetStream's ack (it is then durable)."""
+    headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+    await js.publish(subject, codec.encode(event), headers=headers, timeout=timeout)
+
+
+async def dead_letter(
+    js: JetStreamContext, *, service: str, reason: str, subject: str, payload: bytes
+) -> None:
+    """Put what `service` could not process on `lazyload.dlq.<service>`, with the reason."""
+    DEAD_LETTERS.labels(service, reason.split(":", 1)[0][:40]).inc()
+    event = events.DeadLetter(service=service, reason=reason, subject=subject, payload=payload)
+    try:
+        await publish(js, subjects.dead_letter(service), event)
+    except Exception:
+        log.exception("could not dead-letter a message of %s (%s)", subject, reason)
+        raise
+
+
+@dataclass(eq=False)
+class Delivery:
+    """One decoded message of a batch; the handler may mark it rejected or to be retried."""
+
+    msg: Msg
+    event: Any
+    error: errors.LazyloadError | None = field(default=None)
+
+    def reject(self, reason: str) -> None:
+        self.error = errors.PermanentError(reason)
+
+    def retry(self, reason: str, *, delay: float = 1.0) -> None:
+        self.error = errors.TemporaryError(reason, delay=delay)
+
+
+BatchHandler = Callable[[list[Delivery]], Awaitable[None]]
+
+
+@dataclass
+class ConsumerSpec:
+    """A durable pull consumer: several replicas with the same `durable` share the work."""
+
+    stream: str
+    durable: str
+    filter_subject: str
+    service: str
+    model: type[BaseModel]
+    batch: int = 256
+    fetch_timeout: float = 0.1
+    ack_wait: float = 60.0
+    max_ack_pending: int = 10_000
+
+
+async def consume(
+    js: JetStreamContext, spec: ConsumerSpec, handler: BatchHandler, stop: asyncio.Event
+) -> None:
+    """Fetch batches until `stop` is set, hand them to `handler`, then settle every message."""
+    config = ConsumerConfig(
+        durable_name=spec.durable,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=spec.ack_wait,
+        max_ack_pending=spec.max_ack_pending,
+        filter_subject=spec.filter_subject,
+    )
+    sub = await js.pull_subscribe(
+        spec.filter_subject, durable=spec.durable, stream=spec.stream, config=config
+    )
+    try:
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(spec.batch, timeout=spec.fetch_timeout)
+            except (TimeoutError, NatsTimeoutError):
+                continue
+            except NotFoundError:
+                log.warning("consumer %s vanished; waiting", spec.durable)
+                await asyncio.sleep(1.0)
+                continue
+            await _process(js, spec, handler, msgs)
+    finally:
+        try:
+            await sub.unsubscribe()
+        except Exception as e:  # the connection may already be closed
+            log.debug("unsubscribe of %s failed: %s", spec.durable, e)
+
+
+async def _process(
+    js: JetStreamContext, spec: ConsumerSpec, handler: BatchHandler, msgs: list[Msg]
+) -> None:
+    batch: list[Delivery] = []
+    for msg in msgs:
+        try:
+            batch.append(Delivery(msg, codec.decode_as(msg.data, spec.model)))
+        except errors.DecodeError as e:
+            await _settle_rejected(js, spec, msg, f"decode: {e}")
+    if batch:
+        try:
+            await handler(batch)
+        except errors.PermanentError as e:
+            for d in batch:
+                d.error = d.error or e
+        except Exception as e:
+            log.warning("handler of %s failed for a batch of %d: %s", spec.durable, len(batch), e)
+            delay = e.delay if isinstance(e, errors.TemporaryError) else 1.0
+            for d in batch:
+                d.error = d.error or errors.TemporaryError(str(e), delay=delay)
+    for d in batch:
+        await _settle(js, spec, d)
+
+
+async def _settle(js: JetStreamContext, spec: ConsumerSpec, d: Delivery) -> None:
+    if d.error is None:
+        await d.msg.ack()
+        CONSUMED.labels(spec.durable, "ack").inc()
+    elif isinstance(d.error, errors.PermanentError):
+        await _settle_rejected(js, spec, d.msg, f"rejected: {d.error}")
+    else:
+        delay = d.error.delay if isinstance(d.error, errors.TemporaryError) else 1.0
+        await d.msg.nak(delay=delay)
+        CONSUMED.labels(spec.durable, "nak").inc()
+
+
+async def _settle_rejected(js: JetStreamContext, spec: ConsumerSpec, msg: Msg, reason: str) -> None:
+    log.warning("%s: dead-lettering a message of %s: %s", spec.service, msg.subject, reason)
+    try:
+        await dead_letter(
+            js, service=spec.service, reason=reason, subject=msg.subject, payload=msg.data
+        )
+    except Exception:
+        await msg.nak(delay=5.0)  # keep it: losing it silently is worse than seeing it again
+        CONSUMED.labels(spec.durable, "nak").inc()
+        return
+    await msg.term()
+    CONSUMED.labels(spec.durable, "term").inc()

@@ -1,0 +1,330 @@
+"""Kubernetes access for every service, on the official `kubernetes` client.
+
+`api_client()` builds the client from a kubeconfig (a real cluster, or the local Kubernetes API
+emulator that tests and the demo use: the services cannot tell them apart). `KubeApi` makes JSON
+requests by path through that client (auth, TLS and the kubeconfig stay the client's) and types the
+errors; `Reflector` lists and watches a resource path into a local store, relisting on 410 Gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from kubernetes import client, config
+
+from lazyload_common import errors
+from lazyload_common.settings import KubeSettings
+
+log = logging.getLogger(__name__)
+RawObject = dict[str, Any]
+
+
+class KubeError(errors.LazyloadError):
+    """An error answer of the Kubernetes API, with the Status body cut to a safe length."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+class KubeNotFound(KubeError):
+    """404: the object (or its namespace, or its kind) does not exist."""
+
+
+class KubeConflict(KubeError):
+    """409: already exists, or a stale resourceVersion."""
+
+
+class KubeUnprocessable(KubeError):
+    """400/415/422: the request will never succeed as it is."""
+
+
+class KubeTooManyRequests(KubeError):
+    """429: throttled by the API server."""
+
+
+class KubeServerError(KubeError):
+    """5xx: the API server failed; worth a retry."""
+
+
+def _error_for(status: int, body: bytes) -> KubeError:
+    reason, message = "", body[:256].decode("utf-8", "replace")
+    try:
+        parsed = json.loads(body)
+        if isinstance(parsed, dict) and parsed.get("kind") == "Status":
+            reason, message = str(parsed.get("reason", "")), str(parsed.get("message", ""))[:512]
+    except ValueError:
+        pass
+    cls: type[KubeError] = KubeError
+    if status == 404:
+        cls = KubeNotFound
+    elif status == 409:
+        cls = KubeConflict
+    elif status in (400, 415, 422):
+        cls = KubeUnprocessable
+    elif status == 429:
+        cls = KubeTooManyRequests
+    elif status >= 500:
+        cls = KubeServerError
+    return cls(status, reason, message)
+
+
+def is_retryable(error: BaseException) -> bool:
+    """True for errors that a later retry may fix (409 conflicts, 429, 5xx, connection errors)."""
+    if isinstance(error, KubeConflict | KubeTooManyRequests | KubeServerError):
+        return True
+    return not isinstance(error, KubeError)
+
+
+def api_client(settings: KubeSettings) -> client.ApiClient:
+    """An official-client ApiClient from the kubeconfig in `settings` (else in-cluster, else ~/.kube)."""
+    if settings.kubeconfig is not None:
+        return config.new_client_from_config(
+            config_file=str(settings.kubeconfig), context=settings.context
+        )
+    try:
+        config.load_incluster_config()
+        return client.ApiClient()
+    except config.ConfigException:
+        return config.new_client_from_config(context=settings.context)
+
+
+class KubeApi:
+    """JSON requests by path on the official client; blocking (use `asyncio.to_thread`)."""
+
+    def __init__(self, api: client.ApiClient, *, timeout: float = 30.0) -> None:
+        self.api = api
+        self.timeout = timeout
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: float | None = None,
+    ) -> RawObject:
+        response = self._send(
+            method,
+            path,
+            query=query,
+            body=body,
+            content_type=content_type,
+            timeout=timeout or self.timeout,
+        )
+        data = response.read()
+        if not 200 <= response.status <= 299:
+            raise _error_for(response.status, data or b"")
+        return json.loads(data) if data else {}
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, Any] | None,
+        body: Any,
+        content_type: str,
+        timeout: float,
+    ) -> Any:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        params = [(k, v) for k, v in (query or {}).items() if v is not None]
+        request = self.api.param_serialize(
+            method,
+            path,
+            query_params=params,
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        return self.api.call_api(*request, _request_timeout=timeout)
+
+    def get(self, path: str) -> RawObject:
+        return self.request("GET", path)
+
+    def list(self, path: str, **query: Any) -> RawObject:
+        return self.request("GET", path, query=query)
+
+    def create(self, path: str, body: RawObject) -> RawObject:
+        return self.request("POST", path, body=body)
+
+    def replace(self, path: str, body: RawObject) -> RawObject:
+        return self.request("PUT", path, body=body)
+
+    def merge_patch(self, path: str, body: RawObject) -> RawObject:
+        return self.request("PATCH", path, body=body, content_type="application/merge-patch+json")
+
+    def json_patch(self, path: str, ops: list[RawObject]) -> RawObject:
+        return self.request("PATCH", path, body=ops, content_type="application/json-patch+json")
+
+    def delete(self, path: str) -> RawObject:
+        return self.request("DELETE", path)
+
+    def watch_lines(
+        self,
+        path: str,
+        *,
+        resource_version: str,
+        timeout_seconds: int,
+        label_selector: str | None = None,
+    ) -> Iterator[RawObject]:
+        """Yield watch events of `path` from `resource_version` until the server ends the stream."""
+        query = {
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "timeoutSeconds": str(timeout_seconds),
+            "allowWatchBookmarks": "true",
+            "labelSelector": label_selector,
+        }
+        response = self._send(
+            "GET", path, query=query, body=None, content_type="", timeout=timeout_seconds + 10
+        )
+        if not 200 <= response.status <= 299:
+            raise _error_for(response.status, response.read() or b"")
+        raw = response.response
+        try:
+            buffer = b""
+            for chunk in raw.stream(4096, decode_content=True):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        yield json.loads(line)
+        finally:
+            raw.release_conn()
+
+
+def object_key(obj: RawObject) -> tuple[str, str]:
+    meta = obj.get("metadata", {})
+    return (meta.get("namespace", ""), meta.get("name", ""))
+
+
+class Reflector:
+    """Lists and watches one resource path into `store`, calling `on_change` in the event loop.
+
+    `on_change(event_type, obj)` gets ADDED/MODIFIED/DELETED for each change and ("SYNCED", {})
+    after every full (re)list, so a consumer can rebuild from `store` at that point. Runs in a
+    daemon thread; a 410 Gone or a broken watch leads to a relist, never to a stale store.
+    """
+
+    def __init__(
+        self,
+        kube: KubeApi,
+        path: str,
+        *,
+        on_change: Callable[[str, RawObject], None],
+        loop: asyncio.AbstractEventLoop,
+        label_selector: str | None = None,
+        watch_timeout: int = 60,
+        name: str = "",
+    ) -> None:
+        self.kube, self.path, self.on_change, self.loop = kube, path, on_change, loop
+        self.label_selector = label_selector
+        self.watch_timeout = watch_timeout
+        self.store: dict[tuple[str, str], RawObject] = {}
+        self.synced = asyncio.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"reflector:{name or path}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _emit(self, kind: str, obj: RawObject) -> None:
+        if self.loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed while we were stopping
+            self.loop.call_soon_threadsafe(self._deliver, kind, obj)
+
+    def _deliver(self, kind: str, obj: RawObject) -> None:
+        if kind == "SYNCED":
+            self.synced.set()
+        self.on_change(kind, obj)
+
+    def _run(self) -> None:
+        backoff = 0.2
+        while not self._stop.is_set():
+            try:
+                rv = self._relist()
+                backoff = 0.2
+                while not self._stop.is_set():
+                    rv = self._watch(rv)
+            except _Gone:
+                log.info("watch of %s expired (410), relisting", self.path)
+            except Exception as e:
+                if self._stop.is_set():
+                    return
+                log.warning("list/watch of %s failed: %s; retrying in %.1fs", self.path, e, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    def _relist(self) -> str:
+        listed = self.kube.list(self.path, labelSelector=self.label_selector)
+        fresh = {object_key(o): o for o in listed.get("items", [])}
+        old = self.store
+        self.store = fresh
+        for key, obj in old.items():
+            if key not in fresh:
+                self._emit("DELETED", obj)
+        for key, obj in fresh.items():
+            if key not in old:
+                self._emit("ADDED", obj)
+            elif old[key].get("metadata", {}).get("resourceVersion") != obj["metadata"].get(
+                "resourceVersion"
+            ):
+                self._emit("MODIFIED", obj)
+        self._emit("SYNCED", {})
+        return str(listed.get("metadata", {}).get("resourceVersion", ""))
+
+    def _watch(self, rv: str) -> str:
+        started = time.monotonic()
+        for event in self.kube.watch_lines(
+            self.path,
+            resource_version=rv,
+            timeout_seconds=self.watch_timeout,
+            label_selector=self.label_selector,
+        ):
+            if self._stop.is_set():
+                return rv
+            kind, obj = event.get("type", ""), event.get("object", {})
+            if kind == "ERROR":
+                if obj.get("code") == 410:
+                    raise _Gone()
+                raise KubeError(
+                    int(obj.get("code", 500)),
+                    str(obj.get("reason", "")),
+                    str(obj.get("message", "")),
+                )
+            rv = str(obj.get("metadata", {}).get("resourceVersion", rv))
+            if kind == "BOOKMARK":
+                continue
+            key = object_key(obj)
+            if kind == "DELETED":
+                self.store.pop(key, None)
+            else:
+                self.store[key] = obj
+            self._emit(kind, obj)
+        if time.monotonic() - started < 0.05:
+            self._stop.wait(0.5)  # a server that ends watches at once must not spin us
+        return rv
+
+
+class _Gone(Exception):
+    pass

@@ -1,0 +1,67 @@
+"""Guarded long-running tasks and the sync entry point every service's `main()` uses.
+
+A core task that fails or finishes unexpectedly is logged at once and stops the service (Kubernetes
+restarts it) instead of leaving it limping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def create_guarded_task(
+    coro: Coroutine[Any, Any, Any], *, name: str, stop: asyncio.Event | None = None
+) -> asyncio.Task[Any]:
+    """Start `coro` as a named task; if it fails or ends while not stopping, log it and set `stop`."""
+
+    async def guard() -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("task %s failed", name)
+            if stop is not None:
+                stop.set()
+            raise
+        else:
+            if stop is not None and not stop.is_set():
+                log.warning("task %s finished unexpectedly; stopping", name)
+                stop.set()
+
+    return asyncio.create_task(guard(), name=name)
+
+
+async def cancel_and_wait(*tasks: asyncio.Task[Any]) -> None:
+    """Cancel tasks and wait for them, swallowing their cancellation and failures."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+def configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def run_main(run: Callable[..., Awaitable[None]], settings: Any) -> None:
+    """Run `run(settings, stop=...)` until it returns or SIGTERM/SIGINT sets `stop`."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run(settings, stop=stop)
+
+    asyncio.run(main())

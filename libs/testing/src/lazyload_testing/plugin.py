@@ -1,0 +1,44 @@
+"""pytest plugin of lazyload: fixtures that start real components on random ports.
+
+Loaded by the root pytest config (`-p lazyload_testing.plugin`). Tests never reach a real cluster:
+`LAZYLOAD_KUBE__KUBECONFIG` is cleared so only the emulator's kubeconfig is ever used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import pytest
+
+os.environ.pop("LAZYLOAD_KUBE__KUBECONFIG", None)
+os.environ.pop("KUBECONFIG", None)
+
+_FIXTURE_MODULES = ("lazyload_testing.nats", "lazyload_testing.kube", "lazyload_testing.envoy")
+
+
+def _load_fixtures() -> dict[str, object]:
+    found: dict[str, object] = {}
+    for name in _FIXTURE_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            continue
+        for attr in dir(module):
+            value = getattr(module, attr)
+            if (
+                hasattr(value, "_fixture_function_marker")
+                or type(value).__name__ == "FixtureFunctionDefinition"
+            ):
+                found[attr] = value
+    return found
+
+
+globals().update(_load_fixtures())
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run e2e tests last: they are the slowest and depend on everything else."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
