@@ -23,7 +23,6 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 from nats.js.errors import BadRequestError, NotFoundError
 from prometheus_client import Counter
 from pydantic import BaseModel
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from lazyload_common import codec, errors, events, subjects
 from lazyload_common.settings import NatsSettings
@@ -63,15 +62,12 @@ async def connect(settings: NatsSettings, *, name: str, wait: float = 60.0) -> N
         options.update(user=settings.user, password=settings.password)
     if settings.token:
         options["token"] = settings.token
-    async for attempt in AsyncRetrying(
-        stop=stop_after_delay(wait),
-        wait=wait_exponential(min=0.1, max=2.0),
-        retry=retry_if_exception_type((OSError, NatsTimeoutError, nats.errors.NoServersError)),
-        reraise=True,
-    ):
-        with attempt:
+    # nats-py retries the first connect forever when max_reconnect_attempts is -1: bound it here.
+    try:
+        async with asyncio.timeout(wait):
             return await nats.connect(**options)
-    raise AssertionError("unreachable")
+    except TimeoutError as e:
+        raise TimeoutError(f"could not connect to NATS at {settings.url} within {wait}s") from e
 
 
 async def ensure_streams(

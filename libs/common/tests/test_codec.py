@@ -1,0 +1,81 @@
+"""Event codec: round trips of every event kind, tolerant reading, and typed rejection of garbage."""
+
+from __future__ import annotations
+
+import contextlib
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from lazyload_common import codec, errors, events
+
+SAMPLES = [
+    events.DependencyObserved(
+        source_namespace="default",
+        source_name="productpage",
+        destination_host="details.default.svc.cluster.local",
+        destination_port=9080,
+        destination_namespace="default",
+        destination_service="details",
+        first_seen=1.5,
+    ),
+    events.FenceChanged(
+        namespace="default",
+        name="productpage",
+        revision=3,
+        hosts=["a.default.svc.cluster.local", "ns/*"],
+        added=["ns/*"],
+        reasons={"ns/*": ["spec"]},
+        workload_selector={"app": "productpage"},
+    ),
+    events.SidecarApplied(
+        namespace="default",
+        name="productpage",
+        revision=3,
+        action="applied",
+        egress_hosts=["istio-system/*"],
+    ),
+    events.DeadLetter(service="x", reason="decode: bad", subject="s", payload=b"\x00\xff"),
+]
+
+
+@pytest.mark.parametrize("event", SAMPLES, ids=lambda e: e.kind)
+def test_round_trip(event: object) -> None:
+    assert codec.decode(codec.encode(event)) == event  # type: ignore[arg-type]
+
+
+def test_unknown_fields_are_ignored() -> None:
+    raw = SAMPLES[0].model_dump() | {"added_by_a_newer_writer": 1}
+    decoded = codec.decode(msgpack.packb(raw))
+    assert decoded == SAMPLES[0]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"",
+        b"\xc1",
+        msgpack.packb([1, 2]),
+        msgpack.packb({"kind": "nope"}),
+        msgpack.packb(
+            {"kind": "fence", "schema_version": 2, "namespace": "a", "name": "b", "revision": 1}
+        ),
+        msgpack.packb({"kind": "fence", "schema_version": 1, "namespace": "a"}),
+    ],
+    ids=["empty", "reserved-byte", "list", "unknown-kind", "future-version", "missing-fields"],
+)
+def test_garbage_is_a_decode_error(payload: bytes) -> None:
+    with pytest.raises(errors.DecodeError):
+        codec.decode(payload)
+
+
+def test_decode_as_checks_the_model() -> None:
+    with pytest.raises(errors.DecodeError, match="expected FenceChanged"):
+        codec.decode_as(codec.encode(SAMPLES[0]), events.FenceChanged)
+
+
+@given(st.binary(max_size=200))
+def test_random_bytes_never_raise_anything_else(payload: bytes) -> None:
+    with contextlib.suppress(errors.DecodeError):
+        codec.decode(payload)

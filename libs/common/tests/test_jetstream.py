@@ -1,0 +1,96 @@
+"""JetStream helpers against a real nats-server: idempotent streams, ack after the handler,
+dead-lettering of undecodable and rejected messages, retry of failed ones, duplicate window."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from lazyload_common import codec, events, jetstream, subjects
+from lazyload_common.settings import NatsSettings
+
+
+def _edge(i: int, host: str = "") -> events.DependencyObserved:
+    return events.DependencyObserved(
+        source_namespace="default",
+        source_name="a",
+        destination_host=host or f"h{i}.default.svc.cluster.local",
+        first_seen=float(i),
+    )
+
+
+@pytest.fixture
+async def js(nats_url: str):  # type: ignore[no-untyped-def]
+    nc = await jetstream.connect(NatsSettings(url=nats_url), name="test")
+    context = nc.jetstream()
+    await jetstream.ensure_streams(context)
+    yield context
+    await nc.close()
+
+
+async def test_streams_are_idempotent(js) -> None:  # type: ignore[no-untyped-def]
+    await jetstream.ensure_streams(js)
+    info = await js.stream_info(subjects.DEPS_STREAM)
+    assert info.config.subjects == ["lazyload.deps.>"]
+
+
+async def test_consume_acks_rejects_and_retries(js) -> None:  # type: ignore[no-untyped-def]
+    await jetstream.publish(js, subjects.deps("default", "a"), _edge(1))
+    await js.publish(subjects.deps("default", "a"), b"\xc1garbage")
+    await jetstream.publish(js, subjects.deps("default", "a"), _edge(2, host="bad.example.com"))
+    await jetstream.publish(js, subjects.deps("default", "a"), _edge(3))
+    seen: list[str] = []
+    failed_once: set[str] = set()
+    stop = asyncio.Event()
+
+    async def handler(batch: list[jetstream.Delivery]) -> None:
+        for d in batch:
+            host = d.event.destination_host
+            if host == "bad.example.com":
+                d.reject("invalid host")
+            elif host.startswith("h3") and host not in failed_once:
+                failed_once.add(host)
+                d.retry("not yet", delay=0.05)
+            else:
+                seen.append(host)
+        if len(seen) >= 2:
+            stop.set()
+
+    spec = jetstream.ConsumerSpec(
+        stream=subjects.DEPS_STREAM,
+        durable="t",
+        filter_subject="lazyload.deps.>",
+        service="test",
+        model=events.DependencyObserved,
+    )
+    await asyncio.wait_for(jetstream.consume(js, spec, handler, stop), timeout=10)
+    assert seen == ["h1.default.svc.cluster.local", "h3.default.svc.cluster.local"]
+    dlq = await js.pull_subscribe("lazyload.dlq.test", durable="dlq", stream=subjects.DLQ_STREAM)
+    letters = [codec.decode(m.data) for m in await dlq.fetch(2, timeout=2)]
+    reasons = sorted(letter.reason.split(":")[0] for letter in letters)
+    assert reasons == ["decode", "rejected"]
+    info = await js.consumer_info(subjects.DEPS_STREAM, "t")
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_duplicate_window_collapses_same_msg_id(js) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(3):
+        await jetstream.publish(js, subjects.deps("default", "a"), _edge(1), msg_id="edge-1")
+    info = await js.stream_info(subjects.DEPS_STREAM)
+    assert info.state.messages == 1
+
+
+async def test_connect_waits_for_a_late_server(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from lazyload_testing.nats import start_nats_server
+
+    with pytest.raises(TimeoutError):
+        await jetstream.connect(
+            NatsSettings(url="nats://127.0.0.1:1", connect_timeout=0.2), name="t", wait=0.5
+        )
+    server = start_nats_server(tmp_path / "n")
+    try:
+        nc = await jetstream.connect(NatsSettings(url=server.url), name="t")
+        assert nc.is_connected
+        await nc.close()
+    finally:
+        server.stop()
