@@ -1,0 +1,106 @@
+"""The `lazyload` command: `demo`, `up`, and views of what lazyload learned."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import tempfile
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from lazyload_cli import demo as demo_module
+from lazyload_cli.stack import Stack, StackConfig, StackError
+
+app = typer.Typer(
+    help="lazyload: Istio Sidecars learned from real traffic.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+
+Port = Annotated[int | None, typer.Option(min=1, max=65535)]
+
+
+def _wait_for_signal(stack: Stack) -> None:
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    while not stopping.wait(0.5):
+        stack.check_alive()
+
+
+@app.command()
+def up(
+    state_dir: Annotated[Path, typer.Option(help="Where logs, data and endpoints.json go.")],
+    host: Annotated[str, typer.Option(help="Address every component binds.")] = "127.0.0.1",
+    nats_port: Annotated[int | None, typer.Option(envvar="LAZYLOAD_UP_NATS_PORT")] = None,
+    kube_port: Annotated[int | None, typer.Option(envvar="LAZYLOAD_UP_KUBE_PORT")] = None,
+    als_port: Annotated[int | None, typer.Option(envvar="LAZYLOAD_UP_ALS_PORT")] = None,
+    xds_port: Annotated[int | None, typer.Option(envvar="LAZYLOAD_UP_XDS_PORT")] = None,
+    listener_port: Annotated[int | None, typer.Option(envvar="LAZYLOAD_UP_LISTENER_PORT")] = None,
+) -> None:
+    """Start the stack (no demo traffic) and keep it up until Ctrl-C or SIGTERM."""
+    config = StackConfig(
+        state_dir=state_dir,
+        host=host,
+        nats_port=nats_port,
+        kube_port=kube_port,
+        als_port=als_port,
+        xds_port=xds_port,
+        listener_port=listener_port,
+    )
+    stack = Stack(config, progress=lambda m: console.print(f"[dim]{m}"))
+    try:
+        with stack:
+            console.print(f"[green]lazyload is up[/]; endpoints in {state_dir / 'endpoints.json'}")
+            console.print_json(json.dumps(stack.endpoints))
+            console.print(f"kubectl: KUBECONFIG={stack.kubeconfig} kubectl get sidecars -A")
+            _wait_for_signal(stack)
+    except StackError as e:
+        console.print(f"[red]{e}")
+        raise typer.Exit(1) from e
+    console.print("stopped")
+
+
+@app.command()
+def demo(
+    keep_running: Annotated[bool, typer.Option(help="Keep the stack up afterwards.")] = False,
+    state_dir: Annotated[Path | None, typer.Option(help="Default: a temporary directory.")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for learning.")] = 60.0,
+) -> None:
+    """Run the stack, send bookinfo-like traffic, and show the ServiceFences and Sidecars learned."""
+    with tempfile.TemporaryDirectory(prefix="lazyload-demo-") as tmp:
+        stack = Stack(
+            StackConfig(state_dir=state_dir or Path(tmp)),
+            progress=lambda m: console.print(f"[dim]{m}"),
+        )
+        try:
+            with stack:
+                learned, done = asyncio.run(
+                    demo_module.run_traffic(stack.endpoints, console, timeout=timeout)
+                )
+                demo_module.print_results(stack.endpoints, learned, console)
+                if not done:
+                    console.print(
+                        "[red]not every dependency was learned in time; logs in "
+                        f"{stack.endpoints['logs']}"
+                    )
+                    raise typer.Exit(1)
+                if keep_running:
+                    console.print(
+                        f"stack is up; KUBECONFIG={stack.kubeconfig} kubectl get "
+                        "sidecars -A; Ctrl-C stops it"
+                    )
+                    _wait_for_signal(stack)
+        except StackError as e:
+            console.print(f"[red]{e}")
+            raise typer.Exit(1) from e
+
+
+def main() -> None:
+    app()

