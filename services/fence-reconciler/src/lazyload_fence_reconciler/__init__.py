@@ -1,1 +1,22 @@
-"""lazyload_fence_reconciler."""
+"""fence-reconciler: keeps one ServiceFence per service from dependency events and publishes
+FenceChanged events.
+
+Layers: `app` (wiring) -> adapters (`consuming`, `applying`, `watching`, `publishing`, `api`) and
+the cycle that uses them (`reconciling`) -> the pure domain (`fences`, `desiring`, `policies`)
+-> `lazyload_common`. The domain does no I/O; only `applying` writes to the Kubernetes API.
+"""
+
+__all__ = [
+    "api",
+    "app",
+    "applying",
+    "consuming",
+    "desiring",
+    "fences",
+    "metrics",
+    "policies",
+    "publishing",
+    "reconciling",
+    "settings",
+    "watching",
+]

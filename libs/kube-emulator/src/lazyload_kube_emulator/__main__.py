@@ -1,0 +1,99 @@
+"""`lazyload-kube-emulator`: run the Kubernetes API emulator and write a kubeconfig for it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from . import state
+from .config import EmulatorConfig
+from .server import EmulatorServer
+
+log = logging.getLogger("lazyload_kube_emulator")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="lazyload-kube-emulator",
+        description="A local Kubernetes API emulator (in-memory; not a real API server).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (0: a free port)")
+    parser.add_argument(
+        "--kubeconfig-out",
+        type=Path,
+        help="write a kubeconfig here once listening (default: print it to stdout)",
+    )
+    parser.add_argument(
+        "--crds",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="apply every CRD manifest in DIR at start (repeatable)",
+    )
+    parser.add_argument(
+        "--state-file", type=Path, help="load objects from / save them to this file"
+    )
+    parser.add_argument(
+        "--service-cidr", default="10.96.0.0/16", help="range of Service cluster IPs"
+    )
+    parser.add_argument("--history-size", type=int, default=10_000, help="watch events kept")
+    parser.add_argument("--log-level", default="INFO", help="logging level")
+    return parser.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    config = EmulatorConfig(
+        crd_dirs=tuple(args.crds),
+        service_cidr=args.service_cidr,
+        history_size=args.history_size,
+    )
+    server = EmulatorServer(args.host, args.port, config)
+    if args.state_file:
+        log.info(
+            "restored %d objects from %s",
+            state.load(server.emulator, args.state_file),
+            args.state_file,
+        )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    if args.kubeconfig_out:
+        server.write_kubeconfig(args.kubeconfig_out)
+        print(
+            f"Kubernetes API emulator at {server.url}, kubeconfig: {args.kubeconfig_out}",
+            flush=True,
+        )
+    else:
+        from .kubeconfig import render
+
+        print(render(server.url), end="", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping the Kubernetes API emulator")
+        await server.stop()
+        if args.state_file:
+            state.save(server.emulator, args.state_file)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

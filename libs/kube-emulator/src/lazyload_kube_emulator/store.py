@@ -1,0 +1,85 @@
+"""In-memory object storage with one global resourceVersion counter and a change history."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+
+from .events import Change, EventLog, Key, Obj
+
+
+def object_name(obj: Obj) -> tuple[str, str]:
+    meta = obj.get("metadata", {})
+    return (meta.get("namespace") or "", meta["name"])
+
+
+class Store:
+    """All objects by resource key, then by (namespace, name).
+
+    Stored dicts are never mutated in place: every write stores a fresh object, so
+    the history and watchers can share them. Readers get deep copies.
+    """
+
+    def __init__(self, history_size: int) -> None:
+        self._rv = 0
+        self._objects: dict[Key, dict[tuple[str, str], Obj]] = {}
+        self.events = EventLog(history_size)
+
+    @property
+    def resource_version(self) -> int:
+        return self._rv
+
+    def get(self, key: Key, namespace: str, name: str) -> Obj | None:
+        obj = self._objects.get(key, {}).get((namespace, name))
+        return copy.deepcopy(obj) if obj is not None else None
+
+    def exists(self, key: Key, namespace: str, name: str) -> bool:
+        return (namespace, name) in self._objects.get(key, {})
+
+    def list(self, key: Key, matches: Callable[[Obj], bool] | None = None) -> list[Obj]:
+        items = sorted(self._objects.get(key, {}).items())
+        return [copy.deepcopy(o) for _, o in items if matches is None or matches(o)]
+
+    def iter_raw(self, key: Key) -> Iterator[Obj]:
+        """Stored objects without copying (callers must not mutate them)."""
+        yield from [o for _, o in sorted(self._objects.get(key, {}).items())]
+
+    def resource_keys(self) -> list[Key]:
+        return list(self._objects)
+
+    def next_rv(self) -> str:
+        self._rv += 1
+        return str(self._rv)
+
+    def put(self, key: Key, obj: Obj) -> Obj:
+        """Store obj (ADDED or MODIFIED) under a new resourceVersion; returns a copy."""
+        stored = copy.deepcopy(obj)
+        stored["metadata"]["resourceVersion"] = self.next_rv()
+        bucket = self._objects.setdefault(key, {})
+        name = object_name(stored)
+        old = bucket.get(name)
+        bucket[name] = stored
+        change_type = "ADDED" if old is None else "MODIFIED"
+        self.events.append(Change(self._rv, key, change_type, stored, old))
+        return copy.deepcopy(stored)
+
+    def delete(self, key: Key, namespace: str, name: str) -> Obj | None:
+        """Remove an object; the DELETED event carries a new resourceVersion."""
+        old = self._objects.get(key, {}).pop((namespace, name), None)
+        if old is None:
+            return None
+        gone = copy.deepcopy(old)
+        gone["metadata"]["resourceVersion"] = self.next_rv()
+        self.events.append(Change(self._rv, key, "DELETED", gone, old))
+        return copy.deepcopy(gone)
+
+    def load(self, key: Key, obj: Obj) -> None:
+        """Put a restored object back as-is (state files), keeping its resourceVersion."""
+        self._objects.setdefault(key, {})[object_name(obj)] = copy.deepcopy(obj)
+        self._rv = max(self._rv, int(obj["metadata"].get("resourceVersion") or 0))
+
+    def clear(self) -> None:
+        """Drop every object and the history; the counter keeps going up."""
+        self._objects.clear()
+        self.events.close_all()
+        self.events.clear(self._rv)

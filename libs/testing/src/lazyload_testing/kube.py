@@ -1,0 +1,128 @@
+"""Pytest fixtures for the local Kubernetes API emulator (`lazyload_kube_emulator`).
+
+`kube_emulator` (function-scoped) starts a fresh emulator on a random port in a background thread,
+with the dev CRDs of `deploy/crds/istio/` and `deploy/crds/` preloaded, and yields a
+`KubeEmulator`: `.url`, `.kubeconfig` (a written kubeconfig file), `.api_client()` (an official
+client built from that kubeconfig), `.inject_fault(...)`, `.clear_faults()`, `.requests()`.
+Override the `kube_emulator_crd_dirs` fixture to preload other CRDs, or call
+`start_kube_emulator(...)` directly for another scope.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+from lazyload_kube_emulator import EmulatorConfig, EmulatorHandle, RequestRecord, run_in_thread
+
+__all__ = [
+    "KubeEmulator",
+    "default_crd_dirs",
+    "kube_emulator",
+    "kube_emulator_crd_dirs",
+    "repo_root",
+    "start_kube_emulator",
+]
+
+WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def repo_root(start: Path | None = None) -> Path:
+    """The nearest directory above `start` (default: this file) that contains `deploy/crds`."""
+    here = (start or Path(__file__)).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "deploy" / "crds").is_dir():
+            return candidate
+    raise FileNotFoundError(f"no directory above {here} contains deploy/crds")
+
+
+def _has_manifests(directory: Path) -> bool:
+    return directory.is_dir() and any(
+        p.suffix in (".yaml", ".yml", ".json") for p in directory.iterdir() if p.is_file()
+    )
+
+
+def default_crd_dirs(root: Path | None = None) -> list[Path]:
+    """`deploy/crds/istio/` and `deploy/crds/` of the repository, those that hold manifests."""
+    crds = (root or repo_root()) / "deploy" / "crds"
+    return [d for d in (crds / "istio", crds) if _has_manifests(d)]
+
+
+class KubeEmulator:
+    """A running emulator as tests see it."""
+
+    def __init__(self, handle: EmulatorHandle, kubeconfig: Path) -> None:
+        self.handle = handle
+        self.url = handle.url
+        self.kubeconfig = kubeconfig
+        self._clients: list[client.ApiClient] = []
+
+    def api_client(self) -> client.ApiClient:
+        """A new official-client ApiClient from the kubeconfig (closed at teardown)."""
+        api = config.new_client_from_config(config_file=str(self.kubeconfig), persist_config=False)
+        self._clients.append(api)
+        return api
+
+    def inject_fault(
+        self, verb: str = "*", path_regex: str = ".*", **kwargs: Any
+    ) -> dict[str, Any]:
+        """Fail the next matching requests; kwargs: status, count, reason, retry_after, message."""
+        return self.handle.inject_fault(verb, path_regex, **kwargs)
+
+    def clear_faults(self) -> None:
+        self.handle.clear_faults()
+
+    def requests(self) -> list[RequestRecord]:
+        """Recent API requests (verb, path, query, status, content_type), oldest first."""
+        return self.handle.requests()
+
+    def writes(self, path_contains: str = "") -> list[RequestRecord]:
+        """The recorded POST/PUT/PATCH/DELETE requests whose path contains `path_contains`."""
+        return [r for r in self.requests() if r.verb in WRITE_VERBS and path_contains in r.path]
+
+    def clear_requests(self) -> None:
+        self.handle.clear_requests()
+
+    def reset(self) -> None:
+        self.handle.reset()
+
+    def close(self) -> None:
+        for api in self._clients:
+            api.close()
+        self._clients.clear()
+
+
+@contextlib.contextmanager
+def start_kube_emulator(
+    kubeconfig_path: Path | None = None,
+    crd_dirs: Iterable[Path] | None = None,
+    emulator_config: EmulatorConfig | None = None,
+) -> Iterator[KubeEmulator]:
+    """Run an emulator (CRDs from `crd_dirs`, default `default_crd_dirs()`) for the block."""
+    dirs = list(default_crd_dirs() if crd_dirs is None else crd_dirs)
+    with contextlib.ExitStack() as stack:
+        if kubeconfig_path is None:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kube-emulator-")))
+            kubeconfig_path = tmp / "kubeconfig"
+        handle = stack.enter_context(run_in_thread(dirs, config=emulator_config))
+        emulator = KubeEmulator(handle, handle.write_kubeconfig(kubeconfig_path))
+        stack.callback(emulator.close)
+        yield emulator
+
+
+@pytest.fixture
+def kube_emulator_crd_dirs() -> list[Path]:
+    """CRD directories the `kube_emulator` fixture preloads; override to change them."""
+    return default_crd_dirs()
+
+
+@pytest.fixture
+def kube_emulator(tmp_path: Path, kube_emulator_crd_dirs: list[Path]) -> Iterator[KubeEmulator]:
+    """A fresh Kubernetes API emulator for one test."""
+    with start_kube_emulator(tmp_path / "kubeconfig", kube_emulator_crd_dirs) as emulator:
+        yield emulator

@@ -1,0 +1,168 @@
+"""Wiring of accesslog-ingest: settings -> index, NATS, publisher, ALS server, admin app.
+
+Start order: admin app (so /healthz answers at once), Kubernetes index (list+watch, waited for,
+so the first entries do not meet an empty index), NATS and the dependency stream, the publisher,
+then the gRPC listener; `ready` is set when all serve. Stop order: the gRPC listener (no new
+edges), the publisher (flushes what it can), the index, NATS, the admin app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+from lazyload_common import admin, jetstream, kube, subjects, tasks
+
+from lazyload_accesslog_ingest import indexing
+from lazyload_accesslog_ingest.deduplicating import EdgeMemory
+from lazyload_accesslog_ingest.ingesting import Ingestor
+from lazyload_accesslog_ingest.publishing import EdgePublisher
+from lazyload_accesslog_ingest.receiving import AccessLogReceiver, AlsServer
+from lazyload_accesslog_ingest.settings import IngestSettings
+
+log = logging.getLogger(__name__)
+SERVICE = "accesslog-ingest"
+
+
+@dataclass(frozen=True, slots=True)
+class BoundPorts:
+    """The ports the service listens on (useful when the settings asked for port 0)."""
+
+    grpc: int
+    admin: int
+
+
+def main() -> None:
+    """Console script: settings from the environment, run until SIGTERM/SIGINT."""
+    tasks.configure_logging(os.environ.get("LAZYLOAD_LOG_LEVEL", "INFO"))
+    tasks.run_main(run, IngestSettings())
+
+
+async def run(
+    settings: IngestSettings,
+    *,
+    stop: asyncio.Event | None = None,
+    ready: asyncio.Event | None = None,
+    on_bound: Callable[[BoundPorts], None] | None = None,
+    index: indexing.ServiceIndex | None = None,
+) -> None:
+    """Serve until `stop` is set.
+
+    `on_bound` is called with the bound gRPC and admin ports once both listen. `index` replaces
+    the Kubernetes-fed index (tests feed it directly); then no Kubernetes API is contacted.
+    """
+    settings.check()
+    stop = stop if stop is not None else asyncio.Event()
+    state: dict[str, Callable[[], bool]] = {}
+    admin_server = admin.AdminServer(
+        admin.create_admin_app(SERVICE, readiness=lambda: _readiness(state)),
+        settings.admin.host,
+        settings.admin.port,
+    )
+    await admin_server.start()
+    indexer: indexing.KubeIndexer | None = None
+    try:
+        if index is None:
+            index = indexing.ServiceIndex()
+            indexer = _start_indexer(settings, index)
+            state["index"] = indexer.synced
+            if not await _until(indexer.wait_synced(), stop):
+                return
+        else:
+            state["index"] = lambda: True
+        await _serve(settings, index, admin_server.port, state, stop, ready, on_bound)
+    finally:
+        if indexer is not None:
+            indexer.stop()
+        await admin_server.stop()
+
+
+async def _serve(
+    settings: IngestSettings,
+    index: indexing.ServiceIndex,
+    admin_port: int,
+    state: dict[str, Callable[[], bool]],
+    stop: asyncio.Event,
+    ready: asyncio.Event | None,
+    on_bound: Callable[[BoundPorts], None] | None,
+) -> None:
+    nc = await jetstream.connect(settings.nats, name=SERVICE)
+    state["nats"] = lambda: nc.is_connected
+    js = nc.jetstream()
+
+    async def ensure_stream() -> None:
+        await jetstream.ensure_streams(
+            js, replicas=settings.nats.stream_replicas, names=[subjects.DEPS_STREAM]
+        )
+
+    als: AlsServer | None = None
+    publishing: asyncio.Task[None] | None = None
+    try:
+        await ensure_stream()
+        memory = EdgeMemory(
+            max_edges=settings.dedup.max_edges, refresh_interval=settings.dedup.refresh_interval
+        )
+        publisher = EdgePublisher(
+            js,
+            memory,
+            settings.publish,
+            connected=lambda: nc.is_connected,
+            ensure_stream=ensure_stream,
+        )
+        publishing = tasks.create_guarded_task(publisher.run(stop), name="publisher", stop=stop)
+        ingestor = Ingestor(
+            index,
+            cluster_domain=settings.mesh.cluster_domain,
+            global_sidecar_namespace=settings.mesh.global_sidecar_namespace,
+            reporter=settings.reporter,
+        )
+        server = als = AlsServer(
+            AccessLogReceiver(ingestor, publisher.offer),
+            host=settings.grpc.host,
+            port=settings.grpc.port,
+            max_message_bytes=settings.grpc.max_message_bytes,
+        )
+        grpc_port = await server.start()
+        state["grpc"] = lambda: server.listening
+        if on_bound is not None:
+            on_bound(BoundPorts(grpc=grpc_port, admin=admin_port))
+        if ready is not None:
+            ready.set()
+        log.info("%s ready: ALS on port %d, admin on port %d", SERVICE, grpc_port, admin_port)
+        await stop.wait()
+    finally:
+        stop.set()
+        if als is not None:
+            await als.stop(settings.grpc.shutdown_grace)
+        if publishing is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await publishing
+        with contextlib.suppress(Exception):
+            await nc.close()
+
+
+def _start_indexer(settings: IngestSettings, index: indexing.ServiceIndex) -> indexing.KubeIndexer:
+    api = kube.KubeApi(kube.api_client(settings.kube))
+    indexer = indexing.KubeIndexer(api, index, loop=asyncio.get_running_loop())
+    indexer.start()
+    return indexer
+
+
+def _readiness(state: Mapping[str, Callable[[], bool]]) -> dict[str, bool]:
+    return {name: state[name]() if name in state else False for name in ("nats", "index", "grpc")}
+
+
+async def _until(awaitable: Awaitable[None], stop: asyncio.Event) -> bool:
+    """Await `awaitable` unless `stop` comes first; True when it completed."""
+    work = asyncio.ensure_future(awaitable)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        completed = work.done()
+    finally:
+        await tasks.cancel_and_wait(work, stopping)
+    return completed

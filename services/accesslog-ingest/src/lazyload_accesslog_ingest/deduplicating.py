@@ -1,0 +1,67 @@
+"""Which edges to publish: a per-replica, bounded memory of edges already published (pure).
+
+An edge is admitted when it is neither being published (pending) nor was published less than one
+refresh interval ago. It counts as published only once JetStream acked it (`confirm`); an edge
+whose publish is given up is `release`d and will be admitted again when next seen. The memory
+is an LRU bounded by `max_edges`: a forgotten edge is published again (more traffic, never a lost
+edge). Times are the caller's clock, in seconds.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict
+
+
+class Verdict(enum.Enum):
+    NEW = "new"
+    """Never published (or forgotten): publish it."""
+    REFRESH = "refresh"
+    """Published more than a refresh interval ago: publish it again."""
+    DUPLICATE = "duplicate"
+    """Pending, or published within the refresh interval: suppress it."""
+
+
+class EdgeMemory:
+    """Edges published recently (LRU, bounded) and edges being published."""
+
+    def __init__(self, *, max_edges: int, refresh_interval: float) -> None:
+        self.max_edges = max_edges
+        self.refresh_interval = refresh_interval
+        self._published: OrderedDict[str, float] = OrderedDict()
+        self._pending: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._published)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def admit(self, key: str, now: float) -> Verdict:
+        """Decide about an edge just seen; an admitted edge becomes pending."""
+        if key in self._pending:
+            return Verdict.DUPLICATE
+        published_at = self._published.get(key)
+        if published_at is not None:
+            self._published.move_to_end(key)  # still in use: keep it in memory
+            if now - published_at < self.refresh_interval:
+                return Verdict.DUPLICATE
+        self._pending.add(key)
+        return Verdict.NEW if published_at is None else Verdict.REFRESH
+
+    def confirm(self, key: str, now: float) -> None:
+        """JetStream acked the edge: remember it as published at `now`."""
+        self._pending.discard(key)
+        self._published[key] = now
+        self._published.move_to_end(key)
+        while len(self._published) > self.max_edges:
+            self._published.popitem(last=False)
+
+    def release(self, key: str) -> None:
+        """The edge will not be published after all (buffer full, shutting down)."""
+        self._pending.discard(key)
+
+    def window(self, now: float) -> int:
+        """Index of the refresh window `now` falls in (part of the JetStream message id)."""
+        return int(now // self.refresh_interval)

@@ -1,0 +1,208 @@
+"""One access record + the Service directory -> dependency edges, or a typed rejection (pure).
+
+Caller: the stream's own workload when an ordinary sidecar sends it (node metadata), else the
+Services whose endpoints hold the entry's `downstream_direct_remote_address`; one edge per caller
+Service. A caller is never guessed: an unknown address is a rejection.
+
+Destination: the `:authority`, lower case, without trailing dot, port split off and kept, then
+completed Slime's way: `svc` -> `svc.<caller ns>.svc.<domain>`; `svc.ns` and `svc.ns.svc` -> the
+FQDN when Service `ns/svc` exists, else kept as written (an external host like `www.example.com`);
+`svc.ns.svc.<domain>` stays. An IP literal is a Service only through its ClusterIP. For TCP, the
+original destination address must be a ClusterIP. Whatever comes out must pass
+`hosts.is_valid_host`, so an invalid host is never published.
+
+Entries that never reached a destination are rejected as `UNROUTED`: Envoy found no route (NR, so
+also "404 with NR"), no cluster (NC), could not resolve the host (DF), or refused the request
+itself (IH, DPE, NFCF). Entries that were routed but failed upstream (UH, UF, UT, URX...) still
+make an edge: the caller does depend on that destination, which may be down for now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from lazyload_common import events, hosts
+
+from lazyload_accesslog_ingest.records import AccessRecord, Rejection, ServiceRef, StreamIdentity
+
+UNROUTED_FLAGS = frozenset({"NR", "NC", "DF", "IH", "DPE", "NFCF"})
+
+
+class Directory(Protocol):
+    """What the domain needs to know about the cluster's Services (the index implements it)."""
+
+    def services_at(self, ip: str) -> tuple[ServiceRef, ...]:
+        """Services whose endpoints (ready or not) hold the pod address `ip`."""
+        ...
+
+    def service_at_cluster_ip(self, ip: str) -> ServiceRef | None:
+        """The Service whose ClusterIP is `ip`."""
+        ...
+
+    def has_service(self, namespace: str, name: str) -> bool:
+        """True when Service `namespace/name` exists."""
+        ...
+
+    def services_selecting(
+        self, namespace: str, labels: Mapping[str, str]
+    ) -> tuple[ServiceRef, ...]:
+        """Services of `namespace` whose selector matches pods labelled `labels`."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    cluster_domain: str = "cluster.local"
+    reporter: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    namespace: str
+    name: str
+    kind: str = "service"
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    host: str
+    port: int | None
+    service: ServiceRef | None
+
+
+def derive(
+    record: AccessRecord,
+    identity: StreamIdentity | None,
+    directory: Directory,
+    options: Options,
+    *,
+    now: float,
+) -> list[events.DependencyObserved] | Rejection:
+    """The edges `record` teaches (one per caller Service), or why it teaches none."""
+    if identity is not None and identity.is_workload and record.direction == "inbound":
+        return Rejection.INBOUND
+    if record.response_flags & UNROUTED_FLAGS:
+        return Rejection.UNROUTED
+    callers = resolve_callers(record, identity, directory)
+    if isinstance(callers, Rejection):
+        return callers
+    edges: list[events.DependencyObserved] = []
+    for caller in callers:
+        namespace = caller.namespace or record.source_namespace_header
+        if record.protocol == "tcp":
+            dest = tcp_destination(record, directory, options.cluster_domain)
+        else:
+            dest = http_destination(record.authority, namespace, directory, options.cluster_domain)
+        if isinstance(dest, Rejection):
+            return dest
+        edges.append(_event(record, caller, dest, options, now=now))
+    return edges
+
+
+def resolve_callers(
+    record: AccessRecord, identity: StreamIdentity | None, directory: Directory
+) -> list[Caller] | Rejection:
+    """The caller Services (or workload) of `record`; never a guess."""
+    if identity is not None and identity.is_workload:
+        refs = directory.services_selecting(identity.namespace, identity.labels)
+        if refs:
+            return [Caller(ref.namespace, ref.name) for ref in refs]
+        if identity.workload:
+            return [Caller(identity.namespace, identity.workload, "workload")]
+        return Rejection.UNKNOWN_CALLER
+    refs = directory.services_at(record.caller_ip)
+    if not refs:
+        return Rejection.UNKNOWN_CALLER
+    return [Caller(ref.namespace, ref.name) for ref in refs]
+
+
+def normalise_authority(authority: str) -> tuple[str, int | None] | Rejection:
+    """`Host[:port]` -> lower-case host without trailing dot, and the port (None if absent)."""
+    text = authority.strip().lower()
+    try:
+        host, port = hosts.split_host_port(text)
+    except ValueError:
+        return Rejection.INVALID_HOST
+    if host.endswith("."):
+        host = host[:-1]
+    return host, port
+
+
+def http_destination(
+    authority: str, namespace: str, directory: Directory, cluster_domain: str
+) -> Destination | Rejection:
+    """The completed destination of an HTTP `authority` called from `namespace`."""
+    normalised = normalise_authority(authority)
+    if isinstance(normalised, Rejection):
+        return normalised
+    host, port = normalised
+    if hosts.is_ip_literal(host):
+        ref = directory.service_at_cluster_ip(host.strip("[]"))
+        if ref is None:
+            return Rejection.IP_AUTHORITY
+        return _service(ref, port, cluster_domain)
+    if not hosts.is_valid_host(host):
+        return Rejection.INVALID_HOST
+    dest = complete(host, namespace, directory, cluster_domain)
+    if dest is None:
+        return Rejection.UNKNOWN_CALLER
+    if not hosts.is_valid_host(dest.host):  # completion can make it too long
+        return Rejection.INVALID_HOST
+    return Destination(dest.host, port, dest.service)
+
+
+def complete(
+    host: str, namespace: str, directory: Directory, cluster_domain: str
+) -> Destination | None:
+    """Complete a valid host name to a Service FQDN where Kubernetes DNS would (port left out).
+
+    None when `host` is a short name and the caller's namespace is unknown.
+    """
+    labels = host.split(".")
+    suffix = f".svc.{cluster_domain}"
+    if host.endswith(suffix) and len(labels) == 2 + suffix.count("."):
+        return Destination(host, None, ServiceRef(labels[1], labels[0]))
+    if len(labels) == 1:
+        if not namespace:
+            return None
+        return _service(ServiceRef(namespace, host), None, cluster_domain)
+    if len(labels) == 2 or (len(labels) == 3 and labels[2] == "svc"):
+        ref = ServiceRef(labels[1], labels[0])
+        if directory.has_service(*ref):
+            return _service(ref, None, cluster_domain)
+    return Destination(host, None, None)
+
+
+def tcp_destination(
+    record: AccessRecord, directory: Directory, cluster_domain: str
+) -> Destination | Rejection:
+    """The Service whose ClusterIP the app dialled (TCP has no Host to go by)."""
+    ref = directory.service_at_cluster_ip(record.original_ip) if record.original_ip else None
+    if ref is None:
+        return Rejection.TCP_UNKNOWN_DESTINATION
+    return _service(ref, record.original_port, cluster_domain)
+
+
+def _service(ref: ServiceRef, port: int | None, cluster_domain: str) -> Destination:
+    return Destination(hosts.service_fqdn(ref.name, ref.namespace, cluster_domain), port, ref)
+
+
+def _event(
+    record: AccessRecord, caller: Caller, dest: Destination, options: Options, *, now: float
+) -> events.DependencyObserved:
+    return events.DependencyObserved(
+        source_namespace=caller.namespace,
+        source_name=caller.name,
+        source_kind="workload" if caller.kind == "workload" else "service",
+        destination_host=dest.host,
+        destination_port=dest.port,
+        destination_namespace=dest.service.namespace if dest.service else None,
+        destination_service=dest.service.name if dest.service else None,
+        external=dest.service is None,
+        protocol=record.protocol,
+        first_seen=record.start_time if record.start_time is not None else now,
+        observed_at=now,
+        reporter=options.reporter,
+    )

@@ -1,0 +1,61 @@
+"""Prometheus metrics of accesslog-ingest (names are part of the service's contract).
+
+Adapters count; the domain returns outcomes and never touches these.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+from lazyload_accesslog_ingest.records import Rejection
+
+MESSAGES = Counter(
+    "lazyload_ingest_messages_total", "ALS messages received (malformed ones included)"
+)
+ENTRIES = Counter(
+    "lazyload_ingest_entries_total", "ALS access-log entries received, by type", ["type"]
+)
+STREAMS = Gauge("lazyload_ingest_streams", "ALS streams open now")
+REJECTED = Counter(
+    "lazyload_ingest_rejected_total",
+    "ALS messages or entries that gave no edge, by reason",
+    ["reason"],
+)
+UNKNOWN_CALLERS = Counter(
+    "lazyload_ingest_unknown_callers_total",
+    "Entries dropped because their caller address maps to no Service",
+)
+EDGES_OBSERVED = Counter(
+    "lazyload_ingest_edges_observed_total", "Edges derived from entries (before deduplication)"
+)
+DUPLICATES = Counter(
+    "lazyload_ingest_duplicates_suppressed_total",
+    "Edges not published because they are pending or were published within the refresh interval",
+)
+PUBLISHED = Counter(
+    "lazyload_ingest_edges_published_total", "Edges published and acked by JetStream", ["verdict"]
+)
+PUBLISH_FAILURES = Counter(
+    "lazyload_ingest_publish_failures_total",
+    "Publishes that failed (retried later), by error",
+    ["error"],
+)
+BUFFER_OVERFLOW = Counter(
+    "lazyload_ingest_buffer_overflow_total",
+    "Edges dropped because the publish buffer was full (offered again when next seen)",
+)
+BUFFERED = Gauge("lazyload_ingest_buffer_edges", "Edges queued or in flight to JetStream")
+MEMORY = Gauge("lazyload_ingest_dedup_edges", "Edges held in the deduplication memory")
+
+
+def _initialise() -> None:
+    """Create every known label value at 0, so dashboards and tests see the series at once."""
+    for kind in ("http", "tcp"):
+        ENTRIES.labels(kind)
+    for reason in Rejection:
+        REJECTED.labels(reason.value)
+    for verdict in ("new", "refresh"):
+        PUBLISHED.labels(verdict)
+
+
+_initialise()

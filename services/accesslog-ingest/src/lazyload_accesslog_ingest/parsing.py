@@ -1,0 +1,182 @@
+"""ALS protobufs -> plain records: the only module that reads Envoy's access-log messages.
+
+Every sub-message is read through presence checks (`HasField`), never assumed present: Envoy
+leaves out what it does not know, and a hand-made or truncated message may leave out anything.
+A field an edge cannot do without gives a `Rejection` for that entry alone. The bytes of a whole
+message are decoded here too, so that the gRPC layer never rejects (and ends) a stream for one
+undecodable message.
+"""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import address_pb2, base_pb2
+from envoy.data.accesslog.v3 import accesslog_pb2
+from envoy.service.accesslog.v3 import als_pb2
+from google.protobuf import message, struct_pb2
+
+from lazyload_accesslog_ingest.records import AccessRecord, Rejection, StreamIdentity
+
+Message = als_pb2.StreamAccessLogsMessage
+SOURCE_NAMESPACE_HEADER = "slime-source-ns"
+GLOBAL_SIDECAR_MARKER = ("SLIME_APP", "LAZYLOAD_GLOBAL_SIDECAR")
+"""Node metadata of Slime's global-sidecar (`ISTIO_META_SLIME_APP`): its node is no caller."""
+
+FLAG_CODES = {
+    "failed_local_healthcheck": "LH",
+    "no_healthy_upstream": "UH",
+    "upstream_request_timeout": "UT",
+    "local_reset": "LR",
+    "upstream_remote_reset": "UR",
+    "upstream_connection_failure": "UF",
+    "upstream_connection_termination": "UC",
+    "upstream_overflow": "UO",
+    "no_route_found": "NR",
+    "delay_injected": "DI",
+    "fault_injected": "FI",
+    "rate_limited": "RL",
+    "rate_limit_service_error": "RLSE",
+    "downstream_connection_termination": "DC",
+    "upstream_retry_limit_exceeded": "URX",
+    "stream_idle_timeout": "SI",
+    "invalid_envoy_request_headers": "IH",
+    "downstream_protocol_error": "DPE",
+    "upstream_max_stream_duration_reached": "UMSDR",
+    "response_from_cache_filter": "RFCF",
+    "no_filter_config_found": "NFCF",
+    "duration_timeout": "DT",
+    "upstream_protocol_error": "UPE",
+    "no_cluster_found": "NC",
+    "overload_manager": "OM",
+    "dns_resolution_failure": "DF",
+    "downstream_remote_reset": "DR",
+}
+
+
+class MalformedMessage(ValueError):
+    """The bytes are not a `StreamAccessLogsMessage`."""
+
+
+def decode_message(raw: bytes) -> Message:
+    """Decode one ALS message; raise `MalformedMessage` if the bytes are not one."""
+    try:
+        return Message.FromString(raw)
+    except (message.DecodeError, ValueError, TypeError) as e:
+        raise MalformedMessage(str(e) or "undecodable") from e
+
+
+def identity_of(msg: Message, *, global_sidecar_namespace: str) -> StreamIdentity | None:
+    """The stream identity in `msg`, or None when it has no identifier (not the first message)."""
+    if not msg.HasField("identifier"):
+        return None
+    ident = msg.identifier
+    node = ident.node if ident.HasField("node") else base_pb2.Node()
+    meta = node.metadata.fields if node.HasField("metadata") else {}
+    namespace = _string(meta.get("NAMESPACE"))
+    marker_key, marker_value = GLOBAL_SIDECAR_MARKER
+    return StreamIdentity(
+        log_name=ident.log_name,
+        node_id=node.id,
+        namespace=namespace,
+        workload=_string(meta.get("WORKLOAD_NAME")) or _string(meta.get("NAME")),
+        labels=_string_map(meta.get("LABELS")),
+        global_sidecar=_string(meta.get(marker_key)) == marker_value
+        or (bool(namespace) and namespace == global_sidecar_namespace),
+    )
+
+
+def http_record(entry: accesslog_pb2.HTTPAccessLogEntry) -> AccessRecord | Rejection:
+    """The record of one HTTP entry, or why it cannot give an edge."""
+    if not entry.HasField("common_properties"):
+        return Rejection.MISSING_CALLER
+    common = entry.common_properties
+    caller = _socket(common, "downstream_direct_remote_address")
+    if caller is None:
+        return Rejection.MISSING_CALLER
+    request = entry.request if entry.HasField("request") else accesslog_pb2.HTTPRequestProperties()
+    if not request.authority:
+        return Rejection.MISSING_AUTHORITY
+    response = (
+        entry.response if entry.HasField("response") else accesslog_pb2.HTTPResponseProperties()
+    )
+    headers = {k.lower(): v for k, v in request.request_headers.items()}
+    original = _socket(common, "downstream_local_address") or ("", None)
+    return AccessRecord(
+        protocol="grpc"
+        if headers.get("content-type", "").startswith("application/grpc")
+        else "http",
+        caller_ip=caller[0],
+        authority=request.authority,
+        original_ip=original[0],
+        original_port=original[1],
+        upstream_cluster=common.upstream_cluster,
+        response_flags=_flags(common),
+        response_code=response.response_code.value if response.HasField("response_code") else None,
+        source_namespace_header=headers.get(SOURCE_NAMESPACE_HEADER, "").strip().lower(),
+        start_time=_start_time(common),
+    )
+
+
+def tcp_record(entry: accesslog_pb2.TCPAccessLogEntry) -> AccessRecord | Rejection:
+    """The record of one TCP entry, or why it cannot give an edge."""
+    if not entry.HasField("common_properties"):
+        return Rejection.MISSING_CALLER
+    common = entry.common_properties
+    caller = _socket(common, "downstream_direct_remote_address")
+    if caller is None:
+        return Rejection.MISSING_CALLER
+    original = _socket(common, "downstream_local_address")
+    if original is None:
+        return Rejection.TCP_UNKNOWN_DESTINATION
+    return AccessRecord(
+        protocol="tcp",
+        caller_ip=caller[0],
+        original_ip=original[0],
+        original_port=original[1],
+        upstream_cluster=common.upstream_cluster,
+        response_flags=_flags(common),
+        start_time=_start_time(common),
+    )
+
+
+def _socket(common: accesslog_pb2.AccessLogCommon, name: str) -> tuple[str, int | None] | None:
+    if not common.HasField(name):  # type: ignore[arg-type]
+        return None
+    address: address_pb2.Address = getattr(common, name)
+    if not address.HasField("socket_address") or not address.socket_address.address:
+        return None
+    sock = address.socket_address
+    port = sock.port_value if sock.WhichOneof("port_specifier") == "port_value" else None
+    return sock.address, port
+
+
+def _flags(common: accesslog_pb2.AccessLogCommon) -> frozenset[str]:
+    if not common.HasField("response_flags"):
+        return frozenset()
+    flags = common.response_flags
+    found = {code for name, code in FLAG_CODES.items() if getattr(flags, name)}
+    if flags.HasField("unauthorized_details"):
+        found.add("UAEX")
+    return frozenset(found)
+
+
+def _start_time(common: accesslog_pb2.AccessLogCommon) -> float | None:
+    if not common.HasField("start_time"):
+        return None
+    stamp = common.start_time
+    return stamp.seconds + stamp.nanos / 1e9
+
+
+def _string(value: struct_pb2.Value | None) -> str:
+    if value is None or value.WhichOneof("kind") != "string_value":
+        return ""
+    return value.string_value
+
+
+def _string_map(value: struct_pb2.Value | None) -> dict[str, str]:
+    if value is None or value.WhichOneof("kind") != "struct_value":
+        return {}
+    return {
+        key: item.string_value
+        for key, item in value.struct_value.fields.items()
+        if item.WhichOneof("kind") == "string_value"
+    }

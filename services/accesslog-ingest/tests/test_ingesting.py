@@ -1,0 +1,213 @@
+"""ALS messages -> records -> outcomes (no network): parsing and per-stream state.
+
+- nil-safe parsing: entries without common properties, caller address, request or authority
+  are rejected one by one; their valid neighbours still give edges;
+- flags, response code, start time, the `slime-source-ns` and content-type headers are read;
+- undecodable bytes are one `malformed_message` rejection; a message that decodes to nothing
+  (garbage that happens to be valid protobuf) is an `empty_message` rejection;
+- the identifier is read from the first message and kept for the stream: Istio node metadata
+  (NAMESPACE, WORKLOAD_NAME, LABELS), and the global-sidecar's marker or namespace;
+- TCP entries;
+- an entry that raises inside the domain is counted as `internal_error`, not fatal.
+"""
+
+from __future__ import annotations
+
+import pytest
+from lazyload_accesslog_ingest import edges, ingesting, parsing, testing
+from lazyload_accesslog_ingest import testing as t
+from lazyload_accesslog_ingest.records import Rejection, StreamIdentity
+
+M = testing.SampleMesh
+
+
+@pytest.fixture
+def ingestor() -> ingesting.Ingestor:
+    return ingesting.Ingestor(testing.sample_index(), reporter="r", clock=lambda: 1_800_000_000.0)
+
+
+def test_http_record_fields() -> None:
+    entry = t.http_entry(
+        "Details:9080",
+        flags=["UH", "URX"],
+        code=503,
+        headers={"Slime-Source-Ns": "Default", "content-type": "application/grpc+proto"},
+        local="10.96.0.10",
+        local_port=9080,
+        start=1_700_000_000.5,
+    )
+    rec = parsing.http_record(entry)
+    assert not isinstance(rec, Rejection)
+    assert rec.protocol == "grpc"
+    assert rec.caller_ip == "10.1.0.1"
+    assert rec.authority == "Details:9080"
+    assert rec.response_flags == {"UH", "URX"}
+    assert rec.response_code == 503
+    assert rec.source_namespace_header == "default"
+    assert (rec.original_ip, rec.original_port) == ("10.96.0.10", 9080)
+    assert rec.start_time == pytest.approx(1_700_000_000.5)
+    assert rec.direction == "outbound"
+
+
+@pytest.mark.parametrize(
+    ("entry", "reason"),
+    [
+        (t.http_entry(with_common=False), Rejection.MISSING_CALLER),
+        (t.http_entry(caller=None), Rejection.MISSING_CALLER),
+        (t.http_entry(caller=""), Rejection.MISSING_CALLER),
+        (t.http_entry(authority=None), Rejection.MISSING_AUTHORITY),
+        (t.http_entry(authority=""), Rejection.MISSING_AUTHORITY),
+    ],
+)
+def test_http_record_missing_fields(entry: object, reason: Rejection) -> None:
+    assert parsing.http_record(entry) is reason  # type: ignore[arg-type]
+
+
+def test_http_record_optional_fields_absent() -> None:
+    rec = parsing.http_record(t.http_entry(code=None, start=None, upstream_cluster=""))
+    assert not isinstance(rec, Rejection)
+    assert rec.response_code is None and rec.start_time is None
+    assert rec.response_flags == frozenset() and rec.direction == ""
+    assert rec.protocol == "http" and rec.source_namespace_header == ""
+
+
+def test_tcp_record() -> None:
+    rec = parsing.tcp_record(t.tcp_entry("10.96.0.11", 3306, flags=["UF"]))
+    assert not isinstance(rec, Rejection)
+    assert (rec.protocol, rec.original_ip, rec.original_port) == ("tcp", "10.96.0.11", 3306)
+    assert rec.response_flags == {"UF"}
+    assert parsing.tcp_record(t.tcp_entry(None)) is Rejection.TCP_UNKNOWN_DESTINATION
+    assert parsing.tcp_record(t.tcp_entry(caller=None)) is Rejection.MISSING_CALLER
+
+
+def test_one_bad_entry_keeps_its_neighbours(ingestor: ingesting.Ingestor) -> None:
+    msg = t.message(
+        t.http_entry("details:9080"),
+        t.http_entry(with_common=False),
+        t.http_entry(authority=None),
+        t.http_entry("bad_host!"),
+        t.http_entry("10.1.2.3"),
+        t.http_entry("x", flags=["NR"], code=404),
+        t.http_entry("details:9080", caller="10.9.9.9"),
+        t.http_entry("ratings.shop:9080"),
+        ident=t.identifier(),
+    )
+    outcome = ingestor.ingest(msg.SerializeToString(), ingesting.StreamState())
+    assert outcome.entries == {"http": 8}
+    assert [e.destination_host for e in outcome.edges] == [
+        "details.default.svc.cluster.local",
+        "ratings.shop.svc.cluster.local",
+    ]
+    assert outcome.rejections == {
+        Rejection.MISSING_CALLER: 1,
+        Rejection.MISSING_AUTHORITY: 1,
+        Rejection.INVALID_HOST: 1,
+        Rejection.IP_AUTHORITY: 1,
+        Rejection.UNROUTED: 1,
+        Rejection.UNKNOWN_CALLER: 1,
+    }
+    assert all(e.reporter == "r" and e.observed_at == 1_800_000_000.0 for e in outcome.edges)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\xff\xff\xff\xff", Rejection.MALFORMED_MESSAGE),
+        (b"\x12\x05\x0a\x03abc", Rejection.MALFORMED_MESSAGE),  # entry list holding garbage
+        (b"", Rejection.EMPTY_MESSAGE),
+        (b"\xa0\x06\x01", Rejection.EMPTY_MESSAGE),  # an unknown field only
+    ],
+)
+def test_undecodable_messages(ingestor: ingesting.Ingestor, raw: bytes, reason: Rejection) -> None:
+    stream = ingesting.StreamState()
+    outcome = ingestor.ingest(raw, stream)
+    assert outcome.rejections == {reason: 1}
+    assert not outcome.edges
+    # the stream goes on
+    good = ingestor.ingest(t.message(t.http_entry()).SerializeToString(), stream)
+    assert len(good.edges) == 1
+    assert stream.messages == 2
+
+
+def test_identity_is_kept_for_the_stream(ingestor: ingesting.Ingestor) -> None:
+    stream = ingesting.StreamState()
+    ident = t.identifier(
+        "sidecar~10.1.0.7~web-1.default~default.svc.cluster.local",
+        log_name="sidecar-als",
+        metadata={
+            "NAMESPACE": "default",
+            "WORKLOAD_NAME": "web",
+            "LABELS": {"tier": "web", "version": "v1"},
+        },
+    )
+    first = ingestor.ingest(t.message(ident=ident).SerializeToString(), stream)
+    assert not first.rejections and not first.entries  # identifier only: fine
+    assert stream.identity == StreamIdentity(
+        log_name="sidecar-als",
+        node_id="sidecar~10.1.0.7~web-1.default~default.svc.cluster.local",
+        namespace="default",
+        workload="web",
+        labels={"tier": "web", "version": "v1"},
+    )
+    later = ingestor.ingest(t.message(t.http_entry(caller="10.9.9.9")).SerializeToString(), stream)
+    assert [(e.source_namespace, e.source_name) for e in later.edges] == [("default", "frontend")]
+    other = ingestor.ingest(
+        t.message(t.http_entry(caller="10.9.9.9")).SerializeToString(), ingesting.StreamState()
+    )
+    assert other.rejections == {Rejection.UNKNOWN_CALLER: 1}
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"NAMESPACE": "mesh-operator", "WORKLOAD_NAME": "global-sidecar"},
+        {"NAMESPACE": "elsewhere", "SLIME_APP": "LAZYLOAD_GLOBAL_SIDECAR"},
+    ],
+)
+def test_global_sidecar_is_never_the_caller(
+    ingestor: ingesting.Ingestor, metadata: dict[str, str]
+) -> None:
+    stream = ingesting.StreamState()
+    msg = t.message(t.http_entry(), ident=t.identifier(metadata=metadata))
+    outcome = ingestor.ingest(msg.SerializeToString(), stream)
+    assert stream.identity is not None and stream.identity.global_sidecar
+    assert [(e.source_namespace, e.source_name) for e in outcome.edges] == [
+        ("default", "productpage")
+    ]
+
+
+def test_odd_metadata_types_are_ignored(ingestor: ingesting.Ingestor) -> None:
+    stream = ingesting.StreamState()
+    ident = t.identifier(metadata={"NAMESPACE": 3, "LABELS": "not-a-map", "WORKLOAD_NAME": ["x"]})
+    ingestor.ingest(t.message(t.http_entry(), ident=ident).SerializeToString(), stream)
+    assert stream.identity is not None
+    assert (stream.identity.namespace, stream.identity.labels, stream.identity.workload) == (
+        "",
+        {},
+        "",
+    )
+
+
+def test_tcp_message(ingestor: ingesting.Ingestor) -> None:
+    msg = t.message(t.tcp_entry(M.RATINGS_CLUSTER_IP, 9080), t.tcp_entry("10.99.0.1", 1))
+    outcome = ingestor.ingest(msg.SerializeToString(), ingesting.StreamState())
+    assert outcome.entries == {"tcp": 2}
+    assert [e.destination_host for e in outcome.edges] == ["ratings.shop.svc.cluster.local"]
+    assert outcome.rejections == {Rejection.TCP_UNKNOWN_DESTINATION: 1}
+
+
+def test_a_raising_entry_is_counted_not_fatal(
+    ingestor: ingesting.Ingestor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = edges.derive
+
+    def flaky(record, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if record.authority == "boom":
+            raise RuntimeError("bug")
+        return real(record, *args, **kwargs)
+
+    monkeypatch.setattr(edges, "derive", flaky)
+    msg = t.message(t.http_entry("boom"), t.http_entry("details"))
+    outcome = ingestor.ingest(msg.SerializeToString(), ingesting.StreamState())
+    assert outcome.rejections == {Rejection.INTERNAL: 1}
+    assert len(outcome.edges) == 1

@@ -1,0 +1,133 @@
+"""The service fed by the Kubernetes API (the local emulator, reached through a kubeconfig).
+
+- `app.run` without an injected index lists and watches Endpoints, EndpointSlices and
+  Services, and becomes ready once they are listed;
+- an access log from a pod address listed in Endpoints becomes an event;
+- a pod added later (watch) and a Service's ClusterIP (IP authority) are picked up;
+- a pod known only from an EndpointSlice is a caller too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from lazyload_accesslog_ingest import app
+from lazyload_accesslog_ingest import testing as t
+from lazyload_accesslog_ingest.settings import IngestSettings
+from lazyload_common import kube
+from lazyload_testing.kube import KubeEmulator
+from lazyload_testing.nats import NatsServer
+from nats.aio.client import Client as NATS
+
+
+@pytest.fixture
+def api(kube_emulator: KubeEmulator) -> kube.KubeApi:
+    return kube.KubeApi(kube_emulator.api_client())
+
+
+def create(api: kube.KubeApi, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    return api.create(path, body)
+
+
+@pytest.fixture
+async def ingest(
+    kube_emulator: KubeEmulator, nats_server: NatsServer, api: kube.KubeApi
+) -> AsyncIterator[tuple[app.BoundPorts, str]]:
+    create(api, "/api/v1/namespaces", {"metadata": {"name": "shop"}})
+    details = create(api, "/api/v1/namespaces/default/services", _service("default", "details"))
+    create(api, "/api/v1/namespaces/default/services", _service("default", "productpage"))
+    create(api, "/api/v1/namespaces/shop/services", _service("shop", "ratings"))
+    create(
+        api,
+        "/api/v1/namespaces/default/endpoints",
+        t.endpoints("default", "productpage", ["10.1.0.1"]),
+    )
+    settings = IngestSettings(
+        nats={"url": nats_server.url},
+        kube={"kubeconfig": kube_emulator.kubeconfig},
+        admin={"host": "127.0.0.1", "port": 0},
+        grpc={"host": "127.0.0.1", "port": 0, "shutdown_grace": 0.2},
+        publish={"drain_timeout": 0.5},
+    )
+    stop, ready = asyncio.Event(), asyncio.Event()
+    bound: list[app.BoundPorts] = []
+    task = asyncio.create_task(app.run(settings, stop=stop, ready=ready, on_bound=bound.append))
+    try:
+        await asyncio.wait_for(ready.wait(), 20)
+        yield bound[0], details["spec"]["clusterIP"]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
+def _service(namespace: str, name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"namespace": namespace, "name": name},
+        "spec": {"selector": {"app": name}, "ports": [{"port": 9080, "name": "http"}]},
+    }
+
+
+async def _hosts(observer: NATS) -> list[tuple[str, str]]:
+    return sorted(
+        (m.subject, m.event.destination_host) for m in await t.read_dependency_events(observer)
+    )
+
+
+async def test_index_from_the_kubernetes_api(
+    ingest: tuple[app.BoundPorts, str], api: kube.KubeApi, observer: NATS
+) -> None:
+    ports, details_ip = ingest
+    assert details_ip and details_ip != "None"
+    target = f"127.0.0.1:{ports.grpc}"
+    async with t.AlsClient(target) as client:
+        await client.send(
+            t.message(
+                t.http_entry("details:9080"),
+                t.http_entry(details_ip),
+                t.http_entry("ratings.shop"),
+                ident=t.identifier(),
+            )
+        )
+
+        async def learned() -> bool:
+            return len(await t.read_dependency_events(observer)) == 3
+
+        await t.eventually(learned, what="edges of the listed pod")
+        # a pod added later, through the watch
+        create(
+            api,
+            "/api/v1/namespaces/shop/endpoints",
+            t.endpoints("shop", "ratings", [], not_ready=["10.2.0.9"]),
+        )
+        create(
+            api,
+            "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices",
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                **t.endpoint_slice("shop", "ratings-abc", "ratings", ["10.2.0.10"]),
+            },
+        )
+
+        async def watched() -> bool:
+            await client.send(
+                t.message(
+                    t.http_entry("details.default:9080", caller="10.2.0.9"),
+                    t.http_entry("details.default:9081", caller="10.2.0.10"),
+                )
+            )
+            return len(await t.read_dependency_events(observer)) == 5
+
+        await t.eventually(watched, what="edges of the watched pods")
+    assert await _hosts(observer) == [
+        ("lazyload.deps.default.productpage", "details.default.svc.cluster.local"),
+        ("lazyload.deps.default.productpage", "details.default.svc.cluster.local"),
+        ("lazyload.deps.default.productpage", "ratings.shop.svc.cluster.local"),
+        ("lazyload.deps.shop.ratings", "details.default.svc.cluster.local"),
+        ("lazyload.deps.shop.ratings", "details.default.svc.cluster.local"),
+    ]

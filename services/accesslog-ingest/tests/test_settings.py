@@ -1,0 +1,72 @@
+"""Settings: defaults, environment variables (`LAZYLOAD_` prefix, `__` nesting), start-up checks."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+from lazyload_accesslog_ingest.settings import IngestSettings
+from lazyload_common import errors
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("LAZYLOAD_"):
+            monkeypatch.delenv(key)
+    s = IngestSettings()
+    assert (s.grpc.host, s.grpc.port) == ("0.0.0.0", 8082)
+    assert s.dedup.max_edges == 100_000 and s.dedup.refresh_interval == 300
+    assert s.publish.max_in_flight == 512 and s.publish.buffer_size == 100_000
+    assert s.reporter == socket.gethostname()
+    assert s.mesh.cluster_domain == "cluster.local"
+    s.check()
+
+
+def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {
+        "LAZYLOAD_GRPC__PORT": "0",
+        "LAZYLOAD_GRPC__HOST": "127.0.0.1",
+        "LAZYLOAD_GRPC__MAX_MESSAGE_BYTES": "65536",
+        "LAZYLOAD_DEDUP__MAX_EDGES": "10",
+        "LAZYLOAD_DEDUP__REFRESH_INTERVAL": "60",
+        "LAZYLOAD_PUBLISH__MAX_IN_FLIGHT": "8",
+        "LAZYLOAD_PUBLISH__BUFFER_SIZE": "1000",
+        "LAZYLOAD_REPORTER": "ingest-0",
+        "LAZYLOAD_NATS__URL": "nats://nats:4222",
+        "LAZYLOAD_MESH__CLUSTER_DOMAIN": "corp.local",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    s = IngestSettings()
+    assert (s.grpc.host, s.grpc.port, s.grpc.max_message_bytes) == ("127.0.0.1", 0, 65536)
+    assert (s.dedup.max_edges, s.dedup.refresh_interval) == (10, 60.0)
+    assert (s.publish.max_in_flight, s.publish.buffer_size) == (8, 1000)
+    assert s.reporter == "ingest-0"
+    assert s.nats.url == "nats://nats:4222"
+    assert s.mesh.cluster_domain == "corp.local"
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"grpc": {"port": 70000}}, "grpc.port"),
+        ({"dedup": {"max_edges": 0}}, "dedup.max_edges"),
+        ({"dedup": {"refresh_interval": 0}}, "dedup.refresh_interval"),
+        ({"publish": {"max_in_flight": 0}}, "publish.max_in_flight"),
+    ],
+)
+def test_invalid_values(values: dict[str, object], field: str) -> None:
+    with pytest.raises(ValueError, match=field.split(".")[1]):
+        IngestSettings(**values)  # type: ignore[arg-type]
+
+
+def test_check_names_every_bad_field() -> None:
+    s = IngestSettings(
+        mesh={"cluster_domain": "Bad_Domain"},  # type: ignore[arg-type]
+        grpc={"host": "0.0.0.0", "port": 9000},  # type: ignore[arg-type]
+        admin={"host": "0.0.0.0", "port": 9000},  # type: ignore[arg-type]
+    )
+    with pytest.raises(errors.ConfigError) as info:
+        s.check()
+    assert "mesh.cluster_domain" in str(info.value) and "grpc.port" in str(info.value)

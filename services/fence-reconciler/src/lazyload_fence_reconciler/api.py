@@ -1,0 +1,125 @@
+"""The admin HTTP API of fence-reconciler (a FastAPI router mounted on the admin app).
+
+- `GET  /api/v1/fences`: every fence, summarised;
+- `GET  /api/v1/fences/{ns}/{name}`: one fence with its hosts, their state and reasons;
+- `GET  /api/v1/graph`: the dependency graph (nodes: services and hosts; edges: fence -> host);
+- `POST /api/v1/fences/{ns}/{name}/reset`: forget the learned hosts (spec hosts stay), which
+  publishes a new revision.
+
+Reads come from the watch cache; handlers are async so they run in the event loop with it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+from lazyload_common import errors, kube
+
+from lazyload_fence_reconciler import desiring, fences, reconciling, watching
+
+
+def create_router(
+    reconciler: reconciling.Reconciler, cluster: watching.Cluster, *, cluster_domain: str
+) -> APIRouter:
+    router = APIRouter(prefix="/api/v1", tags=["fences"])
+
+    @router.get("/fences")
+    async def list_fences() -> dict[str, Any]:
+        return {"items": [_summary(reconciler, o) for o in cluster.all_fences()]}
+
+    @router.get("/fences/{namespace}/{name}")
+    async def get_fence(namespace: str, name: str) -> dict[str, Any]:
+        obj = cluster.fence((namespace, name))
+        if obj is None:
+            raise HTTPException(404, f"no ServiceFence {namespace}/{name}")
+        return _detail(reconciler, obj)
+
+    @router.post("/fences/{namespace}/{name}/reset")
+    async def reset_fence(namespace: str, name: str) -> dict[str, Any]:
+        try:
+            obj = await reconciler.reconcile((namespace, name), reset=True)
+        except errors.LazyloadError as e:
+            raise HTTPException(503, f"reset failed: {e}") from e
+        if obj is None:
+            raise HTTPException(404, f"no ServiceFence {namespace}/{name}")
+        return _detail(reconciler, obj)
+
+    @router.get("/graph")
+    async def graph() -> dict[str, Any]:
+        return _graph(cluster.all_fences(), cluster_domain)
+
+    return router
+
+
+def _summary(reconciler: reconciling.Reconciler, obj: kube.RawObject) -> dict[str, Any]:
+    fence = fences.Fence.from_raw(obj)
+    state = desiring.recorded(fence)
+    sent = reconciler.sent.get(fence.key)
+    return {
+        "namespace": fence.namespace,
+        "name": fence.name,
+        "uid": fence.uid,
+        "enabled": fence.enable,
+        "revision": fence.revision,
+        "published_revision": sent.state.revision if sent and sent.uid == fence.uid else None,
+        "hosts": len(state.hosts),
+        "created_by": "fence-controller" if fence.created_by_controller else "user",
+    }
+
+
+def _detail(reconciler: reconciling.Reconciler, obj: kube.RawObject) -> dict[str, Any]:
+    fence = fences.Fence.from_raw(obj)
+    state = desiring.recorded(fence)
+    learned = fence.learned(default_time=0.0)
+    domains = fence.domains
+    hosts = []
+    for key in sorted(domains):
+        entry = learned.get(key)
+        hosts.append(
+            {
+                "host": key,
+                "status": domains[key].status.value,
+                "rendered": domains[key].status.rendered,
+                "reasons": list(state.reasons.get(key, ())),
+                "first_seen": fences.format_time(entry.first_seen) if entry else None,
+                "last_seen": fences.format_time(entry.last_seen) if entry else None,
+                "port": entry.port if entry else None,
+            }
+        )
+    return {
+        **_summary(reconciler, obj),
+        "workload_selector": state.workload_selector,
+        "rendered_hosts": list(state.hosts),
+        "hosts": hosts,
+        "conditions": fence.raw_status.get("conditions", []),
+    }
+
+
+def _graph(objs: list[kube.RawObject], cluster_domain: str) -> dict[str, Any]:
+    """Services are nodes `ns/name`; a host that is a Service FQDN becomes that Service's node."""
+    nodes: dict[str, dict[str, Any]] = {}
+    edges: list[dict[str, Any]] = []
+    suffix = f".svc.{cluster_domain}"
+    for obj in objs:
+        fence = fences.Fence.from_raw(obj)
+        source = f"{fence.namespace}/{fence.name}"
+        nodes[source] = {"id": source, "kind": "service", "fenced": True}
+        state = desiring.recorded(fence)
+        for host in state.hosts:
+            target, kind = _node_of(host, suffix)
+            nodes.setdefault(target, {"id": target, "kind": kind, "fenced": False})
+            edges.append(
+                {"source": source, "target": target, "host": host, "reasons": state.reasons[host]}
+            )
+    return {"nodes": sorted(nodes.values(), key=lambda n: n["id"]), "edges": edges}
+
+
+def _node_of(host: str, suffix: str) -> tuple[str, str]:
+    if host.endswith("/*"):
+        return host, "namespace"
+    if host.endswith(suffix):
+        parts = host[: -len(suffix)].split(".")
+        if len(parts) == 2:
+            return f"{parts[1]}/{parts[0]}", "service"
+    return host, "external"

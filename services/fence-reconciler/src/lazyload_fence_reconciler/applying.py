@@ -1,0 +1,110 @@
+"""The one module that writes ServiceFences, through `KubeApi` (blocking calls run in threads).
+
+Status goes through the `/status` subresource with the object's resourceVersion: a 409 means
+someone wrote in between (the other replica, a user, our own stale cache), so the fence is
+re-read and the computation re-applied, `conflict_retries` times at most; then a TemporaryError.
+Kube errors leave as the typed errors of `lazyload_common.errors` the consume loop understands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from lazyload_common import errors, kube
+
+from lazyload_fence_reconciler import fences, metrics
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Computation = Callable[[kube.RawObject], tuple[dict[str, Any] | None, T]]
+"""From the current object: (the status to write, or None for no write; a result to return)."""
+
+
+def collection_path(namespace: str) -> str:
+    return f"/apis/{fences.GROUP}/{fences.VERSION}/namespaces/{namespace}/{fences.PLURAL}"
+
+
+def object_path(namespace: str, name: str) -> str:
+    return f"{collection_path(namespace)}/{name}"
+
+
+class Applier:
+    """Reads and writes ServiceFences."""
+
+    def __init__(self, api: kube.KubeApi, *, conflict_retries: int = 5) -> None:
+        self.api = api
+        self.conflict_retries = conflict_retries
+
+    async def get(self, namespace: str, name: str) -> kube.RawObject | None:
+        try:
+            return await self._call(self.api.get, object_path(namespace, name))
+        except kube.KubeNotFound:
+            return None
+
+    async def create(self, namespace: str, name: str) -> kube.RawObject:
+        """Create the auto fence; if it exists already, return the existing one."""
+        try:
+            created = await self._call(
+                self.api.create, collection_path(namespace), fences.new_fence_body(namespace, name)
+            )
+        except kube.KubeConflict:
+            existing = await self.get(namespace, name)
+            if existing is None:
+                raise errors.TemporaryError(f"fence {namespace}/{name} flickered") from None
+            return existing
+        metrics.WRITES.labels("create").inc()
+        log.info("created ServiceFence %s/%s", namespace, name)
+        return created
+
+    async def delete(self, namespace: str, name: str) -> None:
+        try:
+            await self._call(self.api.delete, object_path(namespace, name))
+        except kube.KubeNotFound:
+            return
+        metrics.WRITES.labels("delete").inc()
+
+    async def apply_status(
+        self, obj: kube.RawObject, compute: Computation[T]
+    ) -> tuple[kube.RawObject, T]:
+        """Write `compute(obj)`'s status with optimistic concurrency; re-read and retry on 409."""
+        meta = obj.get("metadata", {})
+        namespace, name = meta.get("namespace", ""), meta.get("name", "")
+        for attempt in range(self.conflict_retries + 1):
+            status, result = compute(obj)
+            if status is None:
+                return obj, result
+            body = {**obj, "status": status}
+            try:
+                written = await self._call(
+                    self.api.replace, object_path(namespace, name) + "/status", body
+                )
+            except kube.KubeConflict:
+                metrics.CONFLICTS.inc()
+                log.debug("conflict writing %s/%s (attempt %d)", namespace, name, attempt + 1)
+                fresh = await self.get(namespace, name)
+                if fresh is None:
+                    break
+                obj = fresh
+                continue
+            except kube.KubeNotFound:
+                break
+            metrics.WRITES.labels("status").inc()
+            return written, result
+        raise errors.TemporaryError(
+            f"fence {namespace}/{name}: still conflicting or gone after "
+            f"{self.conflict_retries} retries",
+            delay=1.0,
+        )
+
+    async def _call(self, fn: Callable[..., kube.RawObject], *args: Any) -> kube.RawObject:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except (kube.KubeNotFound, kube.KubeConflict):
+            raise
+        except kube.KubeUnprocessable as e:
+            raise errors.PermanentError(f"fence write refused: {e}") from e
+        except (kube.KubeTooManyRequests, kube.KubeServerError) as e:
+            raise errors.TemporaryError(str(e), delay=2.0) from e

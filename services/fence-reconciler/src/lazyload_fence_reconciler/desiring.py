@@ -1,0 +1,345 @@
+"""The pure core of the reconciler: (fence, new edges, Service selector, now) -> desired fence.
+
+`desire()` merges three sources into `status.domains`: hosts learned from traffic
+(`status.learned`, and Slime's `status.metricStatus`), static hosts of `spec.host`, and (later)
+label selectors, VirtualService expansion and aliases. It returns the whole status to write, the
+rendered host set with per-host reasons, and whether the desired state (hosts, enabled, workload
+selector) changed, in which case `revision` is one more than the recorded one. `recorded()` reads
+back the state a status already holds, for re-publishing. No I/O here; tests use plain values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from lazyload_common import events, hosts
+
+from lazyload_fence_reconciler import fences
+
+LEARNED = "learned"
+SPEC = "spec"
+
+
+@dataclass(frozen=True)
+class Edge:
+    """One learned dependency of the fence's caller: the destination host and when it was seen."""
+
+    host: str
+    port: int | None = None
+    first_seen: float = 0.0
+    observed_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Knobs of the computation (from `FenceSettings`)."""
+
+    recycle_after: float = 0.0
+    """Seconds without traffic after which a learned host goes EXPIREWAIT; 0 = never recycle."""
+    expire_wait: float = 3600.0
+    """Seconds a host stays EXPIREWAIT (still rendered) before it is removed."""
+    last_seen_granularity: float = 60.0
+    """`lastSeen` only moves when it advances by this much, so repeated edges cause no writes."""
+
+
+@dataclass(frozen=True)
+class State:
+    """A desired state of a fence: what a FenceChanged event carries."""
+
+    revision: int
+    enabled: bool
+    workload_selector: fences.Selector | None
+    hosts: tuple[str, ...]
+    reasons: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def essence(self) -> tuple[Any, ...]:
+        """What a revision is about: a change of any of these is a new revision."""
+        selector = tuple(sorted(self.workload_selector.items())) if self.workload_selector else None
+        return (self.enabled, selector, self.hosts)
+
+
+@dataclass(frozen=True)
+class Desired:
+    """The result of `desire()`: the status to write and the state it records."""
+
+    state: State
+    status: dict[str, Any]
+    changed: bool
+    """The desired state differs from the recorded one: `state.revision` was bumped."""
+    write_needed: bool
+    """The status differs from the current one (a change, or only bookkeeping like lastSeen)."""
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    invalid_spec_hosts: tuple[str, ...] = ()
+
+
+def workload_selector(
+    fence: fences.Fence, service_selector: fences.Selector | None
+) -> fences.Selector | None:
+    """Slime's priority: `labels` when non-empty, else the Service's selector when `fromService`."""
+    if fence.workload_labels:
+        return dict(fence.workload_labels)
+    if fence.from_service and service_selector:
+        return dict(service_selector)
+    return None
+
+
+def rendered_hosts(domains: Mapping[str, fences.Domain]) -> tuple[str, ...]:
+    """The hosts a Sidecar gets from domains: `ns/*` keys and the hosts of every rendered domain."""
+    out: set[str] = set()
+    for key, domain in domains.items():
+        if not domain.status.rendered:
+            continue
+        if hosts.is_namespace_domain(key):
+            out.add(key)
+        out.update(domain.hosts)
+    return tuple(sorted(out))
+
+
+def desire(
+    fence: fences.Fence,
+    edges: Iterable[Edge] = (),
+    *,
+    service_selector: fences.Selector | None,
+    now: float,
+    policy: Policy = Policy(),
+    reset: bool = False,
+    revision_floor: int = 0,
+) -> Desired:
+    """Compute the desired status of `fence` after learning `edges` (all valid hosts).
+
+    `revision_floor` is the last revision published for a fence of this name that is gone (a
+    deleted fence), so a recreated fence's revisions continue above it.
+    """
+    learned = {} if reset else _absorb_metric_status(fence, now)
+    learned = _learn(learned, edges, now, policy)
+    learned, learned_status = _recycle(learned, now, policy)
+    spec_status, invalid = _spec_domains(fence, now)
+    domains, reasons = _merge(learned_status, spec_status)
+    state = State(
+        revision=fence.revision,
+        enabled=fence.enable,
+        workload_selector=workload_selector(fence, service_selector),
+        hosts=rendered_hosts(domains),
+        reasons={h: reasons.get(h, ()) for h in rendered_hosts(domains)},
+    )
+    before = recorded(fence)
+    changed = fence.revision == 0 or state.essence() != before.essence()
+    if changed:
+        state = replace(state, revision=max(fence.revision, revision_floor) + 1)
+    status = _status(fence, state, domains, learned, invalid, now, reset=reset)
+    return Desired(
+        state=state,
+        status=status,
+        changed=changed,
+        write_needed=status != dict(fence.raw_status),
+        added=tuple(sorted(set(state.hosts) - set(before.hosts))),
+        removed=tuple(sorted(set(before.hosts) - set(state.hosts))),
+        invalid_spec_hosts=invalid,
+    )
+
+
+def recorded(fence: fences.Fence) -> State:
+    """The state the fence's status records (what was, or is to be, published at its revision)."""
+    domains = fence.domains
+    rendered = rendered_hosts(domains)
+    learned = set(fence.learned(default_time=0.0)) | {
+        h for h in map(fences.host_of_metric_key, fence.metric_status) if h
+    }
+    reasons = {
+        h: tuple(r for r, hit in ((LEARNED, h in learned), (SPEC, h in fence.spec_hosts)) if hit)
+        for h in rendered
+    }
+    enabled = fence.recorded_enabled
+    return State(
+        revision=fence.revision,
+        enabled=fence.enable if enabled is None else enabled,
+        workload_selector=fence.recorded_selector,
+        hosts=rendered,
+        reasons=reasons,
+    )
+
+
+def to_event(
+    fence: fences.Fence,
+    state: State,
+    *,
+    added: Sequence[str] | None = None,
+    removed: Sequence[str] = (),
+    deleted: bool = False,
+    now: float,
+) -> events.FenceChanged:
+    """The FenceChanged event of `state` (added defaults to every host: a first publication)."""
+    return events.FenceChanged(
+        namespace=fence.namespace,
+        name=fence.name,
+        uid=fence.uid,
+        revision=state.revision,
+        enabled=state.enabled and not deleted,
+        deleted=deleted,
+        workload_selector=state.workload_selector,
+        hosts=list(state.hosts),
+        added=list(state.hosts if added is None else added),
+        removed=list(removed),
+        reasons={h: list(r) for h, r in state.reasons.items()},
+        changed_at=now,
+    )
+
+
+def deleted_event(fence: fences.Fence, last: State | None, *, now: float) -> events.FenceChanged:
+    """The event of a deleted fence: one revision past the last known, no hosts, all removed."""
+    last = last or recorded(fence)
+    revision = max(last.revision, fence.revision) + 1
+    gone = State(revision=revision, enabled=False, workload_selector=None, hosts=())
+    return to_event(fence, gone, added=(), removed=last.hosts, deleted=True, now=now)
+
+
+def _absorb_metric_status(fence: fences.Fence, now: float) -> dict[str, fences.Learned]:
+    """lazyload's learned hosts plus Slime's metricStatus hosts (first seen now, if unknown)."""
+    learned = fence.learned(default_time=now)
+    for key in fence.metric_status:
+        host = fences.host_of_metric_key(key)
+        if host and host not in learned and hosts.is_valid_host(host):
+            learned[host] = fences.Learned(host, first_seen=now, last_seen=now)
+    return learned
+
+
+def _learn(
+    learned: dict[str, fences.Learned], edges: Iterable[Edge], now: float, policy: Policy
+) -> dict[str, fences.Learned]:
+    out = dict(learned)
+    for edge in edges:
+        seen = min(max(edge.observed_at, edge.first_seen), now) or now
+        first = min(edge.first_seen or seen, seen)
+        old = out.get(edge.host)
+        if old is None:
+            out[edge.host] = fences.Learned(edge.host, first, seen, edge.port)
+            continue
+        moved = seen - old.last_seen >= policy.last_seen_granularity
+        out[edge.host] = replace(
+            old,
+            first_seen=min(old.first_seen, first),
+            last_seen=seen if moved else old.last_seen,
+            port=old.port if edge.port is None else edge.port,
+            reasons=old.reasons if LEARNED in old.reasons else (*old.reasons, LEARNED),
+        )
+    return out
+
+
+def _recycle(
+    learned: dict[str, fences.Learned], now: float, policy: Policy
+) -> tuple[dict[str, fences.Learned], dict[str, fences.DomainStatus]]:
+    """ACTIVE -> EXPIREWAIT after `recycle_after` idle seconds -> removed `expire_wait` later."""
+    kept: dict[str, fences.Learned] = {}
+    status: dict[str, fences.DomainStatus] = {}
+    for host, entry in learned.items():
+        idle = now - entry.last_seen
+        if policy.recycle_after > 0 and idle > policy.recycle_after + policy.expire_wait:
+            continue
+        kept[host] = entry
+        expiring = policy.recycle_after > 0 and idle > policy.recycle_after
+        status[host] = fences.DomainStatus.EXPIREWAIT if expiring else fences.DomainStatus.ACTIVE
+    return kept, status
+
+
+def _spec_domains(
+    fence: fences.Fence, now: float
+) -> tuple[dict[str, fences.DomainStatus], tuple[str, ...]]:
+    valid: dict[str, fences.DomainStatus] = {}
+    invalid: list[str] = []
+    for key, strategy in fence.spec_hosts.items():
+        if hosts.is_valid_domain(key):
+            valid[key] = strategy.status_at(now)
+        else:
+            invalid.append(key)
+    return valid, tuple(sorted(invalid))
+
+
+def _merge(
+    *sources: Mapping[str, fences.DomainStatus],
+) -> tuple[dict[str, fences.Domain], dict[str, tuple[str, ...]]]:
+    """Merge per-source domain states; a host in several sources takes the most alive state."""
+    rank = {
+        fences.DomainStatus.ACTIVE: 2,
+        fences.DomainStatus.EXPIREWAIT: 1,
+        fences.DomainStatus.EXPIRE: 0,
+    }
+    names = (LEARNED, SPEC)
+    domains: dict[str, fences.Domain] = {}
+    reasons: dict[str, tuple[str, ...]] = {}
+    for name, source in zip(names, sources, strict=True):
+        for key, status in source.items():
+            old = domains.get(key)
+            if old is None or rank[status] > rank[old.status]:
+                own = () if hosts.is_namespace_domain(key) else (key,)
+                domains[key] = fences.Domain(own, status)
+            reasons[key] = (*reasons.get(key, ()), name)
+    return domains, reasons
+
+
+def _status(
+    fence: fences.Fence,
+    state: State,
+    domains: Mapping[str, fences.Domain],
+    learned: Mapping[str, fences.Learned],
+    invalid: tuple[str, ...],
+    now: float,
+    *,
+    reset: bool,
+) -> dict[str, Any]:
+    status = dict(fence.raw_status)
+    status["metricStatus"] = _metric_status(fence.metric_status, learned, reset=reset)
+    status["domains"] = {
+        key: {"hosts": list(d.hosts), "status": d.status.value}
+        for key, d in sorted(domains.items())
+    }
+    status["learned"] = {h: learned[h].to_raw() for h in sorted(learned)}
+    status["revision"] = state.revision
+    status["observedGeneration"] = fence.generation
+    status["enabled"] = state.enabled
+    if state.workload_selector is None:
+        status.pop("workloadSelector", None)
+    else:
+        status["workloadSelector"] = state.workload_selector
+    status["hostCount"] = len(state.hosts)
+    status["conditions"] = _conditions(fence, invalid, now)
+    return status
+
+
+def _metric_status(
+    current: Mapping[str, str], learned: Mapping[str, fences.Learned], *, reset: bool
+) -> dict[str, str]:
+    """Keep keys of still-learned hosts (and keys that name no host), add new ones as "1"."""
+    out: dict[str, str] = {}
+    for key, value in current.items():
+        host = fences.host_of_metric_key(key)
+        if (host is None and not reset) or (host is not None and host in learned):
+            out[key] = value
+    for host in learned:
+        key = fences.metric_key(host)
+        if not any(fences.host_of_metric_key(k) == host for k in out):
+            out[key] = "1"
+    return dict(sorted(out.items()))
+
+
+def _conditions(fence: fences.Fence, invalid: tuple[str, ...], now: float) -> list[dict[str, Any]]:
+    """One condition, SpecValid; its lastTransitionTime only moves when its status flips."""
+    raw = fence.raw_status.get("conditions")
+    old = next(
+        (c for c in raw or [] if isinstance(c, Mapping) and c.get("type") == "SpecValid"), None
+    )
+    status = "False" if invalid else "True"
+    condition: dict[str, Any] = {
+        "type": "SpecValid",
+        "status": status,
+        "reason": "InvalidHosts" if invalid else "Valid",
+        "message": ("invalid spec.host keys ignored: " + ", ".join(invalid)) if invalid else "",
+        "observedGeneration": fence.generation,
+        "lastTransitionTime": fences.format_time(now),
+    }
+    if old is not None and old.get("status") == status and old.get("lastTransitionTime"):
+        condition["lastTransitionTime"] = old["lastTransitionTime"]
+    others = [c for c in raw or [] if isinstance(c, Mapping) and c.get("type") != "SpecValid"]
+    return [*others, condition]

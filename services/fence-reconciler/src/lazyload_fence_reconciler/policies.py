@@ -1,0 +1,98 @@
+"""Who gets a fence: namespace scope, the `slime.io/serviceFenced` labels, and auto-creation.
+
+Pure decisions on plain values. Slime's precedence: the Service's `slime.io/serviceFenced`
+("true"/"false") wins over the Namespace's, which wins over the global `default_fence`. A fence is
+created on the first dependency of a Service that is fenced, in scope, and has a selector (Slime
+PR #168: a Service without one would give a Sidecar for the whole namespace). A manual fence that a
+user deleted is not recreated.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+FENCED_LABEL = "slime.io/serviceFenced"
+
+
+class Outcome(enum.StrEnum):
+    CREATE = "create"
+    IGNORE = "ignore"
+    """Never fence this caller now: ack its edges and count them."""
+    WAIT = "wait"
+    """The Service is not known (yet): retry later, dead-letter after a few attempts."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Outcome
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The fence settings the decisions need."""
+
+    auto_create: bool = True
+    default_fence: bool = True
+    allow_namespaces: Sequence[str] = ()
+    deny_namespaces: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class ServiceFacts:
+    """What the decision needs to know of a Service."""
+
+    labels: Mapping[str, str]
+    selector: Mapping[str, str]
+
+
+def label_verdict(labels: Mapping[str, str] | None) -> bool | None:
+    """`slime.io/serviceFenced`: "true" -> True, "false" -> False, anything else -> None."""
+    value = (labels or {}).get(FENCED_LABEL, "").strip().lower()
+    return {"true": True, "false": False}.get(value)
+
+
+def is_fenced(
+    service_labels: Mapping[str, str] | None,
+    namespace_labels: Mapping[str, str] | None,
+    *,
+    default: bool,
+) -> bool:
+    """Service label, else Namespace label, else `default`."""
+    for verdict in (label_verdict(service_labels), label_verdict(namespace_labels)):
+        if verdict is not None:
+            return verdict
+    return default
+
+
+def namespace_in_scope(namespace: str, scope: Scope) -> bool:
+    """Deny wins; an empty allow list allows every namespace."""
+    if namespace in scope.deny_namespaces:
+        return False
+    return not scope.allow_namespaces or namespace in scope.allow_namespaces
+
+
+def creation(
+    namespace: str,
+    *,
+    service: ServiceFacts | None,
+    namespace_labels: Mapping[str, str] | None,
+    scope: Scope,
+    tombstoned: bool = False,
+) -> Verdict:
+    """Whether to create the missing fence of a caller that sent a dependency."""
+    if not scope.auto_create:
+        return Verdict(Outcome.IGNORE, "auto-create is off")
+    if not namespace_in_scope(namespace, scope):
+        return Verdict(Outcome.IGNORE, f"namespace {namespace} is out of scope")
+    if tombstoned:
+        return Verdict(Outcome.IGNORE, "a manual fence of this name was deleted")
+    if service is None:
+        return Verdict(Outcome.WAIT, "service not found")
+    if not service.selector:
+        return Verdict(Outcome.IGNORE, "service has no selector")
+    if not is_fenced(service.labels, namespace_labels, default=scope.default_fence):
+        return Verdict(Outcome.IGNORE, f"not fenced ({FENCED_LABEL})")
+    return Verdict(Outcome.CREATE)

@@ -1,0 +1,285 @@
+"""The reconcile cycle: read a fence, compute it (`desiring`), write it (`applying`), publish it.
+
+Triggers: dependency edges (`learn`, from `consuming`), watch events of fences and Services (a
+keyed work queue drained by `run_worker`), the start-up and periodic resync, and the admin API
+(`reconcile(reset=True)`). One lock per fence serialises them inside a replica; across replicas
+the resourceVersion of the status write does.
+
+Publishing rule: the fence status records the desired state and its `revision`; a FenceChanged is
+published when the recorded revision is above the last one published for that fence (`sent`,
+seeded at start-up from the last event of each subject in the stream). So an event is published
+after the write that bumped the revision, and re-published after a crash between the two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lazyload_common import errors, events, kube
+
+from lazyload_fence_reconciler import applying, desiring, fences, policies, publishing, watching
+from lazyload_fence_reconciler.settings import FenceSettings
+
+log = logging.getLogger(__name__)
+Key = tuple[str, str]
+
+
+class Waiting(errors.TemporaryError):
+    """The caller has no fence and its Service is not known (yet)."""
+
+
+@dataclass(frozen=True)
+class Sent:
+    """The last event published for a fence name."""
+
+    uid: str
+    state: desiring.State
+    deleted: bool = False
+
+
+class Reconciler:
+    """Owns the reconcile cycle of every fence of this replica."""
+
+    def __init__(
+        self,
+        *,
+        settings: FenceSettings,
+        applier: applying.Applier,
+        publisher: publishing.Publisher,
+        cluster: watching.Cluster,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.policy = settings.policy()
+        self.scope = settings.scope()
+        self.applier, self.publisher, self.cluster = applier, publisher, cluster
+        self.clock = clock
+        self.sent: dict[Key, Sent] = {}
+        self.tombstones: set[Key] = set()
+        self._gone: dict[Key, kube.RawObject] = {}
+        self._latest: dict[Key, kube.RawObject] = {}
+        self._locks: dict[Key, asyncio.Lock] = {}
+        self._queue: asyncio.Queue[Key] = asyncio.Queue()
+        self._pending: set[Key] = set()
+        self._orphans: set[Key] = set()
+
+    # -- triggers ---------------------------------------------------------------------------
+
+    async def learn(self, key: Key, edges: Sequence[desiring.Edge]) -> str:
+        """Learn edges of caller `key` into its fence, creating it if policy says so."""
+        async with self._lock(key):
+            obj = self._current(key) or await self.applier.get(*key)
+            if obj is None:
+                verdict = policies.creation(
+                    key[0],
+                    service=self.cluster.service(key),
+                    namespace_labels=self.cluster.namespace_labels(key[0]),
+                    scope=self.scope,
+                    tombstoned=key in self.tombstones,
+                )
+                if verdict.outcome is policies.Outcome.IGNORE:
+                    return f"ignored: {verdict.reason}"
+                if verdict.outcome is policies.Outcome.WAIT:
+                    raise Waiting(
+                        f"{verdict.reason}: {key[0]}/{key[1]}",
+                        delay=self.settings.missing_service_delay,
+                    )
+                obj = await self.applier.create(*key)
+            await self._converge(obj, edges)
+            return "learned"
+
+    async def reconcile(self, key: Key, *, reset: bool = False) -> kube.RawObject | None:
+        """Recompute a fence (or announce its deletion); None when there is no such fence."""
+        async with self._lock(key):
+            obj = self._current(key)
+            if obj is None and reset:
+                obj = await self.applier.get(*key)
+            if obj is None:
+                gone = self._gone.pop(key, None)
+                if gone is not None:
+                    await self._announce_deletion(key, gone)
+                return None
+            if key in self._orphans:
+                self._orphans.discard(key)
+                if await self._delete_orphan(key, obj):
+                    return None
+            written, _ = await self._converge(obj, (), reset=reset)
+            return written
+
+    def on_fence_event(self, kind: str, obj: kube.RawObject) -> None:
+        """Reflector callback (event loop): remember deletions, queue the fence."""
+        if kind == "SYNCED":
+            return
+        key = kube.object_key(obj)
+        if kind == "DELETED":
+            self._gone[key] = obj
+            self._latest.pop(key, None)
+            if not fences.Fence.from_raw(obj).created_by_controller:
+                self.tombstones.add(key)
+        else:
+            self._gone.pop(key, None)
+            self.tombstones.discard(key)
+        self.enqueue(key)
+
+    def on_service_event(self, kind: str, obj: kube.RawObject) -> None:
+        """A Service changed: its fence's workload selector may have; a deleted one ends it."""
+        if kind == "SYNCED":
+            return
+        key = kube.object_key(obj)
+        if kind == "DELETED":
+            self._orphans.add(key)
+        if self.cluster.fence(key) is not None:
+            self.enqueue(key)
+
+    def enqueue(self, key: Key) -> None:
+        if key not in self._pending:
+            self._pending.add(key)
+            self._queue.put_nowait(key)
+
+    def enqueue_all(self) -> None:
+        for key in self.cluster.fence_keys():
+            self.enqueue(key)
+        for key, sent in self.sent.items():
+            if not sent.deleted and self.cluster.fence(key) is None:
+                self._gone.setdefault(key, _stub(key, sent.uid))
+                self.enqueue(key)
+
+    # -- loops ------------------------------------------------------------------------------
+
+    async def seed(self) -> None:
+        """Learn what was published before this process started, from the stream."""
+        for event in await self.publisher.last_events():
+            state = desiring.State(
+                revision=event.revision,
+                enabled=event.enabled,
+                workload_selector=event.workload_selector,
+                hosts=tuple(event.hosts),
+            )
+            self.sent[(event.namespace, event.name)] = Sent(event.uid, state, event.deleted)
+        log.info("seeded %d published fences from the stream", len(self.sent))
+
+    async def run_worker(self) -> None:
+        """Drain the work queue forever (cancelled at shutdown)."""
+        while True:
+            key = await self._queue.get()
+            self._pending.discard(key)
+            try:
+                await self.reconcile(key)
+            except Exception as e:
+                log.warning("reconcile of %s/%s failed: %s; retrying", key[0], key[1], e)
+                asyncio.get_running_loop().call_later(2.0, self.enqueue, key)
+
+    async def run_resync(self, interval: float) -> None:
+        """Queue every fence every `interval` seconds (time-based recycling, missed events)."""
+        while True:
+            await asyncio.sleep(interval)
+            self.enqueue_all()
+
+    def idle(self) -> bool:
+        return not self._pending
+
+    # -- the cycle --------------------------------------------------------------------------
+
+    async def _converge(
+        self, obj: kube.RawObject, edges: Sequence[desiring.Edge], *, reset: bool = False
+    ) -> tuple[kube.RawObject, desiring.Desired]:
+        key = kube.object_key(obj)
+        selector = self.cluster.selector(key)
+
+        def compute(current: kube.RawObject) -> tuple[dict[str, Any] | None, desiring.Desired]:
+            fence = fences.Fence.from_raw(current)
+            desired = desiring.desire(
+                fence,
+                edges,
+                service_selector=selector,
+                now=self.clock(),
+                policy=self.policy,
+                reset=reset,
+                revision_floor=self._floor(key, fence.uid),
+            )
+            return (desired.status if desired.write_needed else None), desired
+
+        written, desired = await self.applier.apply_status(obj, compute)
+        self._latest[key] = written
+        await self._publish_due(fences.Fence.from_raw(written), desired)
+        return written, desired
+
+    async def _publish_due(self, fence: fences.Fence, desired: desiring.Desired) -> None:
+        if fence.revision == 0:
+            return
+        sent = self.sent.get(fence.key)
+        same = sent is not None and sent.uid == fence.uid and not sent.deleted
+        if same and sent is not None and sent.state.revision >= fence.revision:
+            return
+        fresh = desired.state.revision == fence.revision
+        state = desired.state if fresh else desiring.recorded(fence)
+        if same and sent is not None:
+            added = tuple(sorted(set(state.hosts) - set(sent.state.hosts)))
+            removed = tuple(sorted(set(sent.state.hosts) - set(state.hosts)))
+        elif sent is None and fresh and desired.changed:
+            added, removed = desired.added, desired.removed
+        else:
+            added, removed = state.hosts, ()
+        event = desiring.to_event(fence, state, added=added, removed=removed, now=self.clock())
+        await self._send(event)
+
+    async def _announce_deletion(self, key: Key, obj: kube.RawObject) -> None:
+        fence = fences.Fence.from_raw(obj)
+        sent = self.sent.get(key)
+        if sent is not None and sent.deleted:
+            return
+        last = sent.state if sent is not None else None
+        await self._send(desiring.deleted_event(fence, last, now=self.clock()))
+
+    async def _send(self, event: events.FenceChanged) -> None:
+        await self.publisher.publish(event)
+        state = desiring.State(
+            revision=event.revision,
+            enabled=event.enabled,
+            workload_selector=event.workload_selector,
+            hosts=tuple(event.hosts),
+        )
+        self.sent[(event.namespace, event.name)] = Sent(event.uid, state, event.deleted)
+
+    async def _delete_orphan(self, key: Key, obj: kube.RawObject) -> bool:
+        """Delete an auto-created fence whose Service is gone (Slime does too); True if deleted."""
+        if self.cluster.service(key) is not None:
+            return False
+        if not fences.Fence.from_raw(obj).created_by_controller:
+            return False
+        await self.applier.delete(*key)
+        log.info("deleted ServiceFence %s/%s: its Service is gone", *key)
+        return True
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _floor(self, key: Key, uid: str) -> int:
+        sent = self.sent.get(key)
+        return sent.state.revision if sent is not None and sent.uid != uid else 0
+
+    def _lock(self, key: Key) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    def _current(self, key: Key) -> kube.RawObject | None:
+        """The newest fence object known: the watch store or our own last write."""
+        stored, written = self.cluster.fence(key), self._latest.get(key)
+        if stored is None or written is None:
+            return stored or written
+        if stored.get("metadata", {}).get("uid") != written.get("metadata", {}).get("uid"):
+            return stored
+        return written if _rv(written) > _rv(stored) else stored
+
+
+def _rv(obj: kube.RawObject) -> int:
+    """resourceVersion as a number where it is one (an optimisation only: 409 keeps us right)."""
+    value = str(obj.get("metadata", {}).get("resourceVersion", ""))
+    return int(value) if value.isdigit() else -1
+
+
+def _stub(key: Key, uid: str) -> kube.RawObject:
+    return {"metadata": {"namespace": key[0], "name": key[1], "uid": uid}}

@@ -1,0 +1,109 @@
+"""Settings of fence-reconciler: the shared groups plus `fence` (env `LAZYLOAD_FENCE__*`).
+
+`check()` runs at start-up, before any connection is opened, and raises one `ConfigError` that
+names every bad field.
+"""
+
+from __future__ import annotations
+
+from lazyload_common import errors, settings
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings
+
+from lazyload_fence_reconciler import desiring, policies
+
+SERVICE = "fence-reconciler"
+
+
+class FenceSettings(BaseModel):
+    """How fences are created, learned into and recycled."""
+
+    auto_create: bool = Field(
+        True, description="Create the ServiceFence of a caller on its first dependency."
+    )
+    default_fence: bool = Field(
+        True,
+        description="Fence a Service when neither it nor its Namespace has slime.io/serviceFenced "
+        "(Slime's defaultFence; lazyload fences on traffic, so true by default).",
+    )
+    allow_namespaces: list[str] = Field(
+        default_factory=list, description="Only these namespaces get fences; empty = all."
+    )
+    deny_namespaces: list[str] = Field(
+        default_factory=list, description="These namespaces never get fences (wins over allow)."
+    )
+    resync_interval: float = Field(
+        300.0,
+        ge=0,
+        description="Seconds between full recomputations of every fence (recycling, missed "
+        "events); 0 = only at start-up.",
+    )
+    recycle_after: float = Field(
+        0.0,
+        ge=0,
+        description="Seconds without traffic after which a learned host goes EXPIREWAIT; 0 = "
+        "never (Slime's accesslog behaviour).",
+    )
+    expire_wait: float = Field(
+        3600.0, ge=0, description="Seconds a host stays EXPIREWAIT (still rendered) before removal."
+    )
+    last_seen_granularity: float = Field(
+        60.0,
+        ge=0,
+        description="Seconds lastSeen must advance before it is written again: bounds writes.",
+    )
+    missing_service_retries: int = Field(
+        5,
+        ge=1,
+        description="Deliveries of an edge whose caller has no fence and no Service yet before "
+        "it is dead-lettered.",
+    )
+    missing_service_delay: float = Field(
+        5.0, gt=0, description="Seconds before an edge waiting for its Service is redelivered."
+    )
+    conflict_retries: int = Field(
+        5, ge=1, description="Re-reads and re-applies of a fence write after a 409 conflict."
+    )
+    batch: int = Field(256, ge=1, description="Dependency messages fetched per batch.")
+    concurrency: int = Field(16, ge=1, description="Fences written in parallel within a batch.")
+
+    def policy(self) -> desiring.Policy:
+        return desiring.Policy(
+            recycle_after=self.recycle_after,
+            expire_wait=self.expire_wait,
+            last_seen_granularity=self.last_seen_granularity,
+        )
+
+    def scope(self) -> policies.Scope:
+        return policies.Scope(
+            auto_create=self.auto_create,
+            default_fence=self.default_fence,
+            allow_namespaces=tuple(self.allow_namespaces),
+            deny_namespaces=tuple(self.deny_namespaces),
+        )
+
+
+class ReconcilerSettings(BaseSettings):
+    """Everything fence-reconciler reads from the environment (prefix `LAZYLOAD_`)."""
+
+    model_config = settings.service_config()
+
+    nats: settings.NatsSettings = Field(default_factory=settings.NatsSettings)
+    kube: settings.KubeSettings = Field(default_factory=settings.KubeSettings)
+    admin: settings.AdminSettings = Field(default_factory=settings.AdminSettings)
+    mesh: settings.MeshSettings = Field(default_factory=settings.MeshSettings)
+    fence: FenceSettings = Field(default_factory=FenceSettings)
+    log_level: str = Field("INFO", description="Python log level.")
+
+    def check(self) -> None:
+        """Raise `ConfigError` naming every field that cannot work."""
+        problems = [
+            f"fence.allow_namespaces and fence.deny_namespaces both name {ns!r}"
+            for ns in sorted(set(self.fence.allow_namespaces) & set(self.fence.deny_namespaces))
+        ]
+        if 0 < self.fence.resync_interval < 1:
+            problems.append("fence.resync_interval must be 0 or at least 1 second")
+        if self.fence.recycle_after and not self.fence.resync_interval:
+            problems.append("fence.recycle_after needs fence.resync_interval > 0 to take effect")
+        if problems:
+            raise errors.ConfigError("; ".join(problems))

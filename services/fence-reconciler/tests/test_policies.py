@@ -1,0 +1,55 @@
+"""Who gets a fence (pure): label precedence Service > Namespace > default, namespace scope,
+auto-create off, Services without selector, deleted manual fences, missing Services wait."""
+
+from __future__ import annotations
+
+import pytest
+from lazyload_fence_reconciler import policies
+
+SCOPE = policies.Scope()
+SVC = policies.ServiceFacts(labels={}, selector={"app": "a"})
+L = policies.FENCED_LABEL
+
+
+@pytest.mark.parametrize(
+    ("service", "namespace", "default", "expected"),
+    [
+        ({L: "true"}, {L: "false"}, False, True),
+        ({L: "false"}, {L: "true"}, True, False),
+        ({}, {L: "true"}, False, True),
+        ({}, {L: "false"}, True, False),
+        ({L: "maybe"}, {}, True, True),
+        ({}, {}, False, False),
+        (None, None, True, True),
+    ],
+)
+def test_label_precedence(service, namespace, default, expected) -> None:  # type: ignore[no-untyped-def]
+    assert policies.is_fenced(service, namespace, default=default) is expected
+
+
+def test_namespace_scope_deny_wins() -> None:
+    scope = policies.Scope(allow_namespaces=("a", "b"), deny_namespaces=("b",))
+    assert policies.namespace_in_scope("a", scope)
+    assert not policies.namespace_in_scope("b", scope)
+    assert not policies.namespace_in_scope("c", scope)
+    assert policies.namespace_in_scope("c", policies.Scope())
+
+
+def test_creation_outcomes() -> None:
+    create = policies.creation("ns", service=SVC, namespace_labels={}, scope=SCOPE)
+    assert create.outcome is policies.Outcome.CREATE
+    off = policies.creation(
+        "ns", service=SVC, namespace_labels={}, scope=policies.Scope(auto_create=False)
+    )
+    assert off.outcome is policies.Outcome.IGNORE
+    missing = policies.creation("ns", service=None, namespace_labels={}, scope=SCOPE)
+    assert missing.outcome is policies.Outcome.WAIT
+    bare = policies.ServiceFacts(labels={}, selector={})
+    assert (
+        policies.creation("ns", service=bare, namespace_labels={}, scope=SCOPE).outcome
+        is policies.Outcome.IGNORE
+    )
+    tomb = policies.creation("ns", service=SVC, namespace_labels={}, scope=SCOPE, tombstoned=True)
+    assert tomb.outcome is policies.Outcome.IGNORE
+    opted_out = policies.creation("ns", service=SVC, namespace_labels={L: "false"}, scope=SCOPE)
+    assert opted_out.outcome is policies.Outcome.IGNORE

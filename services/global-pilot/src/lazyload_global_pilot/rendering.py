@@ -1,0 +1,327 @@
+"""Translator: mesh state -> the Envoy v3 resources of the global-sidecar (pure, no I/O).
+
+`render(mesh, options)` returns resources keyed by type URL and name, ready for a `Snapshot`:
+
+- one HTTP listener per wormhole port, whose connection manager takes its routes over RDS (ADS)
+  and sends every request to accesslog-ingest over gRPC ALS;
+- one route configuration shared by the listeners: a virtual host per Service port (its name in
+  every DNS form a client may send as Host), a virtual host per short name and port that picks
+  the namespace by the `Slime-Source-Ns` header, and a catch-all with no routes (404, flag NR);
+- one EDS cluster per Service port, `outbound|<port>||<fqdn>`, and its ClusterLoadAssignment;
+- the static-from-CDS cluster of accesslog-ingest.
+
+It must stay pure: same input, same resources (the snapshot version is a hash of them).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+from envoy.config.accesslog.v3 import accesslog_pb2
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import address_pb2, config_source_pb2, grpc_service_pb2, protocol_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.access_loggers.grpc.v3 import als_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from envoy.type.matcher.v3 import string_pb2
+from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
+from lazyload_common import hosts
+from pydantic import BaseModel, ConfigDict, Field
+
+from lazyload_global_pilot import resources
+from lazyload_global_pilot.mesh import MeshState, Service, ServicePort, resolve_target_port
+
+SOURCE_NS_HEADER = "slime-source-ns"
+ORIG_DEST_HEADER = "slime-orig-dest"
+LOGGED_REQUEST_HEADERS = (SOURCE_NS_HEADER, ORIG_DEST_HEADER, "x-forwarded-for")
+_HTTP2_PROTOCOLS = frozenset({"http2", "grpc", "grpc-web", "h2c", "kubernetes.io/h2c"})
+_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
+class AlsTarget(BaseModel):
+    """Where the global-sidecar sends its access logs (accesslog-ingest's gRPC ALS listener)."""
+
+    model_config = ConfigDict(frozen=True)
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+
+class RenderOptions(BaseModel):
+    """What the rendering needs besides the mesh."""
+
+    model_config = ConfigDict(frozen=True)
+    listener_address: str = "0.0.0.0"
+    listener_ports: tuple[int, ...] = (80,)
+    cluster_domain: str = "cluster.local"
+    als: AlsTarget | None = None
+    als_cluster: str = "lazyload-accesslog-ingest"
+    log_name: str = "lazyload-global-sidecar"
+    route_config: str = "global-sidecar"
+    connect_timeout_ms: int = Field(1000, ge=1)
+
+
+def render(mesh: MeshState, options: RenderOptions) -> dict[str, dict[str, Message]]:
+    """All resources of the global-sidecar for `mesh`, by type URL and name."""
+    clusters: dict[str, Message] = {}
+    assignments: dict[str, Message] = {}
+    for service in mesh.services:
+        for port in service.ports:
+            name = cluster_name(service, port, options.cluster_domain)
+            clusters[name] = _eds_cluster(name, port, options)
+            assignments[name] = _load_assignment(name, service, port)
+    if options.als is not None:
+        clusters[options.als_cluster] = _als_cluster(options.als, options)
+    listeners: dict[str, Message] = {}
+    for port in options.listener_ports:
+        listener = _listener(port, options)
+        listeners[listener.name] = listener
+    routes = {options.route_config: _route_configuration(mesh, options)}
+    return {
+        resources.CLUSTER: clusters,
+        resources.ENDPOINT: assignments,
+        resources.LISTENER: listeners,
+        resources.ROUTE: routes,
+    }
+
+
+def cluster_name(service: Service, port: ServicePort, cluster_domain: str) -> str:
+    """Istio's outbound cluster name of one Service port."""
+    fqdn = hosts.service_fqdn(service.name, service.namespace, cluster_domain)
+    return f"outbound|{port.port}||{fqdn}"
+
+
+def service_domains(service: Service, port: ServicePort, cluster_domain: str) -> list[str]:
+    """The Host values that mean this Service port, namespace included (port 80: bare too)."""
+    n, ns = service.name, service.namespace
+    names = [f"{n}.{ns}", f"{n}.{ns}.svc", f"{n}.{ns}.svc.{cluster_domain}"]
+    if service.cluster_ip and service.cluster_ip != "None":
+        names.append(service.cluster_ip)
+    return list(_with_port(names, port.port))
+
+
+def _with_port(names: Iterable[str], port: int) -> Iterable[str]:
+    for name in names:
+        yield f"{name}:{port}"
+        if port == 80:
+            yield name
+
+
+def _any(message: Message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def _ads() -> config_source_pb2.ConfigSource:
+    return config_source_pb2.ConfigSource(
+        ads=config_source_pb2.AggregatedConfigSource(),
+        resource_api_version=config_source_pb2.ApiVersion.V3,
+    )
+
+
+def _socket(host: str, port: int) -> address_pb2.Address:
+    return address_pb2.Address(
+        socket_address=address_pb2.SocketAddress(address=host, port_value=port)
+    )
+
+
+# --- listeners ---------------------------------------------------------------------------------
+
+
+def _listener(port: int, options: RenderOptions) -> listener_pb2.Listener:
+    manager = hcm_pb2.HttpConnectionManager(
+        stat_prefix=f"global_sidecar_{port}",
+        codec_type=hcm_pb2.HttpConnectionManager.AUTO,
+        rds=hcm_pb2.Rds(config_source=_ads(), route_config_name=options.route_config),
+        http_filters=[
+            hcm_pb2.HttpFilter(
+                name="envoy.filters.http.router", typed_config=_any(router_pb2.Router())
+            )
+        ],
+        access_log=[_access_logger(options)] if options.als is not None else [],
+    )
+    chain = listener_components_pb2.FilterChain(
+        filters=[
+            listener_components_pb2.Filter(
+                name="envoy.filters.network.http_connection_manager", typed_config=_any(manager)
+            )
+        ]
+    )
+    return listener_pb2.Listener(
+        name=f"{options.listener_address}_{port}",
+        address=_socket(options.listener_address, port),
+        filter_chains=[chain],
+    )
+
+
+def _access_logger(options: RenderOptions) -> accesslog_pb2.AccessLog:
+    config = als_pb2.HttpGrpcAccessLogConfig(
+        common_config=als_pb2.CommonGrpcAccessLogConfig(
+            log_name=options.log_name,
+            grpc_service=grpc_service_pb2.GrpcService(
+                envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=options.als_cluster)
+            ),
+            transport_api_version=config_source_pb2.ApiVersion.V3,
+            buffer_flush_interval=duration_pb2.Duration(nanos=100_000_000),
+        ),
+        additional_request_headers_to_log=list(LOGGED_REQUEST_HEADERS),
+    )
+    return accesslog_pb2.AccessLog(name="envoy.access_loggers.http_grpc", typed_config=_any(config))
+
+
+# --- routes ------------------------------------------------------------------------------------
+
+
+def _route_configuration(mesh: MeshState, options: RenderOptions) -> route_pb2.RouteConfiguration:
+    used: set[str] = set()
+    vhosts: list[route_components_pb2.VirtualHost] = []
+    for service in mesh.services:
+        for port in service.ports:
+            domains = _unique(service_domains(service, port, options.cluster_domain), used)
+            target = cluster_name(service, port, options.cluster_domain)
+            if domains:
+                vhosts.append(
+                    route_components_pb2.VirtualHost(
+                        name=f"{service.name}.{service.namespace}:{port.port}",
+                        domains=domains,
+                        routes=[_route_to(target)],
+                    )
+                )
+    vhosts.extend(_short_name_vhosts(mesh, options, used))
+    vhosts.append(route_components_pb2.VirtualHost(name="unknown-host", domains=["*"]))
+    return route_pb2.RouteConfiguration(name=options.route_config, virtual_hosts=vhosts)
+
+
+def _short_name_vhosts(
+    mesh: MeshState, options: RenderOptions, used: set[str]
+) -> Iterable[route_components_pb2.VirtualHost]:
+    """`name[:port]` is ambiguous across namespaces: the caller's namespace header picks one;
+    without it, a name that only one namespace has still resolves."""
+    owners: dict[tuple[str, int], list[tuple[str, str]]] = defaultdict(list)
+    for service in mesh.services:
+        for port in service.ports:
+            target = cluster_name(service, port, options.cluster_domain)
+            owners[(service.name, port.port)].append((service.namespace, target))
+    for (name, port), targets in sorted(owners.items()):
+        domains = _unique(_with_port([name], port), used)
+        if not domains:
+            continue
+        routes = [_route_to(target, source_ns=ns) for ns, target in targets]
+        if len(targets) == 1:
+            routes.append(_route_to(targets[0][1]))
+        yield route_components_pb2.VirtualHost(
+            name=f"{name}:{port}", domains=domains, routes=routes
+        )
+
+
+def _route_to(cluster: str, *, source_ns: str | None = None) -> route_components_pb2.Route:
+    match = route_components_pb2.RouteMatch(prefix="/")
+    if source_ns is not None:
+        match.headers.append(
+            route_components_pb2.HeaderMatcher(
+                name=SOURCE_NS_HEADER, string_match=string_pb2.StringMatcher(exact=source_ns)
+            )
+        )
+    return route_components_pb2.Route(
+        name=cluster if source_ns is None else f"{cluster}@{source_ns}",
+        match=match,
+        route=route_components_pb2.RouteAction(cluster=cluster),
+    )
+
+
+def _unique(domains: Iterable[str], used: set[str]) -> list[str]:
+    """Envoy rejects a route configuration that repeats a domain: the first owner keeps it."""
+    fresh = [d for d in dict.fromkeys(domains) if d not in used]
+    used.update(fresh)
+    return fresh
+
+
+# --- clusters and endpoints -------------------------------------------------------------------
+
+
+def _eds_cluster(name: str, port: ServicePort, options: RenderOptions) -> cluster_pb2.Cluster:
+    cluster = cluster_pb2.Cluster(
+        name=name,
+        type=cluster_pb2.Cluster.EDS,
+        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(
+            eds_config=_ads(), service_name=name
+        ),
+        connect_timeout=_millis(options.connect_timeout_ms),
+        lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
+    )
+    if _speaks_http2(port):
+        _use_http2(cluster)
+    return cluster
+
+
+def _speaks_http2(port: ServicePort) -> bool:
+    if port.app_protocol is not None:
+        return port.app_protocol.lower() in _HTTP2_PROTOCOLS
+    prefix = port.name.lower().split("-", 1)[0]
+    return prefix in _HTTP2_PROTOCOLS
+
+
+def _use_http2(cluster: cluster_pb2.Cluster) -> None:
+    options = http_protocol_options_pb2.HttpProtocolOptions(
+        explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
+            http2_protocol_options=protocol_pb2.Http2ProtocolOptions()
+        )
+    )
+    cluster.typed_extension_protocol_options[_HTTP_OPTIONS].CopyFrom(_any(options))
+
+
+def _load_assignment(
+    name: str, service: Service, port: ServicePort
+) -> endpoint_pb2.ClusterLoadAssignment:
+    """Every ready address of `service` on the target port of `port` (empty: no endpoints, 503)."""
+    targets: dict[tuple[str, int], None] = {}
+    for group in service.endpoints:
+        target_port = resolve_target_port(port, group)
+        if target_port is not None:
+            targets.update(dict.fromkeys((address, target_port) for address in group.addresses))
+    lb_endpoints = [_lb_endpoint(address, p) for address, p in sorted(targets)]
+    return endpoint_pb2.ClusterLoadAssignment(
+        cluster_name=name,
+        endpoints=[endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=lb_endpoints)]
+        if lb_endpoints
+        else [],
+    )
+
+
+def _lb_endpoint(address: str, port: int) -> endpoint_components_pb2.LbEndpoint:
+    return endpoint_components_pb2.LbEndpoint(
+        endpoint=endpoint_components_pb2.Endpoint(address=_socket(address, port))
+    )
+
+
+def _als_cluster(target: AlsTarget, options: RenderOptions) -> cluster_pb2.Cluster:
+    static = hosts.is_ip_literal(target.host)
+    cluster = cluster_pb2.Cluster(
+        name=options.als_cluster,
+        type=cluster_pb2.Cluster.STATIC if static else cluster_pb2.Cluster.STRICT_DNS,
+        connect_timeout=_millis(options.connect_timeout_ms),
+        load_assignment=endpoint_pb2.ClusterLoadAssignment(
+            cluster_name=options.als_cluster,
+            endpoints=[
+                endpoint_components_pb2.LocalityLbEndpoints(
+                    lb_endpoints=[_lb_endpoint(target.host, target.port)]
+                )
+            ],
+        ),
+    )
+    if not static:
+        cluster.dns_lookup_family = cluster_pb2.Cluster.V4_PREFERRED
+    _use_http2(cluster)
+    return cluster
+
+
+def _millis(ms: int) -> duration_pb2.Duration:
+    return duration_pb2.Duration(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)

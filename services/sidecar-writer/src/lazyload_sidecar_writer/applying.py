@@ -1,0 +1,194 @@
+"""The one module that talks to the Kubernetes API: reads the stored Sidecar, carries out the plan.
+
+Each fence is one read-decide-write cycle (`planning.plan`) on the stored resourceVersion. A 409
+(stale resourceVersion, or created meanwhile), a 429, a 5xx or a transport failure starts the cycle
+again after an exponential backoff with jitter (tenacity); when the attempts run out the fence is
+redelivered later (`RetriesExhausted`). A 400/415/422 is permanent (`ApiRejected`: dead-letter).
+Blocking client calls run in threads; every call first takes a token of the client-side rate limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import urllib3
+from lazyload_common import events, kube
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from lazyload_sidecar_writer import errors, metrics, planning, rendering
+from lazyload_sidecar_writer.limiting import TokenBucket
+from lazyload_sidecar_writer.rendering import RawObject
+from lazyload_sidecar_writer.settings import WriterSettings
+from lazyload_sidecar_writer.sinks import Result, Write
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class _Replan(Exception):
+    """The stored Sidecar changed between read and write (e.g. deleted before a PUT)."""
+
+
+_TRANSPORT = (urllib3.exceptions.HTTPError, OSError)
+RETRYABLE = (
+    kube.KubeConflict,
+    kube.KubeTooManyRequests,
+    kube.KubeServerError,
+    _Replan,
+    *_TRANSPORT,
+)
+
+
+def path(api_version: str, namespace: str | None = None, name: str | None = None) -> str:
+    """API path of Sidecars: all of them, those of `namespace`, or one."""
+    base = f"/apis/{rendering.GROUP}/{api_version}"
+    if namespace is None:
+        return f"{base}/sidecars"
+    return f"{base}/namespaces/{namespace}/sidecars" + (f"/{name}" if name else "")
+
+
+class KubeSink:
+    """Applies Sidecars through `KubeApi` (see the module docstring)."""
+
+    def __init__(self, api: kube.KubeApi, settings: WriterSettings) -> None:
+        self.api = api
+        self.settings = settings
+        self.version = settings.sidecar.api_version
+        self.limiter = TokenBucket(settings.kube.qps, settings.kube.burst)
+        self.reachable = False
+        config = settings.sidecar
+        self._stop = stop_after_attempt(config.retry_attempts)
+        self._wait = wait_exponential_jitter(
+            multiplier=config.retry_initial, max=config.retry_max, jitter=config.retry_initial
+        )
+
+    async def apply(self, event: events.FenceChanged, desired: RawObject | None) -> Result:
+        """Bring the stored Sidecar of `event`'s fence to `desired` (None = delete it)."""
+        config = self.settings.sidecar
+        retrying = AsyncRetrying(
+            stop=self._stop,
+            wait=self._wait,
+            retry=retry_if_exception_type(RETRYABLE),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+        key = f"{event.namespace}/{event.name}"
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._apply_once(event, desired)
+        except kube.KubeUnprocessable as e:
+            raise errors.ApiRejected(f"API refused Sidecar {key}: {e}") from e
+        except RETRYABLE as e:
+            raise errors.RetriesExhausted(
+                f"Sidecar {key}: {config.retry_attempts} attempts failed, last: {e}",
+                delay=config.redelivery_delay,
+            ) from e
+        except kube.KubeError as e:  # 401/403/404 on a write: may be fixed by an operator
+            raise errors.TemporaryError(f"Sidecar {key}: {e}", delay=config.redelivery_delay) from e
+        raise AssertionError("unreachable")
+
+    async def _apply_once(self, event: events.FenceChanged, desired: RawObject | None) -> Result:
+        current = await self.get(event.namespace, event.name)
+        decision = planning.plan(event, desired, current)
+        ns, name = event.namespace, event.name
+        if decision.action == "create":
+            assert decision.body is not None
+            created = await self._call(self.api.create, path(self.version, ns), decision.body)
+            return _written("create", created)
+        if decision.action == "replace":
+            assert decision.body is not None
+            try:
+                replaced = await self._call(
+                    self.api.replace, path(self.version, ns, name), decision.body
+                )
+            except kube.KubeNotFound as e:
+                raise _Replan(f"Sidecar {ns}/{name} vanished before the replace") from e
+            return _written("replace", replaced)
+        if decision.action == "delete":
+            await self.delete(ns, name, decision.resource_version)
+            return Result("deleted", write="delete")
+        if decision.action == "absent":
+            return Result("deleted", message=decision.message)
+        if decision.action == "unchanged":
+            return Result("unchanged", resource_version=decision.resource_version)
+        return Result(decision.action, message=decision.message)
+
+    async def get(self, namespace: str, name: str) -> RawObject | None:
+        """The stored Sidecar, or None."""
+        try:
+            return await self._call(
+                self.api.get, path(self.version, namespace, name), missing_ok=True
+            )
+        except kube.KubeNotFound:
+            return None
+
+    async def delete(self, namespace: str, name: str, resource_version: str = "") -> None:
+        """Delete a Sidecar (only the read version, when given); a 404 means done already."""
+        body: RawObject = {"apiVersion": "v1", "kind": "DeleteOptions"}
+        if resource_version:
+            body["preconditions"] = {"resourceVersion": resource_version}
+        with contextlib.suppress(kube.KubeNotFound):
+            await self._call(
+                self._delete_with_options,
+                path(self.version, namespace, name),
+                body,
+                missing_ok=True,
+            )
+
+    def _delete_with_options(self, api_path: str, body: RawObject) -> RawObject:
+        return self.api.request("DELETE", api_path, body=body)
+
+    async def list_managed(self) -> list[RawObject]:
+        """Every Sidecar of every namespace that carries lazyload's managed-by label."""
+        selector = f"{rendering.MANAGED_BY_LABEL}={rendering.MANAGED_BY}"
+        listed = await self._call(self.api.list, path(self.version), labelSelector=selector)
+        return list(listed.get("items", []))
+
+    async def probe(self) -> bool:
+        """List one Sidecar: the API answers, the CRD is served and we may read it."""
+        try:
+            await self._call(self.api.list, path(self.version), limit=1)
+        except Exception as e:
+            log.debug("API probe failed: %s", e)
+            return False
+        return True
+
+    async def _call(
+        self, fn: Callable[..., T], *args: Any, missing_ok: bool = False, **kwargs: Any
+    ) -> T:
+        await self.limiter.acquire()
+        try:
+            result = await asyncio.to_thread(fn, *args, **kwargs)
+        except kube.KubeError as e:
+            if not (missing_ok and isinstance(e, kube.KubeNotFound)):
+                metrics.API_ERRORS.labels(str(e.status)).inc()
+            if isinstance(e, kube.KubeServerError):
+                self.reachable = False
+            raise
+        except _TRANSPORT:
+            metrics.API_ERRORS.labels("network").inc()
+            self.reachable = False
+            raise
+        self.reachable = True
+        return result
+
+
+def _written(write: Write, stored: RawObject) -> Result:
+    rv = str(stored.get("metadata", {}).get("resourceVersion", ""))
+    return Result("applied", resource_version=rv, write=write)
+
+
+def _log_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    log.info("Sidecar API attempt %d failed (%s); retrying", state.attempt_number, error)

@@ -1,0 +1,226 @@
+"""Fence events in, Sidecars out: the batch handler behind `lazyload_common.jetstream.consume`.
+
+Per batch: only the newest revision of each fence is applied, older deliveries of the same fence
+are acked as superseded. A fence written less than `sidecar.coalesce_window` ago is not written
+again at once: its delivery is nak'ed until the window ends, so a burst of revisions gives few
+writes. Fences are applied concurrently (at most `sidecar.max_concurrency`), each one:
+
+- disabled or deleted fence -> delete the managed Sidecar;
+- no workload selector -> nothing written, `SidecarApplied(action="conflict")` says why;
+- rendered Sidecar invalid (schema/hosts) or refused by the API (400/422) -> dead-lettered
+  (`delivery.reject`) with `SidecarApplied(action="dead-lettered")`;
+- API still failing after the retries -> `delivery.retry` (JetStream redelivers later);
+- otherwise the sink's result is published as `SidecarApplied` on `lazyload.sidecar.<ns>.<name>`
+  (nothing is published for a stale revision). The consume loop acks after this handler returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from lazyload_common import errors, events, jetstream, subjects
+from nats.js import JetStreamContext
+
+from lazyload_sidecar_writer import errors as writer_errors
+from lazyload_sidecar_writer import metrics, rendering, validating
+from lazyload_sidecar_writer.settings import SERVICE, WriterSettings
+from lazyload_sidecar_writer.sinks import Result, Sink
+
+log = logging.getLogger(__name__)
+Publisher = Callable[[events.SidecarApplied], Awaitable[None]]
+FenceKey = tuple[str, str]
+
+DURABLE = "sidecar-writer"
+
+
+def consumer_spec() -> jetstream.ConsumerSpec:
+    """The durable pull consumer of fence events (replicas share the work)."""
+    return jetstream.ConsumerSpec(
+        stream=subjects.FENCES_STREAM,
+        durable=DURABLE,
+        filter_subject=f"{subjects.FENCE_PREFIX}.>",
+        service=SERVICE,
+        model=events.FenceChanged,
+    )
+
+
+def publisher(js: JetStreamContext) -> Publisher:
+    """Publish `SidecarApplied` on the Sidecar's subject, deduplicated per revision and result."""
+
+    async def publish(event: events.SidecarApplied) -> None:
+        msg_id = (
+            f"{event.namespace}/{event.name}@{event.revision}:{event.action}:"
+            f"{event.resource_version}"
+        )
+        await jetstream.publish(
+            js, subjects.sidecar(event.namespace, event.name), event, msg_id=msg_id
+        )
+
+    return publish
+
+
+def latest_per_fence(
+    batch: list[jetstream.Delivery],
+) -> tuple[list[jetstream.Delivery], list[jetstream.Delivery]]:
+    """Split a batch into the newest delivery of each fence and the superseded rest.
+
+    On equal revisions the later delivery wins (a redelivery carries the same state).
+    """
+    newest: dict[FenceKey, jetstream.Delivery] = {}
+    superseded: list[jetstream.Delivery] = []
+    for delivery in batch:
+        key = (delivery.event.namespace, delivery.event.name)
+        previous = newest.get(key)
+        if previous is None or delivery.event.revision >= previous.event.revision:
+            newest[key] = delivery
+            if previous is not None:
+                superseded.append(previous)
+        else:
+            superseded.append(delivery)
+    return list(newest.values()), superseded
+
+
+class FenceHandler:
+    """The batch handler (see the module docstring); `sink` is where Sidecars go."""
+
+    def __init__(
+        self,
+        settings: WriterSettings,
+        sink: Sink,
+        publish: Publisher,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.publish = publish
+        self.clock = clock
+        self._last_write: dict[FenceKey, float] = {}
+        self._slots = asyncio.Semaphore(settings.sidecar.max_concurrency)
+
+    async def __call__(self, batch: list[jetstream.Delivery]) -> None:
+        winners, superseded = latest_per_fence(batch)
+        if superseded:
+            metrics.OUTCOMES.labels("superseded").inc(len(superseded))
+        due = [d for d in winners if not self._coalesced(d)]
+        await asyncio.gather(*(self._bounded(d) for d in due))
+
+    def _coalesced(self, delivery: jetstream.Delivery) -> bool:
+        """Hold back a fence written within the window: nak it until the window ends."""
+        window = self.settings.sidecar.coalesce_window
+        if window <= 0:
+            return False
+        now = self.clock()
+        self._last_write = {k: t for k, t in self._last_write.items() if now - t < window}
+        last = self._last_write.get((delivery.event.namespace, delivery.event.name))
+        if last is None:
+            return False
+        delivery.retry("coalescing", delay=max(window - (now - last), 0.001))
+        metrics.OUTCOMES.labels("coalesced").inc()
+        return True
+
+    async def _bounded(self, delivery: jetstream.Delivery) -> None:
+        async with self._slots:
+            with metrics.APPLY_SECONDS.time():
+                await self._handle(delivery)
+
+    async def _handle(self, delivery: jetstream.Delivery) -> None:
+        event: events.FenceChanged = delivery.event
+        key = f"{event.namespace}/{event.name}"
+        try:
+            await self.settle(event)
+        except errors.PermanentError as e:
+            await self._dead_letter(delivery, e)
+        except errors.TemporaryError as e:
+            log.warning("fence %s revision %d: %s", key, event.revision, e)
+            metrics.OUTCOMES.labels("retried").inc()
+            delivery.retry(str(e), delay=e.delay)
+        except Exception as e:
+            log.exception("fence %s revision %d failed", key, event.revision)
+            metrics.OUTCOMES.labels("retried").inc()
+            delivery.retry(f"{type(e).__name__}: {e}", delay=self.settings.sidecar.redelivery_delay)
+
+    async def settle(self, event: events.FenceChanged, *, note: str = "") -> Result:
+        """Apply one fence, count it and publish `SidecarApplied` (not for a stale revision).
+
+        Raises `PermanentError` (dead-letter) or `TemporaryError` (retry later).
+        """
+        result, hosts = await self.apply(event)
+        self._record(event, result)
+        if result.action != "stale":
+            report = _applied(event, result, hosts)
+            if note:
+                report = report.model_copy(
+                    update={"message": "; ".join(filter(None, [note, report.message]))}
+                )
+            try:
+                await self.publish(report)
+            except Exception as e:  # the write is done; redelivery finds it unchanged and reports
+                raise errors.TemporaryError(f"publish SidecarApplied: {e}", delay=1.0) from e
+        return result
+
+    async def apply(self, event: events.FenceChanged) -> tuple[Result, list[str]]:
+        """Render, validate and apply one fence; the egress hosts go with the result."""
+        if event.deleted or not event.enabled:
+            return await self.sink.apply(event, None), []
+        try:
+            desired = rendering.render(event, self.settings)
+        except writer_errors.Unrenderable as e:
+            metrics.RENDER_FAILURES.labels("no-selector").inc()
+            return Result("conflict", message=str(e)), []
+        try:
+            validating.validate(desired)
+        except writer_errors.InvalidSidecar:
+            metrics.RENDER_FAILURES.labels("invalid").inc()
+            raise
+        return await self.sink.apply(event, desired), list(desired["spec"]["egress"][0]["hosts"])
+
+    def _record(self, event: events.FenceChanged, result: Result) -> None:
+        key = f"{event.namespace}/{event.name}"
+        metrics.OUTCOMES.labels(result.action).inc()
+        if result.write is not None:
+            metrics.WRITES.labels(result.write).inc()
+            self._last_write[(event.namespace, event.name)] = self.clock()
+            log.info("Sidecar %s: %s (fence revision %d)", key, result.write, event.revision)
+        elif result.action == "conflict":
+            log.warning("Sidecar %s not written: %s", key, result.message)
+        elif result.action == "stale":
+            log.info("fence %s: ignored, %s", key, result.message)
+
+    async def _dead_letter(self, delivery: jetstream.Delivery, error: Exception) -> None:
+        event: events.FenceChanged = delivery.event
+        reason = (
+            "invalid-render" if isinstance(error, writer_errors.InvalidSidecar) else "api-rejected"
+        )
+        log.error(
+            "fence %s/%s revision %d dead-lettered: %s",
+            event.namespace,
+            event.name,
+            event.revision,
+            error,
+        )
+        metrics.DEAD_LETTERS.labels(reason).inc()
+        metrics.OUTCOMES.labels("dead-lettered").inc()
+        delivery.reject(f"{reason}: {error}")
+        report = Result("conflict", message=f"{reason}: {error}")
+        try:
+            await self.publish(_applied(event, report, [], action="dead-lettered"))
+        except Exception as e:  # the dead letter itself carries the reason
+            log.warning("could not publish SidecarApplied of a dead letter: %s", e)
+
+
+def _applied(
+    event: events.FenceChanged, result: Result, hosts: list[str], *, action: str = ""
+) -> events.SidecarApplied:
+    return events.SidecarApplied(
+        namespace=event.namespace,
+        name=event.name,
+        revision=event.revision,
+        action=action or result.action,  # type: ignore[arg-type]
+        egress_hosts=hosts,
+        resource_version=result.resource_version,
+        message=result.message,
+    )

@@ -1,0 +1,103 @@
+"""Pure decision: what to do with the stored Sidecar, given a fence event and its desired Sidecar.
+
+`plan(event, desired, current)` returns a `Plan` (data, no I/O); `applying` carries it out and
+re-plans after a 409. The rules, in order:
+
+1. a stored Sidecar without `app.kubernetes.io/managed-by: lazyload` is never touched: `conflict`;
+2. a stored Sidecar carrying a newer fence revision (same ServiceFence uid) wins: `stale`;
+3. no desired Sidecar (fence disabled or deleted): `delete` it, or `absent` when there is none;
+4. nothing stored: `create`;
+5. otherwise `replace` on the stored resourceVersion when spec, labels or ownerReferences differ,
+   else `unchanged` (the revision annotation alone never causes a write).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Literal
+
+from lazyload_common import events
+
+from lazyload_sidecar_writer import rendering
+from lazyload_sidecar_writer.rendering import RawObject
+
+Action = Literal["create", "replace", "delete", "unchanged", "absent", "conflict", "stale"]
+WRITES: frozenset[str] = frozenset({"create", "replace", "delete"})
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One decision; `body` is what to send for create/replace."""
+
+    action: Action
+    body: RawObject | None = None
+    resource_version: str = ""
+    message: str = ""
+    current_revision: int | None = field(default=None)
+
+
+def plan(event: events.FenceChanged, desired: RawObject | None, current: RawObject | None) -> Plan:
+    """Decide create/replace/delete/unchanged/absent/conflict/stale (see the module docstring)."""
+    key = f"{event.namespace}/{event.name}"
+    if current is None:
+        if desired is None:
+            return Plan("absent", message=f"Sidecar {key} already absent")
+        return Plan("create", body=desired)
+    rv = str(current.get("metadata", {}).get("resourceVersion", ""))
+    if not rendering.is_managed(current):
+        return Plan(
+            "conflict",
+            resource_version=rv,
+            message=f"Sidecar {key} exists and is not managed by lazyload "
+            f"(no {rendering.MANAGED_BY_LABEL}={rendering.MANAGED_BY} label); left alone",
+        )
+    stored = rendering.fence_revision(current)
+    if is_stale(event, current):
+        return Plan(
+            "stale",
+            resource_version=rv,
+            current_revision=stored,
+            message=f"fence revision {event.revision} is older than {stored} carried by {key}",
+        )
+    if desired is None:
+        return Plan("delete", resource_version=rv, current_revision=stored)
+    body = replacement(desired, current)
+    if essence(body) == essence(current):
+        return Plan("unchanged", resource_version=rv, current_revision=stored)
+    return Plan("replace", body=body, resource_version=rv, current_revision=stored)
+
+
+def is_stale(event: events.FenceChanged, current: RawObject) -> bool:
+    """True when `current` carries a newer revision of the same ServiceFence than `event`."""
+    stored = rendering.fence_revision(current)
+    if stored is None:
+        return False
+    owners = {ref.get("uid") for ref in owner_references(current)}
+    if event.uid and owners and event.uid not in owners:
+        return False  # the fence was deleted and created again: its revisions start over
+    return event.revision < stored
+
+
+def replacement(desired: RawObject, current: RawObject) -> RawObject:
+    """`desired` as a PUT body over `current`: its resourceVersion, finalizers and foreign
+    annotations are kept, and so are its ownerReferences when the event did not know the uid."""
+    body = copy.deepcopy(desired)
+    meta, old = body["metadata"], current.get("metadata", {})
+    meta["resourceVersion"] = str(old.get("resourceVersion", ""))
+    if old.get("finalizers"):
+        meta["finalizers"] = list(old["finalizers"])
+    meta["annotations"] = {**(old.get("annotations") or {}), **meta.get("annotations", {})}
+    if "ownerReferences" not in meta and old.get("ownerReferences"):
+        meta["ownerReferences"] = copy.deepcopy(old["ownerReferences"])
+    return body
+
+
+def essence(sidecar: RawObject) -> tuple[object, object, object]:
+    """What decides whether a write is needed: spec, labels and ownerReferences."""
+    meta = sidecar.get("metadata", {})
+    return (sidecar.get("spec") or {}, meta.get("labels") or {}, owner_references(sidecar))
+
+
+def owner_references(sidecar: RawObject) -> list[RawObject]:
+    return list(sidecar.get("metadata", {}).get("ownerReferences") or [])

@@ -1,0 +1,141 @@
+"""Settings of sidecar-writer: the shared groups plus `sidecar` (`LAZYLOAD_SIDECAR__*`).
+
+`WriterSettings.check()` runs at start-up, before any connection is opened, and raises one
+`ConfigError` naming every bad field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from lazyload_common import errors, hosts
+from lazyload_common.settings import (
+    AdminSettings,
+    KubeSettings,
+    MeshSettings,
+    NatsSettings,
+    service_config,
+)
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings
+
+SERVICE = "sidecar-writer"
+ApiVersion = Literal["v1", "v1beta1", "v1alpha3"]
+HostMode = Literal["any-namespace", "own-namespace"]
+SinkKind = Literal["kube", "gitops"]
+
+
+class SidecarSettings(BaseModel):
+    """How Sidecars are rendered and written (`LAZYLOAD_SIDECAR__*`)."""
+
+    api_version: ApiVersion = Field(
+        "v1",
+        description="Version of networking.istio.io used to write and read Sidecars. v1 needs "
+        "Istio >= 1.22; v1beta1 or v1alpha3 for older control planes (Slime writes v1alpha3).",
+    )
+    host_mode: HostMode = Field(
+        "any-namespace",
+        description="How a fence FQDN becomes an egress host: `any-namespace` -> `*/<fqdn>` "
+        "(Slime's form); `own-namespace` -> `<namespace of the Service>/<fqdn>` for "
+        "`<svc>.<ns>.svc.<cluster domain>` hosts (other hosts keep `*/<fqdn>`).",
+    )
+    extra_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts added to every Sidecar (Slime's `stableHost`): `ns/*` and `ns/host` "
+        "as they are, a bare FQDN as `*/<fqdn>`. JSON list or comma-separated in the environment.",
+    )
+    revision: str = Field(
+        "",
+        description="Istio revision: when set, every Sidecar carries the label `istio.io/rev`.",
+    )
+    max_concurrency: int = Field(
+        16, ge=1, le=256, description="Fences of one batch applied at the same time."
+    )
+    coalesce_window: float = Field(
+        0.1,
+        ge=0,
+        le=10,
+        description="Seconds: a fence written less than this long ago is not written again at "
+        "once; its event is redelivered when the window ends, so a burst gives few writes. "
+        "0 turns coalescing off.",
+    )
+    retry_attempts: int = Field(
+        6, ge=1, le=50, description="API attempts per fence (409/429/5xx/network) before a nak."
+    )
+    retry_initial: float = Field(
+        0.05, gt=0, description="Seconds before the first in-process retry (then doubling)."
+    )
+    retry_max: float = Field(2.0, gt=0, description="Longest wait between two retries, seconds.")
+    redelivery_delay: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds before JetStream redelivers a fence whose retries ran out.",
+    )
+    probe_interval: float = Field(
+        10.0, gt=0, description="Seconds between two API reachability probes (for /readyz)."
+    )
+    repair_interval: float = Field(
+        300.0,
+        ge=0,
+        description="Seconds between two drift repairs (restore hand-edited or deleted managed "
+        "Sidecars from the last fence event of each fence; delete those of disabled or deleted "
+        "fences). 0 turns repair off.",
+    )
+    sink: SinkKind = Field(
+        "kube",
+        description="Where Sidecars go: `kube` = the API server; `gitops` = one YAML file per "
+        "Sidecar under `gitops_dir` (no API calls at all).",
+    )
+    gitops_dir: Path | None = Field(
+        None, description="Directory of the GitOps sink (`<namespace>/<name>.yaml`)."
+    )
+
+    @field_validator("extra_hosts", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+
+class WriterSettings(BaseSettings):
+    """Everything sidecar-writer reads from the environment."""
+
+    model_config = service_config()
+
+    nats: NatsSettings = Field(default_factory=NatsSettings)
+    kube: KubeSettings = Field(default_factory=KubeSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
+    mesh: MeshSettings = Field(default_factory=MeshSettings)
+    sidecar: SidecarSettings = Field(default_factory=SidecarSettings)
+    log_level: str = Field("INFO", description="Python log level.")
+
+    def check(self) -> None:
+        """Raise `ConfigError` naming every field that cannot work."""
+        problems = [f"sidecar.extra_hosts: {p}" for p in extra_host_problems(self.sidecar)]
+        for field_name in ("istio_namespace", "global_sidecar_namespace"):
+            value = getattr(self.mesh, field_name)
+            if not hosts.is_valid_namespace(value):
+                problems.append(f"mesh.{field_name}: not a namespace name: {value!r}")
+        if self.sidecar.sink == "gitops" and self.sidecar.gitops_dir is None:
+            problems.append("sidecar.gitops_dir: required when sidecar.sink is gitops")
+        if self.sidecar.retry_max < self.sidecar.retry_initial:
+            problems.append("sidecar.retry_max: smaller than sidecar.retry_initial")
+        if problems:
+            raise errors.ConfigError("; ".join(problems))
+
+
+def extra_host_problems(sidecar: SidecarSettings) -> list[str]:
+    """What is wrong with each configured extra host (empty when all are usable)."""
+    return [f"invalid host {value!r}" for value in sidecar.extra_hosts if not _usable_extra(value)]
+
+
+def _usable_extra(value: str) -> bool:
+    namespace, sep, host = value.partition("/")
+    if not sep:
+        return hosts.is_valid_host(value)
+    if namespace == "*" and host == "*":
+        return False  # the whole mesh: a lazyload Sidecar that scopes nothing
+    namespace_ok = namespace == "*" or hosts.is_valid_namespace(namespace)
+    return namespace_ok and (host == "*" or hosts.is_valid_host(host))

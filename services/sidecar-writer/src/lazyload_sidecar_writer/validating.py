@@ -1,0 +1,125 @@
+"""Checks a rendered Sidecar before it may be applied: Istio's schema, then lazyload's host rules.
+
+The schema is Istio's own, as generated models (`cloudcoil-models-istio`) of the configured
+`networking.istio.io` version; a field the model does not know counts as an error too (pydantic
+would drop it silently). Every egress host must be `<namespace|*>/<host|*>` with a valid namespace
+and an RFC 1123 host (`lazyload_common.hosts`), and never `*/*`. A render that fails is a bug:
+the caller dead-letters the event and writes nothing.
+
+The models' import takes seconds, so it happens once, when this module is imported at start-up.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from cloudcoil.models.istio.networking import v1, v1alpha3, v1beta1
+from lazyload_common import hosts
+from pydantic import ValidationError
+
+from lazyload_sidecar_writer import errors, rendering
+
+_MODELS: dict[str, Any] = {
+    "v1": v1.Sidecar,
+    "v1beta1": v1beta1.Sidecar,
+    "v1alpha3": v1alpha3.Sidecar,
+}
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+
+
+def validate(sidecar: rendering.RawObject) -> None:
+    """Raise `InvalidSidecar` with every reason when `sidecar` must not be applied."""
+    problems = schema_problems(sidecar)
+    problems += metadata_problems(sidecar.get("metadata", {}))
+    spec = sidecar.get("spec") or {}
+    problems += selector_problems((spec.get("workloadSelector") or {}).get("labels") or {})
+    for listener in spec.get("egress") or []:
+        problems += [
+            f"egress host {h!r}: {p}" for h in listener.get("hosts", []) if (p := host_problem(h))
+        ]
+    if problems:
+        raise errors.InvalidSidecar("; ".join(problems[:10]))
+
+
+def schema_problems(sidecar: rendering.RawObject) -> list[str]:
+    """Where `sidecar` differs from Istio's schema of its apiVersion (empty when it conforms)."""
+    api_version = str(sidecar.get("apiVersion", ""))
+    group, _, version = api_version.partition("/")
+    model = _MODELS.get(version) if group == rendering.GROUP else None
+    if model is None:
+        return [f"unsupported apiVersion {api_version!r}"]
+    try:
+        parsed = model.model_validate(sidecar)
+    except ValidationError as e:
+        return [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()[:5]]
+    dumped = parsed.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return [f"{where}: unknown field" for where in _dropped(sidecar, dumped, "")]
+
+
+def _dropped(original: Any, dumped: Any, where: str) -> list[str]:
+    """Paths present in `original` that the model did not keep (unknown fields)."""
+    if isinstance(original, dict) and isinstance(dumped, dict):
+        found: list[str] = []
+        for key, value in original.items():
+            here = f"{where}.{key}" if where else str(key)
+            if key not in dumped:
+                found.append(here)
+            else:
+                found += _dropped(value, dumped[key], here)
+        return found
+    if isinstance(original, list) and isinstance(dumped, list):
+        return [
+            p
+            for i, (o, d) in enumerate(zip(original, dumped, strict=False))
+            for p in _dropped(o, d, f"{where}[{i}]")
+        ]
+    return []
+
+
+def metadata_problems(metadata: rendering.RawObject) -> list[str]:
+    """Name and namespace the API server would refuse."""
+    problems = []
+    name, namespace = metadata.get("name", ""), metadata.get("namespace", "")
+    if not (name and len(name) <= 253 and _SUBDOMAIN.match(name)):
+        problems.append(f"metadata.name {name!r}: not a DNS subdomain")
+    if not hosts.is_valid_namespace(namespace):
+        problems.append(f"metadata.namespace {namespace!r}: not a namespace name")
+    return problems
+
+
+def selector_problems(labels: dict[str, str]) -> list[str]:
+    """An empty selector (every pod of the namespace) or labels Kubernetes would refuse."""
+    if not labels:
+        return ["spec.workloadSelector.labels: empty (would select every workload)"]
+    return [
+        f"workload selector label {key!r}={value!r}: invalid"
+        for key, value in labels.items()
+        if not (_label_key_ok(key) and _label_value_ok(value))
+    ]
+
+
+def _label_key_ok(key: str) -> bool:
+    prefix, sep, name = key.rpartition("/")
+    if sep and not (prefix and len(prefix) <= 253 and _SUBDOMAIN.match(prefix)):
+        return False
+    return len(name) <= 63 and bool(_LABEL_NAME.match(name))
+
+
+def _label_value_ok(value: str) -> bool:
+    return value == "" or (len(value) <= 63 and bool(_LABEL_NAME.match(value)))
+
+
+def host_problem(host: str) -> str | None:
+    """Why an egress host is not acceptable, or None when it is."""
+    namespace, sep, name = host.partition("/")
+    if not sep:
+        return "missing `<namespace>/`"
+    if namespace != "*" and not hosts.is_valid_namespace(namespace):
+        return "invalid namespace"
+    if name == "*":
+        return "the whole mesh (`*/*`)" if namespace == "*" else None
+    if not hosts.is_valid_host(name):
+        return "not a lower-case RFC 1123 host"
+    return None

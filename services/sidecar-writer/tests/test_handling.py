@@ -1,0 +1,190 @@
+"""The batch handler settles each fence event the way its outcome demands (sink faked).
+
+The real sinks are exercised in test_writer.py (API emulator) and test_gitops.py (files); here a
+recording sink isolates the handler's rules: latest revision wins within a batch, a fence written
+within the coalescing window is held back (nak with the rest of the window), a fence without
+selector is reported as a conflict and not written, an invalid render or an API refusal is
+dead-lettered with a `dead-lettered` report, exhausted retries and failed reports are redelivered.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from lazyload_common import errors as common_errors
+from lazyload_common import events, jetstream
+from lazyload_sidecar_writer import consuming, errors
+from lazyload_sidecar_writer.rendering import RawObject
+from lazyload_sidecar_writer.sinks import Result
+
+from .conftest import make_fence, make_settings
+
+
+class RecordingSink:
+    def __init__(self, result: Result | Exception | None = None) -> None:
+        self.calls: list[tuple[events.FenceChanged, RawObject | None]] = []
+        self.result = result
+
+    async def apply(self, event: events.FenceChanged, desired: RawObject | None) -> Result:
+        self.calls.append((event, desired))
+        if isinstance(self.result, Exception):
+            raise self.result
+        if self.result is not None:
+            return self.result
+        if desired is None:
+            return Result("deleted", write="delete")
+        return Result("applied", resource_version=str(event.revision), write="create")
+
+    async def probe(self) -> bool:
+        return True
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _delivery(**fence: Any) -> jetstream.Delivery:
+    return jetstream.Delivery(msg=None, event=make_fence(**fence))  # type: ignore[arg-type]
+
+
+def _handler(
+    sink: RecordingSink, *, window: float = 0.0, publish_error: Exception | None = None
+) -> tuple[consuming.FenceHandler, list[events.SidecarApplied], Clock]:
+    reports: list[events.SidecarApplied] = []
+    clock = Clock()
+
+    async def publish(report: events.SidecarApplied) -> None:
+        if publish_error is not None:
+            raise publish_error
+        reports.append(report)
+
+    settings = make_settings(coalesce_window=window)
+    return consuming.FenceHandler(settings, sink, publish, clock=clock), reports, clock
+
+
+def test_latest_revision_per_fence_wins() -> None:
+    batch = [
+        _delivery(revision=1),
+        _delivery(revision=3),
+        _delivery(revision=2),
+        _delivery(name="reviews", revision=1),
+        _delivery(revision=3),
+    ]
+    winners, superseded = consuming.latest_per_fence(batch)
+    assert winners == [batch[4], batch[3]]
+    assert sorted(d.event.revision for d in superseded) == [1, 2, 3]
+
+
+async def test_batch_writes_once_per_fence_and_reports() -> None:
+    sink = RecordingSink()
+    handler, reports, _ = _handler(sink)
+    batch = [_delivery(revision=r) for r in range(1, 6)]
+    await handler(batch)
+    assert [c[0].revision for c in sink.calls] == [5]
+    assert all(d.error is None for d in batch)  # superseded ones are acked too
+    [report] = reports
+    assert (report.action, report.revision, report.resource_version) == ("applied", 5, "5")
+    assert report.egress_hosts[0] == "*/details.default.svc.cluster.local"
+
+
+async def test_disabled_and_deleted_fences_delete() -> None:
+    sink = RecordingSink()
+    handler, reports, _ = _handler(sink)
+    await handler([_delivery(enabled=False), _delivery(name="b", deleted=True)])
+    assert [desired for _, desired in sink.calls] == [None, None]
+    assert [r.action for r in reports] == ["deleted", "deleted"]
+
+
+async def test_no_selector_is_reported_and_not_written() -> None:
+    sink = RecordingSink()
+    handler, reports, _ = _handler(sink)
+    delivery = _delivery(workload_selector=None)
+    await handler([delivery])
+    assert sink.calls == [] and delivery.error is None
+    [report] = reports
+    assert report.action == "conflict" and "no workload selector" in report.message
+
+
+async def test_invalid_render_is_dead_lettered_and_never_applied() -> None:
+    sink = RecordingSink()
+    handler, reports, _ = _handler(sink)
+    delivery = _delivery(hosts=["NOT A HOST"])
+    await handler([delivery])
+    assert sink.calls == []
+    assert isinstance(delivery.error, common_errors.PermanentError)
+    assert str(delivery.error).startswith("invalid-render")
+    assert [r.action for r in reports] == ["dead-lettered"]
+
+
+async def test_api_refusal_is_dead_lettered() -> None:
+    handler, reports, _ = _handler(RecordingSink(errors.ApiRejected("422 Invalid")))
+    delivery = _delivery()
+    await handler([delivery])
+    assert isinstance(delivery.error, common_errors.PermanentError)
+    assert "api-rejected" in str(delivery.error)
+    assert [r.action for r in reports] == ["dead-lettered"]
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [errors.RetriesExhausted("503 x", delay=7.0), RuntimeError("boom")],
+    ids=["retries-exhausted", "unexpected"],
+)
+async def test_failures_are_redelivered(failure: Exception) -> None:
+    handler, reports, _ = _handler(RecordingSink(failure))
+    delivery = _delivery()
+    await handler([delivery])
+    assert isinstance(delivery.error, common_errors.TemporaryError)
+    assert delivery.error.delay == (7.0 if isinstance(failure, errors.RetriesExhausted) else 5.0)
+    assert reports == []
+
+
+async def test_failed_report_is_redelivered() -> None:
+    handler, _, _ = _handler(RecordingSink(), publish_error=OSError("nats down"))
+    delivery = _delivery()
+    await handler([delivery])
+    assert isinstance(delivery.error, common_errors.TemporaryError)
+    assert "publish SidecarApplied" in str(delivery.error)
+
+
+async def test_stale_revision_is_acked_without_report() -> None:
+    handler, reports, _ = _handler(RecordingSink(Result("stale", message="older")))
+    delivery = _delivery()
+    await handler([delivery])
+    assert delivery.error is None and reports == []
+
+
+async def test_coalescing_window_holds_back_a_fence_written_just_now() -> None:
+    sink = RecordingSink()
+    handler, _, clock = _handler(sink, window=0.1)
+    await handler([_delivery(revision=1)])
+    clock.now += 0.03
+    held, other = _delivery(revision=2), _delivery(name="reviews", revision=1)
+    await handler([held, other])
+    assert isinstance(held.error, common_errors.TemporaryError)
+    assert held.error.delay == pytest.approx(0.07)
+    assert other.error is None  # another fence is not held back
+    clock.now += 0.1
+    again = _delivery(revision=2)
+    await handler([again])
+    assert again.error is None
+    assert [(c[0].name, c[0].revision) for c in sink.calls] == [
+        ("productpage", 1),
+        ("reviews", 1),
+        ("productpage", 2),
+    ]
+
+
+async def test_unchanged_result_does_not_start_a_window() -> None:
+    sink = RecordingSink(Result("unchanged", resource_version="9"))
+    handler, reports, _ = _handler(sink, window=0.1)
+    first, second = _delivery(revision=1), _delivery(revision=2)
+    await handler([first])
+    await handler([second])
+    assert first.error is None and second.error is None
+    assert [r.action for r in reports] == ["unchanged", "unchanged"]

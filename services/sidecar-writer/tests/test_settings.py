@@ -1,0 +1,52 @@
+"""Settings come from `LAZYLOAD_*` variables and are checked before anything connects.
+
+Covers: defaults, the `sidecar` group from the environment (JSON or comma-separated extra hosts),
+and `check()` naming every unusable field.
+"""
+
+from __future__ import annotations
+
+import pytest
+from lazyload_common import errors
+from lazyload_sidecar_writer.settings import WriterSettings
+
+from .conftest import make_settings
+
+
+def test_defaults() -> None:
+    settings = WriterSettings()
+    assert settings.sidecar.api_version == "v1"
+    assert settings.sidecar.host_mode == "any-namespace"
+    assert settings.sidecar.extra_hosts == []
+    assert settings.mesh.istio_namespace == "istio-system"
+    settings.check()
+
+
+def test_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAZYLOAD_SIDECAR__API_VERSION", "v1beta1")
+    monkeypatch.setenv("LAZYLOAD_SIDECAR__HOST_MODE", "own-namespace")
+    monkeypatch.setenv("LAZYLOAD_SIDECAR__EXTRA_HOSTS", '["a.example.com", "ops/*"]')
+    monkeypatch.setenv("LAZYLOAD_SIDECAR__REVISION", "canary")
+    monkeypatch.setenv("LAZYLOAD_MESH__ISTIO_NAMESPACE", "istio")
+    settings = WriterSettings()
+    assert settings.sidecar.api_version == "v1beta1"
+    assert settings.sidecar.host_mode == "own-namespace"
+    assert settings.sidecar.extra_hosts == ["a.example.com", "ops/*"]
+    assert settings.sidecar.revision == "canary"
+    assert settings.mesh.istio_namespace == "istio"
+
+
+def test_comma_separated_extra_hosts() -> None:
+    assert make_settings(extra_hosts="a.example.com, ops/*").sidecar.extra_hosts == [
+        "a.example.com",
+        "ops/*",
+    ]
+
+
+def test_check_names_every_bad_field() -> None:
+    settings = make_settings(extra_hosts=["*/*", "Bad Host", "ok.example.com"], sink="gitops")
+    with pytest.raises(errors.ConfigError) as caught:
+        settings.check()
+    message = str(caught.value)
+    assert "'*/*'" in message and "'Bad Host'" in message and "ok.example.com" not in message
+    assert "sidecar.gitops_dir" in message

@@ -1,0 +1,283 @@
+"""sidecar-writer end to end: a real nats-server, the Kubernetes API emulator, the real `run()`.
+
+Covers: a FenceChanged becomes a Sidecar with exactly the expected hosts and a SidecarApplied is
+published (and /readyz is green); a Sidecar lazyload does not manage is never overwritten; a
+disabled fence deletes its Sidecar; a burst of 20 revisions of one fence gives few writes and ends
+at the last revision; 500/429/409 answers are retried until success; an invalid render and a 422
+are dead-lettered without writing; an older revision never overwrites a newer one; drift repair
+restores a hand-edited and a hand-deleted managed Sidecar.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from lazyload_common import codec, events, jetstream, subjects
+from lazyload_common.settings import AdminSettings, KubeSettings, NatsSettings
+from lazyload_sidecar_writer import app
+from lazyload_sidecar_writer.settings import SidecarSettings, WriterSettings
+from lazyload_testing.kube import KubeEmulator
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from .conftest import make_fence
+
+GROUP, VERSION, PLURAL = "networking.istio.io", "v1", "sidecars"
+SIDECARS_PATH = "/apis/networking.istio.io/v1/namespaces/default/sidecars"
+
+
+@dataclass
+class Writer:
+    """A running sidecar-writer and the handles a test needs around it."""
+
+    js: JetStreamContext
+    custom: client.CustomObjectsApi
+    emulator: KubeEmulator
+    admin_port: int
+    reports: asyncio.Queue[events.SidecarApplied] = field(default_factory=asyncio.Queue)
+
+    async def publish(self, event: events.FenceChanged) -> None:
+        await jetstream.publish(self.js, subjects.fence(event.namespace, event.name), event)
+
+    async def report(
+        self, match: Callable[[events.SidecarApplied], bool] = lambda r: True, timeout: float = 10
+    ) -> events.SidecarApplied:
+        """The next SidecarApplied that matches (earlier ones are dropped)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                report = await self.reports.get()
+                if match(report):
+                    return report
+
+    async def get(self, name: str = "productpage") -> dict[str, Any] | None:
+        try:
+            return await asyncio.to_thread(
+                self.custom.get_namespaced_custom_object, GROUP, VERSION, "default", PLURAL, name
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    async def settled(self, timeout: float = 10) -> None:
+        """Wait until the writer's consumer has nothing pending or unacked."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                info = await self.js.consumer_info(subjects.FENCES_STREAM, "sidecar-writer")
+                if info.num_pending == 0 and info.num_ack_pending == 0:
+                    return
+            await asyncio.sleep(0.05)
+        raise TimeoutError("fence consumer did not settle")
+
+
+def _settings(nats_url: str, emulator: KubeEmulator, **sidecar: Any) -> WriterSettings:
+    values: dict[str, Any] = {
+        "repair_interval": 0,
+        "retry_initial": 0.01,
+        "retry_max": 0.1,
+        "redelivery_delay": 0.2,
+    }
+    values.update(sidecar)
+    return WriterSettings(
+        nats=NatsSettings(url=nats_url),
+        kube=KubeSettings(kubeconfig=emulator.kubeconfig),
+        admin=AdminSettings(host="127.0.0.1", port=0),
+        sidecar=SidecarSettings(**values),
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(settings: WriterSettings, emulator: KubeEmulator) -> AsyncIterator[Writer]:
+    stop, ready = asyncio.Event(), asyncio.Event()
+    ports: list[int] = []
+    task = asyncio.create_task(app.run(settings, stop=stop, ready=ready, on_bound=ports.append))
+    nc = await jetstream.connect(settings.nats, name="test")
+    try:
+        await asyncio.wait_for(ready.wait(), timeout=20)
+        writer = Writer(nc.jetstream(), client.CustomObjectsApi(emulator.api_client()), emulator, ports[0])
+
+        async def collect(msg: Msg) -> None:
+            writer.reports.put_nowait(codec.decode_as(msg.data, events.SidecarApplied))
+
+        await nc.subscribe(f"{subjects.SIDECAR_PREFIX}.>", cb=collect)
+        yield writer
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+        await nc.close()
+
+
+@pytest.fixture
+async def writer(nats_url: str, kube_emulator: KubeEmulator) -> AsyncIterator[Writer]:
+    async with running(_settings(nats_url, kube_emulator), kube_emulator) as w:
+        yield w
+
+
+async def test_fence_becomes_sidecar_with_exact_hosts(writer: Writer) -> None:
+    await writer.publish(make_fence(revision=3, hosts=["reviews.default.svc.cluster.local", "test/*"]))
+    report = await writer.report()
+    expected = ["*/reviews.default.svc.cluster.local", "istio-system/*", "mesh-operator/*", "test/*"]
+    assert (report.action, report.revision, report.egress_hosts) == ("applied", 3, expected)
+    stored = await writer.get()
+    assert stored is not None
+    assert stored["spec"] == {
+        "workloadSelector": {"labels": {"app": "productpage"}},
+        "egress": [{"hosts": expected}],
+    }
+    meta = stored["metadata"]
+    assert meta["labels"] == {"app.kubernetes.io/managed-by": "lazyload"}
+    assert meta["annotations"]["lazyload.io/fence-revision"] == "3"
+    assert meta["ownerReferences"][0]["uid"] == "uid-productpage"
+    assert report.resource_version == meta["resourceVersion"]
+    async with httpx.AsyncClient() as http:
+        ready = await http.get(f"http://127.0.0.1:{writer.admin_port}/readyz")
+        metrics = await http.get(f"http://127.0.0.1:{writer.admin_port}/metrics")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"nats": True, "sink": True}
+    assert 'lazyload_sidecar_writer_writes_total{action="create"}' in metrics.text
+
+
+async def test_unmanaged_sidecar_is_not_overwritten(writer: Writer) -> None:
+    theirs = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Sidecar",
+        "metadata": {"name": "productpage", "namespace": "default"},
+        "spec": {"egress": [{"hosts": ["./*"]}]},
+    }
+    created = await asyncio.to_thread(
+        writer.custom.create_namespaced_custom_object, GROUP, VERSION, "default", PLURAL, theirs
+    )
+    await writer.publish(make_fence(revision=1))
+    report = await writer.report()
+    assert report.action == "conflict" and "not managed by lazyload" in report.message
+    await writer.publish(make_fence(revision=2, enabled=False))
+    assert (await writer.report()).action == "conflict"
+    stored = await writer.get()
+    assert stored is not None
+    assert stored["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
+    assert stored["spec"] == theirs["spec"]
+    assert writer.emulator.writes(SIDECARS_PATH + "/") == []
+
+
+async def test_disabled_fence_deletes_its_sidecar(writer: Writer) -> None:
+    await writer.publish(make_fence(revision=1))
+    assert (await writer.report()).action == "applied"
+    await writer.publish(make_fence(revision=2, enabled=False))
+    report = await writer.report()
+    assert (report.action, report.revision, report.egress_hosts) == ("deleted", 2, [])
+    assert await writer.get() is None
+    await writer.publish(make_fence(revision=3, deleted=True))
+    assert (await writer.report()).action == "deleted"  # already absent: still reported
+
+
+async def test_burst_of_revisions_gives_few_writes(writer: Writer) -> None:
+    hosts: list[str] = []
+    for revision in range(1, 21):
+        hosts.append(f"s{revision:02d}.default.svc.cluster.local")
+        await writer.publish(make_fence(revision=revision, hosts=list(hosts)))
+    await writer.report(lambda r: r.revision == 20, timeout=15)
+    await writer.settled()
+    writes = writer.emulator.writes("/sidecars")
+    assert 1 <= len(writes) <= 6, [(w.verb, w.path) for w in writes]
+    print("BURST", len(writes))
+    stored = await writer.get()
+    assert stored is not None
+    assert stored["metadata"]["annotations"]["lazyload.io/fence-revision"] == "20"
+    assert len(stored["spec"]["egress"][0]["hosts"]) == 22
+
+
+@pytest.mark.parametrize(
+    ("verb", "status", "prepare"),
+    [("POST", 500, False), ("POST", 429, False), ("PUT", 409, True), ("GET", 503, False)],
+    ids=["500-on-create", "429-on-create", "409-on-replace", "503-on-read"],
+)
+async def test_api_errors_are_retried_until_success(
+    writer: Writer, verb: str, status: int, prepare: bool
+) -> None:
+    if prepare:
+        await writer.publish(make_fence(revision=1, hosts=[]))
+        await writer.report()
+    writer.emulator.inject_fault(verb, path_regex="/sidecars", status=status, count=2)
+    writer.emulator.clear_requests()
+    await writer.publish(make_fence(revision=2))
+    report = await writer.report()
+    assert report.action == "applied" and report.revision == 2
+    statuses = [r.status for r in writer.emulator.requests() if r.verb == verb]
+    assert statuses[:2] == [status, status] and statuses[-1] in (200, 201, 404)
+    stored = await writer.get()
+    assert stored is not None and stored["metadata"]["annotations"]["lazyload.io/fence-revision"] == "2"
+
+
+async def _dead_letters(js: JetStreamContext, count: int) -> list[events.DeadLetter]:
+    sub = await js.pull_subscribe(
+        subjects.dead_letter("sidecar-writer"), durable="test-dlq", stream=subjects.DLQ_STREAM
+    )
+    return [codec.decode_as(m.data, events.DeadLetter) for m in await sub.fetch(count, timeout=5)]
+
+
+async def test_invalid_render_is_dead_lettered_and_not_written(writer: Writer) -> None:
+    await writer.publish(make_fence(revision=1, hosts=["UPPER.example.com"]))
+    report = await writer.report()
+    assert report.action == "dead-lettered" and "invalid-render" in report.message
+    [letter] = await _dead_letters(writer.js, 1)
+    assert letter.subject == subjects.fence("default", "productpage")
+    assert "UPPER.example.com" in letter.reason
+    assert await writer.get() is None
+    assert writer.emulator.writes("/sidecars") == []
+
+
+async def test_api_refusal_is_dead_lettered(writer: Writer) -> None:
+    writer.emulator.inject_fault("POST", path_regex="/sidecars", status=422, count=1)
+    await writer.publish(make_fence(revision=1))
+    report = await writer.report()
+    assert report.action == "dead-lettered" and "api-rejected" in report.message
+    [letter] = await _dead_letters(writer.js, 1)
+    assert "422" in letter.reason
+    await writer.settled()
+
+
+async def test_older_revision_never_overwrites_newer(writer: Writer) -> None:
+    await writer.publish(make_fence(revision=5, hosts=["new.default.svc.cluster.local"]))
+    await writer.report()
+    await writer.publish(make_fence(revision=3, hosts=["old.default.svc.cluster.local"]))
+    await writer.publish(make_fence(revision=4, enabled=False))
+    await writer.settled()
+    stored = await writer.get()
+    assert stored is not None
+    assert stored["spec"]["egress"][0]["hosts"][0] == "*/new.default.svc.cluster.local"
+    assert writer.reports.empty()  # stale events are not reported
+
+
+async def test_drift_repair_restores_edited_and_deleted_sidecars(
+    nats_url: str, kube_emulator: KubeEmulator
+) -> None:
+    settings = _settings(nats_url, kube_emulator, repair_interval=0.3)
+    async with running(settings, kube_emulator) as writer:
+        await writer.publish(make_fence(revision=1))
+        applied = await writer.report()
+        stored = await writer.get()
+        assert stored is not None
+        stored["spec"]["egress"][0]["hosts"] = ["*/*"]
+        await asyncio.to_thread(
+            writer.custom.replace_namespaced_custom_object,
+            GROUP, VERSION, "default", PLURAL, "productpage", stored,
+        )
+        repaired = await writer.report(lambda r: "drift repaired" in r.message)
+        assert repaired.egress_hosts == applied.egress_hosts
+        restored = await writer.get()
+        assert restored is not None and restored["spec"]["egress"][0]["hosts"] == applied.egress_hosts
+        await asyncio.to_thread(
+            writer.custom.delete_namespaced_custom_object,
+            GROUP, VERSION, "default", PLURAL, "productpage",
+        )
+        await writer.report(lambda r: "drift repaired" in r.message)
+        assert await writer.get() is not None
