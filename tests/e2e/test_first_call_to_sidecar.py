@@ -98,7 +98,7 @@ def _rejected(stack: Stack) -> float:
     text = httpx.get(f"{stack.endpoints['admin']['accesslog-ingest']}/metrics").text
     total = 0.0
     for line in text.splitlines():
-        if line.startswith("lazyload_ingest_rejected") and not line.startswith("#"):
+        if line.startswith("lazyload_ingest_rejected_total"):
             total += float(line.rsplit(" ", 1)[1])
     return total
 

@@ -5,7 +5,8 @@
   the Service exists; `svc.ns.svc.<domain>` kept; anything else external;
 - IP literals: a ClusterIP becomes its Service, any other IP is rejected;
 - a custom cluster domain;
-- properties over random authorities: never raises, never yields an invalid host, idempotent.
+- properties over random authorities (alone and in whole ALS messages) and random bytes: never
+  raises, never yields an invalid host, idempotent.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from lazyload_accesslog_ingest import edges, testing
+from lazyload_accesslog_ingest import edges, ingesting, testing
+from lazyload_accesslog_ingest import testing as t
 from lazyload_accesslog_ingest.records import Rejection, ServiceRef
 from lazyload_common import hosts
 
@@ -170,3 +172,31 @@ def test_completion_is_idempotent(authority: str) -> None:
         again = edges.http_destination(dest.host, "shop", INDEX, "cluster.local")
         assert isinstance(again, edges.Destination)
         assert again.host == dest.host
+
+
+_INGESTOR = ingesting.Ingestor(INDEX)
+
+
+@given(
+    authorities=st.lists(_AUTHORITY, min_size=1, max_size=5),
+    caller=st.sampled_from([M.PRODUCTPAGE_IP, M.MULTI_IP, "10.9.9.9", "", "not-an-ip"]),
+    flags=st.lists(st.sampled_from(["NR", "NC", "UH", "UF", "DC"]), max_size=2),
+)
+def test_whole_messages_never_publish_an_invalid_host(
+    authorities: list[str], caller: str, flags: list[str]
+) -> None:
+    msg = t.message(*(t.http_entry(a, caller=caller, flags=flags) for a in authorities))
+    outcome = _INGESTOR.ingest(msg.SerializeToString(), ingesting.StreamState())
+    assert sum(outcome.entries.values()) == len(authorities)
+    assert Rejection.INTERNAL not in outcome.rejections
+    for edge in outcome.edges:
+        assert hosts.is_valid_host(edge.destination_host), edge
+    assert len(outcome.edges) + sum(outcome.rejections.values()) >= len(authorities)
+
+
+@given(raw=st.binary(max_size=200))
+def test_random_bytes_never_raise(raw: bytes) -> None:
+    outcome = _INGESTOR.ingest(raw, ingesting.StreamState())
+    assert Rejection.INTERNAL not in outcome.rejections
+    for edge in outcome.edges:
+        assert hosts.is_valid_host(edge.destination_host)

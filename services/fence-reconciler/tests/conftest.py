@@ -1,8 +1,7 @@
 """Fixtures of the fence-reconciler tests: the Kubernetes API emulator, JetStream, and a running
 reconciler (`app.run` in a task, waited for through its `ready` event).
 
-`kube` is the shared `kube_emulator` fixture of lazyload_testing when it exists; until then, the
-same emulator started here with the CRDs of deploy/crds.
+The Kubernetes API emulator is lazyload_testing's `kube_emulator` (CRDs of deploy/crds preloaded).
 """
 
 from __future__ import annotations
@@ -10,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,41 +19,12 @@ from lazyload_fence_reconciler import app
 from lazyload_fence_reconciler.settings import FenceSettings, ReconcilerSettings
 from nats.js import JetStreamContext
 
-CRDS = Path(__file__).resolve().parents[3] / "deploy" / "crds"
 FENCES = "/apis/microservice.slime.io/v1alpha1/namespaces/{ns}/servicefences"
 
 
-@dataclass
-class _LocalEmulator:
-    handle: Any
-    kubeconfig: Path
-
-    def api_client(self) -> Any:
-        return kube.api_client(settings.KubeSettings(kubeconfig=self.kubeconfig))
-
-    def requests(self) -> list[Any]:
-        return self.handle.requests()
-
-
 @pytest.fixture
-def kube_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    """An emulator with `.kubeconfig`, `.api_client()` and `.requests()`."""
-    try:
-        shared = request.getfixturevalue("kube_emulator")
-    except pytest.FixtureLookupError:
-        shared = None
-    if shared is not None:
-        yield shared
-        return
-    from lazyload_kube_emulator import run_in_thread
-
-    with run_in_thread([CRDS]) as handle:
-        yield _LocalEmulator(handle, handle.write_kubeconfig(tmp_path / "kubeconfig"))
-
-
-@pytest.fixture
-def kube_api(kube_env: Any) -> kube.KubeApi:
-    return kube.KubeApi(kube_env.api_client())
+def kube_api(kube_emulator: Any) -> kube.KubeApi:
+    return kube.KubeApi(kube_emulator.api_client())
 
 
 @pytest.fixture
@@ -104,10 +73,10 @@ class Runner:
 
 
 @pytest.fixture
-async def reconciler(nats_url: str, kube_env: Any) -> AsyncIterator[Runner]:
+async def reconciler(nats_url: str, kube_emulator: Any) -> AsyncIterator[Runner]:
     config = ReconcilerSettings(
         nats=settings.NatsSettings(url=nats_url),
-        kube=settings.KubeSettings(kubeconfig=kube_env.kubeconfig),
+        kube=settings.KubeSettings(kubeconfig=kube_emulator.kubeconfig),
         admin=settings.AdminSettings(host="127.0.0.1", port=0),
         fence=FenceSettings(resync_interval=0, missing_service_delay=0.2),
     )
@@ -217,11 +186,7 @@ class Kit:
             return None
 
     def fence_writes(self) -> list[Any]:
-        return [
-            r
-            for r in self.env.requests()
-            if "/servicefences" in r.path and r.verb in ("POST", "PUT", "PATCH", "DELETE")
-        ]
+        return self.env.writes("/servicefences")
 
     async def dead_letters(self) -> Any:
         return await self.js.subscribe(
@@ -242,5 +207,5 @@ class Kit:
 
 
 @pytest.fixture
-def kit(kube_api: kube.KubeApi, js: JetStreamContext, kube_env: Any) -> Kit:
-    return Kit(kube_api, js, kube_env)
+def kit(kube_api: kube.KubeApi, js: JetStreamContext, kube_emulator: Any) -> Kit:
+    return Kit(kube_api, js, kube_emulator)

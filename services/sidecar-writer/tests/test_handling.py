@@ -4,7 +4,8 @@ The real sinks are exercised in test_writer.py (API emulator) and test_gitops.py
 recording sink isolates the handler's rules: latest revision wins within a batch, a fence written
 within the coalescing window is held back (nak with the rest of the window), a fence without
 selector is reported as a conflict and not written, an invalid render or an API refusal is
-dead-lettered with a `dead-lettered` report, exhausted retries and failed reports are redelivered.
+dead-lettered with a `dead-lettered` report, exhausted retries and failed reports are redelivered,
+an older revision than one already settled (same ServiceFence uid) is ignored.
 """
 
 from __future__ import annotations
@@ -188,3 +189,18 @@ async def test_unchanged_result_does_not_start_a_window() -> None:
     await handler([second])
     assert first.error is None and second.error is None
     assert [r.action for r in reports] == ["unchanged", "unchanged"]
+
+
+async def test_older_revision_after_a_settled_newer_one_is_stale() -> None:
+    """Revision 6 left the Sidecar unchanged; a redelivered 5 must not be applied after it."""
+    sink = RecordingSink(Result("unchanged", resource_version="9"))
+    handler, reports, _ = _handler(sink)
+    await handler([_delivery(revision=6)])
+    late = _delivery(revision=5, hosts=["other.default.svc.cluster.local"])
+    await handler([late])
+    assert late.error is None
+    assert [c[0].revision for c in sink.calls] == [6]
+    assert [r.revision for r in reports] == [6]
+    recreated = _delivery(revision=1, uid="new-uid")  # a new ServiceFence restarts revisions
+    await handler([recreated])
+    assert [c[0].revision for c in sink.calls] == [6, 1]

@@ -48,7 +48,13 @@ HOST_CASES: list[tuple[str, dict[str, Any], list[str], list[str]]] = [
     ),
     (
         "extra hosts: bare FQDN gets */, ns/* and ns/host as they are",
-        {"extra_hosts": ["stable.example.com", "monitoring/*", "ops/grafana.ops.svc.cluster.local"]},
+        {
+            "extra_hosts": [
+                "stable.example.com",
+                "monitoring/*",
+                "ops/grafana.ops.svc.cluster.local",
+            ]
+        },
         [],
         [
             "*/stable.example.com",
@@ -72,7 +78,9 @@ def test_egress_hosts(sidecar: dict[str, Any], hosts: list[str], expected: list[
 
 
 def test_mesh_namespaces_come_from_settings() -> None:
-    settings = WriterSettings(mesh=MeshSettings(istio_namespace="istio", global_sidecar_namespace="gs"))
+    settings = WriterSettings(
+        mesh=MeshSettings(istio_namespace="istio", global_sidecar_namespace="gs")
+    )
     assert rendering.egress_hosts(make_fence(hosts=[]), settings) == ["gs/*", "istio/*"]
     same = WriterSettings(mesh=MeshSettings(istio_namespace="x", global_sidecar_namespace="x"))
     assert rendering.egress_hosts(make_fence(hosts=[]), same) == ["x/*"]
@@ -145,15 +153,25 @@ def test_fence_without_selector_cannot_render(
 
 
 def test_rendering_is_deterministic(settings: WriterSettings) -> None:
-    a = make_fence(hosts=["b.x.svc.cluster.local", "a.x.svc.cluster.local"], workload_selector={"z": "1", "a": "2"})
-    b = make_fence(hosts=["a.x.svc.cluster.local", "b.x.svc.cluster.local"], workload_selector={"a": "2", "z": "1"})
+    a = make_fence(
+        hosts=["b.x.svc.cluster.local", "a.x.svc.cluster.local"],
+        workload_selector={"z": "1", "a": "2"},
+    )
+    b = make_fence(
+        hosts=["a.x.svc.cluster.local", "b.x.svc.cluster.local"],
+        workload_selector={"a": "2", "z": "1"},
+    )
     assert rendering.render(a, settings) == rendering.render(b, settings)
     assert list(rendering.render(a, settings)["spec"]["workloadSelector"]["labels"]) == ["a", "z"]
 
 
 @pytest.mark.parametrize(
     ("annotations", "expected"),
-    [({"lazyload.io/fence-revision": "12"}, 12), ({}, None), ({"lazyload.io/fence-revision": "x"}, None)],
+    [
+        ({"lazyload.io/fence-revision": "12"}, 12),
+        ({}, None),
+        ({"lazyload.io/fence-revision": "x"}, None),
+    ],
 )
 def test_stored_revision_is_read_back(annotations: dict[str, str], expected: int | None) -> None:
     assert rendering.fence_revision({"metadata": {"annotations": annotations}}) == expected

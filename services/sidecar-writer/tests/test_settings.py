@@ -36,11 +36,10 @@ def test_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.mesh.istio_namespace == "istio"
 
 
-def test_comma_separated_extra_hosts() -> None:
-    assert make_settings(extra_hosts="a.example.com, ops/*").sidecar.extra_hosts == [
-        "a.example.com",
-        "ops/*",
-    ]
+def test_comma_separated_extra_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAZYLOAD_SIDECAR__EXTRA_HOSTS", "a.example.com, ops/*")
+    assert WriterSettings().sidecar.extra_hosts == ["a.example.com", "ops/*"]
+    assert make_settings(extra_hosts="x.example.com").sidecar.extra_hosts == ["x.example.com"]
 
 
 def test_check_names_every_bad_field() -> None:

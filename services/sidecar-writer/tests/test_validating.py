@@ -59,9 +59,7 @@ BROKEN: list[tuple[str, Callable[[RawObject], None], str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("mutate", "reason"), [c[1:] for c in BROKEN], ids=[c[0] for c in BROKEN]
-)
+@pytest.mark.parametrize(("mutate", "reason"), [c[1:] for c in BROKEN], ids=[c[0] for c in BROKEN])
 def test_invalid_render_is_refused(mutate: Callable[[RawObject], None], reason: str) -> None:
     sidecar = copy.deepcopy(_valid())
     mutate(sidecar)

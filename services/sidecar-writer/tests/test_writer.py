@@ -5,7 +5,8 @@ published (and /readyz is green); a Sidecar lazyload does not manage is never ov
 disabled fence deletes its Sidecar; a burst of 20 revisions of one fence gives few writes and ends
 at the last revision; 500/429/409 answers are retried until success; an invalid render and a 422
 are dead-lettered without writing; an older revision never overwrites a newer one; drift repair
-restores a hand-edited and a hand-deleted managed Sidecar.
+restores a hand-edited and a hand-deleted managed Sidecar and removes one of a disabled fence;
+the GitOps sink writes files instead of calling the API.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -104,7 +106,9 @@ async def running(settings: WriterSettings, emulator: KubeEmulator) -> AsyncIter
     nc = await jetstream.connect(settings.nats, name="test")
     try:
         await asyncio.wait_for(ready.wait(), timeout=20)
-        writer = Writer(nc.jetstream(), client.CustomObjectsApi(emulator.api_client()), emulator, ports[0])
+        writer = Writer(
+            nc.jetstream(), client.CustomObjectsApi(emulator.api_client()), emulator, ports[0]
+        )
 
         async def collect(msg: Msg) -> None:
             writer.reports.put_nowait(codec.decode_as(msg.data, events.SidecarApplied))
@@ -124,9 +128,16 @@ async def writer(nats_url: str, kube_emulator: KubeEmulator) -> AsyncIterator[Wr
 
 
 async def test_fence_becomes_sidecar_with_exact_hosts(writer: Writer) -> None:
-    await writer.publish(make_fence(revision=3, hosts=["reviews.default.svc.cluster.local", "test/*"]))
+    await writer.publish(
+        make_fence(revision=3, hosts=["reviews.default.svc.cluster.local", "test/*"])
+    )
     report = await writer.report()
-    expected = ["*/reviews.default.svc.cluster.local", "istio-system/*", "mesh-operator/*", "test/*"]
+    expected = [
+        "*/reviews.default.svc.cluster.local",
+        "istio-system/*",
+        "mesh-operator/*",
+        "test/*",
+    ]
     assert (report.action, report.revision, report.egress_hosts) == ("applied", 3, expected)
     stored = await writer.get()
     assert stored is not None
@@ -188,7 +199,6 @@ async def test_burst_of_revisions_gives_few_writes(writer: Writer) -> None:
     await writer.settled()
     writes = writer.emulator.writes("/sidecars")
     assert 1 <= len(writes) <= 6, [(w.verb, w.path) for w in writes]
-    print("BURST", len(writes))
     stored = await writer.get()
     assert stored is not None
     assert stored["metadata"]["annotations"]["lazyload.io/fence-revision"] == "20"
@@ -214,7 +224,10 @@ async def test_api_errors_are_retried_until_success(
     statuses = [r.status for r in writer.emulator.requests() if r.verb == verb]
     assert statuses[:2] == [status, status] and statuses[-1] in (200, 201, 404)
     stored = await writer.get()
-    assert stored is not None and stored["metadata"]["annotations"]["lazyload.io/fence-revision"] == "2"
+    assert (
+        stored is not None
+        and stored["metadata"]["annotations"]["lazyload.io/fence-revision"] == "2"
+    )
 
 
 async def _dead_letters(js: JetStreamContext, count: int) -> list[events.DeadLetter]:
@@ -269,15 +282,60 @@ async def test_drift_repair_restores_edited_and_deleted_sidecars(
         stored["spec"]["egress"][0]["hosts"] = ["*/*"]
         await asyncio.to_thread(
             writer.custom.replace_namespaced_custom_object,
-            GROUP, VERSION, "default", PLURAL, "productpage", stored,
+            GROUP,
+            VERSION,
+            "default",
+            PLURAL,
+            "productpage",
+            stored,
         )
         repaired = await writer.report(lambda r: "drift repaired" in r.message)
         assert repaired.egress_hosts == applied.egress_hosts
         restored = await writer.get()
-        assert restored is not None and restored["spec"]["egress"][0]["hosts"] == applied.egress_hosts
+        assert (
+            restored is not None and restored["spec"]["egress"][0]["hosts"] == applied.egress_hosts
+        )
         await asyncio.to_thread(
             writer.custom.delete_namespaced_custom_object,
-            GROUP, VERSION, "default", PLURAL, "productpage",
+            GROUP,
+            VERSION,
+            "default",
+            PLURAL,
+            "productpage",
         )
         await writer.report(lambda r: "drift repaired" in r.message)
         assert await writer.get() is not None
+        await writer.publish(make_fence(revision=2, enabled=False))
+        await writer.report(lambda r: r.action == "deleted")
+        orphan = dict(restored, metadata={**restored["metadata"]})
+        del orphan["metadata"]["resourceVersion"]
+        await asyncio.to_thread(
+            writer.custom.create_namespaced_custom_object, GROUP, VERSION, "default", PLURAL, orphan
+        )
+        removed = await writer.report(lambda r: "drift repaired" in r.message)
+        assert removed.action == "deleted" and await writer.get() is None
+
+
+async def test_gitops_sink_writes_files_instead_of_the_api(nats_url: str, tmp_path: Path) -> None:
+    settings = WriterSettings(
+        nats=NatsSettings(url=nats_url),
+        admin=AdminSettings(host="127.0.0.1", port=0),
+        sidecar=SidecarSettings(sink="gitops", gitops_dir=tmp_path / "repo", repair_interval=0),
+    )
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(app.run(settings, stop=stop, ready=ready))
+    nc = await jetstream.connect(settings.nats, name="test")
+    try:
+        await asyncio.wait_for(ready.wait(), timeout=20)
+        sub = await nc.subscribe(f"{subjects.SIDECAR_PREFIX}.>")
+        await jetstream.publish(
+            nc.jetstream(), subjects.fence("default", "productpage"), make_fence()
+        )
+        report = codec.decode_as((await sub.next_msg(timeout=10)).data, events.SidecarApplied)
+        assert report.action == "applied"
+        text = (tmp_path / "repo" / "default" / "productpage.yaml").read_text()
+        assert "'*/details.default.svc.cluster.local'" in text
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+        await nc.close()

@@ -85,6 +85,7 @@ async def _serve(
         asyncio.get_running_loop(),
         on_fence=lambda kind, obj: reconciler.on_fence_event(kind, obj),
         on_service=lambda kind, obj: reconciler.on_service_event(kind, obj),
+        on_namespace=lambda kind, obj: reconciler.on_namespace_event(kind, obj),
     )
     reconciler = reconciling.Reconciler(
         settings=settings.fence,

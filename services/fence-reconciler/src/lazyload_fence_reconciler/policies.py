@@ -3,8 +3,10 @@
 Pure decisions on plain values. Slime's precedence: the Service's `slime.io/serviceFenced`
 ("true"/"false") wins over the Namespace's, which wins over the global `default_fence`. A fence is
 created on the first dependency of a Service that is fenced, in scope, and has a selector (Slime
-PR #168: a Service without one would give a Sidecar for the whole namespace). A manual fence that a
-user deleted is not recreated.
+PR #168: a Service without one would give a Sidecar for the whole namespace); it is created at once,
+without waiting for traffic, when a label says "true" explicitly or `eager` is on (Slime's
+autoFence). A manual fence that a user deleted is not recreated. An auto-created fence is kept only
+while its Service exists and stays fenced and in scope; manual fences are never deleted.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Scope:
 
     auto_create: bool = True
     default_fence: bool = True
+    eager: bool = False
     allow_namespaces: Sequence[str] = ()
     deny_namespaces: Sequence[str] = ()
 
@@ -96,3 +99,40 @@ def creation(
     if not is_fenced(service.labels, namespace_labels, default=scope.default_fence):
         return Verdict(Outcome.IGNORE, f"not fenced ({FENCED_LABEL})")
     return Verdict(Outcome.CREATE)
+
+
+def eager(
+    namespace: str,
+    *,
+    service: ServiceFacts | None,
+    namespace_labels: Mapping[str, str] | None,
+    scope: Scope,
+    tombstoned: bool = False,
+) -> bool:
+    """Whether to create the fence of a Service now, before any traffic."""
+    verdict = creation(
+        namespace,
+        service=service,
+        namespace_labels=namespace_labels,
+        scope=scope,
+        tombstoned=tombstoned,
+    )
+    if verdict.outcome is not Outcome.CREATE or service is None:
+        return False
+    explicit = label_verdict(service.labels)
+    if explicit is None:
+        explicit = label_verdict(namespace_labels)
+    return bool(explicit) or scope.eager
+
+
+def keep(
+    namespace: str,
+    *,
+    service: ServiceFacts | None,
+    namespace_labels: Mapping[str, str] | None,
+    scope: Scope,
+) -> bool:
+    """Whether an auto-created fence should still exist."""
+    if service is None or not service.selector or not namespace_in_scope(namespace, scope):
+        return False
+    return is_fenced(service.labels, namespace_labels, default=scope.default_fence)

@@ -66,7 +66,6 @@ class Reconciler:
         self._locks: dict[Key, asyncio.Lock] = {}
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._pending: set[Key] = set()
-        self._orphans: set[Key] = set()
 
     # -- triggers ---------------------------------------------------------------------------
 
@@ -103,11 +102,13 @@ class Reconciler:
                 gone = self._gone.pop(key, None)
                 if gone is not None:
                     await self._announce_deletion(key, gone)
-                return None
-            if key in self._orphans:
-                self._orphans.discard(key)
-                if await self._delete_orphan(key, obj):
+                if not self._wants_eager(key):
                     return None
+                obj = await self.applier.create(*key)
+            elif self._should_drop(key, obj):
+                await self.applier.delete(*key)
+                log.info("deleted ServiceFence %s/%s: its Service is gone or not fenced", *key)
+                return None
             written, _ = await self._converge(obj, (), reset=reset)
             return written
 
@@ -127,13 +128,17 @@ class Reconciler:
         self.enqueue(key)
 
     def on_service_event(self, kind: str, obj: kube.RawObject) -> None:
-        """A Service changed: its fence's workload selector may have; a deleted one ends it."""
+        """A Service changed: its fence's selector may have, it may need a fence or lose one."""
         if kind == "SYNCED":
             return
-        key = kube.object_key(obj)
-        if kind == "DELETED":
-            self._orphans.add(key)
-        if self.cluster.fence(key) is not None:
+        self.enqueue(kube.object_key(obj))
+
+    def on_namespace_event(self, kind: str, obj: kube.RawObject) -> None:
+        """Namespace labels take part in `slime.io/serviceFenced`: look at its Services again."""
+        if kind == "SYNCED":
+            return
+        namespace = obj.get("metadata", {}).get("name", "")
+        for key in (*self.cluster.service_keys(namespace), *self.cluster.fence_keys(namespace)):
             self.enqueue(key)
 
     def enqueue(self, key: Key) -> None:
@@ -142,7 +147,7 @@ class Reconciler:
             self._queue.put_nowait(key)
 
     def enqueue_all(self) -> None:
-        for key in self.cluster.fence_keys():
+        for key in (*self.cluster.fence_keys(), *self.cluster.service_keys()):
             self.enqueue(key)
         for key, sent in self.sent.items():
             if not sent.deleted and self.cluster.fence(key) is None:
@@ -246,15 +251,25 @@ class Reconciler:
         )
         self.sent[(event.namespace, event.name)] = Sent(event.uid, state, event.deleted)
 
-    async def _delete_orphan(self, key: Key, obj: kube.RawObject) -> bool:
-        """Delete an auto-created fence whose Service is gone (Slime does too); True if deleted."""
-        if self.cluster.service(key) is not None:
-            return False
+    def _wants_eager(self, key: Key) -> bool:
+        return policies.eager(
+            key[0],
+            service=self.cluster.service(key),
+            namespace_labels=self.cluster.namespace_labels(key[0]),
+            scope=self.scope,
+            tombstoned=key in self.tombstones,
+        )
+
+    def _should_drop(self, key: Key, obj: kube.RawObject) -> bool:
+        """An auto-created fence whose Service is gone, not fenced, or out of scope (Slime)."""
         if not fences.Fence.from_raw(obj).created_by_controller:
             return False
-        await self.applier.delete(*key)
-        log.info("deleted ServiceFence %s/%s: its Service is gone", *key)
-        return True
+        return not policies.keep(
+            key[0],
+            service=self.cluster.service(key),
+            namespace_labels=self.cluster.namespace_labels(key[0]),
+            scope=self.scope,
+        )
 
     # -- helpers ----------------------------------------------------------------------------
 

@@ -26,6 +26,11 @@ class FenceSettings(BaseModel):
         description="Fence a Service when neither it nor its Namespace has slime.io/serviceFenced "
         "(Slime's defaultFence; lazyload fences on traffic, so true by default).",
     )
+    eager: bool = Field(
+        False,
+        description="Create the fence of every fenced Service at once, not on its first "
+        "dependency (Slime's autoFence); an explicit slime.io/serviceFenced=true always does.",
+    )
     allow_namespaces: list[str] = Field(
         default_factory=list, description="Only these namespaces get fences; empty = all."
     )
@@ -78,6 +83,7 @@ class FenceSettings(BaseModel):
         return policies.Scope(
             auto_create=self.auto_create,
             default_fence=self.default_fence,
+            eager=self.eager,
             allow_namespaces=tuple(self.allow_namespaces),
             deny_namespaces=tuple(self.deny_namespaces),
         )

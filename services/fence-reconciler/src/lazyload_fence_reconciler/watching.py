@@ -58,14 +58,21 @@ class Cluster:
     def synced(self) -> bool:
         return all(r.synced.is_set() for r in self._all)
 
+    # The stores are replaced or updated by the reflector threads: read them through copies.
+
     def fence(self, key: Key) -> kube.RawObject | None:
         return self.fences.store.get(key)
 
-    def fence_keys(self) -> list[Key]:
-        return sorted(self.fences.store)
+    def fence_keys(self, namespace: str | None = None) -> list[Key]:
+        return sorted(k for k in self.fences.store.copy() if namespace is None or k[0] == namespace)
+
+    def service_keys(self, namespace: str | None = None) -> list[Key]:
+        keys = self.services.store.copy()
+        return sorted(k for k in keys if namespace is None or k[0] == namespace)
 
     def all_fences(self) -> list[kube.RawObject]:
-        return [self.fences.store[k] for k in sorted(self.fences.store)]
+        store = self.fences.store.copy()
+        return [store[k] for k in sorted(store)]
 
     def service(self, key: Key) -> policies.ServiceFacts | None:
         obj = self.services.store.get(key)

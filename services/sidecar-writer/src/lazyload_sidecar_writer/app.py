@@ -15,8 +15,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from lazyload_common import admin, jetstream, kube, subjects, tasks
+from nats.aio.client import Client as NATS
 
-from lazyload_sidecar_writer import consuming, repairing
+from lazyload_sidecar_writer import applying, consuming, gitops, repairing
 from lazyload_sidecar_writer.settings import SERVICE, WriterSettings
 from lazyload_sidecar_writer.sinks import Sink
 
@@ -51,23 +52,21 @@ async def run(
     await admin_server.start()
     if on_bound is not None:
         on_bound(admin_server.port)
-    sink, closing = build_sink(settings)
     try:
-        await _serve(settings, sink, state, stop, ready)
+        sink, closing = build_sink(settings)
+        try:
+            await _serve(settings, sink, state, stop, ready)
+        finally:
+            closing()
     finally:
-        closing()
         await admin_server.stop()
 
 
 def build_sink(settings: WriterSettings) -> tuple[Sink, Callable[[], None]]:
     """The configured sink and how to release it."""
     if settings.sidecar.sink == "gitops":
-        from lazyload_sidecar_writer import gitops
-
         assert settings.sidecar.gitops_dir is not None  # settings.check() made sure
         return gitops.FileSink(settings.sidecar.gitops_dir), lambda: None
-    from lazyload_sidecar_writer import applying
-
     client = kube.api_client(settings.kube)
     return applying.KubeSink(kube.KubeApi(client), settings), client.close
 
@@ -88,10 +87,11 @@ async def _serve(
             stop=stop,
         )
     ]
-    nc = await jetstream.connect(settings.nats, name=SERVICE)
+    nc: NATS | None = None
     consumer: asyncio.Task[None] | None = None
     try:
-        state["nats"] = lambda: nc.is_connected
+        nc = await jetstream.connect(settings.nats, name=SERVICE)
+        state["nats"] = _connected(nc)
         js = nc.jetstream()
         await jetstream.ensure_streams(js, replicas=settings.nats.stream_replicas, names=STREAMS)
         handler = consuming.FenceHandler(settings, sink, consuming.publisher(js))
@@ -120,8 +120,9 @@ async def _serve(
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(consumer, timeout=30)
         await tasks.cancel_and_wait(*background)
-        with contextlib.suppress(Exception):
-            await nc.close()
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await nc.close()
 
 
 async def _probe(
@@ -147,6 +148,10 @@ async def _first(event: asyncio.Event, stop: asyncio.Event) -> bool:
         return event.is_set()
     finally:
         await tasks.cancel_and_wait(waiting, stopping)
+
+
+def _connected(nc: NATS) -> Callable[[], bool]:
+    return lambda: nc.is_connected
 
 
 def _readiness(state: Mapping[str, Callable[[], bool]]) -> dict[str, bool]:

@@ -99,6 +99,7 @@ class FenceHandler:
         self.publish = publish
         self.clock = clock
         self._last_write: dict[FenceKey, float] = {}
+        self._settled: dict[tuple[str, str, str], int] = {}
         self._slots = asyncio.Semaphore(settings.sidecar.max_concurrency)
 
     async def __call__(self, batch: list[jetstream.Delivery]) -> None:
@@ -146,9 +147,19 @@ class FenceHandler:
     async def settle(self, event: events.FenceChanged, *, note: str = "") -> Result:
         """Apply one fence, count it and publish `SidecarApplied` (not for a stale revision).
 
+        An event older than one this process already settled for the same ServiceFence (uid) is
+        stale without asking the sink: a redelivered revision 5 must not undo a revision 6 that
+        left the Sidecar unchanged (and so did not move its revision annotation).
         Raises `PermanentError` (dead-letter) or `TemporaryError` (retry later).
         """
+        incarnation = (event.namespace, event.name, event.uid)
+        newest = self._settled.get(incarnation, -1)
+        if event.revision < newest:
+            result = Result("stale", message=f"fence revision {event.revision} < {newest} settled")
+            self._record(event, result)
+            return result
         result, hosts = await self.apply(event)
+        self._settled[incarnation] = max(newest, event.revision)
         self._record(event, result)
         if result.action != "stale":
             report = _applied(event, result, hosts)

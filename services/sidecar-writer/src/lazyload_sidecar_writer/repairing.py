@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from typing import Protocol
 
 from lazyload_common import codec, errors, events, subjects
 from nats.js import JetStreamContext
@@ -32,17 +31,14 @@ from lazyload_sidecar_writer import planning, rendering, validating
 from lazyload_sidecar_writer.consuming import FenceHandler, FenceKey
 from lazyload_sidecar_writer.rendering import RawObject
 from lazyload_sidecar_writer.settings import WriterSettings
+from lazyload_sidecar_writer.sinks import Sink
 
 log = logging.getLogger(__name__)
 
 
-class Listing(Protocol):
-    async def list_managed(self) -> list[RawObject]: ...
-
-
 async def repair_loop(
     js: JetStreamContext,
-    sink: Listing,
+    sink: Sink,
     handler: FenceHandler,
     settings: WriterSettings,
     stop: asyncio.Event,
@@ -62,7 +58,7 @@ async def repair_loop(
             log.info("drift repair: %s", dict(counts))
 
 
-async def repair_once(js: JetStreamContext, sink: Listing, handler: FenceHandler) -> Counter[str]:
+async def repair_once(js: JetStreamContext, sink: Sink, handler: FenceHandler) -> Counter[str]:
     """One repair round; counts `repaired`, `failed`, `in-sync` and `no-event` fences."""
     latest = await latest_fences(js)
     stored = {_key(obj): obj for obj in await sink.list_managed()}

@@ -6,8 +6,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from lazyload_common import errors, hosts
 from lazyload_common.settings import (
@@ -18,7 +19,7 @@ from lazyload_common.settings import (
     service_config,
 )
 from pydantic import BaseModel, Field, field_validator
-from pydantic_settings import BaseSettings
+from pydantic_settings import BaseSettings, NoDecode
 
 SERVICE = "sidecar-writer"
 ApiVersion = Literal["v1", "v1beta1", "v1alpha3"]
@@ -40,7 +41,7 @@ class SidecarSettings(BaseModel):
         "(Slime's form); `own-namespace` -> `<namespace of the Service>/<fqdn>` for "
         "`<svc>.<ns>.svc.<cluster domain>` hosts (other hosts keep `*/<fqdn>`).",
     )
-    extra_hosts: list[str] = Field(
+    extra_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Hosts added to every Sidecar (Slime's `stableHost`): `ns/*` and `ns/host` "
         "as they are, a bare FQDN as `*/<fqdn>`. JSON list or comma-separated in the environment.",
@@ -95,7 +96,10 @@ class SidecarSettings(BaseModel):
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
-            return [v.strip() for v in value.split(",") if v.strip()]
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [v.strip() for v in text.split(",") if v.strip()]
         return value
 
 

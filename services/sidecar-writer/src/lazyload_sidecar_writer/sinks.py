@@ -33,6 +33,10 @@ class Sink(Protocol):
 
     async def apply(self, event: events.FenceChanged, desired: RawObject | None) -> Result: ...
 
+    async def list_managed(self) -> list[RawObject]:
+        """Every Sidecar the sink holds that lazyload manages (for drift repair)."""
+        ...
+
     async def probe(self) -> bool:
         """True when the sink can be written to (for /readyz)."""
         ...

@@ -1,0 +1,81 @@
+"""Auto-fencing by labels and the life of auto-created fences (emulator and nats-server).
+
+Covers: a Service labelled `slime.io/serviceFenced: "true"` gets its fence before any traffic;
+a Namespace label does the same for its Services, and a Service's "false" wins over it; `eager`
+fences every Service at once; a deleted Service takes its auto-created fence with it (a deleted
+event follows) but never a manual one; relabelling a Service "false" removes its auto fence.
+"""
+
+from __future__ import annotations
+
+from lazyload_common import subjects
+
+L = "slime.io/serviceFenced"
+PATH = "/apis/microservice.slime.io/v1alpha1/namespaces/{ns}/servicefences"
+
+
+def _create_namespace(kit, name: str, labels: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    kit.api.create("/api/v1/namespaces", {"metadata": {"name": name, "labels": labels}})
+
+
+async def test_service_label_fences_before_traffic(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+    kit.create_service("reviews", labels={L: "true"})
+    kit.create_service("ratings")
+    async with kit.events(subjects.fence("default", "reviews")) as seen:
+        await reconciler.start()
+        event = await seen.until(lambda e: e.revision == 1)
+    assert event.hosts == [] and event.workload_selector == {"app": "reviews"}
+    assert kit.fence("ratings") is None
+
+
+async def test_namespace_label_and_service_opt_out(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+    _create_namespace(kit, "shop", {L: "true"})
+    kit.create_service("cart", ns="shop")
+    kit.create_service("legacy", ns="shop", labels={L: "false"})
+    await reconciler.start()
+    await kit.eventually(lambda: kit.fence("cart", ns="shop"))
+    assert kit.fence("legacy", ns="shop") is None
+
+
+async def test_eager_fences_every_service(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+    kit.create_service("a")
+    kit.create_service("b")
+    kit.create_service("headless-ish", selector={})
+    await reconciler.start(eager=True)
+    await kit.eventually(lambda: kit.fence("a") and kit.fence("b"))
+    kit.create_service("c")
+    await kit.eventually(lambda: kit.fence("c"))
+    assert kit.fence("headless-ish") is None
+
+
+async def test_deleted_service_takes_its_auto_fence(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+    kit.create_service("productpage")
+    kit.create_service("manual")
+    await reconciler.start()
+    kit.api.create(
+        PATH.format(ns="default"),
+        {
+            "apiVersion": "microservice.slime.io/v1alpha1",
+            "kind": "ServiceFence",
+            "metadata": {"name": "manual", "namespace": "default"},
+            "spec": {"enable": True},
+        },
+    )
+    async with kit.events() as seen:
+        await kit.publish(kit.edge("details.default.svc.cluster.local"))
+        await seen.until(lambda e: e.name == "productpage")
+        kit.api.delete("/api/v1/namespaces/default/services/productpage")
+        kit.api.delete("/api/v1/namespaces/default/services/manual")
+        event = await seen.until(lambda e: e.name == "productpage" and e.deleted)
+    assert event.removed == ["details.default.svc.cluster.local"]
+    assert kit.fence("productpage") is None and kit.fence("manual") is not None
+
+
+async def test_relabelled_false_removes_auto_fence(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+    kit.create_service("reviews", labels={L: "true"})
+    await reconciler.start()
+    await kit.eventually(lambda: kit.fence("reviews"))
+    service = kit.api.get("/api/v1/namespaces/default/services/reviews")
+    service["metadata"]["labels"] = {L: "false"}
+    kit.api.replace("/api/v1/namespaces/default/services/reviews", service)
+    await kit.eventually(lambda: kit.fence("reviews") is None)

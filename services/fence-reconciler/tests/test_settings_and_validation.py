@@ -1,0 +1,79 @@
+"""Settings from the environment and validation of incoming edges (pure).
+
+Covers: `LAZYLOAD_FENCE__*` variables fill the fence group (lists as JSON); `check()` names every
+bad combination; the consumer spec matches the contract (stream, durable, filter); edges with an
+unresolved caller, a bad caller name or an invalid host are refused with a reason.
+"""
+
+from __future__ import annotations
+
+import pytest
+from lazyload_common import errors, events
+from lazyload_fence_reconciler import consuming
+from lazyload_fence_reconciler.settings import ReconcilerSettings
+
+
+def test_env_fills_the_fence_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAZYLOAD_FENCE__AUTO_CREATE", "false")
+    monkeypatch.setenv("LAZYLOAD_FENCE__DENY_NAMESPACES", '["kube-system"]')
+    monkeypatch.setenv("LAZYLOAD_FENCE__RESYNC_INTERVAL", "30")
+    monkeypatch.setenv("LAZYLOAD_NATS__URL", "nats://nats:4222")
+    config = ReconcilerSettings()
+    assert config.fence.auto_create is False
+    assert config.fence.deny_namespaces == ["kube-system"]
+    assert config.fence.resync_interval == 30
+    assert config.nats.url == "nats://nats:4222"
+    config.check()
+
+
+def test_check_names_every_problem() -> None:
+    config = ReconcilerSettings(
+        fence={
+            "allow_namespaces": ["a"],
+            "deny_namespaces": ["a"],
+            "resync_interval": 0,
+            "recycle_after": 10,
+        }
+    )
+    with pytest.raises(errors.ConfigError) as caught:
+        config.check()
+    assert "'a'" in str(caught.value) and "recycle_after" in str(caught.value)
+
+
+def test_consumer_spec_matches_the_contract() -> None:
+    spec = consuming.consumer_spec(ReconcilerSettings().fence)
+    assert (spec.stream, spec.durable, spec.filter_subject, spec.service) == (
+        "LAZYLOAD_DEPS",
+        "fence-reconciler",
+        "lazyload.deps.>",
+        "fence-reconciler",
+    )
+    assert spec.model is events.DependencyObserved
+
+
+def _edge(**fields: object) -> events.DependencyObserved:
+    base: dict[str, object] = {
+        "source_namespace": "default",
+        "source_name": "productpage",
+        "destination_host": "details.default.svc.cluster.local",
+        "first_seen": 1.0,
+    }
+    return events.DependencyObserved.model_validate({**base, **fields})
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({}, None),
+        ({"destination_host": "www.example.com"}, None),
+        ({"source_kind": "unresolved"}, "unresolved caller"),
+        ({"source_namespace": "Bad_NS"}, "invalid caller namespace"),
+        ({"source_name": "bad name"}, "invalid caller name"),
+        ({"destination_host": "Not_A_Host"}, "invalid host"),
+        ({"destination_host": "details:9080"}, "invalid host"),
+        ({"destination_host": "*.example.com"}, "invalid host"),
+    ],
+)
+def test_invalid_edges(fields: dict[str, object], reason: str | None) -> None:
+    found = consuming.invalid_reason(_edge(**fields))
+    assert (found is None) if reason is None else (found or "").startswith(reason)
