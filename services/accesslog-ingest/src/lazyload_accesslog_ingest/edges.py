@@ -2,12 +2,18 @@
 
 Caller: the stream's own workload when an ordinary sidecar sends it (node metadata), else the
 Services whose endpoints hold the entry's `downstream_direct_remote_address`; one edge per caller
-Service. A caller is never guessed: an unknown address is a rejection.
+Service. A caller is never guessed: an unknown address is a rejection, or, when
+`Options.publish_unresolved` is on, one edge with `source_kind="unresolved"`, the caller's IP as
+`source_name` and the `slime-source-ns` header (else `unknown`) as `source_namespace`.
 
 Destination: the `:authority`, lower case, without trailing dot, port split off and kept, then
 completed Slime's way: `svc` -> `svc.<caller ns>.svc.<domain>`; `svc.ns` and `svc.ns.svc` -> the
 FQDN when Service `ns/svc` exists, else kept as written (an external host like `www.example.com`);
-`svc.ns.svc.<domain>` stays. An IP literal is a Service only through its ClusterIP. For TCP, the
+`svc.ns.svc.<domain>` stays. A host that is no Service is looked up in the Istio ServiceEntries
+(exact host, else the longest `*.suffix` wildcard): a match is still `external=True` but carries
+the ServiceEntry's namespace in `destination_namespace` (the event has no field of its own for
+it; `destination_service` stays None, as the host is no Service); no match is a plain external
+edge. An IP literal is a Service only through its ClusterIP. For TCP, the
 original destination address must be a ClusterIP. Whatever comes out must pass
 `hosts.is_valid_host`, so an invalid host is never published.
 
@@ -21,13 +27,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from lazyload_common import events, hosts
 
 from lazyload_accesslog_ingest.records import AccessRecord, Rejection, ServiceRef, StreamIdentity
 
 UNROUTED_FLAGS = frozenset({"NR", "NC", "DF", "IH", "DPE", "NFCF"})
+UNKNOWN_NAMESPACE = "unknown"
+"""`source_namespace` of an unresolved caller that sent no (valid) `slime-source-ns` header."""
 
 
 class Directory(Protocol):
@@ -51,11 +59,17 @@ class Directory(Protocol):
         """Services of `namespace` whose selector matches pods labelled `labels`."""
         ...
 
+    def service_entry_for(self, host: str) -> ServiceRef | None:
+        """The Istio ServiceEntry (`namespace/name`) declaring `host`, exactly or by wildcard."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Options:
     cluster_domain: str = "cluster.local"
     reporter: str = ""
+    publish_unresolved: bool = False
+    """Unknown callers give an `unresolved` edge instead of an `UNKNOWN_CALLER` rejection."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +84,8 @@ class Destination:
     host: str
     port: int | None
     service: ServiceRef | None
+    entry: ServiceRef | None = None
+    """The ServiceEntry declaring the host, when it is no Service."""
 
 
 def derive(
@@ -87,10 +103,16 @@ def derive(
         return Rejection.UNROUTED
     callers = resolve_callers(record, identity, directory)
     if isinstance(callers, Rejection):
-        return callers
+        if callers is not Rejection.UNKNOWN_CALLER or not options.publish_unresolved:
+            return callers
+        callers = unresolved_caller(record)
+        if isinstance(callers, Rejection):
+            return callers
     edges: list[events.DependencyObserved] = []
     for caller in callers:
         namespace = caller.namespace or record.source_namespace_header
+        if caller.kind == "unresolved":  # complete short names only with a namespace we know
+            namespace = "" if caller.namespace == UNKNOWN_NAMESPACE else caller.namespace
         if record.protocol == "tcp":
             dest = tcp_destination(record, directory, options.cluster_domain)
         else:
@@ -116,6 +138,16 @@ def resolve_callers(
     if not refs:
         return Rejection.UNKNOWN_CALLER
     return [Caller(ref.namespace, ref.name) for ref in refs]
+
+
+def unresolved_caller(record: AccessRecord) -> list[Caller] | Rejection:
+    """The `unresolved` caller of `record`: its IP, in the `slime-source-ns` namespace if valid."""
+    ip = record.caller_ip.strip("[]")
+    if not hosts.is_ip_literal(ip):
+        return Rejection.UNKNOWN_CALLER
+    header = record.source_namespace_header
+    namespace = header if header and hosts.is_valid_namespace(header) else UNKNOWN_NAMESPACE
+    return [Caller(namespace, ip, "unresolved")]
 
 
 def normalise_authority(authority: str) -> tuple[str, int | None] | Rejection:
@@ -150,7 +182,7 @@ def http_destination(
         return Rejection.UNKNOWN_CALLER
     if not hosts.is_valid_host(dest.host):  # completion can make it too long
         return Rejection.INVALID_HOST
-    return Destination(dest.host, port, dest.service)
+    return Destination(dest.host, port, dest.service, dest.entry)
 
 
 def complete(
@@ -172,7 +204,7 @@ def complete(
         ref = ServiceRef(labels[1], labels[0])
         if directory.has_service(*ref):
             return _service(ref, None, cluster_domain)
-    return Destination(host, None, None)
+    return Destination(host, None, None, directory.service_entry_for(host))
 
 
 def tcp_destination(
@@ -189,16 +221,24 @@ def _service(ref: ServiceRef, port: int | None, cluster_domain: str) -> Destinat
     return Destination(hosts.service_fqdn(ref.name, ref.namespace, cluster_domain), port, ref)
 
 
+_SOURCE_KINDS: dict[str, Literal["service", "workload", "unresolved"]] = {
+    "service": "service",
+    "workload": "workload",
+    "unresolved": "unresolved",
+}
+
+
 def _event(
     record: AccessRecord, caller: Caller, dest: Destination, options: Options, *, now: float
 ) -> events.DependencyObserved:
+    known = dest.service or dest.entry
     return events.DependencyObserved(
         source_namespace=caller.namespace,
         source_name=caller.name,
-        source_kind="workload" if caller.kind == "workload" else "service",
+        source_kind=_SOURCE_KINDS.get(caller.kind, "service"),
         destination_host=dest.host,
         destination_port=dest.port,
-        destination_namespace=dest.service.namespace if dest.service else None,
+        destination_namespace=known.namespace if known else None,
         destination_service=dest.service.name if dest.service else None,
         external=dest.service is None,
         protocol=record.protocol,

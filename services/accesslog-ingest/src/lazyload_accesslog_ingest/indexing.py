@@ -1,6 +1,8 @@
-"""The Service directory: pod IP -> Service(s), ClusterIP -> Service, Services and their selectors.
+"""The Service directory: pod IP -> Service(s), ClusterIP -> Service, Services and their selectors,
+and the hosts Istio ServiceEntries declare (exact names and `*.suffix` wildcards).
 
-`ServiceIndex` is fed raw Kubernetes objects (Endpoints, EndpointSlices, Services) one watch event
+`ServiceIndex` is fed raw Kubernetes objects (Endpoints, EndpointSlices, Services, ServiceEntries)
+one watch event
 at a time and answers the domain's `edges.Directory` questions. An address contributed by several
 objects (the Endpoints and the EndpointSlice of one Service) is reference-counted, so removing one
 keeps the other. `KubeIndexer` feeds it from `lazyload_common.kube.Reflector`s; tests feed it plain
@@ -26,6 +28,7 @@ RawObject = dict[str, Any]
 ENDPOINTS_PATH = "/api/v1/endpoints"
 ENDPOINT_SLICES_PATH = "/apis/discovery.k8s.io/v1/endpointslices"
 SERVICES_PATH = "/api/v1/services"
+SERVICE_ENTRIES_PATH = "/apis/networking.istio.io/v1/serviceentries"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
@@ -44,6 +47,10 @@ class ServiceIndex:
         self._services: dict[ServiceRef, _ServiceInfo] = {}
         self._cluster_ips: dict[str, ServiceRef] = {}
         self._by_namespace: dict[str, set[ServiceRef]] = defaultdict(set)
+        self._entry_hosts: dict[ServiceRef, frozenset[str]] = {}
+        self._exact_hosts: dict[str, set[ServiceRef]] = defaultdict(set)
+        self._wildcard_hosts: dict[str, set[ServiceRef]] = defaultdict(set)
+        """`*.example.com` is kept as `.example.com` -> ServiceEntries."""
 
     # --- feeding ------------------------------------------------------------------------------
 
@@ -81,6 +88,32 @@ class ServiceIndex:
         for ip in ips:
             self._cluster_ips[ip] = ref
 
+    def apply_service_entry(self, event: str, obj: RawObject) -> None:
+        """A ServiceEntry watch event: the hosts it declares (`spec.hosts`, exact or `*.suffix`).
+
+        Hosts that are neither a valid DNS name nor a `*.` wildcard over one (`*` alone included)
+        are ignored: they could never match a valid authority anyway.
+        """
+        ref = ServiceRef(*kube.object_key(obj))
+        for host in self._entry_hosts.pop(ref, ()):
+            table = self._wildcard_hosts if host.startswith(".") else self._exact_hosts
+            table[host].discard(ref)
+            if not table[host]:
+                del table[host]
+        if event == "DELETED":
+            return
+        declared: set[str] = set()
+        for raw in (obj.get("spec") or {}).get("hosts") or ():
+            host = str(raw).strip().lower().rstrip(".")
+            if host.startswith("*.") and hosts.is_valid_host(host[2:]):
+                declared.add(host[1:])
+            elif hosts.is_valid_host(host):
+                declared.add(host)
+        self._entry_hosts[ref] = frozenset(declared)
+        for host in declared:
+            table = self._wildcard_hosts if host.startswith(".") else self._exact_hosts
+            table[host].add(ref)
+
     # --- edges.Directory ----------------------------------------------------------------------
 
     def services_at(self, ip: str) -> tuple[ServiceRef, ...]:
@@ -91,6 +124,25 @@ class ServiceIndex:
 
     def has_service(self, namespace: str, name: str) -> bool:
         return ServiceRef(namespace, name) in self._services
+
+    def service_entry_for(self, host: str) -> ServiceRef | None:
+        """The ServiceEntry declaring `host`: an exact host first, else the longest wildcard.
+
+        `*.example.com` matches `a.example.com` and `a.b.example.com`, not `example.com` (as in
+        Istio). Several ServiceEntries with the same host: the first by namespace/name.
+        """
+        exact = self._exact_hosts.get(host)
+        if exact:
+            return min(exact)
+        if not self._wildcard_hosts:
+            return None
+        dot = host.find(".")
+        while dot >= 0:
+            found = self._wildcard_hosts.get(host[dot:])
+            if found:
+                return min(found)
+            dot = host.find(".", dot + 1)
+        return None
 
     def services_selecting(
         self, namespace: str, labels: Mapping[str, str]
@@ -144,10 +196,12 @@ class ServiceIndex:
 
 
 class KubeIndexer:
-    """Feeds a `ServiceIndex` from list+watch of Endpoints, EndpointSlices and Services.
+    """Feeds a `ServiceIndex` from list+watch of Endpoints, EndpointSlices, Services and Istio
+    ServiceEntries.
 
-    Synced once Endpoints and Services are listed. EndpointSlices are best-effort: a cluster (or
-    emulator) that does not serve them must not keep the service unready.
+    Synced once Endpoints and Services are listed. EndpointSlices and ServiceEntries are
+    best-effort: a cluster (or emulator) that does not serve them (no Istio CRDs) must not keep
+    the service unready; until ServiceEntries are listed their hosts are plain external edges.
     """
 
     def __init__(
@@ -163,6 +217,7 @@ class KubeIndexer:
             ("endpoints", ENDPOINTS_PATH, index.apply_endpoints),
             ("services", SERVICES_PATH, index.apply_service),
             ("endpointslices", ENDPOINT_SLICES_PATH, index.apply_endpoint_slice),
+            ("serviceentries", SERVICE_ENTRIES_PATH, index.apply_service_entry),
         )
         self.reflectors = {
             name: kube.Reflector(

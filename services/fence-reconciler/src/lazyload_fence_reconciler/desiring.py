@@ -317,10 +317,10 @@ def _metric_status(
         host = fences.host_of_metric_key(key)
         if (host is None and not reset) or (host is not None and host in learned):
             out[key] = value
+    present = {fences.host_of_metric_key(k) for k in out}
     for host in learned:
-        key = fences.metric_key(host)
-        if not any(fences.host_of_metric_key(k) == host for k in out):
-            out[key] = "1"
+        if host not in present:
+            out[fences.metric_key(host)] = "1"
     return dict(sorted(out.items()))
 
 

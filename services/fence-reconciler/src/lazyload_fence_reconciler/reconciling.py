@@ -175,6 +175,8 @@ class Reconciler:
             self._pending.discard(key)
             try:
                 await self.reconcile(key)
+            except errors.PermanentError as e:
+                log.error("reconcile of %s/%s refused: %s; left to the next resync", *key, e)
             except Exception as e:
                 log.warning("reconcile of %s/%s failed: %s; retrying", key[0], key[1], e)
                 asyncio.get_running_loop().call_later(2.0, self.enqueue, key)
@@ -184,9 +186,6 @@ class Reconciler:
         while True:
             await asyncio.sleep(interval)
             self.enqueue_all()
-
-    def idle(self) -> bool:
-        return not self._pending
 
     # -- the cycle --------------------------------------------------------------------------
 

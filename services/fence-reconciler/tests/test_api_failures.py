@@ -1,0 +1,51 @@
+"""Failures of the Kubernetes API on the write path (faults injected by the emulator).
+
+Covers: a status write that fails with 500 is retried (the edges are nak'ed, nothing is acked
+or published before the write succeeded) and the host arrives; a 409 on the status write is
+re-read and re-applied at once, counted as a conflict; a write refused with 422 dead-letters the
+edges instead of retrying them forever.
+"""
+
+from __future__ import annotations
+
+import httpx
+from lazyload_common import codec, events, subjects
+
+DETAILS = "details.default.svc.cluster.local"
+STATUS = r"/servicefences/productpage/status$"
+
+
+async def test_server_error_is_retried(reconciler, kit, kube_emulator) -> None:  # type: ignore[no-untyped-def]
+    kit.create_service("productpage")
+    await reconciler.start()
+    kube_emulator.inject_fault("PUT", STATUS, status=500, count=2)
+    async with kit.events(subjects.fence("default", "productpage")) as seen:
+        await kit.publish(kit.edge(DETAILS))
+        event = await seen.until(lambda e: DETAILS in e.hosts, timeout=15)
+    assert event.revision == 1
+    statuses = [r.status for r in kube_emulator.writes("/status")]
+    assert statuses[:3] == [500, 500, 200]
+
+
+async def test_conflict_is_reapplied(reconciler, kit, kube_emulator) -> None:  # type: ignore[no-untyped-def]
+    kit.create_service("productpage")
+    await reconciler.start()
+    kube_emulator.inject_fault("PUT", STATUS, status=409, reason="Conflict", count=1)
+    async with kit.events(subjects.fence("default", "productpage")) as seen:
+        await kit.publish(kit.edge(DETAILS))
+        await seen.until(lambda e: DETAILS in e.hosts)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{reconciler.admin_port}") as http:
+        metrics = (await http.get("/metrics")).text
+    line = next(x for x in metrics.splitlines() if x.startswith("lazyload_fence_conflicts_total"))
+    assert float(line.rsplit(" ", 1)[1]) >= 1
+
+
+async def test_refused_write_dead_letters(reconciler, kit, kube_emulator) -> None:  # type: ignore[no-untyped-def]
+    kit.create_service("productpage")
+    await reconciler.start()
+    dlq = await kit.dead_letters()
+    kube_emulator.inject_fault("PUT", STATUS, status=422, reason="Invalid", count=1)
+    await kit.publish(kit.edge(DETAILS))
+    dead = codec.decode_as((await dlq.next_msg(timeout=10)).data, events.DeadLetter)
+    assert "refused" in dead.reason
+    await dlq.unsubscribe()
