@@ -23,7 +23,6 @@ app = typer.Typer(
 )
 console = Console()
 
-Port = Annotated[int | None, typer.Option(min=1, max=65535)]
 
 
 def _wait_for_signal(stack: Stack) -> None:
