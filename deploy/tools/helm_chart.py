@@ -1,0 +1,102 @@
+"""Render or lint the chart with the Helm SDK; runs in `.venv-helm` (helm-python-sdk,
+kubernetes-validate), never in the main `.venv`.
+
+    .venv-helm/bin/python deploy/tools/helm_chart.py render CHART [--values FILE.json]
+        [--name N] [--namespace NS]  -> JSON {"manifests": [...], "crds": [...]} on stdout
+    .venv-helm/bin/python deploy/tools/helm_chart.py lint CHART [--values FILE.json]
+        -> JSON lint report; exit 1 when it has errors
+    .venv-helm/bin/python deploy/tools/helm_chart.py validate FILE.json
+        -> kubernetes-validate (strict) of every object in FILE.json (a JSON list);
+           JSON {"passed": [...], "failed": [...], "unknown": [...]}; exit 1 on a failure
+    .venv-helm/bin/python deploy/tools/helm_chart.py schema CHART --values FILE.json
+        -> values.schema.json check; exit 1 (message on stderr) when the values are rejected
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def _values(path: str | None) -> dict | None:
+    return json.loads(Path(path).read_text()) if path else None
+
+
+def render(args: argparse.Namespace) -> int:
+    import helm_python as helm
+
+    chart = helm.Chart.load(args.chart)
+    rendered = chart.render(
+        _values(args.values), name=args.name, namespace=args.namespace, is_install=True
+    )
+    manifests = []
+    for source, text in sorted(rendered.items()):
+        if source.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                manifests.append({"source": source, "object": doc})
+    crds = [yaml.safe_load(c["data"]) for c in chart.crds]
+    json.dump({"manifests": manifests, "crds": crds}, sys.stdout)
+    return 0
+
+
+def lint(args: argparse.Namespace) -> int:
+    import helm_python as helm
+
+    report = helm.lint(args.chart, _values(args.values), strict=False)
+    json.dump(report, sys.stdout)
+    return 1 if report.get("errors") else 0
+
+
+def schema(args: argparse.Namespace) -> int:
+    import helm_python as helm
+
+    try:
+        helm.Chart.load(args.chart).validate_schema(_values(args.values))
+    except helm.HelmError as error:
+        print(str(error), file=sys.stderr)
+        return 1
+    return 0
+
+
+def validate(args: argparse.Namespace) -> int:
+    import kubernetes_validate as kv
+
+    out: dict[str, list] = {"passed": [], "failed": [], "unknown": []}
+    for obj in json.loads(Path(args.file).read_text()):
+        ident = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+        try:
+            kv.validate(obj, kv.latest_version(), strict=True)
+            out["passed"].append(ident)
+        except kv.SchemaNotFoundError:
+            out["unknown"].append(ident)
+        except kv.ValidationError as error:
+            out["failed"].append(f"{ident}: {error.path}: {error.message}")
+    json.dump(out, sys.stdout)
+    return 1 if out["failed"] else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, func in (("render", render), ("lint", lint), ("schema", schema)):
+        p = sub.add_parser(name)
+        p.add_argument("chart")
+        p.add_argument("--values")
+        p.add_argument("--name", default="lazyload")
+        p.add_argument("--namespace", default="mesh-operator")
+        p.set_defaults(func=func)
+    p = sub.add_parser("validate")
+    p.add_argument("file")
+    p.set_defaults(func=validate)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,6 @@
+"""Make `deploy_support` (helpers of these tests) importable under --import-mode=importlib."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))

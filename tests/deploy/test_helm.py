@@ -1,0 +1,447 @@
+"""The Helm chart, rendered with the Helm SDK (in .venv-helm), linted and validated manifest by
+manifest; its RBAC checked against the API paths each service's code uses."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from deploy_support import CHART, ROOT, helm_tool, tool, values_file
+
+NON_DEFAULT: dict[str, Any] = {
+    "fullnameOverride": "ll",
+    "nats": {"existingSecret": "my-nats"},
+    "mesh": {"clusterDomain": "example.internal"},
+    "accesslogIngest": {
+        "replicas": 3,
+        "grpcPort": 9082,
+        "autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 9},
+        "config": {"dedup": {"max_edges": 16777216, "refresh_interval": 60.5}},
+    },
+    "fenceReconciler": {
+        "config": {
+            "fence": {"recycle_after": 86400, "deny_namespaces": ["kube-system"]},
+            "log_level": "DEBUG",
+        },
+        "podDisruptionBudget": {"enabled": True, "maxUnavailable": 1},
+    },
+    "sidecarWriter": {
+        "config": {"sidecar": {"api_version": "v1beta1", "extra_hosts": ["istio-system/*"]}},
+        "extraEnv": [{"name": "LAZYLOAD_KUBE__QPS", "value": "20"}],
+    },
+    "globalPilot": {"xdsPort": 15010, "config": {"watch": {"endpoints": False}}},
+    "globalSidecar": {
+        "mode": "namespace",
+        "namespaces": ["team-a", "team-b"],
+        "listenerPorts": [80, 9080],
+    },
+}
+CASES = {"default": {}, "non-default": NON_DEFAULT}
+COMPONENTS = tool("values_schema").COMPONENTS  # values key -> service
+
+
+def _render(tmp_path_factory: pytest.TempPathFactory, values: dict) -> list[dict[str, Any]]:
+    path = values_file(tmp_path_factory.mktemp("values"), values)
+    result = helm_tool("render", str(CHART), "--values", path, "--namespace", "mesh-operator")
+    return [m["object"] for m in json.loads(result.stdout)["manifests"]]
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
+    return {case: _render(tmp_path_factory, values) for case, values in CASES.items()}
+
+
+def _of(objs: list[dict], kind: str) -> dict[str, dict]:
+    return {
+        f"{o['metadata'].get('namespace', '')}/{o['metadata']['name']}": o
+        for o in objs
+        if o["kind"] == kind
+    }
+
+
+def _env(deployment: dict) -> dict[str, Any]:
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_lint_has_no_errors(tmp_path: Path, case: str) -> None:
+    result = helm_tool("lint", str(CHART), "--values", values_file(tmp_path, CASES[case]))
+    report = json.loads(result.stdout)
+    assert report["errors"] == []
+    assert not [m for m in report["messages"] if m["severity"] >= 2], report["messages"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"accesslogIngest": {"replicas": "two"}},
+        {"globalSidecar": {"mode": "everywhere"}},
+        {"globalSidecar": {"mode": "namespace", "namespaces": []}},
+        {"globalPilot": {"xdsPort": 70000}},
+        {"fenceReconciler": {"config": {"fence": {"recycle_afterr": 1}}}},
+        {"fenceReconciler": {"config": {"fence": {"eager": "yes"}}}},
+        {"sidecarWriter": {"config": {"sidecar": {"api_version": "v2"}}}},
+        {"sidecarWriter": {"config": {"nats": {"url": "nats://x"}}}},  # chart-managed
+        {"nats": {"url": "http://nats:4222"}},
+        {"replicaCount": 2},
+    ],
+)
+def test_wrong_values_fail_schema_validation(tmp_path: Path, bad: dict) -> None:
+    result = helm_tool("schema", str(CHART), "--values", values_file(tmp_path, bad), check=False)
+    assert result.returncode == 1, f"accepted: {bad}"
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_good_values_pass_schema_validation(tmp_path: Path, case: str) -> None:
+    helm_tool("schema", str(CHART), "--values", values_file(tmp_path, CASES[case]))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_core_kinds_pass_kubernetes_validate(rendered: dict, tmp_path: Path, case: str) -> None:
+    path = tmp_path / "objects.json"
+    path.write_text(json.dumps(rendered[case]))
+    report = json.loads(helm_tool("validate", str(path)).stdout)
+    assert report["failed"] == []
+    istio = [o for o in rendered[case] if o["apiVersion"].startswith("networking.istio.io/")]
+    assert len(report["unknown"]) == len(istio)  # only Istio kinds lack a core schema
+    assert len(report["passed"]) == len(rendered[case]) - len(istio)
+
+
+def test_kubernetes_validate_catches_a_broken_deployment(rendered: dict, tmp_path: Path) -> None:
+    broken = copy.deepcopy(next(iter(_of(rendered["default"], "Deployment").values())))
+    broken["spec"]["replicas"] = "two"
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps([broken]))
+    assert helm_tool("validate", str(path), check=False).returncode == 1
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_istio_kinds_validate_with_cloudcoil_models(rendered: dict, case: str) -> None:
+    from cloudcoil.models.istio.networking import v1alpha3
+
+    for obj in rendered[case]:
+        if obj["apiVersion"].startswith("networking.istio.io/"):
+            getattr(v1alpha3, obj["kind"]).model_validate(obj)
+
+
+def test_servicefence_crd_is_the_repository_one_and_validates_fences(tmp_path: Path) -> None:
+    result = helm_tool("render", str(CHART), "--values", values_file(tmp_path, {}))
+    crds = json.loads(result.stdout)["crds"]
+    assert crds == [yaml.safe_load((ROOT / "deploy/crds/servicefence.yaml").read_text())]
+    schema = crds[0]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    fence = {
+        "apiVersion": "microservice.slime.io/v1alpha1",
+        "kind": "ServiceFence",
+        "metadata": {"name": "productpage", "namespace": "demo"},
+        "spec": {"enable": True},
+    }
+    jsonschema.validate(fence, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**fence, "spec": {"enable": "yes"}}, schema)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_deployments_probes_security_and_settings(rendered: dict, case: str) -> None:
+    catalog = tool("settings_catalog")
+    deployments = _of(rendered[case], "Deployment")
+    for key, service in COMPONENTS.items():
+        name = ("ll" if case == "non-default" else "lazyload") + f"-{service}"
+        deployment = deployments[f"mesh-operator/{name}"]
+        spec = deployment["spec"]["template"]["spec"]
+        container = spec["containers"][0]
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert spec["serviceAccountName"] == name
+        env = _env(deployment)
+        unknown = {k for k in env if k.startswith("LAZYLOAD_")} - catalog.env_names(service)
+        assert not unknown, f"{service}: {unknown}"
+        plain = {k: v for k, v in env.items() if isinstance(v, str)}
+        saved = dict(os.environ)
+        try:
+            os.environ.update(plain)
+            settings = catalog.settings_class(service)()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        admin = next(p for p in container["ports"] if p["name"] == "admin")
+        assert settings.admin.port == admin["containerPort"]
+        values = CASES[case].get(key, {})
+        if values.get("autoscaling", {}).get("enabled"):
+            assert "replicas" not in deployment["spec"]
+        elif "replicas" in values:
+            assert deployment["spec"]["replicas"] == values["replicas"]
+        for group, inner in values.get("config", {}).items():
+            if isinstance(inner, dict):
+                for field, value in inner.items():
+                    assert getattr(getattr(settings, group), field) in (
+                        value,
+                        tuple(value) if isinstance(value, list) else value,
+                    )
+            else:
+                assert getattr(settings, group) == inner
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_ports_secrets_and_bootstrap_agree(rendered: dict, case: str) -> None:
+    render = tool("render_bootstrap")
+    objs = rendered[case]
+    prefix = "ll" if case == "non-default" else "lazyload"
+    domain = CASES[case].get("mesh", {}).get("clusterDomain", "cluster.local")
+    services, deployments = _of(objs, "Service"), _of(objs, "Deployment")
+    pilot_env = _env(deployments[f"mesh-operator/{prefix}-global-pilot"])
+    ingest_svc = services[f"mesh-operator/{prefix}-accesslog-ingest"]
+    als = next(p for p in ingest_svc["spec"]["ports"] if p["name"] == "grpc-als")
+    assert (
+        pilot_env["LAZYLOAD_ALS__HOST"] == f"{prefix}-accesslog-ingest.mesh-operator.svc.{domain}"
+    )
+    assert pilot_env["LAZYLOAD_ALS__PORT"] == str(als["port"])
+    ingest_env = _env(deployments[f"mesh-operator/{prefix}-accesslog-ingest"])
+    assert ingest_env["LAZYLOAD_GRPC__PORT"] == str(als["port"])
+    pilot_svc = services[f"mesh-operator/{prefix}-global-pilot"]
+    xds = next(p for p in pilot_svc["spec"]["ports"] if p["name"] == "grpc-xds")
+    assert pilot_env["LAZYLOAD_XDS__PORT"] == str(xds["port"])
+    secret = CASES[case].get("nats", {}).get("existingSecret") or f"{prefix}-nats"
+    assert ingest_env["LAZYLOAD_NATS__URL"] == {"secretKeyRef": {"name": secret, "key": "url"}}
+    assert (f"mesh-operator/{prefix}-nats" in _of(objs, "Secret")) == (case == "default")
+    gs = CASES[case].get("globalSidecar", {})
+    namespaces = gs.get("namespaces") if gs.get("mode") == "namespace" else ["mesh-operator"]
+    ports = gs.get("listenerPorts", [80])
+    assert pilot_env["LAZYLOAD_LISTENER__PORTS"] == ",".join(map(str, ports))
+    for ns in namespaces:
+        config = _of(objs, "ConfigMap")[f"{ns}/{prefix}-global-sidecar-bootstrap"]
+        wanted = render.bootstrap(
+            xds_host=f"{prefix}-global-pilot.mesh-operator.svc.{domain}", xds_port=xds["port"]
+        )
+        assert json.loads(config["data"]["bootstrap.json"]) == wanted
+        svc = services[f"{ns}/{prefix}-global-sidecar"]
+        assert [p["port"] for p in svc["spec"]["ports"]] == ports
+        assert f"{ns}/{prefix}-global-sidecar" in deployments
+    assert {o["kind"] for o in objs if o["kind"] == "HorizontalPodAutoscaler"} == (
+        {"HorizontalPodAutoscaler"} if case == "non-default" else set()
+    )
+    pdbs = _of(objs, "PodDisruptionBudget")
+    assert len(pdbs) == 4 + len(namespaces)
+
+
+# ---- RBAC against the code ----------------------------------------------------------------
+
+# Every Kubernetes resource the services may name in an API path, with its group.
+RESOURCE_GROUPS = {
+    "services": "",
+    "endpoints": "",
+    "pods": "",
+    "namespaces": "",
+    "configmaps": "",
+    "secrets": "",
+    "events": "",
+    "endpointslices": "discovery.k8s.io",
+    "leases": "coordination.k8s.io",
+    "servicefences": "microservice.slime.io",
+    "sidecars": "networking.istio.io",
+    "envoyfilters": "networking.istio.io",
+    "serviceentries": "networking.istio.io",
+    "virtualservices": "networking.istio.io",
+    "destinationrules": "networking.istio.io",
+}
+# What issue 7 allows each service (least privilege): nothing beyond this may be granted.
+ALLOWED = {
+    "accesslog-ingest": {
+        ("", r): {"get", "list", "watch"} for r in ("endpoints", "services", "pods")
+    }
+    | {("discovery.k8s.io", "endpointslices"): {"get", "list", "watch"}}
+    | {("networking.istio.io", "serviceentries"): {"get", "list", "watch"}},
+    "fence-reconciler": {
+        ("", "services"): {"get", "list", "watch"},
+        ("", "namespaces"): {"get", "list", "watch"},
+        ("discovery.k8s.io", "endpointslices"): {"get", "list", "watch"},
+        ("networking.istio.io", "virtualservices"): {"get", "list", "watch"},
+        ("networking.istio.io", "serviceentries"): {"get", "list", "watch"},
+        ("microservice.slime.io", "servicefences"): {
+            "get",
+            "list",
+            "watch",
+            "create",
+            "update",
+            "patch",
+            "delete",
+        },
+        ("microservice.slime.io", "servicefences/status"): {"get", "update", "patch"},
+    },
+    "sidecar-writer": {
+        ("networking.istio.io", "sidecars"): {
+            "get",
+            "list",
+            "watch",
+            "create",
+            "update",
+            "patch",
+            "delete",
+        },
+        ("microservice.slime.io", "servicefences"): {"get", "list", "watch"},
+        # the SidecarReady condition and conflict Events (settings sidecar.fence_status)
+        ("microservice.slime.io", "servicefences/status"): {"get", "update", "patch"},
+        ("", "events"): {"create"},
+    },
+    "global-pilot": {
+        ("", "services"): {"get", "list", "watch", "create", "update", "patch", "delete"},
+        ("", "endpoints"): {"get", "list", "watch"},
+        ("discovery.k8s.io", "endpointslices"): {"get", "list", "watch"},
+        ("networking.istio.io", "serviceentries"): {"get", "list", "watch"},
+        ("networking.istio.io", "envoyfilters"): {
+            "get",
+            "list",
+            "watch",
+            "create",
+            "update",
+            "patch",
+            "delete",
+        },
+    },
+}
+WRITE_CALLS = {
+    "create": re.compile(r"\.create\b"),
+    "update": re.compile(r"\.replace\b"),
+    "patch": re.compile(r"\.(merge_patch|json_patch)\b"),
+    "delete": re.compile(r"\.delete\b|\"DELETE\""),
+}
+
+
+def _source_calls(service: str) -> dict[tuple[str, str], set[str]]:
+    """(group, resource) -> verbs, from the API paths and KubeApi calls in the service's code.
+
+    A file naming a resource in a path (`/services`, `PLURAL = "servicefences"`, ...) needs to
+    read it (get, list, watch); write calls in the same file (`.create`, `.replace`,
+    `.merge_patch`, `.delete`) need those verbs too, and `/status` the status subresource.
+    """
+    src = ROOT / "services" / service / "src"
+    plurals = {
+        m.group(1)
+        for f in src.rglob("*.py")
+        for m in re.finditer(r'PLURAL\s*=\s*"(\w+)"', f.read_text())
+    }
+    calls: dict[tuple[str, str], set[str]] = {}
+    for path in src.rglob("*.py"):
+        text = path.read_text()
+        named = {
+            m.group(1)
+            for m in re.finditer(r"/(\w+)(?![\w/]*\{namespace)(?=[\"/{?]|$)", text)
+            if m.group(1) in RESOURCE_GROUPS
+        }
+        named -= {"namespaces"} if not re.search(r"/namespaces[\"']", text) else set()
+        if re.search(r"\{[\w.]*PLURAL\}", text):
+            named |= plurals
+        writes = {verb for verb, rx in WRITE_CALLS.items() if rx.search(text)}
+        for resource in named:
+            key = (RESOURCE_GROUPS[resource], resource)
+            calls.setdefault(key, set()).update({"get", "list", "watch"} | writes)
+            if "/status" in text and key[0] in ("microservice.slime.io", "networking.istio.io"):
+                calls.setdefault((key[0], f"{resource}/status"), set()).update({"get", "update"})
+    return calls
+
+
+def _granted(
+    objs: list[dict], service: str, prefix: str = "lazyload"
+) -> dict[tuple[str, str], set[str]]:
+    sa = f"{prefix}-{service}"
+    roles = {
+        (o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]): o
+        for o in objs
+        if o["kind"] in ("Role", "ClusterRole")
+    }
+    granted: dict[tuple[str, str], set[str]] = {}
+    for binding in (o for o in objs if o["kind"] in ("RoleBinding", "ClusterRoleBinding")):
+        if not any(s["name"] == sa for s in binding["subjects"]):
+            continue
+        ref = binding["roleRef"]
+        ns = binding["metadata"].get("namespace", "") if ref["kind"] == "Role" else ""
+        for rule in roles[(ref["kind"], ns, ref["name"])]["rules"]:
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    granted.setdefault((group, resource), set()).update(rule["verbs"])
+    return granted
+
+
+@pytest.mark.parametrize("service", list(ALLOWED))
+def test_rbac_covers_every_api_call_of_the_service(rendered: dict, service: str) -> None:
+    calls = _source_calls(service)
+    assert calls, f"no API path found in {service}'s code"
+    granted = _granted(rendered["default"], service)
+    for key, verbs in calls.items():
+        # Resources: every one the code names must be granted. Verbs: the write calls of a file
+        # are attributed to each resource it names, so only the allowed ones are required.
+        needed = verbs & ALLOWED[service].get(key, {"get", "list", "watch"})
+        missing = needed - granted.get(key, set())
+        assert not missing, f"{service} calls {key} with {missing}, not granted by its Role"
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("service", list(ALLOWED))
+def test_rbac_is_least_privilege(rendered: dict, case: str, service: str) -> None:
+    granted = _granted(rendered[case], service, "ll" if case == "non-default" else "lazyload")
+    for key, verbs in granted.items():
+        extra = verbs - ALLOWED[service].get(key, set())
+        assert not extra, f"{service} is granted {extra} on {key}"
+    assert "*" not in json.dumps([o for o in rendered[case] if o["kind"].endswith("Role")])
+
+
+def test_global_pilot_writes_only_the_global_sidecar_service(rendered: dict) -> None:
+    role = _of(rendered["default"], "Role")["mesh-operator/lazyload-global-pilot-global-sidecar"]
+    named = [r for r in role["rules"] if "resourceNames" in r]
+    assert named[0]["resourceNames"] == ["lazyload-global-sidecar"]
+    unnamed = [r for r in role["rules"] if "resourceNames" not in r]
+    assert [r["verbs"] for r in unnamed] == [["create"]]  # create cannot be limited by name
+
+
+@pytest.fixture
+def kube_emulator_crd_dirs() -> list[Path]:
+    return []  # the test applies the chart's CRD itself
+
+
+def test_rendered_crd_applies_to_the_emulator(
+    kube_emulator, rendered: dict, tmp_path: Path
+) -> None:
+    from kubernetes import client
+
+    api = kube_emulator.api_client()
+    crd = yaml.safe_load((CHART / "crds" / "servicefence.yaml").read_text())
+    client.ApiextensionsV1Api(api).create_custom_resource_definition(crd)
+    custom = client.CustomObjectsApi(api)
+    client.CoreV1Api(api).create_namespace({"metadata": {"name": "demo"}})
+    fence = {
+        "apiVersion": "microservice.slime.io/v1alpha1",
+        "kind": "ServiceFence",
+        "metadata": {"name": "productpage"},
+        "spec": {"enable": True},
+    }
+    custom.create_namespaced_custom_object(
+        "microservice.slime.io", "v1alpha1", "demo", "servicefences", fence
+    )
+    with pytest.raises(client.ApiException) as error:
+        bad = {**fence, "metadata": {"name": "bad"}, "spec": {"enable": "yes"}}
+        custom.create_namespaced_custom_object(
+            "microservice.slime.io", "v1alpha1", "demo", "servicefences", bad
+        )
+    assert error.value.status == 422
+    # Rendered objects of kinds the emulator serves go in too (it has no RBAC API: see install.md).
+    core = client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": "mesh-operator"}})
+    for obj in rendered["default"]:
+        if obj["kind"] == "ConfigMap":
+            core.create_namespaced_config_map("mesh-operator", obj)
+        elif obj["kind"] == "Service":
+            core.create_namespaced_service("mesh-operator", obj)
+    assert {s.metadata.name for s in core.list_namespaced_service("mesh-operator").items} == {
+        "lazyload-accesslog-ingest",
+        "lazyload-global-pilot",
+        "lazyload-global-sidecar",
+    }
