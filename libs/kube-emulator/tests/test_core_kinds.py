@@ -5,7 +5,8 @@ configmaps, events, endpointslices and leases; lists across all namespaces; Serv
 allocation (from the range, headless "None", explicit, taken, released on delete, kept on
 replace); `generateName`; 409 AlreadyExists; 404 NotFound for objects and for a create in a
 missing namespace; 422 for bad names; metadata (uid, resourceVersion, creationTimestamp,
-generation); deletion responses and namespace deletion removing its objects; dryRun=All.
+generation); deletion responses and namespace deletion removing its objects; deletecollection
+with a label selector; dryRun=All.
 """
 
 from __future__ import annotations
@@ -185,6 +186,15 @@ def test_deleting_a_namespace_deletes_its_objects(core):
     with pytest.raises(ApiException) as err:
         core.delete_namespace("default")
     assert err.value.status == 403
+
+
+def test_delete_collection(core):
+    for name, team in (("a", "x"), ("b", "x"), ("c", "y")):
+        core.create_namespaced_config_map(
+            "default", {"metadata": {"name": name, "labels": {"team": team}}}
+        )
+    core.delete_collection_namespaced_config_map("default", label_selector="team=x")
+    assert [c.metadata.name for c in core.list_namespaced_config_map("default").items] == ["c"]
 
 
 def test_dry_run_stores_nothing(core):

@@ -31,7 +31,7 @@ def test_http_record_fields() -> None:
         "Details:9080",
         flags=["UH", "URX"],
         code=503,
-        headers={"Slime-Source-Ns": "Default", "content-type": "application/grpc+proto"},
+        headers={"slime-source-ns": "Default", "content-type": "application/grpc+proto"},
         local="10.96.0.10",
         local_port=9080,
         start=1_700_000_000.5,

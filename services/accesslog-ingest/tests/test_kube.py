@@ -4,7 +4,9 @@
   Services, and becomes ready once they are listed;
 - an access log from a pod address listed in Endpoints becomes an event;
 - a pod added later (watch) and a Service's ClusterIP (IP authority) are picked up;
-- a pod known only from an EndpointSlice is a caller too.
+- a pod known only from an EndpointSlice is a caller too;
+- an Istio ServiceEntry (networking.istio.io/v1) created in the API marks its hosts: the edge
+  stays external but carries the ServiceEntry's namespace.
 """
 
 from __future__ import annotations
@@ -131,3 +133,28 @@ async def test_index_from_the_kubernetes_api(
         ("lazyload.deps.shop.ratings", "details.default.svc.cluster.local"),
         ("lazyload.deps.shop.ratings", "details.default.svc.cluster.local"),
     ]
+
+
+async def test_service_entries_from_the_kubernetes_api(
+    ingest: tuple[app.BoundPorts, str], api: kube.KubeApi, observer: NATS
+) -> None:
+    ports, _ = ingest
+    create(api, "/api/v1/namespaces", {"metadata": {"name": "egress"}})
+    create(
+        api,
+        "/apis/networking.istio.io/v1/namespaces/egress/serviceentries",
+        t.service_entry("egress", "payments", ["*.payments.example"]),
+    )
+    async with t.AlsClient(f"127.0.0.1:{ports.grpc}") as client:
+        port = 1000
+
+        async def marked() -> bool:
+            nonlocal port
+            port += 1  # a new edge each time, until the watch has delivered the ServiceEntry
+            await client.send(t.message(t.http_entry(f"api.payments.example:{port}")))
+            found = await t.read_dependency_events(observer)
+            return any(m.event.destination_namespace == "egress" for m in found)
+
+        await t.eventually(marked, what="the ServiceEntry host to be known")
+    events = await t.read_dependency_events(observer)
+    assert all(m.event.external and m.event.destination_service is None for m in events)

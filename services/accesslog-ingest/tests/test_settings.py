@@ -70,3 +70,39 @@ def test_check_names_every_bad_field() -> None:
     with pytest.raises(errors.ConfigError) as info:
         s.check()
     assert "mesh.cluster_domain" in str(info.value) and "grpc.port" in str(info.value)
+
+
+def test_limits_tls_and_edges_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {
+        "LAZYLOAD_GRPC__MAX_STREAMS": "7",
+        "LAZYLOAD_GRPC__STREAM_IDLE_TIMEOUT": "30",
+        "LAZYLOAD_GRPC__MAX_MALFORMED_PER_STREAM": "3",
+        "LAZYLOAD_GRPC__REQUIRE_CLIENT_CERT": "true",
+        "LAZYLOAD_EDGES__PUBLISH_UNRESOLVED": "true",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    s = IngestSettings()
+    assert (s.grpc.max_streams, s.grpc.stream_idle_timeout) == (7, 30)
+    assert s.grpc.max_malformed_per_stream == 3 and s.grpc.require_client_cert
+    assert s.edges.publish_unresolved is True
+    assert IngestSettings.model_fields["edges"].default_factory().publish_unresolved is False  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("grpc", "problem"),
+    [
+        ({"tls_cert_file": "CERT"}, "set both or neither"),
+        ({"tls_key_file": "KEY"}, "set both or neither"),
+        ({"require_client_cert": True}, "need grpc.tls_cert_file"),
+        ({"tls_cert_file": "CERT", "tls_key_file": "KEY", "require_client_cert": True}, "needs"),
+        ({"tls_cert_file": "CERT", "tls_key_file": "KEY", "tls_client_ca_file": "CERT"}, "only"),
+        ({"tls_cert_file": "/nonexistent.pem", "tls_key_file": "KEY"}, "no such file"),
+    ],
+)
+def test_tls_checks(tmp_path, grpc: dict[str, object], problem: str) -> None:  # type: ignore[no-untyped-def]
+    pem = tmp_path / "x.pem"
+    pem.write_text("x")
+    values = {k: (str(pem) if v in ("CERT", "KEY") else v) for k, v in grpc.items()}
+    with pytest.raises(errors.ConfigError, match=problem):
+        IngestSettings(grpc=values).check()  # type: ignore[arg-type]

@@ -3,12 +3,15 @@
 Covers: /readyz is ready once serving; `GET /api/v1/fences` lists fences; `GET
 /api/v1/fences/{ns}/{name}` gives hosts with state and reasons (404 for none); `GET /api/v1/graph`
 links services to services and external hosts; `POST .../reset` empties the learned hosts, keeps
-spec hosts and publishes a new revision; /metrics counts edges, writes and events.
+spec hosts and publishes a new revision; the CLI's `list_fences` and `reset`; /metrics counts edges, writes and events.
 """
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
+import pytest
 from lazyload_common import subjects
 
 DETAILS = "details.default.svc.cluster.local"
@@ -84,3 +87,16 @@ async def test_metrics(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
         "lazyload_fence_conflicts_total",
     ):
         assert name in text
+
+
+async def test_cli_list_and_reset(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+    cli = pytest.importorskip("lazyload_cli.fences")
+    async with await _setup(reconciler, kit) as http:
+        url = str(http.base_url)
+        listed = await asyncio.to_thread(cli.list_fences, url)
+        assert [(f["name"], f["hosts"]) for f in listed] == [("productpage", 2)]
+        detail = await asyncio.to_thread(cli.reset, url, "default", "productpage")
+        assert detail["rendered_hosts"] == []
+        with pytest.raises(cli.FenceApiError) as missing:
+            await asyncio.to_thread(cli.reset, url, "default", "nope")
+        assert missing.value.status == 404

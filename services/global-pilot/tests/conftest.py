@@ -1,7 +1,8 @@
 """Fixtures of global-pilot's tests: meshes, an upstream HTTP server, an ADS client, a sidecar.
 
 `sidecar` is the whole data path on loopback: global-pilot's ADS server and cache, a test ALS
-server, and a real Envoy started on global-pilot's bootstrap. Everything binds random ports.
+server (HTTP and TCP entries), and a real Envoy started on global-pilot's bootstrap; its render
+options can be changed (`reconfigure`). Everything binds random ports.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import contextlib
 import http.server
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -217,6 +219,7 @@ class AlsReceiver(als_pb2_grpc.AccessLogServiceServicer):
     """Keeps every HTTP access log entry Envoy streams, and each stream's log name."""
 
     entries: list[Any] = field(default_factory=list)
+    tcp_entries: list[Any] = field(default_factory=list)
     log_names: list[str] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -227,6 +230,7 @@ class AlsReceiver(als_pb2_grpc.AccessLogServiceServicer):
             if message.HasField("identifier"):
                 self.log_names.append(message.identifier.log_name)
             self.entries.extend(message.http_logs.log_entry)
+            self.tcp_entries.extend(message.tcp_logs.log_entry)
             self.arrived.set()
         return als_pb2.StreamAccessLogsResponse()
 
@@ -244,6 +248,10 @@ class Sidecar:
     als: AlsReceiver
     http: httpx.AsyncClient
 
+    def reconfigure(self, **updates: Any) -> None:
+        """Change the render options (ports, dispatches, passthrough) for the next `set_mesh`."""
+        self.options = self.options.model_copy(update=updates)
+
     def set_mesh(self, *services: Service) -> Snapshot:
         snapshot = Snapshot.of(rendering.render(MeshState.of(list(services)), self.options))
         self.xds.cache.set(snapshot)
@@ -254,6 +262,28 @@ class Sidecar:
         return await self.http.get(
             f"http://127.0.0.1:{port}/path", headers={"Host": host, **headers}
         )
+
+    async def eventually(
+        self, host: str, status: int = 200, *, within: float = 5.0, **headers: str
+    ) -> httpx.Response:
+        """Envoy applies pushed config asynchronously: retry until `status` or `within` seconds."""
+        deadline = time.monotonic() + within
+        while True:
+            response = await self.get(host, **headers)
+            if response.status_code == status or time.monotonic() > deadline:
+                assert response.status_code == status, (host, response.status_code, response.text)
+                return response
+            await asyncio.sleep(0.02)
+
+    async def logged(self, predicate: Any, *, tcp: bool = False, within: float = 5.0) -> Any:
+        """The first ALS entry matching `predicate`, waiting up to `within` seconds."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            for entry in self.als.tcp_entries if tcp else self.als.entries:
+                if predicate(entry):
+                    return entry
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no such ALS entry in {len(self.als.entries)} entries")
 
 
 @pytest.fixture

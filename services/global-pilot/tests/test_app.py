@@ -56,7 +56,7 @@ async def pilot(kube_emulator: KubeEmulator, free_port: Any) -> AsyncIterator[Ru
             "xds": {"host": "127.0.0.1", "port": 0},
             "listener": {"address": "127.0.0.1", "ports": [free_port()]},
             "als": {"enabled": False},
-            "watch": {"debounce": 0.05},
+            "watch": {"debounce": 0.05, "service_entries": False},
         }
     )
     stop, ready = asyncio.Event(), asyncio.Event()

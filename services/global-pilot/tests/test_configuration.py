@@ -60,7 +60,7 @@ def test_defaults_are_slime_like():
     settings = GlobalPilotSettings()
     assert settings.listener.ports == (80,)
     assert settings.als.port == 8082
-    assert settings.watched_kinds() == ("services", "endpoints", "endpointslices")
+    assert settings.watched_kinds() == ("services", "endpoints", "endpointslices", "serviceentries")
 
 
 def test_als_can_be_disabled(monkeypatch):
@@ -83,6 +83,71 @@ def test_check_names_every_bad_setting():
     message = str(caught.value)
     for field in ("mesh.cluster_domain", "listener.ports", "watch", "xds.port"):
         assert field in message
+
+
+def test_wormhole_routing_and_mesh_side_from_the_environment(monkeypatch):
+    for name, value in {
+        "LAZYLOAD_LISTENER__PORTS": "80",
+        "LAZYLOAD_LISTENER__TCP_PORTS": "3306,6379",
+        "LAZYLOAD_LISTENER__AUTO_PORT": "true",
+        "LAZYLOAD_LISTENER__CLEANUP_WORMHOLE_PORT": "true",
+        "LAZYLOAD_ROUTING__PASSTHROUGH_BY_DEFAULT": "false",
+        "LAZYLOAD_ROUTING__DISPATCHES": json.dumps(
+            [
+                {"name": "ext", "domains": ["*.example.com"], "cluster": "_PASSTHROUGH"},
+                {"name": "bare", "domainRegex": "^[^.]+$", "cluster": "_GLOBAL_SIDECAR"},
+            ]
+        ),
+        "LAZYLOAD_GLOBAL_SIDECAR__MODE": "namespace",
+        "LAZYLOAD_GLOBAL_SIDECAR__APPLY": "true",
+        "LAZYLOAD_GLOBAL_SIDECAR__NAMESPACES": "shop,pay",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = GlobalPilotSettings()
+    settings.check()
+    assert settings.listener.tcp_ports == (3306, 6379)
+    options = settings.render_options()
+    assert options.tcp_ports == (3306, 6379)
+    assert not options.passthrough_by_default
+    assert [d.name for d in options.dispatches] == ["ext", "bare"]
+    assert options.dispatches[1].domain_regex == "^[^.]+$"
+    side = settings.mesh_side_options()
+    assert (side.mode, side.namespaces) == ("namespace", ("shop", "pay"))
+    ports = settings.wormhole_ports()
+    assert ports.auto and ports.cleanup
+    assert ports.exclude == {("shop", "global-sidecar"), ("pay", "global-sidecar")}
+
+
+def test_check_names_bad_wormhole_and_mesh_side_settings():
+    settings = GlobalPilotSettings.model_validate(
+        {
+            "listener": {"ports": [80], "tcp_ports": [80]},
+            "routing": {
+                "dispatches": [
+                    {"name": "a", "domains": ["x"], "cluster": "c"},
+                    {"name": "a", "domains": ["y"], "cluster": "c"},
+                ]
+            },
+            "global_sidecar": {"mode": "namespace", "apply": True},
+        }
+    )
+    with pytest.raises(errors.ConfigError) as caught:
+        settings.check()
+    for field in ("listener.tcp_ports", "routing.dispatches", "global_sidecar.namespaces"):
+        assert field in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "dispatch",
+    [
+        {"name": "a", "cluster": "c"},
+        {"name": "a", "domains": ["x"], "domainRegex": "y", "cluster": "c"},
+        {"name": "a", "domainRegex": "(", "cluster": "c"},
+    ],
+)
+def test_a_dispatch_needs_domains_or_a_valid_regex(dispatch):
+    with pytest.raises(ValueError):
+        GlobalPilotSettings.model_validate({"routing": {"dispatches": [dispatch]}})
 
 
 def _parse(config: dict) -> bootstrap_pb2.Bootstrap:

@@ -251,3 +251,73 @@ def test_rendering_is_deterministic_whatever_the_input_order(make_service):
         assert {n: m.SerializeToString(deterministic=True) for n, m in first[type_url].items()} == {
             n: m.SerializeToString(deterministic=True) for n, m in second[type_url].items()
         }
+
+
+def test_tcp_ports_forward_to_the_original_destination_with_the_tcp_logger():
+    from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+
+    options = OPTIONS.model_copy(update={"tcp_ports": (3306,)})
+    rendered = _render(options=options)
+    listener = rendered[resources.LISTENER]["127.0.0.1_3306"]
+    assert [f.name for f in listener.listener_filters] == [
+        "envoy.filters.listener.original_dst",
+        "envoy.filters.listener.proxy_protocol",
+    ]
+    proxy = tcp_proxy_pb2.TcpProxy()
+    listener.filter_chains[0].filters[0].typed_config.Unpack(proxy)
+    assert proxy.cluster == rendering.TCP_PASSTHROUGH_CLUSTER
+    logger = als_pb2.TcpGrpcAccessLogConfig()
+    proxy.access_log[0].typed_config.Unpack(logger)
+    assert logger.common_config.log_name == "lazyload-global-sidecar"
+    cluster = rendered[resources.CLUSTER][rendering.TCP_PASSTHROUGH_CLUSTER]
+    assert cluster.type == cluster_pb2.Cluster.ORIGINAL_DST
+    assert cluster.lb_policy == cluster_pb2.Cluster.CLUSTER_PROVIDED
+
+
+def test_passthrough_by_default_needs_the_original_destination_header(make_service):
+    options = OPTIONS.model_copy(update={"passthrough_by_default": True})
+    rendered = _render(make_service("details"), options=options)
+    (route,) = rendered[resources.ROUTE]["global-sidecar"].virtual_hosts[-1].routes
+    assert route.route.cluster == "PassthroughCluster"
+    assert route.match.headers[0].name == "slime-orig-dest"
+    assert route.match.headers[0].present_match
+    cluster = rendered[resources.CLUSTER]["PassthroughCluster"]
+    assert cluster.type == cluster_pb2.Cluster.ORIGINAL_DST
+    assert cluster.original_dst_lb_config.use_http_header
+    assert cluster.original_dst_lb_config.http_header_name == "slime-orig-dest"
+
+
+def test_dispatches_render_before_services_and_in_the_catch_all(make_service):
+    from lazyload_global_pilot.dispatches import Dispatch
+
+    options = OPTIONS.model_copy(
+        update={
+            "dispatches": (
+                Dispatch(
+                    name="ext",
+                    domains=("*.example.com",),
+                    cluster="outbound|80||e.gw.svc.cluster.local",
+                ),
+                Dispatch(name="bare", domainRegex=r"^[^.]+$", cluster="PassthroughCluster"),
+                Dispatch(name="gs", domains=("*.learn",), cluster="_GLOBAL_SIDECAR"),
+            )
+        }
+    )
+    config = _render(make_service("details"), options=options)[resources.ROUTE]["global-sidecar"]
+    assert config.virtual_hosts[0].name == "dispatch-ext"
+    assert "dispatch-gs" not in [v.name for v in config.virtual_hosts]
+    (bare,) = config.virtual_hosts[-1].routes
+    assert [h.name for h in bare.match.headers] == ["slime-orig-dest", ":authority"]
+    assert bare.match.headers[1].string_match.safe_regex.regex == r"^[^.]+$"
+    assert bare.route.cluster == "PassthroughCluster"
+
+
+def test_unnamed_ports_follow_the_downstream_protocol():
+    service = Service(namespace="n", name="s", ports=(ServicePort(port=1),))
+    cluster = _render(service)[resources.CLUSTER]["outbound|1||s.n.svc.cluster.local"]
+    packed = cluster.typed_extension_protocol_options[
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    ]
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    packed.Unpack(options)
+    assert options.HasField("use_downstream_protocol_config")

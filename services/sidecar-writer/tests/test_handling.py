@@ -5,7 +5,9 @@ recording sink isolates the handler's rules: latest revision wins within a batch
 within the coalescing window is held back (nak with the rest of the window), a fence without
 selector is reported as a conflict and not written, an invalid render or an API refusal is
 dead-lettered with a `dead-lettered` report, exhausted retries and failed reports are redelivered,
-an older revision than one already settled (same ServiceFence uid) is ignored.
+an older revision than one already settled (same ServiceFence uid) is ignored; each outcome
+becomes the fence's `SidecarReady` condition (a deleted fence is forgotten), a failed status
+report is redelivered, and the per-fence memory is bounded (LRU).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Any
 import pytest
 from lazyload_common import errors as common_errors
 from lazyload_common import events, jetstream
-from lazyload_sidecar_writer import consuming, errors
+from lazyload_sidecar_writer import consuming, errors, reporting
+from lazyload_sidecar_writer.bounded import Lru
 from lazyload_sidecar_writer.rendering import RawObject
 from lazyload_sidecar_writer.sinks import Result
 
@@ -204,3 +207,85 @@ async def test_older_revision_after_a_settled_newer_one_is_stale() -> None:
     recreated = _delivery(revision=1, uid="new-uid")  # a new ServiceFence restarts revisions
     await handler([recreated])
     assert [c[0].revision for c in sink.calls] == [6, 1]
+
+
+class RecordingReporter:
+    def __init__(self, error: Exception | None = None) -> None:
+        self.reports: list[tuple[int, reporting.Condition]] = []
+        self.forgotten: list[str] = []
+        self.error = error
+
+    async def report(self, event: events.FenceChanged, condition: reporting.Condition) -> None:
+        if self.error is not None:
+            raise self.error
+        self.reports.append((event.revision, condition))
+
+    def forget(self, event: events.FenceChanged) -> None:
+        self.forgotten.append(event.name)
+
+
+def _reporting_handler(
+    sink: RecordingSink, reporter: RecordingReporter, **sidecar: Any
+) -> tuple[consuming.FenceHandler, list[events.SidecarApplied]]:
+    reports: list[events.SidecarApplied] = []
+
+    async def publish(report: events.SidecarApplied) -> None:
+        reports.append(report)
+
+    settings = make_settings(**{"coalesce_window": 0, **sidecar})
+    return consuming.FenceHandler(settings, sink, publish, reporter=reporter), reports
+
+
+async def test_outcomes_become_the_fence_condition() -> None:
+    conflict = Result("conflict", message="not managed by lazyload", reason="SidecarConflict")
+    sink, reporter = RecordingSink(conflict), RecordingReporter()
+    handler, _ = _reporting_handler(sink, reporter)
+    await handler([_delivery(revision=1)])
+    sink.result = None
+    await handler([_delivery(revision=2)])
+    await handler([_delivery(revision=3, workload_selector=None)])
+    await handler([_delivery(revision=4, enabled=False)])
+    await handler([_delivery(revision=5, hosts=["NOT A HOST"])])
+    await handler([_delivery(revision=6, deleted=True)])
+    assert [(r, c.status, c.reason) for r, c in reporter.reports] == [
+        (1, "False", "SidecarConflict"),
+        (2, "True", "SidecarApplied"),
+        (3, "False", "NoWorkloadSelector"),
+        (4, "False", "FenceDisabled"),
+        (5, "False", "InvalidSidecar"),
+    ]
+    assert reporter.forgotten == ["productpage"]  # a deleted fence has no status to keep
+
+
+async def test_failed_status_report_is_redelivered() -> None:
+    reporter = RecordingReporter(common_errors.TemporaryError("503", delay=1.0))
+    handler, reports = _reporting_handler(RecordingSink(), reporter)
+    delivery = _delivery()
+    await handler([delivery])
+    assert isinstance(delivery.error, common_errors.TemporaryError) and reports == []
+
+
+async def test_per_fence_memory_is_bounded() -> None:
+    sink = RecordingSink()
+    handler, _ = _reporting_handler(
+        sink, RecordingReporter(), max_tracked_fences=16, coalesce_window=10.0
+    )
+    for i in range(100):
+        await handler([_delivery(name=f"f{i}", revision=1)])
+    assert len(handler._settled) == 16 and len(handler._last_write) == 16
+    assert ("default", "f99") in handler._last_write and (
+        "default",
+        "f0",
+    ) not in handler._last_write
+
+
+def test_lru_forgets_the_least_recently_used() -> None:
+    lru: Lru[str, int] = Lru(2)
+    lru.set("a", 1)
+    lru.set("b", 2)
+    assert lru.get("a") == 1  # a is now the most recent
+    lru.set("c", 3)
+    assert list(lru) == ["a", "c"] and lru.get("b") is None
+    assert lru.pop("a") == 1 and lru.pop("a") is None and len(lru) == 1
+    with pytest.raises(ValueError):
+        Lru(0)

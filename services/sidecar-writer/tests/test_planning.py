@@ -1,7 +1,8 @@
 """Deciding what to do with the stored Sidecar (pure): create, replace, delete, leave alone.
 
-Covers: create when absent; unchanged when spec, labels and ownerReferences match (a newer
-revision alone writes nothing); replace on the stored resourceVersion, keeping finalizers and
+Covers: create when absent; unchanged when spec, labels, ownerReferences and the revision
+annotation match (a newer revision with the same content moves only the annotation, the
+high-water mark of every replica; the GitOps sink does not track it); replace on the stored resourceVersion, keeping finalizers and
 foreign annotations; a Sidecar lazyload does not manage is never touched (write or delete); a stale
 revision is ignored unless the ServiceFence was recreated (other uid); delete and already-absent.
 """
@@ -33,9 +34,16 @@ def test_create_when_absent() -> None:
     assert decision.action == "create" and decision.body == _desired()
 
 
-def test_same_content_newer_revision_is_unchanged() -> None:
+def test_same_content_newer_revision_moves_only_the_annotation() -> None:
     decision = planning.plan(make_fence(revision=2), _desired(2), _stored(1))
-    assert decision.action == "unchanged" and decision.resource_version == "42"
+    assert decision.action == "replace" and decision.resource_version == "42"
+    assert decision.body is not None
+    assert decision.body["metadata"]["annotations"]["lazyload.io/fence-revision"] == "2"
+    assert decision.body["spec"] == _stored(1)["spec"]
+    same = planning.plan(make_fence(revision=2), _desired(2), _stored(2))
+    assert same.action == "unchanged" and same.resource_version == "42"
+    untracked = planning.plan(make_fence(revision=2), _desired(2), _stored(1), track_revision=False)
+    assert untracked.action == "unchanged"
 
 
 def test_changed_hosts_replace_on_resource_version() -> None:
@@ -63,7 +71,7 @@ def test_changed_labels_or_owner_replace() -> None:
 
 
 def test_unknown_uid_keeps_stored_owner_reference() -> None:
-    decision = planning.plan(make_fence(revision=2, uid=""), _desired(2, uid=""), _stored(1))
+    decision = planning.plan(make_fence(revision=1, uid=""), _desired(1, uid=""), _stored(1))
     assert decision.action == "unchanged"
 
 

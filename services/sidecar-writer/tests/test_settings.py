@@ -18,6 +18,7 @@ def test_defaults() -> None:
     assert settings.sidecar.api_version == "v1"
     assert settings.sidecar.host_mode == "any-namespace"
     assert settings.sidecar.extra_hosts == []
+    assert settings.sidecar.fence_status and settings.sidecar.max_tracked_fences == 10000
     assert settings.mesh.istio_namespace == "istio-system"
     settings.check()
 
@@ -28,7 +29,10 @@ def test_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LAZYLOAD_SIDECAR__EXTRA_HOSTS", '["a.example.com", "ops/*"]')
     monkeypatch.setenv("LAZYLOAD_SIDECAR__REVISION", "canary")
     monkeypatch.setenv("LAZYLOAD_MESH__ISTIO_NAMESPACE", "istio")
+    monkeypatch.setenv("LAZYLOAD_SIDECAR__FENCE_STATUS", "false")
+    monkeypatch.setenv("LAZYLOAD_SIDECAR__MAX_TRACKED_FENCES", "500")
     settings = WriterSettings()
+    assert not settings.sidecar.fence_status and settings.sidecar.max_tracked_fences == 500
     assert settings.sidecar.api_version == "v1beta1"
     assert settings.sidecar.host_mode == "own-namespace"
     assert settings.sidecar.extra_hosts == ["a.example.com", "ops/*"]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import state
 from .config import EmulatorConfig
+from .kubeconfig import render
 from .server import EmulatorServer
 
 log = logging.getLogger("lazyload_kube_emulator")
@@ -47,7 +48,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _announce(server: EmulatorServer, kubeconfig_out: Path | None) -> None:
+    """Write (or print) the kubeconfig: the signal that the emulator is listening."""
+    if kubeconfig_out is None:
+        print(render(server.url), end="", flush=True)
+        return
+    server.write_kubeconfig(kubeconfig_out)
+    print(f"Kubernetes API emulator at {server.url}, kubeconfig: {kubeconfig_out}", flush=True)
+
+
 async def serve(args: argparse.Namespace) -> None:
+    """Run until SIGINT/SIGTERM, then end watches, stop and save the state file if asked."""
     config = EmulatorConfig(
         crd_dirs=tuple(args.crds),
         service_cidr=args.service_cidr,
@@ -65,16 +76,7 @@ async def serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await server.start()
-    if args.kubeconfig_out:
-        server.write_kubeconfig(args.kubeconfig_out)
-        print(
-            f"Kubernetes API emulator at {server.url}, kubeconfig: {args.kubeconfig_out}",
-            flush=True,
-        )
-    else:
-        from .kubeconfig import render
-
-        print(render(server.url), end="", flush=True)
+    _announce(server, args.kubeconfig_out)
     try:
         await stop.wait()
     finally:

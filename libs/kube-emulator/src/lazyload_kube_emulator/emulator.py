@@ -100,7 +100,9 @@ class Emulator:
 
     def snapshot(self) -> list[Obj]:
         """Every stored object, CRDs first (the order a restore needs)."""
-        keys = sorted(self.store.resource_keys(), key=lambda k: (k != CRD_KEY, k != ("", "namespaces"), k))
+        keys = sorted(
+            self.store.resource_keys(), key=lambda k: (k != CRD_KEY, k != ("", "namespaces"), k)
+        )
         return [dict(o) for key in keys for o in self.store.iter_raw(key)]
 
     def restore(self, objects: Iterable[Obj]) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import copy
 import json
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
+if TYPE_CHECKING:
+    import jsonschema
 
 PRESERVE = "x-kubernetes-preserve-unknown-fields"
 EMBEDDED = "x-kubernetes-embedded-resource"
@@ -39,6 +40,8 @@ def to_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
 
 @lru_cache(maxsize=256)
 def _validator(schema_json: str) -> jsonschema.Draft4Validator:
+    import jsonschema  # imported on first use: it is slow to import and only CRDs need it
+
     schema = to_json_schema(json.loads(schema_json))
     props = schema.get("properties")
     if isinstance(props, dict):

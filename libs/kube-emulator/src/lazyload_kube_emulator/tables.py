@@ -90,21 +90,17 @@ def _row_object(obj: Obj, include: str | None) -> Obj | None:
     return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta}
 
 
+def _definition(column: Column) -> Obj:
+    name, kind, _, priority = column
+    fmt = "name" if column is NAME else ""
+    return {"name": name, "type": kind, "format": fmt, "description": "", "priority": priority}
+
+
 def to_table(target: Target, body: Obj, include: str | None) -> Obj:
     """A list body (or a single object) as a meta.k8s.io/v1 Table."""
     items = body.get("items", [body])
     cols = columns(target)
-    definitions = [
-        {
-            "name": n,
-            "type": t,
-            "format": "name" if c is NAME else "",
-            "description": "",
-            "priority": p,
-        }
-        for c in cols
-        for n, t, _, p in [c]
-    ]
+    definitions = [_definition(c) for c in cols]
     rows = []
     for obj in items:
         row: Obj = {"cells": [_cell(c, obj) for c in cols]}

@@ -4,8 +4,9 @@
 with the dev CRDs of `deploy/crds/istio/` and `deploy/crds/` preloaded, and yields a
 `KubeEmulator`: `.url`, `.kubeconfig` (a written kubeconfig file), `.api_client()` (an official
 client built from that kubeconfig), `.inject_fault(...)`, `.clear_faults()`, `.requests()`.
-Override the `kube_emulator_crd_dirs` fixture to preload other CRDs, or call
-`start_kube_emulator(...)` directly for another scope.
+Override the `kube_emulator_crd_dirs` fixture to preload other CRDs and `kube_emulator_config`
+to change settings (e.g. a short watch history), or call `start_kube_emulator(...)` directly for
+another scope.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ __all__ = [
     "KubeEmulator",
     "default_crd_dirs",
     "kube_emulator",
+    "kube_emulator_config",
     "kube_emulator_crd_dirs",
     "repo_root",
     "start_kube_emulator",
@@ -122,7 +124,18 @@ def kube_emulator_crd_dirs() -> list[Path]:
 
 
 @pytest.fixture
-def kube_emulator(tmp_path: Path, kube_emulator_crd_dirs: list[Path]) -> Iterator[KubeEmulator]:
+def kube_emulator_config() -> EmulatorConfig | None:
+    """Settings of the `kube_emulator` fixture (None: defaults); override to change them."""
+    return None
+
+
+@pytest.fixture
+def kube_emulator(
+    tmp_path: Path,
+    kube_emulator_crd_dirs: list[Path],
+    kube_emulator_config: EmulatorConfig | None,
+) -> Iterator[KubeEmulator]:
     """A fresh Kubernetes API emulator for one test."""
-    with start_kube_emulator(tmp_path / "kubeconfig", kube_emulator_crd_dirs) as emulator:
+    kubeconfig = tmp_path / "kubeconfig"
+    with start_kube_emulator(kubeconfig, kube_emulator_crd_dirs, kube_emulator_config) as emulator:
         yield emulator

@@ -8,6 +8,7 @@ messages and streams them, for tests and demos.
 
 __all__ = [
     "app",
+    "certificates",
     "deduplicating",
     "edges",
     "indexing",

@@ -21,7 +21,12 @@ from lazyload_accesslog_ingest import indexing
 from lazyload_accesslog_ingest.deduplicating import EdgeMemory
 from lazyload_accesslog_ingest.ingesting import Ingestor
 from lazyload_accesslog_ingest.publishing import EdgePublisher
-from lazyload_accesslog_ingest.receiving import AccessLogReceiver, AlsServer
+from lazyload_accesslog_ingest.receiving import (
+    AccessLogReceiver,
+    AlsServer,
+    StreamLimits,
+    server_credentials,
+)
 from lazyload_accesslog_ingest.settings import IngestSettings
 
 log = logging.getLogger(__name__)
@@ -119,13 +124,9 @@ async def _serve(
             cluster_domain=settings.mesh.cluster_domain,
             global_sidecar_namespace=settings.mesh.global_sidecar_namespace,
             reporter=settings.reporter,
+            publish_unresolved=settings.edges.publish_unresolved,
         )
-        server = als = AlsServer(
-            AccessLogReceiver(ingestor, publisher.offer),
-            host=settings.grpc.host,
-            port=settings.grpc.port,
-            max_message_bytes=settings.grpc.max_message_bytes,
-        )
+        server = als = _als_server(settings, AccessLogReceiver(ingestor, publisher.offer_all))
         grpc_port = await server.start()
         state["grpc"] = lambda: server.listening
         if on_bound is not None:
@@ -143,6 +144,32 @@ async def _serve(
                 await publishing
         with contextlib.suppress(Exception):
             await nc.close()
+
+
+def _als_server(settings: IngestSettings, receiver: AccessLogReceiver) -> AlsServer:
+    grpc = settings.grpc
+    receiver.limits = StreamLimits(
+        max_streams=grpc.max_streams,
+        idle_timeout=grpc.stream_idle_timeout,
+        max_malformed=grpc.max_malformed_per_stream,
+    )
+    credentials = (
+        server_credentials(
+            grpc.tls_cert_file,
+            grpc.tls_key_file,
+            grpc.tls_client_ca_file,
+            require_client_cert=grpc.require_client_cert,
+        )
+        if grpc.tls
+        else None
+    )
+    return AlsServer(
+        receiver,
+        host=grpc.host,
+        port=grpc.port,
+        max_message_bytes=grpc.max_message_bytes,
+        credentials=credentials,
+    )
 
 
 def _start_indexer(settings: IngestSettings, index: indexing.ServiceIndex) -> indexing.KubeIndexer:

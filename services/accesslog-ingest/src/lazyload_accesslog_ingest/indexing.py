@@ -42,6 +42,8 @@ class ServiceIndex:
     """In-memory answers to "which Services are at this IP" and "does this Service exist"."""
 
     def __init__(self) -> None:
+        self.version = 0
+        """Bumped by every change; `ingesting` drops its derived-edge caches when it moves."""
         self._pods: dict[str, dict[ServiceRef, int]] = defaultdict(dict)
         self._contributions: dict[tuple[str, str, str], tuple[ServiceRef, frozenset[str]]] = {}
         self._services: dict[ServiceRef, _ServiceInfo] = {}
@@ -56,6 +58,7 @@ class ServiceIndex:
 
     def apply_endpoints(self, event: str, obj: RawObject) -> None:
         """An Endpoints watch event: its subsets' addresses and notReadyAddresses."""
+        self.version += 1
         namespace, name = kube.object_key(obj)
         ips: set[str] = set()
         for subset in obj.get("subsets") or ():
@@ -65,6 +68,7 @@ class ServiceIndex:
 
     def apply_endpoint_slice(self, event: str, obj: RawObject) -> None:
         """An EndpointSlice watch event: the addresses of all its endpoints (ready or not)."""
+        self.version += 1
         namespace, name = kube.object_key(obj)
         service = (obj.get("metadata", {}).get("labels") or {}).get(SERVICE_NAME_LABEL, "")
         ips: set[str] = set()
@@ -75,6 +79,7 @@ class ServiceIndex:
 
     def apply_service(self, event: str, obj: RawObject) -> None:
         """A Service watch event: it exists, its ClusterIPs and its selector."""
+        self.version += 1
         ref = ServiceRef(*kube.object_key(obj))
         self._forget_service(ref)
         if event == "DELETED":
@@ -94,6 +99,7 @@ class ServiceIndex:
         Hosts that are neither a valid DNS name nor a `*.` wildcard over one (`*` alone included)
         are ignored: they could never match a valid authority anyway.
         """
+        self.version += 1
         ref = ServiceRef(*kube.object_key(obj))
         for host in self._entry_hosts.pop(ref, ()):
             table = self._wildcard_hosts if host.startswith(".") else self._exact_hosts

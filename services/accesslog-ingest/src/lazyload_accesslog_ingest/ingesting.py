@@ -1,9 +1,18 @@
-"""One ALS message (bytes) of a stream -> edges, rejections and entry counts (no I/O).
+"""One ALS message (bytes) of a stream -> observed edges, rejections and entry counts (no I/O).
 
 The receiving adapter calls `Ingestor.ingest` for each message of a stream and acts on the
-`Outcome`: it counts it and offers the edges to the publisher. The stream's identity arrives only
-in its first message, so it is kept in the caller-owned `StreamState`. A malformed message is
-one rejection and the stream goes on; one bad entry never costs its neighbours their edges.
+`Outcome`: it counts it and offers the observed edges to the publisher. The stream's identity
+arrives only in its first message, so it is kept in the caller-owned `StreamState`. A malformed
+message is one rejection and the stream goes on; one bad entry never costs its neighbours their
+edges.
+
+Hot path: an entry's edges depend only on a few of its fields (`parsing.http_key`/`tcp_key`),
+the stream identity and the directory. Each stream keeps a bounded cache from that key to the
+derived result (edge prototypes, or a rejection), dropped when the directory (`version`) or the
+identity changes. So the full parse + `edges.derive` + event model run once per distinct key; a
+repeated entry costs a few protobuf field reads and a dict lookup. An `Observed` holds the
+prototype plus the entry's times; the publisher deduplicates on its key and builds the event
+(`Observed.event`) only for edges it publishes.
 """
 
 from __future__ import annotations
@@ -21,6 +30,31 @@ from lazyload_accesslog_ingest import edges, parsing
 from lazyload_accesslog_ingest.records import AccessRecord, Rejection, StreamIdentity
 
 log = logging.getLogger(__name__)
+CACHE_SIZE = 16_384
+"""Distinct entry keys remembered per stream (the cache is emptied when full)."""
+
+_Prototypes = tuple[tuple[tuple[events.DependencyObserved, str], ...], bool]
+"""((event prototype, its edge key) per edge of one entry key, caller unresolved)."""
+
+
+@dataclass(slots=True)
+class Observed:
+    """One edge seen in a message (its first entry there): prototype event, key, the entry."""
+
+    prototype: events.DependencyObserved
+    key: str
+    entry: Any
+    """The protobuf entry (its start time becomes `first_seen`, read only if published)."""
+    observed_at: float
+
+    @property
+    def event(self) -> events.DependencyObserved:
+        """The event of this sighting (built on demand: only published edges need it)."""
+        start = parsing.start_time(self.entry)
+        first_seen = self.observed_at if start is None else start
+        return self.prototype.model_copy(
+            update={"first_seen": first_seen, "observed_at": self.observed_at}
+        )
 
 
 @dataclass(slots=True)
@@ -29,6 +63,9 @@ class StreamState:
 
     identity: StreamIdentity | None = None
     messages: int = 0
+    malformed: int = 0
+    cache: dict[parsing.EntryKey, _Prototypes | Rejection] = field(default_factory=dict)
+    cache_version: object = None
 
 
 @dataclass(slots=True)
@@ -37,8 +74,18 @@ class Outcome:
 
     entries: Counter[str] = field(default_factory=Counter)
     """Entries read, by type (`http`, `tcp`)."""
-    edges: list[events.DependencyObserved] = field(default_factory=list)
+    observed: list[Observed] = field(default_factory=list)
+    """Each edge once per message (the first entry that showed it)."""
+    derived: int = 0
+    """Edges derived from entries, repeats within the message included."""
     rejections: Counter[Rejection] = field(default_factory=Counter)
+    unresolved: int = 0
+    """Entries whose unknown caller was published as an `unresolved` edge."""
+
+    @property
+    def edges(self) -> list[events.DependencyObserved]:
+        """The events of all observed edges (builds each; the hot path uses `observed`)."""
+        return [o.event for o in self.observed]
 
 
 class Ingestor:
@@ -51,10 +98,15 @@ class Ingestor:
         cluster_domain: str = "cluster.local",
         global_sidecar_namespace: str = "mesh-operator",
         reporter: str = "",
+        publish_unresolved: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.directory = directory
-        self.options = edges.Options(cluster_domain=cluster_domain, reporter=reporter)
+        self.options = edges.Options(
+            cluster_domain=cluster_domain,
+            reporter=reporter,
+            publish_unresolved=publish_unresolved,
+        )
         self.global_sidecar_namespace = global_sidecar_namespace
         self.clock = clock
 
@@ -67,15 +119,19 @@ class Ingestor:
         except parsing.MalformedMessage as e:
             log.debug("malformed ALS message (%d bytes): %s", len(raw), e)
             outcome.rejections[Rejection.MALFORMED_MESSAGE] += 1
+            stream.malformed += 1
             return outcome
         identity = parsing.identity_of(msg, global_sidecar_namespace=self.global_sidecar_namespace)
         if identity is not None:
             stream.identity = identity
+            stream.cache.clear()
         which = msg.WhichOneof("log_entries")
         if which == "http_logs":
-            self._entries(outcome, stream, "http", msg.http_logs.log_entry, parsing.http_record)
+            entries: Iterable[Any] = msg.http_logs.log_entry
+            self._entries(outcome, stream, "http", entries, parsing.http_key, parsing.http_record)
         elif which == "tcp_logs":
-            self._entries(outcome, stream, "tcp", msg.tcp_logs.log_entry, parsing.tcp_record)
+            entries = msg.tcp_logs.log_entry
+            self._entries(outcome, stream, "tcp", entries, parsing.tcp_key, parsing.tcp_record)
         elif identity is None:
             outcome.rejections[Rejection.EMPTY_MESSAGE] += 1
         return outcome
@@ -86,24 +142,60 @@ class Ingestor:
         stream: StreamState,
         kind: str,
         entries: Iterable[Any],
+        to_key: Callable[[Any], parsing.EntryKey],
         to_record: Callable[[Any], AccessRecord | Rejection],
     ) -> None:
         now = self.clock()
+        cache = self._cache(stream)
+        rejections = outcome.rejections
+        first: dict[str, Observed] = {}
+        count = derived = unresolved = 0
         for entry in entries:
-            outcome.entries[kind] += 1
+            count += 1
             try:
-                record = to_record(entry)
-                result = (
-                    record
-                    if isinstance(record, Rejection)
-                    else edges.derive(
-                        record, stream.identity, self.directory, self.options, now=now
-                    )
-                )
+                key = to_key(entry)
+                result = cache.get(key)
+                if result is None:
+                    result = self._derive(entry, to_record, stream.identity, now)
+                    if len(cache) >= CACHE_SIZE:
+                        cache.clear()
+                    cache[key] = result
             except Exception:
                 log.exception("an ALS %s entry could not be processed", kind)
                 result = Rejection.INTERNAL
-            if isinstance(result, Rejection):
-                outcome.rejections[result] += 1
-            else:
-                outcome.edges.extend(result)
+            if type(result) is not tuple:
+                rejections[result] += 1  # type: ignore[index]
+                continue
+            prototypes, is_unresolved = result
+            unresolved += is_unresolved
+            derived += len(prototypes)
+            for proto, edge_key in prototypes:
+                if edge_key not in first:
+                    first[edge_key] = Observed(proto, edge_key, entry, now)
+        outcome.entries[kind] += count
+        outcome.observed.extend(first.values())
+        outcome.derived += derived
+        outcome.unresolved += unresolved
+
+    def _cache(self, stream: StreamState) -> dict[parsing.EntryKey, _Prototypes | Rejection]:
+        version = getattr(self.directory, "version", None)
+        if version is None or version != stream.cache_version:
+            stream.cache.clear()  # the directory changed (or cannot tell): derive afresh
+            stream.cache_version = version
+        return stream.cache
+
+    def _derive(
+        self,
+        entry: Any,
+        to_record: Callable[[Any], AccessRecord | Rejection],
+        identity: StreamIdentity | None,
+        now: float,
+    ) -> _Prototypes | Rejection:
+        record = to_record(entry)
+        if isinstance(record, Rejection):
+            return record
+        result = edges.derive(record, identity, self.directory, self.options, now=now)
+        if isinstance(result, Rejection):
+            return result
+        unresolved = bool(result) and result[0].source_kind == "unresolved"
+        return tuple((event, event.edge_key) for event in result), unresolved

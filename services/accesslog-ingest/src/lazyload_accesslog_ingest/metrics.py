@@ -16,6 +16,15 @@ ENTRIES = Counter(
     "lazyload_ingest_entries_total", "ALS access-log entries received, by type", ["type"]
 )
 STREAMS = Gauge("lazyload_ingest_streams", "ALS streams open now")
+STREAMS_REFUSED = Counter(
+    "lazyload_ingest_streams_refused_total",
+    "ALS streams refused because grpc.max_streams were open",
+)
+STREAMS_CLOSED = Counter(
+    "lazyload_ingest_streams_closed_total",
+    "ALS streams closed by the server, by reason (idle, malformed)",
+    ["reason"],
+)
 REJECTED = Counter(
     "lazyload_ingest_rejected_total",
     "ALS messages or entries that gave no edge, by reason",
@@ -23,7 +32,7 @@ REJECTED = Counter(
 )
 UNKNOWN_CALLERS = Counter(
     "lazyload_ingest_unknown_callers_total",
-    "Entries dropped because their caller address maps to no Service",
+    "Entries whose caller address maps to no Service (dropped, or published as unresolved)",
 )
 EDGES_OBSERVED = Counter(
     "lazyload_ingest_edges_observed_total", "Edges derived from entries (before deduplication)"
@@ -54,6 +63,8 @@ def _initialise() -> None:
         ENTRIES.labels(kind)
     for reason in Rejection:
         REJECTED.labels(reason.value)
+    for reason in ("idle", "malformed"):
+        STREAMS_CLOSED.labels(reason)
     for verdict in ("new", "refresh"):
         PUBLISHED.labels(verdict)
 

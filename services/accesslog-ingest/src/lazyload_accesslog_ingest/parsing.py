@@ -9,6 +9,8 @@ undecodable message.
 
 from __future__ import annotations
 
+from typing import Any
+
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.service.accesslog.v3 import als_pb2
@@ -98,7 +100,7 @@ def http_record(entry: accesslog_pb2.HTTPAccessLogEntry) -> AccessRecord | Rejec
     response = (
         entry.response if entry.HasField("response") else accesslog_pb2.HTTPResponseProperties()
     )
-    headers = {k.lower(): v for k, v in request.request_headers.items()}
+    headers = request.request_headers  # names lower-case, as Envoy logs them
     original = _socket(common, "downstream_local_address") or ("", None)
     return AccessRecord(
         protocol="grpc"
@@ -136,6 +138,76 @@ def tcp_record(entry: accesslog_pb2.TCPAccessLogEntry) -> AccessRecord | Rejecti
         response_flags=_flags(common),
         start_time=_start_time(common),
     )
+
+
+EntryKey = tuple[object, ...]
+
+
+def http_key(entry: accesslog_pb2.HTTPAccessLogEntry) -> EntryKey:
+    """Everything of an HTTP entry that its edges depend on (all but the start time, which only
+    goes into `first_seen`: see `start_time`), as a hashable key.
+
+    Entries with equal keys give the same edges (or rejection) against the same directory and
+    stream identity, so `ingesting` derives them once per key: the hot path reads these few
+    fields through the C++ protobuf accessors (absent sub-messages read as defaults), never
+    building an `AccessRecord`.
+    """
+    common = entry.common_properties
+    request = entry.request
+    headers = request.request_headers
+    if headers:
+        source_ns, content_type = _headers(headers)
+    else:
+        source_ns = content_type = ""
+    return (
+        common.downstream_direct_remote_address.socket_address.address,
+        request.authority,
+        common.HasField("response_flags") and _unrouted(common.response_flags),
+        common.upstream_cluster.startswith("inbound|"),
+        content_type.startswith("application/grpc"),
+        source_ns,
+    )
+
+
+def tcp_key(entry: accesslog_pb2.TCPAccessLogEntry) -> EntryKey:
+    """Like `http_key`, for a TCP entry (caller, original destination and port)."""
+    common = entry.common_properties
+    local = common.downstream_local_address.socket_address
+    return (
+        "tcp",
+        common.downstream_direct_remote_address.socket_address.address,
+        local.address,
+        local.port_value,
+        local.WhichOneof("port_specifier"),
+        common.HasField("response_flags") and _unrouted(common.response_flags),
+        common.upstream_cluster.startswith("inbound|"),
+    )
+
+
+def start_time(
+    entry: accesslog_pb2.HTTPAccessLogEntry | accesslog_pb2.TCPAccessLogEntry,
+) -> float | None:
+    """Unix seconds of the entry's request start, None when absent."""
+    if not entry.HasField("common_properties"):
+        return None
+    return _start_time(entry.common_properties)
+
+
+def _unrouted(flags: accesslog_pb2.ResponseFlags) -> bool:
+    return (
+        flags.no_route_found
+        or flags.no_cluster_found
+        or flags.dns_resolution_failure
+        or flags.invalid_envoy_request_headers
+        or flags.downstream_protocol_error
+        or flags.no_filter_config_found
+    )
+
+
+def _headers(headers: Any) -> tuple[str, str]:
+    """(`slime-source-ns`, `content-type`) of the logged request headers. Names are looked up
+    lower-case: Envoy keeps header names lower-case, and logs them so."""
+    return headers.get(SOURCE_NAMESPACE_HEADER, ""), headers.get("content-type", "")
 
 
 def _socket(common: accesslog_pb2.AccessLogCommon, name: str) -> tuple[str, int | None] | None:

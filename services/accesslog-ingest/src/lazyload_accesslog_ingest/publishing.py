@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from lazyload_common import codec, events, subjects
@@ -25,7 +25,7 @@ from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
 from nats.js.errors import NoStreamResponseError
 
-from lazyload_accesslog_ingest import metrics
+from lazyload_accesslog_ingest import ingesting, metrics
 from lazyload_accesslog_ingest.deduplicating import EdgeMemory, Verdict
 from lazyload_accesslog_ingest.settings import PublishSettings
 
@@ -80,6 +80,26 @@ class EdgePublisher:
         if verdict is Verdict.DUPLICATE:
             metrics.DUPLICATES.inc()
             return verdict
+        return self._enqueue(event, key, verdict, now)
+
+    def offer_all(self, observed: Iterable[ingesting.Observed]) -> None:
+        """`offer` for the edges of one message: deduplicated on their keys first, so only
+        the edges to publish become events (the hot path)."""
+        now = self.clock()
+        admit = self.memory.admit
+        duplicates = 0
+        for item in observed:
+            verdict = admit(item.key, now)
+            if verdict is Verdict.DUPLICATE:
+                duplicates += 1
+            else:
+                self._enqueue(item.event, item.key, verdict, now)
+        if duplicates:
+            metrics.DUPLICATES.inc(duplicates)
+
+    def _enqueue(
+        self, event: events.DependencyObserved, key: str, verdict: Verdict, now: float
+    ) -> Verdict | None:
         if self.size >= self.settings.buffer_size:
             self.memory.release(key)
             metrics.BUFFER_OVERFLOW.inc()

@@ -3,52 +3,113 @@
 `StreamAccessLogs` is registered with an identity request deserializer, so each message arrives
 as bytes and is decoded by `ingesting` per message: a message that is not protobuf is counted
 (`lazyload_ingest_rejected_total{reason="malformed_message"}`) and skipped, and the stream goes
-on. (With the generated deserializer, grpc.aio would end the whole stream on the first bad
-message.) The stream's identity is kept per stream. Edges go to a sink (the publisher), counted
-here; this module never talks to NATS or Kubernetes.
+on until it has sent `max_malformed` of them; then it is closed (INVALID_ARGUMENT) and counted.
+(With the generated deserializer, grpc.aio would end the whole stream on the first bad message.)
+Limits: at most `max_streams` open streams (more are refused with RESOURCE_EXHAUSTED), a stream
+silent for `idle_timeout` seconds is closed (DEADLINE_EXCEEDED), messages up to
+`max_message_bytes`; optional TLS and client-certificate checking on the port. The stream's
+identity is kept per stream. Edges go to a sink (the publisher), counted here; this module never
+talks to NATS or Kubernetes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
-from lazyload_common import events
 
 from lazyload_accesslog_ingest import metrics
-from lazyload_accesslog_ingest.ingesting import Ingestor, Outcome, StreamState
+from lazyload_accesslog_ingest.ingesting import Ingestor, Observed, Outcome, StreamState
 from lazyload_accesslog_ingest.records import Rejection
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = "envoy.service.accesslog.v3.AccessLogService"
 METHOD_NAME = "StreamAccessLogs"
 METHOD_PATH = f"/{SERVICE_NAME}/{METHOD_NAME}"
-EdgeSink = Callable[[events.DependencyObserved], object]
+EdgeSink = Callable[[list[Observed]], object]
+"""Takes the edges observed in one message (the publisher's `offer_all`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """Per-server limits on ALS streams (see `settings.GrpcSettings`)."""
+
+    max_streams: int = 1024
+    idle_timeout: float = 0.0
+    """Seconds without a message before the stream is closed; 0 = never."""
+    max_malformed: int = 10
+
+
+class _Closed(Exception):
+    def __init__(self, reason: str, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.reason, self.code, self.details = reason, code, details
 
 
 class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):
     """Reads ALS streams (raw bytes per message) and hands each message's edges to `sink`."""
 
-    def __init__(self, ingestor: Ingestor, sink: EdgeSink) -> None:
+    def __init__(
+        self, ingestor: Ingestor, sink: EdgeSink, limits: StreamLimits | None = None
+    ) -> None:
         self.ingestor = ingestor
         self.sink = sink
+        self.limits = limits or StreamLimits()
+        self.open_streams = 0
 
     async def StreamAccessLogs(
         self, request_iterator: AsyncIterator[bytes], context: Any
     ) -> als_pb2.StreamAccessLogsResponse:
+        if self.open_streams >= self.limits.max_streams:
+            metrics.STREAMS_REFUSED.inc()
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many open ALS streams")
         stream = StreamState()
+        self.open_streams += 1
         metrics.STREAMS.inc()
         try:
-            async for raw in request_iterator:
-                self.handle(raw, stream)
+            await self._read(request_iterator, stream)
+        except _Closed as closed:
+            metrics.STREAMS_CLOSED.labels(closed.reason).inc()
+            log.info("closing an ALS stream: %s", closed.details)
+            await context.abort(closed.code, closed.details)
         finally:
+            self.open_streams -= 1
             metrics.STREAMS.dec()
             if stream.identity is not None:
                 log.debug("ALS stream of %s ended", stream.identity.node_id)
         return als_pb2.StreamAccessLogsResponse()
+
+    async def _read(self, request_iterator: AsyncIterator[bytes], stream: StreamState) -> None:
+        idle = self.limits.idle_timeout
+        if not idle:
+            async for raw in request_iterator:
+                self._handle_checked(raw, stream)
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(idle) as deadline:
+                async for raw in request_iterator:
+                    self._handle_checked(raw, stream)
+                    deadline.reschedule(loop.time() + idle)
+        except TimeoutError:
+            raise _Closed(
+                "idle", grpc.StatusCode.DEADLINE_EXCEEDED, f"no message for {idle:g} s"
+            ) from None
+
+    def _handle_checked(self, raw: bytes, stream: StreamState) -> None:
+        self.handle(raw, stream)
+        if stream.malformed >= self.limits.max_malformed:
+            raise _Closed(
+                "malformed",
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{stream.malformed} malformed messages",
+            )
 
     def handle(self, raw: bytes, stream: StreamState) -> Outcome:
         """Process one message of `stream`: count it and offer its edges."""
@@ -60,9 +121,11 @@ class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):
             metrics.REJECTED.labels(reason.value).inc(count)
             if reason is Rejection.UNKNOWN_CALLER:
                 metrics.UNKNOWN_CALLERS.inc(count)
-        metrics.EDGES_OBSERVED.inc(len(outcome.edges))
-        for edge in outcome.edges:
-            self.sink(edge)
+        if outcome.unresolved:
+            metrics.UNKNOWN_CALLERS.inc(outcome.unresolved)
+        if outcome.observed:
+            metrics.EDGES_OBSERVED.inc(outcome.derived)
+            self.sink(outcome.observed)
         return outcome
 
     def handler(self) -> grpc.GenericRpcHandler:
@@ -75,16 +138,34 @@ class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):
         return grpc.method_handlers_generic_handler(SERVICE_NAME, {METHOD_NAME: method})
 
 
+def server_credentials(
+    cert_file: str, key_file: str, client_ca_file: str = "", *, require_client_cert: bool = False
+) -> grpc.ServerCredentials:
+    """TLS credentials of the ALS port from PEM files; with `require_client_cert`, mutual TLS."""
+    return grpc.ssl_server_credentials(
+        [(Path(key_file).read_bytes(), Path(cert_file).read_bytes())],
+        root_certificates=Path(client_ca_file).read_bytes() if client_ca_file else None,
+        require_client_auth=require_client_cert,
+    )
+
+
 class AlsServer:
     """A grpc.aio server with the receiver on `host:port` (port 0 = a free port)."""
 
     def __init__(
-        self, receiver: AccessLogReceiver, *, host: str, port: int, max_message_bytes: int
+        self,
+        receiver: AccessLogReceiver,
+        *,
+        host: str,
+        port: int,
+        max_message_bytes: int,
+        credentials: grpc.ServerCredentials | None = None,
     ) -> None:
         self.receiver = receiver
         self.host = host
         self.requested_port = port
         self.max_message_bytes = max_message_bytes
+        self.credentials = credentials
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
 
@@ -104,14 +185,22 @@ class AlsServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         address = f"{host}:{self.requested_port}"
         try:
-            port = server.add_insecure_port(address)
+            if self.credentials is not None:
+                port = server.add_secure_port(address, self.credentials)
+            else:
+                port = server.add_insecure_port(address)
         except RuntimeError as e:  # grpcio >= 1.60 raises instead of returning 0
             raise OSError(f"cannot bind the ALS server to {address}: {e}") from e
         if port == 0:
             raise OSError(f"cannot bind the ALS server to {address}")
         await server.start()
         self._server, self.port = server, port
-        log.info("ALS server listening on %s:%d", self.host, port)
+        log.info(
+            "ALS server listening on %s:%d (%s)",
+            self.host,
+            port,
+            "TLS" if self.credentials is not None else "plaintext",
+        )
         return port
 
     async def stop(self, grace: float) -> None:

@@ -1,4 +1,4 @@
-"""Settings of accesslog-ingest: the shared groups plus `grpc`, `dedup`, `publish` and `reporter`.
+"""Settings of accesslog-ingest: the shared groups plus `grpc`, `dedup`, `publish`, `edges`, `reporter`.
 
 Environment variables follow the contract (`LAZYLOAD_` prefix, `__` nesting), for example
 `LAZYLOAD_GRPC__PORT=0`, `LAZYLOAD_DEDUP__REFRESH_INTERVAL=60`, `LAZYLOAD_PUBLISH__BUFFER_SIZE=1000`,
@@ -7,6 +7,7 @@ Environment variables follow the contract (`LAZYLOAD_` prefix, `__` nesting), fo
 
 from __future__ import annotations
 
+import os
 import socket
 
 from lazyload_common import errors, hosts
@@ -30,6 +31,53 @@ class GrpcSettings(BaseModel):
     )
     shutdown_grace: float = Field(
         2.0, ge=0, description="Seconds open streams get to finish when the service stops."
+    )
+    max_streams: int = Field(
+        1024,
+        ge=1,
+        description="ALS streams open at once, over all connections; a stream past it is refused "
+        "(RESOURCE_EXHAUSTED, counted) and Envoy retries it later. Envoy opens about one stream "
+        "per worker thread and log config, so 1024 is hundreds of global-sidecar replicas.",
+    )
+    stream_idle_timeout: float = Field(
+        0.0,
+        ge=0,
+        description="Seconds a stream may send nothing before it is closed (counted); 0 = never. "
+        "Envoy opens a new stream (with its identifier) at its next log, so closing is safe; it "
+        "frees the slots of streams that hold them without sending.",
+    )
+    max_malformed_per_stream: int = Field(
+        10,
+        ge=1,
+        description="Malformed messages a stream may send; each is counted and skipped, and the "
+        "stream is closed (INVALID_ARGUMENT) when it reaches this many.",
+    )
+    tls_cert_file: str = Field(
+        "", description="PEM certificate chain of the ALS port; empty = plaintext gRPC."
+    )
+    tls_key_file: str = Field("", description="PEM private key of `tls_cert_file`.")
+    tls_client_ca_file: str = Field(
+        "", description="PEM CA bundle that client certificates must chain to."
+    )
+    require_client_cert: bool = Field(
+        False,
+        description="Require and verify a client certificate (mutual TLS) against "
+        "`tls_client_ca_file`; a client without a valid one cannot open a stream.",
+    )
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert_file)
+
+
+class EdgeSettings(BaseModel):
+    """How entries become edges."""
+
+    publish_unresolved: bool = Field(
+        False,
+        description="Publish an entry whose caller address maps to no Service as an edge with "
+        '`source_kind="unresolved"` (source name = the IP, namespace = the slime-source-ns '
+        "header or `unknown`), for observers; the reconciler ignores them. Off: dropped, counted.",
     )
 
 
@@ -83,6 +131,7 @@ class IngestSettings(BaseSettings):
     grpc: GrpcSettings = Field(default_factory=GrpcSettings)
     dedup: DedupSettings = Field(default_factory=DedupSettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)
+    edges: EdgeSettings = Field(default_factory=EdgeSettings)
     reporter: str = Field(
         default_factory=socket.gethostname,
         description="Id of this replica in the events it publishes (default: the host name).",
@@ -99,5 +148,23 @@ class IngestSettings(BaseSettings):
             and self.grpc.host == self.admin.host
         ):
             problems.append(f"grpc.port: same as admin.port ({self.grpc.port})")
+        problems.extend(_tls_problems(self.grpc))
         if problems:
             raise errors.ConfigError("; ".join(problems))
+
+
+def _tls_problems(grpc: GrpcSettings) -> list[str]:
+    problems: list[str] = []
+    if bool(grpc.tls_cert_file) != bool(grpc.tls_key_file):
+        problems.append("grpc.tls_cert_file and grpc.tls_key_file: set both or neither")
+    if (grpc.tls_client_ca_file or grpc.require_client_cert) and not grpc.tls:
+        problems.append("grpc.tls_client_ca_file/require_client_cert: need grpc.tls_cert_file")
+    if grpc.require_client_cert and not grpc.tls_client_ca_file:
+        problems.append("grpc.require_client_cert: needs grpc.tls_client_ca_file")
+    if grpc.tls_client_ca_file and not grpc.require_client_cert:
+        problems.append("grpc.tls_client_ca_file: only used with grpc.require_client_cert=true")
+    for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file"):
+        path = getattr(grpc, name)
+        if path and not os.path.isfile(path):
+            problems.append(f"grpc.{name}: no such file: {path!r}")
+    return problems

@@ -161,14 +161,18 @@ def _struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
 
 
 class AlsClient:
-    """Client streams to an ALS server at `target` (`host:port`)."""
+    """Client streams to an ALS server at `target` (`host:port`); TLS with `credentials`."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, *, credentials: grpc.ChannelCredentials | None = None) -> None:
         self.target = target
+        self.credentials = credentials
         self._channel: grpc.aio.Channel | None = None
 
     async def __aenter__(self) -> AlsClient:
-        self._channel = grpc.aio.insecure_channel(self.target)
+        if self.credentials is not None:
+            self._channel = grpc.aio.secure_channel(self.target, self.credentials)
+        else:
+            self._channel = grpc.aio.insecure_channel(self.target)
         return self
 
     async def __aexit__(
@@ -255,8 +259,19 @@ def endpoint_slice(namespace: str, name: str, svc: str, ips: Sequence[str]) -> d
     }
 
 
+def service_entry(namespace: str, name: str, hosts: Sequence[str]) -> dict[str, Any]:
+    """An Istio ServiceEntry (`networking.istio.io/v1`) declaring `hosts`."""
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "ServiceEntry",
+        "metadata": {"namespace": namespace, "name": name},
+        "spec": {"hosts": list(hosts), "location": "MESH_EXTERNAL", "resolution": "DNS"},
+    }
+
+
 class SampleMesh:
-    """Addresses of `sample_index()`: bookinfo-like Services in `default`, one in `shop`."""
+    """Addresses of `sample_index()`: bookinfo-like Services in `default`, one in `shop`, and a
+    ServiceEntry `egress/payments` (hosts `api.payments.example`, `*.stripe.example`)."""
 
     PRODUCTPAGE_IP = "10.1.0.1"
     REVIEWS_IP = "10.1.0.2"
@@ -292,6 +307,9 @@ def sample_index() -> indexing.ServiceIndex:
     )
     index.apply_endpoint_slice(
         "ADDED", endpoint_slice("shop", "ratings-x1", "ratings", [m.SLICE_IP])
+    )
+    index.apply_service_entry(
+        "ADDED", service_entry("egress", "payments", ["api.payments.example", "*.stripe.example"])
     )
     return index
 

@@ -72,16 +72,15 @@ def _detail(reconciler: reconciling.Reconciler, obj: kube.RawObject) -> dict[str
     fence = fences.Fence.from_raw(obj)
     state = desiring.recorded(fence)
     learned = fence.learned(default_time=0.0)
-    domains = fence.domains
     hosts = []
-    for key in sorted(domains):
-        entry = learned.get(key)
+    for host, status in _host_states(fence.domains).items():
+        entry = learned.get(host)
         hosts.append(
             {
-                "host": key,
-                "status": domains[key].status.value,
-                "rendered": domains[key].status.rendered,
-                "reasons": list(state.reasons.get(key, ())),
+                "host": host,
+                "status": status.value,
+                "rendered": status.rendered,
+                "reasons": list(state.reasons.get(host, ())),
                 "first_seen": fences.format_time(entry.first_seen) if entry else None,
                 "last_seen": fences.format_time(entry.last_seen) if entry else None,
                 "port": entry.port if entry else None,
@@ -94,6 +93,18 @@ def _detail(reconciler: reconciling.Reconciler, obj: kube.RawObject) -> dict[str
         "hosts": hosts,
         "conditions": fence.raw_status.get("conditions", []),
     }
+
+
+def _host_states(domains: dict[str, fences.Domain]) -> dict[str, fences.DomainStatus]:
+    """Every domain key and every host a domain expands to, with the most alive state."""
+    rank = {fences.DomainStatus.EXPIRE: 0, fences.DomainStatus.EXPIREWAIT: 1}
+    out: dict[str, fences.DomainStatus] = {}
+    for key, domain in domains.items():
+        for host in (key, *domain.hosts):
+            old = out.get(host)
+            if old is None or rank.get(domain.status, 2) > rank.get(old, 2):
+                out[host] = domain.status
+    return dict(sorted(out.items()))
 
 
 def _graph(objs: list[kube.RawObject], cluster_domain: str) -> dict[str, Any]:

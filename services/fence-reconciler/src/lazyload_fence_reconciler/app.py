@@ -1,7 +1,7 @@
 """Wiring of fence-reconciler: settings -> admin app, NATS, Kubernetes watches, reconciler, consumer.
 
 Start order: the admin app (so /healthz answers at once), NATS and the streams, the watches of
-ServiceFences, Services and Namespaces (waited for: decisions need them), the seed of what was
+ServiceFences, Services, Namespaces, VirtualServices and ServiceEntries (waited for: decisions need them), the seed of what was
 already published (the last event per fence subject), the start-up resync (every fence is queued:
 a revision written but never published is published now, a fence deleted while we were down is
 announced deleted), then the dependency consumer; `ready` is set when all run. Stop order: the
@@ -80,12 +80,18 @@ async def _serve(
 ) -> None:
     kube_api = kube.KubeApi(kube.api_client(settings.kube))
     reconciler: reconciling.Reconciler
+    identity = settings.fence.workload_identity()
     cluster = watching.Cluster(
         kube_api,
         asyncio.get_running_loop(),
         on_fence=lambda kind, obj: reconciler.on_fence_event(kind, obj),
         on_service=lambda kind, obj: reconciler.on_service_event(kind, obj),
         on_namespace=lambda kind, obj: reconciler.on_namespace_event(kind, obj),
+        on_virtual_service=lambda kind, obj: reconciler.on_virtual_service_event(kind, obj),
+        cluster_domain=settings.mesh.cluster_domain,
+        aliases=settings.fence.aliases(),
+        workload_key=identity.key if identity else None,
+        on_pod=lambda kind, obj: reconciler.on_pod_event(kind, obj),
     )
     reconciler = reconciling.Reconciler(
         settings=settings.fence,

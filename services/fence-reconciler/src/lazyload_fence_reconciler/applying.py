@@ -1,4 +1,6 @@
-"""The one module that writes ServiceFences, through `KubeApi` (blocking calls run in threads).
+"""The one module that writes ServiceFences, through `KubeApi` (blocking calls run in threads),
+and the one annotation the reconciler owns on Services (`lazyload.io/fence-deleted`, the tombstone
+of a deleted manual fence, set and cleared by merge-patch).
 
 Status goes through the `/status` subresource with the object's resourceVersion: a 409 means
 someone wrote in between (the other replica, a user, our own stale cache), so the fence is
@@ -44,12 +46,13 @@ class Applier:
         except kube.KubeNotFound:
             return None
 
-    async def create(self, namespace: str, name: str) -> kube.RawObject:
+    async def create(
+        self, namespace: str, name: str, workload_labels: fences.Selector | None = None
+    ) -> kube.RawObject:
         """Create the auto fence; if it exists already, return the existing one."""
+        body = fences.new_fence_body(namespace, name, workload_labels)
         try:
-            created = await self._call(
-                self.api.create, collection_path(namespace), fences.new_fence_body(namespace, name)
-            )
+            created = await self._call(self.api.create, collection_path(namespace), body)
         except kube.KubeConflict:
             existing = await self.get(namespace, name)
             if existing is None:
@@ -65,6 +68,23 @@ class Applier:
         except kube.KubeNotFound:
             return
         metrics.WRITES.labels("delete").inc()
+
+    async def mark_service(self, namespace: str, name: str, value: str | None) -> bool:
+        """Set (or, with None, remove) the tombstone annotation of Service `namespace/name`;
+        False when there is no such Service."""
+        body = {"metadata": {"annotations": {fences.TOMBSTONE_ANNOTATION: value}}}
+        try:
+            await self._call(
+                self.api.merge_patch, f"/api/v1/namespaces/{namespace}/services/{name}", body
+            )
+        except kube.KubeNotFound:
+            return False
+        except (kube.KubeError, errors.LazyloadError) as e:
+            # Without RBAC to patch Services (or with the API down) the tombstone stays in memory.
+            log.warning("tombstone of %s/%s not persisted: %s", namespace, name, e)
+            return False
+        metrics.WRITES.labels("tombstone" if value is not None else "untombstone").inc()
+        return True
 
     async def apply_status(
         self, obj: kube.RawObject, compute: Computation[T]

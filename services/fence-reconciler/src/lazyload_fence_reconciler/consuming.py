@@ -4,8 +4,9 @@ A batch is validated message by message (an invalid caller or host is rejected, 
 dead-lettered on `lazyload.dlq.fence-reconciler` by the consume loop), then grouped by caller
 fence, and each fence is learned once for all its edges: one status write per fence per batch.
 Outcomes map onto the deliveries: success or a policy "ignore" -> ack (by the consume loop, after
-this handler returned, so after the fence write and its event); a Service not known yet -> retry
-with delay, and dead-letter after `missing_service_retries` deliveries; a refused write ->
+this handler returned, so after the fence write and its event); a dispatched host or an
+external host neither allowed nor a ServiceEntry (`admitting`) -> ack, counted; a Service not
+known yet -> retry with delay, and dead-letter after `missing_service_retries` deliveries; a refused write ->
 reject; anything else -> retry. This module never acks.
 """
 
@@ -59,28 +60,46 @@ class BatchHandler:
 
     async def __call__(self, batch: list[jetstream.Delivery]) -> None:
         groups: dict[reconciling.Key, list[jetstream.Delivery]] = defaultdict(list)
+        workloads: dict[reconciling.Key, str] = {}
+        identity = self.settings.workload_identity()
         for delivery in batch:
             event: events.DependencyObserved = delivery.event
             reason = invalid_reason(event)
             if reason is not None:
                 _reject(delivery, reason)
                 continue
-            groups[(event.source_namespace, event.source_name)].append(delivery)
-        await asyncio.gather(*(self._learn(key, group) for key, group in groups.items()))
+            key = (event.source_namespace, event.source_name)
+            if identity is not None and event.source_kind == "workload":
+                key = (event.source_namespace, identity.fence_name(event.source_name))
+                workloads[key] = event.source_name
+            groups[key].append(delivery)
+        await asyncio.gather(
+            *(self._learn(key, group, workloads.get(key)) for key, group in groups.items())
+        )
 
-    async def _learn(self, key: reconciling.Key, group: list[jetstream.Delivery]) -> None:
-        edges = [
-            desiring.Edge(
+    async def _learn(
+        self, key: reconciling.Key, group: list[jetstream.Delivery], workload: str | None
+    ) -> None:
+        edges = []
+        for d in group:
+            edge = desiring.Edge(
                 host=d.event.destination_host,
                 port=d.event.destination_port,
                 first_seen=d.event.first_seen,
                 observed_at=d.event.observed_at,
+                external=d.event.external,
+                registered=d.event.destination_namespace is not None,
             )
-            for d in group
-        ]
+            refused = self.reconciler.admit(edge)
+            if refused is None:
+                edges.append(edge)
+            else:
+                metrics.EDGES.labels(refused).inc()
+        if not edges:
+            return
         async with self._slots:
             try:
-                outcome = await self.reconciler.learn(key, edges)
+                outcome = await self.reconciler.learn(key, edges, workload=workload)
             except reconciling.Waiting as e:
                 self._wait(group, e)
                 return
@@ -96,7 +115,7 @@ class BatchHandler:
                 metrics.EDGES.labels("failed").inc(len(group))
                 return
         metrics.EDGES.labels("ignored" if outcome.startswith("ignored") else "learned").inc(
-            len(group)
+            len(edges)
         )
         if outcome.startswith("ignored"):
             log.debug("edges of %s/%s %s", key[0], key[1], outcome)

@@ -1,8 +1,10 @@
 """The pure core of the reconciler: (fence, new edges, Service selector, now) -> desired fence.
 
 `desire()` merges three sources into `status.domains`: hosts learned from traffic
-(`status.learned`, and Slime's `status.metricStatus`), static hosts of `spec.host`, and (later)
-label selectors, VirtualService expansion and aliases. It returns the whole status to write, the
+(`status.learned`, and Slime's `status.metricStatus`), static hosts of `spec.host`, and Services
+matching `spec.labelSelector`; each domain then expands (`expanding.Mesh`) with its aliases and
+the destinations of its VirtualServices (Slime's `domains[key].hosts`), so expanded hosts follow
+the state of the domain they come from. It returns the whole status to write, the
 rendered host set with per-host reasons, and whether the desired state (hosts, enabled, workload
 selector) changed, in which case `revision` is one more than the recorded one. `recorded()` reads
 back the state a status already holds, for re-publishing. No I/O here; tests use plain values.
@@ -16,10 +18,16 @@ from typing import Any
 
 from lazyload_common import events, hosts
 
-from lazyload_fence_reconciler import fences
+from lazyload_fence_reconciler import expanding, fences
 
 LEARNED = "learned"
 SPEC = "spec"
+SELECTOR = "selector"
+EXPANDED = "expanded"
+ALIAS = "alias"
+FROM = "from:"
+"""Prefix of the reason naming the domain an expanded or alias host comes from."""
+NO_MESH = expanding.Mesh()
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,10 @@ class Edge:
     port: int | None = None
     first_seen: float = 0.0
     observed_at: float = 0.0
+    external: bool = False
+    """Not a Service of the mesh (ingest's `external`)."""
+    registered: bool = False
+    """Ingest matched the external host to a ServiceEntry (`destination_namespace` is set)."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +119,7 @@ def desire(
     policy: Policy = Policy(),
     reset: bool = False,
     revision_floor: int = 0,
+    mesh: expanding.Mesh = NO_MESH,
 ) -> Desired:
     """Compute the desired status of `fence` after learning `edges` (all valid hosts).
 
@@ -117,13 +130,17 @@ def desire(
     learned = _learn(learned, edges, now, policy)
     learned, learned_status = _recycle(learned, now, policy)
     spec_status, invalid = _spec_domains(fence, now)
-    domains, reasons = _merge(learned_status, spec_status)
+    selected = dict.fromkeys(mesh.selector_hosts(fence.label_selectors), fences.DomainStatus.ACTIVE)
+    domains, reasons = _merge(
+        {LEARNED: learned_status, SPEC: spec_status, SELECTOR: selected}, mesh
+    )
+    rendered = rendered_hosts(domains)
     state = State(
         revision=fence.revision,
         enabled=fence.enable,
         workload_selector=workload_selector(fence, service_selector),
-        hosts=rendered_hosts(domains),
-        reasons={h: reasons.get(h, ()) for h in rendered_hosts(domains)},
+        hosts=rendered,
+        reasons={h: reasons.get(h, ()) for h in rendered},
     )
     before = recorded(fence)
     changed = fence.revision == 0 or state.essence() != before.essence()
@@ -148,8 +165,12 @@ def recorded(fence: fences.Fence) -> State:
     learned = set(fence.learned(default_time=0.0)) | {
         h for h in map(fences.host_of_metric_key, fence.metric_status) if h
     }
+    stored = fence.raw_status.get("reasons")
+    stored = stored if isinstance(stored, Mapping) else {}
     reasons = {
-        h: tuple(r for r, hit in ((LEARNED, h in learned), (SPEC, h in fence.spec_hosts)) if hit)
+        h: tuple(str(r) for r in stored[h])
+        if isinstance(stored.get(h), list)
+        else tuple(r for r, hit in ((LEARNED, h in learned), (SPEC, h in fence.spec_hosts)) if hit)
         for h in rendered
     }
     enabled = fence.recorded_enabled
@@ -258,25 +279,63 @@ def _spec_domains(
 
 
 def _merge(
-    *sources: Mapping[str, fences.DomainStatus],
+    sources: Mapping[str, Mapping[str, fences.DomainStatus]], mesh: expanding.Mesh
 ) -> tuple[dict[str, fences.Domain], dict[str, tuple[str, ...]]]:
-    """Merge per-source domain states; a host in several sources takes the most alive state."""
+    """Merge per-source domain states (a key in several takes the most alive state), then expand
+    each domain; reasons are those of the rendered domains a host is in or comes from."""
     rank = {
         fences.DomainStatus.ACTIVE: 2,
         fences.DomainStatus.EXPIREWAIT: 1,
         fences.DomainStatus.EXPIRE: 0,
     }
-    names = (LEARNED, SPEC)
-    domains: dict[str, fences.Domain] = {}
-    reasons: dict[str, tuple[str, ...]] = {}
-    for name, source in zip(names, sources, strict=True):
+    states: dict[str, fences.DomainStatus] = {}
+    own: dict[str, list[str]] = {}
+    for name, source in sources.items():
         for key, status in source.items():
-            old = domains.get(key)
-            if old is None or rank[status] > rank[old.status]:
-                own = () if hosts.is_namespace_domain(key) else (key,)
-                domains[key] = fences.Domain(own, status)
-            reasons[key] = (*reasons.get(key, ()), name)
-    return domains, reasons
+            old = states.get(key)
+            if old is None or rank[status] > rank[old]:
+                states[key] = status
+            own.setdefault(key, []).append(name)
+    domains: dict[str, fences.Domain] = {}
+    reasons: dict[str, list[str]] = {}
+    for key, status in states.items():
+        derived = _expand(key, mesh)
+        hosts_ = () if hosts.is_namespace_domain(key) else (key,)
+        domains[key] = fences.Domain((*hosts_, *sorted(derived)), status)
+        if not status.rendered:
+            continue
+        _add(reasons, key, own[key])
+        for host, why in derived.items():
+            _add(reasons, host, [why, FROM + key])
+    ordered = {h: tuple(sorted(set(r), key=_reason_order)) for h, r in reasons.items()}
+    return domains, ordered
+
+
+def _expand(key: str, mesh: expanding.Mesh) -> dict[str, str]:
+    """Hosts a domain adds besides itself, with why: VirtualService destinations and aliases."""
+    out: dict[str, str] = {}
+    if hosts.is_namespace_domain(key):
+        for dest in mesh.namespace_destinations(key[:-2]):
+            out[dest] = EXPANDED
+            out.update(dict.fromkeys(mesh.aliases_of(dest), ALIAS))
+        return out
+    for alias in mesh.aliases_of(key):
+        out.setdefault(alias, ALIAS)
+    for dest in mesh.destinations(key):
+        out.setdefault(dest, EXPANDED)
+    out.pop(key, None)
+    return out
+
+
+def _add(reasons: dict[str, list[str]], host: str, more: Sequence[str]) -> None:
+    reasons.setdefault(host, []).extend(more)
+
+
+_ORDER = (LEARNED, SPEC, SELECTOR, EXPANDED, ALIAS)
+
+
+def _reason_order(reason: str) -> tuple[int, str]:
+    return (_ORDER.index(reason), "") if reason in _ORDER else (len(_ORDER), reason)
 
 
 def _status(
@@ -304,6 +363,7 @@ def _status(
     else:
         status["workloadSelector"] = state.workload_selector
     status["hostCount"] = len(state.hosts)
+    status["reasons"] = {h: list(r) for h, r in sorted(state.reasons.items())}
     status["conditions"] = _conditions(fence, invalid, now)
     return status
 

@@ -22,6 +22,8 @@ PLURAL = "servicefences"
 API_VERSION = f"{GROUP}/{VERSION}"
 CREATED_BY_LABEL = "app.kubernetes.io/created-by"
 CREATED_BY_VALUE = "fence-controller"
+TOMBSTONE_ANNOTATION = "lazyload.io/fence-deleted"
+"""On a Service: its manual fence was deleted; value `<RFC 3339 time>;serviceFenced=<label>`."""
 
 RawObject = dict[str, Any]
 Selector = dict[str, str]
@@ -276,8 +278,22 @@ class Fence:
         )
 
 
-def new_fence_body(namespace: str, name: str) -> RawObject:
-    """The ServiceFence lazyload creates for a Service (Slime's auto-fence shape)."""
+def tombstone_value(at: float, fenced_label: str) -> str:
+    return f"{format_time(at)};serviceFenced={fenced_label}"
+
+
+def tombstone_label(value: str) -> str:
+    """The `slime.io/serviceFenced` value the Service had when its manual fence was deleted."""
+    _, _, label = value.partition(";serviceFenced=")
+    return label
+
+
+def new_fence_body(namespace: str, name: str, workload_labels: Selector | None = None) -> RawObject:
+    """The ServiceFence lazyload creates for a Service (Slime's auto-fence shape), or for a
+    workload without one (its pods' labels as the workload selector)."""
+    selector: RawObject = (
+        {"labels": dict(workload_labels)} if workload_labels else {"fromService": True}
+    )
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -286,5 +302,5 @@ def new_fence_body(namespace: str, name: str) -> RawObject:
             "name": name,
             "labels": {CREATED_BY_LABEL: CREATED_BY_VALUE},
         },
-        "spec": {"enable": True, "workloadSelector": {"fromService": True}},
+        "spec": {"enable": True, "workloadSelector": selector},
     }

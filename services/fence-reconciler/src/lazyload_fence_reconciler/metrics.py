@@ -10,7 +10,8 @@ from prometheus_client import Counter
 
 EDGES = Counter(
     "lazyload_fence_edges_total",
-    "Dependency edges consumed, by outcome (learned, ignored, rejected, waiting, failed)",
+    "Dependency edges consumed, by outcome (learned, ignored, rejected, waiting, failed, "
+    "dispatched, external-dropped)",
     ["outcome"],
 )
 WRITES = Counter(

@@ -12,8 +12,9 @@ while its Service exists and stays fenced and in scope; manual fences are never 
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 FENCED_LABEL = "slime.io/serviceFenced"
 
@@ -49,6 +50,50 @@ class ServiceFacts:
 
     labels: Mapping[str, str]
     selector: Mapping[str, str]
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WorkloadIdentity:
+    """Workload fences (Slime's `fenceLabelKeyAlias`): the pod label `key` names the workload; its
+    fence is `<alias>-<value>.workload.identity`, selecting the pods with `key: value`."""
+
+    key: str
+    alias: str = "app"
+
+    SUFFIX = ".workload.identity"
+
+    def fence_name(self, value: str) -> str:
+        return f"{self.alias}-{value}{self.SUFFIX}"
+
+    def value_of(self, fence_name: str) -> str | None:
+        """The label value a workload fence name stands for; None for other names."""
+        prefix = f"{self.alias}-"
+        if fence_name.startswith(prefix) and fence_name.endswith(self.SUFFIX):
+            return fence_name[len(prefix) : -len(self.SUFFIX)] or None
+        return None
+
+    def valid(self) -> bool:
+        name = self.key.rpartition("/")[2]
+        return bool(_LABEL_NAME.match(name)) and bool(_LABEL_NAME.match(self.alias))
+
+
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
+
+
+def workload_creation(
+    namespace: str, *, pods: int, scope: Scope, tombstoned: bool = False
+) -> Verdict:
+    """Whether to create the missing fence of a workload caller that has no Service."""
+    if not scope.auto_create:
+        return Verdict(Outcome.IGNORE, "auto-create is off")
+    if not namespace_in_scope(namespace, scope):
+        return Verdict(Outcome.IGNORE, f"namespace {namespace} is out of scope")
+    if tombstoned:
+        return Verdict(Outcome.IGNORE, "a manual fence of this name was deleted")
+    if pods == 0:
+        return Verdict(Outcome.WAIT, "service not found (no labelled pod either)")
+    return Verdict(Outcome.CREATE)
 
 
 def label_verdict(labels: Mapping[str, str] | None) -> bool | None:

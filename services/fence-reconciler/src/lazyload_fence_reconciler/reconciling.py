@@ -57,10 +57,14 @@ class Reconciler:
         self.settings = settings
         self.policy = settings.policy()
         self.scope = settings.scope()
+        self.gate = settings.gate()
+        self.workloads = settings.workload_identity()
         self.applier, self.publisher, self.cluster = applier, publisher, cluster
         self.clock = clock
         self.sent: dict[Key, Sent] = {}
-        self.tombstones: set[Key] = set()
+        self.tombstones: dict[Key, str] = {}
+        """Deleted manual fences -> the Service's serviceFenced label then (also persisted)."""
+        self._to_mark: set[Key] = set()
         self._gone: dict[Key, kube.RawObject] = {}
         self._latest: dict[Key, kube.RawObject] = {}
         self._locks: dict[Key, asyncio.Lock] = {}
@@ -69,17 +73,35 @@ class Reconciler:
 
     # -- triggers ---------------------------------------------------------------------------
 
-    async def learn(self, key: Key, edges: Sequence[desiring.Edge]) -> str:
-        """Learn edges of caller `key` into its fence, creating it if policy says so."""
+    async def learn(
+        self, key: Key, edges: Sequence[desiring.Edge], *, workload: str | None = None
+    ) -> str:
+        """Learn edges of caller `key` into its fence, creating it if policy says so; `workload`
+        is the pod label value of a workload caller (its fence selects those pods)."""
         async with self._lock(key):
             obj = self._current(key) or await self.applier.get(*key)
-            if obj is None:
+            if obj is None and workload is not None and self.workloads is not None:
+                verdict = policies.workload_creation(
+                    key[0],
+                    pods=self.cluster.workload_pods(key[0], workload),
+                    scope=self.scope,
+                    tombstoned=self._tombstoned(key),
+                )
+                if verdict.outcome is policies.Outcome.IGNORE:
+                    return f"ignored: {verdict.reason}"
+                if verdict.outcome is policies.Outcome.WAIT:
+                    raise Waiting(
+                        f"{verdict.reason}: {key[0]}/{key[1]}",
+                        delay=self.settings.missing_service_delay,
+                    )
+                obj = await self.applier.create(*key, {self.workloads.key: workload})
+            elif obj is None:
                 verdict = policies.creation(
                     key[0],
                     service=self.cluster.service(key),
                     namespace_labels=self.cluster.namespace_labels(key[0]),
                     scope=self.scope,
-                    tombstoned=key in self.tombstones,
+                    tombstoned=self._tombstoned(key),
                 )
                 if verdict.outcome is policies.Outcome.IGNORE:
                     return f"ignored: {verdict.reason}"
@@ -102,13 +124,16 @@ class Reconciler:
                 gone = self._gone.pop(key, None)
                 if gone is not None:
                     await self._announce_deletion(key, gone)
+                await self._settle_tombstone(key, exists=False)
                 if not self._wants_eager(key):
                     return None
                 obj = await self.applier.create(*key)
-            elif self._should_drop(key, obj):
-                await self.applier.delete(*key)
-                log.info("deleted ServiceFence %s/%s: its Service is gone or not fenced", *key)
-                return None
+            else:
+                await self._settle_tombstone(key, exists=True)
+                if self._should_drop(key, obj):
+                    await self.applier.delete(*key)
+                    log.info("deleted ServiceFence %s/%s: Service gone or not fenced", *key)
+                    return None
             written, _ = await self._converge(obj, (), reset=reset)
             return written
 
@@ -121,17 +146,48 @@ class Reconciler:
             self._gone[key] = obj
             self._latest.pop(key, None)
             if not fences.Fence.from_raw(obj).created_by_controller:
-                self.tombstones.add(key)
+                self.tombstones[key] = self._fenced_label(key)
+                self._to_mark.add(key)
         else:
             self._gone.pop(key, None)
-            self.tombstones.discard(key)
+            self.tombstones.pop(key, None)
+            self._to_mark.discard(key)
         self.enqueue(key)
 
     def on_service_event(self, kind: str, obj: kube.RawObject) -> None:
-        """A Service changed: its fence's selector may have, it may need a fence or lose one."""
+        """A Service changed: its fence's selector may have, it may need a fence or lose one, and
+        fences with label selectors may gain or lose it."""
         if kind == "SYNCED":
             return
         self.enqueue(kube.object_key(obj))
+        for fence in self.cluster.all_fences():
+            if (fence.get("spec") or {}).get("labelSelector"):
+                self.enqueue(kube.object_key(fence))
+
+    def on_pod_event(self, kind: str, obj: kube.RawObject) -> None:
+        """A labelled pod came or went: its workload fence may have to go (Slime)."""
+        if kind == "SYNCED" or self.workloads is None:
+            return
+        value = (obj.get("metadata", {}).get("labels") or {}).get(self.workloads.key)
+        if value:
+            self.enqueue((kube.object_key(obj)[0], self.workloads.fence_name(value)))
+
+    def on_virtual_service_event(self, kind: str, obj: kube.RawObject) -> None:
+        """Routes changed: recompute every fence (unchanged ones cost no write)."""
+        del obj
+        if kind == "SYNCED":
+            return
+        for key in self.cluster.fence_keys():
+            self.enqueue(key)
+
+    def admit(self, edge: desiring.Edge) -> str | None:
+        """None when the edge may be learned, else why not (`admitting`)."""
+        return self.gate.verdict(
+            edge.host,
+            external=edge.external,
+            registered=edge.registered,
+            service_entry_hosts=self.cluster.service_entry_hosts(),
+        )
 
     def on_namespace_event(self, kind: str, obj: kube.RawObject) -> None:
         """Namespace labels take part in `slime.io/serviceFenced`: look at its Services again."""
@@ -194,6 +250,7 @@ class Reconciler:
     ) -> tuple[kube.RawObject, desiring.Desired]:
         key = kube.object_key(obj)
         selector = self.cluster.selector(key)
+        mesh = self.cluster.mesh()
 
         def compute(current: kube.RawObject) -> tuple[dict[str, Any] | None, desiring.Desired]:
             fence = fences.Fence.from_raw(current)
@@ -205,6 +262,7 @@ class Reconciler:
                 policy=self.policy,
                 reset=reset,
                 revision_floor=self._floor(key, fence.uid),
+                mesh=mesh,
             )
             return (desired.status if desired.write_needed else None), desired
 
@@ -256,13 +314,64 @@ class Reconciler:
             service=self.cluster.service(key),
             namespace_labels=self.cluster.namespace_labels(key[0]),
             scope=self.scope,
-            tombstoned=key in self.tombstones,
+            tombstoned=self._tombstoned(key),
         )
 
+    # -- tombstones of deleted manual fences -------------------------------------------------
+
+    def _fenced_label(self, key: Key) -> str:
+        service = self.cluster.service(key)
+        return (service.labels if service else {}).get(policies.FENCED_LABEL, "")
+
+    def _tombstone(self, key: Key) -> str | None:
+        """The serviceFenced label recorded when the manual fence was deleted; None: no tombstone."""
+        if key in self.tombstones:
+            return self.tombstones[key]
+        service = self.cluster.service(key)
+        value = service.annotations.get(fences.TOMBSTONE_ANNOTATION) if service else None
+        return None if value is None else fences.tombstone_label(value)
+
+    def _tombstoned(self, key: Key) -> bool:
+        """A tombstone holds until the Service is labelled serviceFenced=true (again)."""
+        recorded = self._tombstone(key)
+        if recorded is None:
+            return False
+        relabelled = self._fenced_label(key).strip().lower() == "true"
+        return not relabelled or recorded.strip().lower() == "true"
+
+    async def _settle_tombstone(self, key: Key, *, exists: bool) -> None:
+        """Persist a new tombstone, follow the label, or clear it (a fence exists again, or the
+        Service was labelled serviceFenced=true after the deletion)."""
+        recorded = self._tombstone(key)
+        if key in self._to_mark and not exists:
+            self._to_mark.discard(key)
+            await self._mark(key, self.tombstones.get(key, ""))
+        elif recorded is None:
+            return
+        elif exists or not self._tombstoned(key):
+            self.tombstones.pop(key, None)
+            service = self.cluster.service(key)
+            if service is not None and fences.TOMBSTONE_ANNOTATION in service.annotations:
+                await self.applier.mark_service(*key, None)
+                log.info("cleared the tombstone of the manual fence %s/%s", *key)
+        elif recorded != (label := self._fenced_label(key)):
+            self.tombstones[key] = label
+            await self._mark(key, label)
+
+    async def _mark(self, key: Key, label: str) -> None:
+        value = fences.tombstone_value(self.clock(), label)
+        if await self.applier.mark_service(*key, value):
+            log.info("manual fence %s/%s deleted: tombstone on its Service", *key)
+
     def _should_drop(self, key: Key, obj: kube.RawObject) -> bool:
-        """An auto-created fence whose Service is gone, not fenced, or out of scope (Slime)."""
+        """An auto-created fence whose Service is gone, not fenced, or out of scope (Slime); an
+        auto-created workload fence whose last pod is gone or that left the scope."""
         if not fences.Fence.from_raw(obj).created_by_controller:
             return False
+        value = self.workloads.value_of(key[1]) if self.workloads else None
+        if value is not None and self.cluster.service(key) is None:
+            pods = self.cluster.workload_pods(key[0], value)
+            return not pods or not policies.namespace_in_scope(key[0], self.scope)
         return not policies.keep(
             key[0],
             service=self.cluster.service(key),

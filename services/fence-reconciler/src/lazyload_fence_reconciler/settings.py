@@ -7,12 +7,27 @@ names every bad field.
 from __future__ import annotations
 
 from lazyload_common import errors, settings
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings
 
-from lazyload_fence_reconciler import desiring, policies
+from lazyload_fence_reconciler import admitting, desiring, expanding, policies
 
 SERVICE = "fence-reconciler"
+
+
+class DomainAlias(BaseModel):
+    """Slime's `domainAliases[]`: a regex with named groups and `$group` templates."""
+
+    pattern: str = Field(min_length=1)
+    templates: list[str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _compiles(self) -> DomainAlias:
+        self.compiled()
+        return self
+
+    def compiled(self) -> expanding.Alias:
+        return expanding.Alias.compile(self.pattern, self.templates)
 
 
 class FenceSettings(BaseModel):
@@ -69,6 +84,26 @@ class FenceSettings(BaseModel):
     conflict_retries: int = Field(
         5, ge=1, description="Re-reads and re-applies of a fence write after a 409 conflict."
     )
+    domain_aliases: list[DomainAlias] = Field(
+        default_factory=list,
+        description="Slime's domainAliases: JSON list of {pattern, templates}; a host the pattern "
+        "matches exactly once also brings one host per template (reason alias).",
+    )
+    external_allow: list[str] = Field(
+        default_factory=list,
+        description="Globs of external hosts that may be learned without a ServiceEntry.",
+    )
+    dispatches: list[admitting.Dispatch] = Field(
+        default_factory=list,
+        description="global-pilot's routing.dispatches (same JSON): hosts dispatched anywhere but "
+        "_GLOBAL_SIDECAR are never learned.",
+    )
+    workload_label_key: str = Field(
+        "",
+        description="Slime's fenceLabelKeyAlias `key[:alias]`: workload callers (no Service) "
+        "get the fence `<alias>-<value>.workload.identity` selecting pods with label key=value; "
+        "empty = off.",
+    )
     batch: int = Field(256, ge=1, description="Dependency messages fetched per batch.")
     concurrency: int = Field(16, ge=1, description="Fences written in parallel within a batch.")
 
@@ -78,6 +113,21 @@ class FenceSettings(BaseModel):
             expire_wait=self.expire_wait,
             last_seen_granularity=self.last_seen_granularity,
         )
+
+    def gate(self) -> admitting.Gate:
+        return admitting.Gate(
+            external_allow=tuple(self.external_allow), dispatches=tuple(self.dispatches)
+        )
+
+    def aliases(self) -> tuple[expanding.Alias, ...]:
+        return tuple(a.compiled() for a in self.domain_aliases)
+
+    def workload_identity(self) -> policies.WorkloadIdentity | None:
+        """Slime's `fenceLabelKeyAlias` `key[:alias]` (alias defaults to `app`); None when off."""
+        if not self.workload_label_key.strip():
+            return None
+        key, _, alias = self.workload_label_key.strip().partition(":")
+        return policies.WorkloadIdentity(key=key, alias=alias or "app")
 
     def scope(self) -> policies.Scope:
         return policies.Scope(
@@ -111,5 +161,10 @@ class ReconcilerSettings(BaseSettings):
             problems.append("fence.resync_interval must be 0 or at least 1 second")
         if self.fence.recycle_after and not self.fence.resync_interval:
             problems.append("fence.recycle_after needs fence.resync_interval > 0 to take effect")
+        identity = self.fence.workload_identity()
+        if identity is not None and not identity.valid():
+            problems.append(
+                f"fence.workload_label_key: bad key[:alias] {self.fence.workload_label_key!r}"
+            )
         if problems:
             raise errors.ConfigError("; ".join(problems))

@@ -1,4 +1,8 @@
-"""What the reconciler knows of the cluster: Reflectors over ServiceFences, Services, Namespaces.
+"""What the reconciler knows of the cluster: Reflectors over ServiceFences, Services, Namespaces,
+Istio VirtualServices and ServiceEntries.
+
+`mesh()` is the snapshot `desiring` expands fences with (VirtualService routes, Services and their
+labels, alias rules), rebuilt only after a VirtualService or Service changed.
 
 The stores are read-only caches (a write may be newer than them: `applying` handles the 409);
 changes are handed to callbacks in the event loop. Nothing here writes to the API.
@@ -9,19 +13,22 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 
-from lazyload_common import kube
+from lazyload_common import hosts, kube
 
-from lazyload_fence_reconciler import fences, policies
+from lazyload_fence_reconciler import expanding, fences, policies
 
 FENCES_PATH = f"/apis/{fences.GROUP}/{fences.VERSION}/{fences.PLURAL}"
 SERVICES_PATH = "/api/v1/services"
 NAMESPACES_PATH = "/api/v1/namespaces"
+VIRTUAL_SERVICES_PATH = "/apis/networking.istio.io/v1/virtualservices"
+PODS_PATH = "/api/v1/pods"
+SERVICE_ENTRIES_PATH = "/apis/networking.istio.io/v1/serviceentries"
 Key = tuple[str, str]
 OnChange = Callable[[str, kube.RawObject], None]
 
 
 class Cluster:
-    """Three reflectors and typed reads of their stores."""
+    """Five reflectors and typed reads of their stores."""
 
     def __init__(
         self,
@@ -31,17 +38,57 @@ class Cluster:
         on_fence: OnChange,
         on_service: OnChange,
         on_namespace: OnChange | None = None,
+        on_virtual_service: OnChange | None = None,
+        cluster_domain: str = "cluster.local",
+        aliases: tuple[expanding.Alias, ...] = (),
+        workload_key: str | None = None,
+        on_pod: OnChange | None = None,
         watch_timeout: int = 60,
     ) -> None:
-        def reflector(path: str, on_change: OnChange, name: str) -> kube.Reflector:
+        def reflector(
+            path: str, on_change: OnChange, name: str, selector: str | None = None
+        ) -> kube.Reflector:
             return kube.Reflector(
-                api, path, on_change=on_change, loop=loop, watch_timeout=watch_timeout, name=name
+                api,
+                path,
+                on_change=on_change,
+                loop=loop,
+                label_selector=selector,
+                watch_timeout=watch_timeout,
+                name=name,
             )
 
         self.fences = reflector(FENCES_PATH, on_fence, "servicefences")
-        self.services = reflector(SERVICES_PATH, on_service, "services")
+        self.cluster_domain, self.aliases = cluster_domain, aliases
+        self._mesh: expanding.Mesh | None = None
+        self._entry_hosts: frozenset[str] | None = None
+
+        def invalidating(on_change: OnChange | None) -> OnChange:
+            def handle(kind: str, obj: kube.RawObject) -> None:
+                self._mesh = None
+                self._entry_hosts = None
+                (on_change or _ignore)(kind, obj)
+
+            return handle
+
+        self.services = reflector(SERVICES_PATH, invalidating(on_service), "services")
         self.namespaces = reflector(NAMESPACES_PATH, on_namespace or _ignore, "namespaces")
-        self._all = (self.fences, self.services, self.namespaces)
+        self.virtual_services = reflector(
+            VIRTUAL_SERVICES_PATH, invalidating(on_virtual_service), "virtualservices"
+        )
+        self.service_entries = reflector(SERVICE_ENTRIES_PATH, invalidating(None), "serviceentries")
+        self.workload_key = workload_key
+        self.pods = (
+            reflector(PODS_PATH, on_pod or _ignore, "pods", workload_key) if workload_key else None
+        )
+        self._all = (
+            self.fences,
+            self.services,
+            self.namespaces,
+            self.virtual_services,
+            self.service_entries,
+            *((self.pods,) if self.pods else ()),
+        )
 
     def start(self) -> None:
         for reflector in self._all:
@@ -78,13 +125,56 @@ class Cluster:
         obj = self.services.store.get(key)
         if obj is None:
             return None
-        labels = obj.get("metadata", {}).get("labels") or {}
+        meta = obj.get("metadata", {})
         selector = obj.get("spec", {}).get("selector") or {}
-        return policies.ServiceFacts(labels=dict(labels), selector=dict(selector))
+        return policies.ServiceFacts(
+            labels=dict(meta.get("labels") or {}),
+            selector=dict(selector),
+            annotations=dict(meta.get("annotations") or {}),
+        )
 
     def selector(self, key: Key) -> dict[str, str] | None:
         service = self.service(key)
         return dict(service.selector) if service and service.selector else None
+
+    def mesh(self) -> expanding.Mesh:
+        """The expansion snapshot (cached until a VirtualService or Service changes)."""
+        if self._mesh is None:
+            services = self.services.store.copy()
+            vs = self.virtual_services.store.copy()
+            self._mesh = expanding.Mesh(
+                cluster_domain=self.cluster_domain,
+                routes=expanding.routes_from_virtual_services(vs.values(), self.cluster_domain),
+                services=tuple(
+                    (
+                        hosts.service_fqdn(name, ns, self.cluster_domain),
+                        dict(obj.get("metadata", {}).get("labels") or {}),
+                    )
+                    for (ns, name), obj in sorted(services.items())
+                ),
+                aliases=self.aliases,
+            )
+        return self._mesh
+
+    def service_entry_hosts(self) -> frozenset[str]:
+        if self._entry_hosts is None:
+            self._entry_hosts = frozenset(
+                str(h).lower()
+                for obj in self.service_entries.store.copy().values()
+                for h in (obj.get("spec") or {}).get("hosts") or []
+            )
+        return self._entry_hosts
+
+    def workload_pods(self, namespace: str, value: str) -> int:
+        """Pods of `namespace` whose workload label (`workload_key`) is `value`."""
+        if self.pods is None or self.workload_key is None:
+            return 0
+        key = self.workload_key
+        return sum(
+            1
+            for (ns, _), pod in self.pods.store.copy().items()
+            if ns == namespace and (pod.get("metadata", {}).get("labels") or {}).get(key) == value
+        )
 
     def namespace_labels(self, namespace: str) -> Mapping[str, str]:
         obj = self.namespaces.store.get(("", namespace))

@@ -4,7 +4,11 @@
 `lazyload up` embed. `ready` is set once the xDS server listens, the kube kinds are listed and the
 first snapshot is in the cache, so an Envoy started after it gets a full config at once.
 `on_bound(BoundPorts)` tells the caller the ports actually bound (useful with port 0); the admin
-app serves the same at `GET /xds`.
+app serves the same at `GET /xds`, with the names of the listeners rendered.
+
+Each mesh update is rendered with the wormhole ports of that moment (`ports.WormholePorts`); when
+those change and `global_sidecar.apply` is on, a second task (`MeshSide`) renders and applies the
+mesh-side objects, retrying a failed apply after a second, without ever holding up xDS.
 """
 
 from __future__ import annotations
@@ -18,9 +22,18 @@ from typing import Any
 from fastapi import APIRouter
 from lazyload_common import admin, kube, tasks
 
-from lazyload_global_pilot import metrics, rendering, server, watching
+from lazyload_global_pilot import (
+    applying,
+    meshside,
+    metrics,
+    rendering,
+    resources,
+    server,
+    watching,
+)
 from lazyload_global_pilot.cache import SnapshotCache
-from lazyload_global_pilot.errors import InconsistentSnapshotError
+from lazyload_global_pilot.errors import InconsistentSnapshotError, InvalidResourceError
+from lazyload_global_pilot.ports import PortSet, WormholePorts
 from lazyload_global_pilot.settings import GlobalPilotSettings
 from lazyload_global_pilot.snapshots import Snapshot
 
@@ -54,11 +67,16 @@ async def run(
     stop = stop or asyncio.Event()
     cache = SnapshotCache()
     ads = server.AdsServer(cache, hooks=metrics.hooks())
+    api = kube.KubeApi(kube.api_client(settings.kube))
     watcher = watching.MeshWatcher(
-        kube.KubeApi(kube.api_client(settings.kube)),
-        kinds=settings.watched_kinds(),
-        debounce=settings.watch.debounce,
+        api, kinds=settings.watched_kinds(), debounce=settings.watch.debounce
     )
+    mesh_side = (
+        MeshSide(applying.MeshSideApplier(api), settings.mesh_side_options())
+        if settings.global_sidecar.apply
+        else None
+    )
+    ports = settings.wormhole_ports()
     published = asyncio.Event()
     grpc_server, xds_port = await server.start(ads, settings.xds.host, settings.xds.port)
 
@@ -70,6 +88,7 @@ async def run(
     )
     admin_server = admin.AdminServer(admin_app, settings.admin.host, settings.admin.port)
     publisher: asyncio.Task[Any] | None = None
+    applier: asyncio.Task[Any] | None = None
     try:
         await admin_server.start()
         log.info(
@@ -81,8 +100,19 @@ async def run(
         if on_bound is not None:
             on_bound(BoundPorts(xds=xds_port, admin=admin_server.port))
         watcher.start()
+        if mesh_side is not None:
+            applier = tasks.create_guarded_task(
+                mesh_side.run(), name="global-pilot:mesh-side", stop=stop
+            )
         publisher = tasks.create_guarded_task(
-            publish(watcher, cache, settings.render_options(), published),
+            publish(
+                watcher,
+                cache,
+                settings.render_options(),
+                published,
+                ports=ports,
+                on_ports=mesh_side.offer if mesh_side is not None else None,
+            ),
             name="global-pilot:publish",
             stop=stop,
         )
@@ -92,8 +122,9 @@ async def run(
         await stop.wait()
     finally:
         watcher.stop()
-        if publisher is not None:
-            await tasks.cancel_and_wait(publisher)
+        for task in (publisher, applier):
+            if task is not None:
+                await tasks.cancel_and_wait(task)
         await grpc_server.stop(0.2)
         await admin_server.stop()
 
@@ -103,11 +134,27 @@ async def publish(
     cache: SnapshotCache,
     options: rendering.RenderOptions,
     published: asyncio.Event | None = None,
+    *,
+    ports: WormholePorts | None = None,
+    on_ports: Callable[[PortSet], None] | None = None,
 ) -> None:
-    """Render every mesh update into the default snapshot (an unchanged render pushes nothing)."""
+    """Render every mesh update into the default snapshot (an unchanged render pushes nothing),
+    on the wormhole ports `ports` gives for it (default: the options' static ports)."""
     async for mesh in watcher.updates():
+        port_set = (
+            ports.update(mesh)
+            if ports is not None
+            else PortSet(http=options.listener_ports, tcp=options.tcp_ports)
+        )
+        metrics.WORMHOLE_PORTS.labels("http").set(len(port_set.http))
+        metrics.WORMHOLE_PORTS.labels("tcp").set(len(port_set.tcp))
+        if on_ports is not None:
+            on_ports(port_set)
+        current = options.model_copy(
+            update={"listener_ports": port_set.http, "tcp_ports": port_set.tcp}
+        )
         try:
-            snapshot = Snapshot.of(rendering.render(mesh, options))
+            snapshot = Snapshot.of(rendering.render(mesh, current))
             changed = cache.set(snapshot)
         except InconsistentSnapshotError:
             metrics.RENDERS.labels("inconsistent").inc()
@@ -121,14 +168,66 @@ async def publish(
             published.set()
 
 
+class MeshSide:
+    """Applies the mesh-side objects for the latest wormhole ports; `offer` never blocks."""
+
+    retry_delay = 1.0
+    max_retry_delay = 30.0
+
+    def __init__(
+        self, applier: applying.MeshSideApplier, options: meshside.MeshSideOptions
+    ) -> None:
+        self.applier, self.options = applier, options
+        self.latest: PortSet | None = None
+        self.applied: PortSet | None = None
+        self.last_result: applying.ApplyResult | None = None
+        self._changed = asyncio.Event()
+
+    def offer(self, ports: PortSet) -> None:
+        if ports != self.latest:
+            self.latest = ports
+            self._changed.set()
+
+    async def run(self) -> None:
+        await asyncio.to_thread(meshside.warm_up)  # the schema import takes seconds: do it now
+        delay = self.retry_delay
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            ports = self.latest
+            assert ports is not None
+            try:
+                desired = meshside.render(ports, self.options)
+                self.last_result = await asyncio.to_thread(self.applier.apply, desired)
+            except InvalidResourceError:
+                metrics.MESH_SIDE_APPLIES.labels("invalid").inc()
+                log.exception("mesh-side: rendered an invalid resource; nothing applied")
+                continue
+            except kube.KubeError as e:
+                metrics.MESH_SIDE_APPLIES.labels("error").inc()
+                log.warning("mesh-side: apply failed (%s); retrying in %.1fs", e, delay)
+            except Exception:
+                metrics.MESH_SIDE_APPLIES.labels("error").inc()
+                log.exception("mesh-side: apply failed; retrying in %.1fs", delay)
+            else:
+                metrics.MESH_SIDE_APPLIES.labels("ok").inc()
+                self.applied, delay = ports, self.retry_delay
+                continue
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.max_retry_delay)
+            self._changed.set()
+
+
 def _status_router(ads: server.AdsServer, cache: SnapshotCache, xds_port: int) -> APIRouter:
     router = APIRouter()
 
     @router.get("/xds")
     def xds_status() -> dict[str, Any]:
         snapshot = cache.default
+        listeners = snapshot.get(resources.LISTENER) if snapshot is not None else {}
         return {
             "port": xds_port,
+            "listeners": sorted(listeners),
             "version": snapshot.version if snapshot is not None else None,
             "versions": dict(snapshot.versions) if snapshot is not None else {},
             "stats": dataclasses.asdict(ads.stats),

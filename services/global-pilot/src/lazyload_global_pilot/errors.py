@@ -15,3 +15,7 @@ class InconsistentSnapshotError(GlobalPilotError, ValueError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("inconsistent snapshot: " + "; ".join(problems))
         self.problems = problems
+
+
+class InvalidResourceError(GlobalPilotError, ValueError):
+    """A rendered Kubernetes/Istio object that does not match its schema."""

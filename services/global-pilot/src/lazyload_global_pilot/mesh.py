@@ -1,4 +1,5 @@
-"""The mesh as global-pilot sees it: Services, their ports and their ready endpoints.
+"""The mesh as global-pilot sees it: Services, their ports and their ready endpoints, and the
+hosts of Istio ServiceEntries.
 
 This is the input of `rendering.render`. It is plain immutable data: the kube adapter
 (`watching`) builds it from Services, Endpoints and EndpointSlices, tests build it by hand.
@@ -54,14 +55,40 @@ class Service(_Frozen):
         return f"{self.namespace}/{self.name}"
 
 
+class ServiceEntry(_Frozen):
+    """An Istio ServiceEntry: hosts outside the Services, reached as its `resolution` says.
+
+    STATIC: the `endpoints` (EDS); DNS / DNS_ROUND_ROBIN: the endpoints' addresses, or each host,
+    resolved by Envoy; NONE: the caller's original destination (`Slime-Orig-Dest`)."""
+
+    namespace: str
+    name: str
+    hosts: tuple[str, ...] = ()
+    ports: tuple[ServicePort, ...] = ()
+    resolution: str = "NONE"
+    endpoints: tuple[EndpointGroup, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
 class MeshState(_Frozen):
-    """Every Service of the mesh, in a stable order (namespace, name)."""
+    """Every Service (and ServiceEntry) of the mesh, in a stable order (namespace, name)."""
 
     services: tuple[Service, ...] = ()
+    service_entries: tuple[ServiceEntry, ...] = ()
 
     @classmethod
-    def of(cls, services: list[Service] | tuple[Service, ...]) -> MeshState:
-        return cls(services=tuple(sorted(services, key=lambda s: (s.namespace, s.name))))
+    def of(
+        cls,
+        services: list[Service] | tuple[Service, ...],
+        service_entries: list[ServiceEntry] | tuple[ServiceEntry, ...] = (),
+    ) -> MeshState:
+        return cls(
+            services=tuple(sorted(services, key=lambda s: (s.namespace, s.name))),
+            service_entries=tuple(sorted(service_entries, key=lambda s: (s.namespace, s.name))),
+        )
 
 
 def resolve_target_port(port: ServicePort, group: EndpointGroup) -> int | None:

@@ -14,6 +14,12 @@ REQUESTS = Counter(
 RESPONSES = Counter("lazyload_global_pilot_xds_responses", "DiscoveryResponses sent.", ["type"])
 RENDERS = Counter("lazyload_global_pilot_renders", "Renders of the mesh.", ["outcome"])
 SERVICES = Gauge("lazyload_global_pilot_services", "Services in the last rendered mesh.")
+WORMHOLE_PORTS = Gauge(
+    "lazyload_global_pilot_wormhole_ports", "Wormhole ports rendered.", ["protocol"]
+)
+MESH_SIDE_APPLIES = Counter(
+    "lazyload_global_pilot_mesh_side_applies", "Applies of the mesh-side resources.", ["outcome"]
+)
 
 
 def _short(type_url: str) -> str:

@@ -2,13 +2,21 @@
 
 `render(mesh, options)` returns resources keyed by type URL and name, ready for a `Snapshot`:
 
-- one HTTP listener per wormhole port, whose connection manager takes its routes over RDS (ADS)
-  and sends every request to accesslog-ingest over gRPC ALS;
-- one route configuration shared by the listeners: a virtual host per Service port (its name in
-  every DNS form a client may send as Host), a virtual host per short name and port that picks
-  the namespace by the `Slime-Source-Ns` header, and a catch-all with no routes (404, flag NR);
+- one HTTP listener per HTTP wormhole port, whose connection manager (codec AUTO: HTTP/1.1, h2c,
+  gRPC) takes its routes over RDS (ADS) and sends every request to accesslog-ingest over gRPC ALS;
+- one TCP listener per TCP wormhole port: the original destination (SO_ORIGINAL_DST after an
+  iptables redirect, or a PROXY protocol header) through `tcp_proxy`, logged by the TCP gRPC ALS;
+- one route configuration shared by the HTTP listeners: the `dispatches` with domains first, a
+  virtual host per Service port (its name in every DNS form a client may send as Host), a virtual
+  host per short name and port that picks the namespace by the `Slime-Source-Ns` header, and the
+  catch-all `*`: the regex dispatches, then (with `passthrough_by_default`) the original
+  destination named by `Slime-Orig-Dest`; a request that matches nothing gets 404, flag NR;
+- per ServiceEntry host and HTTP port, a virtual host `host[:port]`: STATIC entries get an EDS
+  cluster `outbound|<port>||<host>` of their endpoints, DNS ones a STRICT_DNS cluster, NONE ones
+  (and wildcard hosts) the original destination;
 - one EDS cluster per Service port, `outbound|<port>||<fqdn>`, and its ClusterLoadAssignment;
-- the static-from-CDS cluster of accesslog-ingest.
+- the ORIGINAL_DST clusters (`PassthroughCluster` by header, `lazyload-passthrough-tcp`) and the
+  static-from-CDS cluster of accesslog-ingest.
 
 It must stay pure: same input, same resources (the snapshot version is a hash of them).
 """
@@ -26,23 +34,39 @@ from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
+from envoy.extensions.filters.listener.proxy_protocol.v3 import proxy_protocol_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
-from envoy.type.matcher.v3 import string_pb2
+from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 from lazyload_common import hosts
 from pydantic import BaseModel, ConfigDict, Field
 
+from lazyload_global_pilot import dispatches as dispatching
+from lazyload_global_pilot import ports as wormhole
 from lazyload_global_pilot import resources
-from lazyload_global_pilot.mesh import MeshState, Service, ServicePort, resolve_target_port
+from lazyload_global_pilot.dispatches import Dispatch
+from lazyload_global_pilot.mesh import (
+    EndpointGroup,
+    MeshState,
+    Service,
+    ServiceEntry,
+    ServicePort,
+    resolve_target_port,
+)
 
 SOURCE_NS_HEADER = "slime-source-ns"
 ORIG_DEST_HEADER = "slime-orig-dest"
 LOGGED_REQUEST_HEADERS = (SOURCE_NS_HEADER, ORIG_DEST_HEADER, "x-forwarded-for")
 _HTTP2_PROTOCOLS = frozenset({"http2", "grpc", "grpc-web", "h2c", "kubernetes.io/h2c"})
+_HTTP1_PROTOCOLS = frozenset({"http", "http1", "http/1.1"})
+PASSTHROUGH_CLUSTER = dispatching.ISTIO_PASSTHROUGH
+TCP_PASSTHROUGH_CLUSTER = "lazyload-passthrough-tcp"
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
@@ -60,6 +84,12 @@ class RenderOptions(BaseModel):
     model_config = ConfigDict(frozen=True)
     listener_address: str = "0.0.0.0"
     listener_ports: tuple[int, ...] = (80,)
+    """HTTP wormhole ports (HTTP/1.1, h2c and gRPC on each)."""
+    tcp_ports: tuple[int, ...] = ()
+    """TCP wormhole ports: forwarded to the original destination."""
+    passthrough_by_default: bool = False
+    """Unknown hosts with `Slime-Orig-Dest` go there (True) or get 404 NR (False)."""
+    dispatches: tuple[Dispatch, ...] = ()
     cluster_domain: str = "cluster.local"
     als: AlsTarget | None = None
     als_cluster: str = "lazyload-accesslog-ingest"
@@ -76,20 +106,69 @@ def render(mesh: MeshState, options: RenderOptions) -> dict[str, dict[str, Messa
         for port in service.ports:
             name = cluster_name(service, port, options.cluster_domain)
             clusters[name] = _eds_cluster(name, port, options)
-            assignments[name] = _load_assignment(name, service, port)
+            assignments[name] = _load_assignment(name, service.endpoints, port)
+    for entry, port, host, name in _entry_targets(mesh, clusters):
+        if name is None:
+            continue
+        if entry.resolution == "STATIC":
+            clusters[name] = _eds_cluster(name, port, options)
+            assignments[name] = _load_assignment(name, entry.endpoints, port)
+        else:
+            clusters[name] = _dns_cluster(name, entry, port, host, options)
     if options.als is not None:
         clusters[options.als_cluster] = _als_cluster(options.als, options)
+    routes = (
+        {options.route_config: _route_configuration(mesh, options)}
+        if options.listener_ports
+        else {}
+    )
+    if _routes_to(routes.values(), PASSTHROUGH_CLUSTER):
+        clusters[PASSTHROUGH_CLUSTER] = _passthrough_cluster(options)
     listeners: dict[str, Message] = {}
     for port in options.listener_ports:
         listener = _listener(port, options)
         listeners[listener.name] = listener
-    routes = {options.route_config: _route_configuration(mesh, options)}
+    if options.tcp_ports:
+        clusters[TCP_PASSTHROUGH_CLUSTER] = _tcp_passthrough_cluster(options)
+    for port in options.tcp_ports:
+        listener = _tcp_listener(port, options)
+        listeners[listener.name] = listener
     return {
         resources.CLUSTER: clusters,
         resources.ENDPOINT: assignments,
         resources.LISTENER: listeners,
         resources.ROUTE: routes,
     }
+
+
+def _routes_to(configs: Iterable[Message], cluster: str) -> bool:
+    return any(
+        route.route.cluster == cluster
+        for config in configs
+        if isinstance(config, route_pb2.RouteConfiguration)
+        for vhost in config.virtual_hosts
+        for route in vhost.routes
+    )
+
+
+def _entry_targets(
+    mesh: MeshState, taken: Iterable[str]
+) -> Iterable[tuple[ServiceEntry, ServicePort, str, str | None]]:
+    """(entry, port, host, cluster name or None for the original destination) per ServiceEntry
+    host and HTTP port; a cluster name already taken (a Service's, an earlier entry's) is not
+    rendered twice: the first owner keeps it."""
+    seen = set(taken)
+    for entry in mesh.service_entries:
+        for port in entry.ports:
+            if wormhole.is_tcp(port):
+                continue
+            for host in entry.hosts:
+                name = f"outbound|{port.port}||{host}"
+                if entry.resolution == "NONE" or host.startswith("*"):
+                    yield entry, port, host, None
+                elif name not in seen:
+                    seen.add(name)
+                    yield entry, port, host, name
 
 
 def cluster_name(service: Service, port: ServicePort, cluster_domain: str) -> str:
@@ -162,19 +241,67 @@ def _listener(port: int, options: RenderOptions) -> listener_pb2.Listener:
     )
 
 
+def _common_als(options: RenderOptions) -> als_pb2.CommonGrpcAccessLogConfig:
+    return als_pb2.CommonGrpcAccessLogConfig(
+        log_name=options.log_name,
+        grpc_service=grpc_service_pb2.GrpcService(
+            envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=options.als_cluster)
+        ),
+        transport_api_version=config_source_pb2.ApiVersion.V3,
+        buffer_flush_interval=duration_pb2.Duration(nanos=100_000_000),
+    )
+
+
 def _access_logger(options: RenderOptions) -> accesslog_pb2.AccessLog:
     config = als_pb2.HttpGrpcAccessLogConfig(
-        common_config=als_pb2.CommonGrpcAccessLogConfig(
-            log_name=options.log_name,
-            grpc_service=grpc_service_pb2.GrpcService(
-                envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=options.als_cluster)
-            ),
-            transport_api_version=config_source_pb2.ApiVersion.V3,
-            buffer_flush_interval=duration_pb2.Duration(nanos=100_000_000),
-        ),
+        common_config=_common_als(options),
         additional_request_headers_to_log=list(LOGGED_REQUEST_HEADERS),
     )
     return accesslog_pb2.AccessLog(name="envoy.access_loggers.http_grpc", typed_config=_any(config))
+
+
+def _tcp_listener(port: int, options: RenderOptions) -> listener_pb2.Listener:
+    """Forward every connection to its original destination: SO_ORIGINAL_DST when the kernel
+    redirected it, overridden by a PROXY protocol header when the sender wrote one."""
+    proxy = tcp_proxy_pb2.TcpProxy(
+        stat_prefix=f"global_sidecar_tcp_{port}",
+        cluster=TCP_PASSTHROUGH_CLUSTER,
+        access_log=[
+            accesslog_pb2.AccessLog(
+                name="envoy.access_loggers.tcp_grpc",
+                typed_config=_any(
+                    als_pb2.TcpGrpcAccessLogConfig(common_config=_common_als(options))
+                ),
+            )
+        ]
+        if options.als is not None
+        else [],
+    )
+    return listener_pb2.Listener(
+        name=f"{options.listener_address}_{port}",
+        address=_socket(options.listener_address, port),
+        listener_filters=[
+            listener_components_pb2.ListenerFilter(
+                name="envoy.filters.listener.original_dst",
+                typed_config=_any(original_dst_pb2.OriginalDst()),
+            ),
+            listener_components_pb2.ListenerFilter(
+                name="envoy.filters.listener.proxy_protocol",
+                typed_config=_any(
+                    proxy_protocol_pb2.ProxyProtocol(allow_requests_without_proxy_protocol=True)
+                ),
+            ),
+        ],
+        filter_chains=[
+            listener_components_pb2.FilterChain(
+                filters=[
+                    listener_components_pb2.Filter(
+                        name="envoy.filters.network.tcp_proxy", typed_config=_any(proxy)
+                    )
+                ]
+            )
+        ],
+    )
 
 
 # --- routes ------------------------------------------------------------------------------------
@@ -182,7 +309,7 @@ def _access_logger(options: RenderOptions) -> accesslog_pb2.AccessLog:
 
 def _route_configuration(mesh: MeshState, options: RenderOptions) -> route_pb2.RouteConfiguration:
     used: set[str] = set()
-    vhosts: list[route_components_pb2.VirtualHost] = []
+    vhosts = list(_dispatch_vhosts(options, used))
     for service in mesh.services:
         for port in service.ports:
             domains = _unique(service_domains(service, port, options.cluster_domain), used)
@@ -196,8 +323,94 @@ def _route_configuration(mesh: MeshState, options: RenderOptions) -> route_pb2.R
                     )
                 )
     vhosts.extend(_short_name_vhosts(mesh, options, used))
-    vhosts.append(route_components_pb2.VirtualHost(name="unknown-host", domains=["*"]))
+    vhosts.extend(_entry_vhosts(mesh, options, used))
+    vhosts.append(
+        route_components_pb2.VirtualHost(
+            name="unknown-host", domains=["*"], routes=list(_catch_all_routes(options))
+        )
+    )
     return route_pb2.RouteConfiguration(name=options.route_config, virtual_hosts=vhosts)
+
+
+def _dispatch_vhosts(
+    options: RenderOptions, used: set[str]
+) -> Iterable[route_components_pb2.VirtualHost]:
+    """Dispatches by domain come first: their domains win over a Service's. `_GLOBAL_SIDECAR`
+    ones mean "resolve here as usual", so they render nothing on the global-sidecar."""
+    for dispatch in options.dispatches:
+        if dispatch.domain_regex is not None or dispatch.to_global_sidecar:
+            continue
+        domains = _unique(dispatch.domains, used)
+        if domains:
+            yield route_components_pb2.VirtualHost(
+                name=f"dispatch-{dispatch.name}",
+                domains=domains,
+                routes=[_dispatch_route(dispatch)],
+            )
+
+
+def _catch_all_routes(options: RenderOptions) -> Iterable[route_components_pb2.Route]:
+    for dispatch in options.dispatches:
+        if dispatch.domain_regex is not None and not dispatch.to_global_sidecar:
+            yield _dispatch_route(dispatch, authority_regex=dispatch.domain_regex)
+    if options.passthrough_by_default:
+        yield _passthrough_route("passthrough")
+
+
+def _dispatch_route(
+    dispatch: Dispatch, *, authority_regex: str | None = None
+) -> route_components_pb2.Route:
+    if dispatch.to_passthrough:
+        route = _passthrough_route(f"dispatch-{dispatch.name}")
+    else:
+        route = _route_to(dispatch.cluster)
+        route.name = f"dispatch-{dispatch.name}"
+    if authority_regex is not None:
+        route.match.headers.append(
+            route_components_pb2.HeaderMatcher(
+                name=":authority",
+                string_match=string_pb2.StringMatcher(
+                    safe_regex=regex_pb2.RegexMatcher(regex=authority_regex)
+                ),
+            )
+        )
+    return route
+
+
+def _passthrough_route(name: str) -> route_components_pb2.Route:
+    """To the address in `Slime-Orig-Dest`; only when the header is there (Envoy would fall back
+    to the connection's own address: this listener, a loop)."""
+    match = route_components_pb2.RouteMatch(
+        prefix="/",
+        headers=[route_components_pb2.HeaderMatcher(name=ORIG_DEST_HEADER, present_match=True)],
+    )
+    return route_components_pb2.Route(
+        name=name,
+        match=match,
+        route=route_components_pb2.RouteAction(
+            cluster=PASSTHROUGH_CLUSTER, timeout=duration_pb2.Duration()
+        ),
+    )
+
+
+def _entry_vhosts(
+    mesh: MeshState, options: RenderOptions, used: set[str]
+) -> Iterable[route_components_pb2.VirtualHost]:
+    service_clusters = {
+        cluster_name(s, p, options.cluster_domain) for s in mesh.services for p in s.ports
+    }
+    for entry, port, host, name in _entry_targets(mesh, service_clusters):
+        domains = _unique(_with_port([host], port.port), used)
+        if not domains:
+            continue
+        route = (
+            _passthrough_route(f"{entry.key}:{host}:{port.port}")
+            if name is None
+            else _route_to(name)
+        )
+        yield route_components_pb2.VirtualHost(
+            name=f"{entry.key}:{host}:{port.port}", domains=domains, routes=[route]
+        )
 
 
 def _short_name_vhosts(
@@ -233,7 +446,8 @@ def _route_to(cluster: str, *, source_ns: str | None = None) -> route_components
     return route_components_pb2.Route(
         name=cluster if source_ns is None else f"{cluster}@{source_ns}",
         match=match,
-        route=route_components_pb2.RouteAction(cluster=cluster),
+        # no route timeout: gRPC streams and long polls pass through (Slime's `timeout: 0s`)
+        route=route_components_pb2.RouteAction(cluster=cluster, timeout=duration_pb2.Duration()),
     )
 
 
@@ -257,16 +471,81 @@ def _eds_cluster(name: str, port: ServicePort, options: RenderOptions) -> cluste
         connect_timeout=_millis(options.connect_timeout_ms),
         lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
     )
-    if _speaks_http2(port):
+    protocol = wormhole.protocol_of(port)
+    if protocol in _HTTP2_PROTOCOLS:
         _use_http2(cluster)
+    elif protocol not in _HTTP1_PROTOCOLS and not wormhole.is_tcp(port):
+        _use_downstream_protocol(cluster)
     return cluster
 
 
-def _speaks_http2(port: ServicePort) -> bool:
-    if port.app_protocol is not None:
-        return port.app_protocol.lower() in _HTTP2_PROTOCOLS
-    prefix = port.name.lower().split("-", 1)[0]
-    return prefix in _HTTP2_PROTOCOLS
+def _use_downstream_protocol(cluster: cluster_pb2.Cluster) -> None:
+    """Unnamed ports (Istio sniffs them): HTTP/1.1 upstream for HTTP/1.1, HTTP/2 for h2c/gRPC."""
+    options = http_protocol_options_pb2.HttpProtocolOptions(
+        use_downstream_protocol_config=http_protocol_options_pb2.HttpProtocolOptions.UseDownstreamHttpConfig(
+            http_protocol_options=protocol_pb2.Http1ProtocolOptions(),
+            http2_protocol_options=protocol_pb2.Http2ProtocolOptions(),
+        )
+    )
+    cluster.typed_extension_protocol_options[_HTTP_OPTIONS].CopyFrom(_any(options))
+
+
+def _dns_cluster(
+    name: str, entry: ServiceEntry, port: ServicePort, host: str, options: RenderOptions
+) -> cluster_pb2.Cluster:
+    """A DNS ServiceEntry host: its endpoints' addresses, else the host, resolved by Envoy."""
+    targets: dict[tuple[str, int], None] = {}
+    for group in entry.endpoints:
+        target_port = resolve_target_port(port, group)
+        if target_port is not None:
+            targets.update(dict.fromkeys((a, target_port) for a in group.addresses))
+    if not entry.endpoints:
+        target = port.target_port if isinstance(port.target_port, int) else port.port
+        targets[(host, target)] = None
+    cluster = cluster_pb2.Cluster(
+        name=name,
+        type=cluster_pb2.Cluster.STRICT_DNS,
+        connect_timeout=_millis(options.connect_timeout_ms),
+        dns_lookup_family=cluster_pb2.Cluster.V4_PREFERRED,
+        load_assignment=endpoint_pb2.ClusterLoadAssignment(
+            cluster_name=name,
+            endpoints=[
+                endpoint_components_pb2.LocalityLbEndpoints(
+                    lb_endpoints=[_lb_endpoint(a, p) for a, p in sorted(targets)]
+                )
+            ],
+        ),
+    )
+    protocol = wormhole.protocol_of(port)
+    if protocol in _HTTP2_PROTOCOLS:
+        _use_http2(cluster)
+    elif protocol not in _HTTP1_PROTOCOLS:
+        _use_downstream_protocol(cluster)
+    return cluster
+
+
+def _passthrough_cluster(options: RenderOptions) -> cluster_pb2.Cluster:
+    """ORIGINAL_DST by the `Slime-Orig-Dest` header (`ip:port`), upstream protocol as downstream."""
+    cluster = cluster_pb2.Cluster(
+        name=PASSTHROUGH_CLUSTER,
+        type=cluster_pb2.Cluster.ORIGINAL_DST,
+        lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED,
+        connect_timeout=_millis(options.connect_timeout_ms),
+        original_dst_lb_config=cluster_pb2.Cluster.OriginalDstLbConfig(
+            use_http_header=True, http_header_name=ORIG_DEST_HEADER
+        ),
+    )
+    _use_downstream_protocol(cluster)
+    return cluster
+
+
+def _tcp_passthrough_cluster(options: RenderOptions) -> cluster_pb2.Cluster:
+    return cluster_pb2.Cluster(
+        name=TCP_PASSTHROUGH_CLUSTER,
+        type=cluster_pb2.Cluster.ORIGINAL_DST,
+        lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED,
+        connect_timeout=_millis(options.connect_timeout_ms),
+    )
 
 
 def _use_http2(cluster: cluster_pb2.Cluster) -> None:
@@ -279,11 +558,11 @@ def _use_http2(cluster: cluster_pb2.Cluster) -> None:
 
 
 def _load_assignment(
-    name: str, service: Service, port: ServicePort
+    name: str, groups: Iterable[EndpointGroup], port: ServicePort
 ) -> endpoint_pb2.ClusterLoadAssignment:
-    """Every ready address of `service` on the target port of `port` (empty: no endpoints, 503)."""
+    """Every ready address of `groups` on the target port of `port` (empty: no endpoints, 503)."""
     targets: dict[tuple[str, int], None] = {}
-    for group in service.endpoints:
+    for group in groups:
         target_port = resolve_target_port(port, group)
         if target_port is not None:
             targets.update(dict.fromkeys((address, target_port) for address in group.addresses))

@@ -1,20 +1,44 @@
-"""Settings of global-pilot: the shared groups plus `xds`, `listener`, `als` and `watch`.
+"""Settings of global-pilot: the shared groups plus `xds`, `listener`, `routing`,
+`global_sidecar`, `als` and `watch`.
 
 Environment variables follow the contract (`LAZYLOAD_` prefix, `__` nesting), for example
-`LAZYLOAD_XDS__PORT=0`, `LAZYLOAD_LISTENER__PORTS=80,8080`, `LAZYLOAD_ALS__HOST=127.0.0.1`,
-`LAZYLOAD_WATCH__DEBOUNCE=0.1`. `check()` runs the cross-field checks before anything connects.
+`LAZYLOAD_XDS__PORT=0`, `LAZYLOAD_LISTENER__PORTS=80,8080`, `LAZYLOAD_LISTENER__AUTO_PORT=true`,
+`LAZYLOAD_ROUTING__DISPATCHES='[...]'`, `LAZYLOAD_GLOBAL_SIDECAR__MODE=namespace`,
+`LAZYLOAD_ALS__HOST=127.0.0.1`, `LAZYLOAD_WATCH__DEBOUNCE=0.1`. `check()` runs the cross-field
+checks before anything connects.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from lazyload_common import errors, hosts
 from lazyload_common import settings as common
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode
 
-from lazyload_global_pilot import rendering
+from lazyload_global_pilot import meshside, ports, rendering
+from lazyload_global_pilot.dispatches import Dispatch
+
+
+def _port_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(
+            int(p) for p in value.replace("[", "").replace("]", "").split(",") if p.strip()
+        )
+    if isinstance(value, int):
+        return (value,)
+    return value
+
+
+def _name_list(value: Any) -> Any:
+    if isinstance(value, str):
+        if value.strip().startswith("["):
+            import json
+
+            return tuple(json.loads(value))
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return value
 
 
 class XdsSettings(BaseModel):
@@ -25,23 +49,65 @@ class XdsSettings(BaseModel):
 
 
 class ListenerSettings(BaseModel):
-    """The global-sidecar's HTTP listeners: the wormhole ports fenced sidecars send calls to."""
+    """The global-sidecar's listeners: the wormhole ports fenced sidecars send calls to."""
 
     address: str = Field("0.0.0.0", description="Address the global-sidecar's listeners bind.")
     ports: Annotated[tuple[int, ...], NoDecode] = Field(
-        (80,), description="Listener ports, comma-separated or a JSON list; Slime's default is 80."
+        (80,),
+        description="Static HTTP wormhole ports, comma-separated or a JSON list; Slime's 80.",
+    )
+    tcp_ports: Annotated[tuple[int, ...], NoDecode] = Field(
+        (), description="Static TCP wormhole ports (forwarded to the original destination)."
+    )
+    auto_port: bool = Field(
+        False, description="Slime's autoPort: add every Service port of the mesh as a wormhole."
+    )
+    cleanup_wormhole_port: bool = Field(
+        False, description="With auto_port, drop ports no Service has any more (else grow-only)."
     )
 
-    @field_validator("ports", mode="before")
+    @field_validator("ports", "tcp_ports", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(
-                int(p) for p in value.replace("[", "").replace("]", "").split(",") if p.strip()
-            )
-        if isinstance(value, int):
-            return (value,)
-        return value
+        return _port_list(value)
+
+
+class RoutingSettings(BaseModel):
+    """Where hosts the mesh does not know go (Slime's `dispatches`, `passthroughByDefault`)."""
+
+    passthrough_by_default: bool = Field(
+        True,
+        description="Unknown hosts go to their original destination (Slime-Orig-Dest); "
+        "false: 404 NR.",
+    )
+    dispatches: tuple[Dispatch, ...] = Field(
+        (), description="Domain or regex -> cluster, _PASSTHROUGH or _GLOBAL_SIDECAR (JSON list)."
+    )
+
+
+class GlobalSidecarSettings(BaseModel):
+    """The mesh-side resources: the global-sidecar Service and the `to-global-sidecar` filter."""
+
+    mode: Literal["cluster", "namespace", "disabled"] = Field(
+        "cluster",
+        description="cluster: one global-sidecar in mesh.global_sidecar_namespace, filter in the "
+        "root namespace; namespace: one per namespace of `namespaces`; disabled: none.",
+    )
+    apply: bool = Field(
+        True, description="Apply (and prune) the mesh-side resources through the Kubernetes API."
+    )
+    namespaces: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Fenced namespaces that get their own global-sidecar (namespace mode)."
+    )
+    service_name: str = Field("global-sidecar", description="Name of the global-sidecar Service.")
+    app_label: str = Field(
+        "global-sidecar", description="`app` label the global-sidecar Service selects."
+    )
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return _name_list(value)
 
 
 class AlsSettings(BaseModel):
@@ -64,6 +130,9 @@ class WatchSettings(BaseModel):
     endpoint_slices: bool = Field(
         True, description="Watch discovery.k8s.io/v1 EndpointSlices (preferred when present)."
     )
+    service_entries: bool = Field(
+        True, description="Watch Istio ServiceEntries (networking.istio.io/v1) for their hosts."
+    )
 
 
 class GlobalPilotSettings(BaseSettings):
@@ -76,6 +145,8 @@ class GlobalPilotSettings(BaseSettings):
     mesh: common.MeshSettings = Field(default_factory=common.MeshSettings)
     xds: XdsSettings = Field(default_factory=XdsSettings)
     listener: ListenerSettings = Field(default_factory=ListenerSettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    global_sidecar: GlobalSidecarSettings = Field(default_factory=GlobalSidecarSettings)
     als: AlsSettings = Field(default_factory=AlsSettings)
     watch: WatchSettings = Field(default_factory=WatchSettings)
     log_level: str = Field("INFO", description="Python log level.")
@@ -85,12 +156,24 @@ class GlobalPilotSettings(BaseSettings):
         problems: list[str] = []
         if not hosts.is_valid_host(self.mesh.cluster_domain):
             problems.append(f"mesh.cluster_domain: not a DNS name: {self.mesh.cluster_domain!r}")
-        if not self.listener.ports:
-            problems.append("listener.ports: at least one port is needed")
-        if any(not 0 < p < 65536 for p in self.listener.ports):
-            problems.append(f"listener.ports: out of range: {self.listener.ports}")
-        if len(set(self.listener.ports)) != len(self.listener.ports):
-            problems.append(f"listener.ports: repeated: {self.listener.ports}")
+        listener = self.listener
+        if not (listener.ports or listener.tcp_ports or listener.auto_port):
+            problems.append("listener.ports: at least one port is needed (or auto_port)")
+        for field, values in (("ports", listener.ports), ("tcp_ports", listener.tcp_ports)):
+            if any(not 0 < p < 65536 for p in values):
+                problems.append(f"listener.{field}: out of range: {values}")
+            if len(set(values)) != len(values):
+                problems.append(f"listener.{field}: repeated: {values}")
+        if both := set(listener.ports) & set(listener.tcp_ports):
+            problems.append(f"listener.tcp_ports: also HTTP ports: {sorted(both)}")
+        names = [d.name for d in self.routing.dispatches]
+        if len(set(names)) != len(names):
+            problems.append(f"routing.dispatches: repeated names: {names}")
+        gs = self.global_sidecar
+        if gs.mode == "namespace" and gs.apply and not gs.namespaces:
+            problems.append("global_sidecar.namespaces: namespace mode needs the namespaces")
+        if not hosts.is_valid_host(gs.service_name) or "." in gs.service_name:
+            problems.append(f"global_sidecar.service_name: not a name: {gs.service_name!r}")
         if not (self.watch.endpoints or self.watch.endpoint_slices):
             problems.append("watch: Endpoints or EndpointSlices must be watched")
         if self.xds.port != 0 and self.xds.port == self.admin.port:
@@ -102,12 +185,47 @@ class GlobalPilotSettings(BaseSettings):
         kinds = ["services"]
         kinds += ["endpoints"] if self.watch.endpoints else []
         kinds += ["endpointslices"] if self.watch.endpoint_slices else []
+        kinds += ["serviceentries"] if self.watch.service_entries else []
         return tuple(kinds)
+
+    def wormhole_ports(self) -> ports.WormholePorts:
+        """The port tracker: static ports plus, with auto_port, the Services' ports."""
+        return ports.WormholePorts(
+            http=self.listener.ports,
+            tcp=self.listener.tcp_ports,
+            auto=self.listener.auto_port,
+            cleanup=self.listener.cleanup_wormhole_port,
+            exclude=[(ns, self.global_sidecar.service_name) for ns in self.sidecar_namespaces()],
+        )
+
+    def sidecar_namespaces(self) -> tuple[str, ...]:
+        """Where global-sidecar Services live in the current mode."""
+        if self.global_sidecar.mode == "cluster":
+            return (self.mesh.global_sidecar_namespace,)
+        if self.global_sidecar.mode == "namespace":
+            return self.global_sidecar.namespaces
+        return ()
+
+    def mesh_side_options(self) -> meshside.MeshSideOptions:
+        gs = self.global_sidecar
+        return meshside.MeshSideOptions(
+            mode=gs.mode,
+            root_namespace=self.mesh.istio_namespace,
+            sidecar_namespace=self.mesh.global_sidecar_namespace,
+            namespaces=gs.namespaces,
+            service_name=gs.service_name,
+            app_label=gs.app_label,
+            cluster_domain=self.mesh.cluster_domain,
+            dispatches=self.routing.dispatches,
+        )
 
     def render_options(self) -> rendering.RenderOptions:
         return rendering.RenderOptions(
             listener_address=self.listener.address,
             listener_ports=self.listener.ports,
+            tcp_ports=self.listener.tcp_ports,
+            passthrough_by_default=self.routing.passthrough_by_default,
+            dispatches=self.routing.dispatches,
             cluster_domain=self.mesh.cluster_domain,
             als=rendering.AlsTarget(host=self.als.host, port=self.als.port)
             if self.als.enabled

@@ -1,4 +1,4 @@
-"""Kube adapter: Services, Endpoints and EndpointSlices -> `MeshState`, debounced.
+"""Kube adapter: Services, Endpoints, EndpointSlices and ServiceEntries -> `MeshState`, debounced.
 
 `MeshWatcher` lists and watches the three kinds through `lazyload_common.kube.Reflector` (the
 official client, by kubeconfig), keeps its own copy of each in the event loop, and `updates()`
@@ -16,7 +16,14 @@ from typing import Any
 
 from lazyload_common import kube
 
-from lazyload_global_pilot.mesh import EndpointGroup, EndpointPort, MeshState, Service, ServicePort
+from lazyload_global_pilot.mesh import (
+    EndpointGroup,
+    EndpointPort,
+    MeshState,
+    Service,
+    ServiceEntry,
+    ServicePort,
+)
 
 RawObject = dict[str, Any]
 Key = tuple[str, str]
@@ -25,6 +32,7 @@ PATHS = {
     "services": "/api/v1/services",
     "endpoints": "/api/v1/endpoints",
     "endpointslices": "/apis/discovery.k8s.io/v1/endpointslices",
+    "serviceentries": "/apis/networking.istio.io/v1/serviceentries",
 }
 
 
@@ -49,6 +57,48 @@ def service_from_raw(raw: RawObject) -> Service | None:
         name=meta["name"],
         ports=ports,
         cluster_ip=spec.get("clusterIP") or None,
+    )
+
+
+def service_entry_from_raw(raw: RawObject) -> ServiceEntry | None:
+    """The hosts, ports, resolution and endpoints of a ServiceEntry (None without hosts/ports).
+    A workloadSelector entry has no endpoints of its own here: its hosts are routed as NONE."""
+    meta, spec = raw.get("metadata") or {}, raw.get("spec") or {}
+    ports = tuple(
+        ServicePort(
+            name=p.get("name") or "",
+            port=int(p["number"]),
+            protocol="TCP",
+            target_port=p.get("targetPort"),
+            app_protocol=(p.get("protocol") or "").lower() or None,
+        )
+        for p in spec.get("ports") or ()
+        if p.get("number") and (p.get("protocol") or "TCP").upper() != "UDP"
+    )
+    hosts = tuple(h for h in spec.get("hosts") or () if isinstance(h, str) and h)
+    if not meta.get("name") or not hosts or not ports:
+        return None
+    resolution = str(spec.get("resolution") or "NONE").upper()
+    if resolution == "STATIC" and spec.get("workloadSelector"):
+        resolution = "NONE"
+    groups = tuple(
+        EndpointGroup(
+            addresses=(e["address"],),
+            ports=tuple(
+                EndpointPort(name=name, port=int(number))
+                for name, number in (e.get("ports") or {}).items()
+            ),
+        )
+        for e in spec.get("endpoints") or ()
+        if e.get("address") and not str(e["address"]).startswith("unix://")
+    )
+    return ServiceEntry(
+        namespace=meta.get("namespace") or "default",
+        name=meta["name"],
+        hosts=hosts,
+        ports=ports,
+        resolution=resolution,
+        endpoints=groups,
     )
 
 
@@ -85,7 +135,10 @@ def _ports(raw_ports: Iterable[RawObject] | None) -> tuple[EndpointPort, ...]:
 
 
 def build_mesh(
-    services: Iterable[RawObject], endpoints: Iterable[RawObject], slices: Iterable[RawObject]
+    services: Iterable[RawObject],
+    endpoints: Iterable[RawObject],
+    slices: Iterable[RawObject],
+    service_entries: Iterable[RawObject] = (),
 ) -> MeshState:
     """Join Services with their endpoints into a `MeshState`."""
     by_endpoints = {kube.object_key(e): groups_from_endpoints(e) for e in endpoints}
@@ -105,7 +158,8 @@ def build_mesh(
         key = (service.namespace, service.name)
         groups = tuple(by_slices[key]) if key in by_slices else by_endpoints.get(key, ())
         result.append(service.model_copy(update={"endpoints": groups}))
-    return MeshState.of(result)
+    entries = [e for e in map(service_entry_from_raw, service_entries) if e is not None]
+    return MeshState.of(result, entries)
 
 
 class MeshWatcher:
@@ -163,6 +217,7 @@ class MeshWatcher:
             stores["services"].values(),
             stores["endpoints"].values(),
             stores["endpointslices"].values(),
+            stores["serviceentries"].values(),
         )
 
     async def updates(self) -> AsyncIterator[MeshState]:

@@ -17,7 +17,7 @@ from typing import Any
 from lazyload_common import admin, jetstream, kube, subjects, tasks
 from nats.aio.client import Client as NATS
 
-from lazyload_sidecar_writer import applying, consuming, gitops, repairing
+from lazyload_sidecar_writer import applying, consuming, gitops, repairing, reporting
 from lazyload_sidecar_writer.settings import SERVICE, WriterSettings
 from lazyload_sidecar_writer.sinks import Sink
 
@@ -71,6 +71,13 @@ def build_sink(settings: WriterSettings) -> tuple[Sink, Callable[[], None]]:
     return applying.KubeSink(kube.KubeApi(client), settings), client.close
 
 
+def build_reporter(settings: WriterSettings, sink: Sink) -> reporting.Reporter | None:
+    """The fence status reporter: only with the API sink and `sidecar.fence_status`."""
+    if not settings.sidecar.fence_status or not isinstance(sink, applying.KubeSink):
+        return None
+    return reporting.FenceStatus(sink, limit=settings.sidecar.max_tracked_fences)
+
+
 async def _serve(
     settings: WriterSettings,
     sink: Sink,
@@ -94,7 +101,11 @@ async def _serve(
         state["nats"] = _connected(nc)
         js = nc.jetstream()
         await jetstream.ensure_streams(js, replicas=settings.nats.stream_replicas, names=STREAMS)
-        handler = consuming.FenceHandler(settings, sink, consuming.publisher(js))
+        if isinstance(sink, applying.KubeSink):
+            sink.newest_revision = consuming.newest_in_stream(js)
+        handler = consuming.FenceHandler(
+            settings, sink, consuming.publisher(js), reporter=build_reporter(settings, sink)
+        )
         consumer = tasks.create_guarded_task(
             jetstream.consume(js, consuming.consumer_spec(), handler, stop),
             name="consume-fences",

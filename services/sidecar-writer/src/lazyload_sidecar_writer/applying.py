@@ -5,6 +5,12 @@ Each fence is one read-decide-write cycle (`planning.plan`) on the stored resour
 again after an exponential backoff with jitter (tenacity); when the attempts run out the fence is
 redelivered later (`RetriesExhausted`). A 400/415/422 is permanent (`ApiRejected`: dead-letter).
 Blocking client calls run in threads; every call first takes a token of the client-side rate limit.
+
+Staleness across replicas is decided from the stored Sidecar's `lazyload.io/fence-revision`
+(`planning`). A deleted Sidecar carries no revision, so before a `create` the sink also asks
+`newest_revision` (set by the app: the revision of the last event of the fence's subject in
+LAZYLOAD_FENCES): an event older than that is stale, so a reordered enabled revision cannot bring
+back the Sidecar of a fence a newer revision disabled, whichever replica handles it.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import urllib3
@@ -33,6 +39,7 @@ from lazyload_sidecar_writer.sinks import Result, Write
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+NewestRevision = Callable[[events.FenceChanged], Awaitable[int | None]]
 
 
 class _Replan(Exception):
@@ -66,6 +73,7 @@ class KubeSink:
         self.version = settings.sidecar.api_version
         self.limiter = TokenBucket(settings.kube.qps, settings.kube.burst)
         self.reachable = False
+        self.newest_revision: NewestRevision | None = None
         config = settings.sidecar
         self._stop = stop_after_attempt(config.retry_attempts)
         self._wait = wait_exponential_jitter(
@@ -104,12 +112,17 @@ class KubeSink:
         ns, name = event.namespace, event.name
         if decision.action == "create":
             assert decision.body is not None
-            created = await self._call(self.api.create, path(self.version, ns), decision.body)
+            newest = await self._newest(event)
+            if newest is not None and newest > event.revision:
+                return Result(
+                    "stale", message=f"fence revision {event.revision} < {newest} in the stream"
+                )
+            created = await self.call(self.api.create, path(self.version, ns), decision.body)
             return _written("create", created)
         if decision.action == "replace":
             assert decision.body is not None
             try:
-                replaced = await self._call(
+                replaced = await self.call(
                     self.api.replace, path(self.version, ns, name), decision.body
                 )
             except kube.KubeNotFound as e:
@@ -122,12 +135,22 @@ class KubeSink:
             return Result("deleted", message=decision.message)
         if decision.action == "unchanged":
             return Result("unchanged", resource_version=decision.resource_version)
-        return Result(decision.action, message=decision.message)
+        return Result(decision.action, message=decision.message, reason=decision.reason)
+
+    async def _newest(self, event: events.FenceChanged) -> int | None:
+        """The newest revision of the fence known elsewhere (None = unknown or lookup failed)."""
+        if self.newest_revision is None:
+            return None
+        try:
+            return await self.newest_revision(event)
+        except Exception as e:  # the guard is an extra: never block a write on it
+            log.debug("newest revision of %s/%s unknown: %s", event.namespace, event.name, e)
+            return None
 
     async def get(self, namespace: str, name: str) -> RawObject | None:
         """The stored Sidecar, or None."""
         try:
-            return await self._call(
+            return await self.call(
                 self.api.get, path(self.version, namespace, name), missing_ok=True
             )
         except kube.KubeNotFound:
@@ -139,7 +162,7 @@ class KubeSink:
         if resource_version:
             body["preconditions"] = {"resourceVersion": resource_version}
         with contextlib.suppress(kube.KubeNotFound):
-            await self._call(
+            await self.call(
                 self._delete_with_options,
                 path(self.version, namespace, name),
                 body,
@@ -152,21 +175,22 @@ class KubeSink:
     async def list_managed(self) -> list[RawObject]:
         """Every Sidecar of every namespace that carries lazyload's managed-by label."""
         selector = f"{rendering.MANAGED_BY_LABEL}={rendering.MANAGED_BY}"
-        listed = await self._call(self.api.list, path(self.version), labelSelector=selector)
+        listed = await self.call(self.api.list, path(self.version), labelSelector=selector)
         return list(listed.get("items", []))
 
     async def probe(self) -> bool:
         """List one Sidecar: the API answers, the CRD is served and we may read it."""
         try:
-            await self._call(self.api.list, path(self.version), limit=1)
+            await self.call(self.api.list, path(self.version), limit=1)
         except Exception as e:
             log.debug("API probe failed: %s", e)
             return False
         return True
 
-    async def _call(
+    async def call(
         self, fn: Callable[..., T], *args: Any, missing_ok: bool = False, **kwargs: Any
     ) -> T:
+        """`fn(*args, **kwargs)` in a thread, after a token of the rate limit; errors counted."""
         await self.limiter.acquire()
         try:
             result = await asyncio.to_thread(fn, *args, **kwargs)

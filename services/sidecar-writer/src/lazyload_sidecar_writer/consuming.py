@@ -12,6 +12,10 @@ writes. Fences are applied concurrently (at most `sidecar.max_concurrency`), eac
 - API still failing after the retries -> `delivery.retry` (JetStream redelivers later);
 - otherwise the sink's result is published as `SidecarApplied` on `lazyload.sidecar.<ns>.<name>`
   (nothing is published for a stale revision). The consume loop acks after this handler returned.
+
+With a `reporter` (the kube sink), each outcome is also told on the ServiceFence (`reporting`):
+its `SidecarReady` condition, and an Event on a Sidecar conflict. Per-fence memory (last write,
+newest settled revision, last condition) is bounded (`sidecar.max_tracked_fences`, LRU).
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from lazyload_common import errors, events, jetstream, subjects
+from lazyload_common import codec, errors, events, jetstream, subjects
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from lazyload_sidecar_writer import errors as writer_errors
-from lazyload_sidecar_writer import metrics, rendering, validating
+from lazyload_sidecar_writer import metrics, rendering, reporting, validating
+from lazyload_sidecar_writer.bounded import Lru
 from lazyload_sidecar_writer.settings import SERVICE, WriterSettings
 from lazyload_sidecar_writer.sinks import Result, Sink
 
@@ -62,6 +68,25 @@ def publisher(js: JetStreamContext) -> Publisher:
     return publish
 
 
+def newest_in_stream(
+    js: JetStreamContext,
+) -> Callable[[events.FenceChanged], Awaitable[int | None]]:
+    """The revision of the last event on the fence's subject (same ServiceFence uid), or None."""
+
+    async def newest(event: events.FenceChanged) -> int | None:
+        subject = subjects.fence(event.namespace, event.name)
+        try:
+            msg = await js.get_last_msg(subjects.FENCES_STREAM, subject)
+        except NotFoundError:
+            return None
+        if msg.data is None:
+            return None
+        last = codec.decode_as(msg.data, events.FenceChanged)
+        return last.revision if last.uid == event.uid else None
+
+    return newest
+
+
 def latest_per_fence(
     batch: list[jetstream.Delivery],
 ) -> tuple[list[jetstream.Delivery], list[jetstream.Delivery]]:
@@ -93,13 +118,16 @@ class FenceHandler:
         publish: Publisher,
         *,
         clock: Callable[[], float] = time.monotonic,
+        reporter: reporting.Reporter | None = None,
     ) -> None:
         self.settings = settings
         self.sink = sink
         self.publish = publish
         self.clock = clock
-        self._last_write: dict[FenceKey, float] = {}
-        self._settled: dict[tuple[str, str, str], int] = {}
+        self.reporter = reporter
+        limit = settings.sidecar.max_tracked_fences
+        self._last_write: Lru[FenceKey, float] = Lru(limit)
+        self._settled: Lru[tuple[str, str, str], int] = Lru(limit)
         self._slots = asyncio.Semaphore(settings.sidecar.max_concurrency)
 
     async def __call__(self, batch: list[jetstream.Delivery]) -> None:
@@ -115,9 +143,10 @@ class FenceHandler:
         if window <= 0:
             return False
         now = self.clock()
-        self._last_write = {k: t for k, t in self._last_write.items() if now - t < window}
-        last = self._last_write.get((delivery.event.namespace, delivery.event.name))
-        if last is None:
+        key = (delivery.event.namespace, delivery.event.name)
+        last = self._last_write.get(key)
+        if last is None or now - last >= window:
+            self._last_write.pop(key)
             return False
         delivery.retry("coalescing", delay=max(window - (now - last), 0.001))
         metrics.OUTCOMES.labels("coalesced").inc()
@@ -153,14 +182,16 @@ class FenceHandler:
         Raises `PermanentError` (dead-letter) or `TemporaryError` (retry later).
         """
         incarnation = (event.namespace, event.name, event.uid)
-        newest = self._settled.get(incarnation, -1)
+        newest = self._settled.get(incarnation)
+        newest = -1 if newest is None else newest
         if event.revision < newest:
             result = Result("stale", message=f"fence revision {event.revision} < {newest} settled")
             self._record(event, result)
             return result
         result, hosts = await self.apply(event)
-        self._settled[incarnation] = max(newest, event.revision)
+        self._settled.set(incarnation, max(newest, event.revision))
         self._record(event, result)
+        await self._report(event, result)
         if result.action != "stale":
             report = _applied(event, result, hosts)
             if note:
@@ -181,7 +212,7 @@ class FenceHandler:
             desired = rendering.render(event, self.settings)
         except writer_errors.Unrenderable as e:
             metrics.RENDER_FAILURES.labels("no-selector").inc()
-            return Result("conflict", message=str(e)), []
+            return Result("conflict", message=str(e), reason="NoWorkloadSelector"), []
         try:
             validating.validate(desired)
         except writer_errors.InvalidSidecar:
@@ -189,12 +220,23 @@ class FenceHandler:
             raise
         return await self.sink.apply(event, desired), list(desired["spec"]["egress"][0]["hosts"])
 
+    async def _report(self, event: events.FenceChanged, result: Result) -> None:
+        """Tell the fence's status (raises `TemporaryError` when the API failed: redelivery)."""
+        if self.reporter is None:
+            return
+        if event.deleted:
+            self.reporter.forget(event)
+            return
+        condition = reporting.condition_for(event, result)
+        if condition is not None:
+            await self.reporter.report(event, condition)
+
     def _record(self, event: events.FenceChanged, result: Result) -> None:
         key = f"{event.namespace}/{event.name}"
         metrics.OUTCOMES.labels(result.action).inc()
         if result.write is not None:
             metrics.WRITES.labels(result.write).inc()
-            self._last_write[(event.namespace, event.name)] = self.clock()
+            self._last_write.set((event.namespace, event.name), self.clock())
             log.info("Sidecar %s: %s (fence revision %d)", key, result.write, event.revision)
         elif result.action == "conflict":
             log.warning("Sidecar %s not written: %s", key, result.message)
@@ -217,6 +259,12 @@ class FenceHandler:
         metrics.OUTCOMES.labels("dead-lettered").inc()
         delivery.reject(f"{reason}: {error}")
         report = Result("conflict", message=f"{reason}: {error}")
+        if self.reporter is not None:
+            try:
+                condition = reporting.dead_letter_condition(reason, str(error))
+                await self.reporter.report(event, condition)
+            except Exception as e:  # the dead letter and SidecarApplied carry the reason
+                log.warning("could not report a dead letter on the fence: %s", e)
         try:
             await self.publish(_applied(event, report, [], action="dead-lettered"))
         except Exception as e:  # the dead letter itself carries the reason

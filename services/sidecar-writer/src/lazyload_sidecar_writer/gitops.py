@@ -47,7 +47,7 @@ class FileSink:
     def _apply(self, event: events.FenceChanged, desired: RawObject | None) -> Result:
         target = self.file(event.namespace, event.name)
         current = self._read(target)
-        decision = planning.plan(event, desired, current)
+        decision = planning.plan(event, desired, current, track_revision=False)
         if decision.action in ("create", "replace"):
             assert desired is not None
             _write_atomic(target, dump(desired))

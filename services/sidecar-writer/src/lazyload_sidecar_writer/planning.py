@@ -8,7 +8,10 @@ re-plans after a 409. The rules, in order:
 3. no desired Sidecar (fence disabled or deleted): `delete` it, or `absent` when there is none;
 4. nothing stored: `create`;
 5. otherwise `replace` on the stored resourceVersion when spec, labels or ownerReferences differ,
-   else `unchanged` (the revision annotation alone never causes a write).
+   or when the stored revision annotation is older than the event (an annotation-only write: the
+   annotation is the high-water mark every replica decides staleness from, so it must move even
+   when the content does not, or a reordered older revision handled by another replica could
+   win); else `unchanged`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from lazyload_sidecar_writer.rendering import RawObject
 
 Action = Literal["create", "replace", "delete", "unchanged", "absent", "conflict", "stale"]
 WRITES: frozenset[str] = frozenset({"create", "replace", "delete"})
+CONFLICT_REASON = "SidecarConflict"
 
 
 @dataclass(frozen=True)
@@ -35,10 +39,21 @@ class Plan:
     resource_version: str = ""
     message: str = ""
     current_revision: int | None = field(default=None)
+    reason: str = ""
 
 
-def plan(event: events.FenceChanged, desired: RawObject | None, current: RawObject | None) -> Plan:
-    """Decide create/replace/delete/unchanged/absent/conflict/stale (see the module docstring)."""
+def plan(
+    event: events.FenceChanged,
+    desired: RawObject | None,
+    current: RawObject | None,
+    *,
+    track_revision: bool = True,
+) -> Plan:
+    """Decide create/replace/delete/unchanged/absent/conflict/stale (see the module docstring).
+
+    `track_revision=False` (the GitOps sink: one writer, and a commit per annotation bump would
+    only be noise for reviewers) never writes for the revision annotation alone.
+    """
     key = f"{event.namespace}/{event.name}"
     if current is None:
         if desired is None:
@@ -51,6 +66,7 @@ def plan(event: events.FenceChanged, desired: RawObject | None, current: RawObje
             resource_version=rv,
             message=f"Sidecar {key} exists and is not managed by lazyload "
             f"(no {rendering.MANAGED_BY_LABEL}={rendering.MANAGED_BY} label); left alone",
+            reason=CONFLICT_REASON,
         )
     stored = rendering.fence_revision(current)
     if is_stale(event, current):
@@ -63,7 +79,7 @@ def plan(event: events.FenceChanged, desired: RawObject | None, current: RawObje
     if desired is None:
         return Plan("delete", resource_version=rv, current_revision=stored)
     body = replacement(desired, current)
-    if essence(body) == essence(current):
+    if essence(body) == essence(current) and not (track_revision and behind(event, current)):
         return Plan("unchanged", resource_version=rv, current_revision=stored)
     return Plan("replace", body=body, resource_version=rv, current_revision=stored)
 
@@ -77,6 +93,12 @@ def is_stale(event: events.FenceChanged, current: RawObject) -> bool:
     if event.uid and owners and event.uid not in owners:
         return False  # the fence was deleted and created again: its revisions start over
     return event.revision < stored
+
+
+def behind(event: events.FenceChanged, current: RawObject) -> bool:
+    """True when `current` carries no revision, or an older one than `event` (same content)."""
+    stored = rendering.fence_revision(current)
+    return stored is None or stored < event.revision
 
 
 def replacement(desired: RawObject, current: RawObject) -> RawObject:

@@ -90,7 +90,8 @@ def drifted(
         validating.validate(desired)
     except (writer_errors.Unrenderable, writer_errors.InvalidSidecar):
         return False  # reported when the event was consumed; nothing a repair can do
-    return planning.plan(event, desired, current).action in planning.WRITES
+    track = settings.sidecar.sink == "kube"
+    return planning.plan(event, desired, current, track_revision=track).action in planning.WRITES
 
 
 async def latest_fences(js: JetStreamContext) -> dict[FenceKey, events.FenceChanged]:

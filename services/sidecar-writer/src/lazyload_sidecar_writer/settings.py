@@ -83,6 +83,19 @@ class SidecarSettings(BaseModel):
         "Sidecars from the last fence event of each fence; delete those of disabled or deleted "
         "fences). 0 turns repair off.",
     )
+    fence_status: bool = Field(
+        True,
+        description="Report on each ServiceFence: a `SidecarReady` condition in its status "
+        "(written only when it changes) and a Warning Event `SidecarConflict` when a Sidecar "
+        "lazyload does not manage holds the name. Needs RBAC: servicefences get, "
+        "servicefences/status patch, events create. Ignored by the gitops sink.",
+    )
+    max_tracked_fences: int = Field(
+        10000,
+        ge=16,
+        description="Bound of each per-fence in-memory map (last write, newest settled "
+        "revision, last reported condition); the least recently used fence is forgotten first.",
+    )
     sink: SinkKind = Field(
         "kube",
         description="Where Sidecars go: `kube` = the API server; `gitops` = one YAML file per "

@@ -20,12 +20,17 @@ Write = Literal["create", "replace", "delete"]
 
 @dataclass(frozen=True)
 class Result:
-    """What a sink did for one fence; `write` is the verb when something was written."""
+    """What a sink did for one fence; `write` is the verb when something was written.
+
+    `reason` is a CamelCase cause for `conflict` (`SidecarConflict`, `NoWorkloadSelector`), as
+    the fence's status condition and Event carry it.
+    """
 
     action: Outcome
     resource_version: str = ""
     message: str = ""
     write: Write | None = None
+    reason: str = ""
 
 
 class Sink(Protocol):

@@ -1,0 +1,162 @@
+"""`python -m bench [--small] [--only NAME ...]`: run the benchmarks, print a table, write
+bench/results.json, bench/REPORT.md and PNG plots under bench/plots/."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from bench import common, report
+
+HERE = Path(__file__).resolve().parent
+
+# name -> (module, full configuration, small configuration). Order = priority.
+BENCHMARKS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "savings": ("bench.savings", {"mesh_sizes": [1000, 5000]}, {"mesh_sizes": [20, 100]}),
+    "convergence": ("bench.convergence", {"dependencies": 30}, {"dependencies": 3}),
+    "storm": ("bench.storm", {"fences": 1000, "edges": 10_000}, {"fences": 20, "edges": 200}),
+    "scale": (
+        "bench.scale",
+        {"services": 10_000, "edges": 100_000},
+        {"services": 100, "edges": 1_000},
+    ),
+}
+
+
+def ingest_hook(small: bool, workdir: Path) -> dict[str, Any] | None:
+    """Item 1 (ingest throughput) is owned by `bench/ingest/`: run its `run`/`main` if it has one.
+
+    Contract expected from bench/ingest: `run(small: bool, workdir: Path) -> dict` (results), or
+    `main(argv) -> dict | int | None`. Until it exists this hook reports it as missing.
+    """
+    try:
+        module = importlib.import_module("bench.ingest")
+    except ImportError:
+        return None
+    if hasattr(module, "run"):
+        try:
+            result = module.run(small=small, workdir=workdir)
+        except TypeError:
+            result = module.run(small)
+    elif hasattr(module, "main"):
+        result = module.main(["--small"] if small else [])
+    else:
+        return None
+    return result if isinstance(result, dict) else {"returned": result}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--small", action="store_true", help="tiny configuration of everything")
+    parser.add_argument("--only", nargs="*", default=None, help="only these benchmarks")
+    parser.add_argument("--out", type=Path, default=HERE, help="where results/report/plots go")
+    parser.add_argument("--workdir", type=Path, default=None, help="scratch dir (default: temp)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="BENCH.KEY=INT",
+        help="override one configuration value, e.g. --set scale.services=1000",
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other benchmarks of an existing results.json (re-run only --only ones)",
+    )
+    args = parser.parse_args(argv)
+    overrides: dict[str, dict[str, Any]] = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        bench, _, field = key.partition(".")
+        if bench not in BENCHMARKS or not field or not value:
+            parser.error(f"bad --set {item!r}")
+        overrides.setdefault(bench, {})[field] = float(value) if "." in value else int(value)
+    names = list(BENCHMARKS) if not args.only else args.only
+    unknown = [n for n in names if n not in BENCHMARKS and n != "ingest"]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; known: ingest, {', '.join(BENCHMARKS)}")
+    results = run(names, small=args.small, out=args.out, workdir=args.workdir, overrides=overrides)
+    return 0 if all("error" not in r for r in results["benchmarks"].values()) else 1
+
+
+def run(
+    names: list[str],
+    *,
+    small: bool,
+    out: Path,
+    workdir: Path | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    merge: bool = False,
+) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    plots = out / "plots"
+    plots.mkdir(exist_ok=True)
+    scratch = Path(workdir or tempfile.mkdtemp(prefix="lazyload-bench-"))
+    results: dict[str, Any] = {
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "configuration": "small" if small else "full",
+        "overrides": overrides or {},
+        "machine": common.machine(),
+        "benchmarks": {},
+        "plots": {},
+    }
+    print(f"machine: {results['machine']}", flush=True)
+    if "ingest" in names or len(names) == len(BENCHMARKS):
+        t0 = time.perf_counter()
+        try:
+            ingest = ingest_hook(small, scratch / "ingest")
+        except Exception as e:  # report it, run the rest
+            traceback.print_exc()
+            ingest = {"error": f"{type(e).__name__}: {e}"}
+        results["benchmarks"]["ingest"] = ingest or {
+            "missing": "bench/ingest exposes no run()/main() yet (item 1, owned elsewhere)"
+        }
+        results["benchmarks"]["ingest"]["wall_s"] = round(time.perf_counter() - t0, 1)
+    for name in names:
+        if name == "ingest":
+            continue
+        module_name, full, tiny = BENCHMARKS[name]
+        config = {**(tiny if small else full), **(overrides or {}).get(name, {})}
+        print(f"--- {name} {config}", flush=True)
+        t0 = time.perf_counter()
+        module = importlib.import_module(module_name)
+        try:
+            result = module.run(config, scratch / name)
+            result["config"] = config
+            try:
+                results["plots"][name] = module.plot(result, plots)
+            except Exception as e:
+                traceback.print_exc()
+                result["plot_error"] = f"{type(e).__name__}: {e}"
+        except Exception as e:
+            traceback.print_exc()
+            result = {"config": config, "error": f"{type(e).__name__}: {e}"}
+        result["wall_s"] = round(time.perf_counter() - t0, 1)
+        results["benchmarks"][name] = result
+        print(f"--- {name} done in {result['wall_s']} s", flush=True)
+    results["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    previous = out / "results.json"
+    if merge and previous.exists():
+        old = json.loads(previous.read_text())
+        for name, value in old.get("benchmarks", {}).items():
+            results["benchmarks"].setdefault(name, value)
+            if name in old.get("plots", {}):
+                results["plots"].setdefault(name, old["plots"][name])
+        results["merged_from"] = old.get("started_at")
+    table = report.table(results)
+    print(report.render_table(table))
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    (out / "REPORT.md").write_text(report.markdown(results, table))
+    print(f"wrote {out / 'results.json'}, {out / 'REPORT.md'}, {plots}/", flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""Shared helpers of the benchmarks: the machine, percentiles, RSS, the mesh registration."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def envoy_binary() -> str:
+    from lazyload_cli.stack import envoy_path
+
+    return envoy_path()
+
+
+def envoy_version() -> str:
+    try:
+        out = subprocess.run(
+            [envoy_binary(), "--version"], capture_output=True, text=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"unknown ({e})"
+    for token in out.split():
+        if token.count("/") >= 3 and token[0].isalnum():
+            return token.split("/")[1]  # <sha>/<version>/<status>/<build>/<ssl>
+    return out.strip().splitlines()[-1] if out.strip() else "unknown"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    return {
+        "cpu_model": cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "envoy": envoy_version(),
+        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank-interpolated percentile (q in 0..100); None for no values."""
+    data = sorted(values)
+    if not data:
+        return None
+    if len(data) == 1:
+        return data[0]
+    k = (len(data) - 1) * q / 100
+    lo, hi = math.floor(k), math.ceil(k)
+    return data[lo] + (data[hi] - data[lo]) * (k - lo)
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).memory_info().rss / 2**20
+    except psutil.Error:
+        return None
+
+
+class RssSampler:
+    """Samples the RSS of some pids every `interval` seconds in a thread; keeps the peak."""
+
+    def __init__(self, pids: dict[str, int], interval: float = 0.25) -> None:
+        self.pids = pids
+        self.interval = interval
+        self.peak: dict[str, float] = {}
+        self.last: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="rss-sampler")
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def sample(self) -> None:
+        for name, pid in self.pids.items():
+            value = rss_mb(pid)
+            if value is not None:
+                self.last[name] = value
+                self.peak[name] = max(self.peak.get(name, 0.0), value)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+
+def wait_for(
+    probe: Callable[[], Any], *, timeout: float, interval: float = 0.1, what: str = "condition"
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached within {timeout}s")
+        time.sleep(interval)
+
+
+# --- the Kubernetes side ----------------------------------------------------------------------
+
+
+def kube_api(kubeconfig: str) -> Any:
+    from lazyload_common.kube import KubeApi, api_client
+    from lazyload_common.settings import KubeSettings
+
+    return KubeApi(api_client(KubeSettings(kubeconfig=kubeconfig)))
+
+
+def ensure_namespace(kube: Any, name: str) -> None:
+    from lazyload_common.kube import KubeConflict
+
+    with contextlib.suppress(KubeConflict):
+        kube.create(
+            "/api/v1/namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+        )
+
+
+def service_body(namespace: str, name: str, port: int = 9080, target: int = 9080) -> dict:
+    labels = {"app": name}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "selector": labels,
+            "ports": [{"name": "http", "port": port, "targetPort": target, "protocol": "TCP"}],
+        },
+    }
+
+
+def create_all(kube: Any, items: Iterable[tuple[str, dict]], *, workers: int = 8) -> int:
+    """POST many objects in parallel threads (already existing ones are skipped)."""
+    from lazyload_common.kube import KubeConflict
+
+    def create(item: tuple[str, dict]) -> int:
+        try:
+            kube.create(*item)
+            return 1
+        except KubeConflict:
+            return 0
+
+    with ThreadPoolExecutor(workers) as pool:
+        return sum(pool.map(create, list(items)))
+
+
+WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE", "CREATE", "UPDATE"})
+
+
+class RequestLog:
+    """Reads the emulator's request log (GET <kube_api>/emulator/v1/requests) and keeps every
+    record seen, deduplicated, so polling it faster than it wraps loses nothing."""
+
+    def __init__(self, kube_api_url: str) -> None:
+        self.url = kube_api_url.rstrip("/") + "/emulator/v1/requests"
+        self.records: dict[tuple, dict] = {}
+        self.max_batch = 0
+
+    def clear(self) -> None:
+        httpx.delete(self.url, timeout=10).raise_for_status()
+        self.records.clear()
+
+    def poll(self) -> int:
+        batch = httpx.get(self.url, timeout=30).json()
+        self.max_batch = max(self.max_batch, len(batch))
+        for r in batch:
+            key = (r["time"], r["verb"], r["path"], r["query"], r["status"])
+            self.records[key] = r
+        return len(batch)
+
+    def writes(self) -> list[dict]:
+        return [r for r in self.records.values() if r["verb"].upper() in WRITE_VERBS]
+
+
+# --- tiny HTTP destinations -----------------------------------------------------------------
+
+
+class _OkHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"ok\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+def start_ok_server(ip: str, port: int) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((ip, port), _OkHandler)
+    threading.Thread(target=server.serve_forever, daemon=True, name=f"ok:{ip}").start()
+    return server

@@ -1,0 +1,445 @@
+"""Ingest throughput: a real gRPC client drives the real accesslog-ingest server, against the raw
+protobuf decode rate of the same messages, measured in the same run.
+
+- Messages: `messages` distinct ALS messages of 100 HTTP entries each (callers are pods of a
+  synthetic mesh of `services` Services, authorities short names, FQDNs, ClusterIPs, ServiceEntry
+  and external hosts, some NR/UH flags, a few unknown callers), sent `repeat` times.
+- Reference: `StreamAccessLogsMessage.FromString` + extraction of the fields the ingest reads
+  (caller and original address, authority, upstream cluster, flags, code, headers, start time),
+  single-threaded, over the same serialized messages.
+- Server: `lazyload_accesslog_ingest.app.run()` with a pre-fed index (no Kubernetes), in its own
+  process (so the client does not share its CPU), publishing to a real nats-server started here
+  (`lazyload_testing.nats.start_nats_server`). 1 replica, then 2 replicas on two ports with the
+  client's streams split between them.
+- Measured: entries/s from the first write until every stream's response (the server answers a
+  stream only after handling all its messages); ratio = entries/s / raw decode entries/s.
+- Checked (correctness of the harness): every entry counted by the server
+  (`lazyload_ingest_entries_total` from `/metrics`), and JetStream holds exactly the distinct edges
+  the same messages give in-process (replicas collapse through `Nats-Msg-Id`).
+
+Prints a table; writes `bench/results/ingest.json` (or `--output`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import os
+import platform
+import random
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import nats
+from envoy.service.accesslog.v3 import als_pb2
+from lazyload_accesslog_ingest import app, indexing, ingesting, receiving
+from lazyload_accesslog_ingest import testing as t
+from lazyload_accesslog_ingest.settings import IngestSettings
+from lazyload_common import subjects
+from lazyload_testing.nats import start_nats_server
+
+ENTRIES_PER_MESSAGE = 100
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "ingest.json"
+GOAL = 0.60
+
+
+@dataclass(frozen=True)
+class Config:
+    messages: int = 200
+    """Distinct messages (of 100 entries)."""
+    repeat: int = 10
+    """Times the client sends the whole set."""
+    streams: int = 4
+    """Client streams per replica."""
+    services: int = 200
+    replicas: tuple[int, ...] = (1, 2)
+    decode_rounds: int = 5
+    """Passes of the raw decode reference over the messages (the best is kept)."""
+    seed: int = 7
+
+
+SMALL = Config(messages=6, repeat=2, streams=2, services=10, decode_rounds=1)
+
+
+# --- the synthetic mesh and its messages -----------------------------------------------------
+
+
+def _pod_ip(i: int, j: int) -> str:
+    return f"10.{1 + i // 250}.{i % 250}.{10 + j}"
+
+
+def _cluster_ip(i: int) -> str:
+    return f"10.96.{i // 250}.{i % 250 + 1}"
+
+
+def build_index(services: int) -> indexing.ServiceIndex:
+    """`services` Services `svc-<i>` in namespaces `ns-<i % 10>`, two pods each, and a
+    ServiceEntry for `*.partner.example`."""
+    index = indexing.ServiceIndex()
+    for i in range(services):
+        ns, name = f"ns-{i % 10}", f"svc-{i}"
+        index.apply_service("ADDED", t.service(ns, name, _cluster_ip(i)))
+        index.apply_endpoints("ADDED", t.endpoints(ns, name, [_pod_ip(i, 0), _pod_ip(i, 1)]))
+    index.apply_service_entry("ADDED", t.service_entry("egress", "partner", ["*.partner.example"]))
+    return index
+
+
+def build_messages(config: Config) -> list[bytes]:
+    rng = random.Random(config.seed)
+    n = config.services
+    fanout = {i: rng.sample(range(n), k=min(n, 8)) for i in range(n)}  # each calls 8 others
+    out: list[bytes] = []
+    for _ in range(config.messages):
+        entries = []
+        for _ in range(ENTRIES_PER_MESSAGE):
+            caller = rng.randrange(n)
+            callee = rng.choice(fanout[caller])
+            ns = f"ns-{callee % 10}"
+            roll = rng.random()
+            if roll < 0.4:
+                authority = f"svc-{callee}.{ns}:9080"
+            elif roll < 0.6:
+                authority = f"svc-{callee}.{ns}.svc.cluster.local:9080"
+            elif roll < 0.7:
+                authority = f"{_cluster_ip(callee)}:9080"
+            elif roll < 0.8:
+                authority = f"api{callee % 3}.partner.example"
+            elif roll < 0.9:
+                authority = f"www.site{callee % 5}.example.com:443"
+            else:
+                authority = f"svc-{callee}:9080"
+            flags = ["NR"] if roll > 0.98 else (["UH"] if roll > 0.96 else [])
+            caller_ip = "10.250.0.1" if rng.random() < 0.01 else _pod_ip(caller, rng.randrange(2))
+            entries.append(
+                t.http_entry(
+                    authority,
+                    caller=caller_ip,
+                    flags=flags,
+                    code=404 if "NR" in flags else 200,
+                    headers={"x-request-id": f"{rng.getrandbits(64):x}"},
+                    upstream_cluster=f"outbound|9080||svc-{callee}.{ns}.svc.cluster.local",
+                )
+            )
+        out.append(t.message(*entries).SerializeToString())
+    return out
+
+
+def expected_edges(config: Config, messages: list[bytes]) -> int:
+    """Distinct edge keys the messages give, computed in-process with the same domain code."""
+    ingestor = ingesting.Ingestor(build_index(config.services))
+    keys: set[str] = set()
+    stream = ingesting.StreamState()
+    for raw in messages:
+        keys.update(e.edge_key for e in ingestor.ingest(raw, stream).edges)
+    return len(keys)
+
+
+# --- the reference: raw decode ---------------------------------------------------------------
+
+
+def _extract(raw: bytes) -> int:
+    msg = als_pb2.StreamAccessLogsMessage.FromString(raw)
+    n = 0
+    for entry in msg.http_logs.log_entry:
+        common = entry.common_properties
+        remote = common.downstream_direct_remote_address.socket_address
+        local = common.downstream_local_address.socket_address
+        request = entry.request
+        flags = common.response_flags
+        _ = (
+            remote.address,
+            remote.port_value,
+            local.address,
+            request.authority,
+            common.upstream_cluster,
+            flags.no_route_found,
+            flags.no_cluster_found,
+            entry.response.response_code.value,
+            request.request_headers.get("slime-source-ns"),
+            common.start_time.seconds,
+        )
+        n += 1
+    return n
+
+
+def raw_decode_rate(messages: list[bytes], rounds: int) -> float:
+    """Entries/s of decode + field extraction (best of `rounds` passes)."""
+    best = float("inf")
+    entries = 0
+    for _ in range(max(1, rounds)):
+        start = time.perf_counter()
+        entries = sum(_extract(raw) for raw in messages)
+        best = min(best, time.perf_counter() - start)
+    return entries / best
+
+
+# --- the server, in a child process ----------------------------------------------------------
+
+
+def _serve(nats_url: str, services: int, conn: Any) -> None:
+    """Child process: `app.run` with a pre-fed index until the parent says stop."""
+
+    async def main() -> None:
+        settings = IngestSettings(
+            nats={"url": nats_url},  # type: ignore[arg-type]
+            admin={"host": "127.0.0.1", "port": 0},  # type: ignore[arg-type]
+            grpc={"host": "127.0.0.1", "port": 0},  # type: ignore[arg-type]
+            reporter=f"bench-{os.getpid()}",
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        bound: list[app.BoundPorts] = []
+        ready = asyncio.Event()
+
+        def wait_parent() -> None:
+            conn.recv()
+            loop.call_soon_threadsafe(stop.set)
+
+        task = asyncio.create_task(
+            app.run(
+                settings, stop=stop, ready=ready, on_bound=bound.append, index=build_index(services)
+            )
+        )
+        await ready.wait()
+        conn.send((bound[0].grpc, bound[0].admin))
+        threading.Thread(target=wait_parent, daemon=True).start()
+        await task
+
+    asyncio.run(main())
+
+
+class Replica:
+    def __init__(self, nats_url: str, services: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_serve, args=(nats_url, services, child), daemon=True)
+        self.process.start()
+        if not self.conn.poll(60):
+            raise TimeoutError("ingest replica did not start")
+        self.grpc_port, self.admin_port = self.conn.recv()
+
+    def metric(self, name: str, labels: str = "") -> float:
+        text = httpx.get(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=10).text
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name + labels + " ") or (not labels and line.startswith(name + "{")):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.conn.send("stop")
+            self.process.join(20)
+        if self.process.is_alive():
+            self.process.kill()
+
+
+# --- the client --------------------------------------------------------------------------------
+
+
+async def _stream(channel: grpc.aio.Channel, ident: bytes, messages: list[bytes]) -> None:
+    method = channel.stream_unary(
+        receiving.METHOD_PATH,
+        request_serializer=None,
+        response_deserializer=als_pb2.StreamAccessLogsResponse.FromString,
+    )
+    call = method()
+    await call.write(ident)
+    for raw in messages:
+        await call.write(raw)
+    await call.done_writing()
+    await call
+
+
+async def drive(ports: list[int], messages: list[bytes], repeat: int, streams: int) -> float:
+    """Send `messages` x `repeat` over `streams` streams per port; seconds taken."""
+    ident = t.message(ident=t.identifier()).SerializeToString()
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for port in ports]
+    try:
+        lanes = [(ch, []) for ch in channels for _ in range(streams)]
+        for r in range(repeat):
+            for i, raw in enumerate(messages):
+                lanes[(r * len(messages) + i) % len(lanes)][1].append(raw)
+        for ch in channels:
+            await ch.channel_ready()
+        start = time.perf_counter()
+        await asyncio.gather(*(_stream(ch, ident, msgs) for ch, msgs in lanes))
+        return time.perf_counter() - start
+    finally:
+        for ch in channels:
+            await ch.close()
+
+
+async def _stream_messages(nats_url: str) -> int:
+    nc = await nats.connect(nats_url)
+    try:
+        info = await nc.jetstream().stream_info(subjects.DEPS_STREAM)
+        return int(info.state.messages)
+    finally:
+        await nc.close()
+
+
+async def _purge(nats_url: str) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        with contextlib.suppress(Exception):
+            await js.delete_stream(subjects.DEPS_STREAM)
+    finally:
+        await nc.close()
+
+
+def measure_replicas(
+    count: int, nats_url: str, config: Config, messages: list[bytes], expected: int
+) -> dict[str, Any]:
+    asyncio.run(_purge(nats_url))
+    replicas = [Replica(nats_url, config.services) for _ in range(count)]
+    try:
+        warm = messages[: max(1, len(messages) // 10)]
+        asyncio.run(drive([r.grpc_port for r in replicas], warm, 1, 1))
+        before = sum(r.metric("lazyload_ingest_entries_total") for r in replicas)
+        seconds = asyncio.run(
+            drive([r.grpc_port for r in replicas], messages, config.repeat, config.streams)
+        )
+        entries = len(messages) * config.repeat * ENTRIES_PER_MESSAGE
+        counted = sum(r.metric("lazyload_ingest_entries_total") for r in replicas) - before
+        deadline = time.monotonic() + 30
+        published = asyncio.run(_stream_messages(nats_url))
+        while published < expected and time.monotonic() < deadline:
+            time.sleep(0.1)
+            published = asyncio.run(_stream_messages(nats_url))
+        time.sleep(0.3)
+        published = asyncio.run(_stream_messages(nats_url))
+        per_replica = [int(r.metric("lazyload_ingest_edges_published_total")) for r in replicas]
+    finally:
+        for r in replicas:
+            r.stop()
+    return {
+        "replicas": count,
+        "entries": entries,
+        "seconds": seconds,
+        "entries_per_s": entries / seconds,
+        "entries_counted_by_server": int(counted),
+        "edges_expected": expected,
+        "edges_in_jetstream": published,
+        "edges_published_per_replica": per_replica,
+    }
+
+
+# --- run, report ---------------------------------------------------------------------------------
+
+
+def run_config(config: Config, workdir: Path | None = None) -> dict[str, Any]:
+    scratch = Path(workdir or tempfile.mkdtemp(prefix="lazyload-bench-ingest-"))
+    scratch.mkdir(parents=True, exist_ok=True)
+    messages = build_messages(config)
+    expected = expected_edges(config, messages)
+    raw_rate = raw_decode_rate(messages * config.repeat, config.decode_rounds)
+    server = start_nats_server(scratch / "nats")
+    try:
+        runs = [
+            measure_replicas(n, server.url, config, messages, expected) for n in config.replicas
+        ]
+    finally:
+        server.stop()
+        shutil.rmtree(scratch / "nats", ignore_errors=True)
+    for r in runs:
+        r["ratio_to_raw_decode"] = r["entries_per_s"] / raw_rate
+    base = runs[0]["entries_per_s"]
+    for r in runs:
+        r["speedup_vs_1_replica"] = r["entries_per_s"] / base
+    one = runs[0]
+    return {
+        "benchmark": "ingest",
+        "config": asdict(config),
+        "entries_per_message": ENTRIES_PER_MESSAGE,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "raw_decode_entries_per_s": raw_rate,
+        "entries_per_s": one["entries_per_s"],
+        "ratio_to_raw_decode": one["ratio_to_raw_decode"],
+        "goal_ratio": GOAL,
+        "goal_met": one["ratio_to_raw_decode"] >= GOAL,
+        "runs": runs,
+        "correct": all(
+            r["entries_counted_by_server"] == r["entries"]
+            and r["edges_in_jetstream"] == r["edges_expected"]
+            for r in runs
+        ),
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = [
+        f"{'what':<34}{'entries/s':>12}{'ratio':>9}{'x 1 rep':>9}{'edges':>9}",
+        f"{'raw protobuf decode (reference)':<34}{result['raw_decode_entries_per_s']:>12,.0f}"
+        f"{'100%':>9}{'':>9}{'':>9}",
+    ]
+    for r in result["runs"]:
+        lines.append(
+            f"{'gRPC -> ingest, ' + str(r['replicas']) + ' replica(s)':<34}"
+            f"{r['entries_per_s']:>12,.0f}{r['ratio_to_raw_decode']:>9.0%}"
+            f"{r['speedup_vs_1_replica']:>9.2f}{r['edges_in_jetstream']:>9}"
+        )
+    lines.append(
+        f"goal >= {GOAL:.0%} of raw: {'met' if result['goal_met'] else 'NOT met'}; "
+        f"harness correct: {result['correct']}"
+    )
+    return "\n".join(lines)
+
+
+def run(small: bool = False, workdir: Path | None = None) -> dict[str, Any]:
+    """What `python -m bench` calls: run, print, write `bench/results/ingest.json`."""
+    result = run_config(SMALL if small else Config(), workdir)
+    print(table(result), flush=True)
+    _write(result, RESULTS)
+    return result
+
+
+def _write(result: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__)
+    parser.add_argument("--small", action="store_true", help="tiny configuration (harness check)")
+    parser.add_argument("--messages", type=int)
+    parser.add_argument("--repeat", type=int)
+    parser.add_argument("--streams", type=int)
+    parser.add_argument("--services", type=int)
+    parser.add_argument("--replicas", type=int, nargs="+")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--workdir", type=Path)
+    args = parser.parse_args(argv)
+    config = SMALL if args.small else Config()
+    overrides = {
+        k: v
+        for k, v in {
+            "messages": args.messages,
+            "repeat": args.repeat,
+            "streams": args.streams,
+            "services": args.services,
+            "replicas": tuple(args.replicas) if args.replicas else None,
+        }.items()
+        if v is not None
+    }
+    config = Config(**{**asdict(config), **overrides})
+    result = run_config(config, args.workdir)
+    print(table(result), flush=True)
+    _write(result, args.output)
+    return 0 if result["correct"] else 1

@@ -1,0 +1,191 @@
+"""Scale (issue item 3): a mesh of S services and E edges fed through the pipeline.
+
+Stack without Envoy; S caller Services registered in the emulator, E DependencyObserved published
+(the storm driver of `bench.storm`, spread over one second), then: fence-reconciler and
+sidecar-writer RSS (psutil on their pids, peak while converging and at rest), events/s (edges /
+time until every Sidecar is right), and a cold restart of both (SIGTERM, start again) to converged
+(ready, both JetStream consumers drained, every Sidecar still right).
+Reference in the same run: RSS of the same two processes idle, before the load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.common import RssSampler, rss_mb, wait_for
+from bench.storm import all_right, edges_of, storm
+
+RESTARTED = ("fence-reconciler", "sidecar-writer")
+DURABLES = {
+    "fence-reconciler": ("LAZYLOAD_DEPS", "fence-reconciler"),
+    "sidecar-writer": ("LAZYLOAD_FENCES", "sidecar-writer"),
+}
+
+
+async def _drained(nats_url: str) -> bool:
+    import nats
+
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        for stream, durable in DURABLES.values():
+            info = await js.consumer_info(stream, durable)
+            if info.num_pending or info.num_ack_pending:
+                return False
+        return True
+    except Exception:
+        return False
+    finally:
+        await nc.close()
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url + "/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def _run(config: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    from lazyload_cli.stack import Stack, StackConfig, bin_path
+
+    services, edges = int(config["services"]), int(config["edges"])
+    timeout = float(config.get("timeout", 900))
+    with Stack(StackConfig(state_dir=workdir / "stack", with_envoy=False)) as stack:
+        ep = stack.endpoints
+        pids = {name: ep["pids"][name] for name in RESTARTED}
+        await asyncio.sleep(1.0)
+        idle = {name: rss_mb(pid) for name, pid in pids.items()}
+        with RssSampler(pids) as sampler:
+            load = await storm(stack, services, edges, timeout=timeout)
+            await asyncio.sleep(1.0)
+        peak, at_rest = dict(sampler.peak), dict(sampler.last)
+        # cold restart of the reconciler and the writer
+        want: dict[str, set[str]] = {}
+        for caller, host in edges_of(services, edges, destinations=max(50, edges // 20)):
+            want.setdefault(caller, set()).add(host)
+        for name in RESTARTED:
+            process = next(p for p in stack.processes if p.name == name)
+            process.stop()
+            stack.processes.remove(process)
+        t0 = time.perf_counter()
+        new_pids = {}
+        for name in RESTARTED:
+            process = stack._spawn(
+                name, [bin_path(f"lazyload-{name}")], env=stack._service_env(name)
+            )
+            new_pids[name] = process.popen.pid
+        for name in RESTARTED:
+            await asyncio.to_thread(
+                wait_for, lambda n=name: _ready(ep["admin"][n]), timeout=120, what=f"{name} ready"
+            )
+        ready_s = time.perf_counter() - t0
+        deadline = time.monotonic() + timeout
+        while not await _drained(ep["nats_url"]):
+            if time.monotonic() > deadline:
+                raise TimeoutError("consumers not drained after restart")
+            await asyncio.sleep(0.2)
+        await asyncio.to_thread(
+            wait_for,
+            lambda: all_right(ep["kubeconfig"], want),
+            timeout=120,
+            interval=0.5,
+            what="every Sidecar right after restart",
+        )
+        restart_s = time.perf_counter() - t0
+        after = {name: rss_mb(pid) for name, pid in new_pids.items()}
+        stack.check_alive()
+    return {
+        "services": services,
+        "edges": load["edges"],
+        "rss_idle_mb": idle,
+        "rss_peak_mb": {k: round(v, 1) for k, v in peak.items()},
+        "rss_at_rest_mb": {k: round(v, 1) for k, v in at_rest.items()},
+        "rss_after_restart_mb": after,
+        "rss_peak_over_idle": {k: round(peak[k] / idle[k], 2) for k in peak if idle.get(k)},
+        "events_per_s": round(load["edges"] / load["all_right_s"], 1),
+        "publish_edges_per_s": load["publish_edges_per_s"],
+        "converge_s": load["all_right_s"],
+        "restart_ready_s": round(ready_s, 2),
+        "restart_converged_s": round(restart_s, 2),
+        "goal": {"rss_mb": 300, "restart_s": 30},
+        "load": load,
+        "notes": [
+            f"{services:,} services, {load['edges']:,} edges published in {load['publish_s']} s; "
+            "stack without Envoy. RSS from psutil (peak sampled every 0.25 s).",
+            "Cold restart: SIGTERM fence-reconciler and sidecar-writer, start them again; converged "
+            "= both /readyz, both JetStream consumers drained and every Sidecar right in the API.",
+            "Reference (same run): RSS of the same processes idle before the load.",
+        ],
+    }
+
+
+def run(config: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    return asyncio.run(_run(config, workdir))
+
+
+def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    peak, idle = result["rss_peak_mb"], result["rss_idle_mb"]
+    out = [("scale", "services / edges", f"{result['services']:,} / {result['edges']:,}")]
+    for name in RESTARTED:
+        out.append(
+            (
+                "scale",
+                f"{name} RSS idle / peak",
+                f"{idle.get(name) or 0:.0f} / {peak.get(name, 0):.0f} MB "
+                f"({result['rss_peak_over_idle'].get(name, 0):.2f}x)",
+            )
+        )
+    out += [
+        (
+            "scale",
+            "events/s (edges / time to all Sidecars right)",
+            f"{result['events_per_s']:,.0f}",
+        ),
+        (
+            "scale",
+            "cold restart -> ready / converged",
+            f"{result['restart_ready_s']:.1f} / {result['restart_converged_s']:.1f} s",
+        ),
+    ]
+    return out
+
+
+def plot(result: dict[str, Any], plots: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(RESTARTED)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    x = range(len(names))
+    ax.bar(
+        [i - 0.25 for i in x],
+        [result["rss_idle_mb"].get(n) or 0 for n in names],
+        0.25,
+        label="idle (reference)",
+        color="lightgrey",
+    )
+    ax.bar(list(x), [result["rss_peak_mb"].get(n, 0) for n in names], 0.25, label="peak under load")
+    ax.bar(
+        [i + 0.25 for i in x],
+        [result["rss_after_restart_mb"].get(n) or 0 for n in names],
+        0.25,
+        label="after cold restart",
+    )
+    ax.axhline(300, color="tab:red", ls=":", label="goal 300 MB")
+    ax.set_xticks(list(x), names)
+    ax.set_ylabel("RSS (MB)")
+    ax.set_title(f"Scale: {result['services']:,} services, {result['edges']:,} edges")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = plots / "scale_rss.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return [path.name]

@@ -1,0 +1,312 @@
+"""Storm (issue item 4): E new edges across F fences in about one second.
+
+DependencyObserved events are published straight to NATS (`lazyload_common.jetstream.publish` on
+`subjects.deps`) against a stack without Envoy (`StackConfig(with_envoy=False)`): the caller
+Services exist in the emulator, the edges are interleaved round-robin across the fences (each
+fence gets its edges spread over the second). Measured: Kubernetes API writes per fence, from the
+emulator's request log (`GET <kube_api>/emulator/v1/requests`, polled and deduplicated so it
+cannot wrap) - Sidecar writes and ServiceFence writes - the most writes one fence got within one
+coalescing window (the writer's `coalesce_window`, 0.1 s), and the time until every Sidecar holds
+all its hosts (checked through the API at the end).
+Reference in the same run: a naive controller writing once per edge (E fence + E Sidecar writes),
+and the time it took to publish the storm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from bench.common import RequestLog, create_all, ensure_namespace, kube_api, percentile, wait_for
+
+NAMESPACE = "storm"
+DEST_NAMESPACE = "storm-dst"
+COALESCE_WINDOW_S = 0.1  # sidecar-writer's default LAZYLOAD_SIDECAR__COALESCE_WINDOW
+
+
+def fence_name(i: int) -> str:
+    return f"caller-{i}"
+
+
+def edges_of(fences: int, edges: int, destinations: int) -> list[tuple[str, str]]:
+    """(fence, destination FQDN), round-robin over fences; fence i gets edges/fences hosts."""
+    per = max(1, edges // fences)
+    out = []
+    for j in range(per):
+        for i in range(fences):
+            d = (i * per + j) % destinations
+            out.append((fence_name(i), f"dst-{d}.{DEST_NAMESPACE}.svc.cluster.local"))
+    return out[:edges]
+
+
+def register_callers(kubeconfig: str, fences: int, *, workers: int = 8) -> float:
+    from bench.common import service_body
+
+    kube = kube_api(kubeconfig)
+    ensure_namespace(kube, NAMESPACE)
+    ensure_namespace(kube, DEST_NAMESPACE)
+    t0 = time.perf_counter()
+    create_all(
+        kube,
+        (
+            (f"/api/v1/namespaces/{NAMESPACE}/services", service_body(NAMESPACE, fence_name(i)))
+            for i in range(fences)
+        ),
+        workers=workers,
+    )
+    return time.perf_counter() - t0
+
+
+async def publish_edges(
+    nats_url: str, pairs: list[tuple[str, str]], *, seconds: float = 1.0, slices: int = 10
+) -> float:
+    """Publish every edge (JetStream-acked) spread over `seconds`; return the publish duration."""
+    import nats
+    from lazyload_common import events, jetstream, subjects
+
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    now = time.time()
+    sem = asyncio.Semaphore(512)
+
+    async def one(caller: str, host: str) -> None:
+        name = host.split(".", 1)[0]
+        event = events.DependencyObserved(
+            source_namespace=NAMESPACE,
+            source_name=caller,
+            destination_host=host,
+            destination_port=9080,
+            destination_namespace=DEST_NAMESPACE,
+            destination_service=name,
+            first_seen=now,
+            reporter="bench",
+        )
+        async with sem:
+            await jetstream.publish(
+                js, subjects.deps(NAMESPACE, caller), event, msg_id=event.edge_key, timeout=30
+            )
+
+    t0 = time.perf_counter()
+    size = max(1, len(pairs) // slices)
+    try:
+        for k, start in enumerate(range(0, len(pairs), size)):
+            due = t0 + k * seconds / slices
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            await asyncio.gather(*(one(c, h) for c, h in pairs[start : start + size]))
+        return time.perf_counter() - t0
+    finally:
+        await nc.close()
+
+
+def sidecar_hosts(kubeconfig: str) -> dict[str, set[str]]:
+    kube = kube_api(kubeconfig)
+    items = kube.list(f"/apis/networking.istio.io/v1/namespaces/{NAMESPACE}/sidecars")["items"]
+    return {
+        s["metadata"]["name"]: {h for e in s["spec"].get("egress", []) for h in e.get("hosts", [])}
+        for s in items
+    }
+
+
+def all_right(kubeconfig: str, want: dict[str, set[str]]) -> bool:
+    have = sidecar_hosts(kubeconfig)
+    return all({f"*/{h}" for h in hosts} <= have.get(name, set()) for name, hosts in want.items())
+
+
+class _Poller:
+    def __init__(self, log: RequestLog, interval: float = 0.5) -> None:
+        self.log, self.interval = log, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="request-log")
+
+    def __enter__(self) -> _Poller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.log.poll()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.log.poll()
+
+
+def count_writes(records: list[dict], fences: int) -> dict[str, Any]:
+    """Writes by kind; per fence (creates are POSTs to the collection: one per fence at most)."""
+    kinds = {"sidecars": "sidecar", "servicefences": "servicefence"}
+    totals: Counter[str] = Counter()
+    per_fence: dict[str, Counter[str]] = {k: Counter() for k in kinds.values()}
+    windows: dict[str, Counter[tuple[str, int]]] = {k: Counter() for k in kinds.values()}
+    for r in records:
+        if r["status"] >= 400:
+            continue
+        parts = [p for p in r["path"].split("/") if p]
+        for plural, kind in kinds.items():
+            if plural not in parts:
+                continue
+            idx = parts.index(plural)
+            name = parts[idx + 1] if len(parts) > idx + 1 else f"<create:{r['time']}>"
+            totals[f"{kind}_{r['verb'].lower()}"] += 1
+            totals[kind] += 1
+            per_fence[kind][name] += 1
+            windows[kind][(name, int(r["time"] / COALESCE_WINDOW_S))] += 1
+    out: dict[str, Any] = {"by_verb": dict(totals)}
+    for kind in kinds.values():
+        named = [v for k, v in per_fence[kind].items() if not k.startswith("<create")]
+        creates = sum(v for k, v in per_fence[kind].items() if k.startswith("<create"))
+        out[kind] = {
+            "writes": totals[kind],
+            "creates": creates,
+            "per_fence_mean": round(totals[kind] / max(fences, 1), 3),
+            "per_fence_max_updates": max(named, default=0),
+            "per_fence_per_window_max": max(windows[kind].values(), default=0),
+            "per_fence_per_window_mean": round(
+                sum(windows[kind].values()) / max(len(windows[kind]), 1), 3
+            ),
+        }
+    return out
+
+
+async def storm(stack: Any, fences: int, edges: int, *, timeout: float) -> dict[str, Any]:
+    """Register, publish the storm, wait until every Sidecar is right; returns the measurements."""
+    from lazyload_cli.demo import SidecarWatch
+
+    ep = stack.endpoints
+    pairs = edges_of(fences, edges, destinations=max(50, edges // 20))
+    want: dict[str, set[str]] = defaultdict(set)
+    for caller, host in pairs:
+        want[caller].add(host)
+    register_s = await asyncio.to_thread(register_callers, ep["kubeconfig"], fences)
+    await asyncio.sleep(2.0)  # the reconciler's Service reflector sees the callers
+    log = RequestLog(ep["kube_api"])
+    await asyncio.to_thread(log.clear)
+    watch = SidecarWatch()
+    nc = await watch.start(ep["nats_url"])
+    try:
+        with _Poller(log):
+            t0 = time.time()
+            publish_s = await publish_edges(ep["nats_url"], pairs)
+
+            def right() -> bool:
+                return all(all(watch.holds(name, h) for h in hosts) for name, hosts in want.items())
+
+            await asyncio.to_thread(
+                wait_for, right, timeout=timeout, interval=0.1, what="every Sidecar right"
+            )
+            seen_right_s = time.time() - t0
+            await asyncio.to_thread(
+                wait_for,
+                lambda: all_right(ep["kubeconfig"], want),
+                timeout=60,
+                interval=0.5,
+                what="every Sidecar right in the API",
+            )
+            await asyncio.sleep(1.0)  # late writes (coalesced tails) still count
+    finally:
+        await nc.close()
+    right_at = {
+        name: max(watch.written_at(name, h) or float("inf") for h in hosts)
+        for name, hosts in want.items()
+    }
+    per_fence_s = [t - t0 for t in right_at.values()]
+    writes = count_writes(list(log.records.values()), fences)
+    total_api = len(log.records)
+    return {
+        "fences": fences,
+        "edges": len(pairs),
+        "edges_per_fence": len(pairs) / fences,
+        "register_s": round(register_s, 2),
+        "publish_s": round(publish_s, 3),
+        "publish_edges_per_s": round(len(pairs) / publish_s, 1),
+        "all_right_s": round(max(per_fence_s), 3),
+        "all_right_observed_s": round(seen_right_s, 3),
+        "fence_right_p50_s": percentile(per_fence_s, 50),
+        "fence_right_p99_s": percentile(per_fence_s, 99),
+        "api_requests": total_api,
+        "api_log_max_batch": log.max_batch,
+        "writes": writes,
+        "sidecar_writes_per_fence": writes["sidecar"]["per_fence_mean"],
+        "servicefence_writes_per_fence": writes["servicefence"]["per_fence_mean"],
+        "reference": {
+            "naive_writes": 2 * len(pairs),
+            "publish_s": round(publish_s, 3),
+        },
+        "ratio_writes_to_naive": round(
+            (writes["sidecar"]["writes"] + writes["servicefence"]["writes"]) / (2 * len(pairs)), 4
+        ),
+        "ratio_all_right_to_publish": round(max(per_fence_s) / publish_s, 2),
+    }
+
+
+async def _run(config: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    from lazyload_cli.stack import Stack, StackConfig
+
+    fences, edges = int(config["fences"]), int(config["edges"])
+    with Stack(StackConfig(state_dir=workdir / "stack", with_envoy=False)) as stack:
+        result = await storm(stack, fences, edges, timeout=float(config.get("timeout", 300)))
+        stack.check_alive()
+    result["notes"] = [
+        f"{result['edges']} DependencyObserved published in {result['publish_s']} s "
+        f"(target 1 s) across {fences} fences, round-robin; stack without Envoy.",
+        "Writes counted from the emulator's request log (successful POST/PUT/PATCH/DELETE on "
+        "sidecars and servicefences). 'per window' = the most writes one fence got within one "
+        f"{COALESCE_WINDOW_S} s coalescing window (goal <= 1).",
+        "Reference (same run): a naive controller = one ServiceFence and one Sidecar write per edge.",
+    ]
+    return result
+
+
+def run(config: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    return asyncio.run(_run(config, workdir))
+
+
+def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    w = result["writes"]
+    return [
+        ("storm", "edges / fences", f"{result['edges']:,} / {result['fences']:,}"),
+        ("storm", "published in", f"{result['publish_s']:.2f} s"),
+        (
+            "storm",
+            "Sidecar writes per fence (mean / max per window)",
+            f"{w['sidecar']['per_fence_mean']:.2f} / {w['sidecar']['per_fence_per_window_max']}",
+        ),
+        (
+            "storm",
+            "ServiceFence writes per fence (mean / max per window)",
+            f"{w['servicefence']['per_fence_mean']:.2f} / "
+            f"{w['servicefence']['per_fence_per_window_max']}",
+        ),
+        ("storm", "writes / naive (1 per edge per kind)", f"{result['ratio_writes_to_naive']:.4f}"),
+        ("storm", "time until all Sidecars right", f"{result['all_right_s']:.2f} s"),
+        ("storm", "all right / publish time", f"{result['ratio_all_right_to_publish']:.2f}x"),
+    ]
+
+
+def plot(result: dict[str, Any], plots: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    w = result["writes"]
+    labels = ["Sidecar", "ServiceFence"]
+    measured = [w["sidecar"]["per_fence_mean"], w["servicefence"]["per_fence_mean"]]
+    naive = [result["edges_per_fence"]] * 2
+    fig, ax = plt.subplots(figsize=(6, 4))
+    x = range(len(labels))
+    ax.bar([i - 0.2 for i in x], naive, 0.4, label="naive: 1 write per edge", color="lightgrey")
+    ax.bar([i + 0.2 for i in x], measured, 0.4, label="lazyload (measured)", color="tab:blue")
+    ax.set_xticks(list(x), labels)
+    ax.set_ylabel("API writes per fence")
+    ax.set_title(f"Storm: {result['edges']:,} edges over {result['fences']:,} fences")
+    ax.legend()
+    fig.tight_layout()
+    path = plots / "storm_writes.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return [path.name]

@@ -1,0 +1,52 @@
+"""`lazyload fences list|reset`: the fence-reconciler admin API from the command line.
+
+`list_fences(admin_url)` returns the `items` of `GET /api/v1/fences`; `reset(admin_url, namespace,
+name)` calls `POST /api/v1/fences/{ns}/{name}/reset` (the fence forgets its learned hosts, keeps its
+spec hosts, and a new revision is published) and returns the fence detail. Errors leave as
+`FenceApiError` with the HTTP status and the server's message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+TIMEOUT = 10.0
+
+
+class FenceApiError(RuntimeError):
+    """The admin API answered with an error, or could not be reached."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def list_fences(admin_url: str) -> list[dict[str, Any]]:
+    """Every fence, summarised: namespace, name, uid, enabled, revision, hosts, created_by."""
+    items = _call("GET", admin_url, "/api/v1/fences").get("items", [])
+    return list(items)
+
+
+def reset(admin_url: str, namespace: str, name: str) -> dict[str, Any]:
+    """Forget the learned hosts of fence `namespace/name`; the fence detail after the reset."""
+    return _call("POST", admin_url, f"/api/v1/fences/{namespace}/{name}/reset")
+
+
+def _call(method: str, admin_url: str, path: str) -> dict[str, Any]:
+    url = admin_url.rstrip("/") + path
+    try:
+        response = httpx.request(method, url, timeout=TIMEOUT)
+    except httpx.HTTPError as e:
+        raise FenceApiError(f"{method} {url}: {e}") from e
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        raise FenceApiError(
+            f"{method} {url}: {response.status_code} {detail}", response.status_code
+        )
+    body = response.json()
+    return body if isinstance(body, dict) else {}

@@ -1,0 +1,103 @@
+"""Fault injection and the request log (the emulator's admin API under `/emulator/v1`).
+
+Covers: a fault failing exactly `count` matching requests with a proper Status body, matching by
+verb and path regex only; 429 with a `Retry-After` header (and urllib3 retrying idempotent
+requests on it by itself); an unlimited fault until cleared;
+listing armed faults; the request log (verb, path, query, status, content type) for counting
+API writes, and clearing it; reset to the start state; a malformed fault spec being refused.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+from kubernetes.client import ApiException
+
+
+def _cm(name: str) -> dict:
+    return {"metadata": {"name": name}}
+
+
+def test_fault_fails_count_matching_requests(kube_emulator, core):
+    kube_emulator.inject_fault(
+        "POST", r"/namespaces/default/configmaps$", status=500, count=2, reason="InternalError"
+    )
+    core.create_namespaced_service("default", {"metadata": {"name": "s"}, "spec": {}})
+    for _ in range(2):
+        with pytest.raises(ApiException) as err:
+            core.create_namespaced_config_map("default", _cm("cm"))
+        assert err.value.status == 500
+        body = json.loads(err.value.body)
+        assert body["kind"] == "Status" and body["reason"] == "InternalError"
+    assert core.create_namespaced_config_map("default", _cm("cm")).metadata.name == "cm"
+    assert core.list_namespaced_config_map("default").items
+
+
+def test_429_carries_retry_after(kube_emulator, core):
+    kube_emulator.inject_fault("POST", "/configmaps$", status=429, retry_after=3)
+    with pytest.raises(ApiException) as err:
+        core.create_namespaced_config_map("default", _cm("cm"))
+    assert err.value.status == 429
+    assert err.value.headers["Retry-After"] == "3"
+    assert json.loads(err.value.body)["details"]["retryAfterSeconds"] == 3
+
+
+def test_urllib3_retries_idempotent_429_transparently(kube_emulator, core):
+    """Worth knowing when injecting 429/503 with Retry-After: the client retries GET/PUT/DELETE."""
+    kube_emulator.clear_requests()
+    kube_emulator.inject_fault("GET", "/api/v1/namespaces$", status=429, retry_after=0)
+    assert core.list_namespace().items
+    assert [(r.status, r.fault) for r in kube_emulator.requests()] == [(429, True), (200, False)]
+
+
+def test_unlimited_fault_until_cleared(kube_emulator, core):
+    kube_emulator.inject_fault("*", "configmaps", status=503, count=None)
+    assert [f["status"] for f in kube_emulator.handle.faults()] == [503]
+    for _ in range(3):
+        with pytest.raises(ApiException) as err:
+            core.list_namespaced_config_map("default")
+        assert err.value.status == 503
+    kube_emulator.clear_faults()
+    assert core.list_namespaced_config_map("default").items == []
+
+
+def test_request_log_counts_writes(kube_emulator, core):
+    kube_emulator.clear_requests()
+    core.create_namespaced_config_map("default", _cm("a"))
+    core.patch_namespaced_config_map(
+        "a", "default", {"data": {"k": "v"}}, _content_type="application/merge-patch+json"
+    )
+    with pytest.raises(ApiException):
+        core.read_namespaced_config_map("missing", "default")
+    log = kube_emulator.requests()
+    assert [(r.verb, r.status) for r in log] == [("POST", 201), ("PATCH", 200), ("GET", 404)]
+    assert log[1].content_type == "application/merge-patch+json"
+    assert log[0].path == "/api/v1/namespaces/default/configmaps"
+    assert [r.verb for r in kube_emulator.writes("configmaps")] == ["POST", "PATCH"]
+
+
+def test_reset_restores_the_start_state(kube_emulator, core, custom):
+    core.create_namespace({"metadata": {"name": "scratch"}})
+    kube_emulator.inject_fault("DELETE", ".*", status=500, count=None)
+    kube_emulator.reset()
+    names = {n.metadata.name for n in core.list_namespace().items}
+    assert "scratch" not in names and "default" in names
+    assert kube_emulator.handle.faults() == []
+    listed = custom.list_cluster_custom_object("networking.istio.io", "v1", "sidecars")
+    assert listed["items"] == []
+
+
+def test_bad_fault_spec_is_refused(kube_emulator):
+    request = urllib.request.Request(
+        f"{kube_emulator.url}/emulator/v1/faults",
+        data=json.dumps({"status": 200}).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(request, timeout=5)
+    assert err.value.code == 422
+    err.value.close()

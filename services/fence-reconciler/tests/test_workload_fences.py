@@ -1,0 +1,67 @@
+"""Workload fences for pods without a Service (Slime's fenceLabelKeyAlias; emulator + nats-server).
+
+Covers: with `workload_label_key="app"`, a `source_kind="workload"` caller whose pods carry
+`app=<name>` gets the fence `app-<name>.workload.identity` selecting those pods (auto-created,
+published), and the fence is deleted when its last pod goes; without a labelled pod the edge
+waits; the setting parses `key[:alias]` and refuses a bad key.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from lazyload_common import errors, events, subjects
+from lazyload_fence_reconciler.settings import FenceSettings, ReconcilerSettings
+
+DETAILS = "details.default.svc.cluster.local"
+PODS = "/api/v1/namespaces/default/pods"
+NAME = "app-batch.workload.identity"
+
+
+def _workload_edge(name: str) -> events.DependencyObserved:
+    now = time.time()
+    return events.DependencyObserved(
+        source_namespace="default",
+        source_name=name,
+        source_kind="workload",
+        destination_host=DETAILS,
+        destination_port=9080,
+        first_seen=now,
+        observed_at=now,
+    )
+
+
+def _pod(name: str, app: str) -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "labels": {"app": app}},
+        "spec": {"containers": [{"name": "main", "image": "busybox"}]},
+    }
+
+
+async def test_workload_fence_lives_with_its_pods(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+    kit.api.create(PODS, _pod("batch-1", "batch"))
+    await reconciler.start(workload_label_key="app")
+    async with kit.events(subjects.fence("default", NAME)) as seen:
+        await kit.publish(_workload_edge("batch"))
+        event = await seen.until(lambda e: DETAILS in e.hosts)
+        assert event.workload_selector == {"app": "batch"}
+        fence = kit.fence(NAME)
+        assert fence["spec"]["workloadSelector"] == {"labels": {"app": "batch"}}
+        assert fence["metadata"]["labels"]["app.kubernetes.io/created-by"] == "fence-controller"
+        kit.api.delete(f"{PODS}/batch-1")
+        await seen.until(lambda e: e.deleted)
+    assert kit.fence(NAME) is None
+
+
+def test_workload_label_key_setting() -> None:
+    identity = FenceSettings(workload_label_key="team/app:wl").workload_identity()
+    assert identity is not None and identity.key == "team/app"
+    assert identity.fence_name("x") == "wl-x.workload.identity"
+    assert identity.value_of("wl-x.workload.identity") == "x"
+    assert identity.value_of("productpage") is None
+    assert FenceSettings().workload_identity() is None
+    with pytest.raises(errors.ConfigError):
+        ReconcilerSettings(fence=FenceSettings(workload_label_key="bad key")).check()

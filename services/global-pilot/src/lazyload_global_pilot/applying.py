@@ -1,0 +1,131 @@
+"""Kube adapter: keep the mesh-side objects (`meshside.render`) applied, and nothing else.
+
+`MeshSideApplier.apply(desired)` (blocking: call it through `asyncio.to_thread`) validates every
+object first (Istio ones against Istio's schema; nothing is written when one is invalid), then
+creates what is missing, updates what differs (Services by merge patch of labels, selector and
+ports, so the cluster IP stays; EnvoyFilters by replace with the read `resourceVersion`, re-read
+once on 409), and deletes the objects labelled `app.kubernetes.io/managed-by=lazyload-global-pilot`
+that are no longer desired (a mode or namespace change). An object whose `lazyload.io/rendered`
+annotation already holds the hash of the desired content is not written again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from lazyload_common import kube
+
+from lazyload_global_pilot import meshside
+
+log = logging.getLogger(__name__)
+RawObject = dict[str, Any]
+HASH_ANNOTATION = "lazyload.io/rendered"
+_COLLECTIONS = {
+    ("v1", "Service"): "/api/v1/namespaces/{ns}/services",
+    ("networking.istio.io/v1alpha3", "EnvoyFilter"): (
+        "/apis/networking.istio.io/v1alpha3/namespaces/{ns}/envoyfilters"
+    ),
+}
+_MANAGED_LISTS = ("/api/v1/services", "/apis/networking.istio.io/v1alpha3/envoyfilters")
+
+
+@dataclass
+class ApplyResult:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+
+def _key(obj: RawObject) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{obj.get('kind')}/{meta.get('namespace')}/{meta.get('name')}"
+
+
+def _path(obj: RawObject, *, item: bool = True) -> str:
+    meta = obj["metadata"]
+    collection = _COLLECTIONS[(obj["apiVersion"], obj["kind"])].format(ns=meta["namespace"])
+    return f"{collection}/{meta['name']}" if item else collection
+
+
+def content_hash(obj: RawObject) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class MeshSideApplier:
+    def __init__(self, api: kube.KubeApi) -> None:
+        self.api = api
+
+    def apply(self, desired: list[RawObject]) -> ApplyResult:
+        for obj in desired:
+            meshside.validate(obj)
+        result = ApplyResult()
+        for obj in desired:
+            self._apply_one(obj, result)
+        wanted = {_key(o) for o in desired}
+        for path in _MANAGED_LISTS:
+            for current in self._managed(path):
+                current.setdefault("kind", "Service" if "services" in path else "EnvoyFilter")
+                current.setdefault(
+                    "apiVersion", "v1" if "services" in path else "networking.istio.io/v1alpha3"
+                )
+                if _key(current) not in wanted:
+                    self.api.delete(_path(current))
+                    result.deleted.append(_key(current))
+        if result.created or result.updated or result.deleted:
+            log.info(
+                "mesh-side: created %s updated %s deleted %s",
+                result.created,
+                result.updated,
+                result.deleted,
+            )
+        return result
+
+    def _managed(self, path: str) -> list[RawObject]:
+        selector = f"{meshside.MANAGED_BY}={meshside.MANAGER}"
+        try:
+            return list(self.api.list(path, labelSelector=selector).get("items") or [])
+        except kube.KubeNotFound:
+            return []  # the kind is not served (no Istio CRDs): nothing of ours there
+
+    def _apply_one(self, obj: RawObject, result: ApplyResult) -> None:
+        digest = content_hash(obj)
+        body = json.loads(json.dumps(obj))
+        body["metadata"].setdefault("annotations", {})[HASH_ANNOTATION] = digest
+        for attempt in (1, 2):
+            try:
+                current = self.api.get(_path(obj))
+            except kube.KubeNotFound:
+                self.api.create(_path(obj, item=False), body)
+                result.created.append(_key(obj))
+                return
+            annotations = (current.get("metadata") or {}).get("annotations") or {}
+            if annotations.get(HASH_ANNOTATION) == digest:
+                result.unchanged.append(_key(obj))
+                return
+            try:
+                self._update(obj, body, current)
+            except kube.KubeConflict:
+                if attempt == 2:
+                    raise
+                continue
+            result.updated.append(_key(obj))
+            return
+
+    def _update(self, obj: RawObject, body: RawObject, current: RawObject) -> None:
+        if obj["kind"] == "Service":
+            patch = {
+                "metadata": {
+                    "labels": body["metadata"]["labels"],
+                    "annotations": body["metadata"]["annotations"],
+                },
+                "spec": body["spec"],
+            }
+            self.api.merge_patch(_path(obj), patch)
+        else:
+            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            self.api.replace(_path(obj), body)

@@ -1,0 +1,242 @@
+"""The mesh-side resources that route unknown hosts to the global-sidecar (pure, no I/O).
+
+`render(ports, options)` returns the objects global-pilot keeps applied, as plain Kubernetes JSON:
+
+- the global-sidecar `Service` (selector `app=<app_label>`), one port per wormhole port
+  (`http-<P>` / `tcp-<P>`, `targetPort` = port), so every fenced sidecar has a route
+  configuration named `"<P>"` for each HTTP wormhole port (it sees `mesh-operator/*`);
+- the `to-global-sidecar` EnvoyFilter (networking.istio.io/v1alpha3). For each HTTP wormhole port
+  P, on `SIDECAR_OUTBOUND` route configuration `"P"`: REMOVE the `allow_any` virtual host, MERGE
+  the dispatch virtual hosts and `allow_all` (`*`): the regex dispatches, then every other host
+  to `outbound|P||<global-sidecar fqdn>` with `Slime-Orig-Dest: %DOWNSTREAM_LOCAL_ADDRESS%` and
+  `Slime-Source-Ns` (the caller's namespace). The global-sidecar's own proxy (node metadata
+  `SLIME_APP: LAZYLOAD_GLOBAL_SIDECAR`) gets those virtual hosts removed again and `*` to
+  `PassthroughCluster`: it never sends traffic to itself.
+
+Modes: `cluster` - one Service in the global-sidecar namespace, the filter in the root namespace
+(every namespace; caller namespace from the proxy's `POD_NAMESPACE`); `namespace` - a Service and
+a filter per listed namespace (caller namespace = that namespace); `disabled` - nothing.
+`validate(obj)` checks an Istio object against Istio's schema (cloudcoil models) and that no
+field is unknown to it.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from lazyload_global_pilot import dispatches as dispatching
+from lazyload_global_pilot.dispatches import Dispatch
+from lazyload_global_pilot.errors import InvalidResourceError
+from lazyload_global_pilot.ports import PortSet
+
+RawObject = dict[str, Any]
+FILTER_NAME = "to-global-sidecar"
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGER = "lazyload-global-pilot"
+ORIG_DEST = "Slime-Orig-Dest"
+SOURCE_NS = "Slime-Source-Ns"
+SLIME_APP = {"SLIME_APP": "LAZYLOAD_GLOBAL_SIDECAR"}
+CALLER_NAMESPACE = "%ENVIRONMENT(POD_NAMESPACE)%"
+
+
+class MeshSideOptions(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    mode: Literal["cluster", "namespace", "disabled"] = "cluster"
+    root_namespace: str = "istio-system"
+    sidecar_namespace: str = "mesh-operator"
+    namespaces: tuple[str, ...] = ()
+    service_name: str = "global-sidecar"
+    app_label: str = "global-sidecar"
+    cluster_domain: str = "cluster.local"
+    dispatches: tuple[Dispatch, ...] = ()
+
+
+def render(ports: PortSet, options: MeshSideOptions) -> list[RawObject]:
+    """Every object of the current mode, Services first."""
+    if options.mode == "cluster":
+        targets = [(options.sidecar_namespace, options.root_namespace, CALLER_NAMESPACE)]
+    elif options.mode == "namespace":
+        targets = [(ns, ns, ns) for ns in options.namespaces]
+    else:
+        targets = []
+    services = [service(ports, ns, options) for ns, _, _ in targets if ports.all]
+    filters = [
+        envoy_filter(ports, sidecar_ns=gs, filter_ns=fns, caller_ns=caller, options=options)
+        for gs, fns, caller in targets
+        if ports.http
+    ]
+    return services + filters
+
+
+def _metadata(name: str, namespace: str, options: MeshSideOptions) -> RawObject:
+    return {
+        "name": name,
+        "namespace": namespace,
+        "labels": {"app": options.app_label, MANAGED_BY: MANAGER},
+    }
+
+
+def service(ports: PortSet, namespace: str, options: MeshSideOptions) -> RawObject:
+    """The global-sidecar Service of `namespace`: a port per wormhole port."""
+    spec_ports = [
+        {"name": f"{kind}-{p}", "port": p, "targetPort": p, "protocol": "TCP"}
+        for p in ports.all
+        for kind in ["tcp" if p in ports.tcp else "http"]
+    ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(options.service_name, namespace, options),
+        "spec": {"selector": {"app": options.app_label}, "ports": spec_ports},
+    }
+
+
+def envoy_filter(
+    ports: PortSet, *, sidecar_ns: str, filter_ns: str, caller_ns: str, options: MeshSideOptions
+) -> RawObject:
+    """`to-global-sidecar` in `filter_ns`, sending unknown hosts to the global-sidecar of
+    `sidecar_ns` with `Slime-Source-Ns: caller_ns`."""
+    fqdn = f"{options.service_name}.{sidecar_ns}.svc.{options.cluster_domain}"
+    patches: list[RawObject] = []
+    for port in ports.http:
+        target = _Target(cluster=f"outbound|{port}||{fqdn}", caller_ns=caller_ns)
+        patches += _port_patches(port, target, options.dispatches)
+    return {
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "EnvoyFilter",
+        "metadata": _metadata(FILTER_NAME, filter_ns, options),
+        "spec": {"configPatches": patches},
+    }
+
+
+class _Target(BaseModel):
+    cluster: str
+    caller_ns: str
+
+
+def _match(port: int, vhost: str | None = None, *, own: bool = False) -> RawObject:
+    route_configuration: RawObject = {"name": str(port)}
+    if vhost is not None:
+        route_configuration["vhost"] = {"name": vhost}
+    match: RawObject = {"context": "SIDECAR_OUTBOUND", "routeConfiguration": route_configuration}
+    if own:
+        match["proxy"] = {"metadata": dict(SLIME_APP)}
+    return match
+
+
+def _port_patches(port: int, target: _Target, dispatches: tuple[Dispatch, ...]) -> list[RawObject]:
+    by_domain = [d for d in dispatches if d.domain_regex is None]
+    by_regex = [d for d in dispatches if d.domain_regex is not None]
+    vhosts = [
+        {"name": d.name, "domains": list(d.domains), "routes": [_route(d.name, d.cluster, target)]}
+        for d in by_domain
+    ]
+    catch_all = [
+        _route(d.name, d.cluster, target, authority_regex=d.domain_regex) for d in by_regex
+    ]
+    catch_all.append(_route(FILTER_NAME, dispatching.GLOBAL_SIDECAR, target))
+    vhosts.append({"name": "allow_all", "domains": ["*"], "routes": catch_all})
+    patches: list[RawObject] = [
+        {
+            "applyTo": "VIRTUAL_HOST",
+            "match": _match(port, "allow_any"),
+            "patch": {"operation": "REMOVE"},
+        },
+        {
+            "applyTo": "ROUTE_CONFIGURATION",
+            "match": _match(port),
+            "patch": {"operation": "MERGE", "value": {"virtual_hosts": vhosts}},
+        },
+    ]
+    # the global-sidecar's own proxy: undo the above (no loop), keep passthrough
+    for name in ["allow_all", *(d.name for d in by_domain)]:
+        patches.append(
+            {
+                "applyTo": "VIRTUAL_HOST",
+                "match": _match(port, name, own=True),
+                "patch": {"operation": "REMOVE"},
+            }
+        )
+    patches.append(
+        {
+            "applyTo": "ROUTE_CONFIGURATION",
+            "match": _match(port, own=True),
+            "patch": {
+                "operation": "MERGE",
+                "value": {
+                    "virtual_hosts": [
+                        {
+                            "name": "allow_any_new",
+                            "domains": ["*"],
+                            "routes": [_route("allow_any", dispatching.ISTIO_PASSTHROUGH, target)],
+                        }
+                    ]
+                },
+            },
+        }
+    )
+    return patches
+
+
+def _route(
+    name: str, cluster: str, target: _Target, *, authority_regex: str | None = None
+) -> RawObject:
+    match: RawObject = {"prefix": "/"}
+    if authority_regex is not None:
+        match["headers"] = [
+            {"name": ":authority", "string_match": {"safe_regex": {"regex": authority_regex}}}
+        ]
+    route: RawObject = {"name": name, "match": match}
+    if cluster == dispatching.GLOBAL_SIDECAR:
+        route["route"] = {"cluster": target.cluster, "timeout": "0s"}
+        route["request_headers_to_add"] = [
+            _header(ORIG_DEST, "%DOWNSTREAM_LOCAL_ADDRESS%"),
+            _header(SOURCE_NS, target.caller_ns),
+        ]
+    elif cluster == dispatching.PASSTHROUGH:
+        route["route"] = {"cluster": dispatching.ISTIO_PASSTHROUGH, "timeout": "0s"}
+    else:
+        route["route"] = {"cluster": cluster, "timeout": "0s"}
+    return route
+
+
+def _header(key: str, value: str) -> RawObject:
+    return {"header": {"key": key, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+
+
+@functools.cache
+def _istio_models() -> dict[tuple[str, str], Any]:
+    """cloudcoil's Istio models, imported once (the import takes seconds)."""
+    from cloudcoil.models.istio.networking.v1alpha3 import EnvoyFilter
+
+    return {("networking.istio.io/v1alpha3", "EnvoyFilter"): EnvoyFilter}
+
+
+def warm_up() -> None:
+    """Import the schema models now (blocking, seconds) rather than at the first apply."""
+    _istio_models()
+
+
+def validate(obj: RawObject) -> None:
+    """Raise InvalidResourceError unless an Istio `obj` matches Istio's schema exactly (other
+    API groups pass: the API server validates them)."""
+    if not str(obj.get("apiVersion", "")).endswith(".istio.io/v1alpha3"):
+        return
+    model = _istio_models().get((obj["apiVersion"], obj.get("kind", "")))
+    if model is None:
+        raise InvalidResourceError(f"no schema for {obj.get('apiVersion')} {obj.get('kind')}")
+    try:
+        parsed = model.model_validate(obj)
+    except ValueError as e:
+        raise InvalidResourceError(f"{obj['kind']} {_name(obj)}: {e}") from e
+    round_trip = parsed.model_dump(by_alias=True, exclude_none=True, mode="json")
+    if round_trip != obj:
+        raise InvalidResourceError(f"{obj['kind']} {_name(obj)}: fields unknown to Istio")
+
+
+def _name(obj: RawObject) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace')}/{meta.get('name')}"

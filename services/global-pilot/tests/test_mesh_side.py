@@ -1,0 +1,214 @@
+"""The mesh-side resources: rendering per mode, Istio schema validation, applying to the emulator.
+
+Covers: cluster mode renders one global-sidecar Service (a port per wormhole port) in the mesh
+namespace and `to-global-sidecar` in the root namespace, whose patches per HTTP port remove
+`allow_any`, add the dispatches and `allow_all` to the global-sidecar with `Slime-Orig-Dest` and
+`Slime-Source-Ns` (the proxy's namespace), and undo all that for the global-sidecar's own proxy;
+namespace mode renders them per namespace with the namespace as `Slime-Source-Ns`; disabled mode
+renders nothing; every rendered EnvoyFilter passes Istio's schema, and an invalid one or one with
+a field Istio does not know is refused before anything is written; the applier creates, leaves
+unchanged objects alone, updates, and prunes on a mode change, all through the official client on
+the emulator; a failed apply is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+from lazyload_common import kube
+from lazyload_global_pilot import app, applying, meshside
+from lazyload_global_pilot.dispatches import Dispatch
+from lazyload_global_pilot.errors import InvalidResourceError
+from lazyload_global_pilot.ports import PortSet
+from lazyload_testing.kube import KubeEmulator
+
+PORTS = PortSet(http=(80, 9080), tcp=(3306,))
+DISPATCHES = (
+    Dispatch(
+        name="egress",
+        domains=("*.corp.example",),
+        cluster="outbound|80||egress.gw.svc.cluster.local",
+    ),
+    Dispatch(name="bare", domain_regex=r"^[^.]+$", cluster="_PASSTHROUGH"),
+)
+CLUSTER = meshside.MeshSideOptions(dispatches=DISPATCHES)
+NAMESPACED = meshside.MeshSideOptions(mode="namespace", namespaces=("shop", "pay"))
+EF_PATH = "/apis/networking.istio.io/v1alpha3/namespaces/{}/envoyfilters/to-global-sidecar"
+SVC_PATH = "/api/v1/namespaces/{}/services/global-sidecar"
+
+
+def _by_kind(objects):
+    return {(o["kind"], o["metadata"]["namespace"]): o for o in objects}
+
+
+def _patches(envoy_filter, port: int, *, own: bool = False):
+    return [
+        p
+        for p in envoy_filter["spec"]["configPatches"]
+        if p["match"]["routeConfiguration"]["name"] == str(port) and ("proxy" in p["match"]) == own
+    ]
+
+
+def test_cluster_mode_service_and_filter():
+    objects = _by_kind(meshside.render(PORTS, CLUSTER))
+    assert set(objects) == {("Service", "mesh-operator"), ("EnvoyFilter", "istio-system")}
+    service = objects[("Service", "mesh-operator")]
+    assert service["metadata"]["name"] == "global-sidecar"
+    assert service["spec"]["selector"] == {"app": "global-sidecar"}
+    assert [(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [
+        ("http-80", 80, 80),
+        ("tcp-3306", 3306, 3306),
+        ("http-9080", 9080, 9080),
+    ]
+    envoy_filter = objects[("EnvoyFilter", "istio-system")]
+    assert envoy_filter["metadata"]["name"] == "to-global-sidecar"
+    assert not _patches(envoy_filter, 3306)  # TCP ports have no route configuration
+    remove, merge = _patches(envoy_filter, 9080)
+    assert remove["applyTo"] == "VIRTUAL_HOST"
+    assert remove["match"]["context"] == "SIDECAR_OUTBOUND"
+    assert remove["match"]["routeConfiguration"]["vhost"] == {"name": "allow_any"}
+    assert remove["patch"] == {"operation": "REMOVE"}
+    assert merge["applyTo"] == "ROUTE_CONFIGURATION"
+    assert merge["patch"]["operation"] == "MERGE"
+    egress, allow_all = merge["patch"]["value"]["virtual_hosts"]
+    assert egress["domains"] == ["*.corp.example"]
+    assert egress["routes"][0]["route"]["cluster"] == "outbound|80||egress.gw.svc.cluster.local"
+    assert allow_all["name"] == "allow_all" and allow_all["domains"] == ["*"]
+    bare, to_gs = allow_all["routes"]
+    assert bare["match"]["headers"][0]["string_match"]["safe_regex"]["regex"] == r"^[^.]+$"
+    assert bare["route"]["cluster"] == "PassthroughCluster"
+    assert to_gs["route"] == {
+        "cluster": "outbound|9080||global-sidecar.mesh-operator.svc.cluster.local",
+        "timeout": "0s",
+    }
+    headers = {h["header"]["key"]: h["header"]["value"] for h in to_gs["request_headers_to_add"]}
+    assert headers == {
+        "Slime-Orig-Dest": "%DOWNSTREAM_LOCAL_ADDRESS%",
+        "Slime-Source-Ns": "%ENVIRONMENT(POD_NAMESPACE)%",
+    }
+    # the global-sidecar's own proxy: the added virtual hosts go again, `*` passes through
+    own = _patches(envoy_filter, 9080, own=True)
+    assert {p["match"]["proxy"]["metadata"]["SLIME_APP"] for p in own} == {
+        "LAZYLOAD_GLOBAL_SIDECAR"
+    }
+    removed = {p["match"]["routeConfiguration"]["vhost"]["name"] for p in own[:-1]}
+    assert removed == {"allow_all", "egress"}
+    passthrough = own[-1]["patch"]["value"]["virtual_hosts"][0]
+    assert passthrough["routes"][0]["route"]["cluster"] == "PassthroughCluster"
+    for obj in objects.values():
+        meshside.validate(obj)
+
+
+def test_namespace_mode_one_pair_per_namespace():
+    objects = _by_kind(meshside.render(PORTS, NAMESPACED))
+    assert set(objects) == {
+        ("Service", "shop"),
+        ("Service", "pay"),
+        ("EnvoyFilter", "shop"),
+        ("EnvoyFilter", "pay"),
+    }
+    _, merge = _patches(objects[("EnvoyFilter", "pay")], 80)
+    (allow_all,) = merge["patch"]["value"]["virtual_hosts"]
+    (route,) = allow_all["routes"]
+    assert route["route"]["cluster"] == "outbound|80||global-sidecar.pay.svc.cluster.local"
+    headers = {h["header"]["key"]: h["header"]["value"] for h in route["request_headers_to_add"]}
+    assert headers["Slime-Source-Ns"] == "pay"
+    for obj in objects.values():
+        meshside.validate(obj)
+
+
+def test_disabled_mode_renders_nothing():
+    assert meshside.render(PORTS, meshside.MeshSideOptions(mode="disabled")) == []
+
+
+def test_validation_refuses_bad_and_unknown_fields():
+    (envoy_filter,) = [o for o in meshside.render(PORTS, CLUSTER) if o["kind"] == "EnvoyFilter"]
+    bad = {**envoy_filter, "spec": {"configPatches": [{"applyTo": "VHOST"}]}}
+    with pytest.raises(InvalidResourceError):
+        meshside.validate(bad)
+    unknown = {**envoy_filter, "spec": {**envoy_filter["spec"], "priorty": 1}}
+    with pytest.raises(InvalidResourceError, match="unknown"):
+        meshside.validate(unknown)
+
+
+def _namespaces(api: kube.KubeApi, *names: str) -> None:
+    for name in names:
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+        with contextlib.suppress(kube.KubeConflict):
+            api.create("/api/v1/namespaces", body)
+
+
+async def test_applier_per_mode_on_the_emulator(kube_emulator: KubeEmulator):
+    api = kube.KubeApi(kube_emulator.api_client())
+    _namespaces(api, "istio-system", "mesh-operator", "shop", "pay")
+    applier = applying.MeshSideApplier(api)
+
+    result = applier.apply(meshside.render(PORTS, CLUSTER))
+    assert sorted(result.created) == [
+        "EnvoyFilter/istio-system/to-global-sidecar",
+        "Service/mesh-operator/global-sidecar",
+    ]
+    stored = api.get(EF_PATH.format("istio-system"))
+    assert stored["spec"] == meshside.render(PORTS, CLUSTER)[1]["spec"]
+    service = api.get(SVC_PATH.format("mesh-operator"))
+    assert [p["port"] for p in service["spec"]["ports"]] == [80, 3306, 9080]
+
+    kube_emulator.clear_requests()
+    again = applier.apply(meshside.render(PORTS, CLUSTER))
+    assert len(again.unchanged) == 2 and not kube_emulator.writes()
+
+    grown = PortSet(http=(80, 8080, 9080), tcp=(3306,))
+    updated = applier.apply(meshside.render(grown, CLUSTER))
+    assert len(updated.updated) == 2
+    service = api.get(SVC_PATH.format("mesh-operator"))
+    assert [p["port"] for p in service["spec"]["ports"]] == [80, 3306, 8080, 9080]
+    assert _patches(api.get(EF_PATH.format("istio-system")), 8080)
+
+    switched = applier.apply(meshside.render(grown, NAMESPACED))
+    assert sorted(switched.deleted) == [
+        "EnvoyFilter/istio-system/to-global-sidecar",
+        "Service/mesh-operator/global-sidecar",
+    ]
+    assert len(switched.created) == 4
+    with pytest.raises(kube.KubeNotFound):
+        api.get(EF_PATH.format("istio-system"))
+    assert api.get(EF_PATH.format("shop"))["metadata"]["namespace"] == "shop"
+    assert api.get(SVC_PATH.format("pay"))["metadata"]["labels"]["app"] == "global-sidecar"
+
+    disabled = applier.apply(meshside.render(grown, meshside.MeshSideOptions(mode="disabled")))
+    assert len(disabled.deleted) == 4
+    with pytest.raises(kube.KubeNotFound):
+        api.get(SVC_PATH.format("shop"))
+
+
+async def test_invalid_objects_are_never_written(kube_emulator: KubeEmulator):
+    applier = applying.MeshSideApplier(kube.KubeApi(kube_emulator.api_client()))
+    objects = meshside.render(PORTS, CLUSTER)
+    objects[1]["spec"]["configPatches"][0]["applyTo"] = "NOT_A_TYPE"
+    kube_emulator.clear_requests()
+    with pytest.raises(InvalidResourceError):
+        applier.apply(objects)
+    assert not kube_emulator.writes()
+
+
+async def test_a_failed_apply_is_retried(kube_emulator: KubeEmulator):
+    api = kube.KubeApi(kube_emulator.api_client())
+    _namespaces(api, "mesh-operator")
+    kube_emulator.inject_fault("POST", r".*/services$", status=500, count=1)
+    side = app.MeshSide(applying.MeshSideApplier(api), CLUSTER)
+    side.retry_delay = 0.05
+    task = asyncio.ensure_future(side.run())
+    try:
+        side.offer(PORTS)
+        async with asyncio.timeout(15):
+            while side.applied != PORTS:
+                await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert api.get(SVC_PATH.format("mesh-operator"))["spec"]["ports"]
+    posts = [r for r in kube_emulator.writes("/services") if r.verb == "POST"]
+    assert [r.status for r in posts] == [500, 201]

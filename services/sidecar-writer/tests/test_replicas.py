@@ -1,0 +1,151 @@
+"""Two replicas of the writer: the revision guard lives in the stored Sidecar, not in a process.
+
+Covers: two handlers with separate memories (two replicas) against one emulator - a newer revision
+with the same content moves the stored `lazyload.io/fence-revision` annotation, so an older
+revision handled afterwards by the other replica is stale; a replica whose write meets a 409
+because the other replica wrote in between re-reads and finds its revision stale; an older
+enabled revision does not bring back a Sidecar a newer disabled revision deleted (the last event
+of the fence in the stream guards creates); and two real
+`run()` instances on one NATS durable consumer and one emulator, fed a burst of revisions (with
+repeated contents) and then reordered old revisions, end at the last revision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import pytest
+from lazyload_common import events, jetstream, kube, subjects
+from lazyload_common.settings import NatsSettings
+from lazyload_sidecar_writer import applying, consuming
+from lazyload_sidecar_writer.rendering import RawObject
+from lazyload_testing.kube import KubeEmulator
+
+from .conftest import make_fence
+from .test_writer import _settings, running
+
+A = ["a.default.svc.cluster.local"]
+B = ["b.default.svc.cluster.local"]
+
+
+def _replica(
+    emulator: KubeEmulator, nats_url: str = "nats://127.0.0.1:1"
+) -> consuming.FenceHandler:
+    settings = _settings(nats_url, emulator, coalesce_window=0)
+    sink = applying.KubeSink(kube.KubeApi(emulator.api_client()), settings)
+
+    async def publish(report: events.SidecarApplied) -> None:
+        return None
+
+    return consuming.FenceHandler(settings, sink, publish)
+
+
+def _revision_and_hosts(stored: RawObject | None) -> tuple[str, list[str]]:
+    assert stored is not None
+    hosts = stored["spec"]["egress"][0]["hosts"]
+    return stored["metadata"]["annotations"]["lazyload.io/fence-revision"], [
+        h for h in hosts if h.startswith("*/")
+    ]
+
+
+async def test_older_revision_on_another_replica_is_stale(kube_emulator: KubeEmulator) -> None:
+    one, two = _replica(kube_emulator), _replica(kube_emulator)
+    assert (await one.settle(make_fence(revision=4, hosts=A))).write == "create"
+    # revision 6 has the content of 4 again: only the annotation moves, but it must move
+    assert (await two.settle(make_fence(revision=6, hosts=A))).write == "replace"
+    assert (await one.settle(make_fence(revision=5, hosts=B))).action == "stale"
+    sink = one.sink
+    assert isinstance(sink, applying.KubeSink)
+    stored = await sink.get("default", "productpage")
+    assert _revision_and_hosts(stored) == ("6", ["*/a.default.svc.cluster.local"])
+    assert (await two.settle(make_fence(revision=6, hosts=A))).action == "unchanged"
+
+
+async def test_write_racing_another_replica_rereads_on_409(kube_emulator: KubeEmulator) -> None:
+    one, two = _replica(kube_emulator), _replica(kube_emulator)
+    await one.settle(make_fence(revision=1, hosts=A))
+    sink = one.sink
+    assert isinstance(sink, applying.KubeSink)
+    read = sink.get
+    raced: list[bool] = []
+
+    async def get_then_race(namespace: str, name: str) -> RawObject | None:
+        current = await read(namespace, name)
+        if not raced:  # replica two writes revision 3 between one's read and one's write
+            raced.append(True)
+            await two.settle(make_fence(revision=3, hosts=A))
+        return current
+
+    sink.get = get_then_race  # type: ignore[method-assign]
+    kube_emulator.clear_requests()
+    result = await one.settle(make_fence(revision=2, hosts=B))
+    assert result.action == "stale"
+    puts = [r.status for r in kube_emulator.requests() if r.verb == "PUT"]
+    assert puts == [200, 409]  # two's write, then one's write on the old resourceVersion
+    stored = await read("default", "productpage")
+    assert _revision_and_hosts(stored) == ("3", ["*/a.default.svc.cluster.local"])
+
+
+async def test_older_enabled_revision_does_not_revive_a_deleted_sidecar(
+    nats_url: str, kube_emulator: KubeEmulator
+) -> None:
+    """A deleted Sidecar has no annotation: the last event in the stream is the guard."""
+    nc = await jetstream.connect(NatsSettings(url=nats_url), name="test")
+    try:
+        js = nc.jetstream()
+        await jetstream.ensure_streams(js, names=(subjects.FENCES_STREAM,))
+        one, two = _replica(kube_emulator), _replica(kube_emulator)
+        for handler in (one, two):
+            assert isinstance(handler.sink, applying.KubeSink)
+            handler.sink.newest_revision = consuming.newest_in_stream(js)
+        first = make_fence(revision=5, hosts=B)
+        await jetstream.publish(js, subjects.fence("default", "productpage"), first)
+        assert (await one.settle(first)).write == "create"
+        enabled, disabled = make_fence(revision=6, hosts=A), make_fence(revision=7, enabled=False)
+        for event in (enabled, disabled):
+            await jetstream.publish(js, subjects.fence("default", "productpage"), event)
+        assert (await one.settle(disabled)).write == "delete"
+        assert (await two.settle(enabled)).action == "stale"  # two never saw revision 7
+        sink = two.sink
+        assert isinstance(sink, applying.KubeSink)
+        assert await sink.get("default", "productpage") is None
+        recreated = make_fence(revision=1, uid="uid-new", hosts=A)  # a new fence starts over
+        assert (await two.settle(recreated)).write == "create"
+    finally:
+        await nc.close()
+
+
+async def test_two_writers_on_one_consumer_end_at_the_last_revision(
+    nats_url: str, kube_emulator: KubeEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handled_by: list[int] = []
+    handle = consuming.FenceHandler.__call__
+
+    async def recording(self: consuming.FenceHandler, batch: list[Any]) -> None:
+        handled_by.append(id(self))
+        await handle(self, batch)
+
+    monkeypatch.setattr(consuming.FenceHandler, "__call__", recording)
+    settings = _settings(nats_url, kube_emulator, coalesce_window=0.05)
+    async with contextlib.AsyncExitStack() as stack:
+        first = await stack.enter_async_context(running(settings, kube_emulator))
+        second = await stack.enter_async_context(running(settings, kube_emulator))
+        contents = [A, B, A + B]
+        burst: list[events.FenceChanged] = [
+            make_fence(revision=r, hosts=contents[r % 3]) for r in range(1, 31)
+        ]
+        for event in burst:
+            await first.publish(event)
+            await asyncio.sleep(0.005)  # a trickle, so that both replicas fetch
+        for revision in (29, 28, 25, 27):  # reordered redeliveries of older revisions
+            await second.publish(burst[revision - 1])
+        await first.report(lambda r: r.revision == 30, timeout=20)
+        await first.settled(timeout=20)
+        stored = await first.get()
+        assert _revision_and_hosts(stored) == ("30", ["*/" + h for h in contents[30 % 3]])
+        writes: list[Any] = kube_emulator.writes("/sidecars")
+        assert writes and all(w.status < 300 or w.status == 409 for w in writes)
+        assert await second.get() == stored
+    assert len(set(handled_by)) == 2  # both replicas took part
