@@ -47,6 +47,9 @@ MANAGED = {
     ("xds", "port"),
     ("listener", "ports"),
     ("als", "host"),
+    ("global_sidecar", "mode"),
+    ("global_sidecar", "namespaces"),
+    ("global_sidecar", "service_name"),
     ("als", "port"),
     ("reporter",),
     ("sidecar", "gitops_dir"),  # the gitops sink needs a volume the chart does not mount

@@ -59,3 +59,69 @@ def values_file(tmp_path: Path, values: dict[str, Any] | None, name: str = "valu
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(values or {}))
     return str(path)
+
+
+# ---- applying rendered objects to the Kubernetes API emulator (official client) -----------
+
+RBAC_KINDS = {"ServiceAccount", "Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
+# kind -> (API class, create method, read method) of the official client.
+_METHODS = {
+    "Namespace": ("CoreV1Api", "create_namespace", "read_namespace"),
+    "ServiceAccount": (
+        "CoreV1Api",
+        "create_namespaced_service_account",
+        "read_namespaced_service_account",
+    ),
+    "ConfigMap": ("CoreV1Api", "create_namespaced_config_map", "read_namespaced_config_map"),
+    "Service": ("CoreV1Api", "create_namespaced_service", "read_namespaced_service"),
+    "Role": ("RbacAuthorizationV1Api", "create_namespaced_role", "read_namespaced_role"),
+    "RoleBinding": (
+        "RbacAuthorizationV1Api",
+        "create_namespaced_role_binding",
+        "read_namespaced_role_binding",
+    ),
+    "ClusterRole": ("RbacAuthorizationV1Api", "create_cluster_role", "read_cluster_role"),
+    "ClusterRoleBinding": (
+        "RbacAuthorizationV1Api",
+        "create_cluster_role_binding",
+        "read_cluster_role_binding",
+    ),
+}
+
+
+def _call(api: Any, obj: dict[str, Any], which: int, *args: Any) -> Any:
+    from kubernetes import client
+
+    cls, *methods = _METHODS[obj["kind"]]
+    method = getattr(getattr(client, cls)(api), methods[which])
+    namespace = obj["metadata"].get("namespace")
+    if not namespace:
+        return method(*args)
+    # create_namespaced_x(namespace, body); read_namespaced_x(name, namespace)
+    return method(namespace, *args) if which == 0 else method(*args, namespace)
+
+
+def apply_rendered(api: Any, objects: list[dict[str, Any]], kinds: set[str]) -> dict[str, int]:
+    """Create the rendered objects of `kinds` (and any namespace they need) through the official
+    client; returns how many of each kind."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(api)
+    existing = {n.metadata.name for n in core.list_namespace().items}
+    counts: dict[str, int] = {}
+    for obj in objects:
+        if obj["kind"] not in kinds:
+            continue
+        namespace = obj["metadata"].get("namespace")
+        if namespace and namespace not in existing:
+            core.create_namespace({"metadata": {"name": namespace}})
+            existing.add(namespace)
+        _call(api, obj, 0, obj)
+        counts[obj["kind"]] = counts.get(obj["kind"], 0) + 1
+    return counts
+
+
+def read_back(api: Any, obj: dict[str, Any]) -> dict[str, Any]:
+    """The stored object (as a plain dict in API field names) for a rendered one."""
+    stored = _call(api, obj, 1, obj["metadata"]["name"])
+    return api.sanitize_for_serialization(stored)

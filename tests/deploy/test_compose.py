@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -136,13 +140,38 @@ def test_bootstrap_file_is_the_rendered_one() -> None:
     )
 
 
-def test_kubeconfig_points_at_the_emulator_service(compose: dict) -> None:
-    from lazyload_kube_emulator.kubeconfig import kubeconfig_dict
+def _flag(command: list[str], name: str) -> str:
+    return next(a.split("=", 1)[1] for a in command if a.startswith(f"--{name}="))
 
-    emulator = compose["services"]["kube-emulator"]
-    port = next(a.split("=")[1] for a in emulator["command"] if a.startswith("--port="))
+
+def _emulator_kubeconfig(tmp_path: Path, *args: str) -> dict[str, Any]:
+    """The kubeconfig `lazyload-kube-emulator ARGS` writes (run on a free local port)."""
+    out = tmp_path / "kubeconfig"
+    command = [sys.executable, "-m", "lazyload_kube_emulator", *args, "--kubeconfig-out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not out.exists():
+            assert process.poll() is None, process.communicate()[1]
+            assert time.monotonic() < deadline, "the emulator never wrote its kubeconfig"
+            time.sleep(0.05)
+        return yaml.safe_load(out.read_text())
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=15)
+
+
+def test_kubeconfig_is_the_one_the_emulator_advertises(compose: dict, tmp_path: Path) -> None:
+    command = compose["services"]["kube-emulator"]["command"]
+    advertised = urlparse(_flag(command, "advertise-url"))
+    assert advertised.hostname == "kube-emulator" and advertised.hostname in compose["services"]
+    assert str(advertised.port) == _flag(command, "port")
     path = ROOT / "deploy" / "compose" / "kubeconfig.yaml"
-    assert yaml.safe_load(path.read_text()) == kubeconfig_dict(f"http://kube-emulator:{port}")
+    written = _emulator_kubeconfig(
+        tmp_path, "--port", "0", "--advertise-url", _flag(command, "advertise-url")
+    )
+    assert written["clusters"][0]["cluster"]["server"] == "http://kube-emulator:6443"
+    assert yaml.safe_load(path.read_text()) == written, "regenerate deploy/compose/kubeconfig.yaml"
     for name in SERVICES:
         service = compose["services"][name]
         mounts = {v.split(":")[1]: v.split(":")[0] for v in service["volumes"]}

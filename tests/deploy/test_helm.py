@@ -13,7 +13,16 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from deploy_support import CHART, ROOT, helm_tool, tool, values_file
+from deploy_support import (
+    CHART,
+    RBAC_KINDS,
+    ROOT,
+    apply_rendered,
+    helm_tool,
+    read_back,
+    tool,
+    values_file,
+)
 
 NON_DEFAULT: dict[str, Any] = {
     "fullnameOverride": "ll",
@@ -261,7 +270,10 @@ ALLOWED = {
     | {("discovery.k8s.io", "endpointslices"): {"get", "list", "watch"}}
     | {("networking.istio.io", "serviceentries"): {"get", "list", "watch"}},
     "fence-reconciler": {
-        ("", "services"): {"get", "list", "watch"},
+        # patch: the tombstone annotation of a deleted manual fence (lazyload.io/fence-deleted)
+        ("", "services"): {"get", "list", "watch", "patch"},
+        # workload fences (fence.workload_label_key) watch the pods that carry the label
+        ("", "pods"): {"get", "list", "watch"},
         ("", "namespaces"): {"get", "list", "watch"},
         ("discovery.k8s.io", "endpointslices"): {"get", "list", "watch"},
         ("networking.istio.io", "virtualservices"): {"get", "list", "watch"},
@@ -432,16 +444,28 @@ def test_rendered_crd_applies_to_the_emulator(
             "microservice.slime.io", "v1alpha1", "demo", "servicefences", bad
         )
     assert error.value.status == 422
-    # Rendered objects of kinds the emulator serves go in too (it has no RBAC API: see install.md).
+    # Rendered objects of kinds the emulator serves go in too, the RBAC ones included.
     core = client.CoreV1Api(api)
     core.create_namespace({"metadata": {"name": "mesh-operator"}})
-    for obj in rendered["default"]:
-        if obj["kind"] == "ConfigMap":
-            core.create_namespaced_config_map("mesh-operator", obj)
-        elif obj["kind"] == "Service":
-            core.create_namespaced_service("mesh-operator", obj)
+    applied = apply_rendered(api, rendered["default"], RBAC_KINDS | {"ConfigMap", "Service"})
     assert {s.metadata.name for s in core.list_namespaced_service("mesh-operator").items} == {
         "lazyload-accesslog-ingest",
         "lazyload-global-pilot",
         "lazyload-global-sidecar",
     }
+    rbac = client.RbacAuthorizationV1Api(api)
+    assert applied["ServiceAccount"] == applied["ClusterRole"] == len(ALLOWED)
+    assert applied["ClusterRoleBinding"] == len(ALLOWED) and applied["Role"] == 1
+    for obj in rendered["default"]:
+        if obj["kind"] not in RBAC_KINDS:
+            continue
+        stored = read_back(api, obj)
+        assert stored["metadata"]["uid"], obj["metadata"]["name"]
+        for field in ("rules", "roleRef", "subjects"):
+            assert stored.get(field) == obj.get(field), (obj["kind"], field)
+    accounts = core.list_namespaced_service_account("mesh-operator").items
+    assert {a.metadata.name for a in accounts} == {f"lazyload-{s}" for s in ALLOWED}
+    for binding in rbac.list_cluster_role_binding().items:
+        subject = binding.subjects[0]
+        assert subject.name in {a.metadata.name for a in accounts}
+        assert rbac.read_cluster_role(binding.role_ref.name).rules

@@ -24,7 +24,6 @@ app = typer.Typer(
 console = Console()
 
 
-
 def _wait_for_signal(stack: Stack) -> None:
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -8,6 +8,7 @@ emulator.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ import httpx
 
 from lazyload_cli import ports
 
+MESH_NAMESPACES = ("istio-system", "mesh-operator")
 SERVICES = ("accesslog-ingest", "fence-reconciler", "sidecar-writer", "global-pilot")
 
 
@@ -246,6 +248,21 @@ class Stack:
         self._spawn("kube-emulator", cmd)
         self._wait_http("kube-emulator", f"http://{c.host}:{c.kube_port}/version", timeout=30)
         self._wait_file("kube-emulator", self.kubeconfig, timeout=10)
+        self._create_namespaces(MESH_NAMESPACES)
+
+    def _create_namespaces(self, names: tuple[str, ...]) -> None:
+        """Namespaces a cluster with Istio and lazyload has (the emulator starts with default)."""
+        from lazyload_common.kube import KubeApi, KubeConflict, api_client
+        from lazyload_common.settings import KubeSettings
+
+        kube = KubeApi(api_client(KubeSettings(kubeconfig=self.kubeconfig)))
+        for name in names:
+            with contextlib.suppress(KubeConflict):
+                kube.create(
+                    "/api/v1/namespaces",
+                    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+                )
+        kube.api.close()
 
     def _service_env(self, name: str) -> dict[str, str]:
         c = self.config

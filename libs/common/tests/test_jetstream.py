@@ -94,3 +94,34 @@ async def test_connect_waits_for_a_late_server(tmp_path) -> None:  # type: ignor
         await nc.close()
     finally:
         server.stop()
+
+
+async def test_linger_coalesces_a_burst_into_one_batch(js) -> None:  # type: ignore[no-untyped-def]
+    batches: list[int] = []
+    stop = asyncio.Event()
+
+    async def handler(batch: list[jetstream.Delivery]) -> None:
+        batches.append(len(batch))
+        if sum(batches) >= 30:
+            stop.set()
+
+    async def burst() -> None:
+        for i in range(30):
+            await jetstream.publish(js, subjects.deps("default", "a"), _edge(i))
+            await asyncio.sleep(0.005)
+
+    spec = jetstream.ConsumerSpec(
+        stream=subjects.DEPS_STREAM,
+        durable="linger",
+        batch=4,
+        filter_subject="lazyload.deps.>",
+        service="test",
+        model=events.DependencyObserved,
+        linger=1.0,
+    )
+    publisher = asyncio.create_task(burst())
+    await asyncio.wait_for(jetstream.consume(js, spec, handler, stop), timeout=10)
+    await publisher
+    # Without lingering, batches of at most 4 would arrive; with it, the burst (well under the
+    # window) comes as a single batch, or two if the first fetch raced the first publish.
+    assert sum(batches) == 30 and len(batches) <= 2, batches

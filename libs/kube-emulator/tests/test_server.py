@@ -2,7 +2,8 @@
 
 Covers: the CLI on `--port 0` writing a kubeconfig once listening (context `lazyload-emulator`,
 dummy token), preloading `--crds` directories, exiting 0 on SIGTERM, saving and restoring
-objects with `--state-file`; printing the kubeconfig when no `--kubeconfig-out` is given;
+objects with `--state-file`; printing the kubeconfig when no `--kubeconfig-out` is given
+(with the `--advertise-url` server in it; a non-http URL is a usage error);
 `EmulatorServer` started and stopped on the test's own event loop (ending open watches);
 `run_in_thread` with a custom Service CIDR.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import yaml
 from kubernetes import client, config, watch
-from lazyload_kube_emulator import EmulatorConfig, EmulatorServer, run_in_thread
+from lazyload_kube_emulator import EmulatorConfig, EmulatorServer, kubeconfig_dict, run_in_thread
 from lazyload_testing.kube import repo_root
 
 COMMAND = [sys.executable, "-m", "lazyload_kube_emulator"]
@@ -84,13 +85,28 @@ def test_cli_writes_kubeconfig_and_stops_on_sigterm(tmp_path):
 
 def test_cli_prints_kubeconfig_without_out_path():
     process = subprocess.Popen(
-        [*COMMAND, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*COMMAND, "--port", "0", "--advertise-url", "http://kube-emulator:6443/"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
-        lines = [process.stdout.readline() for _ in range(2)]
+        lines = []
+        while not lines or not lines[-1].startswith("preferences:"):
+            lines.append(process.stdout.readline())
         assert lines[0].startswith("apiVersion: v1")
+        document = yaml.safe_load("".join(lines))
+        assert document == kubeconfig_dict("http://kube-emulator:6443")
     finally:
         assert _stop(process) == 0
+
+
+def test_cli_rejects_an_advertise_url_that_is_not_http():
+    result = subprocess.run(
+        [*COMMAND, "--advertise-url", "kube-emulator:6443"], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "--advertise-url" in result.stderr
 
 
 async def test_emulator_server_on_the_running_loop(tmp_path):

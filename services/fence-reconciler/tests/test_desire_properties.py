@@ -2,14 +2,15 @@
 
 Covers: the computation is a fixpoint (once its status is written, the same inputs need no
 write and no new revision); revisions never go down; every rendered host has a reason; learned
-hosts are never lost without reset or recycling.
+hosts are never lost without reset or recycling; all of this with VirtualService expansion too,
+and the recorded reasons read back equal the computed ones.
 """
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lazyload_fence_reconciler import desiring, fences
+from lazyload_fence_reconciler import desiring, expanding, fences
 
 NOW = 1_700_000_000.0
 label = st.from_regex(r"[a-z][a-z0-9]{0,6}", fullmatch=True)
@@ -20,6 +21,10 @@ edge = st.builds(
     host,
     st.one_of(st.none(), st.integers(1, 65535)),
     st.floats(0, 10_000),
+)
+mesh = st.builds(
+    lambda routes: expanding.Mesh(routes={h: frozenset(d) for h, d in routes.items() if d}),
+    st.dictionaries(host, st.sets(host, max_size=3), max_size=4),
 )
 
 
@@ -42,8 +47,9 @@ def _written(fence: fences.Fence, status: dict[str, object]) -> fences.Fence:
     batches=st.lists(st.lists(edge, max_size=6), max_size=4),
     enable=st.booleans(),
     selector=st.one_of(st.none(), st.dictionaries(label, label, min_size=1, max_size=2)),
+    routes=mesh,
 )
-def test_fixpoint_monotonic_and_explained(spec, batches, enable, selector) -> None:  # type: ignore[no-untyped-def]
+def test_fixpoint_monotonic_and_explained(spec, batches, enable, selector, routes) -> None:  # type: ignore[no-untyped-def]
     body = fences.new_fence_body("default", "caller")
     body["spec"]["enable"] = enable
     body["spec"]["host"] = {k: {} for k in spec}
@@ -51,13 +57,14 @@ def test_fixpoint_monotonic_and_explained(spec, batches, enable, selector) -> No
     learned: set[str] = set()
     revision = 0
     for batch in batches or [[]]:
-        desired = desiring.desire(fence, batch, service_selector=selector, now=NOW)
+        desired = desiring.desire(fence, batch, service_selector=selector, now=NOW, mesh=routes)
         assert desired.state.revision >= revision
         revision = desired.state.revision
         fence = _written(fence, desired.status)
         learned |= {e.host for e in batch}
         assert learned <= set(desired.state.hosts)
         assert all(desired.state.reasons[h] for h in desired.state.hosts)
-        again = desiring.desire(fence, [], service_selector=selector, now=NOW)
+        again = desiring.desire(fence, [], service_selector=selector, now=NOW, mesh=routes)
         assert not again.write_needed and not again.changed
         assert again.state == desired.state
+        assert desiring.recorded(fence).reasons == desired.state.reasons

@@ -7,14 +7,15 @@ do not apply; `*.suffix` VirtualService hosts; `ns/*` expands with destinations 
 namespace's services that live elsewhere; an EXPIRE domain takes its expansion with it; label
 selectors (AND inside, OR across, any namespace) give hosts with reason `selector`; domainAliases
 (Go named groups, `$name`/`${name}`, exactly one match) with reason `alias`; bad alias settings
-are refused; the expansion is a fixpoint and recorded reasons survive a read-back.
+are refused; module-wide stable hosts (Slime's stableHost) join every fence; the expansion is a fixpoint and recorded reasons survive a read-back.
 """
 
 from __future__ import annotations
 
 import pytest
+from lazyload_common import errors
 from lazyload_fence_reconciler import desiring, expanding, fences
-from lazyload_fence_reconciler.settings import DomainAlias
+from lazyload_fence_reconciler.settings import DomainAlias, FenceSettings, ReconcilerSettings
 
 NOW = 1_700_000_000.0
 CD = "cluster.local"
@@ -180,3 +181,13 @@ def test_bad_alias_is_refused() -> None:
         DomainAlias(pattern="(", templates=["x"])
     with pytest.raises(ValueError):
         DomainAlias(pattern="x", templates=[])
+
+
+def test_stable_hosts_join_every_fence() -> None:
+    settings = FenceSettings(stable_hosts=["mesh-operator/*", "*/www.example.com", "api.io"])
+    mesh = expanding.Mesh(stable_hosts=settings.stable_domains())
+    desired = desiring.desire(_fence({}), service_selector=None, now=NOW, mesh=mesh)
+    assert desired.state.hosts == ("api.io", "mesh-operator/*", "www.example.com")
+    assert desired.state.reasons["api.io"] == ("stable",)
+    with pytest.raises(errors.ConfigError):
+        ReconcilerSettings(fence=FenceSettings(stable_hosts=["*/Bad_Host"])).check()

@@ -23,7 +23,7 @@ import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
-from lazyload_global_pilot import bootstrap, rendering, server
+from lazyload_global_pilot import bootstrap, metrics, rendering, server
 from lazyload_global_pilot.cache import SnapshotCache
 from lazyload_global_pilot.mesh import EndpointGroup, EndpointPort, MeshState, Service, ServicePort
 from lazyload_global_pilot.snapshots import Snapshot
@@ -128,9 +128,9 @@ class Xds:
 
 @pytest.fixture
 async def xds() -> AsyncIterator[Xds]:
-    """global-pilot's ADS server on a random port over an empty cache."""
+    """global-pilot's ADS server on a random port over an empty cache, with the metrics hooks."""
     cache = SnapshotCache()
-    ads = server.AdsServer(cache)
+    ads = server.AdsServer(cache, hooks=metrics.hooks())
     grpc_server, port = await server.start(ads, "127.0.0.1", 0)
     yield Xds(cache, ads, port)
     await grpc_server.stop(0)

@@ -1,7 +1,7 @@
 """A real Envoy under bad updates, and several Envoy replicas on one global-pilot.
 
 Covers: a snapshot holding a cluster Envoy rejects (a negative connect timeout) is NACKed, the
-NACK is counted by global-pilot and by Envoy (`cluster_manager.cds.update_rejected`), the last
+NACK is counted by global-pilot (stats and the Prometheus counter) and by Envoy (`cluster_manager.cds.update_rejected`), the last
 good config keeps serving, and the next good snapshot is taken; two Envoy replicas (different
 node ids, the same default snapshot) are served at once and both get a push.
 """
@@ -17,6 +17,7 @@ from google.protobuf import duration_pb2
 from lazyload_global_pilot import bootstrap, rendering, resources
 from lazyload_global_pilot.mesh import MeshState
 from lazyload_global_pilot.snapshots import Snapshot
+from prometheus_client import REGISTRY
 
 pytestmark = pytest.mark.envoy
 DETAILS = "details.default.svc.cluster.local:9080"
@@ -27,6 +28,13 @@ async def _until(check, within: float = 5.0) -> None:
     while not await check():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.05)
+
+
+def _nack_count() -> float:
+    sample = REGISTRY.get_sample_value(
+        "lazyload_global_pilot_xds_requests_total", {"type": "Cluster", "outcome": "nack"}
+    )
+    return sample or 0.0
 
 
 async def test_bad_update_is_nacked_and_the_last_good_config_keeps_serving(
@@ -45,6 +53,7 @@ async def test_bad_update_is_nacked_and_the_last_good_config_keeps_serving(
         type=cluster_pb2.Cluster.STATIC,
         connect_timeout=duration_pb2.Duration(seconds=-1),
     )
+    before = _nack_count()
     sidecar.xds.cache.set(Snapshot.of(content))
 
     async def nacked() -> bool:
@@ -55,6 +64,7 @@ async def test_bad_update_is_nacked_and_the_last_good_config_keeps_serving(
         )
 
     await _until(nacked)
+    assert _nack_count() > before
     assert (await sidecar.get(DETAILS)).text.startswith("details")
     clusters = await sidecar.envoy.config_dump("dynamic_active_clusters")
     assert "bad" not in str(clusters)

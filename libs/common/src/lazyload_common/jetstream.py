@@ -146,6 +146,11 @@ class ConsumerSpec:
     model: type[BaseModel]
     batch: int = 256
     fetch_timeout: float = 0.1
+    linger: float = 0.0
+    """Seconds to keep collecting after the first message of a batch (the coalescing window):
+    everything that arrives for the same key within it is handled as one batch."""
+    max_batch: int = 4096
+    """The most messages handed to the handler at once when lingering."""
     ack_wait: float = 60.0
     max_ack_pending: int = 10_000
 
@@ -175,12 +180,31 @@ async def consume(
                 log.warning("consumer %s vanished; waiting", spec.durable)
                 await asyncio.sleep(1.0)
                 continue
+            if spec.linger > 0:
+                msgs += await _linger(sub, spec, len(msgs))
             await _process(js, spec, handler, msgs)
     finally:
         try:
             await sub.unsubscribe()
         except Exception as e:  # the connection may already be closed
             log.debug("unsubscribe of %s failed: %s", spec.durable, e)
+
+
+async def _linger(sub: Any, spec: ConsumerSpec, have: int) -> list[Msg]:
+    """Collect more messages for up to `spec.linger` seconds (or until `spec.max_batch`)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + spec.linger
+    more: list[Msg] = []
+    while have + len(more) < spec.max_batch:
+        left = deadline - loop.time()
+        if left <= 0.001:
+            break
+        want = min(spec.batch, spec.max_batch - have - len(more))
+        try:
+            more += await sub.fetch(want, timeout=left)
+        except (TimeoutError, NatsTimeoutError):
+            break
+    return more
 
 
 async def _process(

@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 from . import state
 from .config import EmulatorConfig
@@ -15,6 +16,13 @@ from .kubeconfig import render
 from .server import EmulatorServer
 
 log = logging.getLogger("lazyload_kube_emulator")
+
+
+def _url(value: str) -> str:
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise argparse.ArgumentTypeError(f"not an http(s)://host[:port] URL: {value!r}")
+    return value.rstrip("/")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,6 +38,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="write a kubeconfig here once listening (default: print it to stdout)",
     )
     parser.add_argument(
+        "--advertise-url",
+        type=_url,
+        metavar="URL",
+        help="server URL written into the kubeconfig (default: the bound http://host:port), "
+        "e.g. http://kube-emulator:6443 when other containers reach it by a service name",
+    )
+    parser.add_argument(
         "--crds",
         type=Path,
         action="append",
@@ -43,6 +58,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--service-cidr", default="10.96.0.0/16", help="range of Service cluster IPs"
     )
+    parser.add_argument(
+        "--authorize",
+        action="store_true",
+        help="authorize requests by the stored RBAC objects: the bearer token names the user "
+        "(system:serviceaccount:<ns>:<name>); the kubeconfig's token is the admin",
+    )
     parser.add_argument("--history-size", type=int, default=10_000, help="watch events kept")
     parser.add_argument("--log-level", default="INFO", help="logging level")
     return parser.parse_args(argv)
@@ -51,10 +72,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _announce(server: EmulatorServer, kubeconfig_out: Path | None) -> None:
     """Write (or print) the kubeconfig: the signal that the emulator is listening."""
     if kubeconfig_out is None:
-        print(render(server.url), end="", flush=True)
+        print(render(server.kubeconfig_url), end="", flush=True)
         return
     server.write_kubeconfig(kubeconfig_out)
-    print(f"Kubernetes API emulator at {server.url}, kubeconfig: {kubeconfig_out}", flush=True)
+    advertised = f" (advertised as {server.advertise_url})" if server.advertise_url else ""
+    print(
+        f"Kubernetes API emulator at {server.url}{advertised}, kubeconfig: {kubeconfig_out}",
+        flush=True,
+    )
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -63,8 +88,9 @@ async def serve(args: argparse.Namespace) -> None:
         crd_dirs=tuple(args.crds),
         service_cidr=args.service_cidr,
         history_size=args.history_size,
+        authorize=args.authorize,
     )
-    server = EmulatorServer(args.host, args.port, config)
+    server = EmulatorServer(args.host, args.port, config, advertise_url=args.advertise_url)
     if args.state_file:
         log.info(
             "restored %d objects from %s",

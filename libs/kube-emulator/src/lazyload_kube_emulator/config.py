@@ -20,6 +20,8 @@ class EmulatorConfig(BaseModel):
     namespaces: tuple[str, ...] = DEFAULT_NAMESPACES
     crd_dirs: tuple[Path, ...] = ()
     server_version: str = "v1.37.0"
+    # RBAC authorization of resource requests by the stored Roles/bindings (see authz.py).
+    authorize: bool = False
 
     @field_validator("service_cidr")
     @classmethod

@@ -15,9 +15,10 @@ from .events import Key
 from .faults import FaultBook, RequestLog
 from .ipalloc import IpAllocator
 from .kinds import hooks_for
+from .objects import now
 from .paths import Target
 from .registry import CRD_KEY, Registry
-from .store import Store
+from .store import Store, owner_uids
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -75,12 +76,39 @@ class Emulator:
             count += 1
         return count
 
-    def remove(self, key: Key, namespace: str, name: str) -> Obj | None:
-        """Delete an object right away (no finalizers) and run its kind's cleanup."""
+    def remove(self, key: Key, namespace: str, name: str, orphan: bool = False) -> Obj | None:
+        """Delete an object right away (no finalizers), run its kind's cleanup and collect its
+        dependents (or, with `orphan`, only take its ownerReference off them)."""
         gone = self.store.delete(key, namespace, name)
         if gone is not None:
             hooks_for(key).after_delete(self, gone)
+            self.collect_dependents(gone["metadata"].get("uid") or "", orphan)
         return gone
+
+    def collect_dependents(self, owner_uid: str, orphan: bool = False) -> None:
+        """The garbage collector's background deletion, done at once: every object whose
+        ownerReferences name owner_uid is deleted (finalizers first mark it deleting) unless
+        another of its owners still exists; then (or with `orphan`) the reference is dropped."""
+        for dep_key, dep_ns, dep_name in self.store.dependents(owner_uid):
+            obj = self.store.get(dep_key, dep_ns, dep_name)
+            if obj is None or owner_uid not in owner_uids(obj):
+                continue
+            meta = obj["metadata"]
+            others = [r for r in meta["ownerReferences"] if r.get("uid") != owner_uid]
+            alive = any(self.store.uid_exists(r.get("uid", "")) for r in others)
+            if orphan or alive:
+                if others:
+                    meta["ownerReferences"] = others
+                else:
+                    del meta["ownerReferences"]
+                self.store.put(dep_key, obj)
+            elif meta.get("finalizers"):
+                if not meta.get("deletionTimestamp"):
+                    meta["deletionTimestamp"] = now()
+                    meta["deletionGracePeriodSeconds"] = 0
+                    self.store.put(dep_key, obj)
+            else:
+                self.remove(dep_key, dep_ns, dep_name)
 
     def remove_matching(self, key: Key, matches: Callable[[Obj], bool] | None = None) -> int:
         """Delete every object of key that matches (all of them by default); returns how many."""

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .authz import user_from_authorization
 from .errors import REASON_BY_CODE, status_body
 
 ADMIN_PREFIX = "/emulator/"
@@ -63,6 +64,8 @@ class RequestRecord(BaseModel):
     content_type: str
     fault: bool = False
     time: float
+    # Who the bearer token names (see authz.py): the ServiceAccount token's user, the admin...
+    user: str = ""
 
 
 class FaultBook:
@@ -160,6 +163,9 @@ class FaultAndLogMiddleware:
             "query": scope.get("query_string", b"").decode("latin-1"),
             "content_type": headers.get(b"content-type", b"").decode("latin-1"),
             "time": time.time(),
+            "user": user_from_authorization(
+                headers.get(b"authorization", b"").decode("latin-1")
+            ).name,
         }
         fault = self.faults.take(scope["method"], scope["path"])
         if fault is not None:

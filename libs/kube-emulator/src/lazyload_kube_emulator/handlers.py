@@ -10,7 +10,7 @@ import yaml
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import operations
+from . import authz, operations
 from .emulator import Emulator
 from .errors import (
     ApiError,
@@ -40,6 +40,17 @@ async def group_endpoint(request: Request) -> Response:
 async def dispatch(request: Request, group: str, version: str, rest: str) -> Response:
     emu: Emulator = request.app.state.emulator
     target = resolve(emu.registry, group, version, rest)
+    if emu.config.authorize:
+        watching = target.legacy_watch or is_watch(request.query_params)
+        attrs = authz.Attributes(
+            verb=authz.request_verb(request.method, target.name is not None, watching),
+            api_group=group,
+            resource=target.info.plural,
+            subresource=target.subresource,
+            namespace=target.namespace,
+            name=target.name,
+        )
+        authz.authorize(emu, request.headers.get("authorization"), attrs)
     if target.name is None:
         return await _collection(request, emu, target)
     return await _item(request, emu, target)
@@ -184,12 +195,17 @@ async def _body(request: Request) -> Any:
 
 async def _delete_options(request: Request) -> dict[str, Any]:
     raw = await request.body()
+    policy = request.query_params.get("propagationPolicy")
+    if policy not in (None, "Orphan", "Background", "Foreground"):
+        raise bad_request(f"invalid propagationPolicy {policy!r}")
     if not raw.strip():
-        return {}
+        return {"propagationPolicy": policy} if policy else {}
     try:
         options = json.loads(raw)
     except ValueError as exc:
         raise bad_request(f"invalid DeleteOptions: {exc}") from exc
     if not isinstance(options, dict):
         raise ApiError(400, "DeleteOptions must be a JSON object")
+    if policy:
+        options.setdefault("propagationPolicy", policy)
     return options

@@ -190,5 +190,6 @@ def delete(emu: Emulator, target: Target, options: Obj, opts: WriteOptions) -> t
         pending["metadata"]["deletionGracePeriodSeconds"] = 0
         stored = emu.store.put(info.key, pending)
         return objects.with_version(info, target.version, stored), False
-    gone = emu.remove(info.key, target.ns, target.name or "") or old
+    orphan = options.get("propagationPolicy") == "Orphan" or options.get("orphanDependents")
+    gone = emu.remove(info.key, target.ns, target.name or "", orphan=bool(orphan)) or old
     return objects.with_version(info, target.version, gone), True

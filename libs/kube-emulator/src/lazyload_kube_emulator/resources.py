@@ -8,6 +8,7 @@ from typing import Any
 
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 STATUS_VERBS = ("get", "patch", "update")
+RBAC_GROUP = "rbac.authorization.k8s.io"
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,11 @@ BUILTIN_RESOURCES: tuple[ResourceInfo, ...] = (
     _builtin("", "pods", "Pod", short_names=("po",), categories=("all",), status_subresource=True),
     _builtin("", "configmaps", "ConfigMap", short_names=("cm",)),
     _builtin("", "events", "Event", short_names=("ev",)),
+    _builtin("", "serviceaccounts", "ServiceAccount", short_names=("sa",)),
+    _builtin(RBAC_GROUP, "roles", "Role"),
+    _builtin(RBAC_GROUP, "rolebindings", "RoleBinding"),
+    _builtin(RBAC_GROUP, "clusterroles", "ClusterRole", False),
+    _builtin(RBAC_GROUP, "clusterrolebindings", "ClusterRoleBinding", False),
     _builtin("discovery.k8s.io", "endpointslices", "EndpointSlice"),
     _builtin("coordination.k8s.io", "leases", "Lease"),
     _builtin(

@@ -72,9 +72,11 @@ class EmulatorServer:
         port: int = 0,
         config: EmulatorConfig | None = None,
         emulator: Emulator | None = None,
+        advertise_url: str | None = None,
     ) -> None:
         self.emulator = emulator or Emulator(config)
         self.host = host
+        self.advertise_url = advertise_url
         self._requested_port = port
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -123,8 +125,13 @@ class EmulatorServer:
             self._socket.close()
         log.info("Kubernetes API emulator stopped")
 
+    @property
+    def kubeconfig_url(self) -> str:
+        """The server written into kubeconfigs: `advertise_url` if given, else `url`."""
+        return self.advertise_url or self.url
+
     def write_kubeconfig(self, path: str | os.PathLike[str]) -> Path:
-        return write_kubeconfig(self.url, path)
+        return write_kubeconfig(self.kubeconfig_url, path)
 
     async def __aenter__(self) -> EmulatorServer:
         await self.start()
@@ -151,7 +158,7 @@ class EmulatorHandle(AdminClient):
         return self.server.port
 
     def kubeconfig_dict(self) -> dict[str, Any]:
-        return kubeconfig_dict(self.url)
+        return kubeconfig_dict(self.server.kubeconfig_url)
 
     def write_kubeconfig(self, path: str | os.PathLike[str]) -> Path:
         return self.server.write_kubeconfig(path)

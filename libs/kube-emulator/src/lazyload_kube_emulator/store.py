@@ -7,6 +7,13 @@ from collections.abc import Callable, Iterator
 
 from .events import Change, EventLog, Key, Obj
 
+Ref = tuple[Key, str, str]  # resource key, namespace, name
+
+
+def owner_uids(obj: Obj) -> set[str]:
+    refs = obj.get("metadata", {}).get("ownerReferences") or []
+    return {r["uid"] for r in refs if isinstance(r, dict) and r.get("uid")}
+
 
 def object_name(obj: Obj) -> tuple[str, str]:
     meta = obj.get("metadata", {})
@@ -23,7 +30,36 @@ class Store:
     def __init__(self, history_size: int) -> None:
         self._rv = 0
         self._objects: dict[Key, dict[tuple[str, str], Obj]] = {}
+        self._uids: dict[str, Ref] = {}
+        self._dependents: dict[str, set[Ref]] = {}  # owner uid -> objects naming it
         self.events = EventLog(history_size)
+
+    def _index(self, key: Key, obj: Obj | None, add: bool) -> None:
+        if obj is None:
+            return
+        ref = (key, *object_name(obj))
+        uid = obj["metadata"].get("uid")
+        if add:
+            if uid:
+                self._uids[uid] = ref
+            for owner in owner_uids(obj):
+                self._dependents.setdefault(owner, set()).add(ref)
+            return
+        if uid and self._uids.get(uid) == ref:
+            del self._uids[uid]
+        for owner in owner_uids(obj):
+            refs = self._dependents.get(owner)
+            if refs is not None:
+                refs.discard(ref)
+                if not refs:
+                    del self._dependents[owner]
+
+    def uid_exists(self, uid: str) -> bool:
+        return uid in self._uids
+
+    def dependents(self, uid: str) -> list[Ref]:
+        """Objects whose ownerReferences name uid."""
+        return sorted(self._dependents.get(uid, ()))
 
     @property
     def resource_version(self) -> int:
@@ -59,6 +95,8 @@ class Store:
         name = object_name(stored)
         old = bucket.get(name)
         bucket[name] = stored
+        self._index(key, old, add=False)
+        self._index(key, stored, add=True)
         change_type = "ADDED" if old is None else "MODIFIED"
         self.events.append(Change(self._rv, key, change_type, stored, old))
         return copy.deepcopy(stored)
@@ -68,6 +106,7 @@ class Store:
         old = self._objects.get(key, {}).pop((namespace, name), None)
         if old is None:
             return None
+        self._index(key, old, add=False)
         gone = copy.deepcopy(old)
         gone["metadata"]["resourceVersion"] = self.next_rv()
         self.events.append(Change(self._rv, key, "DELETED", gone, old))
@@ -75,11 +114,16 @@ class Store:
 
     def load(self, key: Key, obj: Obj) -> None:
         """Put a restored object back as-is (state files), keeping its resourceVersion."""
-        self._objects.setdefault(key, {})[object_name(obj)] = copy.deepcopy(obj)
+        bucket = self._objects.setdefault(key, {})
+        self._index(key, bucket.get(object_name(obj)), add=False)
+        bucket[object_name(obj)] = copy.deepcopy(obj)
+        self._index(key, obj, add=True)
         self._rv = max(self._rv, int(obj["metadata"].get("resourceVersion") or 0))
 
     def clear(self) -> None:
         """Drop every object and the history; the counter keeps going up."""
         self._objects.clear()
+        self._uids.clear()
+        self._dependents.clear()
         self.events.close_all()
         self.events.clear(self._rv)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
+from collections.abc import Iterable
 
 
 class Verdict(enum.Enum):
@@ -49,6 +50,27 @@ class EdgeMemory:
                 return Verdict.DUPLICATE
         self._pending.add(key)
         return Verdict.NEW if published_at is None else Verdict.REFRESH
+
+    def admit_all(self, keys: Iterable[str], now: float) -> tuple[list[tuple[str, Verdict]], int]:
+        """`admit` for each of `keys` (distinct): the admitted keys with their verdicts, and
+        how many were duplicates (one loop with local bindings: the hot path)."""
+        pending, published = self._pending, self._published
+        refresh, move_to_end = self.refresh_interval, published.move_to_end
+        admitted: list[tuple[str, Verdict]] = []
+        duplicates = 0
+        for key in keys:
+            if key in pending:
+                duplicates += 1
+                continue
+            published_at = published.get(key)
+            if published_at is not None:
+                move_to_end(key)
+                if now - published_at < refresh:
+                    duplicates += 1
+                    continue
+            pending.add(key)
+            admitted.append((key, Verdict.NEW if published_at is None else Verdict.REFRESH))
+        return admitted, duplicates
 
     def confirm(self, key: str, now: float) -> None:
         """JetStream acked the edge: remember it as published at `now`."""

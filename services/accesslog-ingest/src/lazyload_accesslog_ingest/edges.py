@@ -17,6 +17,9 @@ edge. An IP literal is a Service only through its ClusterIP. For TCP, the
 original destination address must be a ClusterIP. Whatever comes out must pass
 `hosts.is_valid_host`, so an invalid host is never published.
 
+`Memo` lets a caller that derives many records against one directory state share the work:
+destinations by (authority, namespace) and events by (caller, destination, protocol).
+
 Entries that never reached a destination are rejected as `UNROUTED`: Envoy found no route (NR, so
 also "404 with NR"), no cluster (NC), could not resolve the host (DF), or refused the request
 itself (IH, DPE, NFCF). Entries that were routed but failed upstream (UH, UF, UT, URX...) still
@@ -88,6 +91,25 @@ class Destination:
     """The ServiceEntry declaring the host, when it is no Service."""
 
 
+class Memo:
+    """Destinations and events already derived against one state of a directory (the owner
+    `clear`s it when the directory changes). A remembered event keeps the times of the record
+    that made it: users of a memo set `first_seen`/`observed_at` per sighting."""
+
+    __slots__ = ("destinations", "events")
+
+    def __init__(self) -> None:
+        self.destinations: dict[tuple[str, str], Destination | Rejection] = {}
+        self.events: dict[tuple[Caller, Destination, str], events.DependencyObserved] = {}
+
+    def __len__(self) -> int:
+        return len(self.destinations) + len(self.events)
+
+    def clear(self) -> None:
+        self.destinations.clear()
+        self.events.clear()
+
+
 def derive(
     record: AccessRecord,
     identity: StreamIdentity | None,
@@ -95,6 +117,7 @@ def derive(
     options: Options,
     *,
     now: float,
+    memo: Memo | None = None,
 ) -> list[events.DependencyObserved] | Rejection:
     """The edges `record` teaches (one per caller Service), or why it teaches none."""
     if identity is not None and identity.is_workload and record.direction == "inbound":
@@ -115,11 +138,26 @@ def derive(
             namespace = "" if caller.namespace == UNKNOWN_NAMESPACE else caller.namespace
         if record.protocol == "tcp":
             dest = tcp_destination(record, directory, options.cluster_domain)
-        else:
+        elif memo is None:
             dest = http_destination(record.authority, namespace, directory, options.cluster_domain)
+        else:
+            dest_key = (record.authority, namespace)
+            dest = memo.destinations.get(dest_key)  # type: ignore[assignment]
+            if dest is None:
+                dest = http_destination(
+                    record.authority, namespace, directory, options.cluster_domain
+                )
+                memo.destinations[dest_key] = dest
         if isinstance(dest, Rejection):
             return dest
-        edges.append(_event(record, caller, dest, options, now=now))
+        if memo is None:
+            edges.append(_event(record, caller, dest, options, now=now))
+            continue
+        event_key = (caller, dest, record.protocol)
+        event = memo.events.get(event_key)
+        if event is None:
+            event = memo.events[event_key] = _event(record, caller, dest, options, now=now)
+        edges.append(event)
     return edges
 
 

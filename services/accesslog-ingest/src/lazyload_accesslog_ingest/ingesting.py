@@ -7,12 +7,14 @@ message is one rejection and the stream goes on; one bad entry never costs its n
 edges.
 
 Hot path: an entry's edges depend only on a few of its fields (`parsing.http_key`/`tcp_key`),
-the stream identity and the directory. Each stream keeps a bounded cache from that key to the
-derived result (edge prototypes, or a rejection), dropped when the directory (`version`) or the
-identity changes. So the full parse + `edges.derive` + event model run once per distinct key; a
-repeated entry costs a few protobuf field reads and a dict lookup. An `Observed` holds the
-prototype plus the entry's times; the publisher deduplicates on its key and builds the event
-(`Observed.event`) only for edges it publishes.
+the stream identity and the directory. Streams without a workload identity (the global-sidecar's,
+whose entries name their callers by address) share one bounded cache from that key to the derived
+result (edge prototypes, or a rejection); a workload's stream has its own, as its identity is the
+caller. Caches are dropped when the directory (`version`) or the stream identity changes. So the
+full parse + `edges.derive` + event model run once per distinct key; a repeated entry costs a few
+protobuf field reads and a dict lookup. An `Observed` holds the prototype plus the entry; the
+publisher deduplicates on its key and builds the event (`Observed.event`) only for edges it
+publishes.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from lazyload_accesslog_ingest import edges, parsing
 from lazyload_accesslog_ingest.records import AccessRecord, Rejection, StreamIdentity
 
 log = logging.getLogger(__name__)
-CACHE_SIZE = 16_384
-"""Distinct entry keys remembered per stream (the cache is emptied when full)."""
+CACHE_SIZE = 65_536
+"""Distinct entry keys remembered per cache (a cache is emptied when full)."""
 
 _Prototypes = tuple[tuple[tuple[events.DependencyObserved, str], ...], bool]
 """((event prototype, its edge key) per edge of one entry key, caller unresolved)."""
@@ -57,6 +59,10 @@ class Observed:
         )
 
 
+Sighting = tuple[events.DependencyObserved, Any]
+"""(prototype event, the protobuf entry that showed it first in a message)."""
+
+
 @dataclass(slots=True)
 class StreamState:
     """What a stream carries from one message to the next."""
@@ -65,6 +71,7 @@ class StreamState:
     messages: int = 0
     malformed: int = 0
     cache: dict[parsing.EntryKey, _Prototypes | Rejection] = field(default_factory=dict)
+    """Derived results of a workload's stream (other streams share the ingestor's cache)."""
     cache_version: object = None
 
 
@@ -74,8 +81,9 @@ class Outcome:
 
     entries: Counter[str] = field(default_factory=Counter)
     """Entries read, by type (`http`, `tcp`)."""
-    observed: list[Observed] = field(default_factory=list)
-    """Each edge once per message (the first entry that showed it)."""
+    sightings: dict[str, Sighting] = field(default_factory=dict)
+    """Edge key -> its sighting, each edge once per message (the first entry that showed it)."""
+    observed_at: float = 0.0
     derived: int = 0
     """Edges derived from entries, repeats within the message included."""
     rejections: Counter[Rejection] = field(default_factory=Counter)
@@ -83,8 +91,14 @@ class Outcome:
     """Entries whose unknown caller was published as an `unresolved` edge."""
 
     @property
+    def observed(self) -> list[Observed]:
+        """The sightings as `Observed` edges."""
+        at = self.observed_at
+        return [Observed(proto, key, entry, at) for key, (proto, entry) in self.sightings.items()]
+
+    @property
     def edges(self) -> list[events.DependencyObserved]:
-        """The events of all observed edges (builds each; the hot path uses `observed`)."""
+        """The events of all observed edges (builds each; the hot path uses `sightings`)."""
         return [o.event for o in self.observed]
 
 
@@ -109,6 +123,11 @@ class Ingestor:
         )
         self.global_sidecar_namespace = global_sidecar_namespace
         self.clock = clock
+        self._shared: dict[parsing.EntryKey, _Prototypes | Rejection] = {}
+        """Derived results of the streams without a workload identity (they do not depend on it)."""
+        self._version: object = None
+        self._memo = edges.Memo()
+        """Destinations and events behind all caches (cleared with the shared cache)."""
 
     def ingest(self, raw: bytes, stream: StreamState) -> Outcome:
         """Everything one message of `stream` teaches."""
@@ -147,40 +166,49 @@ class Ingestor:
     ) -> None:
         now = self.clock()
         cache = self._cache(stream)
+        get = cache.get
+        identity = stream.identity
         rejections = outcome.rejections
-        first: dict[str, Observed] = {}
+        first = outcome.sightings
+        outcome.observed_at = now
         count = derived = unresolved = 0
         for entry in entries:
             count += 1
             try:
                 key = to_key(entry)
-                result = cache.get(key)
+                result = get(key)
                 if result is None:
-                    result = self._derive(entry, to_record, stream.identity, now)
+                    result = self._derive(entry, to_record, identity, now)
                     if len(cache) >= CACHE_SIZE:
                         cache.clear()
                     cache[key] = result
             except Exception:
                 log.exception("an ALS %s entry could not be processed", kind)
                 result = Rejection.INTERNAL
-            if type(result) is not tuple:
+            if result.__class__ is not tuple:
                 rejections[result] += 1  # type: ignore[index]
                 continue
-            prototypes, is_unresolved = result
+            prototypes, is_unresolved = result  # type: ignore[misc]
             unresolved += is_unresolved
             derived += len(prototypes)
             for proto, edge_key in prototypes:
                 if edge_key not in first:
-                    first[edge_key] = Observed(proto, edge_key, entry, now)
+                    first[edge_key] = (proto, entry)
         outcome.entries[kind] += count
-        outcome.observed.extend(first.values())
         outcome.derived += derived
         outcome.unresolved += unresolved
 
     def _cache(self, stream: StreamState) -> dict[parsing.EntryKey, _Prototypes | Rejection]:
         version = getattr(self.directory, "version", None)
+        if version is None or version != self._version:
+            self._shared.clear()  # the directory changed (or cannot tell): derive afresh
+            self._memo.clear()
+            self._version = version
+        identity = stream.identity
+        if identity is None or not identity.is_workload:
+            return self._shared
         if version is None or version != stream.cache_version:
-            stream.cache.clear()  # the directory changed (or cannot tell): derive afresh
+            stream.cache.clear()
             stream.cache_version = version
         return stream.cache
 
@@ -194,7 +222,11 @@ class Ingestor:
         record = to_record(entry)
         if isinstance(record, Rejection):
             return record
-        result = edges.derive(record, identity, self.directory, self.options, now=now)
+        if len(self._memo) >= CACHE_SIZE:
+            self._memo.clear()
+        result = edges.derive(
+            record, identity, self.directory, self.options, now=now, memo=self._memo
+        )
         if isinstance(result, Rejection):
             return result
         unresolved = bool(result) and result[0].source_kind == "unresolved"

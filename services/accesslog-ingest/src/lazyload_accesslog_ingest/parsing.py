@@ -155,16 +155,18 @@ def http_key(entry: accesslog_pb2.HTTPAccessLogEntry) -> EntryKey:
     common = entry.common_properties
     request = entry.request
     headers = request.request_headers
-    if headers:
-        source_ns, content_type = _headers(headers)
+    if headers:  # names lower-case, as Envoy logs them
+        get = headers.get
+        source_ns = get(SOURCE_NAMESPACE_HEADER, "")
+        grpc = get("content-type", "").startswith("application/grpc")
     else:
-        source_ns = content_type = ""
+        source_ns, grpc = "", False
     return (
         common.downstream_direct_remote_address.socket_address.address,
         request.authority,
         common.HasField("response_flags") and _unrouted(common.response_flags),
         common.upstream_cluster.startswith("inbound|"),
-        content_type.startswith("application/grpc"),
+        grpc,
         source_ns,
     )
 
@@ -202,12 +204,6 @@ def _unrouted(flags: accesslog_pb2.ResponseFlags) -> bool:
         or flags.downstream_protocol_error
         or flags.no_filter_config_found
     )
-
-
-def _headers(headers: Any) -> tuple[str, str]:
-    """(`slime-source-ns`, `content-type`) of the logged request headers. Names are looked up
-    lower-case: Envoy keeps header names lower-case, and logs them so."""
-    return headers.get(SOURCE_NAMESPACE_HEADER, ""), headers.get("content-type", "")
 
 
 def _socket(common: accesslog_pb2.AccessLogCommon, name: str) -> tuple[str, int | None] | None:

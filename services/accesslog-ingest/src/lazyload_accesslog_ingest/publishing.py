@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from lazyload_common import codec, events, subjects
@@ -82,20 +82,17 @@ class EdgePublisher:
             return verdict
         return self._enqueue(event, key, verdict, now)
 
-    def offer_all(self, observed: Iterable[ingesting.Observed]) -> None:
-        """`offer` for the edges of one message: deduplicated on their keys first, so only
-        the edges to publish become events (the hot path)."""
+    def offer_all(self, sightings: Mapping[str, ingesting.Sighting], observed_at: float) -> None:
+        """`offer` for the edges of one message (`Outcome.sightings`): deduplicated on their keys
+        first, so only the edges to publish become events (the hot path)."""
         now = self.clock()
-        admit = self.memory.admit
-        duplicates = 0
-        for item in observed:
-            verdict = admit(item.key, now)
-            if verdict is Verdict.DUPLICATE:
-                duplicates += 1
-            else:
-                self._enqueue(item.event, item.key, verdict, now)
+        admitted, duplicates = self.memory.admit_all(sightings, now)
         if duplicates:
             metrics.DUPLICATES.inc(duplicates)
+        for key, verdict in admitted:
+            proto, entry = sightings[key]
+            event = ingesting.Observed(proto, key, entry, observed_at).event
+            self._enqueue(event, key, verdict, now)
 
     def _enqueue(
         self, event: events.DependencyObserved, key: str, verdict: Verdict, now: float

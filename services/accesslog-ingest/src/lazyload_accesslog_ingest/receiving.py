@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,15 +25,15 @@ import grpc
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
 from lazyload_accesslog_ingest import metrics
-from lazyload_accesslog_ingest.ingesting import Ingestor, Observed, Outcome, StreamState
+from lazyload_accesslog_ingest.ingesting import Ingestor, Outcome, Sighting, StreamState
 from lazyload_accesslog_ingest.records import Rejection
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = "envoy.service.accesslog.v3.AccessLogService"
 METHOD_NAME = "StreamAccessLogs"
 METHOD_PATH = f"/{SERVICE_NAME}/{METHOD_NAME}"
-EdgeSink = Callable[[list[Observed]], object]
-"""Takes the edges observed in one message (the publisher's `offer_all`)."""
+EdgeSink = Callable[[Mapping[str, Sighting], float], object]
+"""Takes the edges seen in one message and the time (the publisher's `offer_all`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +62,9 @@ class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):
         self.sink = sink
         self.limits = limits or StreamLimits()
         self.open_streams = 0
+        # bound once: a `.labels(...)` lookup per message costs more than the increment
+        self._entries = {kind: metrics.ENTRIES.labels(kind) for kind in ("http", "tcp")}
+        self._rejected = {reason: metrics.REJECTED.labels(reason.value) for reason in Rejection}
 
     async def StreamAccessLogs(
         self, request_iterator: AsyncIterator[bytes], context: Any
@@ -116,16 +119,16 @@ class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):
         metrics.MESSAGES.inc()
         outcome = self.ingestor.ingest(raw, stream)
         for kind, count in outcome.entries.items():
-            metrics.ENTRIES.labels(kind).inc(count)
+            self._entries[kind].inc(count)
         for reason, count in outcome.rejections.items():
-            metrics.REJECTED.labels(reason.value).inc(count)
+            self._rejected[reason].inc(count)
             if reason is Rejection.UNKNOWN_CALLER:
                 metrics.UNKNOWN_CALLERS.inc(count)
         if outcome.unresolved:
             metrics.UNKNOWN_CALLERS.inc(outcome.unresolved)
-        if outcome.observed:
+        if outcome.sightings:
             metrics.EDGES_OBSERVED.inc(outcome.derived)
-            self.sink(outcome.observed)
+            self.sink(outcome.sightings, outcome.observed_at)
         return outcome
 
     def handler(self) -> grpc.GenericRpcHandler:
@@ -178,7 +181,8 @@ class AlsServer:
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", self.max_message_bytes),
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", 0),  # a second server on the port is an error, not a split
+                ("grpc.optimization_target", "throughput"),
             ]
         )
         server.add_generic_rpc_handlers((self.receiver.handler(),))

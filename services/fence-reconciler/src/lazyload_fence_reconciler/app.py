@@ -90,6 +90,7 @@ async def _serve(
         on_virtual_service=lambda kind, obj: reconciler.on_virtual_service_event(kind, obj),
         cluster_domain=settings.mesh.cluster_domain,
         aliases=settings.fence.aliases(),
+        stable_hosts=settings.fence.stable_domains(),
         workload_key=identity.key if identity else None,
         on_pod=lambda kind, obj: reconciler.on_pod_event(kind, obj),
     )

@@ -33,6 +33,10 @@ def consumer_spec(settings: FenceSettings) -> jetstream.ConsumerSpec:
         service=SERVICE,
         model=events.DependencyObserved,
         batch=settings.batch,
+        # Everything that arrives within the window is one batch, and one batch writes each fence
+        # once: a burst of edges for a fence costs one ServiceFence write per window.
+        linger=settings.coalesce_window,
+        max_batch=settings.max_batch,
     )
 
 

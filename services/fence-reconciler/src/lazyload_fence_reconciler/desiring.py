@@ -1,8 +1,8 @@
 """The pure core of the reconciler: (fence, new edges, Service selector, now) -> desired fence.
 
-`desire()` merges three sources into `status.domains`: hosts learned from traffic
-(`status.learned`, and Slime's `status.metricStatus`), static hosts of `spec.host`, and Services
-matching `spec.labelSelector`; each domain then expands (`expanding.Mesh`) with its aliases and
+`desire()` merges four sources into `status.domains`: hosts learned from traffic
+(`status.learned`, and Slime's `status.metricStatus`), static hosts of `spec.host`, Services
+matching `spec.labelSelector`, and the module-wide stable hosts (Slime's `stableHost`); each domain then expands (`expanding.Mesh`) with its aliases and
 the destinations of its VirtualServices (Slime's `domains[key].hosts`), so expanded hosts follow
 the state of the domain they come from. It returns the whole status to write, the
 rendered host set with per-host reasons, and whether the desired state (hosts, enabled, workload
@@ -23,6 +23,7 @@ from lazyload_fence_reconciler import expanding, fences
 LEARNED = "learned"
 SPEC = "spec"
 SELECTOR = "selector"
+STABLE = "stable"
 EXPANDED = "expanded"
 ALIAS = "alias"
 FROM = "from:"
@@ -130,9 +131,11 @@ def desire(
     learned = _learn(learned, edges, now, policy)
     learned, learned_status = _recycle(learned, now, policy)
     spec_status, invalid = _spec_domains(fence, now)
-    selected = dict.fromkeys(mesh.selector_hosts(fence.label_selectors), fences.DomainStatus.ACTIVE)
+    active = fences.DomainStatus.ACTIVE
+    selected = dict.fromkeys(mesh.selector_hosts(fence.label_selectors), active)
+    stable = dict.fromkeys(mesh.stable_hosts, active)
     domains, reasons = _merge(
-        {LEARNED: learned_status, SPEC: spec_status, SELECTOR: selected}, mesh
+        {LEARNED: learned_status, SPEC: spec_status, SELECTOR: selected, STABLE: stable}, mesh
     )
     rendered = rendered_hosts(domains)
     state = State(
@@ -331,7 +334,7 @@ def _add(reasons: dict[str, list[str]], host: str, more: Sequence[str]) -> None:
     reasons.setdefault(host, []).extend(more)
 
 
-_ORDER = (LEARNED, SPEC, SELECTOR, EXPANDED, ALIAS)
+_ORDER = (LEARNED, SPEC, SELECTOR, STABLE, EXPANDED, ALIAS)
 
 
 def _reason_order(reason: str) -> tuple[int, str]:

@@ -71,6 +71,8 @@ class Mesh:
     services: Sequence[tuple[str, Mapping[str, str]]] = ()
     """(FQDN, labels) of every Service."""
     aliases: Sequence[Alias] = ()
+    stable_hosts: Sequence[str] = ()
+    """Domains every fence holds (Slime's `stableHost`)."""
 
     def destinations(self, host: str) -> set[str]:
         """Destinations of every VirtualService for `host` (exact and `*.` wildcard hosts)."""
@@ -107,6 +109,13 @@ class Mesh:
             for fqdn, labels in self.services
             if any(all(labels.get(k) == v for k, v in s.items()) for s in wanted)
         }
+
+
+def stable_domain(entry: str) -> str | None:
+    """Slime's `stableHost` entry (`ns/*`, `*/host` or `host`) as a fence domain; None if invalid."""
+    entry = entry.strip().lower()
+    domain = entry[2:] if entry.startswith("*/") else entry
+    return domain if hosts.is_valid_domain(domain) else None
 
 
 def complete(host: str, namespace: str, cluster_domain: str) -> str:

@@ -22,7 +22,15 @@ from typing import Any
 
 from lazyload_common import errors, events, kube
 
-from lazyload_fence_reconciler import applying, desiring, fences, policies, publishing, watching
+from lazyload_fence_reconciler import (
+    applying,
+    desiring,
+    fences,
+    policies,
+    publishing,
+    tombstoning,
+    watching,
+)
 from lazyload_fence_reconciler.settings import FenceSettings
 
 log = logging.getLogger(__name__)
@@ -62,9 +70,7 @@ class Reconciler:
         self.applier, self.publisher, self.cluster = applier, publisher, cluster
         self.clock = clock
         self.sent: dict[Key, Sent] = {}
-        self.tombstones: dict[Key, str] = {}
-        """Deleted manual fences -> the Service's serviceFenced label then (also persisted)."""
-        self._to_mark: set[Key] = set()
+        self.tombstones = tombstoning.Tombstones(cluster, applier, clock)
         self._gone: dict[Key, kube.RawObject] = {}
         self._latest: dict[Key, kube.RawObject] = {}
         self._locks: dict[Key, asyncio.Lock] = {}
@@ -85,7 +91,7 @@ class Reconciler:
                     key[0],
                     pods=self.cluster.workload_pods(key[0], workload),
                     scope=self.scope,
-                    tombstoned=self._tombstoned(key),
+                    tombstoned=self.tombstones.holds(key),
                 )
                 if verdict.outcome is policies.Outcome.IGNORE:
                     return f"ignored: {verdict.reason}"
@@ -101,7 +107,7 @@ class Reconciler:
                     service=self.cluster.service(key),
                     namespace_labels=self.cluster.namespace_labels(key[0]),
                     scope=self.scope,
-                    tombstoned=self._tombstoned(key),
+                    tombstoned=self.tombstones.holds(key),
                 )
                 if verdict.outcome is policies.Outcome.IGNORE:
                     return f"ignored: {verdict.reason}"
@@ -124,12 +130,12 @@ class Reconciler:
                 gone = self._gone.pop(key, None)
                 if gone is not None:
                     await self._announce_deletion(key, gone)
-                await self._settle_tombstone(key, exists=False)
+                await self.tombstones.settle(key, exists=False)
                 if not self._wants_eager(key):
                     return None
                 obj = await self.applier.create(*key)
             else:
-                await self._settle_tombstone(key, exists=True)
+                await self.tombstones.settle(key, exists=True)
                 if self._should_drop(key, obj):
                     await self.applier.delete(*key)
                     log.info("deleted ServiceFence %s/%s: Service gone or not fenced", *key)
@@ -146,12 +152,10 @@ class Reconciler:
             self._gone[key] = obj
             self._latest.pop(key, None)
             if not fences.Fence.from_raw(obj).created_by_controller:
-                self.tombstones[key] = self._fenced_label(key)
-                self._to_mark.add(key)
+                self.tombstones.add(key)
         else:
             self._gone.pop(key, None)
-            self.tombstones.pop(key, None)
-            self._to_mark.discard(key)
+            self.tombstones.discard(key)
         self.enqueue(key)
 
     def on_service_event(self, kind: str, obj: kube.RawObject) -> None:
@@ -314,54 +318,8 @@ class Reconciler:
             service=self.cluster.service(key),
             namespace_labels=self.cluster.namespace_labels(key[0]),
             scope=self.scope,
-            tombstoned=self._tombstoned(key),
+            tombstoned=self.tombstones.holds(key),
         )
-
-    # -- tombstones of deleted manual fences -------------------------------------------------
-
-    def _fenced_label(self, key: Key) -> str:
-        service = self.cluster.service(key)
-        return (service.labels if service else {}).get(policies.FENCED_LABEL, "")
-
-    def _tombstone(self, key: Key) -> str | None:
-        """The serviceFenced label recorded when the manual fence was deleted; None: no tombstone."""
-        if key in self.tombstones:
-            return self.tombstones[key]
-        service = self.cluster.service(key)
-        value = service.annotations.get(fences.TOMBSTONE_ANNOTATION) if service else None
-        return None if value is None else fences.tombstone_label(value)
-
-    def _tombstoned(self, key: Key) -> bool:
-        """A tombstone holds until the Service is labelled serviceFenced=true (again)."""
-        recorded = self._tombstone(key)
-        if recorded is None:
-            return False
-        relabelled = self._fenced_label(key).strip().lower() == "true"
-        return not relabelled or recorded.strip().lower() == "true"
-
-    async def _settle_tombstone(self, key: Key, *, exists: bool) -> None:
-        """Persist a new tombstone, follow the label, or clear it (a fence exists again, or the
-        Service was labelled serviceFenced=true after the deletion)."""
-        recorded = self._tombstone(key)
-        if key in self._to_mark and not exists:
-            self._to_mark.discard(key)
-            await self._mark(key, self.tombstones.get(key, ""))
-        elif recorded is None:
-            return
-        elif exists or not self._tombstoned(key):
-            self.tombstones.pop(key, None)
-            service = self.cluster.service(key)
-            if service is not None and fences.TOMBSTONE_ANNOTATION in service.annotations:
-                await self.applier.mark_service(*key, None)
-                log.info("cleared the tombstone of the manual fence %s/%s", *key)
-        elif recorded != (label := self._fenced_label(key)):
-            self.tombstones[key] = label
-            await self._mark(key, label)
-
-    async def _mark(self, key: Key, label: str) -> None:
-        value = fences.tombstone_value(self.clock(), label)
-        if await self.applier.mark_service(*key, value):
-            log.info("manual fence %s/%s deleted: tombstone on its Service", *key)
 
     def _should_drop(self, key: Key, obj: kube.RawObject) -> bool:
         """An auto-created fence whose Service is gone, not fenced, or out of scope (Slime); an

@@ -89,6 +89,11 @@ class FenceSettings(BaseModel):
         description="Slime's domainAliases: JSON list of {pattern, templates}; a host the pattern "
         "matches exactly once also brings one host per template (reason alias).",
     )
+    stable_hosts: list[str] = Field(
+        default_factory=list,
+        description="Slime's stableHost: JSON list of domains every fence holds (`ns/*`, "
+        "`*/host` or `host`; reason stable).",
+    )
     external_allow: list[str] = Field(
         default_factory=list,
         description="Globs of external hosts that may be learned without a ServiceEntry.",
@@ -105,6 +110,14 @@ class FenceSettings(BaseModel):
         "empty = off.",
     )
     batch: int = Field(256, ge=1, description="Dependency messages fetched per batch.")
+    coalesce_window: float = Field(
+        0.1,
+        ge=0,
+        le=5,
+        description="Seconds a batch keeps collecting after its first edge, so a burst for one "
+        "fence costs one write (0 = handle each fetch at once).",
+    )
+    max_batch: int = Field(4096, ge=1, description="Most dependency messages handled at once.")
     concurrency: int = Field(16, ge=1, description="Fences written in parallel within a batch.")
 
     def policy(self) -> desiring.Policy:
@@ -118,6 +131,9 @@ class FenceSettings(BaseModel):
         return admitting.Gate(
             external_allow=tuple(self.external_allow), dispatches=tuple(self.dispatches)
         )
+
+    def stable_domains(self) -> tuple[str, ...]:
+        return tuple(d for h in self.stable_hosts if (d := expanding.stable_domain(h)))
 
     def aliases(self) -> tuple[expanding.Alias, ...]:
         return tuple(a.compiled() for a in self.domain_aliases)
@@ -161,6 +177,11 @@ class ReconcilerSettings(BaseSettings):
             problems.append("fence.resync_interval must be 0 or at least 1 second")
         if self.fence.recycle_after and not self.fence.resync_interval:
             problems.append("fence.recycle_after needs fence.resync_interval > 0 to take effect")
+        problems += [
+            f"fence.stable_hosts: not a host or ns/*: {h!r}"
+            for h in self.fence.stable_hosts
+            if expanding.stable_domain(h) is None
+        ]
         identity = self.fence.workload_identity()
         if identity is not None and not identity.valid():
             problems.append(

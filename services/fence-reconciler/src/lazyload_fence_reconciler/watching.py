@@ -41,6 +41,7 @@ class Cluster:
         on_virtual_service: OnChange | None = None,
         cluster_domain: str = "cluster.local",
         aliases: tuple[expanding.Alias, ...] = (),
+        stable_hosts: tuple[str, ...] = (),
         workload_key: str | None = None,
         on_pod: OnChange | None = None,
         watch_timeout: int = 60,
@@ -60,6 +61,7 @@ class Cluster:
 
         self.fences = reflector(FENCES_PATH, on_fence, "servicefences")
         self.cluster_domain, self.aliases = cluster_domain, aliases
+        self.stable_hosts = stable_hosts
         self._mesh: expanding.Mesh | None = None
         self._entry_hosts: frozenset[str] | None = None
 
@@ -153,6 +155,7 @@ class Cluster:
                     for (ns, name), obj in sorted(services.items())
                 ),
                 aliases=self.aliases,
+                stable_hosts=self.stable_hosts,
             )
         return self._mesh
 

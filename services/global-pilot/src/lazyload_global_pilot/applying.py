@@ -2,8 +2,9 @@
 
 `MeshSideApplier.apply(desired)` (blocking: call it through `asyncio.to_thread`) validates every
 object first (Istio ones against Istio's schema; nothing is written when one is invalid), then
-creates what is missing, updates what differs (Services by merge patch of labels, selector and
-ports, so the cluster IP stays; EnvoyFilters by replace with the read `resourceVersion`, re-read
+creates what is missing, updates what differs (Services by merge patch of their ports only, so
+the cluster IP, selector and labels stay - a Service a Helm chart made is adopted, never pruned;
+EnvoyFilters by replace with the read `resourceVersion`, re-read
 once on 409), and deletes the objects labelled `app.kubernetes.io/managed-by=lazyload-global-pilot`
 that are no longer desired (a mode or namespace change). An object whose `lazyload.io/rendered`
 annotation already holds the hash of the desired content is not written again.
@@ -118,12 +119,11 @@ class MeshSideApplier:
 
     def _update(self, obj: RawObject, body: RawObject, current: RawObject) -> None:
         if obj["kind"] == "Service":
+            # only the ports: a Service someone else made (a Helm chart) keeps its selector and
+            # labels, and without our label it is never pruned
             patch = {
-                "metadata": {
-                    "labels": body["metadata"]["labels"],
-                    "annotations": body["metadata"]["annotations"],
-                },
-                "spec": body["spec"],
+                "metadata": {"annotations": body["metadata"]["annotations"]},
+                "spec": {"ports": body["spec"]["ports"]},
             }
             self.api.merge_patch(_path(obj), patch)
         else:

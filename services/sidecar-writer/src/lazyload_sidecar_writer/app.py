@@ -107,7 +107,7 @@ async def _serve(
             settings, sink, consuming.publisher(js), reporter=build_reporter(settings, sink)
         )
         consumer = tasks.create_guarded_task(
-            jetstream.consume(js, consuming.consumer_spec(), handler, stop),
+            jetstream.consume(js, consuming.consumer_spec(settings), handler, stop),
             name="consume-fences",
             stop=stop,
         )

@@ -42,7 +42,7 @@ FenceKey = tuple[str, str]
 DURABLE = "sidecar-writer"
 
 
-def consumer_spec() -> jetstream.ConsumerSpec:
+def consumer_spec(settings: WriterSettings) -> jetstream.ConsumerSpec:
     """The durable pull consumer of fence events (replicas share the work)."""
     return jetstream.ConsumerSpec(
         stream=subjects.FENCES_STREAM,
@@ -50,6 +50,10 @@ def consumer_spec() -> jetstream.ConsumerSpec:
         filter_subject=f"{subjects.FENCE_PREFIX}.>",
         service=SERVICE,
         model=events.FenceChanged,
+        # Everything that arrives within the coalescing window is one batch, and only the newest
+        # revision of each fence in a batch is written: at most one write per fence per window.
+        linger=settings.sidecar.coalesce_window,
+        max_batch=4096,
     )
 
 

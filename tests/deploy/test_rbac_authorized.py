@@ -1,0 +1,147 @@
+"""The chart's least-privilege RBAC is enough for the services' real Kubernetes calls.
+
+The whole local stack (`lazyload_cli.stack.Stack`: nats-server, the four service processes,
+the global-sidecar Envoy) runs against a Kubernetes API emulator started with `--authorize`.
+The chart's rendered ServiceAccounts, ClusterRoles, Roles and bindings are applied to it, and
+each service gets a kubeconfig whose bearer token is its own ServiceAccount
+(`system:serviceaccount:mesh-operator:lazyload-<service>`) plus the chart's settings for it
+(LAZYLOAD_MESH__*, ...). Then the demo traffic runs until every Sidecar is written: no request
+of any service may have been refused (403), and the authorizer is shown to be on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from deploy_support import CHART, RBAC_KINDS, apply_rendered, helm_tool, values_file
+from lazyload_kube_emulator import AdminClient, kubeconfig_dict
+from lazyload_kube_emulator.authz import service_account_token
+
+pytestmark = [pytest.mark.e2e, pytest.mark.envoy]
+
+SERVICES = ("accesslog-ingest", "fence-reconciler", "sidecar-writer", "global-pilot")
+NAMESPACE = "mesh-operator"
+PREFIX = "lazyload"
+# Settings the Stack decides (where things listen) rather than the chart.
+STACK_OWNED = ("_HOST", "_PORT", "_PORTS", "LAZYLOAD_NATS__", "LAZYLOAD_ALS__", "LAZYLOAD_KUBE__")
+
+
+def _render(tmp_path: Path) -> list[dict[str, Any]]:
+    path = values_file(tmp_path, {})
+    result = helm_tool("render", str(CHART), "--values", path, "--namespace", NAMESPACE)
+    return [m["object"] for m in json.loads(result.stdout)["manifests"]]
+
+
+def _chart_env(objects: list[dict[str, Any]], service: str) -> dict[str, str]:
+    deployment = next(
+        o
+        for o in objects
+        if o["kind"] == "Deployment" and o["metadata"]["name"] == f"{PREFIX}-{service}"
+    )
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {
+        e["name"]: e["value"]
+        for e in container.get("env", [])
+        if "value" in e and not any(part in e["name"] for part in STACK_OWNED)
+    }
+
+
+@pytest.fixture(scope="module")
+def authorized_stack(tmp_path_factory: pytest.TempPathFactory):
+    from kubernetes import config
+    from lazyload_cli.stack import Stack, StackConfig, bin_path, repo_root
+
+    objects = _render(tmp_path_factory.mktemp("values"))
+
+    class AuthorizedStack(Stack):
+        def _start_emulator(self) -> None:
+            c = self.config
+            crds = repo_root() / "deploy" / "crds"
+            cmd = [
+                bin_path("lazyload-kube-emulator"),
+                "--authorize",
+                "--host",
+                c.host,
+                "--port",
+                str(c.kube_port),
+                "--kubeconfig-out",
+                str(self.kubeconfig),
+                "--crds",
+                str(crds),
+                "--crds",
+                str(crds / "istio"),
+            ]
+            self.kubeconfig.unlink(missing_ok=True)
+            self._spawn("kube-emulator", cmd)
+            self._wait_http("kube-emulator", f"http://{c.host}:{c.kube_port}/version", timeout=30)
+            self._wait_file("kube-emulator", self.kubeconfig, timeout=10)
+            with config.new_client_from_config(str(self.kubeconfig)) as api:  # the admin token
+                # As `helm install` leaves it: the RBAC, and the Services (the global-sidecar's
+                # one, which global-pilot then updates by name) and ConfigMaps.
+                self.applied = apply_rendered(api, objects, RBAC_KINDS | {"Service", "ConfigMap"})
+            url = f"http://{c.host}:{c.kube_port}"
+            for service in (
+                "accesslog-ingest",
+                "fence-reconciler",
+                "sidecar-writer",
+                "global-pilot",
+            ):
+                document = kubeconfig_dict(url)
+                token = service_account_token(NAMESPACE, f"{PREFIX}-{service}")
+                document["users"][0]["user"]["token"] = token
+                path = c.state_dir / f"kubeconfig-{service}"
+                path.write_text(yaml.safe_dump(document))
+
+        def _service_env(self, name: str) -> dict[str, str]:
+            env = super()._service_env(name)
+            return {
+                **_chart_env(objects, name),
+                **env,
+                "LAZYLOAD_KUBE__KUBECONFIG": str(self.config.state_dir / f"kubeconfig-{name}"),
+            }
+
+    state_dir = tmp_path_factory.mktemp("authorized-stack")
+    with AuthorizedStack(StackConfig(state_dir=state_dir, log_level="DEBUG")) as stack:
+        yield stack
+
+
+def test_least_privilege_roles_suffice_for_the_real_calls(authorized_stack) -> None:
+    from lazyload_cli import demo
+    from lazyload_common.kube import KubeApi, KubeError, api_client
+    from lazyload_common.settings import KubeSettings
+
+    stack = authorized_stack
+    assert stack.applied["ServiceAccount"] == 4 and stack.applied["ClusterRoleBinding"] == 4
+    learned, done = asyncio.run(
+        demo.run_traffic(stack.endpoints, demo.Console(quiet=True), timeout=45)
+    )
+    admin = AdminClient(f"http://{stack.config.host}:{stack.config.kube_port}")
+    requests = admin.requests()
+    refused = [r for r in requests if r.status in (401, 403)]
+    assert not refused, f"requests refused by the chart's RBAC: {refused}"
+    by_user: dict[str, set[tuple[str, str]]] = {}
+    for r in requests:
+        by_user.setdefault(r.user, set()).add((r.verb, r.path))
+    for service in SERVICES:
+        assert by_user.get(service_account_token(NAMESPACE, f"{PREFIX}-{service}")), service
+    # global-pilot updates the chart's global-sidecar Service by name (Role resourceNames).
+    pilot = by_user[service_account_token(NAMESPACE, f"{PREFIX}-global-pilot")]
+    named = f"/api/v1/namespaces/{NAMESPACE}/services/{PREFIX}-global-sidecar"
+    assert {verb for verb, path in pilot if path == named} >= {"GET", "PATCH"}
+    writer = by_user[service_account_token(NAMESPACE, f"{PREFIX}-sidecar-writer")]
+    assert any(v == "POST" and p.endswith("/sidecars") for v, p in writer)
+    fences = by_user[service_account_token(NAMESPACE, f"{PREFIX}-fence-reconciler")]
+    assert any(v == "POST" and p.endswith("/servicefences") for v, p in fences)
+    assert done, f"not learned: {[x for x in learned if x.sidecar_written is None]}"
+    stack.check_alive()
+    # The authorizer is on: a service's token cannot do what its Role does not grant.
+    writer = stack.config.state_dir / "kubeconfig-sidecar-writer"
+    kube = KubeApi(api_client(KubeSettings(kubeconfig=writer)))
+    with pytest.raises(KubeError) as error:
+        kube.get(f"/api/v1/namespaces/{NAMESPACE}/services")
+    assert error.value.status == 403
