@@ -139,3 +139,24 @@ def test_malformed_als_message_is_counted_and_the_stream_goes_on(stack: Stack) -
             return "*/ratings.default.svc.cluster.local" in _egress(sidecar)
 
         _wait_for(learned)
+
+
+def test_reset_from_the_cli_empties_the_learned_hosts(stack: Stack) -> None:
+    from lazyload_cli.main import app
+    from typer.testing import CliRunner
+
+    admin = stack.endpoints["admin"]["fence-reconciler"]
+    listed = CliRunner().invoke(app, ["fences", "list", "--admin", admin])
+    assert listed.exit_code == 0, listed.output
+    assert "productpage" in listed.output
+    result = CliRunner().invoke(app, ["fences", "reset", "default/productpage", "--admin", admin])
+    assert result.exit_code == 0, result.output
+    kube = _kube(stack)
+
+    def emptied() -> bool:
+        """the reset reaches productpage's Sidecar: only the base hosts are left"""
+        return _egress(kube.get(f"{SIDECARS}/productpage")) == BASE
+
+    _wait_for(emptied)
+    missing = CliRunner().invoke(app, ["fences", "reset", "default/nope", "--admin", admin])
+    assert missing.exit_code == 1 and "404" in missing.output

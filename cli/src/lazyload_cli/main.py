@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from lazyload_cli import demo as demo_module
+from lazyload_cli import fences as fence_api
 from lazyload_cli.stack import Stack, StackConfig, StackError
 
 app = typer.Typer(
@@ -98,6 +99,62 @@ def demo(
         except StackError as e:
             console.print(f"[red]{e}")
             raise typer.Exit(1) from e
+
+
+fences_app = typer.Typer(
+    help="What the fence-reconciler keeps: list fences, reset one.", no_args_is_help=True
+)
+app.add_typer(fences_app, name="fences")
+
+AdminOption = Annotated[
+    str | None,
+    typer.Option(
+        "--admin",
+        envvar="LAZYLOAD_RECONCILER_ADMIN",
+        help="Base URL of fence-reconciler's admin API.",
+    ),
+]
+StateOption = Annotated[
+    Path | None, typer.Option(help="A `lazyload up` state dir: its endpoints.json gives --admin.")
+]
+
+
+def _admin_url(admin: str | None, state_dir: Path | None) -> str:
+    if admin:
+        return admin
+    if state_dir is not None:
+        endpoints = json.loads((state_dir / "endpoints.json").read_text())
+        return str(endpoints["admin"]["fence-reconciler"])
+    raise typer.BadParameter("give --admin URL or --state-dir DIR")
+
+
+@fences_app.command("list")
+def fences_list(admin: AdminOption = None, state_dir: StateOption = None) -> None:
+    """List every ServiceFence with its revision and hosts."""
+    try:
+        items = fence_api.list_fences(_admin_url(admin, state_dir))
+    except fence_api.FenceApiError as e:
+        console.print(f"[red]{e}")
+        raise typer.Exit(1) from e
+    console.print_json(json.dumps(items))
+
+
+@fences_app.command("reset")
+def fences_reset(
+    fence: Annotated[str, typer.Argument(help="NAMESPACE/NAME of the ServiceFence.")],
+    admin: AdminOption = None,
+    state_dir: StateOption = None,
+) -> None:
+    """Forget a fence's learned hosts (spec hosts stay); its Sidecar follows."""
+    namespace, sep, name = fence.partition("/")
+    if not sep or not namespace or not name:
+        raise typer.BadParameter("expected NAMESPACE/NAME", param_hint="FENCE")
+    try:
+        detail = fence_api.reset(_admin_url(admin, state_dir), namespace, name)
+    except fence_api.FenceApiError as e:
+        console.print(f"[red]{e}")
+        raise typer.Exit(1) from e
+    console.print_json(json.dumps(detail))
 
 
 def main() -> None:

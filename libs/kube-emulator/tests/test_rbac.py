@@ -170,6 +170,7 @@ def test_authorize_allows_only_what_the_bound_rules_grant(kube_emulator, api, co
         assert "system:anonymous" in json.loads(error.value.body)["message"]
     forbidden = [r for r in kube_emulator.requests() if r.status == 403]
     assert len(forbidden) == len(denied) + 1
+    assert {r.user for r in forbidden} == {"system:serviceaccount:team:bot", "system:anonymous"}
 
 
 def _crd_object(kind: str, name: str, owner: dict | None = None, **meta) -> dict:
