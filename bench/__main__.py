@@ -21,7 +21,11 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "savings": ("bench.savings", {"mesh_sizes": [1000, 5000]}, {"mesh_sizes": [20, 100]}),
     "convergence": ("bench.convergence", {"dependencies": 30}, {"dependencies": 3}),
-    "storm": ("bench.storm", {"fences": 1000, "edges": 10_000}, {"fences": 20, "edges": 200}),
+    "storm": (
+        "bench.storm",
+        {"fences": 1000, "edges": 10_000, "raised_qps": 1000},
+        {"fences": 20, "edges": 200},
+    ),
     "scale": (
         "bench.scale",
         {"services": 10_000, "edges": 100_000},
@@ -82,7 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in BENCHMARKS and n != "ingest"]
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; known: ingest, {', '.join(BENCHMARKS)}")
-    results = run(names, small=args.small, out=args.out, workdir=args.workdir, overrides=overrides)
+    results = run(
+        names,
+        small=args.small,
+        out=args.out,
+        workdir=args.workdir,
+        overrides=overrides,
+        merge=args.merge,
+    )
     return 0 if all("error" not in r for r in results["benchmarks"].values()) else 1
 
 
@@ -139,23 +150,51 @@ def run(
             traceback.print_exc()
             result = {"config": config, "error": f"{type(e).__name__}: {e}"}
         result["wall_s"] = round(time.perf_counter() - t0, 1)
+        result["full_config"] = full
+        result["reduced"] = small or any(
+            isinstance(full.get(k), int | float) and v < full[k] for k, v in config.items()
+        )
         results["benchmarks"][name] = result
         print(f"--- {name} done in {result['wall_s']} s", flush=True)
+        write(results, out, merge=merge)  # after each benchmark: a later crash loses nothing
     results["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    previous = out / "results.json"
-    if merge and previous.exists():
-        old = json.loads(previous.read_text())
-        for name, value in old.get("benchmarks", {}).items():
-            results["benchmarks"].setdefault(name, value)
-            if name in old.get("plots", {}):
-                results["plots"].setdefault(name, old["plots"][name])
-        results["merged_from"] = old.get("started_at")
-    table = report.table(results)
+    table = write(results, out, merge=merge)
     print(report.render_table(table))
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    (out / "REPORT.md").write_text(report.markdown(results, table))
     print(f"wrote {out / 'results.json'}, {out / 'REPORT.md'}, {plots}/", flush=True)
     return results
+
+
+def write(results: dict[str, Any], out: Path, *, merge: bool = False) -> list[report.Row]:
+    """Write results.json and REPORT.md from what has run so far (with `merge`, the benchmarks of
+    the existing results.json that did not run this time are kept); returns the table."""
+    previous = out / "results.json"
+    if merge and previous.exists() and "merged_from" not in results:
+        old = json.loads(previous.read_text())
+        results["merged"] = {
+            "from": old.get("started_at"),
+            "benchmarks": old.get("benchmarks", {}),
+            "plots": old.get("plots", {}),
+            "configuration": old.get("configuration"),
+            "overrides": old.get("overrides", {}),
+        }
+        results["merged_from"] = old.get("started_at")
+    shown = dict(results)
+    kept = results.get("merged") or {}
+    benchmarks = dict(results["benchmarks"])
+    plots = dict(results["plots"])
+    for name, value in kept.get("benchmarks", {}).items():
+        if name not in benchmarks:
+            benchmarks[name] = {**value, "from_run": kept.get("from")}
+            if name in kept.get("plots", {}):
+                plots[name] = kept["plots"][name]
+    shown["benchmarks"], shown["plots"] = benchmarks, plots
+    shown.pop("merged", None)
+    table = report.table(shown)
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(shown, indent=2, default=str) + "\n")
+    tmp.replace(previous)
+    (out / "REPORT.md").write_text(report.markdown(shown, table))
+    return table
 
 
 if __name__ == "__main__":

@@ -21,6 +21,10 @@ def table(results: dict[str, Any]) -> list[Row]:
         if "error" in result:
             rows.append((name, "ERROR", str(result["error"])[:120]))
             continue
+        if result.get("reduced"):
+            rows.append((name, "configuration", "REDUCED " + _config(result)))
+        if result.get("partial"):
+            rows.append((name, "PARTIAL", str(result.get("partial"))[:160]))
         if name in MODULES:
             rows.extend(importlib.import_module(MODULES[name]).rows(result))
         else:  # bench/ingest (owned elsewhere): its top-level scalars
@@ -28,6 +32,18 @@ def table(results: dict[str, Any]) -> list[Row]:
                 if isinstance(value, int | float | str | bool):
                     rows.append((name, key, _fmt(value)))
     return rows
+
+
+def _config(result: dict[str, Any]) -> str:
+    """`key=value` of the configuration that ran, with the full value where it was reduced."""
+    full = result.get("full_config") or {}
+    parts = []
+    for key, value in (result.get("config") or {}).items():
+        if key in full and full[key] != value:
+            parts.append(f"{key}={value} (full: {full[key]})")
+        else:
+            parts.append(f"{key}={value}")
+    return ", ".join(parts)
 
 
 def _fmt(value: Any) -> str:
@@ -46,6 +62,36 @@ def render_table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
+def _configurations(results: dict[str, Any]) -> list[str]:
+    """Per benchmark: the configuration it ran with, whether that is the full one, --set used."""
+    lines = ["| benchmark | configuration | full? | run |", "|---|---|---|---|"]
+    for name, result in results["benchmarks"].items():
+        if not isinstance(result, dict) or "config" not in result:
+            continue
+        if result.get("partial"):
+            status = "**PARTIAL** (timed out)"
+        elif result.get("reduced"):
+            status = "**REDUCED**"
+        elif "error" in result:
+            status = "error"
+        else:
+            status = "full"
+        lines.append(
+            f"| {name} | {_config(result)} | {status} | {result.get('from_run') or 'this run'} |"
+        )
+    sets = [
+        f"--set {bench}.{key}={value}"
+        for bench, fields in (results.get("overrides") or {}).items()
+        for key, value in fields.items()
+    ]
+    lines += [
+        "",
+        "Overrides of this run: " + (f"`{' '.join(sets)}`" if sets else "none") + ".",
+        "",
+    ]
+    return lines
+
+
 def markdown(results: dict[str, Any], rows: list[Row]) -> str:
     m = results["machine"]
     lines = [
@@ -62,6 +108,7 @@ def markdown(results: dict[str, Any], rows: list[Row]) -> str:
         "Absolute times are indications only on a shared machine; each benchmark also reports a "
         "ratio against a reference measured in the same run.",
         "",
+        *_configurations(results),
         "| benchmark | metric | value |",
         "|---|---|---|",
     ]

@@ -219,14 +219,33 @@ def _serve(nats_url: str, services: int, conn: Any) -> None:
 
 
 class Replica:
+    """One ingest server process; `start_all` spawns several at once (each spawn re-imports the
+    service, seconds on a busy machine) and waits until all listen."""
+
     def __init__(self, nats_url: str, services: int) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=_serve, args=(nats_url, services, child), daemon=True)
         self.process.start()
+        self.grpc_port = self.admin_port = 0
+
+    def wait_ready(self) -> None:
+        if self.grpc_port:
+            return
         if not self.conn.poll(60):
             raise TimeoutError("ingest replica did not start")
         self.grpc_port, self.admin_port = self.conn.recv()
+
+    @classmethod
+    def start_all(cls, count: int, nats_url: str, services: int) -> list[Replica]:
+        replicas = [cls(nats_url, services) for _ in range(count)]
+        try:
+            for r in replicas:
+                r.wait_ready()
+        except BaseException:
+            stop_all(replicas)
+            raise
+        return replicas
 
     def metric(self, name: str, labels: str = "") -> float:
         text = httpx.get(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=10).text
@@ -237,11 +256,19 @@ class Replica:
         return total
 
     def stop(self) -> None:
-        if self.process.is_alive():
-            self.conn.send("stop")
-            self.process.join(20)
-        if self.process.is_alive():
-            self.process.kill()
+        stop_all([self])
+
+
+def stop_all(replicas: list[Replica]) -> None:
+    """Ask every replica to stop (they shut down in parallel), then wait for each."""
+    for r in replicas:
+        if r.process.is_alive():
+            with contextlib.suppress(OSError):
+                r.conn.send("stop")
+    for r in replicas:
+        r.process.join(20)
+        if r.process.is_alive():
+            r.process.kill()
 
 
 # --- the client --------------------------------------------------------------------------------
@@ -300,10 +327,22 @@ async def _purge(nats_url: str) -> None:
 
 
 def measure_replicas(
-    count: int, nats_url: str, config: Config, messages: list[bytes], expected: int
+    count: int,
+    nats_url: str,
+    config: Config,
+    messages: list[bytes],
+    expected: int,
+    spawned: list[Replica] | None = None,
 ) -> dict[str, Any]:
-    asyncio.run(_purge(nats_url))
-    replicas = [Replica(nats_url, config.services) for _ in range(count)]
+    """One run with `count` replicas (`spawned`: started on an empty JetStream, maybe still
+    importing)."""
+    if spawned is None:
+        asyncio.run(_purge(nats_url))  # before the replicas, which create the stream
+        replicas = Replica.start_all(count, nats_url, config.services)
+    else:
+        replicas = spawned
+        for r in replicas:
+            r.wait_ready()
     try:
         warm = messages[: max(1, len(messages) // 10)]
         asyncio.run(drive([r.grpc_port for r in replicas], warm, 1, 1))
@@ -322,8 +361,7 @@ def measure_replicas(
         published = asyncio.run(_stream_messages(nats_url))
         per_replica = [int(r.metric("lazyload_ingest_edges_published_total")) for r in replicas]
     finally:
-        for r in replicas:
-            r.stop()
+        stop_all(replicas)
     return {
         "replicas": count,
         "entries": entries,
@@ -342,15 +380,24 @@ def measure_replicas(
 def run_config(config: Config, workdir: Path | None = None) -> dict[str, Any]:
     scratch = Path(workdir or tempfile.mkdtemp(prefix="lazyload-bench-ingest-"))
     scratch.mkdir(parents=True, exist_ok=True)
-    messages = build_messages(config)
-    expected = expected_edges(config, messages)
-    raw_rate = raw_decode_rate(messages * config.repeat, config.decode_rounds)
     server = start_nats_server(scratch / "nats")
+    # the first replicas import the service (seconds) while the messages and the reference are made
+    asyncio.run(_purge(server.url))
+    first = [Replica(server.url, config.services) for _ in range(config.replicas[0])]
     try:
+        messages = build_messages(config)
+        expected = expected_edges(config, messages)
+        for r in first:  # idle before the reference is timed: it must not share the CPU
+            r.wait_ready()
+        raw_rate = raw_decode_rate(messages * config.repeat, config.decode_rounds)
         runs = [
-            measure_replicas(n, server.url, config, messages, expected) for n in config.replicas
+            measure_replicas(
+                n, server.url, config, messages, expected, spawned=first if i == 0 else None
+            )
+            for i, n in enumerate(config.replicas)
         ]
     finally:
+        stop_all(first)
         server.stop()
         shutil.rmtree(scratch / "nats", ignore_errors=True)
     for r in runs:

@@ -107,15 +107,6 @@ def kube_emulator_config() -> EmulatorConfig:
     return EmulatorConfig(authorize=True)
 
 
-def _client_as(url: str, token: str | None) -> client.ApiClient:
-    configuration = client.Configuration()
-    configuration.host = url
-    if token:
-        configuration.api_key = {"authorization": token}
-        configuration.api_key_prefix = {"authorization": "Bearer"}
-    return client.ApiClient(configuration)
-
-
 def test_authorize_allows_only_what_the_bound_rules_grant(kube_emulator, api, core) -> None:
     rbac = client.RbacAuthorizationV1Api(api)  # the kubeconfig's token: the admin
     core.create_namespace({"metadata": {"name": "team"}})
@@ -136,38 +127,45 @@ def test_authorize_allows_only_what_the_bound_rules_grant(kube_emulator, api, co
     for name in ("s", "t"):
         core.create_namespaced_service("team", {"metadata": {"name": name}, "spec": {}})
 
-    with _client_as(kube_emulator.url, service_account_token("team", "bot")) as bot_api:
-        bot = client.CoreV1Api(bot_api)
-        assert bot.list_namespaced_config_map("team").items == []
-        assert client.VersionApi(bot_api).get_code().git_version  # discovery is open
-        assert {r.name for r in bot.get_api_resources().resources} >= {"serviceaccounts"}
-        body = core.read_namespaced_service("s", "team")
-        body.metadata.labels = {"a": "b"}
-        bot.replace_namespaced_service("s", "team", body)  # resourceNames: s
-        event = {"metadata": {"name": "e"}, "involvedObject": {"name": "s"}}
-        bot.create_namespaced_event("team", event)
-        denied = [
-            lambda: bot.read_namespaced_service("s", "team"),
-            lambda: bot.replace_namespaced_service("t", "team", body),
-            lambda: bot.list_namespaced_config_map("default"),
-            lambda: bot.create_namespaced_config_map("team", {"metadata": {"name": "c"}}),
-            lambda: bot.create_namespaced_event("default", event),
-            lambda: bot.list_namespace(),
-            lambda: client.CustomObjectsApi(bot_api).list_namespaced_custom_object(
-                "networking.istio.io", "v1", "team", "sidecars"
-            ),
-        ]
-        for call in denied:
-            with pytest.raises(client.ApiException) as error:
-                call()
-            assert error.value.status == 403
-            status = json.loads(error.value.body)
-            assert status["reason"] == "Forbidden"
-            assert 'User "system:serviceaccount:team:bot" cannot' in status["message"]
-    with _client_as(kube_emulator.url, None) as anonymous:
+    bot_api = kube_emulator.api_client_as(service_account_token("team", "bot"))
+    bot = client.CoreV1Api(bot_api)
+    assert bot.list_namespaced_config_map("team").items == []
+    assert client.VersionApi(bot_api).get_code().git_version  # discovery is open
+    assert {r.name for r in bot.get_api_resources().resources} >= {"serviceaccounts"}
+    body = core.read_namespaced_service("s", "team")
+    body.metadata.labels = {"a": "b"}
+    bot.replace_namespaced_service("s", "team", body)  # resourceNames: s
+    event = {"metadata": {"name": "e"}, "involvedObject": {"name": "s"}}
+    bot.create_namespaced_event("team", event)
+    denied = [
+        lambda: bot.read_namespaced_service("s", "team"),
+        lambda: bot.replace_namespaced_service("t", "team", body),
+        lambda: bot.list_namespaced_config_map("default"),
+        lambda: bot.create_namespaced_config_map("team", {"metadata": {"name": "c"}}),
+        lambda: bot.create_namespaced_event("default", event),
+        lambda: bot.list_namespace(),
+        lambda: client.CustomObjectsApi(bot_api).list_namespaced_custom_object(
+            "networking.istio.io", "v1", "team", "sidecars"
+        ),
+    ]
+    sidecar = ("networking.istio.io", "v1", "team", "sidecars")
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
+        *sidecar,
+        {"apiVersion": "networking.istio.io/v1", "kind": "Sidecar", "metadata": {"name": "x"}},
+    )
+    status = {"metadata": {"name": "x"}, "status": {"ok": True}}  # sidecars/status is granted
+    client.CustomObjectsApi(bot_api).patch_namespaced_custom_object_status(*sidecar, "x", status)
+    for call in denied:
         with pytest.raises(client.ApiException) as error:
-            client.CoreV1Api(anonymous).list_namespace()
-        assert "system:anonymous" in json.loads(error.value.body)["message"]
+            call()
+        assert error.value.status == 403
+        status = json.loads(error.value.body)
+        assert status["reason"] == "Forbidden"
+        assert 'User "system:serviceaccount:team:bot" cannot' in status["message"]
+    anonymous = kube_emulator.api_client_as(None)
+    with pytest.raises(client.ApiException) as error:
+        client.CoreV1Api(anonymous).list_namespace()
+    assert "system:anonymous" in json.loads(error.value.body)["message"]
     forbidden = [r for r in kube_emulator.requests() if r.status == 403]
     assert len(forbidden) == len(denied) + 1
     assert {r.user for r in forbidden} == {"system:serviceaccount:team:bot", "system:anonymous"}

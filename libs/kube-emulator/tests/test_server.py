@@ -17,9 +17,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from kubernetes import client, config, watch
 from lazyload_kube_emulator import EmulatorConfig, EmulatorServer, kubeconfig_dict, run_in_thread
+from lazyload_kube_emulator.__main__ import parse_args
 from lazyload_testing.kube import repo_root
 
 COMMAND = [sys.executable, "-m", "lazyload_kube_emulator"]
@@ -101,12 +103,12 @@ def test_cli_prints_kubeconfig_without_out_path():
         assert _stop(process) == 0
 
 
-def test_cli_rejects_an_advertise_url_that_is_not_http():
-    result = subprocess.run(
-        [*COMMAND, "--advertise-url", "kube-emulator:6443"], capture_output=True, text=True
-    )
-    assert result.returncode == 2
-    assert "--advertise-url" in result.stderr
+def test_cli_rejects_an_advertise_url_that_is_not_http(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--advertise-url", "kube-emulator:6443"])
+    assert exit_.value.code == 2
+    assert "--advertise-url" in capsys.readouterr().err
+    assert parse_args(["--advertise-url", "https://k:1/"]).advertise_url == "https://k:1"
 
 
 async def test_emulator_server_on_the_running_loop(tmp_path):

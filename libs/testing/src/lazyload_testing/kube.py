@@ -3,7 +3,7 @@
 `kube_emulator` (function-scoped) starts a fresh emulator on a random port in a background thread,
 with the dev CRDs of `deploy/crds/istio/` and `deploy/crds/` preloaded, and yields a
 `KubeEmulator`: `.url`, `.kubeconfig` (a written kubeconfig file), `.api_client()` (an official
-client built from that kubeconfig), `.inject_fault(...)`, `.clear_faults()`, `.requests()`.
+client built from that kubeconfig), `.api_client_as(token)` (one with another bearer token), `.inject_fault(...)`, `.clear_faults()`, `.requests()`.
 Override the `kube_emulator_crd_dirs` fixture to preload other CRDs and `kube_emulator_config`
 to change settings (e.g. a short watch history), or call `start_kube_emulator(...)` directly for
 another scope.
@@ -67,6 +67,19 @@ class KubeEmulator:
     def api_client(self) -> client.ApiClient:
         """A new official-client ApiClient from the kubeconfig (closed at teardown)."""
         api = config.new_client_from_config(config_file=str(self.kubeconfig), persist_config=False)
+        self._clients.append(api)
+        return api
+
+    def api_client_as(self, token: str | None) -> client.ApiClient:
+        """An ApiClient whose bearer token is `token` (None: no token), for an emulator started
+        with `EmulatorConfig(authorize=True)`: `authz.service_account_token(ns, name)` is that
+        ServiceAccount. Closed at teardown."""
+        configuration = client.Configuration()
+        configuration.host = self.url
+        if token:
+            configuration.api_key = {"authorization": token}
+            configuration.api_key_prefix = {"authorization": "Bearer"}
+        api = client.ApiClient(configuration)
         self._clients.append(api)
         return api
 

@@ -9,8 +9,6 @@ undecodable message.
 
 from __future__ import annotations
 
-from typing import Any
-
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.service.accesslog.v3 import als_pb2
