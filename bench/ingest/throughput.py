@@ -41,6 +41,7 @@ from typing import Any
 import grpc
 import httpx
 import nats
+import psutil
 from envoy.service.accesslog.v3 import als_pb2
 from lazyload_accesslog_ingest import app, indexing, ingesting, receiving
 from lazyload_accesslog_ingest import testing as t
@@ -174,13 +175,20 @@ def _extract(raw: bytes) -> int:
 
 def raw_decode_rate(messages: list[bytes], rounds: int) -> float:
     """Entries/s of decode + field extraction (best of `rounds` passes)."""
-    best = float("inf")
+    return raw_decode_rates(messages, rounds)[0]
+
+
+def raw_decode_rates(messages: list[bytes], rounds: int) -> tuple[float, float]:
+    """(entries per wall second, entries per CPU second) of decode + field extraction, each the
+    best of `rounds` passes. The CPU figure does not depend on what else the machine runs."""
+    best_wall = best_cpu = float("inf")
     entries = 0
     for _ in range(max(1, rounds)):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         entries = sum(_extract(raw) for raw in messages)
-        best = min(best, time.perf_counter() - start)
-    return entries / best
+        best_wall = min(best_wall, time.perf_counter() - start)
+        best_cpu = min(best_cpu, time.process_time() - cpu)
+    return entries / best_wall, entries / max(best_cpu, 1e-9)
 
 
 # --- the server, in a child process ----------------------------------------------------------
@@ -254,6 +262,11 @@ class Replica:
             if line.startswith(name + labels + " ") or (not labels and line.startswith(name + "{")):
                 total += float(line.rsplit(" ", 1)[1])
         return total
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system, all threads: gRPC's included) the replica has used so far."""
+        times = psutil.Process(self.process.pid).cpu_times()
+        return float(times.user + times.system)
 
     def stop(self) -> None:
         stop_all([self])
@@ -347,9 +360,11 @@ def measure_replicas(
         warm = messages[: max(1, len(messages) // 10)]
         asyncio.run(drive([r.grpc_port for r in replicas], warm, 1, 1))
         before = sum(r.metric("lazyload_ingest_entries_total") for r in replicas)
+        cpu_before = sum(r.cpu_seconds() for r in replicas)
         seconds = asyncio.run(
             drive([r.grpc_port for r in replicas], messages, config.repeat, config.streams)
         )
+        cpu_seconds = sum(r.cpu_seconds() for r in replicas) - cpu_before
         entries = len(messages) * config.repeat * ENTRIES_PER_MESSAGE
         counted = sum(r.metric("lazyload_ingest_entries_total") for r in replicas) - before
         deadline = time.monotonic() + 30
@@ -367,6 +382,8 @@ def measure_replicas(
         "entries": entries,
         "seconds": seconds,
         "entries_per_s": entries / seconds,
+        "server_cpu_seconds": cpu_seconds,
+        "entries_per_cpu_s": entries / max(cpu_seconds, 1e-9),
         "entries_counted_by_server": int(counted),
         "edges_expected": expected,
         "edges_in_jetstream": published,
@@ -389,7 +406,7 @@ def run_config(config: Config, workdir: Path | None = None) -> dict[str, Any]:
         expected = expected_edges(config, messages)
         for r in first:  # idle before the reference is timed: it must not share the CPU
             r.wait_ready()
-        raw_rate = raw_decode_rate(messages * config.repeat, config.decode_rounds)
+        raw_rate, raw_cpu_rate = raw_decode_rates(messages * config.repeat, config.decode_rounds)
         runs = [
             measure_replicas(
                 n, server.url, config, messages, expected, spawned=first if i == 0 else None
@@ -402,6 +419,7 @@ def run_config(config: Config, workdir: Path | None = None) -> dict[str, Any]:
         shutil.rmtree(scratch / "nats", ignore_errors=True)
     for r in runs:
         r["ratio_to_raw_decode"] = r["entries_per_s"] / raw_rate
+        r["cpu_ratio_to_raw_decode"] = r["entries_per_cpu_s"] / raw_cpu_rate
     base = runs[0]["entries_per_s"]
     for r in runs:
         r["speedup_vs_1_replica"] = r["entries_per_s"] / base
@@ -416,10 +434,13 @@ def run_config(config: Config, workdir: Path | None = None) -> dict[str, Any]:
             "platform": platform.platform(),
         },
         "raw_decode_entries_per_s": raw_rate,
+        "raw_decode_entries_per_cpu_s": raw_cpu_rate,
         "entries_per_s": one["entries_per_s"],
         "ratio_to_raw_decode": one["ratio_to_raw_decode"],
+        "cpu_ratio_to_raw_decode": one["cpu_ratio_to_raw_decode"],
         "goal_ratio": GOAL,
         "goal_met": one["ratio_to_raw_decode"] >= GOAL,
+        "goal_met_by_cpu": one["cpu_ratio_to_raw_decode"] >= GOAL,
         "runs": runs,
         "correct": all(
             r["entries_counted_by_server"] == r["entries"]
@@ -431,18 +452,21 @@ def run_config(config: Config, workdir: Path | None = None) -> dict[str, Any]:
 
 def table(result: dict[str, Any]) -> str:
     lines = [
-        f"{'what':<34}{'entries/s':>12}{'ratio':>9}{'x 1 rep':>9}{'edges':>9}",
+        f"{'what':<34}{'entries/s':>12}{'ratio':>8}{'per CPU s':>12}{'ratio':>8}"
+        f"{'x 1 rep':>9}{'edges':>8}",
         f"{'raw protobuf decode (reference)':<34}{result['raw_decode_entries_per_s']:>12,.0f}"
-        f"{'100%':>9}{'':>9}{'':>9}",
+        f"{'100%':>8}{result['raw_decode_entries_per_cpu_s']:>12,.0f}{'100%':>8}",
     ]
     for r in result["runs"]:
         lines.append(
             f"{'gRPC -> ingest, ' + str(r['replicas']) + ' replica(s)':<34}"
-            f"{r['entries_per_s']:>12,.0f}{r['ratio_to_raw_decode']:>9.0%}"
-            f"{r['speedup_vs_1_replica']:>9.2f}{r['edges_in_jetstream']:>9}"
+            f"{r['entries_per_s']:>12,.0f}{r['ratio_to_raw_decode']:>8.0%}"
+            f"{r['entries_per_cpu_s']:>12,.0f}{r['cpu_ratio_to_raw_decode']:>8.0%}"
+            f"{r['speedup_vs_1_replica']:>9.2f}{r['edges_in_jetstream']:>8}"
         )
     lines.append(
-        f"goal >= {GOAL:.0%} of raw: {'met' if result['goal_met'] else 'NOT met'}; "
+        f"goal >= {GOAL:.0%} of raw: wall {'met' if result['goal_met'] else 'NOT met'}, "
+        f"per CPU second {'met' if result['goal_met_by_cpu'] else 'NOT met'}; "
         f"harness correct: {result['correct']}"
     )
     return "\n".join(lines)

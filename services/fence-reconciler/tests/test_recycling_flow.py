@@ -24,6 +24,6 @@ async def test_idle_host_is_recycled(reconciler, kit) -> None:  # type: ignore[n
             domains = (kit.fence("productpage") or {}).get("status", {}).get("domains", {})
             return domains.get(DETAILS, {}).get("status") == "EXPIREWAIT"
 
-        await kit.eventually(waiting, timeout=5)
-        event = await seen.until(lambda e: e.hosts == [], timeout=6)
+        await kit.eventually(waiting, timeout=20)
+        event = await seen.until(lambda e: e.hosts == [], timeout=20)
     assert event.removed == [DETAILS] and event.revision == 2
