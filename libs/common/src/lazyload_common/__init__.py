@@ -8,6 +8,7 @@ never import a service.
 __all__ = [
     "admin",
     "codec",
+    "dispatches",
     "errors",
     "events",
     "hosts",

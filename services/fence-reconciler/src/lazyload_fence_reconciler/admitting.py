@@ -15,64 +15,13 @@ Pure; the reconciler calls `Gate.verdict` for every edge before learning it.
 from __future__ import annotations
 
 import fnmatch
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from lazyload_common.dispatches import GLOBAL_SIDECAR, Dispatch, dispatch_of
 
-GLOBAL_SIDECAR = "_GLOBAL_SIDECAR"
 DISPATCHED = "dispatched"
 EXTERNAL = "external-dropped"
-
-
-class Dispatch(BaseModel):
-    """One dispatch rule (same JSON as global-pilot's `routing.dispatches[]`)."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
-    name: str = Field(min_length=1)
-    domains: tuple[str, ...] = ()
-    domain_regex: str | None = Field(None, alias="domainRegex")
-    cluster: str = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _one_matcher(self) -> Dispatch:
-        if bool(self.domains) == bool(self.domain_regex):
-            raise ValueError(f"dispatch {self.name!r}: give either domains or domain_regex")
-        if self.domain_regex is not None:
-            try:
-                re.compile(self.domain_regex)
-            except re.error as e:
-                raise ValueError(f"dispatch {self.name!r}: bad domain_regex: {e}") from e
-        return self
-
-
-def _specificity(domain: str, host: str) -> int | None:
-    """Envoy's virtual-host order: exact > longest suffix > longest prefix > `*`; None = no match."""
-    if domain == host:
-        return 4_000
-    if domain == "*":
-        return 0
-    if domain.startswith("*") and host.endswith(domain[1:]) and len(host) > len(domain) - 1:
-        return 3_000 + len(domain)
-    if domain.endswith("*") and host.startswith(domain[:-1]) and len(host) > len(domain) - 1:
-        return 2_000 + len(domain)
-    return None
-
-
-def dispatch_of(host: str, dispatches: Sequence[Dispatch]) -> Dispatch | None:
-    """The dispatch Envoy would pick for `host`, or None (the default route)."""
-    best: tuple[int, Dispatch] | None = None
-    for d in dispatches:
-        for domain in d.domains:
-            rank = _specificity(domain.lower(), host)
-            if rank is not None and (best is None or rank > best[0]):
-                best = (rank, d)
-    if best is not None:
-        return best[1]
-    return next(
-        (d for d in dispatches if d.domain_regex and re.fullmatch(d.domain_regex, host)), None
-    )
 
 
 def matches_host(host: str, patterns: Iterable[str]) -> bool:
