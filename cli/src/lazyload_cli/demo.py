@@ -85,7 +85,7 @@ async def run_traffic(
     try:
         with bookinfo.running_mesh(endpoints["global_sidecar_http"]) as mesh:
             await asyncio.to_thread(bookinfo.register, kube, mesh)
-            await asyncio.sleep(0.5)  # let global-pilot push the new routes to Envoy
+            await _wait_routable(endpoints, mesh, console)
             entry = mesh["productpage"]
             deadline = time.monotonic() + timeout
             done = False
@@ -123,6 +123,32 @@ async def run_traffic(
         return learned, done
     finally:
         await nc.close()
+
+
+async def _wait_routable(
+    endpoints: dict[str, Any], mesh: dict[str, Any], console: Console, timeout: float = 30.0
+) -> None:
+    """Wait until the global-sidecar Envoy has every demo Service's cluster with its endpoint
+    (global-pilot pushed them), so first calls are real first calls, not 404s."""
+    admin = endpoints.get("global_sidecar_admin")
+    if not admin:
+        return
+    wanted = [
+        f"outbound|{bookinfo.SERVICE_PORT}||{name}.{bookinfo.NAMESPACE}.svc.cluster.local::"
+        f"{svc.ip}:{svc.port}"
+        for name, svc in mesh.items()
+    ]
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            try:
+                text = (await client.get(f"{admin}/clusters")).text
+            except httpx.HTTPError:
+                text = ""
+            if all(w in text for w in wanted):
+                return
+            await asyncio.sleep(0.05)
+    console.print("[yellow]the global-sidecar did not get every demo Service in time")
 
 
 def print_results(endpoints: dict[str, Any], learned: list[Learned], console: Console) -> None:
