@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -43,8 +42,9 @@ class BoundPorts:
 
 def main() -> None:
     """Console script: settings from the environment, run until SIGTERM/SIGINT."""
-    tasks.configure_logging(os.environ.get("LAZYLOAD_LOG_LEVEL", "INFO"))
-    tasks.run_main(run, IngestSettings())
+    settings = IngestSettings()
+    tasks.configure_logging(settings.log_level)
+    tasks.run_main(run, settings)
 
 
 async def run(

@@ -136,6 +136,7 @@ class IngestSettings(BaseSettings):
         default_factory=socket.gethostname,
         description="Id of this replica in the events it publishes (default: the host name).",
     )
+    log_level: str = Field("INFO", description="Python log level.")
 
     def check(self) -> None:
         """Raise `ConfigError` naming every setting that cannot work."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi import FastAPI
@@ -31,8 +30,9 @@ _CHECKS = ("nats", "kube", "consumer")
 
 def main() -> None:
     """Console script: settings from the environment, run until SIGTERM/SIGINT."""
-    tasks.configure_logging(os.environ.get("LAZYLOAD_LOG_LEVEL", "INFO"))
-    tasks.run_main(run, ReconcilerSettings())
+    settings = ReconcilerSettings()
+    tasks.configure_logging(settings.log_level)
+    tasks.run_main(run, settings)
 
 
 async def run(
