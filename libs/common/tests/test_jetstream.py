@@ -125,3 +125,29 @@ async def test_linger_coalesces_a_burst_into_one_batch(js) -> None:  # type: ign
     # Without lingering, batches of at most 4 would arrive; with it, the burst (well under the
     # window) comes as a single batch, or two if the first fetch raced the first publish.
     assert sum(batches) == 30 and len(batches) <= 2, batches
+
+
+async def test_a_waiting_backlog_is_drained_into_one_batch(js) -> None:  # type: ignore[no-untyped-def]
+    for i in range(50):
+        await jetstream.publish(js, subjects.deps("default", "a"), _edge(i))
+    batches: list[int] = []
+    stop = asyncio.Event()
+
+    async def handler(batch: list[jetstream.Delivery]) -> None:
+        batches.append(len(batch))
+        if sum(batches) >= 50:
+            stop.set()
+
+    spec = jetstream.ConsumerSpec(
+        stream=subjects.DEPS_STREAM,
+        durable="backlog",
+        batch=8,
+        filter_subject="lazyload.deps.>",
+        service="test",
+        model=events.DependencyObserved,
+        linger=0.001,
+        max_batch=40,
+    )
+    await asyncio.wait_for(jetstream.consume(js, spec, handler, stop), timeout=10)
+    # Fetches of 8 go on past the tiny window while full: 40 (max_batch), then the 10 left.
+    assert batches == [40, 10], batches

@@ -191,19 +191,22 @@ async def consume(
 
 
 async def _linger(sub: Any, spec: ConsumerSpec, have: int) -> list[Msg]:
-    """Collect more messages for up to `spec.linger` seconds (or until `spec.max_batch`)."""
+    """Collect more messages for up to `spec.linger` seconds, then keep draining while a backlog
+    is waiting (full fetches), up to `spec.max_batch`: under load, batches grow instead of the
+    same fence being written once per window."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + spec.linger
     more: list[Msg] = []
     while have + len(more) < spec.max_batch:
         left = deadline - loop.time()
-        if left <= 0.001:
-            break
         want = min(spec.batch, spec.max_batch - have - len(more))
         try:
-            more += await sub.fetch(want, timeout=left)
+            got = await sub.fetch(want, timeout=max(left, 0.01))
         except (TimeoutError, NatsTimeoutError):
             break
+        more += got
+        if left <= 0 and len(got) < want:
+            break  # past the window and the backlog is drained
     return more
 
 
