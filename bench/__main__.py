@@ -31,6 +31,11 @@ BENCHMARKS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {"services": 10_000, "edges": 100_000},
         {"services": 100, "edges": 1_000},
     ),
+    "scaleout": (
+        "bench.scaleout",
+        {"fences": 1000, "edges": 10_000, "raised_qps": 1000},
+        {"fences": 20, "edges": 200, "raised_qps": 1000},
+    ),
 }
 
 
@@ -184,9 +189,17 @@ def write(results: dict[str, Any], out: Path, *, merge: bool = False) -> list[re
     plots = dict(results["plots"])
     for name, value in kept.get("benchmarks", {}).items():
         if name not in benchmarks:
-            benchmarks[name] = {**value, "from_run": kept.get("from")}
+            benchmarks[name] = {**value, "from_run": value.get("from_run") or kept.get("from")}
             if name in kept.get("plots", {}):
                 plots[name] = kept["plots"][name]
+    for name, value in benchmarks.items():  # results of older runs: mark reductions too
+        if name in BENCHMARKS and "full_config" not in value and "config" in value:
+            full = BENCHMARKS[name][1]
+            value["full_config"] = full
+            value["reduced"] = any(
+                isinstance(full.get(k), int | float) and isinstance(v, int | float) and v < full[k]
+                for k, v in value["config"].items()
+            )
     shown["benchmarks"], shown["plots"] = benchmarks, plots
     shown.pop("merged", None)
     table = report.table(shown)

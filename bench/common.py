@@ -181,24 +181,52 @@ WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE", "CREATE", "UPDATE"})
 
 class RequestLog:
     """Reads the emulator's request log (GET <kube_api>/emulator/v1/requests) and keeps every
-    record seen, deduplicated, so polling it faster than it wraps loses nothing."""
+    record seen, deduplicated, so polling it faster than it wraps loses nothing.
+
+    Every GET returns the whole ring (up to `RING` records), which costs the emulator - the
+    system under test - CPU: poll as seldom as the observed request rate allows
+    (`next_interval`). A poll whose oldest record is newer than the newest one already seen may
+    have missed records: counted in `gaps` (reported, so a count is never silently short)."""
+
+    RING = 10_000  # the emulator's default request_log_size
 
     def __init__(self, kube_api_url: str) -> None:
         self.url = kube_api_url.rstrip("/") + "/emulator/v1/requests"
         self.records: dict[tuple, dict] = {}
         self.max_batch = 0
+        self.polls = 0
+        self.gaps = 0
+        self._newest: float | None = None
 
     def clear(self) -> None:
         httpx.delete(self.url, timeout=10).raise_for_status()
         self.records.clear()
+        self._newest = None
 
     def poll(self) -> int:
+        """Read the ring; returns how many records were new."""
         batch = httpx.get(self.url, timeout=30).json()
+        self.polls += 1
         self.max_batch = max(self.max_batch, len(batch))
+        before = len(self.records)
+        full = batch and self._newest is not None and len(batch) >= self.RING
+        if full and batch[0]["time"] > self._newest:
+            self.gaps += 1
         for r in batch:
             key = (r["time"], r["verb"], r["path"], r["query"], r["status"])
             self.records[key] = r
-        return len(batch)
+        if batch:
+            self._newest = max(self._newest or 0.0, batch[-1]["time"])
+        return len(self.records) - before
+
+    def next_interval(
+        self, new: int, elapsed: float, *, low: float = 0.25, high: float = 5.0
+    ) -> float:
+        """Seconds until the next poll: the ring a quarter full at the rate just seen."""
+        rate = new / max(elapsed, 1e-3)
+        if rate <= 0:
+            return high
+        return max(low, min(high, 0.25 * self.RING / rate))
 
     def writes(self) -> list[dict]:
         return [r for r in self.records.values() if r["verb"].upper() in WRITE_VERBS]

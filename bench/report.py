@@ -12,6 +12,7 @@ MODULES = {
     "convergence": "bench.convergence",
     "storm": "bench.storm",
     "scale": "bench.scale",
+    "scaleout": "bench.scaleout",
 }
 
 
@@ -23,8 +24,6 @@ def table(results: dict[str, Any]) -> list[Row]:
             continue
         if result.get("reduced"):
             rows.append((name, "configuration", "REDUCED " + _config(result)))
-        if result.get("partial"):
-            rows.append((name, "PARTIAL", str(result.get("partial"))[:160]))
         if name in MODULES:
             rows.extend(importlib.import_module(MODULES[name]).rows(result))
         else:  # bench/ingest (owned elsewhere): its top-level scalars
@@ -64,7 +63,10 @@ def render_table(rows: list[Row]) -> str:
 
 def _configurations(results: dict[str, Any]) -> list[str]:
     """Per benchmark: the configuration it ran with, whether that is the full one, --set used."""
-    lines = ["| benchmark | configuration | full? | run |", "|---|---|---|---|"]
+    lines = [
+        "| benchmark | configuration | full? | `--set` overrides | run |",
+        "|---|---|---|---|---|",
+    ]
     for name, result in results["benchmarks"].items():
         if not isinstance(result, dict) or "config" not in result:
             continue
@@ -76,8 +78,15 @@ def _configurations(results: dict[str, Any]) -> list[str]:
             status = "error"
         else:
             status = "full"
+        full = result.get("full_config") or {}
+        sets = " ".join(
+            f"--set {name}.{k}={v}"
+            for k, v in (result.get("config") or {}).items()
+            if k in full and full[k] != v
+        )
         lines.append(
-            f"| {name} | {_config(result)} | {status} | {result.get('from_run') or 'this run'} |"
+            f"| {name} | {_config(result)} | {status} | {f'`{sets}`' if sets else 'none'} | "
+            f"{result.get('from_run') or 'this run'} |"
         )
     sets = [
         f"--set {bench}.{key}={value}"
@@ -86,7 +95,7 @@ def _configurations(results: dict[str, Any]) -> list[str]:
     ]
     lines += [
         "",
-        "Overrides of this run: " + (f"`{' '.join(sets)}`" if sets else "none") + ".",
+        "Overrides given to the last run: " + (f"`{' '.join(sets)}`" if sets else "none") + ".",
         "",
     ]
     return lines
@@ -99,7 +108,13 @@ def markdown(results: dict[str, Any], rows: list[Row]) -> str:
         "",
         f"Configuration: **{results['configuration']}** (`python -m bench"
         + (" --small" if results["configuration"] == "small" else "")
-        + f"`), run {results['started_at']} - {results.get('finished_at', '?')}.",
+        + f"`), run {results['started_at']} - {results.get('finished_at', '?')}"
+        + (
+            f"; merged with earlier runs (`--merge`; previous results.json of {results['merged_from']}): the "
+            "'run' column says which run each benchmark comes from."
+            if results.get("merged_from")
+            else "."
+        ),
         "",
         f"Machine: {m['cpu_model']}, {m['logical_cores']} logical / {m['physical_cores']} physical "
         f"cores, {m['ram_gb']} GB RAM, {m['os']}, Python {m['python']}, Envoy {m['envoy']} "

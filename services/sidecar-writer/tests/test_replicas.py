@@ -149,3 +149,29 @@ async def test_two_writers_on_one_consumer_end_at_the_last_revision(
         assert writes and all(w.status < 300 or w.status == 409 for w in writes)
         assert await second.get() == stored
     assert len(set(handled_by)) == 2  # both replicas took part
+
+
+async def test_revision_superseded_in_the_stream_costs_no_api_request(
+    nats_url: str, kube_emulator: KubeEmulator
+) -> None:
+    """Behind a burst the writer meets many old revisions: each used to cost a rate-limited GET
+    (and a write when it differed). One newer in the stream is skipped before any API call."""
+    nc = await jetstream.connect(NatsSettings(url=nats_url), name="test")
+    try:
+        js = nc.jetstream()
+        await jetstream.ensure_streams(js, names=(subjects.FENCES_STREAM,))
+        handler = _replica(kube_emulator)
+        assert isinstance(handler.sink, applying.KubeSink)
+        handler.sink.newest_revision = consuming.newest_in_stream(js)
+        subject = subjects.fence("default", "reviews")
+        burst = [make_fence(name="reviews", revision=r, hosts=[A, B][r % 2]) for r in (1, 2, 3)]
+        for event in burst:
+            await jetstream.publish(js, subject, event)
+        kube_emulator.clear_requests()
+        for event in burst[:2]:
+            assert (await handler.settle(event)).action == "stale"
+        assert kube_emulator.requests() == []
+        assert (await handler.settle(burst[2])).write == "create"
+        assert [r.verb for r in kube_emulator.requests()] == ["GET", "POST"]
+    finally:
+        await nc.close()

@@ -17,7 +17,14 @@ from typing import Any
 from lazyload_common import admin, jetstream, kube, subjects, tasks
 from nats.aio.client import Client as NATS
 
-from lazyload_sidecar_writer import applying, consuming, gitops, repairing, reporting
+from lazyload_sidecar_writer import (
+    applying,
+    consuming,
+    gitops,
+    repairing,
+    reporting,
+    validating,
+)
 from lazyload_sidecar_writer.settings import SERVICE, WriterSettings
 from lazyload_sidecar_writer.sinks import Sink
 
@@ -96,6 +103,10 @@ async def _serve(
     ]
     nc: NATS | None = None
     consumer: asyncio.Task[None] | None = None
+    # Istio's Sidecar model of the configured version (seconds of CPU): built while NATS connects.
+    model = asyncio.ensure_future(
+        asyncio.to_thread(validating.sidecar_model, settings.sidecar.api_version)
+    )
     try:
         nc = await jetstream.connect(settings.nats, name=SERVICE)
         state["nats"] = _connected(nc)
@@ -119,6 +130,7 @@ async def _serve(
                     stop=stop,
                 )
             )
+        await model
         if not await _first(reachable, stop):
             return
         if ready is not None:
@@ -127,6 +139,9 @@ async def _serve(
         await stop.wait()
     finally:
         stop.set()
+        if not model.done():
+            with contextlib.suppress(BaseException):
+                await model
         if consumer is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(consumer, timeout=30)

@@ -91,6 +91,14 @@ class KubeSink:
             reraise=True,
         )
         key = f"{event.namespace}/{event.name}"
+        # A newer revision of this fence is already in the stream (so it is or was delivered to
+        # us too): nothing to do, and no API call - not even the GET - spent on it. Behind a
+        # burst the writer otherwise pays a rate-limited read for every superseded revision.
+        newest = await self._newest(event)
+        if newest is not None and newest > event.revision:
+            return Result(
+                "stale", message=f"fence revision {event.revision} < {newest} in the stream"
+            )
         try:
             async for attempt in retrying:
                 with attempt:

@@ -53,6 +53,9 @@ def consumer_spec(settings: WriterSettings) -> jetstream.ConsumerSpec:
         # Everything that arrives within the coalescing window is one batch, and only the newest
         # revision of each fence in a batch is written: at most one write per fence per window.
         linger=settings.sidecar.coalesce_window,
+        # Behind a burst, fetch what is waiting in large pulls: the revisions of one fence then
+        # meet in one batch and only the newest is written (256 per pull gave ~1 per fence).
+        batch=1024,
         max_batch=4096,
     )
 

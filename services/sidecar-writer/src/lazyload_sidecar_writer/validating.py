@@ -6,25 +6,64 @@ would drop it silently). Every egress host must be `<namespace|*>/<host|*>` with
 and an RFC 1123 host (`lazyload_common.hosts`), and never `*/*`. A render that fails is a bug:
 the caller dead-letters the event and writes nothing.
 
-The models' import takes seconds, so it happens once, when this module is imported at start-up.
+Building the models takes seconds of CPU (pydantic), and `cloudcoil.models.istio` builds every
+Istio CRD of every version when its package is imported (networking v1, v1beta1, v1alpha3,
+security, telemetry, extensions): ~2.5 s of CPU at each start of the writer, most of its cold
+start. So only the module of the version asked for is loaded (`sidecar_model`, cached), from its
+file, without the package `__init__`s; the app warms the configured one up at start-up.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import re
+import sys
+import threading
 from typing import Any
 
-from cloudcoil.models.istio.networking import v1, v1alpha3, v1beta1
 from lazyload_common import hosts
 from pydantic import ValidationError
 
 from lazyload_sidecar_writer import errors, rendering
 
-_MODELS: dict[str, Any] = {
-    "v1": v1.Sidecar,
-    "v1beta1": v1beta1.Sidecar,
-    "v1alpha3": v1alpha3.Sidecar,
-}
+VERSIONS = ("v1", "v1beta1", "v1alpha3")
+_PACKAGE = "cloudcoil.models.istio.networking"
+_loading = threading.Lock()
+
+
+@functools.cache
+def sidecar_model(version: str) -> Any:
+    """The generated `Sidecar` model of `networking.istio.io/<version>` (None: unsupported).
+
+    The version's module is loaded from its file under its own name, so the package `__init__`s
+    (which import every Istio CRD of every version) do not run; a later import of the package
+    finds this module in `sys.modules` and reuses it."""
+    if version not in VERSIONS:
+        return None
+    name = f"{_PACKAGE}.{version}"
+    with _loading:
+        module = sys.modules.get(name)
+        if module is None:
+            import cloudcoil
+
+            root = cloudcoil.__path__[0]
+            spec = importlib.util.spec_from_file_location(
+                name, f"{root}/models/istio/networking/{version}.py"
+            )
+            if spec is None or spec.loader is None:  # not installed as files: the usual way
+                module = importlib.import_module(name)
+            else:
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[name] = module
+                try:
+                    spec.loader.exec_module(module)
+                except BaseException:
+                    sys.modules.pop(name, None)
+                    raise
+    return module.Sidecar
+
+
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 
@@ -47,7 +86,7 @@ def schema_problems(sidecar: rendering.RawObject) -> list[str]:
     """Where `sidecar` differs from Istio's schema of its apiVersion (empty when it conforms)."""
     api_version = str(sidecar.get("apiVersion", ""))
     group, _, version = api_version.partition("/")
-    model = _MODELS.get(version) if group == rendering.GROUP else None
+    model = sidecar_model(version) if group == rendering.GROUP else None
     if model is None:
         return [f"unsupported apiVersion {api_version!r}"]
     try:
