@@ -68,3 +68,36 @@ def test_fixpoint_monotonic_and_explained(spec, batches, enable, selector, route
         assert not again.write_needed and not again.changed
         assert again.state == desired.state
         assert desiring.recorded(fence).reasons == desired.state.reasons
+
+
+def test_conditions_of_others_keep_their_place() -> None:
+    """A condition another component wrote before SpecValid stays first: no reordering write."""
+    from lazyload_fence_reconciler import desiring as d
+    from lazyload_fence_reconciler import fences as f
+
+    ready = {
+        "type": "SidecarReady",
+        "status": "True",
+        "reason": "SidecarApplied",
+        "message": "",
+        "observedGeneration": 1,
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }
+    valid = {
+        "type": "SpecValid",
+        "status": "True",
+        "reason": "Valid",
+        "message": "",
+        "observedGeneration": 1,
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }
+    for order in ([valid, ready], [ready, valid]):
+        raw = {
+            "apiVersion": "microservice.slime.io/v1alpha1",
+            "kind": "ServiceFence",
+            "metadata": {"name": "a", "namespace": "default", "generation": 1, "uid": "u"},
+            "spec": {"enable": True},
+            "status": {"conditions": order},
+        }
+        fence = f.Fence.from_raw(raw)
+        assert d._conditions(fence, (), now=1e9) == order

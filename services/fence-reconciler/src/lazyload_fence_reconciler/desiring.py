@@ -404,5 +404,9 @@ def _conditions(fence: fences.Fence, invalid: tuple[str, ...], now: float) -> li
     }
     if old is not None and old.get("status") == status and old.get("lastTransitionTime"):
         condition["lastTransitionTime"] = old["lastTransitionTime"]
-    others = [c for c in raw or [] if isinstance(c, Mapping) and c.get("type") != "SpecValid"]
-    return [*others, condition]
+    # Keep every condition where it is (sidecar-writer owns SidecarReady): a reordered list would
+    # be a status write that changes nothing.
+    kept = [c for c in raw or [] if isinstance(c, Mapping)]
+    if old is None:
+        return [*kept, condition]
+    return [condition if c.get("type") == "SpecValid" else c for c in kept]
