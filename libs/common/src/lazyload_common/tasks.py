@@ -55,7 +55,9 @@ def configure_logging(level: str = "INFO") -> None:
 
 
 def run_main(run: Callable[..., Awaitable[None]], settings: Any) -> None:
-    """Run `run(settings, stop=...)` until it returns or SIGTERM/SIGINT sets `stop`."""
+    """A service's console script: logging at `settings.log_level`, then `run(settings, stop=...)`
+    until it returns or SIGTERM/SIGINT sets `stop`."""
+    configure_logging(settings.log_level)
 
     async def main() -> None:
         stop = asyncio.Event()

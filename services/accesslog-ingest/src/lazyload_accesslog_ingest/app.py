@@ -42,9 +42,7 @@ class BoundPorts:
 
 def main() -> None:
     """Console script: settings from the environment, run until SIGTERM/SIGINT."""
-    settings = IngestSettings()
-    tasks.configure_logging(settings.log_level)
-    tasks.run_main(run, settings)
+    tasks.run_main(run, IngestSettings())
 
 
 async def run(

@@ -30,9 +30,7 @@ _CHECKS = ("nats", "kube", "consumer")
 
 def main() -> None:
     """Console script: settings from the environment, run until SIGTERM/SIGINT."""
-    settings = ReconcilerSettings()
-    tasks.configure_logging(settings.log_level)
-    tasks.run_main(run, settings)
+    tasks.run_main(run, ReconcilerSettings())
 
 
 async def run(

@@ -50,9 +50,7 @@ class BoundPorts:
 
 
 def main() -> None:
-    settings = GlobalPilotSettings()
-    tasks.configure_logging(settings.log_level)
-    tasks.run_main(run, settings)
+    tasks.run_main(run, GlobalPilotSettings())
 
 
 async def run(

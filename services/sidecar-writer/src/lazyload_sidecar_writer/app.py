@@ -35,9 +35,7 @@ CHECKS = ("nats", "sink")
 
 def main() -> None:
     """Console script: settings from the environment, run until SIGTERM/SIGINT."""
-    settings = WriterSettings()
-    tasks.configure_logging(settings.log_level)
-    tasks.run_main(run, settings)
+    tasks.run_main(run, WriterSettings())
 
 
 async def run(
