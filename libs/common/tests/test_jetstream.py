@@ -151,3 +151,116 @@ async def test_a_waiting_backlog_is_drained_into_one_batch(js) -> None:  # type:
     await asyncio.wait_for(jetstream.consume(js, spec, handler, stop), timeout=10)
     # Fetches of 8 go on past the tiny window while full: 40 (max_batch), then the 10 left.
     assert batches == [40, 10], batches
+
+
+def _spec(durable: str, **kw: object) -> jetstream.ConsumerSpec:
+    return jetstream.ConsumerSpec(
+        stream=subjects.DEPS_STREAM,
+        durable=durable,
+        filter_subject="lazyload.deps.>",
+        service="test",
+        model=events.DependencyObserved,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def test_pipeline_keeps_fetching_while_a_batch_waits(js) -> None:  # type: ignore[no-untyped-def]
+    for i in range(12):
+        await jetstream.publish(js, subjects.deps("default", "a"), _edge(i))
+    release = asyncio.Event()
+    in_hand: list[int] = []
+    peak = 0
+    settled: list[int] = []
+    stop = asyncio.Event()
+
+    async def handler(batch: list[jetstream.Delivery]) -> None:
+        nonlocal peak
+        in_hand.append(len(batch))
+        peak = max(peak, len(in_hand))
+        if len(in_hand) == 3:
+            release.set()  # the third batch came while the first two still wait
+        await release.wait()
+        in_hand.pop()
+        settled.append(len(batch))
+        if sum(settled) >= 12:
+            stop.set()
+
+    await asyncio.wait_for(
+        jetstream.consume(js, _spec("pipe", batch=4, pipeline=3), handler, stop), timeout=10
+    )
+    assert peak == 3 and sum(settled) == 12
+    info = await js.consumer_info(subjects.DEPS_STREAM, "pipe")
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_without_pipeline_one_batch_at_a_time(js) -> None:  # type: ignore[no-untyped-def]
+    for i in range(8):
+        await jetstream.publish(js, subjects.deps("default", "a"), _edge(i))
+    active = peak = done = 0
+    stop = asyncio.Event()
+
+    async def handler(batch: list[jetstream.Delivery]) -> None:
+        nonlocal active, peak, done
+        active += 1
+        peak = max(peak, active)
+        await asyncio.sleep(0.05)
+        active -= 1
+        done += len(batch)
+        if done >= 8:
+            stop.set()
+
+    await asyncio.wait_for(
+        jetstream.consume(js, _spec("serial", batch=2), handler, stop), timeout=10
+    )
+    assert peak == 1 and done == 8
+
+
+async def test_a_slow_batch_is_kept_alive_not_redelivered(js) -> None:  # type: ignore[no-untyped-def]
+    await jetstream.publish(js, subjects.deps("default", "a"), _edge(1))
+    deliveries: list[int] = []
+    stop = asyncio.Event()
+
+    async def handler(batch: list[jetstream.Delivery]) -> None:
+        deliveries.extend(int(d.msg.metadata.num_delivered) for d in batch)
+        await asyncio.sleep(2.5)  # well past ack_wait: only in_progress keeps it ours
+        stop.set()
+
+    await asyncio.wait_for(
+        jetstream.consume(js, _spec("slow", ack_wait=1.0, pipeline=2), handler, stop), timeout=15
+    )
+    assert deliveries == [1]
+    info = await js.consumer_info(subjects.DEPS_STREAM, "slow")
+    assert info.num_redelivered == 0 and info.num_ack_pending == 0
+
+
+async def test_an_existing_consumer_is_brought_to_the_spec(js) -> None:  # type: ignore[no-untyped-def]
+    stop = asyncio.Event()
+    stop.set()
+
+    async def handler(batch: list[jetstream.Delivery]) -> None:
+        raise AssertionError("nothing to consume")
+
+    await jetstream.consume(js, _spec("upgraded", max_ack_pending=100), handler, stop)
+    await jetstream.consume(js, _spec("upgraded", max_ack_pending=5000), handler, stop)
+    info = await js.consumer_info(subjects.DEPS_STREAM, "upgraded")
+    assert info.config.max_ack_pending == 5000
+
+
+async def test_slim_keeps_what_settling_needs(js) -> None:  # type: ignore[no-untyped-def]
+    sent = _edge(1)
+    await jetstream.publish(js, subjects.deps("default", "a"), sent, msg_id="slim-1")
+    stop = asyncio.Event()
+
+    async def handler(batch: list[jetstream.Delivery]) -> None:
+        for d in batch:
+            d.slim()
+            assert d.event is None and d.msg.headers is None and d.msg.data
+            d.reject("invalid host")  # dead-lettering needs the payload
+        stop.set()
+
+    await asyncio.wait_for(jetstream.consume(js, _spec("slim"), handler, stop), timeout=10)
+    dlq = await js.pull_subscribe(
+        "lazyload.dlq.test", durable="dlq-slim", stream=subjects.DLQ_STREAM
+    )
+    letter = codec.decode((await dlq.fetch(1, timeout=2))[0].data)
+    assert codec.decode_as(letter.payload, events.DependencyObserved) == sent

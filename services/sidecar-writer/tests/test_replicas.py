@@ -68,24 +68,38 @@ async def test_write_racing_another_replica_rereads_on_409(kube_emulator: KubeEm
     await one.settle(make_fence(revision=1, hosts=A))
     sink = one.sink
     assert isinstance(sink, applying.KubeSink)
-    read = sink.get
-    raced: list[bool] = []
-
-    async def get_then_race(namespace: str, name: str) -> RawObject | None:
-        current = await read(namespace, name)
-        if not raced:  # replica two writes revision 3 between one's read and one's write
-            raced.append(True)
-            await two.settle(make_fence(revision=3, hosts=A))
-        return current
-
-    sink.get = get_then_race  # type: ignore[method-assign]
+    # replica two writes revision 3 after one's write: what one remembers is now out of date
+    await two.settle(make_fence(revision=3, hosts=A))
     kube_emulator.clear_requests()
     result = await one.settle(make_fence(revision=2, hosts=B))
     assert result.action == "stale"
-    puts = [r.status for r in kube_emulator.requests() if r.verb == "PUT"]
-    assert puts == [200, 409]  # two's write, then one's write on the old resourceVersion
-    stored = await read("default", "productpage")
+    verbs = [(r.verb, r.status) for r in kube_emulator.requests() if r.verb in ("GET", "PUT")]
+    # no read first (one remembers its write), the PUT on the old resourceVersion is refused,
+    # the retry reads afresh and finds the newer revision
+    assert verbs == [("PUT", 409), ("GET", 200)]
+    stored = await sink.get("default", "productpage")
     assert _revision_and_hosts(stored) == ("3", ["*/a.default.svc.cluster.local"])
+
+
+async def test_a_remembered_write_saves_the_read(kube_emulator: KubeEmulator) -> None:
+    one = _replica(kube_emulator)
+    await one.settle(make_fence(revision=1, hosts=A))
+    kube_emulator.clear_requests()
+    assert (await one.settle(make_fence(revision=2, hosts=B))).write == "replace"
+    assert (await one.settle(make_fence(revision=2, hosts=B))).action == "unchanged"
+    assert [r.verb for r in kube_emulator.requests()] == ["PUT"]
+
+
+async def test_a_sidecar_deleted_behind_our_back_is_recreated(kube_emulator: KubeEmulator) -> None:
+    one = _replica(kube_emulator)
+    await one.settle(make_fence(revision=1, hosts=A))
+    sink = one.sink
+    assert isinstance(sink, applying.KubeSink)
+    await sink.delete("default", "productpage")  # not through the writer's memory
+    result = await one.settle(make_fence(revision=2, hosts=B))
+    assert result.write == "create"
+    stored = await sink.get("default", "productpage")
+    assert _revision_and_hosts(stored) == ("2", ["*/b.default.svc.cluster.local"])
 
 
 async def test_older_enabled_revision_does_not_revive_a_deleted_sidecar(

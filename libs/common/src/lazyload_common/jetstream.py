@@ -4,6 +4,10 @@ The consume loop is the only place that acks. A handler gets a batch of decoded 
 the ones it could not process (`reject` = permanent: dead-letter + term; `retry` = nak with delay);
 the rest are acked after the handler returned, i.e. after their effect is durable. Payloads that do
 not decode are dead-lettered before the handler sees them, so one bad message never blocks others.
+While a handler works, the batch's ack deadline is pushed back (`in_progress`) every half
+`ack_wait`, so a slow batch (a rate-limited API) is not redelivered under its feet. With
+`pipeline` > 1 the loop keeps fetching while up to that many batches are in hand, so a handler
+that waits (for a write slot of a fence, say) can merge what later batches bring.
 """
 
 from __future__ import annotations
@@ -125,6 +129,13 @@ class Delivery:
     event: Any
     error: errors.LazyloadError | None = field(default=None)
 
+    def slim(self) -> None:
+        """Drop the decoded event and the message headers once the handler has taken what it
+        needs: a delivery held across batches then costs its ack subject and payload only (the
+        payload is kept for dead-lettering)."""
+        self.event = None
+        self.msg.headers = None
+
     def reject(self, reason: str) -> None:
         self.error = errors.PermanentError(reason)
 
@@ -153,6 +164,8 @@ class ConsumerSpec:
     """The most messages handed to the handler at once when lingering."""
     ack_wait: float = 60.0
     max_ack_pending: int = 10_000
+    pipeline: int = 1
+    """Batches in hand at once (1 = fetch the next batch only after settling this one)."""
 
 
 async def consume(
@@ -167,27 +180,66 @@ async def consume(
         max_ack_pending=spec.max_ack_pending,
         filter_subject=spec.filter_subject,
     )
+    try:  # create, or bring an existing consumer to this config (pull_subscribe keeps it as is)
+        await js.add_consumer(spec.stream, config=config)
+    except BadRequestError as e:
+        log.warning("consumer %s keeps its old config: %s", spec.durable, e)
     sub = await js.pull_subscribe(
         spec.filter_subject, durable=spec.durable, stream=spec.stream, config=config
     )
+    slots = asyncio.Semaphore(max(1, spec.pipeline))
+    in_hand: set[asyncio.Task[None]] = set()
+    failures: list[BaseException] = []
+
+    def done(task: asyncio.Task[None]) -> None:
+        in_hand.discard(task)
+        slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            failures.append(task.exception())  # type: ignore[arg-type]
+
     try:
         while not stop.is_set():
-            try:
-                msgs = await sub.fetch(spec.batch, timeout=spec.fetch_timeout)
-            except (TimeoutError, NatsTimeoutError):
+            if failures:
+                raise failures[0]
+            await slots.acquire()
+            msgs = await _fetch(sub, spec)
+            if not msgs:
+                slots.release()
                 continue
-            except NotFoundError:
-                log.warning("consumer %s vanished; waiting", spec.durable)
-                await asyncio.sleep(1.0)
+            if spec.pipeline <= 1:
+                try:
+                    await _process(js, spec, handler, msgs)
+                finally:
+                    slots.release()
                 continue
-            if spec.linger > 0:
-                msgs += await _linger(sub, spec, len(msgs))
-            await _process(js, spec, handler, msgs)
+            task = asyncio.create_task(_process(js, spec, handler, msgs))
+            in_hand.add(task)
+            task.add_done_callback(done)
+        # finish what is in hand: nothing is left half-done (unsettled messages are redelivered)
+        if in_hand:
+            await asyncio.gather(*in_hand, return_exceptions=True)
     finally:
+        for task in in_hand:
+            task.cancel()
         try:
             await sub.unsubscribe()
         except Exception as e:  # the connection may already be closed
             log.debug("unsubscribe of %s failed: %s", spec.durable, e)
+
+
+async def _fetch(sub: Any, spec: ConsumerSpec) -> list[Msg]:
+    """The next batch (lingering when `spec.linger`), or [] when nothing came."""
+    try:
+        msgs: list[Msg] = await sub.fetch(spec.batch, timeout=spec.fetch_timeout)
+    except (TimeoutError, NatsTimeoutError):
+        return []
+    except NotFoundError:
+        log.warning("consumer %s vanished; waiting", spec.durable)
+        await asyncio.sleep(1.0)
+        return []
+    if spec.linger > 0:
+        msgs += await _linger(sub, spec, len(msgs))
+    return msgs
 
 
 async def _linger(sub: Any, spec: ConsumerSpec, have: int) -> list[Msg]:
@@ -201,7 +253,9 @@ async def _linger(sub: Any, spec: ConsumerSpec, have: int) -> list[Msg]:
         left = deadline - loop.time()
         want = min(spec.batch, spec.max_batch - have - len(more))
         try:
-            got = await sub.fetch(want, timeout=max(left, 0.01))
+            # past the window, a drain fetch still gets `fetch_timeout`: a shorter one times out
+            # on a busy loop before the waiting messages are read, and batches shrink under load
+            got = await sub.fetch(want, timeout=max(left, spec.fetch_timeout))
         except (TimeoutError, NatsTimeoutError):
             break
         more += got
@@ -220,6 +274,7 @@ async def _process(
         except errors.DecodeError as e:
             await _settle_rejected(js, spec, msg, f"decode: {e}")
     if batch:
+        keeper = asyncio.create_task(_keep_alive(spec, batch)) if spec.ack_wait > 0 else None
         try:
             await handler(batch)
         except errors.PermanentError as e:
@@ -230,8 +285,23 @@ async def _process(
             delay = e.delay if isinstance(e, errors.TemporaryError) else 1.0
             for d in batch:
                 d.error = d.error or errors.TemporaryError(str(e), delay=delay)
+        finally:
+            if keeper is not None:
+                keeper.cancel()
     for d in batch:
         await _settle(js, spec, d)
+
+
+async def _keep_alive(spec: ConsumerSpec, batch: list[Delivery]) -> None:
+    """Every half `ack_wait`, tell JetStream the batch is still being worked on."""
+    while True:
+        await asyncio.sleep(spec.ack_wait / 2)
+        for d in batch:
+            try:
+                await d.msg.in_progress()
+            except Exception as e:  # a lost heartbeat means a redelivery at worst
+                log.debug("in_progress for %s failed: %s", d.msg.subject, e)
+                return
 
 
 async def _settle(js: JetStreamContext, spec: ConsumerSpec, d: Delivery) -> None:

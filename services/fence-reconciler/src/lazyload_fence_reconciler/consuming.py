@@ -2,7 +2,10 @@
 
 A batch is validated message by message (an invalid caller or host is rejected, i.e.
 dead-lettered on `lazyload.dlq.fence-reconciler` by the consume loop), then grouped by caller
-fence, and each fence is learned once for all its edges: one status write per fence per batch.
+fence, and each fence is learned once for all its edges waiting: edges of later batches (the loop
+keeps `pipeline` of them in hand) join a write that waits for its slot or its fence's window, so
+a fence is written at most once per `coalesce_window` and a backlog costs one write per fence,
+not one per edge.
 Outcomes map onto the deliveries: success or a policy "ignore" -> ack (by the consume loop, after
 this handler returned, so after the fence write and its event); a dispatched host or an
 external host neither allowed nor a ServiceEntry (`admitting`) -> ack, counted; a Service not
@@ -14,7 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from lazyload_common import errors, events, hosts, jetstream, subjects
 
@@ -37,6 +43,8 @@ def consumer_spec(settings: FenceSettings) -> jetstream.ConsumerSpec:
         # once: a burst of edges for a fence costs one ServiceFence write per window.
         linger=settings.coalesce_window,
         max_batch=settings.max_batch,
+        pipeline=settings.pipeline,
+        max_ack_pending=settings.pipeline * settings.max_batch,
     )
 
 
@@ -54,13 +62,39 @@ def invalid_reason(event: events.DependencyObserved) -> str | None:
     return None
 
 
-class BatchHandler:
-    """Groups a batch by fence and learns each group through the reconciler."""
+@dataclass
+class _Waiting:
+    """Edges (and their deliveries) waiting for the next write of one fence, across batches."""
 
-    def __init__(self, reconciler: reconciling.Reconciler, settings: FenceSettings) -> None:
+    workload: str | None
+    edges: list[desiring.Edge] = field(default_factory=list)
+    deliveries: list[jetstream.Delivery] = field(default_factory=list)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class BatchHandler:
+    """Groups a batch by fence and learns each group through the reconciler.
+
+    Edges of a fence wait in one `_Waiting` until the fence's next write: while that fence is
+    being written, or has been written less than `coalesce_window` ago, or all `concurrency` write
+    slots are busy, the edges later batches bring for it join the same write (the consume loop
+    keeps `pipeline` batches in hand). So a fence is written at most once per window, and a
+    backlog of interleaved edges costs about one write per fence rather than one per edge.
+    """
+
+    def __init__(
+        self,
+        reconciler: reconciling.Reconciler,
+        settings: FenceSettings,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.reconciler = reconciler
         self.settings = settings
+        self.clock = clock
         self._slots = asyncio.Semaphore(settings.concurrency)
+        self._waiting: dict[reconciling.Key, _Waiting] = {}
+        self._written: dict[reconciling.Key, float] = {}
+        """When each fence was last written (for the window); pruned as windows pass."""
 
     async def __call__(self, batch: list[jetstream.Delivery]) -> None:
         groups: dict[reconciling.Key, list[jetstream.Delivery]] = defaultdict(list)
@@ -77,11 +111,12 @@ class BatchHandler:
                 key = (event.source_namespace, identity.fence_name(event.source_name))
                 workloads[key] = event.source_name
             groups[key].append(delivery)
+        self._prune()
         await asyncio.gather(
-            *(self._learn(key, group, workloads.get(key)) for key, group in groups.items())
+            *(self._submit(key, group, workloads.get(key)) for key, group in groups.items())
         )
 
-    async def _learn(
+    async def _submit(
         self, key: reconciling.Key, group: list[jetstream.Delivery], workload: str | None
     ) -> None:
         edges = []
@@ -99,30 +134,57 @@ class BatchHandler:
                 edges.append(edge)
             else:
                 metrics.EDGES.labels(refused).inc()
+            d.slim()
         if not edges:
             return
+        waiting = self._waiting.get(key)
+        if waiting is not None:  # a write of this fence is already waiting: ride along
+            waiting.edges += edges
+            waiting.deliveries += group
+            await waiting.done.wait()
+            return
+        waiting = self._waiting[key] = _Waiting(workload, edges, list(group))
+        try:
+            await self._write(key, waiting)
+        finally:
+            if self._waiting.get(key) is waiting:
+                del self._waiting[key]
+            waiting.done.set()
+
+    async def _write(self, key: reconciling.Key, waiting: _Waiting) -> None:
+        last = self._written.get(key)
+        if last is not None:
+            await asyncio.sleep(last + self.settings.coalesce_window - self.clock())
         async with self._slots:
+            del self._waiting[key]  # edges that come from now on wait for the next write
             try:
-                outcome = await self.reconciler.learn(key, edges, workload=workload)
+                outcome = await self.reconciler.learn(key, waiting.edges, workload=waiting.workload)
             except reconciling.Waiting as e:
-                self._wait(group, e)
+                self._wait(waiting.deliveries, e)
                 return
             except errors.PermanentError as e:
-                for d in group:
+                for d in waiting.deliveries:
                     _reject(d, str(e))
                 return
             except Exception as e:
-                log.warning("learning %d edges of %s/%s failed: %s", len(group), *key, e)
+                log.warning("learning %d edges of %s/%s failed: %s", len(waiting.edges), *key, e)
                 delay = e.delay if isinstance(e, errors.TemporaryError) else 1.0
-                for d in group:
+                for d in waiting.deliveries:
                     d.retry(str(e), delay=delay)
-                metrics.EDGES.labels("failed").inc(len(group))
+                metrics.EDGES.labels("failed").inc(len(waiting.deliveries))
                 return
-        metrics.EDGES.labels("ignored" if outcome.startswith("ignored") else "learned").inc(
-            len(edges)
-        )
-        if outcome.startswith("ignored"):
+            finally:
+                self._written[key] = self.clock()
+        ignored = outcome.startswith("ignored")
+        metrics.EDGES.labels("ignored" if ignored else "learned").inc(len(waiting.edges))
+        if ignored:
             log.debug("edges of %s/%s %s", key[0], key[1], outcome)
+
+    def _prune(self) -> None:
+        """Forget write times older than the window (they no longer delay anything)."""
+        horizon = self.clock() - self.settings.coalesce_window
+        if len(self._written) > 1024:
+            self._written = {k: t for k, t in self._written.items() if t > horizon}
 
     def _wait(self, group: list[jetstream.Delivery], error: reconciling.Waiting) -> None:
         limit = self.settings.missing_service_retries

@@ -156,6 +156,9 @@ class Reconciler:
         else:
             self._gone.pop(key, None)
             self.tombstones.discard(key)
+            written = self._latest.get(key)
+            if written is not None and _rv(written) <= _rv(obj):
+                del self._latest[key]  # the store caught up: one copy of the fence is enough
         self.enqueue(key)
 
     def on_service_event(self, kind: str, obj: kube.RawObject) -> None:

@@ -118,7 +118,14 @@ class FenceSettings(BaseModel):
         "fence costs one write (0 = handle each fetch at once).",
     )
     max_batch: int = Field(4096, ge=1, description="Most dependency messages handled at once.")
-    concurrency: int = Field(16, ge=1, description="Fences written in parallel within a batch.")
+    concurrency: int = Field(16, ge=1, description="Fences written in parallel.")
+    pipeline: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="Batches in hand at once: while fences wait for a write slot, edges of later "
+        "batches join their fence's next write (at most pipeline x max_batch messages unacked).",
+    )
 
     def policy(self) -> desiring.Policy:
         return desiring.Policy(

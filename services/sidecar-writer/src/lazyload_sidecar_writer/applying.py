@@ -5,6 +5,10 @@ Each fence is one read-decide-write cycle (`planning.plan`) on the stored resour
 again after an exponential backoff with jitter (tenacity); when the attempts run out the fence is
 redelivered later (`RetriesExhausted`). A 400/415/422 is permanent (`ApiRejected`: dead-letter).
 Blocking client calls run in threads; every call first takes a token of the client-side rate limit.
+The Sidecars this replica wrote are remembered (`sidecar.written_cache`, least recently used out):
+the next cycle of the same fence plans on that object instead of a GET, so a fence that grows
+costs one write per revision, not a read and a write. Someone else's change since then shows up as
+a 409 (or a 404), and the retry reads afresh.
 
 Staleness across replicas is decided from the stored Sidecar's `lazyload.io/fence-revision`
 (`planning`). A deleted Sidecar carries no revision, so before a `create` the sink also asks
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -75,6 +80,8 @@ class KubeSink:
         self.reachable = False
         self.newest_revision: NewestRevision | None = None
         config = settings.sidecar
+        self._written: OrderedDict[tuple[str, str], RawObject] = OrderedDict()
+        self._written_max = config.written_cache
         self._stop = stop_after_attempt(config.retry_attempts)
         self._wait = wait_exponential_jitter(
             multiplier=config.retry_initial, max=config.retry_max, jitter=config.retry_initial
@@ -102,7 +109,8 @@ class KubeSink:
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._apply_once(event, desired)
+                    first = attempt.retry_state.attempt_number == 1
+                    return await self._apply_once(event, desired, remembered=first)
         except kube.KubeUnprocessable as e:
             raise errors.ApiRejected(f"API refused Sidecar {key}: {e}") from e
         except RETRYABLE as e:
@@ -114,8 +122,24 @@ class KubeSink:
             raise errors.TemporaryError(f"Sidecar {key}: {e}", delay=config.redelivery_delay) from e
         raise AssertionError("unreachable")
 
-    async def _apply_once(self, event: events.FenceChanged, desired: RawObject | None) -> Result:
-        current = await self.get(event.namespace, event.name)
+    async def _apply_once(
+        self, event: events.FenceChanged, desired: RawObject | None, *, remembered: bool = True
+    ) -> Result:
+        key = (event.namespace, event.name)
+        current = self._written.get(key) if remembered else None
+        if current is None:
+            current = await self.get(event.namespace, event.name)
+        else:
+            self._written.move_to_end(key)
+        try:
+            return await self._carry_out(event, desired, current)
+        except Exception:
+            self._written.pop(key, None)  # the next attempt reads afresh
+            raise
+
+    async def _carry_out(
+        self, event: events.FenceChanged, desired: RawObject | None, current: RawObject | None
+    ) -> Result:
         decision = planning.plan(event, desired, current)
         ns, name = event.namespace, event.name
         if decision.action == "create":
@@ -126,6 +150,7 @@ class KubeSink:
                     "stale", message=f"fence revision {event.revision} < {newest} in the stream"
                 )
             created = await self.call(self.api.create, path(self.version, ns), decision.body)
+            self._remember(created)
             return _written("create", created)
         if decision.action == "replace":
             assert decision.body is not None
@@ -135,8 +160,10 @@ class KubeSink:
                 )
             except kube.KubeNotFound as e:
                 raise _Replan(f"Sidecar {ns}/{name} vanished before the replace") from e
+            self._remember(replaced)
             return _written("replace", replaced)
         if decision.action == "delete":
+            self._written.pop((ns, name), None)
             await self.delete(ns, name, decision.resource_version)
             return Result("deleted", write="delete")
         if decision.action == "absent":
@@ -144,6 +171,20 @@ class KubeSink:
         if decision.action == "unchanged":
             return Result("unchanged", resource_version=decision.resource_version)
         return Result(decision.action, message=decision.message, reason=decision.reason)
+
+    def _remember(self, stored: RawObject) -> None:
+        if self._written_max <= 0:
+            return
+        meta = stored.get("metadata", {})
+        key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+        self._written[key] = stored
+        self._written.move_to_end(key)
+        while len(self._written) > self._written_max:
+            self._written.popitem(last=False)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop what this replica remembers of a Sidecar (someone else changed or deleted it)."""
+        self._written.pop((namespace, name), None)
 
     async def _newest(self, event: events.FenceChanged) -> int | None:
         """The newest revision of the fence known elsewhere (None = unknown or lookup failed)."""

@@ -62,6 +62,9 @@ class FileSink:
     async def list_managed(self) -> list[RawObject]:
         return await asyncio.to_thread(self._list_managed)
 
+    def forget(self, namespace: str, name: str) -> None:
+        """Nothing is remembered: every apply reads the file."""
+
     def _list_managed(self) -> list[RawObject]:
         found = [self._read(p) for p in sorted(self.root.glob("*/*.yaml"))]
         return [obj for obj in found if obj is not None and rendering.is_managed(obj)]

@@ -68,6 +68,7 @@ async def repair_once(js: JetStreamContext, sink: Sink, handler: FenceHandler) -
         if not drifted(event, stored.get(key), handler.settings):
             counts["in-sync"] += 1
             continue
+        sink.forget(*key)  # what the sink remembers writing is not what is stored any more
         try:
             result = await handler.settle(event, note="drift repaired")
         except (errors.PermanentError, errors.TemporaryError) as e:

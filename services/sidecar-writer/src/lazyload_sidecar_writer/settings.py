@@ -53,6 +53,13 @@ class SidecarSettings(BaseModel):
     max_concurrency: int = Field(
         16, ge=1, le=256, description="Fences of one batch applied at the same time."
     )
+    written_cache: int = Field(
+        10_000,
+        ge=0,
+        description="Sidecars this replica wrote, remembered (least recently used out) so the "
+        "next write of the same fence needs no GET first; a 409 or 404 falls back to a fresh "
+        "read. 0 = always read before writing.",
+    )
     coalesce_window: float = Field(
         0.1,
         ge=0,

@@ -45,3 +45,7 @@ class Sink(Protocol):
     async def probe(self) -> bool:
         """True when the sink can be written to (for /readyz)."""
         ...
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop anything remembered of this Sidecar: the next apply reads the stored one."""
+        ...

@@ -1,0 +1,73 @@
+"""Reflector against the Kubernetes API emulator: a relist in pages (`limit`/`continue`) gives the
+whole store, stored objects have interned strings, and the watch goes on from the list."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+from lazyload_common import kube
+
+CONFIG_MAPS = "/api/v1/namespaces/default/configmaps"
+
+
+def _config_map(i: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": f"cm-{i}", "namespace": "default", "labels": {"team": "mesh"}},
+        "data": {"host": "reviews.default.svc.cluster.local"},
+    }
+
+
+async def _until(check: Any, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.02)
+
+
+async def test_relist_in_pages_then_watch(kube_emulator: Any) -> None:
+    api = kube.KubeApi(kube_emulator.api_client())
+    for i in range(7):
+        api.create(CONFIG_MAPS, _config_map(i))
+    seen: list[tuple[str, str]] = []
+    reflector = kube.Reflector(
+        api,
+        CONFIG_MAPS,
+        on_change=lambda kind, obj: seen.append((kind, obj.get("metadata", {}).get("name", ""))),
+        loop=asyncio.get_running_loop(),
+        page_size=3,
+        watch_timeout=5,
+    )
+    kube_emulator.clear_requests()
+    reflector.start()
+    try:
+        await asyncio.wait_for(reflector.synced.wait(), 10)
+        pages = [r for r in kube_emulator.requests() if "limit=3" in str(r.query)]
+        assert len(pages) == 3, pages  # 3 + 3 + 1
+        assert sorted(reflector.store) == [("default", f"cm-{i}") for i in range(7)]
+        assert seen[-1] == ("SYNCED", "")
+        assert sorted(name for kind, name in seen if kind == "ADDED") == sorted(
+            f"cm-{i}" for i in range(7)
+        )
+        hosts = [o["data"]["host"] for o in reflector.store.values()]
+        assert all(h is hosts[0] for h in hosts)  # one shared copy of an equal string
+        api.create(CONFIG_MAPS, _config_map(7))
+        await _until(lambda: ("default", "cm-7") in reflector.store)
+        assert reflector.store[("default", "cm-7")]["data"]["host"] is hosts[0]
+    finally:
+        reflector.stop()
+
+
+def test_compact_keeps_values_and_shares_strings() -> None:
+    def build() -> dict[str, Any]:  # equal strings, built at run time: distinct objects
+        return {"a": ["".join(["x"] * 30), {"b": 1, "c": None, "d": True}], "e": 2.5}
+
+    raw, other = build(), build()
+    assert raw["a"][0] is not other["a"][0]
+    one, two = kube.compact(raw), kube.compact(other)
+    assert one == raw == two
+    assert one["a"][0] is two["a"][0] is sys.intern("x" * 30)
+    one["a"].append("new")  # a plain, mutable structure
+    assert two["a"] == other["a"]
