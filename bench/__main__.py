@@ -28,7 +28,7 @@ BENCHMARKS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     ),
     "scale": (
         "bench.scale",
-        {"services": 10_000, "edges": 100_000},
+        {"services": 10_000, "edges": 100_000, "kube_qps": 1000},
         {"services": 100, "edges": 1_000},
     ),
     "scaleout": (

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from lazyload_common import events, jetstream, kube, subjects
 from lazyload_common.settings import NatsSettings
-from lazyload_sidecar_writer import applying, consuming
+from lazyload_sidecar_writer import applying, consuming, metrics
 from lazyload_sidecar_writer.rendering import RawObject
 from lazyload_testing.kube import KubeEmulator
 
@@ -88,6 +88,19 @@ async def test_a_remembered_write_saves_the_read(kube_emulator: KubeEmulator) ->
     assert (await one.settle(make_fence(revision=2, hosts=B))).write == "replace"
     assert (await one.settle(make_fence(revision=2, hosts=B))).action == "unchanged"
     assert [r.verb for r in kube_emulator.requests()] == ["PUT"]
+
+
+async def test_an_unknown_existing_sidecar_is_read_after_the_create_409(
+    kube_emulator: KubeEmulator,
+) -> None:
+    one, two = _replica(kube_emulator), _replica(kube_emulator)
+    await one.settle(make_fence(revision=1, hosts=A))
+    kube_emulator.clear_requests()
+    errors_before = metrics.API_ERRORS.labels("409")._value.get()
+    assert (await two.settle(make_fence(revision=2, hosts=B))).write == "replace"
+    verbs = [(r.verb, r.status) for r in kube_emulator.requests()]
+    assert verbs == [("POST", 409), ("GET", 200), ("PUT", 200)]
+    assert metrics.API_ERRORS.labels("409")._value.get() == errors_before  # expected, not counted
 
 
 async def test_a_sidecar_deleted_behind_our_back_is_recreated(kube_emulator: KubeEmulator) -> None:
@@ -186,6 +199,6 @@ async def test_revision_superseded_in_the_stream_costs_no_api_request(
             assert (await handler.settle(event)).action == "stale"
         assert kube_emulator.requests() == []
         assert (await handler.settle(burst[2])).write == "create"
-        assert [r.verb for r in kube_emulator.requests()] == ["GET", "POST"]
+        assert [r.verb for r in kube_emulator.requests()] == ["POST"]  # nothing read first
     finally:
         await nc.close()

@@ -7,8 +7,9 @@ redelivered later (`RetriesExhausted`). A 400/415/422 is permanent (`ApiRejected
 Blocking client calls run in threads; every call first takes a token of the client-side rate limit.
 The Sidecars this replica wrote are remembered (`sidecar.written_cache`, least recently used out):
 the next cycle of the same fence plans on that object instead of a GET, so a fence that grows
-costs one write per revision, not a read and a write. Someone else's change since then shows up as
-a 409 (or a 404), and the retry reads afresh.
+costs one write per revision, not a read and a write; a fence with nothing remembered is first
+tried as a create (a new fence costs one call). Someone else's change since, or a Sidecar that
+already exists, shows up as a 409 (or a 404), and the retry reads afresh.
 
 Staleness across replicas is decided from the stored Sidecar's `lazyload.io/fence-revision`
 (`planning`). A deleted Sidecar carries no revision, so before a `create` the sink also asks
@@ -127,18 +128,25 @@ class KubeSink:
     ) -> Result:
         key = (event.namespace, event.name)
         current = self._written.get(key) if remembered else None
-        if current is None:
-            current = await self.get(event.namespace, event.name)
-        else:
+        if current is not None:
             self._written.move_to_end(key)
+        elif not (remembered and self._written_max > 0 and desired is not None):
+            current = await self.get(event.namespace, event.name)
+        # else: nothing remembered - plan a create without reading first; a Sidecar that exists
+        # answers 409 AlreadyExists and the retry reads it (one call for a new fence, not two)
         try:
-            return await self._carry_out(event, desired, current)
+            return await self._carry_out(event, desired, current, unread=current is None)
         except Exception:
             self._written.pop(key, None)  # the next attempt reads afresh
             raise
 
     async def _carry_out(
-        self, event: events.FenceChanged, desired: RawObject | None, current: RawObject | None
+        self,
+        event: events.FenceChanged,
+        desired: RawObject | None,
+        current: RawObject | None,
+        *,
+        unread: bool = False,
     ) -> Result:
         decision = planning.plan(event, desired, current)
         ns, name = event.namespace, event.name
@@ -149,7 +157,14 @@ class KubeSink:
                 return Result(
                     "stale", message=f"fence revision {event.revision} < {newest} in the stream"
                 )
-            created = await self.call(self.api.create, path(self.version, ns), decision.body)
+            try:
+                created = await self.call(
+                    self.api.create, path(self.version, ns), decision.body, conflict_ok=unread
+                )
+            except kube.KubeConflict as e:
+                if not unread:
+                    raise
+                raise _Replan(f"Sidecar {ns}/{name} exists: read it and plan again") from e
             self._remember(created)
             return _written("create", created)
         if decision.action == "replace":
@@ -237,14 +252,23 @@ class KubeSink:
         return True
 
     async def call(
-        self, fn: Callable[..., T], *args: Any, missing_ok: bool = False, **kwargs: Any
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        missing_ok: bool = False,
+        conflict_ok: bool = False,
+        **kwargs: Any,
     ) -> T:
-        """`fn(*args, **kwargs)` in a thread, after a token of the rate limit; errors counted."""
+        """`fn(*args, **kwargs)` in a thread, after a token of the rate limit; errors counted
+        (except an expected 404 or 409)."""
         await self.limiter.acquire()
         try:
             result = await asyncio.to_thread(fn, *args, **kwargs)
         except kube.KubeError as e:
-            if not (missing_ok and isinstance(e, kube.KubeNotFound)):
+            expected = (missing_ok and isinstance(e, kube.KubeNotFound)) or (
+                conflict_ok and isinstance(e, kube.KubeConflict)
+            )
+            if not expected:
                 metrics.API_ERRORS.labels(str(e.status)).inc()
             if isinstance(e, kube.KubeServerError):
                 self.reachable = False
