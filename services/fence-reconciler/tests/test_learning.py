@@ -171,3 +171,19 @@ def test_deleted_event_removes_every_host() -> None:
     event = desiring.deleted_event(fence, None, now=NOW)
     assert event.deleted and not event.enabled and event.revision == 2
     assert event.hosts == [] and event.removed == [DETAILS]
+
+
+def test_a_packed_status_reads_back_the_same() -> None:
+    status = {
+        "learned": {"a.default.svc.cluster.local": {"firstSeen": "2026-11-26T01:25:41Z"}},
+        "domains": {"a.default.svc.cluster.local": {"hosts": ["a"], "status": "ACTIVE"}},
+        "revision": 3,
+        "enabled": True,
+    }
+    raw = {"metadata": {"namespace": "default", "name": "pp", "uid": "u1"}, "status": status}
+    packed = fences.pack_status(raw)
+    assert isinstance(packed["status"], fences.PackedStatus)
+    assert len(packed["status"]) < len(str(status))
+    assert fences.Fence.from_raw(packed) == fences.Fence.from_raw(raw)
+    assert fences.status_of(packed) == status and raw["status"] is status  # raw untouched
+    assert fences.pack_status({"metadata": {}}) == {"metadata": {}}  # no status: as it is

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import msgpack
+
 GROUP = "microservice.slime.io"
 VERSION = "v1alpha1"
 KIND = "ServiceFence"
@@ -274,8 +276,29 @@ class Fence:
             label_selectors=tuple(
                 dict(s.get("selector") or {}) for s in selectors if isinstance(s, Mapping)
             ),
-            raw_status=dict(obj.get("status") or {}),
+            raw_status=status_of(obj),
         )
+
+
+class PackedStatus(bytes):
+    """A fence's `status`, msgpack-packed: how the watch store keeps it (less than half the
+    memory of the parsed status; unpacked only when the fence is computed)."""
+
+
+def pack_status(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """`obj` with its status packed (the fence reflector's transform)."""
+    status = obj.get("status")
+    if not isinstance(status, Mapping) or not status:
+        return dict(obj)
+    return {**obj, "status": PackedStatus(msgpack.packb(status))}
+
+
+def status_of(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The status of a raw fence, packed or not (a fresh dict)."""
+    status = obj.get("status")
+    if isinstance(status, PackedStatus):
+        return dict(msgpack.unpackb(status))
+    return dict(status or {})
 
 
 def tombstone_value(at: float, fenced_label: str) -> str:
