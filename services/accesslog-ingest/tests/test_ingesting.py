@@ -8,15 +8,21 @@
 - the identifier is read from the first message and kept for the stream: Istio node metadata
   (NAMESPACE, WORKLOAD_NAME, LABELS), and the global-sidecar's marker or namespace;
 - TCP entries;
-- an entry that raises inside the domain is counted as `internal_error`, not fatal.
+- an entry that raises inside the domain is counted as `internal_error`, not fatal;
+- the hot path: a message's entries are grouped by key (repeats counted, the direction read for
+  workload streams only, one by one when grouping raises), and a key derives the same edges or
+  rejection as the full record of its entry (hypothesis).
 """
 
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lazyload_accesslog_ingest import edges, ingesting, parsing, testing
 from lazyload_accesslog_ingest import testing as t
 from lazyload_accesslog_ingest.records import Rejection, StreamIdentity
+from lazyload_common import hosts
 
 M = testing.SampleMesh
 
@@ -211,3 +217,168 @@ def test_a_raising_entry_is_counted_not_fatal(
     outcome = ingestor.ingest(msg.SerializeToString(), ingesting.StreamState())
     assert outcome.rejections == {Rejection.INTERNAL: 1}
     assert len(outcome.edges) == 1
+
+
+# --- the hot path: entries grouped by key, derived from the key ---------------------------------
+
+_IPS = st.sampled_from([M.PRODUCTPAGE_IP, M.MULTI_IP, "10.9.9.9", "", "not-an-ip"])
+_AUTHORITIES = st.sampled_from(
+    [
+        "details:9080",
+        "Details.Default",
+        "ratings.shop",
+        "10.96.0.10:80",
+        "www.example.com.",
+        "",
+        "a:b",
+    ]
+)
+_HEADERS = st.dictionaries(
+    st.sampled_from(["content-type", "slime-source-ns", "x-request-id"]),
+    st.sampled_from(["application/grpc+proto", "text/plain", " Shop ", "default", ""]),
+    max_size=3,
+)
+_FLAGS = st.lists(st.sampled_from(["NR", "NC", "DF", "UH", "UF", "DC"]), max_size=2)
+_CLUSTERS = st.sampled_from(
+    ["outbound|9080||details.default.svc.cluster.local", "inbound|80||", ""]
+)
+_WORKLOAD = StreamIdentity(namespace="default", workload="productpage-v1", labels={"app": "x"})
+
+
+def _derived(record: object, identity: StreamIdentity | None) -> object:
+    if isinstance(record, Rejection):
+        return record
+    result = edges.derive(record, identity, testing.sample_index(), edges.Options(), now=1.0)  # type: ignore[arg-type]
+    if isinstance(result, Rejection):
+        return result
+    return [e.model_copy(update={"first_seen": 0.0}) for e in result]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    caller=_IPS,
+    authority=_AUTHORITIES,
+    headers=_HEADERS,
+    flags=_FLAGS,
+    cluster=_CLUSTERS,
+    common=st.booleans(),
+    identity=st.sampled_from([None, _WORKLOAD]),
+)
+def test_a_key_derives_what_its_entry_derives(
+    caller: str,
+    authority: str,
+    headers: dict[str, str],
+    flags: list[str],
+    cluster: str,
+    common: bool,
+    identity: StreamIdentity | None,
+) -> None:
+    """A cache miss derives from the entry's key: the same edges (or rejection) as from the full
+    record of the entry, with or without the direction in the key."""
+    entry = t.http_entry(
+        authority or None,
+        caller=caller or None,
+        headers=headers,
+        flags=flags,
+        upstream_cluster=cluster,
+        with_common=common,
+    )
+    direction = identity is not None
+    key = parsing.http_key(entry, direction=direction)
+    assert _derived(parsing.http_record_of(key), identity) == _derived(
+        parsing.http_record(entry), identity
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    caller=_IPS,
+    original=st.sampled_from(["10.96.0.10", "10.96.9.9", "", None]),
+    port=st.sampled_from([0, 80, 3306]),
+    flags=_FLAGS,
+    cluster=_CLUSTERS,
+    identity=st.sampled_from([None, _WORKLOAD]),
+)
+def test_a_tcp_key_derives_what_its_entry_derives(
+    caller: str,
+    original: str | None,
+    port: int,
+    flags: list[str],
+    cluster: str,
+    identity: StreamIdentity | None,
+) -> None:
+    entry = t.tcp_entry(
+        original, port, caller=caller or None, flags=flags, upstream_cluster=cluster
+    )
+    key = parsing.tcp_key(entry, direction=identity is not None)
+    assert _derived(parsing.tcp_record_of(key), identity) == _derived(
+        parsing.tcp_record(entry), identity
+    )
+
+
+def test_entries_are_grouped_by_key_in_order() -> None:
+    entries = [
+        t.http_entry("details", headers={"x-request-id": "1"}),
+        t.http_entry("ratings.shop"),
+        t.http_entry("details", headers={"x-request-id": "2"}, start=5.0),
+        t.http_entry("details"),
+    ]
+    firsts, repeats = parsing.http_keys(entries, direction=False)
+    assert list(firsts.values()) == entries[:2]
+    assert list(repeats.values()) == [3]
+    assert repeats.keys() <= firsts.keys()
+
+
+def test_the_direction_is_read_for_workload_streams_only() -> None:
+    inbound = t.http_entry(upstream_cluster="inbound|9080||")
+    outbound = t.http_entry()
+    assert parsing.http_key(inbound, direction=False) == parsing.http_key(outbound, direction=False)
+    assert parsing.http_key(inbound) != parsing.http_key(outbound)
+
+
+def test_repeated_entries_are_all_counted(ingestor: ingesting.Ingestor) -> None:
+    msg = t.message(
+        *[t.http_entry("details")] * 3, *[t.http_entry("nowhere.example.com", flags=["NR"])] * 2
+    )
+    outcome = ingestor.ingest(msg.SerializeToString(), ingesting.StreamState())
+    assert outcome.entries == {"http": 5}
+    assert outcome.derived == 3
+    assert outcome.rejections == {Rejection.UNROUTED: 2}
+    assert len(outcome.sightings) == 1
+
+
+def test_entries_that_cannot_be_keyed_together_are_keyed_one_by_one(
+    ingestor: ingesting.Ingestor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = parsing.http_keys
+
+    def flaky(entries, *, direction):  # type: ignore[no-untyped-def]
+        if any(e.request.authority == "boom" for e in entries):
+            raise RuntimeError("bug")
+        return real(entries, direction=direction)
+
+    monkeypatch.setattr(parsing, "http_keys", flaky)
+    msg = t.message(t.http_entry("boom"), t.http_entry("details"), t.http_entry("details"))
+    outcome = ingestor.ingest(msg.SerializeToString(), ingesting.StreamState())
+    assert outcome.entries == {"http": 3}
+    assert outcome.rejections == {Rejection.INTERNAL: 1}
+    assert outcome.derived == 2
+    assert [e.destination_host for e in outcome.edges] == ["details.default.svc.cluster.local"]
+
+
+@pytest.mark.parametrize(
+    ("host", "literal"),
+    [
+        ("details.default", False),
+        ("svc-1.ns-1", False),
+        ("10.96.0.10", True),
+        ("1.2.3", False),
+        ("::1", True),
+        ("fe80::1%eth0", True),
+        ("[::1]", True),
+        ("1e100.net", False),
+    ],
+)
+def test_ip_literal_shortcut_agrees_with_hosts(host: str, literal: bool) -> None:
+    assert edges._is_ip_literal(host) is literal
+    assert hosts.is_ip_literal(host) is literal

@@ -208,7 +208,7 @@ def http_destination(
     if isinstance(normalised, Rejection):
         return normalised
     host, port = normalised
-    if hosts.is_ip_literal(host):
+    if _is_ip_literal(host):
         ref = directory.service_at_cluster_ip(host.strip("[]"))
         if ref is None:
             return Rejection.IP_AUTHORITY
@@ -221,6 +221,15 @@ def http_destination(
     if not hosts.is_valid_host(dest.host):  # completion can make it too long
         return Rejection.INVALID_HOST
     return Destination(dest.host, port, dest.service, dest.entry)
+
+
+def _is_ip_literal(host: str) -> bool:
+    """`hosts.is_ip_literal`, without its raised-and-caught error for the usual DNS name: a host
+    with no `:` (IPv6) that is not all digits and dots (IPv4) is no IP address."""
+    bare = host.strip("[]")
+    if ":" not in bare and not bare.replace(".", "").isdigit():
+        return False
+    return hosts.is_ip_literal(host)
 
 
 def complete(

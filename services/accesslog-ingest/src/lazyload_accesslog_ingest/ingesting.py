@@ -6,15 +6,16 @@ arrives only in its first message, so it is kept in the caller-owned `StreamStat
 message is one rejection and the stream goes on; one bad entry never costs its neighbours their
 edges.
 
-Hot path: an entry's edges depend only on a few of its fields (`parsing.http_key`/`tcp_key`),
-the stream identity and the directory. Streams without a workload identity (the global-sidecar's,
-whose entries name their callers by address) share one bounded cache from that key to the derived
-result (edge prototypes, or a rejection); a workload's stream has its own, as its identity is the
-caller. Caches are dropped when the directory (`version`) or the stream identity changes. So the
-full parse + `edges.derive` + event model run once per distinct key; a repeated entry costs a few
-protobuf field reads and a dict lookup. An `Observed` holds the prototype plus the entry; the
-publisher deduplicates on its key and builds the event (`Observed.event`) only for edges it
-publishes.
+Hot path: an entry's edges depend only on a few of its fields, the stream identity and the
+directory. `parsing.http_keys`/`tcp_keys` group a message's entries by those fields (the key; the
+first entry of each key is kept, repeats are counted), so the cache is asked once per distinct key
+of a message. Streams without a workload identity (the global-sidecar's, whose entries name their
+callers by address) share one bounded cache from that key to the derived result (edge
+prototypes, or a rejection); a workload's stream has its own, as its identity is the caller.
+Caches are dropped when the directory (`version`) or the stream identity changes. A miss derives
+from the key alone (`parsing.http_record_of`): `edges.derive` + event model run once per distinct
+key, and never read protobuf. An `Observed` holds the prototype plus the entry; the publisher
+deduplicates on its key and builds the event (`Observed.event`) only for edges it publishes.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,11 +147,13 @@ class Ingestor:
             stream.cache.clear()
         which = msg.WhichOneof("log_entries")
         if which == "http_logs":
-            entries: Iterable[Any] = msg.http_logs.log_entry
-            self._entries(outcome, stream, "http", entries, parsing.http_key, parsing.http_record)
+            entries: Sequence[Any] = msg.http_logs.log_entry
+            self._entries(
+                outcome, stream, "http", entries, parsing.http_keys, parsing.http_record_of
+            )
         elif which == "tcp_logs":
             entries = msg.tcp_logs.log_entry
-            self._entries(outcome, stream, "tcp", entries, parsing.tcp_key, parsing.tcp_record)
+            self._entries(outcome, stream, "tcp", entries, parsing.tcp_keys, parsing.tcp_record_of)
         elif identity is None:
             outcome.rejections[Rejection.EMPTY_MESSAGE] += 1
         return outcome
@@ -160,43 +163,74 @@ class Ingestor:
         outcome: Outcome,
         stream: StreamState,
         kind: str,
-        entries: Iterable[Any],
-        to_key: Callable[[Any], parsing.EntryKey],
-        to_record: Callable[[Any], AccessRecord | Rejection],
+        entries: Sequence[Any],
+        group: Callable[..., parsing.Grouped],
+        record_of: Callable[[parsing.EntryKey], AccessRecord | Rejection],
     ) -> None:
         now = self.clock()
         cache = self._cache(stream)
-        get = cache.get
         identity = stream.identity
+        outcome.observed_at = now
+        outcome.entries[kind] += len(entries)
+        try:
+            firsts, repeats = group(
+                entries, direction=identity is not None and identity.is_workload
+            )
+        except Exception:  # one odd entry must not cost its neighbours their edges
+            log.exception("ALS %s entries could not be keyed together; keying one by one", kind)
+            firsts, repeats = self._group_one_by_one(outcome, entries, group, identity)
+        get = cache.get
         rejections = outcome.rejections
         first = outcome.sightings
-        outcome.observed_at = now
-        count = derived = unresolved = 0
-        for entry in entries:
-            count += 1
-            try:
-                key = to_key(entry)
-                result = get(key)
-                if result is None:
-                    result = self._derive(entry, to_record, identity, now)
+        derived = unresolved = 0
+        for key, entry in firsts.items():
+            result = get(key)
+            if result is None:
+                try:
+                    result = self._derive(key, record_of, identity, now)
+                except Exception:
+                    log.exception("an ALS %s entry could not be processed", kind)
+                    result = Rejection.INTERNAL
+                else:
                     if len(cache) >= CACHE_SIZE:
                         cache.clear()
                     cache[key] = result
-            except Exception:
-                log.exception("an ALS %s entry could not be processed", kind)
-                result = Rejection.INTERNAL
+            times = repeats.get(key, 1) if repeats else 1
             if result.__class__ is not tuple:
-                rejections[result] += 1  # type: ignore[index]
+                rejections[result] += times  # type: ignore[index]
                 continue
             prototypes, is_unresolved = result  # type: ignore[misc]
-            unresolved += is_unresolved
-            derived += len(prototypes)
+            if is_unresolved:
+                unresolved += times
+            derived += len(prototypes) * times
             for proto, edge_key in prototypes:
                 if edge_key not in first:
                     first[edge_key] = (proto, entry)
-        outcome.entries[kind] += count
         outcome.derived += derived
         outcome.unresolved += unresolved
+
+    @staticmethod
+    def _group_one_by_one(
+        outcome: Outcome,
+        entries: Sequence[Any],
+        group: Callable[..., parsing.Grouped],
+        identity: StreamIdentity | None,
+    ) -> parsing.Grouped:
+        """`group`, entry by entry: an entry that cannot be keyed is an `INTERNAL` rejection."""
+        firsts: dict[parsing.EntryKey, Any] = {}
+        repeats: dict[parsing.EntryKey, int] = {}
+        direction = identity is not None and identity.is_workload
+        for entry in entries:
+            try:
+                (key,) = group((entry,), direction=direction)[0]
+            except Exception:
+                outcome.rejections[Rejection.INTERNAL] += 1
+                continue
+            if key in firsts:
+                repeats[key] = repeats.get(key, 1) + 1
+            else:
+                firsts[key] = entry
+        return firsts, repeats
 
     def _cache(self, stream: StreamState) -> dict[parsing.EntryKey, _Prototypes | Rejection]:
         version = getattr(self.directory, "version", None)
@@ -214,12 +248,12 @@ class Ingestor:
 
     def _derive(
         self,
-        entry: Any,
-        to_record: Callable[[Any], AccessRecord | Rejection],
+        key: parsing.EntryKey,
+        record_of: Callable[[parsing.EntryKey], AccessRecord | Rejection],
         identity: StreamIdentity | None,
         now: float,
     ) -> _Prototypes | Rejection:
-        record = to_record(entry)
+        record = record_of(key)
         if isinstance(record, Rejection):
             return record
         if len(self._memo) >= CACHE_SIZE:

@@ -2,12 +2,17 @@
 
 Every sub-message is read through presence checks (`HasField`), never assumed present: Envoy
 leaves out what it does not know, and a hand-made or truncated message may leave out anything.
-A field an edge cannot do without gives a `Rejection` for that entry alone. The bytes of a whole
+A field an edge cannot do without gives a `Rejection` for that entry alone. The hot path's keys
+(`http_keys`) read absent sub-messages as their empty defaults instead, and `http_record_of`
+turns a key into the record (or rejection) `http_record` would give as far as edges go. The bytes of a whole
 message are decoded here too, so that the gRPC layer never rejects (and ends) a stream for one
 undecodable message.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
 
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2
@@ -139,49 +144,124 @@ def tcp_record(entry: accesslog_pb2.TCPAccessLogEntry) -> AccessRecord | Rejecti
 
 
 EntryKey = tuple[object, ...]
+Grouped = tuple[dict[EntryKey, Any], dict[EntryKey, int]]
+"""(distinct key -> the first entry that has it, key -> how many entries have it when more than
+one): what `http_keys`/`tcp_keys` make of a message's entries."""
 
 
-def http_key(entry: accesslog_pb2.HTTPAccessLogEntry) -> EntryKey:
-    """Everything of an HTTP entry that its edges depend on (all but the start time, which only
-    goes into `first_seen`: see `start_time`), as a hashable key.
+def http_keys(entries: Iterable[accesslog_pb2.HTTPAccessLogEntry], *, direction: bool) -> Grouped:
+    """The entries grouped by everything of an HTTP entry that its edges depend on (all but the
+    start time, which only goes into `first_seen`: see `start_time`).
 
     Entries with equal keys give the same edges (or rejection) against the same directory and
-    stream identity, so `ingesting` derives them once per key: the hot path reads these few
-    fields through the C++ protobuf accessors (absent sub-messages read as defaults), never
-    building an `AccessRecord`.
+    stream identity, so `ingesting` derives them once per key and once per message: this loop
+    reads only these few fields through the C protobuf accessors (absent sub-messages read as
+    defaults), never building an `AccessRecord`. The key: caller address, authority, unrouted
+    flags, inbound direction (only with `direction`: it matters for a workload's own stream
+    alone, so other streams do not read the upstream cluster), gRPC content type,
+    `slime-source-ns`. This is the hottest loop of the service: it is written out in full.
     """
-    common = entry.common_properties
-    request = entry.request
-    headers = request.request_headers
-    if headers:  # names lower-case, as Envoy logs them
-        get = headers.get
-        source_ns = get(SOURCE_NAMESPACE_HEADER, "")
-        grpc = get("content-type", "").startswith("application/grpc")
-    else:
-        source_ns, grpc = "", False
-    return (
-        common.downstream_direct_remote_address.socket_address.address,
-        request.authority,
-        common.HasField("response_flags") and _unrouted(common.response_flags),
-        common.upstream_cluster.startswith("inbound|"),
-        grpc,
-        source_ns,
+    firsts: dict[EntryKey, Any] = {}
+    repeats: dict[EntryKey, int] = {}
+    unrouted = _unrouted
+    for entry in entries:
+        common = entry.common_properties
+        request = entry.request
+        headers = request.request_headers
+        if headers:  # names lower-case, as Envoy logs them
+            get = headers.get
+            source_ns = get(SOURCE_NAMESPACE_HEADER, "")
+            grpc = get("content-type", "").startswith("application/grpc")
+        else:
+            source_ns, grpc = "", False
+        key = (
+            common.downstream_direct_remote_address.socket_address.address,
+            request.authority,
+            common.HasField("response_flags") and unrouted(common.response_flags),
+            direction and common.upstream_cluster.startswith("inbound|"),
+            grpc,
+            source_ns,
+        )
+        if key in firsts:
+            repeats[key] = repeats.get(key, 1) + 1
+        else:
+            firsts[key] = entry
+    return firsts, repeats
+
+
+def tcp_keys(entries: Iterable[accesslog_pb2.TCPAccessLogEntry], *, direction: bool) -> Grouped:
+    """Like `http_keys`, for TCP entries (caller, original destination and port)."""
+    firsts: dict[EntryKey, Any] = {}
+    repeats: dict[EntryKey, int] = {}
+    for entry in entries:
+        common = entry.common_properties
+        local = common.downstream_local_address.socket_address
+        key = (
+            "tcp",
+            common.downstream_direct_remote_address.socket_address.address,
+            local.address,
+            local.port_value,
+            local.WhichOneof("port_specifier"),
+            common.HasField("response_flags") and _unrouted(common.response_flags),
+            direction and common.upstream_cluster.startswith("inbound|"),
+        )
+        if key in firsts:
+            repeats[key] = repeats.get(key, 1) + 1
+        else:
+            firsts[key] = entry
+    return firsts, repeats
+
+
+def http_record_of(key: EntryKey) -> AccessRecord | Rejection:
+    """What `http_record` gives for the entries of `key`, as far as edges depend on it (no start
+    time, response code or original address; of the flags only an unrouted one): a cache miss
+    derives from the key and reads no protobuf."""
+    caller_ip, authority, unrouted, inbound, grpc, source_ns = key
+    if not caller_ip:
+        return Rejection.MISSING_CALLER
+    if not authority:
+        return Rejection.MISSING_AUTHORITY
+    return AccessRecord(
+        protocol="grpc" if grpc else "http",
+        caller_ip=caller_ip,  # type: ignore[arg-type]
+        authority=authority,  # type: ignore[arg-type]
+        upstream_cluster=_INBOUND if inbound else "",
+        response_flags=_UNROUTED if unrouted else _NO_FLAGS,
+        source_namespace_header=source_ns.strip().lower(),  # type: ignore[attr-defined]
     )
 
 
-def tcp_key(entry: accesslog_pb2.TCPAccessLogEntry) -> EntryKey:
-    """Like `http_key`, for a TCP entry (caller, original destination and port)."""
-    common = entry.common_properties
-    local = common.downstream_local_address.socket_address
-    return (
-        "tcp",
-        common.downstream_direct_remote_address.socket_address.address,
-        local.address,
-        local.port_value,
-        local.WhichOneof("port_specifier"),
-        common.HasField("response_flags") and _unrouted(common.response_flags),
-        common.upstream_cluster.startswith("inbound|"),
+def tcp_record_of(key: EntryKey) -> AccessRecord | Rejection:
+    """Like `http_record_of`, for a `tcp_keys` key."""
+    _, caller_ip, original_ip, port, port_kind, unrouted, inbound = key
+    if not caller_ip:
+        return Rejection.MISSING_CALLER
+    if not original_ip:
+        return Rejection.TCP_UNKNOWN_DESTINATION
+    return AccessRecord(
+        protocol="tcp",
+        caller_ip=caller_ip,  # type: ignore[arg-type]
+        original_ip=original_ip,  # type: ignore[arg-type]
+        original_port=port if port_kind == "port_value" else None,  # type: ignore[arg-type]
+        upstream_cluster=_INBOUND if inbound else "",
+        response_flags=_UNROUTED if unrouted else _NO_FLAGS,
     )
+
+
+_INBOUND = "inbound|"
+_UNROUTED = frozenset({"NR"})
+"""The flags of a record made from a key that says unrouted (any unrouted flag will do)."""
+_NO_FLAGS: frozenset[str] = frozenset()
+
+
+def http_key(entry: accesslog_pb2.HTTPAccessLogEntry, *, direction: bool = True) -> EntryKey:
+    """The key of one HTTP entry (see `http_keys`)."""
+    return next(iter(http_keys((entry,), direction=direction)[0]))
+
+
+def tcp_key(entry: accesslog_pb2.TCPAccessLogEntry, *, direction: bool = True) -> EntryKey:
+    """The key of one TCP entry (see `tcp_keys`)."""
+    return next(iter(tcp_keys((entry,), direction=direction)[0]))
 
 
 def start_time(
