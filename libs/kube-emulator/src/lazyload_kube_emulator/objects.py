@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 import random
 import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from .copying import clone
 from .errors import bad_request, invalid
 from .resources import ResourceInfo
 
@@ -65,7 +65,7 @@ def check_identity(info: ResourceInfo, obj: Any, version: str) -> Obj:
         raise bad_request(
             f"the API version in the data ({obj['apiVersion']}) must be {api_version}"
         )
-    obj = copy.deepcopy(obj)
+    obj = clone(obj)
     obj["apiVersion"], obj["kind"] = api_version, info.kind
     meta = obj.get("metadata")
     if meta is None:
@@ -106,9 +106,9 @@ def content(info: ResourceInfo, obj: Obj) -> Obj:
 
 def only_status_from(old: Obj, new: Obj) -> Obj:
     """A /status write: the stored object with just the status taken from new."""
-    result = copy.deepcopy(old)
+    result = clone(old)
     if "status" in new:
-        result["status"] = copy.deepcopy(new["status"])
+        result["status"] = clone(new["status"])
     else:
         result.pop("status", None)
     return result
@@ -118,7 +118,7 @@ def keep_status_of(old: Obj | None, new: Obj) -> None:
     """A main-resource write to a kind with a status subresource leaves status alone."""
     new.pop("status", None)
     if old is not None and "status" in old:
-        new["status"] = copy.deepcopy(old["status"])
+        new["status"] = clone(old["status"])
 
 
 def bump_generation(info: ResourceInfo, old: Obj, new: Obj) -> None:

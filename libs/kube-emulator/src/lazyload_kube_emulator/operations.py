@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import objects, schema
+from .copying import clone
 from .errors import ApiError, already_exists, bad_request, conflict, invalid, not_found
 from .kinds import hooks_for
 from .patching import apply_patch
@@ -185,7 +185,7 @@ def delete(emu: Emulator, target: Target, options: Obj, opts: WriteOptions) -> t
     if opts.dry_run or meta.get("deletionTimestamp"):
         return objects.with_version(info, target.version, old), False
     if meta.get("finalizers"):
-        pending = copy.deepcopy(old)
+        pending = clone(old)
         pending["metadata"]["deletionTimestamp"] = objects.now()
         pending["metadata"]["deletionGracePeriodSeconds"] = 0
         stored = emu.store.put(info.key, pending)

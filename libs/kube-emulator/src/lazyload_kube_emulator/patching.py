@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
 import jsonpatch
 
+from .copying import clone
 from .errors import ApiError, bad_request, unsupported_media_type
 from .resources import ResourceInfo
 
@@ -73,7 +73,7 @@ def _json_patch(current: dict[str, Any], patch: Any) -> Any:
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return clone(patch)
     result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
@@ -88,7 +88,7 @@ def strategic_merge(target: Any, patch: dict[str, Any]) -> Any:
     directive = patch.get("$patch")
     body = {k: v for k, v in patch.items() if not k.startswith("$")}
     if directive == "replace":
-        return copy.deepcopy(body)
+        return clone(body)
     if directive == "delete":
         return None
     result = dict(target) if isinstance(target, dict) else {}
@@ -131,7 +131,7 @@ def _merge_list(field: str, old: list[Any], patch: list[Any]) -> list[Any]:
     key = _merge_key(field, old + patch)
     if key is None or not all(isinstance(i, dict) for i in old + patch):
         return _strip_directives(patch)
-    result = [copy.deepcopy(i) for i in old]
+    result = [clone(i) for i in old]
     for item in patch:
         index = next((n for n, o in enumerate(result) if o.get(key) == item.get(key)), None)
         if item.get("$patch") == "delete":

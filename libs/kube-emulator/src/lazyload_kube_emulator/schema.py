@@ -6,6 +6,8 @@ import json
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from .copying import clone
+
 if TYPE_CHECKING:
     import jsonschema
 
@@ -117,7 +119,7 @@ def validate(schema: dict[str, Any] | None, obj: dict[str, Any]) -> list[dict[st
 
 def prune(schema: dict[str, Any] | None, obj: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """A copy of obj with fields the structural schema does not know dropped, and their paths."""
-    result = json.loads(json.dumps(obj))  # a deep copy of JSON data, several times deepcopy's speed
+    result = clone(obj)
     if not schema or schema.get(PRESERVE):
         return result, []
     dropped: list[str] = []

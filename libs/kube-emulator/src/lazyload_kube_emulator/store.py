@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator
 
+from .copying import clone
 from .events import Change, EventLog, Key, Obj
 
 Ref = tuple[Key, str, str]  # resource key, namespace, name
@@ -67,14 +67,14 @@ class Store:
 
     def get(self, key: Key, namespace: str, name: str) -> Obj | None:
         obj = self._objects.get(key, {}).get((namespace, name))
-        return copy.deepcopy(obj) if obj is not None else None
+        return clone(obj) if obj is not None else None
 
     def exists(self, key: Key, namespace: str, name: str) -> bool:
         return (namespace, name) in self._objects.get(key, {})
 
     def list(self, key: Key, matches: Callable[[Obj], bool] | None = None) -> list[Obj]:
         items = sorted(self._objects.get(key, {}).items())
-        return [copy.deepcopy(o) for _, o in items if matches is None or matches(o)]
+        return [clone(o) for _, o in items if matches is None or matches(o)]
 
     def iter_raw(self, key: Key) -> Iterator[Obj]:
         """Stored objects without copying (callers must not mutate them)."""
@@ -89,7 +89,7 @@ class Store:
 
     def put(self, key: Key, obj: Obj) -> Obj:
         """Store obj (ADDED or MODIFIED) under a new resourceVersion; returns a copy."""
-        stored = copy.deepcopy(obj)
+        stored = clone(obj)
         stored["metadata"]["resourceVersion"] = self.next_rv()
         bucket = self._objects.setdefault(key, {})
         name = object_name(stored)
@@ -99,7 +99,7 @@ class Store:
         self._index(key, stored, add=True)
         change_type = "ADDED" if old is None else "MODIFIED"
         self.events.append(Change(self._rv, key, change_type, stored, old))
-        return copy.deepcopy(stored)
+        return clone(stored)
 
     def delete(self, key: Key, namespace: str, name: str) -> Obj | None:
         """Remove an object; the DELETED event carries a new resourceVersion."""
@@ -107,16 +107,16 @@ class Store:
         if old is None:
             return None
         self._index(key, old, add=False)
-        gone = copy.deepcopy(old)
+        gone = clone(old)
         gone["metadata"]["resourceVersion"] = self.next_rv()
         self.events.append(Change(self._rv, key, "DELETED", gone, old))
-        return copy.deepcopy(gone)
+        return clone(gone)
 
     def load(self, key: Key, obj: Obj) -> None:
         """Put a restored object back as-is (state files), keeping its resourceVersion."""
         bucket = self._objects.setdefault(key, {})
         self._index(key, bucket.get(object_name(obj)), add=False)
-        bucket[object_name(obj)] = copy.deepcopy(obj)
+        bucket[object_name(obj)] = clone(obj)
         self._index(key, obj, add=True)
         self._rv = max(self._rv, int(obj["metadata"].get("resourceVersion") or 0))
 
