@@ -18,6 +18,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 ReadinessCheck = Callable[[], Mapping[str, bool]]
 
 
+class Readiness(dict[str, Callable[[], bool]]):
+    """A service's named readiness checks, set as its parts come up (`state["nats"] = ...`);
+    called, the state of each: a check not set yet counts as not ready."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        super().__init__()
+        self.names = tuple(names)
+
+    def __call__(self) -> dict[str, bool]:
+        return {name: self[name]() if name in self else False for name in self.names}
+
+
 def create_admin_app(
     service: str, *, readiness: ReadinessCheck, routers: Iterable[APIRouter] = ()
 ) -> FastAPI:

@@ -48,6 +48,18 @@ async def cancel_and_wait(*tasks: asyncio.Task[Any]) -> None:
             await task
 
 
+async def until(awaitable: Awaitable[Any], stop: asyncio.Event) -> bool:
+    """Await `awaitable` unless `stop` comes first; True when it completed."""
+    work = asyncio.ensure_future(awaitable)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        completed = work.done()
+    finally:
+        await cancel_and_wait(work, stopping)
+    return completed
+
+
 def configure_logging(level: str = "INFO") -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from lazyload_common import admin, jetstream, kube, subjects, tasks
@@ -29,6 +29,7 @@ from lazyload_accesslog_ingest.receiving import (
 from lazyload_accesslog_ingest.settings import IngestSettings
 
 log = logging.getLogger(__name__)
+CHECKS = ("nats", "index", "grpc")
 SERVICE = "accesslog-ingest"
 
 
@@ -60,9 +61,9 @@ async def run(
     """
     settings.check()
     stop = stop if stop is not None else asyncio.Event()
-    state: dict[str, Callable[[], bool]] = {}
+    state = admin.Readiness(CHECKS)
     admin_server = admin.AdminServer(
-        admin.create_admin_app(SERVICE, readiness=lambda: _readiness(state)),
+        admin.create_admin_app(SERVICE, readiness=state),
         settings.admin.host,
         settings.admin.port,
     )
@@ -73,7 +74,7 @@ async def run(
             index = indexing.ServiceIndex()
             indexer = _start_indexer(settings, index)
             state["index"] = indexer.synced
-            if not await _until(indexer.wait_synced(), stop):
+            if not await tasks.until(indexer.wait_synced(), stop):
                 return
         else:
             state["index"] = lambda: True
@@ -88,7 +89,7 @@ async def _serve(
     settings: IngestSettings,
     index: indexing.ServiceIndex,
     admin_port: int,
-    state: dict[str, Callable[[], bool]],
+    state: admin.Readiness,
     stop: asyncio.Event,
     ready: asyncio.Event | None,
     on_bound: Callable[[BoundPorts], None] | None,
@@ -175,19 +176,3 @@ def _start_indexer(settings: IngestSettings, index: indexing.ServiceIndex) -> in
     indexer = indexing.KubeIndexer(api, index, loop=asyncio.get_running_loop())
     indexer.start()
     return indexer
-
-
-def _readiness(state: Mapping[str, Callable[[], bool]]) -> dict[str, bool]:
-    return {name: state[name]() if name in state else False for name in ("nats", "index", "grpc")}
-
-
-async def _until(awaitable: Awaitable[None], stop: asyncio.Event) -> bool:
-    """Await `awaitable` unless `stop` comes first; True when it completed."""
-    work = asyncio.ensure_future(awaitable)
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        completed = work.done()
-    finally:
-        await tasks.cancel_and_wait(work, stopping)
-    return completed

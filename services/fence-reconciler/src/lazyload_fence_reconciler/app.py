@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable
 
 from fastapi import FastAPI
 from lazyload_common import admin, jetstream, kube, subjects, tasks
@@ -43,8 +43,8 @@ async def run(
     """Serve until `stop` is set; `on_bound` gets the admin port once it listens."""
     settings.check()
     stop = stop if stop is not None else asyncio.Event()
-    state: dict[str, Callable[[], bool]] = {}
-    app = admin.create_admin_app(SERVICE, readiness=lambda: _readiness(state))
+    state = admin.Readiness(_CHECKS)
+    app = admin.create_admin_app(SERVICE, readiness=state)
     admin_server = admin.AdminServer(app, settings.admin.host, settings.admin.port)
     await admin_server.start()
     if on_bound is not None:
@@ -72,7 +72,7 @@ async def _serve(
     settings: ReconcilerSettings,
     js: JetStreamContext,
     app: FastAPI,
-    state: dict[str, Callable[[], bool]],
+    state: admin.Readiness,
     stop: asyncio.Event,
     ready: asyncio.Event | None,
 ) -> None:
@@ -105,7 +105,7 @@ async def _serve(
     running: list[asyncio.Task[None]] = []
     cluster.start()
     try:
-        if not await _until(cluster.wait_synced(), stop):
+        if not await tasks.until(cluster.wait_synced(), stop):
             return
         await reconciler.seed()
         reconciler.enqueue_all()
@@ -148,19 +148,3 @@ def _start_tasks(
             )
         )
     return running
-
-
-def _readiness(state: Mapping[str, Callable[[], bool]]) -> dict[str, bool]:
-    return {name: state[name]() if name in state else False for name in _CHECKS}
-
-
-async def _until(awaitable: Awaitable[None], stop: asyncio.Event) -> bool:
-    """Await `awaitable` unless `stop` comes first; True when it completed."""
-    work = asyncio.ensure_future(awaitable)
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        completed = work.done()
-    finally:
-        await tasks.cancel_and_wait(work, stopping)
-    return completed

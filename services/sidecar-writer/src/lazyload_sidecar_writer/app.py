@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from lazyload_common import admin, jetstream, kube, subjects, tasks
@@ -48,9 +48,9 @@ async def run(
     """Serve until `stop` is set; `on_bound` gets the admin port once it listens."""
     settings.check()
     stop = stop if stop is not None else asyncio.Event()
-    state: dict[str, Callable[[], bool]] = {}
+    state = admin.Readiness(CHECKS)
     admin_server = admin.AdminServer(
-        admin.create_admin_app(SERVICE, readiness=lambda: _readiness(state)),
+        admin.create_admin_app(SERVICE, readiness=state),
         settings.admin.host,
         settings.admin.port,
     )
@@ -86,7 +86,7 @@ def build_reporter(settings: WriterSettings, sink: Sink) -> reporting.Reporter |
 async def _serve(
     settings: WriterSettings,
     sink: Sink,
-    state: dict[str, Callable[[], bool]],
+    state: admin.Readiness,
     stop: asyncio.Event,
     ready: asyncio.Event | None,
 ) -> None:
@@ -176,7 +176,3 @@ async def _first(event: asyncio.Event, stop: asyncio.Event) -> bool:
 
 def _connected(nc: NATS) -> Callable[[], bool]:
     return lambda: nc.is_connected
-
-
-def _readiness(state: Mapping[str, Callable[[], bool]]) -> dict[str, bool]:
-    return {name: state[name]() if name in state else False for name in CHECKS}
