@@ -44,6 +44,7 @@ class SidecarWatch:
 
     def __init__(self) -> None:
         self.first_seen: dict[tuple[str, str], float] = {}
+        """(Sidecar name, FQDN) -> when an egress host `<namespace or *>/<FQDN>` first appeared."""
         self.current: dict[str, set[str]] = {}
 
     async def start(self, nats_url: str) -> Any:
@@ -57,7 +58,8 @@ class SidecarWatch:
             ):
                 self.current[event.name] = set(event.egress_hosts)
                 for host in event.egress_hosts:
-                    self.first_seen.setdefault((event.name, host), event.applied_at)
+                    fqdn = host.split("/", 1)[-1]
+                    self.first_seen.setdefault((event.name, fqdn), event.applied_at)
 
         await nc.subscribe("lazyload.sidecar.>", cb=on_message)
         return nc
@@ -68,10 +70,7 @@ class SidecarWatch:
         )
 
     def written_at(self, caller: str, fqdn: str) -> float | None:
-        for (name, host), at in self.first_seen.items():
-            if name == caller and host.endswith(f"/{fqdn}"):
-                return at
-        return None
+        return self.first_seen.get((caller, fqdn))
 
 
 async def run_traffic(
