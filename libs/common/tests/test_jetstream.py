@@ -264,3 +264,34 @@ async def test_slim_keeps_what_settling_needs(js) -> None:  # type: ignore[no-un
     )
     letter = codec.decode((await dlq.fetch(1, timeout=2))[0].data)
     assert codec.decode_as(letter.payload, events.DependencyObserved) == sent
+
+
+async def test_a_busy_server_at_start_is_waited_for(js) -> None:  # type: ignore[no-untyped-def]
+    from nats.errors import TimeoutError as NatsTimeoutError
+
+    class Busy:
+        """The real JetStream context, whose first two consumer creations time out."""
+
+        def __init__(self) -> None:
+            self.refused = 0
+
+        async def add_consumer(self, *args: object, **kwargs: object) -> object:
+            if self.refused < 2:
+                self.refused += 1
+                raise NatsTimeoutError
+            return await js.add_consumer(*args, **kwargs)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(js, name)
+
+    await jetstream.publish(js, subjects.deps("default", "a"), _edge(1))
+    stop = asyncio.Event()
+    got: list[str] = []
+
+    async def handler(batch: list[jetstream.Delivery]) -> None:
+        got.extend(d.event.destination_host for d in batch)
+        stop.set()
+
+    busy = Busy()
+    await asyncio.wait_for(jetstream.consume(busy, _spec("busy"), handler, stop), timeout=15)  # type: ignore[arg-type]
+    assert busy.refused == 2 and got == ["h1.default.svc.cluster.local"]

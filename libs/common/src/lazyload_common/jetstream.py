@@ -13,6 +13,7 @@ that waits (for a write slot of a fence, say) can merge what later batches bring
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
@@ -180,13 +182,9 @@ async def consume(
         max_ack_pending=spec.max_ack_pending,
         filter_subject=spec.filter_subject,
     )
-    try:  # create, or bring an existing consumer to this config (pull_subscribe keeps it as is)
-        await js.add_consumer(spec.stream, config=config)
-    except BadRequestError as e:
-        log.warning("consumer %s keeps its old config: %s", spec.durable, e)
-    sub = await js.pull_subscribe(
-        spec.filter_subject, durable=spec.durable, stream=spec.stream, config=config
-    )
+    sub = await _subscribe(js, spec, config, stop)
+    if sub is None:
+        return
     slots = asyncio.Semaphore(max(1, spec.pipeline))
     in_hand: set[asyncio.Task[None]] = set()
     failures: list[BaseException] = []
@@ -225,6 +223,33 @@ async def consume(
             await sub.unsubscribe()
         except Exception as e:  # the connection may already be closed
             log.debug("unsubscribe of %s failed: %s", spec.durable, e)
+
+
+async def _subscribe(
+    js: JetStreamContext, spec: ConsumerSpec, config: ConsumerConfig, stop: asyncio.Event
+) -> Any:
+    """Create the durable consumer, or bring an existing one to `config` (pull_subscribe alone
+    keeps it as it is), and subscribe. A busy or unreachable server (request timeouts, e.g. at a
+    cold start next to other replicas) is waited for, not a reason to fail; None when stopped."""
+    delay = 0.5
+    while True:
+        try:
+            try:
+                await js.add_consumer(spec.stream, config=config)
+            except BadRequestError as e:
+                log.warning("consumer %s keeps its old config: %s", spec.durable, e)
+            return await js.pull_subscribe(
+                spec.filter_subject, durable=spec.durable, stream=spec.stream, config=config
+            )
+        except (TimeoutError, NatsTimeoutError, NoRespondersError, ConnectionClosedError) as e:
+            if stop.is_set():
+                return None
+            log.warning(
+                "consumer %s not set up yet (%r); retrying in %.1f s", spec.durable, e, delay
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 10.0)
 
 
 async def _fetch(sub: Any, spec: ConsumerSpec) -> list[Msg]:

@@ -291,6 +291,7 @@ class Reflector:
         return self.transform(obj) if self.transform is not None else obj
 
     def _relist(self) -> str:
+        started = time.monotonic()
         fresh: dict[tuple[str, str], RawObject] = {}
         token: str | None = None
         while True:
@@ -318,6 +319,7 @@ class Reflector:
             ):
                 self._emit("MODIFIED", obj)
         self._emit("SYNCED", {})
+        log.info("listed %d %s in %.1f s", len(fresh), self.path, time.monotonic() - started)
         return str(listed.get("metadata", {}).get("resourceVersion", ""))
 
     def _watch(self, rv: str) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 
 from fastapi import FastAPI
@@ -104,10 +105,13 @@ async def _serve(
     state["kube"] = cluster.synced
     running: list[asyncio.Task[None]] = []
     cluster.start()
+    started = time.monotonic()
     try:
         if not await tasks.until(cluster.wait_synced(), stop):
             return
+        log.info("watches synced in %.1f s", time.monotonic() - started)
         await reconciler.seed()
+        log.info("seeded in %.1f s", time.monotonic() - started)
         reconciler.enqueue_all()
         running = _start_tasks(settings, js, reconciler, stop)
         state["consumer"] = lambda: not running[0].done()
