@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import bisect
 import json
 from typing import Any
 
@@ -11,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from . import authz, operations
+from .copying import clone
 from .emulator import Emulator
 from .errors import (
     ApiError,
@@ -133,9 +135,11 @@ def _list_body(emu: Emulator, target: Target, items: list[dict[str, Any]]) -> di
 def _list(request: Request, emu: Emulator, target: Target) -> Response:
     query = request.query_params
     matches = build_filter(target.namespace, query.get("labelSelector"), query.get("fieldSelector"))
-    items = emu.store.list(target.info.key, matches)
-    items, token, remaining = _page(items, query.get("limit"), query.get("continue"))
-    body = _list_body(emu, target, items)
+    # filter and page the stored objects as they are, then copy only the page: a paged list of
+    # N objects costs N, not N per page
+    stored = [o for o in emu.store.iter_raw(target.info.key) if matches is None or matches(o)]
+    page, token, remaining = _page(stored, query.get("limit"), query.get("continue"))
+    body = _list_body(emu, target, [clone(o) for o in page])
     if token:
         body["metadata"]["continue"] = token
         body["metadata"]["remainingItemCount"] = remaining
@@ -152,7 +156,8 @@ def _page(
             start = tuple(json.loads(base64.urlsafe_b64decode(token.encode())))
         except ValueError as exc:
             raise bad_request(f"invalid continue token: {exc}") from exc
-        items = [o for o in items if _position(o) > start]
+        # items are sorted by position: skip to the first one after the token
+        items = items[bisect.bisect_right([_position(o) for o in items], start) :]
     size = int(limit) if limit and limit.isdigit() and int(limit) > 0 else 0
     if not size or len(items) <= size:
         return items, None, 0
