@@ -62,8 +62,14 @@ class Directory(Protocol):
         """Services of `namespace` whose selector matches pods labelled `labels`."""
         ...
 
-    def service_entry_for(self, host: str) -> ServiceRef | None:
-        """The Istio ServiceEntry (`namespace/name`) declaring `host`, exactly or by wildcard."""
+    def service_entry_for(self, host: str, namespace: str = "") -> ServiceRef | None:
+        """The Istio ServiceEntry (`namespace/name`) declaring `host`, exactly or by wildcard,
+        exported to `namespace` ("" = whichever)."""
+        ...
+
+    def service_entry_at(self, ip: str, namespace: str = "") -> tuple[ServiceRef, str] | None:
+        """The ServiceEntry whose `addresses` hold `ip` (exported to `namespace`), with the host
+        that address stands for."""
         ...
 
 
@@ -137,7 +143,7 @@ def derive(
         if caller.kind == "unresolved":  # complete short names only with a namespace we know
             namespace = "" if caller.namespace == UNKNOWN_NAMESPACE else caller.namespace
         if record.protocol == "tcp":
-            dest = tcp_destination(record, directory, options.cluster_domain)
+            dest = tcp_destination(record, directory, options.cluster_domain, namespace)
         elif memo is None:
             dest = http_destination(record.authority, namespace, directory, options.cluster_domain)
         else:
@@ -209,10 +215,14 @@ def http_destination(
         return normalised
     host, port = normalised
     if _is_ip_literal(host):
-        ref = directory.service_at_cluster_ip(host.strip("[]"))
-        if ref is None:
+        ip = host.strip("[]")
+        ref = directory.service_at_cluster_ip(ip)
+        if ref is not None:
+            return _service(ref, port, cluster_domain)
+        entry = directory.service_entry_at(ip, namespace)
+        if entry is None:
             return Rejection.IP_AUTHORITY
-        return _service(ref, port, cluster_domain)
+        return Destination(entry[1], port, None, entry[0])
     if not hosts.is_valid_host(host):
         return Rejection.INVALID_HOST
     dest = complete(host, namespace, directory, cluster_domain)
@@ -251,17 +261,23 @@ def complete(
         ref = ServiceRef(labels[1], labels[0])
         if directory.has_service(*ref):
             return _service(ref, None, cluster_domain)
-    return Destination(host, None, None, directory.service_entry_for(host))
+    return Destination(host, None, None, directory.service_entry_for(host, namespace))
 
 
 def tcp_destination(
-    record: AccessRecord, directory: Directory, cluster_domain: str
+    record: AccessRecord, directory: Directory, cluster_domain: str, namespace: str = ""
 ) -> Destination | Rejection:
-    """The Service whose ClusterIP the app dialled (TCP has no Host to go by)."""
-    ref = directory.service_at_cluster_ip(record.original_ip) if record.original_ip else None
-    if ref is None:
+    """The Service whose ClusterIP the app dialled (TCP has no Host to go by), else the
+    ServiceEntry whose `addresses` hold it (exported to the caller's `namespace`)."""
+    if not record.original_ip:
         return Rejection.TCP_UNKNOWN_DESTINATION
-    return _service(ref, record.original_port, cluster_domain)
+    ref = directory.service_at_cluster_ip(record.original_ip)
+    if ref is not None:
+        return _service(ref, record.original_port, cluster_domain)
+    entry = directory.service_entry_at(record.original_ip, namespace)
+    if entry is None:
+        return Rejection.TCP_UNKNOWN_DESTINATION
+    return Destination(entry[1], record.original_port, None, entry[0])
 
 
 def _service(ref: ServiceRef, port: int | None, cluster_domain: str) -> Destination:

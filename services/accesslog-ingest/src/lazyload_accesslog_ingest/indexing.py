@@ -12,6 +12,7 @@ dicts. It never talks to NATS or gRPC.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -53,6 +54,10 @@ class ServiceIndex:
         self._exact_hosts: dict[str, set[ServiceRef]] = defaultdict(set)
         self._wildcard_hosts: dict[str, set[ServiceRef]] = defaultdict(set)
         """`*.example.com` is kept as `.example.com` -> ServiceEntries."""
+        self._entry_exports: dict[ServiceRef, frozenset[str] | None] = {}
+        """Namespaces a ServiceEntry is visible to (`exportTo`); None = every namespace."""
+        self._entry_networks: dict[ServiceRef, tuple[str, tuple[IPNetwork, ...]]] = {}
+        """ServiceEntries with `addresses`: their first concrete host and their networks."""
 
     # --- feeding ------------------------------------------------------------------------------
 
@@ -106,19 +111,28 @@ class ServiceIndex:
             table[host].discard(ref)
             if not table[host]:
                 del table[host]
+        self._entry_exports.pop(ref, None)
+        self._entry_networks.pop(ref, None)
         if event == "DELETED":
             return
+        spec = obj.get("spec") or {}
         declared: set[str] = set()
-        for raw in (obj.get("spec") or {}).get("hosts") or ():
+        concrete: list[str] = []
+        for raw in spec.get("hosts") or ():
             host = str(raw).strip().lower().rstrip(".")
             if host.startswith("*.") and hosts.is_valid_host(host[2:]):
                 declared.add(host[1:])
             elif hosts.is_valid_host(host):
                 declared.add(host)
+                concrete.append(host)
         self._entry_hosts[ref] = frozenset(declared)
         for host in declared:
             table = self._wildcard_hosts if host.startswith(".") else self._exact_hosts
             table[host].add(ref)
+        self._entry_exports[ref] = _exports(spec.get("exportTo"), ref.namespace)
+        networks = tuple(n for n in map(_network, spec.get("addresses") or ()) if n is not None)
+        if networks and concrete:  # an address stands for a host; all-wildcard entries name none
+            self._entry_networks[ref] = (concrete[0], networks)
 
     # --- edges.Directory ----------------------------------------------------------------------
 
@@ -131,24 +145,56 @@ class ServiceIndex:
     def has_service(self, namespace: str, name: str) -> bool:
         return ServiceRef(namespace, name) in self._services
 
-    def service_entry_for(self, host: str) -> ServiceRef | None:
-        """The ServiceEntry declaring `host`: an exact host first, else the longest wildcard.
+    def service_entry_for(self, host: str, namespace: str = "") -> ServiceRef | None:
+        """The ServiceEntry declaring `host` that `namespace` may see (`exportTo`; "" = any):
+        an exact host first, else the longest wildcard.
 
         `*.example.com` matches `a.example.com` and `a.b.example.com`, not `example.com` (as in
         Istio). Several ServiceEntries with the same host: the first by namespace/name.
         """
-        exact = self._exact_hosts.get(host)
-        if exact:
-            return min(exact)
+        exact = self._visible(self._exact_hosts.get(host), namespace)
+        if exact is not None:
+            return exact
         if not self._wildcard_hosts:
             return None
         dot = host.find(".")
         while dot >= 0:
-            found = self._wildcard_hosts.get(host[dot:])
-            if found:
-                return min(found)
+            found = self._visible(self._wildcard_hosts.get(host[dot:]), namespace)
+            if found is not None:
+                return found
             dot = host.find(".", dot + 1)
         return None
+
+    def service_entry_at(self, ip: str, namespace: str = "") -> tuple[ServiceRef, str] | None:
+        """The ServiceEntry whose `addresses` (IPs or CIDRs) hold `ip` and that `namespace` may
+        see, with the host the address stands for (its first non-wildcard host); the most
+        specific network wins, then the first by namespace/name."""
+        if not self._entry_networks:
+            return None
+        try:
+            address = ipaddress.ip_address(ip.strip("[]"))
+        except ValueError:
+            return None
+        best: tuple[int, ServiceRef, str] | None = None
+        for ref, (host, networks) in self._entry_networks.items():
+            if not self._exported(ref, namespace):
+                continue
+            for network in networks:
+                if address.version == network.version and address in network:
+                    rank = (-network.prefixlen, ref, host)
+                    if best is None or rank < best:
+                        best = rank
+        return (best[1], best[2]) if best is not None else None
+
+    def _visible(self, refs: set[ServiceRef] | None, namespace: str) -> ServiceRef | None:
+        if not refs:
+            return None
+        seen = [ref for ref in refs if self._exported(ref, namespace)]
+        return min(seen) if seen else None
+
+    def _exported(self, ref: ServiceRef, namespace: str) -> bool:
+        exports = self._entry_exports.get(ref)
+        return not namespace or exports is None or namespace in exports
 
     def services_selecting(
         self, namespace: str, labels: Mapping[str, str]
@@ -259,3 +305,25 @@ def _ignore_synced(apply: Callable[[str, RawObject], None]) -> Callable[[str, Ra
             apply(event, obj)
 
     return on_change
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _exports(raw: object, own: str) -> frozenset[str] | None:
+    """`exportTo` as the namespaces that see the entry: None = all (absent, empty or `*`);
+    `.` is the entry's own namespace, `~` none."""
+    if not isinstance(raw, list) or not raw:
+        return None
+    names = {str(n).strip() for n in raw}
+    if "*" in names:
+        return None
+    return frozenset(own if n == "." else n for n in names if n and n != "~")
+
+
+def _network(raw: object) -> IPNetwork | None:
+    """A ServiceEntry address (an IP or a CIDR) as a network; None when it is neither."""
+    try:
+        return ipaddress.ip_network(str(raw).strip(), strict=False)
+    except ValueError:
+        return None

@@ -259,13 +259,26 @@ def endpoint_slice(namespace: str, name: str, svc: str, ips: Sequence[str]) -> d
     }
 
 
-def service_entry(namespace: str, name: str, hosts: Sequence[str]) -> dict[str, Any]:
-    """An Istio ServiceEntry (`networking.istio.io/v1`) declaring `hosts`."""
+def service_entry(
+    namespace: str,
+    name: str,
+    hosts: Sequence[str],
+    *,
+    addresses: Sequence[str] = (),
+    export_to: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """An Istio ServiceEntry (`networking.istio.io/v1`) declaring `hosts` (and `addresses`,
+    `exportTo` when given)."""
+    spec: dict[str, Any] = {"hosts": list(hosts), "location": "MESH_EXTERNAL", "resolution": "DNS"}
+    if addresses:
+        spec["addresses"] = list(addresses)
+    if export_to is not None:
+        spec["exportTo"] = list(export_to)
     return {
         "apiVersion": "networking.istio.io/v1",
         "kind": "ServiceEntry",
         "metadata": {"namespace": namespace, "name": name},
-        "spec": {"hosts": list(hosts), "location": "MESH_EXTERNAL", "resolution": "DNS"},
+        "spec": spec,
     }
 
 
