@@ -16,11 +16,12 @@ Certificates are made in the test (`certificates.issue_certificates`).
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import grpc
 import pytest
-from lazyload_accesslog_ingest import certificates
+from lazyload_accesslog_ingest import certificates, metrics
 from lazyload_accesslog_ingest import testing as t
 from nats.aio.client import Client as NATS
 
@@ -159,4 +160,52 @@ async def test_client_certificates(
     await t.eventually(lambda: _events(observer), what="the edge of the trusted client")
     assert [m.event.destination_host for m in await t.read_dependency_events(observer)] == [
         "details.default.svc.cluster.local"
+    ]
+
+
+def _install(source: certificates.Certificates, live: Path) -> None:
+    """Put `source`'s server pair into `live` as a Secret volume update would: new files swapped
+    in whole."""
+    for src, name in ((source.server_cert, "tls.crt"), (source.server_key, "tls.key")):
+        staged = live / f".{name}.new"
+        staged.write_bytes(src.read_bytes())
+        os.replace(staged, live / name)
+
+
+async def test_rotated_certificates_are_used_without_a_restart(
+    start_ingest,  # type: ignore[no-untyped-def]
+    observer: NATS,
+    certs: certificates.Certificates,
+    tmp_path: Path,
+) -> None:
+    rotated = certificates.issue_certificates(tmp_path / "next")  # another CA altogether
+    live = tmp_path / "live"
+    live.mkdir()
+    _install(certs, live)
+    ingest = await start_ingest(
+        grpc={"tls_cert_file": str(live / "tls.crt"), "tls_key_file": str(live / "tls.key")}
+    )
+    await _send(ingest.target, _credentials(certs), "details:9080")
+    reloaded = metrics.TLS_RELOADS.labels("reloaded")._value.get()
+    _install(rotated, live)
+    await _send(ingest.target, _credentials(rotated), "reviews:9080")  # a new handshake
+    assert metrics.TLS_RELOADS.labels("reloaded")._value.get() == reloaded + 1
+    with pytest.raises(grpc.aio.AioRpcError) as caught:  # the old CA is no longer served
+        await _send(ingest.target, _credentials(certs), "ratings.shop:9080")
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    # a half-written update keeps the certificates in use and is counted
+    failed = metrics.TLS_RELOADS.labels("failed")._value.get()
+    (live / "tls.key").write_bytes(b"-----BEGIN PRIVATE KEY-----\ntruncated")
+    await _send(ingest.target, _credentials(rotated), "productpage:9080")
+    assert metrics.TLS_RELOADS.labels("failed")._value.get() > failed
+
+    async def three() -> bool:
+        return await _events(observer) >= 3
+
+    await t.eventually(three, what="the three edges sent over TLS")
+    hosts = sorted(m.event.destination_host for m in await t.read_dependency_events(observer))
+    assert hosts == [
+        "details.default.svc.cluster.local",
+        "productpage.default.svc.cluster.local",
+        "reviews.default.svc.cluster.local",
     ]

@@ -55,6 +55,11 @@ BUFFER_OVERFLOW = Counter(
 )
 BUFFERED = Gauge("lazyload_ingest_buffer_edges", "Edges queued or in flight to JetStream")
 MEMORY = Gauge("lazyload_ingest_dedup_edges", "Edges held in the deduplication memory")
+TLS_RELOADS = Counter(
+    "lazyload_ingest_tls_reloads_total",
+    "Changes of the ALS port's certificate files, by outcome (reloaded, failed)",
+    ["outcome"],
+)
 
 
 def _initialise() -> None:
@@ -67,6 +72,8 @@ def _initialise() -> None:
         STREAMS_CLOSED.labels(reason)
     for verdict in ("new", "refresh"):
         PUBLISHED.labels(verdict)
+    for outcome in ("reloaded", "failed"):
+        TLS_RELOADS.labels(outcome)
 
 
 _initialise()

@@ -7,7 +7,8 @@ on until it has sent `max_malformed` of them; then it is closed (INVALID_ARGUMEN
 (With the generated deserializer, grpc.aio would end the whole stream on the first bad message.)
 Limits: at most `max_streams` open streams (more are refused with RESOURCE_EXHAUSTED), a stream
 silent for `idle_timeout` seconds is closed (DEADLINE_EXCEEDED), messages up to
-`max_message_bytes`; optional TLS and client-certificate checking on the port. The stream's
+`max_message_bytes`; optional TLS and client-certificate checking on the port (certificate files
+reloaded when they change, see `server_credentials`). The stream's
 identity is kept per stream. Edges go to a sink (the publisher), counted here; this module never
 talks to NATS or Kubernetes.
 """
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
+import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,12 +147,73 @@ class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):
 def server_credentials(
     cert_file: str, key_file: str, client_ca_file: str = "", *, require_client_cert: bool = False
 ) -> grpc.ServerCredentials:
-    """TLS credentials of the ALS port from PEM files; with `require_client_cert`, mutual TLS."""
-    return grpc.ssl_server_credentials(
-        [(Path(key_file).read_bytes(), Path(cert_file).read_bytes())],
-        root_certificates=Path(client_ca_file).read_bytes() if client_ca_file else None,
-        require_client_auth=require_client_cert,
+    """TLS credentials of the ALS port from PEM files; with `require_client_cert`, mutual TLS.
+
+    The files are watched: gRPC asks before every new TLS handshake, and when one of them changed
+    (cert-manager or a Secret volume rotating them) the new ones are used from then on, without a
+    restart. A change that does not load (a half-written pair) keeps the old certificates and is
+    counted, and tried again at the next handshake."""
+    files = CertificateFiles(cert_file, key_file, client_ca_file)
+    return grpc.dynamic_ssl_server_credentials(
+        files.load(),
+        files.fetch_if_changed,
+        require_client_authentication=require_client_cert,
     )
+
+
+class CertificateFiles:
+    """The PEM files of the ALS port, and whether they changed since they were last loaded."""
+
+    def __init__(self, cert_file: str, key_file: str, client_ca_file: str = "") -> None:
+        self.paths = tuple(Path(p) for p in (cert_file, key_file, client_ca_file) if p)
+        self.cert_file, self.key_file, self.client_ca_file = cert_file, key_file, client_ca_file
+        self._seen: tuple[tuple[int, int, int], ...] | None = None
+
+    def _stamp(self) -> tuple[tuple[int, int, int], ...]:
+        stats = (p.stat() for p in self.paths)  # follows the symlinks of a Secret volume
+        return tuple((s.st_mtime_ns, s.st_size, s.st_ino) for s in stats)
+
+    def load(self) -> Any:
+        """The certificate configuration of the files as they are now; ValueError (or OSError)
+        when they do not make a usable pair (gRPC itself would only fail the next handshake)."""
+        stamp = self._stamp()
+        cert, key = Path(self.cert_file).read_bytes(), Path(self.key_file).read_bytes()
+        ca = Path(self.client_ca_file).read_bytes() if self.client_ca_file else None
+        _check_pair(cert, key, ca)
+        config = grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+        self._seen = stamp
+        return config
+
+    def fetch_if_changed(self) -> Any:
+        """gRPC's fetcher: a new configuration when a file changed, else None (keep the one in
+        use). Never raises: gRPC would fail the handshake."""
+        try:
+            if self._stamp() == self._seen:
+                return None
+            config = self.load()
+        except Exception as e:  # missing or half-written files: keep serving the old ones
+            metrics.TLS_RELOADS.labels("failed").inc()
+            log.warning("TLS certificates changed but do not load (%s); keeping the old ones", e)
+            return None
+        metrics.TLS_RELOADS.labels("reloaded").inc()
+        log.info("TLS certificates of the ALS port reloaded from %s", self.cert_file)
+        return config
+
+
+def _check_pair(cert: bytes, key: bytes, ca: bytes | None) -> None:
+    """Raise ValueError unless `key` is the private key of `cert` and `ca` (if any) is PEM of CA
+    certificates: checked on the very bytes that will be served, through OpenSSL."""
+    with tempfile.TemporaryDirectory(prefix="lazyload-tls-") as scratch:
+        cert_path, key_path = Path(scratch, "tls.crt"), Path(scratch, "tls.key")
+        cert_path.write_bytes(cert)
+        key_path.write_bytes(key)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            context.load_cert_chain(cert_path, key_path)
+            if ca is not None:
+                context.load_verify_locations(cadata=ca.decode("ascii"))
+        except (ssl.SSLError, UnicodeDecodeError) as e:
+            raise ValueError(f"certificate, key or client CA unusable: {e}") from e
 
 
 class AlsServer:
