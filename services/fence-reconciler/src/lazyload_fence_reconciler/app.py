@@ -95,7 +95,11 @@ async def _serve(
     )
     reconciler = reconciling.Reconciler(
         settings=settings.fence,
-        applier=applying.Applier(kube_api, conflict_retries=settings.fence.conflict_retries),
+        applier=applying.Applier(
+            kube_api,
+            conflict_retries=settings.fence.conflict_retries,
+            istio_rev=settings.fence.istio_rev,
+        ),
         publisher=publishing.Publisher(js),
         cluster=cluster,
     )

@@ -36,9 +36,12 @@ def object_path(namespace: str, name: str) -> str:
 class Applier:
     """Reads and writes ServiceFences."""
 
-    def __init__(self, api: kube.KubeApi, *, conflict_retries: int = 5) -> None:
+    def __init__(
+        self, api: kube.KubeApi, *, conflict_retries: int = 5, istio_rev: str = ""
+    ) -> None:
         self.api = api
         self.conflict_retries = conflict_retries
+        self.istio_rev = istio_rev
 
     async def get(self, namespace: str, name: str) -> kube.RawObject | None:
         try:
@@ -50,7 +53,7 @@ class Applier:
         self, namespace: str, name: str, workload_labels: fences.Selector | None = None
     ) -> kube.RawObject:
         """Create the auto fence; if it exists already, return the existing one."""
-        body = fences.new_fence_body(namespace, name, workload_labels)
+        body = fences.new_fence_body(namespace, name, workload_labels, istio_rev=self.istio_rev)
         try:
             created = await self._call(self.api.create, collection_path(namespace), body)
         except kube.KubeConflict:

@@ -23,6 +23,7 @@ KIND = "ServiceFence"
 PLURAL = "servicefences"
 API_VERSION = f"{GROUP}/{VERSION}"
 CREATED_BY_LABEL = "app.kubernetes.io/created-by"
+REVISION_LABEL = "istio.io/rev"
 CREATED_BY_VALUE = "fence-controller"
 TOMBSTONE_ANNOTATION = "lazyload.io/fence-deleted"
 """On a Service: its manual fence was deleted; value `<RFC 3339 time>;serviceFenced=<label>`."""
@@ -311,19 +312,31 @@ def tombstone_label(value: str) -> str:
     return label
 
 
-def new_fence_body(namespace: str, name: str, workload_labels: Selector | None = None) -> RawObject:
+def new_fence_body(
+    namespace: str, name: str, workload_labels: Selector | None = None, *, istio_rev: str = ""
+) -> RawObject:
     """The ServiceFence lazyload creates for a Service (Slime's auto-fence shape), or for a
-    workload without one (its pods' labels as the workload selector)."""
+    workload without one (its pods' labels as the workload selector); labelled with the Istio
+    revision it belongs to, when there is one."""
     selector: RawObject = (
         {"labels": dict(workload_labels)} if workload_labels else {"fromService": True}
     )
+    labels = {CREATED_BY_LABEL: CREATED_BY_VALUE}
+    if istio_rev:
+        labels[REVISION_LABEL] = istio_rev
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
-        "metadata": {
-            "namespace": namespace,
-            "name": name,
-            "labels": {CREATED_BY_LABEL: CREATED_BY_VALUE},
-        },
+        "metadata": {"namespace": namespace, "name": name, "labels": labels},
         "spec": {"enable": True, "workloadSelector": selector},
     }
+
+
+def revision_in_scope(labels: Mapping[str, str], istio_rev: str, *, strict: bool) -> bool:
+    """Whether a fence labelled `labels` belongs to the reconciler of revision `istio_rev`
+    (Slime's RevInScope): strictly, its `istio.io/rev` must equal it (both empty included);
+    otherwise a fence without the label belongs to every revision."""
+    rev = labels.get(REVISION_LABEL, "")
+    if strict:
+        return rev == istio_rev
+    return not rev or rev == istio_rev

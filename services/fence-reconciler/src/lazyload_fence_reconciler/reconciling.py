@@ -86,6 +86,8 @@ class Reconciler:
         is the pod label value of a workload caller (its fence selects those pods)."""
         async with self._lock(key):
             obj = self._current(key) or await self.applier.get(*key)
+            if obj is not None and not self._serves(obj):
+                return f"ignored: fence of another Istio revision ({_revision(obj)!r})"
             if obj is None and workload is not None and self.workloads is not None:
                 verdict = policies.workload_creation(
                     key[0],
@@ -135,6 +137,8 @@ class Reconciler:
                     return None
                 obj = await self.applier.create(*key)
             else:
+                if not self._serves(obj):
+                    return None  # another revision's reconciler owns it
                 await self.tombstones.settle(key, exists=True)
                 if self._should_drop(key, obj):
                     await self.applier.delete(*key)
@@ -148,6 +152,8 @@ class Reconciler:
         if kind == "SYNCED":
             return
         key = kube.object_key(obj)
+        if not self._serves(obj):
+            return  # a fence of another Istio revision: not ours to learn into or announce
         if kind == "DELETED":
             self._gone[key] = obj
             self._latest.pop(key, None)
@@ -346,6 +352,13 @@ class Reconciler:
         sent = self.sent.get(key)
         return sent.state.revision if sent is not None and sent.uid != uid else 0
 
+    def _serves(self, obj: kube.RawObject) -> bool:
+        """Whether this reconciler's Istio revision owns the fence `obj` (`fence.istio_rev`)."""
+        labels = obj.get("metadata", {}).get("labels") or {}
+        return fences.revision_in_scope(
+            labels, self.settings.istio_rev, strict=self.settings.strict_rev
+        )
+
     def _lock(self, key: Key) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
 
@@ -357,6 +370,10 @@ class Reconciler:
         if stored.get("metadata", {}).get("uid") != written.get("metadata", {}).get("uid"):
             return stored
         return written if _rv(written) > _rv(stored) else stored
+
+
+def _revision(obj: kube.RawObject) -> str:
+    return str((obj.get("metadata", {}).get("labels") or {}).get(fences.REVISION_LABEL, ""))
 
 
 def _rv(obj: kube.RawObject) -> int:

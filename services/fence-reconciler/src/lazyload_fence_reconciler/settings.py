@@ -103,6 +103,17 @@ class FenceSettings(BaseModel):
         description="global-pilot's routing.dispatches (same JSON): hosts dispatched anywhere but "
         "_GLOBAL_SIDECAR are never learned.",
     )
+    istio_rev: str = Field(
+        "",
+        description="Istio revision this reconciler serves (Slime's istioRev/selfResourceRev): "
+        "fences it creates carry the label istio.io/rev=<rev>, and fences of another revision "
+        "are left alone.",
+    )
+    strict_rev: bool = Field(
+        False,
+        description="Only fences whose istio.io/rev equals istio_rev exactly are served (Slime's "
+        "strictRev); otherwise a fence without the label is served too.",
+    )
     workload_label_key: str = Field(
         "",
         description="Slime's fenceLabelKeyAlias `key[:alias]`: workload callers (no Service) "
