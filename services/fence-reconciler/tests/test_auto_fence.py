@@ -79,3 +79,17 @@ async def test_relabelled_false_removes_auto_fence(reconciler, kit) -> None:  # 
     service["metadata"]["labels"] = {L: "false"}
     kit.api.replace("/api/v1/namespaces/default/services/reviews", service)
     await kit.eventually(lambda: kit.fence("reviews") is None)
+
+
+async def test_management_selectors_scope_auto_fences(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+    _create_namespace(kit, "managed", {"team": "mesh"})
+    _create_namespace(kit, "unmanaged", {"team": "other"})
+    for ns in ("managed", "unmanaged"):
+        kit.create_service("cart", ns=ns)
+    await reconciler.start(eager=True, management_selectors=[{"matchLabels": {"team": "mesh"}}])
+    await kit.eventually(lambda: kit.fence("cart", ns="managed"))
+    edge = kit.edge("pay.example.com", ns="unmanaged", name="cart")
+    async with kit.events(subjects.fence("managed", "cart")) as seen:
+        await kit.publish(edge, kit.edge("pay.example.com", ns="managed", name="cart"))
+        await seen.until(lambda e: "pay.example.com" in e.hosts)
+    assert kit.fence("cart", ns="unmanaged") is None

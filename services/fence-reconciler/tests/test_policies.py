@@ -53,3 +53,55 @@ def test_creation_outcomes() -> None:
     assert tomb.outcome is policies.Outcome.IGNORE
     opted_out = policies.creation("ns", service=SVC, namespace_labels={L: "false"}, scope=SCOPE)
     assert opted_out.outcome is policies.Outcome.IGNORE
+
+
+TEAM = policies.LabelSelector(match_labels={"team": "mesh"})
+GOLD = policies.LabelSelector(
+    match_expressions=(
+        policies.Requirement("tier", "In", ("gold", "silver")),
+        policies.Requirement("legacy", "DoesNotExist"),
+    )
+)
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        ({"team": "mesh"}, True),
+        ({"team": "other"}, False),
+        ({"tier": "gold"}, True),  # the selectors are ORed
+        ({"tier": "gold", "legacy": "yes"}, False),
+        ({"tier": "bronze"}, False),
+        ({}, False),
+        (None, False),  # labels not known yet: out of scope
+    ],
+)
+def test_management_selectors(labels: dict[str, str] | None, expected: bool) -> None:
+    scope = policies.Scope(management_selectors=(TEAM, GOLD))
+    assert policies.namespace_in_scope("apps", scope, labels) is expected
+
+
+def test_management_selectors_come_after_allow_and_deny() -> None:
+    scope = policies.Scope(deny_namespaces=("apps",), management_selectors=(TEAM,))
+    assert not policies.namespace_in_scope("apps", scope, {"team": "mesh"})
+    scope = policies.Scope(allow_namespaces=("web",), management_selectors=(TEAM,))
+    assert not policies.namespace_in_scope("apps", scope, {"team": "mesh"})
+    assert policies.namespace_in_scope("web", scope, {"team": "mesh"})
+
+
+@pytest.mark.parametrize(
+    ("requirement", "labels", "expected"),
+    [
+        (policies.Requirement("a", "In", ("1",)), {"a": "1"}, True),
+        (policies.Requirement("a", "In", ("1",)), {}, False),
+        (policies.Requirement("a", "NotIn", ("1",)), {}, True),
+        (policies.Requirement("a", "NotIn", ("1",)), {"a": "1"}, False),
+        (policies.Requirement("a", "Exists"), {"a": ""}, True),
+        (policies.Requirement("a", "DoesNotExist"), {"a": ""}, False),
+    ],
+)
+def test_label_selector_operators(
+    requirement: policies.Requirement, labels: dict[str, str], expected: bool
+) -> None:
+    assert policies.LabelSelector(match_expressions=(requirement,)).matches(labels) is expected
+    assert policies.LabelSelector().matches(labels)  # an empty selector selects everything

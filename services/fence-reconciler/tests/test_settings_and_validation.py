@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 from lazyload_common import errors, events
-from lazyload_fence_reconciler import consuming
+from lazyload_fence_reconciler import consuming, policies
 from lazyload_fence_reconciler.settings import ReconcilerSettings
 
 
@@ -77,3 +77,32 @@ def _edge(**fields: object) -> events.DependencyObserved:
 def test_invalid_edges(fields: dict[str, object], reason: str | None) -> None:
     found = consuming.invalid_reason(_edge(**fields))
     assert (found is None) if reason is None else (found or "").startswith(reason)
+
+
+def test_management_selectors_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "LAZYLOAD_FENCE__MANAGEMENT_SELECTORS",
+        '[{"matchLabels": {"team": "mesh"}}, '
+        '{"matchExpressions": [{"key": "tier", "operator": "In", "values": ["gold"]}]}]',
+    )
+    scope = ReconcilerSettings().fence.scope()
+    assert [s.match_labels for s in scope.management_selectors] == [{"team": "mesh"}, {}]
+    assert policies.namespace_in_scope("x", scope, {"tier": "gold"})
+    assert not policies.namespace_in_scope("x", scope, {"tier": "bronze"})
+
+
+@pytest.mark.parametrize(
+    "selectors",
+    [
+        '[{"matchExpressions": [{"key": "tier", "operator": "In"}]}]',
+        '[{"matchExpressions": [{"key": "tier", "operator": "Exists", "values": ["x"]}]}]',
+        '[{"matchExpressions": [{"key": "tier", "operator": "Near", "values": ["x"]}]}]',
+        '[{"matchLabel": {"team": "mesh"}}]',
+    ],
+)
+def test_bad_management_selectors_are_refused(
+    monkeypatch: pytest.MonkeyPatch, selectors: str
+) -> None:
+    monkeypatch.setenv("LAZYLOAD_FENCE__MANAGEMENT_SELECTORS", selectors)
+    with pytest.raises(ValueError):
+        ReconcilerSettings()

@@ -42,6 +42,42 @@ class Scope:
     eager: bool = False
     allow_namespaces: Sequence[str] = ()
     deny_namespaces: Sequence[str] = ()
+    management_selectors: Sequence[LabelSelector] = ()
+    """Slime's managementSelectors: when any, a namespace must match one (ORed)."""
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One `matchExpressions` entry of a Kubernetes label selector."""
+
+    key: str
+    operator: str
+    """In, NotIn, Exists or DoesNotExist."""
+    values: tuple[str, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        present = self.key in labels
+        if self.operator == "In":
+            return present and labels[self.key] in self.values
+        if self.operator == "NotIn":
+            return not present or labels[self.key] not in self.values
+        if self.operator == "Exists":
+            return present
+        return not present  # DoesNotExist
+
+
+@dataclass(frozen=True)
+class LabelSelector:
+    """A Kubernetes label selector: every `matchLabels` pair and every requirement must hold (an
+    empty selector matches everything)."""
+
+    match_labels: Mapping[str, str] = field(default_factory=dict)
+    match_expressions: tuple[Requirement, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in self.match_labels.items()) and all(
+            r.matches(labels) for r in self.match_expressions
+        )
 
 
 @dataclass(frozen=True)
@@ -82,12 +118,17 @@ _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
 
 
 def workload_creation(
-    namespace: str, *, pods: int, scope: Scope, tombstoned: bool = False
+    namespace: str,
+    *,
+    pods: int,
+    scope: Scope,
+    tombstoned: bool = False,
+    namespace_labels: Mapping[str, str] | None = None,
 ) -> Verdict:
     """Whether to create the missing fence of a workload caller that has no Service."""
     if not scope.auto_create:
         return Verdict(Outcome.IGNORE, "auto-create is off")
-    if not namespace_in_scope(namespace, scope):
+    if not namespace_in_scope(namespace, scope, namespace_labels):
         return Verdict(Outcome.IGNORE, f"namespace {namespace} is out of scope")
     if tombstoned:
         return Verdict(Outcome.IGNORE, "a manual fence of this name was deleted")
@@ -115,11 +156,19 @@ def is_fenced(
     return default
 
 
-def namespace_in_scope(namespace: str, scope: Scope) -> bool:
-    """Deny wins; an empty allow list allows every namespace."""
+def namespace_in_scope(
+    namespace: str, scope: Scope, namespace_labels: Mapping[str, str] | None = None
+) -> bool:
+    """Deny wins; an empty allow list allows every namespace; with management selectors the
+    namespace's labels must also match one of them (labels not known yet match none)."""
     if namespace in scope.deny_namespaces:
         return False
-    return not scope.allow_namespaces or namespace in scope.allow_namespaces
+    if scope.allow_namespaces and namespace not in scope.allow_namespaces:
+        return False
+    if scope.management_selectors:
+        labels = namespace_labels or {}
+        return any(selector.matches(labels) for selector in scope.management_selectors)
+    return True
 
 
 def creation(
@@ -133,7 +182,7 @@ def creation(
     """Whether to create the missing fence of a caller that sent a dependency."""
     if not scope.auto_create:
         return Verdict(Outcome.IGNORE, "auto-create is off")
-    if not namespace_in_scope(namespace, scope):
+    if not namespace_in_scope(namespace, scope, namespace_labels):
         return Verdict(Outcome.IGNORE, f"namespace {namespace} is out of scope")
     if tombstoned:
         return Verdict(Outcome.IGNORE, "a manual fence of this name was deleted")
@@ -178,6 +227,8 @@ def keep(
     scope: Scope,
 ) -> bool:
     """Whether an auto-created fence should still exist."""
-    if service is None or not service.selector or not namespace_in_scope(namespace, scope):
+    if service is None or not service.selector:
+        return False
+    if not namespace_in_scope(namespace, scope, namespace_labels):
         return False
     return is_fenced(service.labels, namespace_labels, default=scope.default_fence)

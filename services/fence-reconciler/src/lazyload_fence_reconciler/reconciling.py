@@ -94,6 +94,7 @@ class Reconciler:
                     pods=self.cluster.workload_pods(key[0], workload),
                     scope=self.scope,
                     tombstoned=self.tombstones.holds(key),
+                    namespace_labels=self.cluster.namespace_labels(key[0]),
                 )
                 if verdict.outcome is policies.Outcome.IGNORE:
                     return f"ignored: {verdict.reason}"
@@ -338,7 +339,8 @@ class Reconciler:
         value = self.workloads.value_of(key[1]) if self.workloads else None
         if value is not None and self.cluster.service(key) is None:
             pods = self.cluster.workload_pods(key[0], value)
-            return not pods or not policies.namespace_in_scope(key[0], self.scope)
+            labels = self.cluster.namespace_labels(key[0])
+            return not pods or not policies.namespace_in_scope(key[0], self.scope, labels)
         return not policies.keep(
             key[0],
             service=self.cluster.service(key),

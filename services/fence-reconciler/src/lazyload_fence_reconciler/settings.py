@@ -6,8 +6,10 @@ names every bad field.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from lazyload_common import errors, settings
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings
 
 from lazyload_fence_reconciler import admitting, desiring, expanding, policies
@@ -28,6 +30,44 @@ class DomainAlias(BaseModel):
 
     def compiled(self) -> expanding.Alias:
         return expanding.Alias.compile(self.pattern, self.templates)
+
+
+class SelectorRequirement(BaseModel):
+    """A `matchExpressions` entry (Kubernetes LabelSelectorRequirement)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _values_fit_the_operator(self) -> SelectorRequirement:
+        if self.operator in ("In", "NotIn") and not self.values:
+            raise ValueError(f"{self.operator} needs values")
+        if self.operator in ("Exists", "DoesNotExist") and self.values:
+            raise ValueError(f"{self.operator} takes no values")
+        return self
+
+
+class NamespaceSelector(BaseModel):
+    """A Kubernetes LabelSelector over Namespace labels (`matchLabels`, `matchExpressions`)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    match_labels: dict[str, str] = Field(default_factory=dict, alias="matchLabels")
+    match_expressions: list[SelectorRequirement] = Field(
+        default_factory=list, alias="matchExpressions"
+    )
+
+    def to_policy(self) -> policies.LabelSelector:
+        return policies.LabelSelector(
+            match_labels=dict(self.match_labels),
+            match_expressions=tuple(
+                policies.Requirement(r.key, r.operator, tuple(r.values))
+                for r in self.match_expressions
+            ),
+        )
 
 
 class FenceSettings(BaseModel):
@@ -103,6 +143,12 @@ class FenceSettings(BaseModel):
         description="global-pilot's routing.dispatches (same JSON): hosts dispatched anywhere but "
         "_GLOBAL_SIDECAR are never learned.",
     )
+    management_selectors: list[NamespaceSelector] = Field(
+        default_factory=list,
+        description="Slime's managementSelectors: JSON list of Kubernetes label selectors "
+        '(`{"matchLabels": {...}, "matchExpressions": [...]}`) over Namespace labels, ORed; when '
+        "set, only matching namespaces get auto fences (on top of allow/deny).",
+    )
     istio_rev: str = Field(
         "",
         description="Istio revision this reconciler serves (Slime's istioRev/selfResourceRev): "
@@ -170,6 +216,7 @@ class FenceSettings(BaseModel):
             eager=self.eager,
             allow_namespaces=tuple(self.allow_namespaces),
             deny_namespaces=tuple(self.deny_namespaces),
+            management_selectors=tuple(s.to_policy() for s in self.management_selectors),
         )
 
 
