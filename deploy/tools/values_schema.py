@@ -191,7 +191,16 @@ def schema() -> dict[str, Any]:
                         "token": {"type": "string"},
                     }
                 ),
-                "mesh": _obj({"clusterDomain": dns, "istioNamespace": dns}),
+                "mesh": _obj(
+                    {
+                        "clusterDomain": dns,
+                        "istioNamespace": dns,
+                        "istioRev": {
+                            "type": "string",
+                            "pattern": r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$",
+                        },
+                    }
+                ),
                 "podSecurityContext": ANY_OBJ,
                 "securityContext": ANY_OBJ,
                 **{key: component(service) for key, service in COMPONENTS.items()},

@@ -27,7 +27,7 @@ from deploy_support import (
 NON_DEFAULT: dict[str, Any] = {
     "fullnameOverride": "ll",
     "nats": {"existingSecret": "my-nats"},
-    "mesh": {"clusterDomain": "example.internal"},
+    "mesh": {"clusterDomain": "example.internal", "istioRev": "canary"},
     "accesslogIngest": {
         "replicas": 3,
         "grpcPort": 9082,
@@ -184,6 +184,11 @@ def test_deployments_probes_security_and_settings(rendered: dict, case: str) -> 
             os.environ.update(saved)
         admin = next(p for p in container["ports"] if p["name"] == "admin")
         assert settings.admin.port == admin["containerPort"]
+        rev = CASES[case].get("mesh", {}).get("istioRev", "")
+        if service == "fence-reconciler":
+            assert settings.fence.istio_rev == rev
+        if service == "sidecar-writer":
+            assert settings.sidecar.revision == rev
         values = CASES[case].get(key, {})
         if values.get("autoscaling", {}).get("enabled"):
             assert "replicas" not in deployment["spec"]
