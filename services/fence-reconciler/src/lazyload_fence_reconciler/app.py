@@ -99,6 +99,7 @@ async def _serve(
             kube_api,
             conflict_retries=settings.fence.conflict_retries,
             istio_rev=settings.fence.istio_rev,
+            threads=settings.fence.concurrency + 2,  # + the occasional get/tombstone
         ),
         publisher=publishing.Publisher(js),
         cluster=cluster,

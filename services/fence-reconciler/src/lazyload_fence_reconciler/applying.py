@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from lazyload_common import errors, kube
@@ -37,11 +38,19 @@ class Applier:
     """Reads and writes ServiceFences."""
 
     def __init__(
-        self, api: kube.KubeApi, *, conflict_retries: int = 5, istio_rev: str = ""
+        self,
+        api: kube.KubeApi,
+        *,
+        conflict_retries: int = 5,
+        istio_rev: str = "",
+        threads: int = 16,
     ) -> None:
         self.api = api
         self.conflict_retries = conflict_retries
         self.istio_rev = istio_rev
+        # its own threads: the loop's default pool (CPU count + 4) would cap the API calls in
+        # flight below `fence.concurrency`
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fence-api")
 
     async def get(self, namespace: str, name: str) -> kube.RawObject | None:
         try:
@@ -124,7 +133,7 @@ class Applier:
 
     async def _call(self, fn: Callable[..., kube.RawObject], *args: Any) -> kube.RawObject:
         try:
-            return await asyncio.to_thread(fn, *args)
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
         except (kube.KubeNotFound, kube.KubeConflict):
             raise
         except kube.KubeUnprocessable as e:

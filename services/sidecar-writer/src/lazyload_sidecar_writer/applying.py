@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import urllib3
@@ -83,6 +85,11 @@ class KubeSink:
         config = settings.sidecar
         self._written: OrderedDict[tuple[str, str], RawObject] = OrderedDict()
         self._written_max = config.written_cache
+        # its own threads: the loop's default pool (CPU count + 4) would cap the API calls in
+        # flight below `sidecar.max_concurrency` (+ room for repair and reports)
+        self._pool = ThreadPoolExecutor(
+            max_workers=config.max_concurrency + 4, thread_name_prefix="sidecar-api"
+        )
         self._stop = stop_after_attempt(config.retry_attempts)
         self._wait = wait_exponential_jitter(
             multiplier=config.retry_initial, max=config.retry_max, jitter=config.retry_initial
@@ -263,7 +270,9 @@ class KubeSink:
         (except an expected 404 or 409)."""
         await self.limiter.acquire()
         try:
-            result = await asyncio.to_thread(fn, *args, **kwargs)
+            result = await asyncio.get_running_loop().run_in_executor(
+                self._pool, functools.partial(fn, *args, **kwargs)
+            )
         except kube.KubeError as e:
             expected = (missing_ok and isinstance(e, kube.KubeNotFound)) or (
                 conflict_ok and isinstance(e, kube.KubeConflict)
