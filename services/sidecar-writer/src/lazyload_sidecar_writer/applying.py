@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -40,6 +39,7 @@ from tenacity import (
 )
 
 from lazyload_sidecar_writer import errors, metrics, planning, rendering
+from lazyload_sidecar_writer.bounded import Lru
 from lazyload_sidecar_writer.limiting import TokenBucket
 from lazyload_sidecar_writer.rendering import RawObject
 from lazyload_sidecar_writer.settings import WriterSettings
@@ -83,8 +83,10 @@ class KubeSink:
         self.reachable = False
         self.newest_revision: NewestRevision | None = None
         config = settings.sidecar
-        self._written: OrderedDict[tuple[str, str], RawObject] = OrderedDict()
-        self._written_max = config.written_cache
+        # Sidecars this replica wrote (None when `written_cache` is 0: always read first)
+        self._written: Lru[tuple[str, str], RawObject] | None = (
+            Lru(config.written_cache) if config.written_cache > 0 else None
+        )
         # its own threads: the loop's default pool (CPU count + 4) would cap the API calls in
         # flight below `sidecar.max_concurrency` (+ room for repair and reports)
         self._pool = ThreadPoolExecutor(
@@ -134,17 +136,16 @@ class KubeSink:
         self, event: events.FenceChanged, desired: RawObject | None, *, remembered: bool = True
     ) -> Result:
         key = (event.namespace, event.name)
-        current = self._written.get(key) if remembered else None
-        if current is not None:
-            self._written.move_to_end(key)
-        elif not (remembered and self._written_max > 0 and desired is not None):
+        memory = self._written if remembered else None
+        current = memory.get(key) if memory is not None else None
+        if current is None and (memory is None or desired is None):
             current = await self.get(event.namespace, event.name)
         # else: nothing remembered - plan a create without reading first; a Sidecar that exists
         # answers 409 AlreadyExists and the retry reads it (one call for a new fence, not two)
         try:
             return await self._carry_out(event, desired, current, unread=current is None)
         except Exception:
-            self._written.pop(key, None)  # the next attempt reads afresh
+            self.forget(*key)  # the next attempt reads afresh
             raise
 
     async def _carry_out(
@@ -185,7 +186,7 @@ class KubeSink:
             self._remember(replaced)
             return _written("replace", replaced)
         if decision.action == "delete":
-            self._written.pop((ns, name), None)
+            self.forget(ns, name)
             await self.delete(ns, name, decision.resource_version)
             return Result("deleted", write="delete")
         if decision.action == "absent":
@@ -195,18 +196,14 @@ class KubeSink:
         return Result(decision.action, message=decision.message, reason=decision.reason)
 
     def _remember(self, stored: RawObject) -> None:
-        if self._written_max <= 0:
-            return
-        meta = stored.get("metadata", {})
-        key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
-        self._written[key] = stored
-        self._written.move_to_end(key)
-        while len(self._written) > self._written_max:
-            self._written.popitem(last=False)
+        if self._written is not None:
+            meta = stored.get("metadata", {})
+            self._written.set((str(meta.get("namespace", "")), str(meta.get("name", ""))), stored)
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop what this replica remembers of a Sidecar (someone else changed or deleted it)."""
-        self._written.pop((namespace, name), None)
+        if self._written is not None:
+            self._written.pop((namespace, name))
 
     async def _newest(self, event: events.FenceChanged) -> int | None:
         """The newest revision of the fence known elsewhere (None = unknown or lookup failed)."""
