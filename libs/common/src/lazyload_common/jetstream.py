@@ -197,18 +197,14 @@ async def consume(
 
     try:
         while not stop.is_set():
+            await slots.acquire()  # with pipeline 1: only once the previous batch is settled
             if failures:
                 raise failures[0]
-            await slots.acquire()
+            if stop.is_set():  # set while waiting for the slot: fetch nothing more
+                break
             msgs = await _fetch(sub, spec)
             if not msgs:
                 slots.release()
-                continue
-            if spec.pipeline <= 1:
-                try:
-                    await _process(js, spec, handler, msgs)
-                finally:
-                    slots.release()
                 continue
             task = asyncio.create_task(_process(js, spec, handler, msgs))
             in_hand.add(task)
