@@ -64,6 +64,17 @@ def machine() -> dict[str, Any]:
     }
 
 
+def save_figure(fig: Any, plots: Path, name: str) -> list[str]:
+    """Lay out, write `plots/<name>` (PNG, 120 dpi) and close a matplotlib figure; the names of
+    the files written, as a benchmark's `plot()` returns them."""
+    import matplotlib.pyplot as plt  # imported by the plotting benchmarks anyway
+
+    fig.tight_layout()
+    fig.savefig(plots / name, dpi=120)
+    plt.close(fig)
+    return [name]
+
+
 def percentile(values: Sequence[float], q: float) -> float | None:
     """Nearest-rank-interpolated percentile (q in 0..100); None for no values."""
     data = sorted(values)

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import percentile, start_ok_server
+from bench.common import percentile, save_figure, start_ok_server
 
 SLIME_DESIGN_S = 10.0  # Slime lazyload: a 10 s ticker refreshes the ServiceFence from metrics
 SLIME_DESIGN_MAX_S = 11.0  # the "up to ~11 s"
@@ -277,8 +277,4 @@ def plot(result: dict[str, Any], plots: Path) -> list[str]:
     c.set_title("Convergence CDF (Slime design: 10,000 ms)")
     c.legend(fontsize=8)
     c.grid(alpha=0.3)
-    fig.tight_layout()
-    path = plots / "convergence_cdf.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return [path.name]
+    return save_figure(fig, plots, "convergence_cdf.png")

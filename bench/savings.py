@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import percentile, rss_mb
+from bench.common import percentile, rss_mb, save_figure
 
 DEPENDENCIES = 10
 ALWAYS_VISIBLE = (("istio-system", "istiod"), ("mesh-operator", "global-sidecar"))
@@ -272,8 +272,4 @@ def plot(result: dict[str, Any], plots: Path) -> list[str]:
     ax.set_title("Sidecar Envoy memory: unscoped vs fenced")
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = plots / "savings_rss.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return [path.name]
+    return save_figure(fig, plots, "savings_rss.png")

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import RssSampler, rss_mb, wait_for
+from bench.common import RssSampler, rss_mb, save_figure, wait_for
 from bench.storm import DEFAULT_QPS, all_right, edges_of, kube_env, storm
 
 RESTARTED = ("fence-reconciler", "sidecar-writer")
@@ -215,8 +215,4 @@ def plot(result: dict[str, Any], plots: Path) -> list[str]:
     ax.set_ylabel("RSS (MB)")
     ax.set_title(f"Scale: {result['services']:,} services, {result['edges']:,} edges")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = plots / "scale_rss.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return [path.name]
+    return save_figure(fig, plots, "scale_rss.png")

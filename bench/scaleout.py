@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import wait_for
+from bench.common import save_figure, wait_for
 from bench.storm import kube_env, storm
 
 DURABLE = ("LAZYLOAD_DEPS", "fence-reconciler")
@@ -195,8 +195,4 @@ def plot(result: dict[str, Any], plots: Path) -> list[str]:
     ax.set_ylabel("seconds from first publish")
     ax.set_title(f"Scale-out: {result['edges']:,} edges over {result['fences']:,} fences")
     ax.legend()
-    fig.tight_layout()
-    path = plots / "scaleout.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return [path.name]
+    return save_figure(fig, plots, "scaleout.png")

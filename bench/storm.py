@@ -28,6 +28,7 @@ from bench.common import (
     ensure_namespace,
     kube_api,
     percentile,
+    save_figure,
     wait_for,
 )
 
@@ -430,8 +431,4 @@ def plot(result: dict[str, Any], plots: Path) -> list[str]:
     ax.set_ylabel("API writes per fence")
     ax.set_title(f"Storm: {result['edges']:,} edges over {result['fences']:,} fences")
     ax.legend()
-    fig.tight_layout()
-    path = plots / "storm_writes.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return [path.name]
+    return save_figure(fig, plots, "storm_writes.png")
