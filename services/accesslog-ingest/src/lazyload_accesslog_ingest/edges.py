@@ -215,14 +215,8 @@ def http_destination(
         return normalised
     host, port = normalised
     if _is_ip_literal(host):
-        ip = host.strip("[]")
-        ref = directory.service_at_cluster_ip(ip)
-        if ref is not None:
-            return _service(ref, port, cluster_domain)
-        entry = directory.service_entry_at(ip, namespace)
-        if entry is None:
-            return Rejection.IP_AUTHORITY
-        return Destination(entry[1], port, None, entry[0])
+        by_ip = _at_address(host.strip("[]"), port, namespace, directory, cluster_domain)
+        return Rejection.IP_AUTHORITY if by_ip is None else by_ip
     if not hosts.is_valid_host(host):
         return Rejection.INVALID_HOST
     dest = complete(host, namespace, directory, cluster_domain)
@@ -269,15 +263,24 @@ def tcp_destination(
 ) -> Destination | Rejection:
     """The Service whose ClusterIP the app dialled (TCP has no Host to go by), else the
     ServiceEntry whose `addresses` hold it (exported to the caller's `namespace`)."""
-    if not record.original_ip:
-        return Rejection.TCP_UNKNOWN_DESTINATION
-    ref = directory.service_at_cluster_ip(record.original_ip)
+    dest = None
+    if record.original_ip:
+        dest = _at_address(
+            record.original_ip, record.original_port, namespace, directory, cluster_domain
+        )
+    return Rejection.TCP_UNKNOWN_DESTINATION if dest is None else dest
+
+
+def _at_address(
+    ip: str, port: int | None, namespace: str, directory: Directory, cluster_domain: str
+) -> Destination | None:
+    """What an address dialled by a caller of `namespace` is: a Service by its ClusterIP, else
+    the host of a ServiceEntry whose `addresses` hold it; None when neither."""
+    ref = directory.service_at_cluster_ip(ip)
     if ref is not None:
-        return _service(ref, record.original_port, cluster_domain)
-    entry = directory.service_entry_at(record.original_ip, namespace)
-    if entry is None:
-        return Rejection.TCP_UNKNOWN_DESTINATION
-    return Destination(entry[1], record.original_port, None, entry[0])
+        return _service(ref, port, cluster_domain)
+    entry = directory.service_entry_at(ip, namespace)
+    return None if entry is None else Destination(entry[1], port, None, entry[0])
 
 
 def _service(ref: ServiceRef, port: int | None, cluster_domain: str) -> Destination:
