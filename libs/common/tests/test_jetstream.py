@@ -19,6 +19,17 @@ def _edge(i: int, host: str = "") -> events.DependencyObserved:
     )
 
 
+def _spec(durable: str, **kw: object) -> jetstream.ConsumerSpec:
+    return jetstream.ConsumerSpec(
+        stream=subjects.DEPS_STREAM,
+        durable=durable,
+        filter_subject="lazyload.deps.>",
+        service="test",
+        model=events.DependencyObserved,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
 @pytest.fixture
 async def js(nats_url: str):  # type: ignore[no-untyped-def]
     nc = await jetstream.connect(NatsSettings(url=nats_url), name="test")
@@ -56,13 +67,7 @@ async def test_consume_acks_rejects_and_retries(js) -> None:  # type: ignore[no-
         if len(seen) >= 2:
             stop.set()
 
-    spec = jetstream.ConsumerSpec(
-        stream=subjects.DEPS_STREAM,
-        durable="t",
-        filter_subject="lazyload.deps.>",
-        service="test",
-        model=events.DependencyObserved,
-    )
+    spec = _spec("t")
     await asyncio.wait_for(jetstream.consume(js, spec, handler, stop), timeout=10)
     assert seen == ["h1.default.svc.cluster.local", "h3.default.svc.cluster.local"]
     dlq = await js.pull_subscribe("lazyload.dlq.test", durable="dlq", stream=subjects.DLQ_STREAM)
@@ -110,15 +115,7 @@ async def test_linger_coalesces_a_burst_into_one_batch(js) -> None:  # type: ign
             await jetstream.publish(js, subjects.deps("default", "a"), _edge(i))
             await asyncio.sleep(0.005)
 
-    spec = jetstream.ConsumerSpec(
-        stream=subjects.DEPS_STREAM,
-        durable="linger",
-        batch=4,
-        filter_subject="lazyload.deps.>",
-        service="test",
-        model=events.DependencyObserved,
-        linger=1.0,
-    )
+    spec = _spec("linger", batch=4, linger=1.0)
     publisher = asyncio.create_task(burst())
     await asyncio.wait_for(jetstream.consume(js, spec, handler, stop), timeout=10)
     await publisher
@@ -138,30 +135,10 @@ async def test_a_waiting_backlog_is_drained_into_one_batch(js) -> None:  # type:
         if sum(batches) >= 50:
             stop.set()
 
-    spec = jetstream.ConsumerSpec(
-        stream=subjects.DEPS_STREAM,
-        durable="backlog",
-        batch=8,
-        filter_subject="lazyload.deps.>",
-        service="test",
-        model=events.DependencyObserved,
-        linger=0.001,
-        max_batch=40,
-    )
+    spec = _spec("backlog", batch=8, linger=0.001, max_batch=40)
     await asyncio.wait_for(jetstream.consume(js, spec, handler, stop), timeout=10)
     # Fetches of 8 go on past the tiny window while full: 40 (max_batch), then the 10 left.
     assert batches == [40, 10], batches
-
-
-def _spec(durable: str, **kw: object) -> jetstream.ConsumerSpec:
-    return jetstream.ConsumerSpec(
-        stream=subjects.DEPS_STREAM,
-        durable=durable,
-        filter_subject="lazyload.deps.>",
-        service="test",
-        model=events.DependencyObserved,
-        **kw,  # type: ignore[arg-type]
-    )
 
 
 async def test_pipeline_keeps_fetching_while_a_batch_waits(js) -> None:  # type: ignore[no-untyped-def]
