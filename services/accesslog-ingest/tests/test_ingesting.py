@@ -4,7 +4,8 @@
   are rejected one by one; their valid neighbours still give edges;
 - flags, response code, start time, the `slime-source-ns` and content-type headers are read;
 - undecodable bytes are one `malformed_message` rejection; a message that decodes to nothing
-  (garbage that happens to be valid protobuf) is an `empty_message` rejection;
+  (garbage that happens to be valid protobuf) is an `empty_message` rejection; a malformed
+  message leaves the stream's identity as it was, even one whose identifier was fine;
 - the identifier is read from the first message and kept for the stream: Istio node metadata
   (NAMESPACE, WORKLOAD_NAME, LABELS), and the global-sidecar's marker or namespace;
 - TCP entries;
@@ -27,9 +28,15 @@ from lazyload_common import hosts
 M = testing.SampleMesh
 
 
-@pytest.fixture
-def ingestor() -> ingesting.Ingestor:
-    return ingesting.Ingestor(testing.sample_index(), reporter="r", clock=lambda: 1_800_000_000.0)
+@pytest.fixture(params=["compiled", "protobuf"])
+def ingestor(request: pytest.FixtureRequest) -> ingesting.Ingestor:
+    """An ingestor on each decoder (every test of it runs on both)."""
+    return ingesting.Ingestor(
+        testing.sample_index(),
+        reporter="r",
+        clock=lambda: 1_800_000_000.0,
+        decoder=request.param,
+    )
 
 
 def test_http_record_fields() -> None:
@@ -133,6 +140,20 @@ def test_undecodable_messages(ingestor: ingesting.Ingestor, raw: bytes, reason: 
     good = ingestor.ingest(t.message(t.http_entry()).SerializeToString(), stream)
     assert len(good.edges) == 1
     assert stream.messages == 2
+
+
+def test_a_malformed_message_leaves_the_stream_identity_alone(
+    ingestor: ingesting.Ingestor,
+) -> None:
+    stream = ingesting.StreamState()
+    ident = t.identifier("sidecar~web", metadata={"NAMESPACE": "default", "WORKLOAD_NAME": "web"})
+    ingestor.ingest(t.message(ident=ident).SerializeToString(), stream)
+    before = stream.identity
+    other = t.identifier("sidecar~db", metadata={"NAMESPACE": "data", "WORKLOAD_NAME": "db"})
+    broken = t.message(t.http_entry(), ident=other).SerializeToString()[:-3]  # cut in an entry
+    outcome = ingestor.ingest(broken, stream)
+    assert outcome.rejections == {Rejection.MALFORMED_MESSAGE: 1}
+    assert stream.identity is before and stream.malformed == 1
 
 
 def test_identity_is_kept_for_the_stream(ingestor: ingesting.Ingestor) -> None:
@@ -348,8 +369,10 @@ def test_repeated_entries_are_all_counted(ingestor: ingesting.Ingestor) -> None:
 
 
 def test_entries_that_cannot_be_keyed_together_are_keyed_one_by_one(
-    ingestor: ingesting.Ingestor, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The protobuf decoder's guard (the compiled one reads a message whole or rejects it)."""
+    ingestor = ingesting.Ingestor(testing.sample_index(), decoder="protobuf")
     real = parsing.http_keys
 
     def flaky(entries, *, direction):  # type: ignore[no-untyped-def]

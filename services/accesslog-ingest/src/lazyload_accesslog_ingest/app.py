@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from lazyload_common import admin, jetstream, kube, subjects, tasks
 
-from lazyload_accesslog_ingest import indexing
+from lazyload_accesslog_ingest import indexing, metrics
 from lazyload_accesslog_ingest.deduplicating import EdgeMemory
 from lazyload_accesslog_ingest.ingesting import Ingestor
 from lazyload_accesslog_ingest.publishing import EdgePublisher
@@ -124,7 +124,10 @@ async def _serve(
             global_sidecar_namespace=settings.mesh.global_sidecar_namespace,
             reporter=settings.reporter,
             publish_unresolved=settings.edges.publish_unresolved,
+            decoder=settings.decoder,
         )
+        metrics.DECODER.info({"decoder": ingestor.decoder})
+        log.info("ALS messages are read by the %s decoder", ingestor.decoder)
         server = als = _als_server(settings, AccessLogReceiver(ingestor, publisher.offer_all))
         grpc_port = await server.start()
         state["grpc"] = lambda: server.listening

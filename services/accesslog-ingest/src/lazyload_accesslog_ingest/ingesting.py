@@ -7,14 +7,15 @@ message is one rejection and the stream goes on; one bad entry never costs its n
 edges.
 
 Hot path: an entry's edges depend only on a few of its fields, the stream identity and the
-directory. `parsing.http_keys`/`tcp_keys` group a message's entries by those fields (the key; the
-first entry of each key is kept, repeats are counted), so the cache is asked once per distinct key
-of a message. Streams without a workload identity (the global-sidecar's, whose entries name their
+directory. The decoder (`parsing.resolve`: compiled, or the protobuf runtime) groups a message's
+entries by those fields (the key; the start time of the first entry of each key is kept, repeats
+are counted), so the cache is asked once per distinct key of a message. A message is read whole
+before the stream's state changes: a malformed one changes nothing. Streams without a workload identity (the global-sidecar's, whose entries name their
 callers by address) share one bounded cache from that key to the derived result (edge
 prototypes, or a rejection); a workload's stream has its own, as its identity is the caller.
 Caches are dropped when the directory (`version`) or the stream identity changes. A miss derives
 from the key alone (`parsing.http_record_of`): `edges.derive` + event model run once per distinct
-key, and never read protobuf. An `Observed` holds the prototype plus the entry; the publisher
+key, and never read protobuf. An `Observed` holds the prototype plus the start time; the publisher
 deduplicates on its key and builds the event (`Observed.event`) only for edges it publishes.
 """
 
@@ -23,9 +24,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from lazyload_common import events
 
@@ -42,26 +42,25 @@ _Prototypes = tuple[tuple[tuple[events.DependencyObserved, str], ...], bool]
 
 @dataclass(slots=True)
 class Observed:
-    """One edge seen in a message (its first entry there): prototype event, key, the entry."""
+    """One edge seen in a message (its first entry there): prototype event, key, start time."""
 
     prototype: events.DependencyObserved
     key: str
-    entry: Any
-    """The protobuf entry (its start time becomes `first_seen`, read only if published)."""
+    start: float | None
+    """Start time of the first entry that showed the edge (its `first_seen`), None if absent."""
     observed_at: float
 
     @property
     def event(self) -> events.DependencyObserved:
         """The event of this sighting (built on demand: only published edges need it)."""
-        start = parsing.start_time(self.entry)
-        first_seen = self.observed_at if start is None else start
+        first_seen = self.observed_at if self.start is None else self.start
         return self.prototype.model_copy(
             update={"first_seen": first_seen, "observed_at": self.observed_at}
         )
 
 
-Sighting = tuple[events.DependencyObserved, Any]
-"""(prototype event, the protobuf entry that showed it first in a message)."""
+Sighting = tuple[events.DependencyObserved, float | None]
+"""(prototype event, start time of the entry that showed it first in a message)."""
 
 
 @dataclass(slots=True)
@@ -95,7 +94,7 @@ class Outcome:
     def observed(self) -> list[Observed]:
         """The sightings as `Observed` edges."""
         at = self.observed_at
-        return [Observed(proto, key, entry, at) for key, (proto, entry) in self.sightings.items()]
+        return [Observed(proto, key, start, at) for key, (proto, start) in self.sightings.items()]
 
     @property
     def edges(self) -> list[events.DependencyObserved]:
@@ -115,8 +114,12 @@ class Ingestor:
         reporter: str = "",
         publish_unresolved: bool = False,
         clock: Callable[[], float] = time.time,
+        decoder: str = "auto",
     ) -> None:
         self.directory = directory
+        self.decoder = parsing.resolve(decoder)
+        """`compiled` or `protobuf` (see `parsing.resolve`): what reads the messages."""
+        self.decode = parsing.DECODERS[self.decoder]
         self.options = edges.Options(
             cluster_domain=cluster_domain,
             reporter=reporter,
@@ -135,55 +138,47 @@ class Ingestor:
         outcome = Outcome()
         stream.messages += 1
         try:
-            msg = parsing.decode_message(raw)
-        except parsing.MalformedMessage as e:
+            msg = self.decode(raw)
+            identity = parsing.identity_of(
+                msg.identifier, global_sidecar_namespace=self.global_sidecar_namespace
+            )
+            kind = msg.kind
+            if identity is None:
+                identity = stream.identity
+            keyed = None
+            if kind is not None:
+                keyed = msg.group(identity is not None and identity.is_workload)
+        except parsing.MalformedMessage as e:  # the stream's state stays as it was
             log.debug("malformed ALS message (%d bytes): %s", len(raw), e)
             outcome.rejections[Rejection.MALFORMED_MESSAGE] += 1
             stream.malformed += 1
             return outcome
-        identity = parsing.identity_of(msg, global_sidecar_namespace=self.global_sidecar_namespace)
-        if identity is not None:
+        if identity is not stream.identity:
             stream.identity = identity
             stream.cache.clear()
-        which = msg.WhichOneof("log_entries")
-        if which == "http_logs":
-            entries: Sequence[Any] = msg.http_logs.log_entry
-            self._entries(
-                outcome, stream, "http", entries, parsing.http_keys, parsing.http_record_of
-            )
-        elif which == "tcp_logs":
-            entries = msg.tcp_logs.log_entry
-            self._entries(outcome, stream, "tcp", entries, parsing.tcp_keys, parsing.tcp_record_of)
-        elif identity is None:
+        if keyed is not None:
+            self._entries(outcome, stream, kind, keyed)  # type: ignore[arg-type]
+        elif msg.identifier is None:
             outcome.rejections[Rejection.EMPTY_MESSAGE] += 1
         return outcome
 
     def _entries(
-        self,
-        outcome: Outcome,
-        stream: StreamState,
-        kind: str,
-        entries: Sequence[Any],
-        group: Callable[..., parsing.Grouped],
-        record_of: Callable[[parsing.EntryKey], AccessRecord | Rejection],
+        self, outcome: Outcome, stream: StreamState, kind: str, keyed: parsing.Keyed
     ) -> None:
         now = self.clock()
         cache = self._cache(stream)
         identity = stream.identity
+        record_of = parsing.http_record_of if kind == "http" else parsing.tcp_record_of
         outcome.observed_at = now
-        outcome.entries[kind] += len(entries)
-        try:
-            firsts, repeats = group(
-                entries, direction=identity is not None and identity.is_workload
-            )
-        except Exception:  # one odd entry must not cost its neighbours their edges
-            log.exception("ALS %s entries could not be keyed together; keying one by one", kind)
-            firsts, repeats = self._group_one_by_one(outcome, entries, group, identity)
+        outcome.entries[kind] += keyed.count
+        firsts, repeats = keyed.firsts, keyed.repeats
         get = cache.get
         rejections = outcome.rejections
+        if keyed.failed:
+            rejections[Rejection.INTERNAL] += keyed.failed
         first = outcome.sightings
         derived = unresolved = 0
-        for key, entry in firsts.items():
+        for key, start in firsts.items():
             result = get(key)
             if result is None:
                 try:
@@ -205,32 +200,9 @@ class Ingestor:
             derived += len(prototypes) * times
             for proto, edge_key in prototypes:
                 if edge_key not in first:
-                    first[edge_key] = (proto, entry)
+                    first[edge_key] = (proto, start)
         outcome.derived += derived
         outcome.unresolved += unresolved
-
-    @staticmethod
-    def _group_one_by_one(
-        outcome: Outcome,
-        entries: Sequence[Any],
-        group: Callable[..., parsing.Grouped],
-        identity: StreamIdentity | None,
-    ) -> parsing.Grouped:
-        """`group`, entry by entry: an entry that cannot be keyed is an `INTERNAL` rejection."""
-        firsts: dict[parsing.EntryKey, Any] = {}
-        repeats: dict[parsing.EntryKey, int] = {}
-        direction = identity is not None and identity.is_workload
-        for entry in entries:
-            try:
-                (key,) = group((entry,), direction=direction)[0]
-            except Exception:
-                outcome.rejections[Rejection.INTERNAL] += 1
-                continue
-            if key in firsts:
-                repeats[key] = repeats.get(key, 1) + 1
-            else:
-                firsts[key] = entry
-        return firsts, repeats
 
     def _cache(self, stream: StreamState) -> dict[parsing.EntryKey, _Prototypes | Rejection]:
         version = getattr(self.directory, "version", None)

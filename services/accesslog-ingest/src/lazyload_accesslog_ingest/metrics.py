@@ -5,10 +5,11 @@ Adapters count; the domain returns outcomes and never touches these.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Info
 
 from lazyload_accesslog_ingest.records import Rejection
 
+DECODER = Info("lazyload_ingest_decoder", "How ALS messages are read: decoder=compiled|protobuf")
 MESSAGES = Counter(
     "lazyload_ingest_messages_total", "ALS messages received (malformed ones included)"
 )

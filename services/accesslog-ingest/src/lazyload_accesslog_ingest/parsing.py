@@ -1,5 +1,10 @@
 """ALS protobufs -> plain records: the only module that reads Envoy's access-log messages.
 
+Two decoders give the same keys (`resolve`, `DECODERS`): the compiled one (`_wire`, Cython, built with the
+package) reads the keys straight off a message's bytes; the protobuf one decodes the message with
+the protobuf runtime (upb) and reads them through its accessors. The compiled one is used when it
+was built; `tests/test_wire.py` holds it to the protobuf one.
+
 Every sub-message is read through presence checks (`HasField`), never assumed present: Envoy
 leaves out what it does not know, and a hand-made or truncated message may leave out anything.
 A field an edge cannot do without gives a `Rejection` for that entry alone. The hot path's keys
@@ -11,8 +16,9 @@ undecodable message.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any, Literal, NamedTuple, Protocol
 
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2
@@ -21,7 +27,16 @@ from google.protobuf import message, struct_pb2
 
 from lazyload_accesslog_ingest.records import AccessRecord, Rejection, StreamIdentity
 
+try:
+    from lazyload_accesslog_ingest import _wire
+except ImportError:  # built without a C compiler: the protobuf decoder only
+    _wire = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
 Message = als_pb2.StreamAccessLogsMessage
+Identifier = als_pb2.StreamAccessLogsMessage.Identifier
+COMPILED = _wire is not None
+"""Whether the compiled decoder was built (see setup.py)."""
 SOURCE_NAMESPACE_HEADER = "slime-source-ns"
 GLOBAL_SIDECAR_MARKER = ("SLIME_APP", "LAZYLOAD_GLOBAL_SIDECAR")
 """Node metadata of Slime's global-sidecar (`ISTIO_META_SLIME_APP`): its node is no caller."""
@@ -69,11 +84,147 @@ def decode_message(raw: bytes) -> Message:
         raise MalformedMessage(str(e) or "undecodable") from e
 
 
-def identity_of(msg: Message, *, global_sidecar_namespace: str) -> StreamIdentity | None:
-    """The stream identity in `msg`, or None when it has no identifier (not the first message)."""
-    if not msg.HasField("identifier"):
+EntryKey = tuple[object, ...]
+Firsts = dict[EntryKey, float | None]
+"""Distinct key -> the start time (Unix seconds) of the first entry that has it, None if absent."""
+
+
+class Keyed(NamedTuple):
+    """The entries of one message, grouped by key (see `http_keys`)."""
+
+    count: int
+    """Entries in the message."""
+    firsts: Firsts
+    repeats: dict[EntryKey, int]
+    """Key -> how many entries have it, when more than one."""
+    failed: int = 0
+    """Entries that could not be keyed (a bug: each is an `INTERNAL` rejection)."""
+
+
+class Decoded(Protocol):
+    """One ALS message, decoded as far as the stream identity and which entries it holds."""
+
+    @property
+    def identifier(self) -> Identifier | None: ...
+
+    @property
+    def kind(self) -> Literal["http", "tcp"] | None:
+        """Which entries the message holds (its `log_entries` oneof), None for none."""
+
+    def group(self, direction: bool) -> Keyed:
+        """The entries grouped by key (`direction`: see `http_keys`); MalformedMessage when
+        the compiled decoder finds them broken."""
+
+
+Decoder = Callable[[bytes], Decoded]
+
+
+class _Protobuf:
+    """A message decoded with the protobuf runtime."""
+
+    __slots__ = ("kind", "message")
+
+    def __init__(self, raw: bytes) -> None:
+        self.message = decode_message(raw)
+        self.kind: Literal["http", "tcp"] | None = _KINDS.get(
+            self.message.WhichOneof("log_entries")  # type: ignore[arg-type]
+        )
+
+    @property
+    def identifier(self) -> Identifier | None:
+        return self.message.identifier if self.message.HasField("identifier") else None
+
+    def group(self, direction: bool) -> Keyed:
+        if self.kind == "http":
+            entries: Any = self.message.http_logs.log_entry
+            group: Callable[..., Grouped] = http_keys
+        else:
+            entries, group = self.message.tcp_logs.log_entry, tcp_keys
+        failed = 0
+        try:
+            firsts, repeats = group(entries, direction=direction)
+        except Exception:  # one odd entry must not cost its neighbours their edges
+            log.exception(
+                "ALS %s entries could not be keyed together; keying one by one", self.kind
+            )
+            firsts, repeats, failed = _group_one_by_one(entries, group, direction)
+        starts = {key: start_time(entry) for key, entry in firsts.items()}
+        return Keyed(len(entries), starts, repeats, failed)
+
+
+class _Compiled:
+    """A message read by the compiled decoder (only its top level so far)."""
+
+    __slots__ = ("_identifier", "kind", "raw")
+
+    def __init__(self, raw: bytes) -> None:
+        try:
+            identifier, kind = _wire.outline(raw)
+            self._identifier = None if identifier is None else Identifier.FromString(identifier)
+        except (message.DecodeError, ValueError) as e:
+            raise MalformedMessage(str(e) or "undecodable") from e
+        self.raw = raw
+        self.kind: Literal["http", "tcp"] | None = (
+            "http" if kind == _wire.HTTP else "tcp" if kind == _wire.TCP else None
+        )
+
+    @property
+    def identifier(self) -> Identifier | None:
+        return self._identifier
+
+    def group(self, direction: bool) -> Keyed:
+        kind = _wire.HTTP if self.kind == "http" else _wire.TCP
+        try:
+            count, firsts, repeats = _wire.keys(self.raw, kind, direction)
+        except ValueError as e:  # broken wire format, or a string read that is not UTF-8
+            raise MalformedMessage(str(e) or "undecodable") from e
+        return Keyed(count, firsts, repeats)
+
+
+_KINDS: dict[str | None, Literal["http", "tcp"]] = {"http_logs": "http", "tcp_logs": "tcp"}
+DECODERS: dict[str, Decoder] = {"protobuf": _Protobuf}
+if _wire is not None:
+    DECODERS["compiled"] = _Compiled
+
+
+def resolve(name: str = "auto") -> str:
+    """The decoder `name` stands for (`compiled`, `protobuf`; `auto`: compiled if it was built);
+    ValueError for one that is not there."""
+    if name == "auto":
+        name = "compiled" if COMPILED else "protobuf"
+    if name not in DECODERS:
+        built = "was not built (no C compiler at install time?)" if name == "compiled" else ""
+        raise ValueError(f"no ALS decoder {name!r} {built}".strip())
+    return name
+
+
+def _group_one_by_one(
+    entries: Iterable[Any], group: Callable[..., Grouped], direction: bool
+) -> tuple[dict[EntryKey, Any], dict[EntryKey, int], int]:
+    """`group`, entry by entry: (firsts, repeats, entries that could not be keyed)."""
+    firsts: dict[EntryKey, Any] = {}
+    repeats: dict[EntryKey, int] = {}
+    failed = 0
+    for entry in entries:
+        try:
+            (key,) = group((entry,), direction=direction)[0]
+        except Exception:
+            failed += 1
+            continue
+        if key in firsts:
+            repeats[key] = repeats.get(key, 1) + 1
+        else:
+            firsts[key] = entry
+    return firsts, repeats, failed
+
+
+def identity_of(
+    ident: Identifier | None, *, global_sidecar_namespace: str
+) -> StreamIdentity | None:
+    """The stream identity of a message's identifier; None when it has none (not the first
+    message)."""
+    if ident is None:
         return None
-    ident = msg.identifier
     node = ident.node if ident.HasField("node") else base_pb2.Node()
     meta = node.metadata.fields if node.HasField("metadata") else {}
     namespace = _string(meta.get("NAMESPACE"))
@@ -143,7 +294,6 @@ def tcp_record(entry: accesslog_pb2.TCPAccessLogEntry) -> AccessRecord | Rejecti
     )
 
 
-EntryKey = tuple[object, ...]
 Grouped = tuple[dict[EntryKey, Any], dict[EntryKey, int]]
 """(distinct key -> the first entry that has it, key -> how many entries have it when more than
 one): what `http_keys`/`tcp_keys` make of a message's entries."""

@@ -90,8 +90,8 @@ class EdgePublisher:
         if duplicates:
             metrics.DUPLICATES.inc(duplicates)
         for key, verdict in admitted:
-            proto, entry = sightings[key]
-            event = ingesting.Observed(proto, key, entry, observed_at).event
+            proto, start = sightings[key]
+            event = ingesting.Observed(proto, key, start, observed_at).event
             self._enqueue(event, key, verdict, now)
 
     def _enqueue(

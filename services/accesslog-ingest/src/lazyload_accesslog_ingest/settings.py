@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Literal
 
 from lazyload_common import errors, hosts
 from lazyload_common import settings as common
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings
+
+from lazyload_accesslog_ingest import parsing
 
 
 class GrpcSettings(BaseModel):
@@ -136,11 +139,19 @@ class IngestSettings(BaseSettings):
         default_factory=socket.gethostname,
         description="Id of this replica in the events it publishes (default: the host name).",
     )
+    decoder: Literal["auto", "compiled", "protobuf"] = Field(
+        "auto",
+        description="How ALS messages are read: `compiled` (the C decoder built with the "
+        "package), `protobuf` (the protobuf runtime, about 4x slower per entry), `auto` (compiled "
+        "when it was built). The active one is the `decoder` label of `lazyload_ingest_decoder_info`.",
+    )
     log_level: str = Field("INFO", description="Python log level.")
 
     def check(self) -> None:
         """Raise `ConfigError` naming every setting that cannot work."""
         problems: list[str] = []
+        if self.decoder == "compiled" and not parsing.COMPILED:
+            problems.append("decoder: `compiled` was not built with this install (no C compiler?)")
         if not hosts.is_valid_host(self.mesh.cluster_domain):
             problems.append(f"mesh.cluster_domain: not a DNS name: {self.mesh.cluster_domain!r}")
         if (
