@@ -7,6 +7,8 @@
 - NATS down: edges are buffered (overflow past the buffer size is counted and dropped), and the
   buffer is flushed when the server is back; nothing is published twice;
 - a deleted stream is re-created;
+- a publish whose ack never comes (something else answers the subject and stays silent) fails
+  after `ack_timeout`, is counted, and is sent again until it is acked;
 - at shutdown the buffer is flushed while NATS is there.
 """
 
@@ -167,6 +169,25 @@ async def test_stream_is_recreated(make_harness, observer: NATS) -> None:  # typ
     await observer.jetstream().delete_stream(subjects.DEPS_STREAM)
     h.publisher.offer(edge())
     await t.eventually(lambda: len(h.memory) == 1, what="publish after re-creating the stream")
+    assert len(await t.read_dependency_events(observer)) == 1
+
+
+async def test_a_publish_without_ack_is_sent_again(make_harness, observer: NATS) -> None:  # type: ignore[no-untyped-def]
+    h: Harness = await make_harness(ack_timeout=0.4, retry_backoff_max=0.2)
+    await observer.jetstream().delete_stream(subjects.DEPS_STREAM)
+    silent = await observer.subscribe(f"{subjects.DEPS_PREFIX}.>")  # a responder that never acks
+    await observer.flush()
+    label = {"error": "TimeoutError"}
+    timeouts = t.metric_value("lazyload_ingest_publish_failures_total", label)
+    h.publisher.offer(edge())
+    await t.eventually(
+        lambda: t.metric_value("lazyload_ingest_publish_failures_total", label) > timeouts,
+        what="the publish given up after ack_timeout",
+    )
+    assert len(h.memory) == 0 and h.publisher.size == 1  # not published, still held
+    await silent.unsubscribe()  # now no responders: the stream is re-created, the edge resent
+    await t.eventually(lambda: len(h.memory) == 1, what="published once the stream is back")
+    assert h.publisher.size == 0
     assert len(await t.read_dependency_events(observer)) == 1
 
 

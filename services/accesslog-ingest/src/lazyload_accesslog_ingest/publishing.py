@@ -5,7 +5,9 @@
 and queued in a bounded buffer (a full buffer drops it and counts it; it is offered again when
 next seen). `run` sends the queue with at most `max_in_flight` unacked publishes, each carrying
 `Nats-Msg-Id` = edge key + refresh-window index, so a retried publish (or another replica's) is
-deduplicated by JetStream. Only an ack marks an edge published. While NATS is disconnected
+deduplicated by JetStream. Sends are pipelined (`publish_async`: no task and no waiting per
+edge); acks arrive as callbacks, and one without its ack after `ack_timeout` counts as failed.
+Only an ack marks an edge published. While NATS is disconnected
 nothing is sent and the buffer holds; a failed publish goes back to the front of the buffer and
 sending pauses with a growing back-off. This module never parses access logs.
 """
@@ -19,7 +21,9 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
+import nats.errors
 from lazyload_common import codec, events, subjects
 from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
@@ -62,7 +66,10 @@ class EdgePublisher:
         self.ensure_stream = ensure_stream
         self.clock = clock
         self._queue: deque[_Item] = deque()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight: dict[asyncio.Future[Any], tuple[_Item, float]] = {}
+        """Sent, waiting for the ack: future -> (item, deadline on the loop's clock)."""
+        self._ensuring: asyncio.Future[None] | None = None
+        self._published = {v: metrics.PUBLISHED.labels(v.value) for v in Verdict}
         self._slots = asyncio.Semaphore(settings.max_in_flight)
         self._wakeup = asyncio.Event()
         self._failures = 0
@@ -71,7 +78,7 @@ class EdgePublisher:
     @property
     def size(self) -> int:
         """Edges queued or in flight."""
-        return len(self._queue) + len(self._tasks)
+        return len(self._queue) + len(self._in_flight)
 
     def offer(self, event: events.DependencyObserved) -> Verdict | None:
         """Queue `event` if it is publishable; the verdict, or None when the buffer is full."""
@@ -118,13 +125,15 @@ class EdgePublisher:
         loop = asyncio.get_running_loop()
         stop_waiter = asyncio.ensure_future(stop.wait())
         stop_waiter.add_done_callback(lambda _: self._wakeup.set())
+        expiring = asyncio.ensure_future(self._expire_acks())
         try:
             await self._dispatch(stop.is_set)
             deadline = loop.time() + self.settings.drain_timeout
             await self._dispatch(lambda: self.size == 0 or loop.time() >= deadline)
         finally:
             stop_waiter.cancel()
-            await self._abandon()
+            expiring.cancel()
+            self._abandon()
 
     async def _dispatch(self, done: Callable[[], bool]) -> None:
         loop = asyncio.get_running_loop()
@@ -139,38 +148,51 @@ class EdgePublisher:
             if not self._queue:
                 self._slots.release()
                 continue
-            self._spawn(self._queue.popleft())
+            await self._send(self._queue.popleft())
 
-    def _spawn(self, item: _Item) -> None:
-        task = asyncio.ensure_future(self._publish(item))
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._slots.release()
-        self._gauges()
-        self._wakeup.set()
-
-    async def _publish(self, item: _Item) -> None:
+    async def _send(self, item: _Item) -> None:
+        """Publish `item` without waiting for its ack (`_acked` gets it; `_expire_acks` gives up
+        on it after `ack_timeout`). Holds one in-flight slot until then."""
         try:
-            await self.js.publish(
-                item.subject,
-                item.payload,
-                timeout=self.settings.ack_timeout,
-                headers={MSG_ID_HEADER: item.msg_id},
+            future = await self.js.publish_async(
+                item.subject, item.payload, headers={MSG_ID_HEADER: item.msg_id}
             )
-        except asyncio.CancelledError:
+        except Exception as e:  # the connection went away between the check and the send
+            self._slots.release()
+            self._failed(item, e)
+            return
+        deadline = asyncio.get_running_loop().time() + self.settings.ack_timeout
+        self._in_flight[future] = (item, deadline)
+        future.add_done_callback(self._acked)
+
+    def _acked(self, future: asyncio.Future[Any]) -> None:
+        item, _ = self._in_flight.pop(future)
+        self._slots.release()
+        if future.cancelled():  # given up at shutdown
             self.memory.release(item.key)
-            raise
-        except Exception as e:
-            await self._failed(item, e)
+        elif (error := future.exception()) is not None:
+            self._failed(item, error)
         else:
             self.memory.confirm(item.key, self.clock())
             self._failures = 0
-            metrics.PUBLISHED.labels(item.verdict.value).inc()
+            self._published[item.verdict].inc()
+        self._wakeup.set()
 
-    async def _failed(self, item: _Item, error: Exception) -> None:
+    async def _expire_acks(self) -> None:
+        """Fail the publishes whose ack is later than `ack_timeout` (oldest first: they are in
+        send order), so that they are sent again."""
+        loop = asyncio.get_running_loop()
+        period = min(self.settings.ack_timeout / 4, 0.5)
+        while True:
+            await asyncio.sleep(period)
+            now = loop.time()
+            for future, (_, deadline) in list(self._in_flight.items()):
+                if deadline > now:
+                    break
+                if not future.done():
+                    future.set_exception(nats.errors.TimeoutError())
+
+    def _failed(self, item: _Item, error: BaseException) -> None:
         metrics.PUBLISH_FAILURES.labels(type(error).__name__).inc()
         self._queue.appendleft(item)
         self._failures += 1
@@ -178,19 +200,28 @@ class EdgePublisher:
         self._retry_at = asyncio.get_running_loop().time() + backoff
         if self._failures in (1, 10) or self._failures % 100 == 0:
             log.warning("publishing edges fails (%d in a row): %r", self._failures, error)
-        if isinstance(error, NoRespondersError | NoStreamResponseError) and self.ensure_stream:
+        if isinstance(error, NoRespondersError | NoStreamResponseError):
+            self._recreate_stream()
+        self._gauges()
+
+    def _recreate_stream(self) -> None:
+        """Re-create the dependency stream (once at a time) when publishes find none."""
+        if self.ensure_stream is None or (self._ensuring is not None and not self._ensuring.done()):
+            return
+
+        async def ensure(ensure_stream: Callable[[], Awaitable[None]]) -> None:
             try:
-                await self.ensure_stream()
+                await ensure_stream()
             except Exception as e:
                 log.warning("could not re-create the dependency stream: %r", e)
 
-    async def _abandon(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        self._ensuring = asyncio.ensure_future(ensure(self.ensure_stream))
+
+    def _abandon(self) -> None:
+        for future in list(self._in_flight):
+            future.cancel()  # `_acked` releases its edge
+        if self._ensuring is not None:
+            self._ensuring.cancel()
         if self._queue:
             log.warning("dropping %d unpublished edges at shutdown", len(self._queue))
         for item in self._queue:
