@@ -56,6 +56,11 @@ BROKEN: list[tuple[str, Callable[[RawObject], None], str]] = [
     ("bad namespace", _set("metadata.namespace", "a.b"), "not a namespace"),
     ("empty selector", _set("spec.workloadSelector.labels", {}), "every workload"),
     ("bad selector value", _set("spec.workloadSelector.labels", {"app": "a b"}), "invalid"),
+    # a regex `$` would match before a trailing newline: none may slip through
+    ("host ending in a newline", _set("spec.egress.0.hosts", ["*/a.b\n"]), "RFC 1123"),
+    ("namespace ending in a newline", _set("spec.egress.0.hosts", ["ns\n/*"]), "namespace"),
+    ("name ending in a newline", _set("metadata.name", "productpage\n"), "DNS subdomain"),
+    ("label ending in a newline", _set("spec.workloadSelector.labels", {"app": "a\n"}), "invalid"),
 ]
 
 

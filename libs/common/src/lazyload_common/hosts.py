@@ -10,20 +10,20 @@ from __future__ import annotations
 import ipaddress
 import re
 
-_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_LABEL_TEXT = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOST = re.compile(rf"(?:{_LABEL_TEXT}\.)*(?![0-9]+\Z){_LABEL_TEXT}")
+"""A whole host: dot-separated labels, the last not all digits (an all-numeric last label would
+be an IP literal or nonsense, never a DNS name). ASCII only, as `[a-z]` matches no other letter."""
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
+"""What `ipaddress.IPv4Address` accepts: four decimal octets 0-255, no leading zero."""
+_NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 MAX_HOST_LENGTH = 253
 
 
 def is_valid_host(host: str) -> bool:
     """True when `host` is a lower-case RFC 1123 name (no wildcard, port, or trailing dot)."""
-    if not host or len(host) > MAX_HOST_LENGTH or not host.isascii():
-        return False
-    labels = host.split(".")
-    if not all(_LABEL.match(label) for label in labels):
-        return False
-    # An all-numeric last label would be an IP literal or nonsense, never a DNS name.
-    return not labels[-1].isdigit()
+    return len(host) <= MAX_HOST_LENGTH and _HOST.fullmatch(host) is not None
 
 
 def is_valid_namespace(namespace: str) -> bool:
@@ -44,8 +44,11 @@ def is_valid_domain(domain: str) -> bool:
 
 def is_ip_literal(value: str) -> bool:
     """True when `value` (without port) is an IPv4 or IPv6 address."""
+    bare = value.strip("[]")
+    if _IPV4.fullmatch(bare) is not None:  # the usual case, without `ipaddress`'s parsing
+        return True
     try:
-        ipaddress.ip_address(value.strip("[]"))
+        ipaddress.ip_address(bare)
     except ValueError:
         return False
     return True
@@ -74,9 +77,11 @@ def split_host_port(authority: str) -> tuple[str, int | None]:
 
 
 def _port(text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise ValueError(f"invalid port: {text!r}")
-    return int(text)
+    if text.isdigit():
+        port = int(text)  # raises (ValueError) for the digits it cannot read, e.g. "²"
+        if 0 < port < 65536:
+            return port
+    raise ValueError(f"invalid port: {text!r}")
 
 
 def service_fqdn(name: str, namespace: str, cluster_domain: str) -> str:

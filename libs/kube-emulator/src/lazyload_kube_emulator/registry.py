@@ -8,7 +8,7 @@ from typing import Any
 from .resources import BUILTIN_RESOURCES, ResourceInfo, sort_versions
 
 CRD_KEY = ("apiextensions.k8s.io", "customresourcedefinitions")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
 
 
 class Registry:

@@ -123,7 +123,7 @@ BUILTIN_RESOURCES: tuple[ResourceInfo, ...] = (
 # Resources whose DELETE answers with the deleted object instead of a success Status.
 RETURNS_DELETED_OBJECT = {("", "services"), ("", "pods")}
 
-_VERSION_RE = re.compile(r"^v(\d+)(?:(alpha|beta)(\d+))?$")
+_VERSION_RE = re.compile(r"^v(\d+)(?:(alpha|beta)(\d+))?\Z")
 
 
 def version_priority(version: str) -> tuple[int, int, int, str]:

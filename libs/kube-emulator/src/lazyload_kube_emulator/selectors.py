@@ -9,9 +9,9 @@ from typing import Any
 
 from .errors import bad_request
 
-_SET_RE = re.compile(r"^(\S+)\s+(in|notin)\s+\((.*)\)$")
-_EQ_RE = re.compile(r"^([^=!\s]+)\s*(==|=|!=)\s*(\S*)$")
-_KEY_RE = re.compile(r"^(!)?\s*([^=!\s(),]+)$")
+_SET_RE = re.compile(r"^(\S+)\s+(in|notin)\s+\((.*)\)\Z")
+_EQ_RE = re.compile(r"^([^=!\s]+)\s*(==|=|!=)\s*(\S*)\Z")
+_KEY_RE = re.compile(r"^(!)?\s*([^=!\s(),]+)\Z")
 
 
 @dataclass(frozen=True)

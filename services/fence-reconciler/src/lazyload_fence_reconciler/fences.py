@@ -31,7 +31,7 @@ TOMBSTONE_ANNOTATION = "lazyload.io/fence-deleted"
 RawObject = dict[str, Any]
 Selector = dict[str, str]
 
-_METRIC_KEY = re.compile(r'^\{(destination_service|request_host)="([^"]*)"\}$')
+_METRIC_KEY = re.compile(r'^\{(destination_service|request_host)="([^"]*)"\}\Z')
 
 
 class DomainStatus(enum.StrEnum):

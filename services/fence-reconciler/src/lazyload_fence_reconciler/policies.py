@@ -114,7 +114,7 @@ class WorkloadIdentity:
         return bool(_LABEL_NAME.match(name)) and bool(_LABEL_NAME.match(self.alias))
 
 
-_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?\Z")
 
 
 def workload_creation(
