@@ -18,7 +18,9 @@ original destination address must be a ClusterIP. Whatever comes out must pass
 `hosts.is_valid_host`, so an invalid host is never published.
 
 `Memo` lets a caller that derives many records against one directory state share the work:
-destinations by (authority, namespace) and events by (caller, destination, protocol).
+the callers at an address (streams without a workload identity), destinations by
+(authority, namespace) and events (with their edge keys: `derive(keyed=True)`)
+by (caller, destination, protocol).
 
 Entries that never reached a destination are rejected as `UNROUTED`: Envoy found no route (NR, so
 also "404 with NR"), no cluster (NC), could not resolve the host (DF), or refused the request
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol, overload
 
 from lazyload_common import events, hosts
 
@@ -81,15 +83,16 @@ class Options:
     """Unknown callers give an `unresolved` edge instead of an `UNKNOWN_CALLER` rejection."""
 
 
-@dataclass(frozen=True, slots=True)
-class Caller:
+class Caller(NamedTuple):
+    """A caller Service (or workload, or unresolved address); named tuples, as these two are
+    built, hashed and compared per new entry key (memo keys)."""
+
     namespace: str
     name: str
     kind: str = "service"
 
 
-@dataclass(frozen=True, slots=True)
-class Destination:
+class Destination(NamedTuple):
     host: str
     port: int | None
     service: ServiceRef | None
@@ -97,23 +100,57 @@ class Destination:
     """The ServiceEntry declaring the host, when it is no Service."""
 
 
-class Memo:
-    """Destinations and events already derived against one state of a directory (the owner
-    `clear`s it when the directory changes). A remembered event keeps the times of the record
-    that made it: users of a memo set `first_seen`/`observed_at` per sighting."""
+Prototype = tuple[events.DependencyObserved, str]
+"""An edge's event (with the times of the record that made it) and its `edge_key`."""
 
-    __slots__ = ("destinations", "events")
+
+class Memo:
+    """Callers, destinations and events already derived against one state of a directory (the
+    owner `clear`s it when the directory changes). A remembered event keeps the times of the
+    record that made it: users of a memo set `first_seen`/`observed_at` per sighting."""
+
+    __slots__ = ("callers", "destinations", "events")
 
     def __init__(self) -> None:
+        self.callers: dict[str, list[Caller] | Rejection] = {}
+        """Caller address -> `resolve_callers` of a record from it on a stream without a
+        workload identity (read only: the lists are shared)."""
         self.destinations: dict[tuple[str, str], Destination | Rejection] = {}
-        self.events: dict[tuple[Caller, Destination, str], events.DependencyObserved] = {}
+        self.events: dict[tuple[Caller, Destination, str], Prototype] = {}
 
     def __len__(self) -> int:
-        return len(self.destinations) + len(self.events)
+        return len(self.callers) + len(self.destinations) + len(self.events)
 
     def clear(self) -> None:
+        self.callers.clear()
         self.destinations.clear()
         self.events.clear()
+
+
+@overload
+def derive(
+    record: AccessRecord,
+    identity: StreamIdentity | None,
+    directory: Directory,
+    options: Options,
+    *,
+    now: float,
+    memo: Memo | None = None,
+    keyed: Literal[False] = False,
+) -> list[events.DependencyObserved] | Rejection: ...
+
+
+@overload
+def derive(
+    record: AccessRecord,
+    identity: StreamIdentity | None,
+    directory: Directory,
+    options: Options,
+    *,
+    now: float,
+    memo: Memo | None = None,
+    keyed: Literal[True],
+) -> list[Prototype] | Rejection: ...
 
 
 def derive(
@@ -124,46 +161,69 @@ def derive(
     *,
     now: float,
     memo: Memo | None = None,
-) -> list[events.DependencyObserved] | Rejection:
-    """The edges `record` teaches (one per caller Service), or why it teaches none."""
-    if identity is not None and identity.is_workload and record.direction == "inbound":
+    keyed: bool = False,
+) -> list[events.DependencyObserved] | list[Prototype] | Rejection:
+    """The edges `record` teaches (one per caller Service), or why it teaches none. With
+    `keyed`, each edge comes as a `Prototype`: (event, its `edge_key`), the key remembered in
+    `memo` with the event."""
+    result = _prototypes(
+        record, identity, directory, options, now, Memo() if memo is None else memo
+    )
+    if keyed or isinstance(result, Rejection):
+        return result
+    return [event for event, _ in result]
+
+
+def _prototypes(
+    record: AccessRecord,
+    identity: StreamIdentity | None,
+    directory: Directory,
+    options: Options,
+    now: float,
+    memo: Memo,
+) -> list[Prototype] | Rejection:
+    workload = identity is not None and identity.is_workload
+    if workload and record.direction == "inbound":
         return Rejection.INBOUND
     if record.response_flags & UNROUTED_FLAGS:
         return Rejection.UNROUTED
-    callers = resolve_callers(record, identity, directory)
+    if workload:
+        callers = resolve_callers(record, identity, directory)
+    else:  # the callers depend on the address alone
+        callers = memo.callers.get(record.caller_ip)  # type: ignore[assignment]
+        if callers is None:
+            callers = memo.callers[record.caller_ip] = resolve_callers(record, None, directory)
     if isinstance(callers, Rejection):
         if callers is not Rejection.UNKNOWN_CALLER or not options.publish_unresolved:
             return callers
         callers = unresolved_caller(record)
         if isinstance(callers, Rejection):
             return callers
-    edges: list[events.DependencyObserved] = []
+    edges: list[Prototype] = []
+    protocol = record.protocol
+    destinations, memo_events = memo.destinations, memo.events
     for caller in callers:
         namespace = caller.namespace or record.source_namespace_header
         if caller.kind == "unresolved":  # complete short names only with a namespace we know
             namespace = "" if caller.namespace == UNKNOWN_NAMESPACE else caller.namespace
-        if record.protocol == "tcp":
+        if protocol == "tcp":
             dest = tcp_destination(record, directory, options.cluster_domain, namespace)
-        elif memo is None:
-            dest = http_destination(record.authority, namespace, directory, options.cluster_domain)
         else:
             dest_key = (record.authority, namespace)
-            dest = memo.destinations.get(dest_key)  # type: ignore[assignment]
+            dest = destinations.get(dest_key)  # type: ignore[assignment]
             if dest is None:
                 dest = http_destination(
                     record.authority, namespace, directory, options.cluster_domain
                 )
-                memo.destinations[dest_key] = dest
+                destinations[dest_key] = dest
         if isinstance(dest, Rejection):
             return dest
-        if memo is None:
-            edges.append(_event(record, caller, dest, options, now=now))
-            continue
-        event_key = (caller, dest, record.protocol)
-        event = memo.events.get(event_key)
-        if event is None:
-            event = memo.events[event_key] = _event(record, caller, dest, options, now=now)
-        edges.append(event)
+        event_key = (caller, dest, protocol)
+        prototype = memo_events.get(event_key)
+        if prototype is None:
+            event = _event(record, caller, dest, options, now=now)
+            prototype = memo_events[event_key] = (event, event.edge_key)
+        edges.append(prototype)
     return edges
 
 
@@ -219,12 +279,12 @@ def http_destination(
         return Rejection.IP_AUTHORITY if by_ip is None else by_ip
     if not hosts.is_valid_host(host):
         return Rejection.INVALID_HOST
-    dest = complete(host, namespace, directory, cluster_domain)
+    dest = complete(host, namespace, directory, cluster_domain, port)
     if dest is None:
         return Rejection.UNKNOWN_CALLER
     if not hosts.is_valid_host(dest.host):  # completion can make it too long
         return Rejection.INVALID_HOST
-    return Destination(dest.host, port, dest.service, dest.entry)
+    return dest
 
 
 def _is_ip_literal(host: str) -> bool:
@@ -237,25 +297,30 @@ def _is_ip_literal(host: str) -> bool:
 
 
 def complete(
-    host: str, namespace: str, directory: Directory, cluster_domain: str
+    host: str,
+    namespace: str,
+    directory: Directory,
+    cluster_domain: str,
+    port: int | None = None,
 ) -> Destination | None:
-    """Complete a valid host name to a Service FQDN where Kubernetes DNS would (port left out).
+    """Complete a valid host name to a Service FQDN where Kubernetes DNS would (with `port`,
+    which plays no part in it).
 
     None when `host` is a short name and the caller's namespace is unknown.
     """
     labels = host.split(".")
     suffix = f".svc.{cluster_domain}"
     if host.endswith(suffix) and len(labels) == 2 + suffix.count("."):
-        return Destination(host, None, ServiceRef(labels[1], labels[0]))
+        return Destination(host, port, ServiceRef(labels[1], labels[0]))
     if len(labels) == 1:
         if not namespace:
             return None
-        return _service(ServiceRef(namespace, host), None, cluster_domain)
+        return _service(ServiceRef(namespace, host), port, cluster_domain)
     if len(labels) == 2 or (len(labels) == 3 and labels[2] == "svc"):
         ref = ServiceRef(labels[1], labels[0])
         if directory.has_service(*ref):
-            return _service(ref, None, cluster_domain)
-    return Destination(host, None, None, directory.service_entry_for(host, namespace))
+            return _service(ref, port, cluster_domain)
+    return Destination(host, port, None, directory.service_entry_for(host, namespace))
 
 
 def tcp_destination(
@@ -298,17 +363,21 @@ def _event(
     record: AccessRecord, caller: Caller, dest: Destination, options: Options, *, now: float
 ) -> events.DependencyObserved:
     known = dest.service or dest.entry
-    return events.DependencyObserved(
-        source_namespace=caller.namespace,
-        source_name=caller.name,
-        source_kind=_SOURCE_KINDS.get(caller.kind, "service"),
-        destination_host=dest.host,
-        destination_port=dest.port,
-        destination_namespace=known.namespace if known else None,
-        destination_service=dest.service.name if dest.service else None,
-        external=dest.service is None,
-        protocol=record.protocol,
-        first_seen=record.start_time if record.start_time is not None else now,
-        observed_at=now,
-        reporter=options.reporter,
+    # `model_validate` of the fields is what the keyword constructor does, without its detour
+    # through `__init__`: every value is still validated.
+    return events.DependencyObserved.model_validate(
+        {
+            "source_namespace": caller.namespace,
+            "source_name": caller.name,
+            "source_kind": _SOURCE_KINDS.get(caller.kind, "service"),
+            "destination_host": dest.host,
+            "destination_port": dest.port,
+            "destination_namespace": known.namespace if known else None,
+            "destination_service": dest.service.name if dest.service else None,
+            "external": dest.service is None,
+            "protocol": record.protocol,
+            "first_seen": record.start_time if record.start_time is not None else now,
+            "observed_at": now,
+            "reporter": options.reporter,
+        }
     )

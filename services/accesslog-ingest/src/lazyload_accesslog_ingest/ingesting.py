@@ -231,9 +231,9 @@ class Ingestor:
         if len(self._memo) >= CACHE_SIZE:
             self._memo.clear()
         result = edges.derive(
-            record, identity, self.directory, self.options, now=now, memo=self._memo
+            record, identity, self.directory, self.options, now=now, memo=self._memo, keyed=True
         )
         if isinstance(result, Rejection):
             return result
-        unresolved = bool(result) and result[0].source_kind == "unresolved"
-        return tuple((event, event.edge_key) for event in result), unresolved
+        unresolved = bool(result) and result[0][0].source_kind == "unresolved"
+        return tuple(result), unresolved

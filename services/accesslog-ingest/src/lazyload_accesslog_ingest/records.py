@@ -47,9 +47,9 @@ class ServiceRef(NamedTuple):
     name: str
 
 
-@dataclass(frozen=True, slots=True)
-class AccessRecord:
-    """The parts of one HTTP or TCP access-log entry that an edge is made of."""
+class AccessRecord(NamedTuple):
+    """The parts of one HTTP or TCP access-log entry that an edge is made of (a named tuple: one
+    is built per new entry key, and a tuple is the cheapest immutable value to build)."""
 
     protocol: Protocol
     caller_ip: str
