@@ -46,7 +46,7 @@ from envoy.service.accesslog.v3 import als_pb2
 from lazyload_accesslog_ingest import app, indexing, ingesting, parsing, receiving
 from lazyload_accesslog_ingest import testing as t
 from lazyload_accesslog_ingest.settings import IngestSettings
-from lazyload_common import subjects
+from lazyload_common import subjects, tasks
 from lazyload_testing.nats import start_nats_server
 
 ENTRIES_PER_MESSAGE = 100
@@ -201,7 +201,9 @@ def raw_decode_rates(messages: list[bytes], rounds: int) -> tuple[float, float]:
 
 
 def _serve(nats_url: str, services: int, conn: Any) -> None:
-    """Child process: `app.run` with a pre-fed index until the parent says stop."""
+    """Child process: `app.run` with a pre-fed index until the parent says stop (the heap
+    settled first, as the service's console script does)."""
+    tasks.settle_heap()
 
     async def main() -> None:
         settings = IngestSettings(

@@ -75,7 +75,7 @@ async def make_harness(nats_server: NatsServer) -> AsyncIterator[object]:
         memory = EdgeMemory(max_edges=1000, refresh_interval=300.0)
         settings = PublishSettings(**{"drain_timeout": 1.0, "ack_timeout": 1.0, **publish})  # type: ignore[arg-type]
         publisher = EdgePublisher(
-            js,
+            nc,
             memory,
             settings,
             connected=lambda: nc.is_connected,
@@ -197,7 +197,7 @@ async def test_flush_at_shutdown(nats_server: NatsServer, observer: NATS) -> Non
     await jetstream.ensure_streams(js, names=[subjects.DEPS_STREAM])
     memory = EdgeMemory(max_edges=100, refresh_interval=300)
     publisher = EdgePublisher(
-        js, memory, PublishSettings(drain_timeout=5.0), connected=lambda: nc.is_connected
+        nc, memory, PublishSettings(drain_timeout=5.0), connected=lambda: nc.is_connected
     )
     for i in range(20):
         publisher.offer(edge(dest=f"s{i}"))

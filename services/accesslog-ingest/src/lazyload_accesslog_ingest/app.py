@@ -111,7 +111,7 @@ async def _serve(
             max_edges=settings.dedup.max_edges, refresh_interval=settings.dedup.refresh_interval
         )
         publisher = EdgePublisher(
-            js,
+            nc,
             memory,
             settings.publish,
             connected=lambda: nc.is_connected,

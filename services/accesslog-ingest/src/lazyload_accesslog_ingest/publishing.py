@@ -5,8 +5,10 @@
 and queued in a bounded buffer (a full buffer drops it and counts it; it is offered again when
 next seen). `run` sends the queue with at most `max_in_flight` unacked publishes, each carrying
 `Nats-Msg-Id` = edge key + refresh-window index, so a retried publish (or another replica's) is
-deduplicated by JetStream. Sends are pipelined (`publish_async`: no task and no waiting per
-edge); acks arrive as callbacks, and one without its ack after `ack_timeout` counts as failed.
+deduplicated by JetStream. Sends are pipelined: each is a core publish with a reply subject of
+this publisher's inbox (JetStream's publish, without a task, future or wait per edge), the
+PubAcks arrive on one subscription, and a publish without its ack after `ack_timeout` counts as
+failed.
 Only an ack marks an edge published. While NATS is disconnected
 nothing is sent and the buffer holds; a failed publish goes back to the front of the buffer and
 sending pauses with a growing back-off. This module never parses access logs.
@@ -16,18 +18,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import nats.errors
 from lazyload_common import codec, events, subjects
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
-from nats.js import JetStreamContext
-from nats.js.errors import NoStreamResponseError
+from nats.js.errors import APIError, NoStreamResponseError
 
 from lazyload_accesslog_ingest import ingesting, metrics
 from lazyload_accesslog_ingest.deduplicating import EdgeMemory, Verdict
@@ -35,6 +38,8 @@ from lazyload_accesslog_ingest.settings import PublishSettings
 
 log = logging.getLogger(__name__)
 MSG_ID_HEADER = "Nats-Msg-Id"
+STATUS_HEADER = "Status"
+NO_RESPONDERS = "503"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +56,7 @@ class EdgePublisher:
 
     def __init__(
         self,
-        js: JetStreamContext,
+        nc: NATS,
         memory: EdgeMemory,
         settings: PublishSettings,
         *,
@@ -59,18 +64,21 @@ class EdgePublisher:
         ensure_stream: Callable[[], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.js = js
+        self.nc = nc
         self.memory = memory
         self.settings = settings
         self.connected = connected
         self.ensure_stream = ensure_stream
         self.clock = clock
         self._queue: deque[_Item] = deque()
-        self._in_flight: dict[asyncio.Future[Any], tuple[_Item, float]] = {}
-        """Sent, waiting for the ack: future -> (item, deadline on the loop's clock)."""
+        self._in_flight: dict[str, tuple[_Item, float]] = {}
+        """Sent, waiting for the ack: reply subject -> (item, deadline on the loop's clock), in
+        the order sent."""
+        self._inbox = ""
+        """Prefix of the reply subjects (`<inbox>.<n>`), subscribed to once (`_acks`)."""
+        self._sent = 0
         self._ensuring: asyncio.Future[None] | None = None
         self._published = {v: metrics.PUBLISHED.labels(v.value) for v in Verdict}
-        self._slots = asyncio.Semaphore(settings.max_in_flight)
         self._wakeup = asyncio.Event()
         self._failures = 0
         self._retry_at = 0.0
@@ -87,7 +95,9 @@ class EdgePublisher:
         if verdict is Verdict.DUPLICATE:
             metrics.DUPLICATES.inc()
             return verdict
-        return self._enqueue(event, key, verdict, now)
+        verdict_or_none = self._enqueue(event, key, verdict, now)
+        self._queued()
+        return verdict_or_none
 
     def offer_all(self, sightings: Mapping[str, ingesting.Sighting], observed_at: float) -> None:
         """`offer` for the edges of one message (`Outcome.sightings`): deduplicated on their keys
@@ -100,6 +110,8 @@ class EdgePublisher:
             proto, start = sightings[key]
             event = ingesting.Observed(proto, key, start, observed_at).event
             self._enqueue(event, key, verdict, now)
+        if admitted:
+            self._queued()
 
     def _enqueue(
         self, event: events.DependencyObserved, key: str, verdict: Verdict, now: float
@@ -116,9 +128,11 @@ class EdgePublisher:
             verdict=verdict,
         )
         self._queue.append(item)
+        return verdict
+
+    def _queued(self) -> None:
         self._gauges()
         self._wakeup.set()
-        return verdict
 
     async def run(self, stop: asyncio.Event) -> None:
         """Send until `stop`, then flush for up to `drain_timeout` seconds and drop the rest."""
@@ -137,41 +151,53 @@ class EdgePublisher:
 
     async def _dispatch(self, done: Callable[[], bool]) -> None:
         loop = asyncio.get_running_loop()
+        queue, in_flight, limit = self._queue, self._in_flight, self.settings.max_in_flight
         while not done():
             self._wakeup.clear()
             delay = self._retry_at - loop.time()
-            if not self._queue or not self.connected() or delay > 0:
+            if not queue or len(in_flight) >= limit or not self.connected() or delay > 0:
+                self._gauges()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), min(max(delay, 0.05), 0.2))
                 continue
-            await self._slots.acquire()
-            if not self._queue:
-                self._slots.release()
-                continue
-            await self._send(self._queue.popleft())
+            # send what the in-flight limit allows, until a send fails
+            while queue and len(in_flight) < limit and await self._send(queue.popleft()):
+                pass
 
-    async def _send(self, item: _Item) -> None:
-        """Publish `item` without waiting for its ack (`_acked` gets it; `_expire_acks` gives up
-        on it after `ack_timeout`). Holds one in-flight slot until then."""
+    async def _send(self, item: _Item) -> bool:
+        """Publish `item` to JetStream without waiting for its ack (JetStream's publish: a core
+        publish with a reply subject, where the stream answers with its PubAck; `_on_ack` gets it,
+        `_expire_acks` gives up on it after `ack_timeout`). False when it could not be sent."""
         try:
-            future = await self.js.publish_async(
-                item.subject, item.payload, headers={MSG_ID_HEADER: item.msg_id}
+            if not self._inbox:
+                inbox = self.nc.new_inbox()
+                await self.nc.subscribe(f"{inbox}.*", cb=self._on_ack)
+                self._inbox = inbox
+            self._sent += 1
+            reply = f"{self._inbox}.{self._sent}"
+            await self.nc.publish(
+                item.subject, item.payload, reply=reply, headers={MSG_ID_HEADER: item.msg_id}
             )
         except Exception as e:  # the connection went away between the check and the send
-            self._slots.release()
             self._failed(item, e)
-            return
-        deadline = asyncio.get_running_loop().time() + self.settings.ack_timeout
-        self._in_flight[future] = (item, deadline)
-        future.add_done_callback(self._acked)
+            return False
+        self._in_flight[reply] = (
+            item,
+            asyncio.get_running_loop().time() + self.settings.ack_timeout,
+        )
+        return True
 
-    def _acked(self, future: asyncio.Future[Any]) -> None:
-        item, _ = self._in_flight.pop(future)
-        self._slots.release()
-        if future.cancelled():  # given up at shutdown
-            self.memory.release(item.key)
-        elif (error := future.exception()) is not None:
-            self._failed(item, error)
+    async def _on_ack(self, msg: Msg) -> None:
+        """JetStream's answer to one publish: a PubAck, an API error, or no responders (503: no
+        stream holds the subject)."""
+        waiting = self._in_flight.pop(msg.subject, None)
+        if waiting is None:  # late: given up on already, and sent again (same Nats-Msg-Id)
+            return
+        item = waiting[0]
+        if msg.headers and msg.headers.get(STATUS_HEADER) == NO_RESPONDERS:
+            self._failed(item, NoStreamResponseError())
+        elif b'"error"' in msg.data:
+            self._failed(item, _api_error(msg.data))
         else:
             self.memory.confirm(item.key, self.clock())
             self._failures = 0
@@ -186,11 +212,16 @@ class EdgePublisher:
         while True:
             await asyncio.sleep(period)
             now = loop.time()
-            for future, (_, deadline) in list(self._in_flight.items()):
+            expired = []
+            for reply, (item, deadline) in self._in_flight.items():
                 if deadline > now:
                     break
-                if not future.done():
-                    future.set_exception(nats.errors.TimeoutError())
+                expired.append((reply, item))
+            for reply, item in reversed(expired):  # oldest back at the front of the queue
+                del self._in_flight[reply]
+                self._failed(item, nats.errors.TimeoutError())
+            if expired:
+                self._wakeup.set()
 
     def _failed(self, item: _Item, error: BaseException) -> None:
         metrics.PUBLISH_FAILURES.labels(type(error).__name__).inc()
@@ -218,8 +249,9 @@ class EdgePublisher:
         self._ensuring = asyncio.ensure_future(ensure(self.ensure_stream))
 
     def _abandon(self) -> None:
-        for future in list(self._in_flight):
-            future.cancel()  # `_acked` releases its edge
+        for item, _ in self._in_flight.values():
+            self.memory.release(item.key)
+        self._in_flight.clear()
         if self._ensuring is not None:
             self._ensuring.cancel()
         if self._queue:
@@ -232,3 +264,14 @@ class EdgePublisher:
     def _gauges(self) -> None:
         metrics.BUFFERED.set(self.size)
         metrics.MEMORY.set(len(self.memory))
+
+
+def _api_error(data: bytes) -> Exception:
+    """The error of a JetStream API answer (`{"error": {...}}`)."""
+    try:
+        APIError.from_error(json.loads(data)["error"])  # raises the error's own class
+    except APIError as e:
+        return e
+    except Exception:  # not the JSON JetStream sends: still a failed publish
+        pass
+    return APIError(description=data[:200].decode(errors="replace"))
