@@ -11,8 +11,13 @@ protobuf decode rate of the same messages, measured in the same run.
   process (so the client does not share its CPU), publishing to a real nats-server started here
   (`lazyload_testing.nats.start_nats_server`). 1 replica, then 2 replicas on two ports with the
   client's streams split between them.
-- Measured: entries/s from the first write until every stream's response (the server answers a
-  stream only after handling all its messages); ratio = entries/s / raw decode entries/s.
+- Measured, per pass over the messages: entries/s from the first write until every stream's
+  response (the server answers a stream only after handling all its messages), and just before
+  it the reference on the same messages; ratio = the reference's time / the pass's time, summed
+  over the passes. Reported for the whole run, its first pass (every key and edge new: derived
+  and published) and the later passes (steady state), by wall time and per CPU second. Each
+  replica count runs `rounds` times on fresh replicas; the round with the median ratio is
+  reported, with the range. The replicas are warmed up with messages of other Services first.
 - Checked (correctness of the harness): every entry counted by the server
   (`lazyload_ingest_entries_total` from `/metrics`), and JetStream holds exactly the distinct edges
   the same messages give in-process (replicas collapse through `Nats-Msg-Id`).
@@ -64,8 +69,9 @@ class Config:
     """Client streams per replica."""
     services: int = 200
     replicas: tuple[int, ...] = (1, 2)
-    decode_rounds: int = 5
-    """Passes of the raw decode reference over the messages (the best is kept)."""
+    decode_rounds: int = 2
+    """Passes of the raw decode reference over the messages before each measured pass (the best
+    is kept)."""
     rounds: int = 3
     """Measurements per replica count, each on fresh replicas with its own reference measured
     just before it; the round with the median ratio is reported (this machine's speed drifts)."""
@@ -179,22 +185,17 @@ def _extract(raw: bytes) -> int:
     return n
 
 
-def raw_decode_rate(messages: list[bytes], rounds: int) -> float:
-    """Entries/s of decode + field extraction (best of `rounds` passes)."""
-    return raw_decode_rates(messages, rounds)[0]
-
-
-def raw_decode_rates(messages: list[bytes], rounds: int) -> tuple[float, float]:
-    """(entries per wall second, entries per CPU second) of decode + field extraction, each the
-    best of `rounds` passes. The CPU figure does not depend on what else the machine runs."""
+def raw_decode_times(messages: list[bytes], rounds: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of decode + field extraction of `messages`, each the best of
+    `rounds` passes."""
     best_wall = best_cpu = float("inf")
-    entries = 0
     for _ in range(max(1, rounds)):
         start, cpu = time.perf_counter(), time.process_time()
-        entries = sum(_extract(raw) for raw in messages)
+        for raw in messages:
+            _extract(raw)
         best_wall = min(best_wall, time.perf_counter() - start)
         best_cpu = min(best_cpu, time.process_time() - cpu)
-    return entries / best_wall, entries / max(best_cpu, 1e-9)
+    return best_wall, max(best_cpu, 1e-9)
 
 
 # --- the server, in a child process ----------------------------------------------------------
@@ -374,11 +375,13 @@ def measure_replicas(
     spawned: list[Replica] | None = None,
 ) -> dict[str, Any]:
     """One measured run with `count` replicas (`spawned`: started on an empty JetStream, maybe
-    still importing), with its raw decode reference measured just before it.
+    still importing): `repeat` passes over the messages, each paired with the reference decoding
+    the same messages just before it (this machine's speed drifts by tens of per cent within
+    seconds; a ratio of adjacent measurements does not).
 
-    Two phases, timed apart: the first pass over the messages (every entry key and edge is new:
-    derived, then published) and the other `repeat - 1` passes (steady state: keys cached,
-    edges deduplicated). The replicas are warmed up first with messages between other Services
+    Two phases, reported apart: the first pass (every entry key and edge is new: derived, then
+    published) and the other `repeat - 1` passes (steady state: keys cached, edges
+    deduplicated). The replicas are warmed up first with messages between other Services
     (code paths and connections, not the caches; the server's index holds both sets)."""
     if spawned is None:
         asyncio.run(_purge(nats_url))  # before the replicas, which create the stream
@@ -392,16 +395,19 @@ def measure_replicas(
         warm = Config(**{**asdict(config), "messages": max(2, config.messages // 10)})
         asyncio.run(drive(ports, build_messages(warm, offset=config.services), 1, 1))
         baseline = _settled_stream_messages(nats_url)  # the warm-up's edges
-        raw_rate, raw_cpu_rate = raw_decode_rates(messages, config.decode_rounds)
         before = sum(r.metric("lazyload_ingest_entries_total") for r in replicas)
-        phases = []
-        for repeat in (1, config.repeat - 1):
-            if repeat < 1:
-                continue
+        # per pass: the reference's time for the same messages, measured just before it
+        phases = {"first": [0, 0.0, 0.0, 0.0, 0.0], "steady": [0, 0.0, 0.0, 0.0, 0.0]}
+        for i in range(config.repeat):
+            raw_wall, raw_cpu = raw_decode_times(messages, config.decode_rounds)
             cpu_before = sum(r.cpu_seconds() for r in replicas)
-            seconds = asyncio.run(drive(ports, messages, repeat, config.streams))
+            seconds = asyncio.run(drive(ports, messages, 1, config.streams))
             cpu = sum(r.cpu_seconds() for r in replicas) - cpu_before
-            phases.append((len(messages) * repeat * ENTRIES_PER_MESSAGE, seconds, cpu))
+            phase = phases["first" if i == 0 else "steady"]
+            for k, v in enumerate(
+                (len(messages) * ENTRIES_PER_MESSAGE, seconds, cpu, raw_wall, raw_cpu)
+            ):
+                phase[k] += v
         counted = sum(r.metric("lazyload_ingest_entries_total") for r in replicas) - before
         deadline = time.monotonic() + 30
         published = asyncio.run(_stream_messages(nats_url)) - baseline
@@ -413,28 +419,27 @@ def measure_replicas(
         per_replica = [int(r.metric("lazyload_ingest_edges_published_total")) for r in replicas]
     finally:
         stop_all(replicas)
-    entries = sum(p[0] for p in phases)
-    seconds = sum(p[1] for p in phases)
-    cpu_seconds = sum(p[2] for p in phases)
 
-    def rates(n: int, wall: float, cpu: float) -> dict[str, float]:
+    def rates(n: int, wall: float, cpu: float, raw_wall: float, raw_cpu: float) -> dict[str, float]:
         return {
+            "entries": n,
             "entries_per_s": n / wall,
             "entries_per_cpu_s": n / max(cpu, 1e-9),
-            "ratio_to_raw_decode": n / wall / raw_rate,
-            "cpu_ratio_to_raw_decode": n / max(cpu, 1e-9) / raw_cpu_rate,
+            "raw_decode_entries_per_s": n / raw_wall,
+            "raw_decode_entries_per_cpu_s": n / raw_cpu,
+            "ratio_to_raw_decode": raw_wall / wall,
+            "cpu_ratio_to_raw_decode": raw_cpu / max(cpu, 1e-9),
         }
 
+    first, steady = phases["first"], phases["steady"]
+    whole = [a + b for a, b in zip(first, steady, strict=True)]
     return {
         "replicas": count,
-        "entries": entries,
-        "seconds": seconds,
-        "server_cpu_seconds": cpu_seconds,
-        **rates(entries, seconds, cpu_seconds),
-        "first_pass": rates(*phases[0]),
-        "steady": rates(*phases[1]) if len(phases) > 1 else None,
-        "raw_decode_entries_per_s": raw_rate,
-        "raw_decode_entries_per_cpu_s": raw_cpu_rate,
+        "seconds": whole[1],
+        "server_cpu_seconds": whole[2],
+        **rates(*whole),  # type: ignore[arg-type]
+        "first_pass": rates(*first),  # type: ignore[arg-type]
+        "steady": rates(*steady) if steady[0] else None,  # type: ignore[arg-type]
         "entries_counted_by_server": int(counted),
         "edges_expected": expected,
         "edges_in_jetstream": published,

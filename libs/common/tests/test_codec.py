@@ -79,3 +79,28 @@ def test_decode_as_checks_the_model() -> None:
 def test_random_bytes_never_raise_anything_else(payload: bytes) -> None:
     with contextlib.suppress(errors.DecodeError):
         codec.decode(payload)
+
+
+@given(
+    st.builds(
+        events.DependencyObserved,
+        source_namespace=st.text(max_size=10),
+        source_name=st.text(max_size=10),
+        source_kind=st.sampled_from(["service", "workload", "unresolved"]),
+        destination_host=st.text(max_size=20),
+        destination_port=st.one_of(st.none(), st.integers(0, 65535)),
+        destination_namespace=st.one_of(st.none(), st.text(max_size=10)),
+        destination_service=st.one_of(st.none(), st.text(max_size=10)),
+        external=st.booleans(),
+        protocol=st.sampled_from(["http", "grpc", "tcp"]),
+        first_seen=st.floats(allow_nan=False),
+        reporter=st.text(max_size=5),
+    ),
+    st.floats(allow_nan=False),
+    st.floats(allow_nan=False),
+)
+def test_encode_with_is_encode_of_the_updated_copy(
+    event: events.DependencyObserved, first_seen: float, observed_at: float
+) -> None:
+    times = {"first_seen": first_seen, "observed_at": observed_at}
+    assert codec.encode_with(event, **times) == codec.encode(event.model_copy(update=times))

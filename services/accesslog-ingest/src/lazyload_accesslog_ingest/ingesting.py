@@ -53,10 +53,13 @@ class Observed:
     @property
     def event(self) -> events.DependencyObserved:
         """The event of this sighting (built on demand: only published edges need it)."""
-        first_seen = self.observed_at if self.start is None else self.start
-        return self.prototype.model_copy(
-            update={"first_seen": first_seen, "observed_at": self.observed_at}
-        )
+        return self.prototype.model_copy(update=sighting_times(self.start, self.observed_at))
+
+
+def sighting_times(start: float | None, observed_at: float) -> dict[str, float]:
+    """The times a sighting sets on its prototype event: `first_seen` is the entry's start
+    (the time of observation when the entry has none), `observed_at`."""
+    return {"first_seen": observed_at if start is None else start, "observed_at": observed_at}
 
 
 Sighting = tuple[events.DependencyObserved, float | None]

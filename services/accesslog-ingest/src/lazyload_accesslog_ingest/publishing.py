@@ -23,7 +23,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import nats.errors
 from lazyload_common import codec, events, subjects
@@ -42,8 +42,7 @@ STATUS_HEADER = "Status"
 NO_RESPONDERS = "503"
 
 
-@dataclass(frozen=True, slots=True)
-class _Item:
+class _Item(NamedTuple):
     key: str
     subject: str
     payload: bytes
@@ -95,7 +94,7 @@ class EdgePublisher:
         if verdict is Verdict.DUPLICATE:
             metrics.DUPLICATES.inc()
             return verdict
-        verdict_or_none = self._enqueue(event, key, verdict, now)
+        verdict_or_none = self._enqueue(event, key, codec.encode(event), verdict, now)
         self._queued()
         return verdict_or_none
 
@@ -107,14 +106,19 @@ class EdgePublisher:
         if duplicates:
             metrics.DUPLICATES.inc(duplicates)
         for key, verdict in admitted:
-            proto, start = sightings[key]
-            event = ingesting.Observed(proto, key, start, observed_at).event
-            self._enqueue(event, key, verdict, now)
+            proto, start = sightings[key]  # the event: the prototype with this sighting's times
+            payload = codec.encode_with(proto, **ingesting.sighting_times(start, observed_at))
+            self._enqueue(proto, key, payload, verdict, now)
         if admitted:
             self._queued()
 
     def _enqueue(
-        self, event: events.DependencyObserved, key: str, verdict: Verdict, now: float
+        self,
+        event: events.DependencyObserved,
+        key: str,
+        payload: bytes,
+        verdict: Verdict,
+        now: float,
     ) -> Verdict | None:
         if self.size >= self.settings.buffer_size:
             self.memory.release(key)
@@ -123,7 +127,7 @@ class EdgePublisher:
         item = _Item(
             key=key,
             subject=subjects.deps(event.source_namespace, event.source_name),
-            payload=codec.encode(event),
+            payload=payload,
             msg_id=f"{key}#{self.memory.window(now)}",
             verdict=verdict,
         )
