@@ -514,7 +514,9 @@ def run_config(config: Config, workdir: Path | None = None) -> dict[str, Any]:
             "python": platform.python_version(),
             "platform": platform.platform(),
         },
-        "decoder": parsing.resolve(),
+        "decoder": parsing.resolve(
+            IngestSettings().decoder
+        ),  # LAZYLOAD_DECODER reaches the replicas
         "raw_decode_entries_per_s": one["raw_decode_entries_per_s"],
         "raw_decode_entries_per_cpu_s": one["raw_decode_entries_per_cpu_s"],
         "entries_per_s": one["entries_per_s"],
