@@ -142,6 +142,24 @@ def test_undecodable_messages(ingestor: ingesting.Ingestor, raw: bytes, reason: 
     assert stream.messages == 2
 
 
+def test_a_decoder_bug_costs_one_message_not_the_stream(
+    ingestor: ingesting.Ingestor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = ingestor.decode
+
+    def buggy(raw: bytes) -> parsing.Decoded:
+        if b"boom" in raw:
+            raise RuntimeError("bug")
+        return real(raw)
+
+    monkeypatch.setattr(ingestor, "decode", buggy)
+    stream = ingesting.StreamState()
+    bad = ingestor.ingest(t.message(t.http_entry("boom")).SerializeToString(), stream)
+    assert bad.rejections == {Rejection.INTERNAL: 1} and stream.malformed == 0
+    good = ingestor.ingest(t.message(t.http_entry()).SerializeToString(), stream)
+    assert len(good.edges) == 1
+
+
 def test_a_malformed_message_leaves_the_stream_identity_alone(
     ingestor: ingesting.Ingestor,
 ) -> None:

@@ -156,6 +156,10 @@ class Ingestor:
             outcome.rejections[Rejection.MALFORMED_MESSAGE] += 1
             stream.malformed += 1
             return outcome
+        except Exception:  # a bug in a decoder: this message is lost, not the stream
+            log.exception("an ALS message (%d bytes) could not be read", len(raw))
+            outcome.rejections[Rejection.INTERNAL] += 1
+            return outcome
         if identity is not stream.identity:
             stream.identity = identity
             stream.cache.clear()
