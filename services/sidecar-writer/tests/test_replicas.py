@@ -202,3 +202,28 @@ async def test_revision_superseded_in_the_stream_costs_no_api_request(
         assert [r.verb for r in kube_emulator.requests()] == ["POST"]  # nothing read first
     finally:
         await nc.close()
+
+
+@pytest.mark.parametrize(("written_cache", "asks"), [(100, 1), (0, 2)])
+async def test_a_create_asks_the_stream_again_only_after_a_read(
+    kube_emulator: KubeEmulator, written_cache: int, asks: int
+) -> None:
+    """The newest-revision guard runs at the top of `apply`; a create planned without reading
+    (nothing remembered yet) follows it at once and does not ask again, a create planned after a
+    GET (no memory of written Sidecars) asks again, as time passed."""
+    asked: list[int] = []
+
+    async def newest(event: events.FenceChanged) -> int | None:
+        asked.append(event.revision)
+        return None
+
+    settings = _settings("nats://127.0.0.1:1", kube_emulator, written_cache=written_cache)
+    sink = applying.KubeSink(kube.KubeApi(kube_emulator.api_client()), settings)
+    sink.newest_revision = newest
+
+    async def publish(report: events.SidecarApplied) -> None:
+        return None
+
+    handler = consuming.FenceHandler(settings, sink, publish)
+    assert (await handler.settle(make_fence(revision=1, hosts=A))).write == "create"
+    assert asked == [1] * asks

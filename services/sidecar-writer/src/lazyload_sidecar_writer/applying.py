@@ -138,12 +138,20 @@ class KubeSink:
         key = (event.namespace, event.name)
         memory = self._written if remembered else None
         current = memory.get(key) if memory is not None else None
-        if current is None and (memory is None or desired is None):
+        read = current is None and (memory is None or desired is None)
+        if read:
             current = await self.get(event.namespace, event.name)
         # else: nothing remembered - plan a create without reading first; a Sidecar that exists
         # answers 409 AlreadyExists and the retry reads it (one call for a new fence, not two)
         try:
-            return await self._carry_out(event, desired, current, unread=current is None)
+            return await self._carry_out(
+                event,
+                desired,
+                current,
+                unread=current is None,
+                # `apply` asked the stream just now, unless an API call or a retry came between
+                recheck=read or not remembered,
+            )
         except Exception:
             self.forget(*key)  # the next attempt reads afresh
             raise
@@ -155,12 +163,13 @@ class KubeSink:
         current: RawObject | None,
         *,
         unread: bool = False,
+        recheck: bool = True,
     ) -> Result:
         decision = planning.plan(event, desired, current)
         ns, name = event.namespace, event.name
         if decision.action == "create":
             assert decision.body is not None
-            newest = await self._newest(event)
+            newest = await self._newest(event) if recheck else None
             if newest is not None and newest > event.revision:
                 return Result(
                     "stale", message=f"fence revision {event.revision} < {newest} in the stream"
