@@ -4,6 +4,7 @@ dead-lettering of undecodable and rejected messages, retry of failed ones, dupli
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from lazyload_common import codec, events, jetstream, subjects
@@ -28,6 +29,18 @@ def _spec(durable: str, **kw: object) -> jetstream.ConsumerSpec:
         model=events.DependencyObserved,
         **kw,  # type: ignore[arg-type]
     )
+
+
+async def _settled(js: Any, durable: str) -> Any:
+    """The consumer's info once no ack is outstanding (acks are sent without waiting for the
+    server, which counts them a moment later), or as it is after 5 s."""
+    info = await js.consumer_info(subjects.DEPS_STREAM, durable)
+    for _ in range(100):
+        if info.num_ack_pending == 0:
+            break
+        await asyncio.sleep(0.05)
+        info = await js.consumer_info(subjects.DEPS_STREAM, durable)
+    return info
 
 
 @pytest.fixture
@@ -74,7 +87,7 @@ async def test_consume_acks_rejects_and_retries(js) -> None:  # type: ignore[no-
     letters = [codec.decode(m.data) for m in await dlq.fetch(2, timeout=2)]
     reasons = sorted(letter.reason.split(":")[0] for letter in letters)
     assert reasons == ["decode", "rejected"]
-    info = await js.consumer_info(subjects.DEPS_STREAM, "t")
+    info = await _settled(js, "t")
     assert info.num_ack_pending == 0 and info.num_pending == 0
 
 
@@ -185,7 +198,7 @@ async def test_pipeline_keeps_fetching_while_a_batch_waits(js) -> None:  # type:
         jetstream.consume(js, _spec("pipe", batch=4, pipeline=3), handler, stop), timeout=10
     )
     assert peak == 3 and sum(settled) == 12
-    info = await js.consumer_info(subjects.DEPS_STREAM, "pipe")
+    info = await _settled(js, "pipe")
     assert info.num_ack_pending == 0 and info.num_pending == 0
 
 
@@ -225,7 +238,7 @@ async def test_a_slow_batch_is_kept_alive_not_redelivered(js) -> None:  # type: 
         jetstream.consume(js, _spec("slow", ack_wait=1.0, pipeline=2), handler, stop), timeout=15
     )
     assert deliveries == [1]
-    info = await js.consumer_info(subjects.DEPS_STREAM, "slow")
+    info = await _settled(js, "slow")
     assert info.num_redelivered == 0 and info.num_ack_pending == 0
 
 
