@@ -72,7 +72,7 @@ def settle_heap() -> None:
     a freshly started service's heap) out of the garbage collector's sight (`gc.freeze`).
 
     Every full collection would otherwise walk them again, and a busy service collects often: the
-    ingest's first sight of new edges spent about a third of its time in the collector before
+    ingest's first sight of new edges spent about a third of its publishing time in the collector before
     this. For a process's start only (a console script's `main`): what is frozen is never
     collected, so a process that starts services over and over (the tests) must not call it."""
     gc.collect()
