@@ -15,8 +15,9 @@ callers by address) share one bounded cache from that key to the derived result 
 prototypes, or a rejection); a workload's stream has its own, as its identity is the caller.
 Caches are dropped when the directory (`version`) or the stream identity changes. A miss derives
 from the key alone (`parsing.http_record_of`): `edges.derive` + event model run once per distinct
-key, and never read protobuf. An `Observed` holds the prototype plus the start time; the publisher
-deduplicates on its key and builds the event (`Observed.event`) only for edges it publishes.
+key, and never read protobuf. A sighting is the prototype plus the start time; the publisher
+deduplicates on its key and encodes the event (the prototype with `sighting_times`) only for edges
+it publishes (`Observed.event` builds the same event as a model, for readers of an `Outcome`).
 """
 
 from __future__ import annotations
