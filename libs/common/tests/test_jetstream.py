@@ -137,25 +137,6 @@ async def test_linger_coalesces_a_burst_into_one_batch(js) -> None:  # type: ign
     assert sum(batches) == 30 and len(batches) <= 2, batches
 
 
-async def test_a_quiet_window_ends_with_the_linger_not_the_fetch_timeout(js) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    handled: list[float] = []
-    stop = asyncio.Event()
-
-    async def handler(batch: list[jetstream.Delivery]) -> None:
-        handled.append(loop.time())
-        stop.set()
-
-    # a fetch timeout far longer than the window: the window must not stretch to it
-    spec = _spec("quiet", batch=16, linger=0.05, fetch_timeout=1.5)
-    consumer = asyncio.create_task(jetstream.consume(js, spec, handler, stop))
-    await asyncio.sleep(0.3)  # the consumer is waiting in its fetch
-    sent = loop.time()
-    await jetstream.publish(js, subjects.deps("default", "a"), _edge(1))
-    await asyncio.wait_for(consumer, timeout=10)
-    assert handled and handled[0] - sent < 1.0, handled[0] - sent
-
-
 async def test_a_waiting_backlog_is_drained_into_one_batch(js) -> None:  # type: ignore[no-untyped-def]
     for i in range(50):
         await jetstream.publish(js, subjects.deps("default", "a"), _edge(i))

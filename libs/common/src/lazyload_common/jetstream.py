@@ -263,11 +263,6 @@ async def _fetch(sub: Any, spec: ConsumerSpec) -> list[Msg]:
     return msgs
 
 
-_MIN_FETCH = 0.01
-"""Seconds: the shortest fetch timeout (the end of a window), long enough for a busy loop to read
-what is already waiting."""
-
-
 async def _linger(sub: Any, spec: ConsumerSpec, have: int) -> list[Msg]:
     """Collect more messages for up to `spec.linger` seconds, then keep draining while a backlog
     is waiting (full fetches), up to `spec.max_batch`: under load, batches grow instead of the
@@ -278,12 +273,10 @@ async def _linger(sub: Any, spec: ConsumerSpec, have: int) -> list[Msg]:
     while have + len(more) < spec.max_batch:
         left = deadline - loop.time()
         want = min(spec.batch, spec.max_batch - have - len(more))
-        # within the window a fetch ends with it (a pull returns when full or at its timeout);
-        # past it, a drain fetch gets `fetch_timeout`: a shorter one times out on a busy loop
-        # before the waiting messages are read, and batches shrink under load
-        timeout = max(left, _MIN_FETCH) if left > 0 else spec.fetch_timeout
         try:
-            got = await sub.fetch(want, timeout=timeout)
+            # past the window, a drain fetch still gets `fetch_timeout`: a shorter one times out
+            # on a busy loop before the waiting messages are read, and batches shrink under load
+            got = await sub.fetch(want, timeout=max(left, spec.fetch_timeout))
         except (TimeoutError, NatsTimeoutError):
             break
         more += got

@@ -168,7 +168,7 @@ class FenceSettings(BaseModel):
     )
     batch: int = Field(256, ge=1, description="Dependency messages fetched per batch.")
     coalesce_window: float = Field(
-        0.1,
+        0.05,
         ge=0,
         le=5,
         description="Seconds a batch keeps collecting after its first edge, so a burst for one "
