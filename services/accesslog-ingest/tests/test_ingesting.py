@@ -244,14 +244,14 @@ def test_tcp_message(ingestor: ingesting.Ingestor) -> None:
 def test_a_raising_entry_is_counted_not_fatal(
     ingestor: ingesting.Ingestor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = edges.derive
+    real = edges.prototypes
 
     def flaky(record, *args, **kwargs):  # type: ignore[no-untyped-def]
         if record.authority == "boom":
             raise RuntimeError("bug")
         return real(record, *args, **kwargs)
 
-    monkeypatch.setattr(edges, "derive", flaky)
+    monkeypatch.setattr(edges, "prototypes", flaky)
     msg = t.message(t.http_entry("boom"), t.http_entry("details"))
     outcome = ingestor.ingest(msg.SerializeToString(), ingesting.StreamState())
     assert outcome.rejections == {Rejection.INTERNAL: 1}

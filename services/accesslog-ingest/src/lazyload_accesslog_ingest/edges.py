@@ -19,7 +19,7 @@ original destination address must be a ClusterIP. Whatever comes out must pass
 
 `Memo` lets a caller that derives many records against one directory state share the work:
 the callers at an address (streams without a workload identity), destinations by
-(authority, namespace) and events (with their edge keys: `derive(keyed=True)`)
+(authority, namespace) and events (with their edge keys: `prototypes`)
 by (caller, destination, protocol).
 
 Entries that never reached a destination are rejected as `UNROUTED`: Envoy found no route (NR, so
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, Protocol, overload
+from typing import Literal, NamedTuple, Protocol
 
 from lazyload_common import events, hosts
 
@@ -127,7 +127,6 @@ class Memo:
         self.events.clear()
 
 
-@overload
 def derive(
     record: AccessRecord,
     identity: StreamIdentity | None,
@@ -136,52 +135,27 @@ def derive(
     *,
     now: float,
     memo: Memo | None = None,
-    keyed: Literal[False] = False,
-) -> list[events.DependencyObserved] | Rejection: ...
-
-
-@overload
-def derive(
-    record: AccessRecord,
-    identity: StreamIdentity | None,
-    directory: Directory,
-    options: Options,
-    *,
-    now: float,
-    memo: Memo | None = None,
-    keyed: Literal[True],
-) -> list[Prototype] | Rejection: ...
-
-
-def derive(
-    record: AccessRecord,
-    identity: StreamIdentity | None,
-    directory: Directory,
-    options: Options,
-    *,
-    now: float,
-    memo: Memo | None = None,
-    keyed: bool = False,
-) -> list[events.DependencyObserved] | list[Prototype] | Rejection:
-    """The edges `record` teaches (one per caller Service), or why it teaches none. With
-    `keyed`, each edge comes as a `Prototype`: (event, its `edge_key`), the key remembered in
-    `memo` with the event."""
-    result = _prototypes(
-        record, identity, directory, options, now, Memo() if memo is None else memo
-    )
-    if keyed or isinstance(result, Rejection):
+) -> list[events.DependencyObserved] | Rejection:
+    """The edges `record` teaches (one per caller Service), or why it teaches none."""
+    result = prototypes(record, identity, directory, options, now=now, memo=memo)
+    if isinstance(result, Rejection):
         return result
     return [event for event, _ in result]
 
 
-def _prototypes(
+def prototypes(
     record: AccessRecord,
     identity: StreamIdentity | None,
     directory: Directory,
     options: Options,
+    *,
     now: float,
-    memo: Memo,
+    memo: Memo | None = None,
 ) -> list[Prototype] | Rejection:
+    """`derive`, each edge as a `Prototype`: (event, its `edge_key`), the key remembered in
+    `memo` with the event (the ingest's hot path)."""
+    if memo is None:
+        memo = Memo()
     workload = identity is not None and identity.is_workload
     if workload and record.direction == "inbound":
         return Rejection.INBOUND

@@ -238,8 +238,8 @@ class Ingestor:
             return record
         if len(self._memo) >= CACHE_SIZE:
             self._memo.clear()
-        result = edges.derive(
-            record, identity, self.directory, self.options, now=now, memo=self._memo, keyed=True
+        result = edges.prototypes(
+            record, identity, self.directory, self.options, now=now, memo=self._memo
         )
         if isinstance(result, Rejection):
             return result
