@@ -17,7 +17,7 @@ be an IP literal or nonsense, never a DNS name). ASCII only, as `[a-z]` matches 
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
 """What `ipaddress.IPv4Address` accepts: four decimal octets 0-255, no leading zero."""
-_NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
+_LABEL = re.compile(_LABEL_TEXT)
 MAX_HOST_LENGTH = 253
 
 
@@ -28,7 +28,7 @@ def is_valid_host(host: str) -> bool:
 
 def is_valid_namespace(namespace: str) -> bool:
     """True when `namespace` is a Kubernetes namespace name (an RFC 1123 label)."""
-    return bool(namespace) and len(namespace) <= 63 and bool(_NAMESPACE.match(namespace))
+    return _LABEL.fullmatch(namespace) is not None
 
 
 def is_namespace_domain(domain: str) -> bool:
