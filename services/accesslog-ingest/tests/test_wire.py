@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import pytest
 from envoy.config.core.v3 import address_pb2
@@ -54,6 +55,11 @@ def _merged(*parts: object) -> bytes:
     return b"".join(p.SerializeToString() for p in parts)  # type: ignore[attr-defined]
 
 
+def _entry_in_two_pieces(first: Any, second: Any) -> Any:
+    """One entry written as `first` then `second` (protobuf merges them into one)."""
+    return type(first).FromString(first.SerializeToString() + second.SerializeToString())
+
+
 def _keys(raw: bytes, direction: bool = False) -> list[parsing.EntryKey]:
     assert COMPILED is not None
     msg = COMPILED(raw)
@@ -68,9 +74,7 @@ def test_sub_messages_seen_twice_are_merged() -> None:
     entry = accesslog_pb2.HTTPAccessLogEntry()
     entry.request.request_headers["slime-source-ns"] = "shop"
     # one entry written in two pieces: common_properties from the first, headers from the second
-    both = accesslog_pb2.HTTPAccessLogEntry.FromString(
-        first.http_logs.log_entry[0].SerializeToString() + entry.SerializeToString()
-    )
+    both = _entry_in_two_pieces(first.http_logs.log_entry[0], entry)
     raw = t.message(both).SerializeToString()
     _same(raw)
     assert _keys(raw) == [("10.1.0.1", "details:9080", False, False, False, "shop")]
@@ -95,20 +99,14 @@ def test_a_oneof_member_clears_the_others() -> None:
     entry = t.http_entry("details:9080")
     piped = accesslog_pb2.HTTPAccessLogEntry()
     piped.common_properties.downstream_direct_remote_address.pipe.path = "/tmp/sock"
-    merged = accesslog_pb2.HTTPAccessLogEntry.FromString(
-        entry.SerializeToString() + piped.SerializeToString()
-    )
-    raw = t.message(merged).SerializeToString()
+    raw = t.message(_entry_in_two_pieces(entry, piped)).SerializeToString()
     _same(raw)
     assert _keys(raw)[0][0] == ""
     # a named port clears the port value
     tcp_entry = t.tcp_entry("10.96.0.10", 3306)
     named = accesslog_pb2.TCPAccessLogEntry()
     named.common_properties.downstream_local_address.socket_address.named_port = "mysql"
-    merged_tcp = accesslog_pb2.TCPAccessLogEntry.FromString(
-        tcp_entry.SerializeToString() + named.SerializeToString()
-    )
-    raw = t.message(merged_tcp).SerializeToString()
+    raw = t.message(_entry_in_two_pieces(tcp_entry, named)).SerializeToString()
     _same(raw)
     assert _keys(raw)[0][2:5] == ("10.96.0.10", 0, "named_port")
 
