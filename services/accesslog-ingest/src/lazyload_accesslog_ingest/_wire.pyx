@@ -389,19 +389,25 @@ cdef inline object start_time(Entry* e):
 
 
 def outline(bytes raw):
-    """(the identifier's bytes or None, which `log_entries` member is set: 0, HTTP or TCP).
+    """(the identifier's bytes or None, which `log_entries` member is set: 0, HTTP or TCP,
+    where its entries begin).
 
     Occurrences of the identifier are concatenated: parsed together, they merge as protobuf
-    merges them. The whole top level is checked."""
+    merges them. The entries begin at the first occurrence of the member after the last one of
+    the other member (a oneof member clears the others). The whole top level is checked."""
     cdef const unsigned char* buf = <const unsigned char*>PyBytes_AS_STRING(raw)
     cdef Reader r
     cdef uint32_t number
     cdef int wire
     cdef Span field
     cdef int kind = 0
+    cdef int member
+    cdef Py_ssize_t at
+    cdef Py_ssize_t begin = 0
     cdef list identifier = None
     r.buf, r.pos, r.end = buf, 0, PyBytes_GET_SIZE(raw)
     while r.pos < r.end:
+        at = r.pos
         tag(&r, &number, &wire)
         if 1 <= number <= 3 and wire == LEN:
             length(&r, &field)
@@ -410,47 +416,36 @@ def outline(bytes raw):
                     identifier = []
                 identifier.append(raw[field.start:field.start + field.size])
             else:
-                kind = HTTP if number == 2 else TCP
+                member = HTTP if number == 2 else TCP
+                if member != kind:
+                    kind, begin = member, at
         else:
             skip(&r, number, wire, 0)
-    return (b"".join(identifier) if identifier is not None else None), kind
+    return (b"".join(identifier) if identifier is not None else None), kind, begin
 
 
-def keys(bytes raw, int kind, bint direction):
-    """(entries, firsts, repeats) of the `log_entries` member `kind` (as `outline` gave it):
-    `parsing.http_keys`/`tcp_keys` of its entries, the value of each first being its entry's
-    start time (Unix seconds, None when absent).
-
-    Only the occurrences of the member after the last occurrence of the other one count (a
-    oneof member clears the others); those merge, so their entries add up."""
+def keys(bytes raw, int kind, Py_ssize_t begin, bint direction):
+    """(entries, firsts, repeats) of the `log_entries` member `kind` from `begin` on (as
+    `outline` gave them): `parsing.http_keys`/`tcp_keys` of its entries, the value of each first
+    being its entry's start time (Unix seconds, None when absent). The occurrences of the member
+    merge, so their entries add up."""
     cdef const unsigned char* buf = <const unsigned char*>PyBytes_AS_STRING(raw)
     cdef Reader top
     cdef Reader r
     cdef uint32_t number
     cdef uint32_t wanted = 2 if kind == HTTP else 3
-    cdef uint32_t other = 3 if kind == HTTP else 2
     cdef int wire
     cdef Span field
     cdef Span item
     cdef Entry e
     cdef bint http = kind == HTTP
     cdef Py_ssize_t count = 0
-    cdef Py_ssize_t begin = 0
     cdef dict firsts = {}
     cdef dict repeats = {}
     cdef object key
     cdef object seen
     cdef bint unrouted, inbound, grpc
-    top.buf, top.pos, top.end = buf, 0, PyBytes_GET_SIZE(raw)
-    # the entries start after the last occurrence of the other member
-    while top.pos < top.end:
-        tag(&top, &number, &wire)
-        if number == other and wire == LEN:
-            length(&top, &field)
-            begin = top.pos
-        else:
-            skip(&top, number, wire, 0)
-    top.pos = begin
+    top.buf, top.pos, top.end = buf, begin, PyBytes_GET_SIZE(raw)
     while top.pos < top.end:
         tag(&top, &number, &wire)
         if number != wanted or wire != LEN:

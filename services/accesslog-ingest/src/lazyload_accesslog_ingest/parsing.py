@@ -155,11 +155,11 @@ class _Protobuf:
 class _Compiled:
     """A message read by the compiled decoder (only its top level so far)."""
 
-    __slots__ = ("_identifier", "kind", "raw")
+    __slots__ = ("_begin", "_identifier", "kind", "raw")
 
     def __init__(self, raw: bytes) -> None:
         try:
-            identifier, kind = _wire.outline(raw)
+            identifier, kind, self._begin = _wire.outline(raw)
             self._identifier = None if identifier is None else Identifier.FromString(identifier)
         except (message.DecodeError, ValueError) as e:
             raise MalformedMessage(str(e) or "undecodable") from e
@@ -175,7 +175,7 @@ class _Compiled:
     def group(self, direction: bool) -> Keyed:
         kind = _wire.HTTP if self.kind == "http" else _wire.TCP
         try:
-            count, firsts, repeats = _wire.keys(self.raw, kind, direction)
+            count, firsts, repeats = _wire.keys(self.raw, kind, self._begin, direction)
         except ValueError as e:  # broken wire format, or a string read that is not UTF-8
             raise MalformedMessage(str(e) or "undecodable") from e
         return Keyed(count, firsts, repeats)
