@@ -8,8 +8,7 @@ next seen). `run` sends the queue with at most `max_in_flight` unacked publishes
 deduplicated by JetStream. Sends are pipelined: each is a core publish with a reply subject of
 this publisher's inbox (JetStream's publish, without a task, future or wait per edge), the
 PubAcks arrive on one subscription, and a publish without its ack after `ack_timeout` counts as
-failed.
-Only an ack marks an edge published. While NATS is disconnected
+failed. Only an ack marks an edge published. While NATS is disconnected
 nothing is sent and the buffer holds; a failed publish goes back to the front of the buffer and
 sending pauses with a growing back-off. This module never parses access logs.
 """
@@ -27,9 +26,11 @@ from typing import NamedTuple
 
 import nats.errors
 from lazyload_common import codec, events, subjects
+from nats.aio.client import NO_RESPONDERS_STATUS
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
+from nats.js.api import Header
 from nats.js.errors import APIError, NoStreamResponseError
 
 from lazyload_accesslog_ingest import ingesting, metrics
@@ -38,8 +39,6 @@ from lazyload_accesslog_ingest.settings import PublishSettings
 
 log = logging.getLogger(__name__)
 MSG_ID_HEADER = "Nats-Msg-Id"
-STATUS_HEADER = "Status"
-NO_RESPONDERS = "503"
 
 
 class _Item(NamedTuple):
@@ -74,7 +73,7 @@ class EdgePublisher:
         """Sent, waiting for the ack: reply subject -> (item, deadline on the loop's clock), in
         the order sent."""
         self._inbox = ""
-        """Prefix of the reply subjects (`<inbox>.<n>`), subscribed to once (`_acks`)."""
+        """Prefix of the reply subjects (`<inbox>.<n>`), subscribed to once (`_on_ack`)."""
         self._sent = 0
         self._ensuring: asyncio.Future[None] | None = None
         self._published = {v: metrics.PUBLISHED.labels(v.value) for v in Verdict}
@@ -198,7 +197,7 @@ class EdgePublisher:
         if waiting is None:  # late: given up on already, and sent again (same Nats-Msg-Id)
             return
         item = waiting[0]
-        if msg.headers and msg.headers.get(STATUS_HEADER) == NO_RESPONDERS:
+        if msg.headers and msg.headers.get(Header.STATUS) == NO_RESPONDERS_STATUS:
             self._failed(item, NoStreamResponseError())
         elif b'"error"' in msg.data:
             self._failed(item, _api_error(msg.data))
