@@ -466,10 +466,9 @@ def measure_rounds(
     ordered = sorted(rounds, key=lambda r: r["ratio_to_raw_decode"])
     chosen = dict(ordered[len(ordered) // 2])
     chosen["rounds"] = len(rounds)
-    chosen["ratio_range"] = [ordered[0]["ratio_to_raw_decode"], ordered[-1]["ratio_to_raw_decode"]]
-    chosen["cpu_ratio_range"] = sorted(r["cpu_ratio_to_raw_decode"] for r in rounds)[
-        :: len(rounds) - 1 or 1
-    ]
+    for ratio in ("ratio_to_raw_decode", "cpu_ratio_to_raw_decode"):
+        values = [r[ratio] for r in rounds]
+        chosen[ratio.replace("_to_raw_decode", "_range")] = [min(values), max(values)]
     chosen["correct"] = all(
         r["entries_counted_by_server"] == r["entries"]
         and r["edges_in_jetstream"] == r["edges_expected"]
