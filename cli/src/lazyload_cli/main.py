@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import signal
 import tempfile
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -23,6 +24,17 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
+
+
+class KubeKind(enum.StrEnum):
+    """Which Kubernetes API `lazyload up` starts."""
+
+    emulator = "emulator"
+    real = "real"
+
+    @property
+    def literal(self) -> Literal["emulator", "real"]:
+        return "real" if self is KubeKind.real else "emulator"
 
 
 def _wait_for_signal(stack: Stack) -> None:
@@ -42,9 +54,18 @@ def up(
     als_port: Annotated[int | None, typer.Option(envvar="LAZYLOAD_UP_ALS_PORT")] = None,
     xds_port: Annotated[int | None, typer.Option(envvar="LAZYLOAD_UP_XDS_PORT")] = None,
     listener_port: Annotated[int | None, typer.Option(envvar="LAZYLOAD_UP_LISTENER_PORT")] = None,
+    kube: Annotated[
+        KubeKind,
+        typer.Option(
+            envvar="LAZYLOAD_UP_KUBE",
+            help="emulator: the local Kubernetes API emulator; real: etcd, kube-apiserver and "
+            "kube-controller-manager (built by `make setup`).",
+        ),
+    ] = KubeKind.emulator,
 ) -> None:
     """Start the stack (no demo traffic) and keep it up until Ctrl-C or SIGTERM."""
     config = StackConfig(
+        kube=kube.literal,
         state_dir=state_dir,
         host=host,
         nats_port=nats_port,

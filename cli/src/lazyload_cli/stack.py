@@ -1,9 +1,10 @@
 """`lazyload up`: the whole stack as separate local processes, on free loopback ports.
 
-nats-server (JetStream), the local Kubernetes API emulator, the four services and a global-sidecar
-Envoy fed by global-pilot. Every process logs to `<state-dir>/logs/`, and `endpoints.json` says
-where everything listens. The services only get a kubeconfig: they do not know they talk to the
-emulator.
+nats-server (JetStream), a Kubernetes API (the local emulator by default; with `kube="real"`
+etcd, kube-apiserver and kube-controller-manager built from Go modules), the four services and a
+global-sidecar Envoy fed by global-pilot. Every process logs to `<state-dir>/logs/`, and
+`endpoints.json` says where everything listens. The services only get a kubeconfig: they cannot
+tell which API server they talk to.
 """
 
 from __future__ import annotations
@@ -12,25 +13,20 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import Any, Literal
 
 from lazyload_cli import ports
+from lazyload_cli.kube_real import RealControlPlane
+from lazyload_cli.processes import ProcessGroup, StackError
+
+__all__ = ["SERVICES", "Stack", "StackConfig", "StackError", "bin_path", "envoy_path", "repo_root"]
 
 MESH_NAMESPACES = ("istio-system", "mesh-operator")
 SERVICES = ("accesslog-ingest", "fence-reconciler", "sidecar-writer", "global-pilot")
-
-
-class StackError(RuntimeError):
-    """A component of the stack failed to start; the message names it and its log."""
 
 
 def repo_root() -> Path:
@@ -82,6 +78,7 @@ class StackConfig:
     envoy_admin_port: int | None = None
     admin_ports: dict[str, int] = field(default_factory=dict)
     with_envoy: bool = True
+    kube: Literal["emulator", "real"] = "emulator"
     log_level: str = "INFO"
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -105,43 +102,17 @@ class StackConfig:
             self.admin_ports.setdefault(name, next(picks))
 
 
-@dataclass
-class Process:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if not self.alive():
-            return
-        self.popen.send_signal(signal.SIGTERM)
-        try:
-            self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
-
-
 class Stack:
     """Starts and stops every process of a local lazyload."""
 
     def __init__(self, config: StackConfig, *, progress: Callable[[str], None] = lambda _: None):
         self.config = config
         self.progress = progress
-        self.processes: list[Process] = []
         config.state_dir.mkdir(parents=True, exist_ok=True)
-        (config.state_dir / "logs").mkdir(exist_ok=True)
+        self.processes = ProcessGroup(config.state_dir / "logs", extra_env=config.extra_env)
         config.resolve_ports()
         self.kubeconfig = config.state_dir / "kubeconfig"
+        self.control_plane: RealControlPlane | None = None
         self.endpoints: dict[str, Any] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -161,14 +132,19 @@ class Stack:
         c = self.config
         self.progress("starting nats-server (JetStream)")
         self._start_nats()
-        self.progress("starting the Kubernetes API emulator")
-        self._start_emulator()
+        if c.kube == "real":
+            self._start_real_kube()
+        else:
+            self.progress("starting the Kubernetes API emulator")
+            self._start_emulator()
+        self._create_namespaces(MESH_NAMESPACES)
         for name in SERVICES:
             self.progress(f"starting {name}")
-            self._spawn(name, [bin_path(f"lazyload-{name}")], env=self._service_env(name))
+            self.processes.spawn(name, [bin_path(f"lazyload-{name}")], env=self._service_env(name))
         for name in SERVICES:
             self.progress(f"waiting for {name} to be ready")
-            self._wait_http(name, f"http://{c.host}:{c.admin_ports[name]}/readyz", timeout=90)
+            url = f"http://{c.host}:{c.admin_ports[name]}/readyz"
+            self.processes.wait_http(name, url, timeout=90)
         if c.with_envoy:
             self.progress("starting the global-sidecar Envoy")
             self._start_envoy()
@@ -180,41 +156,17 @@ class Stack:
         return self.endpoints
 
     def stop(self) -> None:
-        for process in reversed(self.processes):
-            process.stop()
-        self.processes.clear()
+        self.processes.stop()
 
     def check_alive(self) -> None:
-        for process in self.processes:
-            if not process.alive():
-                raise StackError(
-                    f"{process.name} exited ({process.popen.returncode}); log {process.log_path}:\n"
-                    f"{process.log_tail()}"
-                )
+        self.processes.check_alive()
 
     # -- components ----------------------------------------------------------------------------
-
-    def _spawn(self, name: str, cmd: list[str], *, env: dict[str, str] | None = None) -> Process:
-        log_path = self.config.state_dir / "logs" / f"{name}.log"
-        log = log_path.open("ab")
-        full_env = {**os.environ, **(env or {}), **self.config.extra_env}
-        popen = subprocess.Popen(
-            cmd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=full_env,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        log.close()
-        process = Process(name, popen, log_path)
-        self.processes.append(process)
-        return process
 
     def _start_nats(self) -> None:
         c = self.config
         store = c.state_dir / "nats"
-        self._spawn(
+        self.processes.spawn(
             "nats-server",
             [
                 bin_path("nats-server"),
@@ -227,7 +179,7 @@ class Stack:
                 str(store),
             ],
         )
-        self._wait_tcp("nats-server", c.host, int(c.nats_port or 0), timeout=20)
+        self.processes.wait_tcp("nats-server", c.host, int(c.nats_port or 0), timeout=20)
 
     def _start_emulator(self) -> None:
         c = self.config
@@ -245,13 +197,28 @@ class Stack:
             if directory.is_dir():
                 cmd += ["--crds", str(directory)]
         self.kubeconfig.unlink(missing_ok=True)
-        self._spawn("kube-emulator", cmd)
-        self._wait_http("kube-emulator", f"http://{c.host}:{c.kube_port}/version", timeout=30)
-        self._wait_file("kube-emulator", self.kubeconfig, timeout=10)
-        self._create_namespaces(MESH_NAMESPACES)
+        self.processes.spawn("kube-emulator", cmd)
+        self.processes.wait_http(
+            "kube-emulator", f"http://{c.host}:{c.kube_port}/version", timeout=30
+        )
+        self.processes.wait_file("kube-emulator", self.kubeconfig, timeout=10)
+
+    def _start_real_kube(self) -> None:
+        """etcd, kube-apiserver and kube-controller-manager instead of the emulator."""
+        c = self.config
+        self.control_plane = RealControlPlane(
+            repo_root(),
+            c.state_dir / "kube",
+            self.processes,
+            host=c.host,
+            apiserver_port=c.kube_port,
+        )
+        self.control_plane.start(progress=self.progress)
+        shutil.copyfile(self.control_plane.kubeconfig, self.kubeconfig)
+        self.kubeconfig.chmod(0o600)
 
     def _create_namespaces(self, names: tuple[str, ...]) -> None:
-        """Namespaces a cluster with Istio and lazyload has (the emulator starts with default)."""
+        """Namespaces a cluster with Istio and lazyload has (both servers start with default)."""
         from lazyload_common.kube import KubeApi, KubeConflict, api_client
         from lazyload_common.settings import KubeSettings
 
@@ -312,72 +279,31 @@ class Stack:
             "-l",
             "warning",
         ]
-        self._spawn("global-sidecar-envoy", cmd)
-        self._wait_http(
+        self.processes.spawn("global-sidecar-envoy", cmd)
+        self.processes.wait_http(
             "global-sidecar-envoy", f"http://{c.host}:{c.envoy_admin_port}/ready", timeout=30
         )
-        self._wait_tcp("global-sidecar-envoy", c.host, int(c.listener_port or 0), timeout=30)
+        self.processes.wait_tcp(
+            "global-sidecar-envoy", c.host, int(c.listener_port or 0), timeout=30
+        )
 
     def _endpoints(self) -> dict[str, Any]:
         c = self.config
         endpoints: dict[str, Any] = {
             "nats_url": f"nats://{c.host}:{c.nats_port}",
             "kubeconfig": str(self.kubeconfig.resolve()),
-            "kube_api": f"http://{c.host}:{c.kube_port}",
+            "kube": c.kube,
+            "kube_api": self.control_plane.url
+            if self.control_plane
+            else f"http://{c.host}:{c.kube_port}",
             "als_grpc": f"{c.host}:{c.als_port}",
             "xds_grpc": f"{c.host}:{c.xds_port}",
             "admin": {name: f"http://{c.host}:{c.admin_ports[name]}" for name in SERVICES},
             "state_dir": str(c.state_dir.resolve()),
             "logs": str((c.state_dir / "logs").resolve()),
-            "pids": {p.name: p.popen.pid for p in self.processes},
+            "pids": self.processes.pids(),
         }
         if c.with_envoy:
             endpoints["global_sidecar_http"] = f"{c.host}:{c.listener_port}"
             endpoints["global_sidecar_admin"] = f"http://{c.host}:{c.envoy_admin_port}"
         return endpoints
-
-    # -- waiting -------------------------------------------------------------------------------
-
-    def _process(self, name: str) -> Process:
-        return next(p for p in self.processes if p.name == name)
-
-    def _wait(self, name: str, probe: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        process = self._process(name)
-        while time.monotonic() < deadline:
-            if not process.alive():
-                raise StackError(
-                    f"{name} exited ({process.popen.returncode}) while starting; "
-                    f"log {process.log_path}:\n{process.log_tail()}"
-                )
-            if probe():
-                return
-            time.sleep(0.05)
-        raise StackError(
-            f"{name}: {what} not ready within {timeout}s; log {process.log_path}:\n"
-            f"{process.log_tail()}"
-        )
-
-    def _wait_http(self, name: str, url: str, *, timeout: float) -> None:
-        def probe() -> bool:
-            try:
-                return httpx.get(url, timeout=1.0).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        self._wait(name, probe, timeout, url)
-
-    def _wait_tcp(self, name: str, host: str, port: int, *, timeout: float) -> None:
-        import socket
-
-        def probe() -> bool:
-            try:
-                with socket.create_connection((host, port), timeout=0.5):
-                    return True
-            except OSError:
-                return False
-
-        self._wait(name, probe, timeout, f"{host}:{port}")
-
-    def _wait_file(self, name: str, path: Path, *, timeout: float) -> None:
-        self._wait(name, path.exists, timeout, str(path))

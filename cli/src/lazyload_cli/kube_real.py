@@ -1,0 +1,459 @@
+"""A real Kubernetes control plane on loopback: etcd, kube-apiserver and kube-controller-manager.
+
+`lazyload up --kube real` and the test fixtures (`lazyload_testing.kube`) run the binaries that
+`make setup` builds from Go modules into `.tools/bin/` (or those of `KUBEBUILDER_ASSETS`, the
+envtest convention). The API server is set up as kubeadm sets one up, minus the nodes:
+
+- TLS from a private CA made here; clients authenticate with certificates (the admin kubeconfig is
+  `system:masters`) or ServiceAccount tokens (TokenRequest works: the signing keys are made here);
+  authorization is `RBAC`;
+- Services get ClusterIPs from `10.96.0.0/12`;
+- kube-controller-manager (when built) runs only the garbage collector and the namespace and
+  ServiceAccount controllers: there are no kubelets, and the endpoints controllers would empty the
+  Endpoints that tests write by hand;
+- the ServiceFence CRD of `deploy/crds/` and Istio's own CRDs are installed and Established before
+  the control plane is handed over.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import ipaddress
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lazyload_cli.ports import free_ports
+from lazyload_cli.processes import ProcessGroup, StackError
+
+SERVICE_CIDR = "10.96.0.0/12"
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+API_AUDIENCES = (SERVICE_ACCOUNT_ISSUER, "istio-ca")
+CONTROLLERS = ("garbagecollector", "namespace", "serviceaccount")
+CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+ISTIO_CRDS = Path(".tools/share/istio/crd-all.gen.yaml")
+
+
+@dataclass(frozen=True)
+class KubeBinaries:
+    """Where the control plane's binaries are; `controller_manager` is None when not built."""
+
+    etcd: Path
+    apiserver: Path
+    controller_manager: Path | None
+
+    @classmethod
+    def find(cls, root: Path) -> KubeBinaries:
+        """From `KUBEBUILDER_ASSETS` if it names a directory, else `<root>/.tools/bin`."""
+        assets = os.environ.get("KUBEBUILDER_ASSETS")
+        directory = Path(assets) if assets else root / ".tools" / "bin"
+        etcd, apiserver = directory / "etcd", directory / "kube-apiserver"
+        missing = [p.name for p in (etcd, apiserver) if not os.access(p, os.X_OK)]
+        if missing:
+            hint = (
+                "KUBEBUILDER_ASSETS must name a directory with kube-apiserver and etcd"
+                if assets
+                else "run `make setup` (it builds them with Go)"
+            )
+            raise StackError(f"{' and '.join(missing)} not found in {directory}: {hint}")
+        manager = directory / "kube-controller-manager"
+        return cls(etcd, apiserver, manager if os.access(manager, os.X_OK) else None)
+
+    @classmethod
+    def available(cls, root: Path) -> bool:
+        try:
+            cls.find(root)
+        except StackError:
+            return False
+        return True
+
+
+def crd_files(root: Path) -> list[Path]:
+    """The ServiceFence CRD and Istio's CRDs (the pinned release's own, copied by `make setup`;
+    without them, the development CRDs of `deploy/crds/istio/`)."""
+    istio = root / ISTIO_CRDS
+    dev = sorted((root / "deploy" / "crds" / "istio").glob("*.yaml"))
+    return [root / "deploy" / "crds" / "servicefence.yaml", *([istio] if istio.exists() else dev)]
+
+
+# -- certificates ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pki:
+    """Files of the control plane's CA, serving and client certificates and SA signing keys."""
+
+    directory: Path
+
+    @property
+    def ca(self) -> Path:
+        return self.directory / "ca.crt"
+
+    @property
+    def admin(self) -> tuple[Path, Path]:
+        return self.directory / "admin.crt", self.directory / "admin.key"
+
+    def create(self) -> Pki:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
+        year = datetime.timedelta(days=365)
+
+        def key_pem(key: Any) -> bytes:
+            return bytes(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+
+        def write(name: str, data: bytes) -> None:
+            path = self.directory / name
+            path.write_bytes(data)
+            path.chmod(0o600)
+
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lazyload-kube-ca")])
+        ca_cert = (
+            x509.CertificateBuilder()
+            .subject_name(ca_name)
+            .issuer_name(ca_name)
+            .public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(now + 10 * year)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        write("ca.crt", ca_cert.public_bytes(serialization.Encoding.PEM))
+        write("ca.key", key_pem(ca_key))
+
+        def issue(stem: str, cn: str, orgs: Iterable[str], *, server: bool) -> None:
+            key = ec.generate_private_key(ec.SECP256R1())
+            attributes = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+            attributes += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
+            builder = (
+                x509.CertificateBuilder()
+                .subject_name(x509.Name(attributes))
+                .issuer_name(ca_name)
+                .public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now)
+                .not_valid_after(now + year)
+                .add_extension(
+                    x509.ExtendedKeyUsage(
+                        [
+                            ExtendedKeyUsageOID.SERVER_AUTH
+                            if server
+                            else ExtendedKeyUsageOID.CLIENT_AUTH
+                        ]
+                    ),
+                    critical=False,
+                )
+            )
+            if server:
+                names: list[x509.GeneralName] = [
+                    x509.DNSName(n)
+                    for n in (
+                        "localhost",
+                        "kubernetes",
+                        "kubernetes.default",
+                        "kubernetes.default.svc",
+                        "kubernetes.default.svc.cluster.local",
+                    )
+                ]
+                names += [
+                    x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", "10.96.0.1")
+                ]
+                builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+            cert = builder.sign(ca_key, hashes.SHA256())
+            write(f"{stem}.crt", cert.public_bytes(serialization.Encoding.PEM))
+            write(f"{stem}.key", key_pem(key))
+
+        issue("apiserver", "kube-apiserver", (), server=True)
+        issue("admin", "lazyload-admin", ("system:masters",), server=False)
+        sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        write("sa.key", key_pem(sa_key))
+        write(
+            "sa.pub",
+            sa_key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ),
+        )
+        return self
+
+
+def _b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def write_kubeconfig(
+    path: Path,
+    server: str,
+    ca: Path,
+    *,
+    user: str,
+    cert: tuple[Path, Path] | None = None,
+    token: str | None = None,
+    namespace: str = "default",
+) -> Path:
+    """A one-context kubeconfig for `server`, authenticating by client certificate or token."""
+    credentials: dict[str, str] = {}
+    if cert is not None:
+        credentials = {
+            "client-certificate-data": _b64(cert[0]),
+            "client-key-data": _b64(cert[1]),
+        }
+    if token is not None:
+        credentials["token"] = token
+    document = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "lazyload-real",
+                "cluster": {"server": server, "certificate-authority-data": _b64(ca)},
+            }
+        ],
+        "users": [{"name": user, "user": credentials}],
+        "contexts": [
+            {
+                "name": "lazyload-real",
+                "context": {"cluster": "lazyload-real", "user": user, "namespace": namespace},
+            }
+        ],
+        "current-context": "lazyload-real",
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(document, sort_keys=False))
+    tmp.chmod(0o600)
+    tmp.replace(path)
+    return path
+
+
+# -- the control plane -------------------------------------------------------------------------
+
+
+class RealControlPlane:
+    """etcd + kube-apiserver (+ kube-controller-manager) run by a `ProcessGroup`."""
+
+    def __init__(
+        self,
+        root: Path,
+        state_dir: Path,
+        processes: ProcessGroup,
+        *,
+        host: str = "127.0.0.1",
+        apiserver_port: int | None = None,
+        extra_apiserver_args: Iterable[str] = (),
+        fsync: bool = True,
+    ) -> None:
+        self.root = root
+        self.state_dir = state_dir
+        self.processes = processes
+        self.host = host
+        self.binaries = KubeBinaries.find(root)
+        etcd_client, etcd_peer, api = free_ports(3, host)
+        self.etcd_client_port = etcd_client
+        self.etcd_peer_port = etcd_peer
+        self.apiserver_port = apiserver_port or api
+        self.extra_apiserver_args = list(extra_apiserver_args)
+        self.fsync = fsync
+        self.pki = Pki(state_dir / "pki")
+        self.kubeconfig = state_dir / "kubeconfig"
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.host}:{self.apiserver_port}"
+
+    @property
+    def etcd_url(self) -> str:
+        return f"http://{self.host}:{self.etcd_client_port}"
+
+    def start(self, *, crds: Iterable[Path] | None = None, progress: Any = None) -> None:
+        say = progress or (lambda _m: None)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if not self.pki.ca.exists():
+            self.pki.create()
+        say("starting etcd")
+        self._start_etcd()
+        say("starting kube-apiserver")
+        self._start_apiserver()
+        write_kubeconfig(
+            self.kubeconfig, self.url, self.pki.ca, user="lazyload-admin", cert=self.pki.admin
+        )
+        if self.binaries.controller_manager is not None:
+            say("starting kube-controller-manager (garbage collector, namespaces)")
+            self._start_controller_manager()
+        say("installing the ServiceFence and Istio CRDs")
+        self.install_crds(crd_files(self.root) if crds is None else crds)
+
+    def _start_etcd(self) -> None:
+        data = self.state_dir / "etcd"
+        peer = f"http://{self.host}:{self.etcd_peer_port}"
+        cmd = [
+            str(self.binaries.etcd),
+            "--name=lazyload",
+            f"--data-dir={data}",
+            f"--listen-client-urls={self.etcd_url}",
+            f"--advertise-client-urls={self.etcd_url}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=lazyload={peer}",
+            "--log-level=warn",
+        ]
+        if not self.fsync:
+            cmd.append("--unsafe-no-fsync")
+        self.processes.spawn("etcd", cmd)
+        self.processes.wait_http("etcd", f"{self.etcd_url}/health", timeout=30)
+
+    def _start_apiserver(self) -> None:
+        pki = self.pki.directory
+        cmd = [
+            str(self.binaries.apiserver),
+            f"--etcd-servers={self.etcd_url}",
+            f"--bind-address={self.host}",
+            f"--advertise-address={self.host}",
+            f"--secure-port={self.apiserver_port}",
+            f"--cert-dir={self.state_dir / 'apiserver-certs'}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={self.pki.ca}",
+            "--authorization-mode=RBAC",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            f"--api-audiences={','.join(API_AUDIENCES)}",
+            # No kubelets: the `kubernetes` Service gets no endpoints (a loopback address would be
+            # refused by Endpoints validation anyway).
+            "--endpoint-reconciler-type=none",
+            "--profiling=false",
+            *self.extra_apiserver_args,
+        ]
+        self.processes.spawn("kube-apiserver", cmd)
+        cert = tuple(str(p) for p in self.pki.admin)
+        self.processes.wait_http(
+            "kube-apiserver",
+            f"{self.url}/readyz",
+            timeout=120,
+            verify=str(self.pki.ca),
+            cert=cert,
+        )
+
+    def _start_controller_manager(self) -> None:
+        assert self.binaries.controller_manager is not None
+        cmd = [
+            str(self.binaries.controller_manager),
+            f"--kubeconfig={self.kubeconfig}",
+            f"--controllers={','.join(CONTROLLERS)}",
+            "--leader-elect=false",
+            "--secure-port=0",
+            "--use-service-account-credentials=false",
+            f"--root-ca-file={self.pki.ca}",
+            "--profiling=false",
+        ]
+        self.processes.spawn("kube-controller-manager", cmd)
+
+    # -- objects -------------------------------------------------------------------------------
+
+    def admin_api(self) -> Any:
+        """A `lazyload_common.kube.KubeApi` authenticated as the admin (close `.api` after use)."""
+        from lazyload_common.kube import KubeApi, api_client
+        from lazyload_common.settings import KubeSettings
+
+        return KubeApi(api_client(KubeSettings(kubeconfig=self.kubeconfig)))
+
+    def install_crds(self, files: Iterable[Path], *, timeout: float = 60.0) -> list[str]:
+        """Create (or replace) every CRD in `files` and wait until all are Established."""
+        from lazyload_common.kube import KubeConflict
+
+        names: list[str] = []
+        kube = self.admin_api()
+        try:
+            for path in files:
+                for doc in yaml.safe_load_all(path.read_text()):
+                    if not doc or doc.get("kind") != "CustomResourceDefinition":
+                        continue
+                    name = doc["metadata"]["name"]
+                    names.append(name)
+                    try:
+                        kube.create(CRD_PATH, doc)
+                    except KubeConflict:
+                        current = kube.get(f"{CRD_PATH}/{name}")
+                        doc["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+                        kube.replace(f"{CRD_PATH}/{name}", doc)
+            deadline = time.monotonic() + timeout
+            pending = set(names)
+            while pending:
+                for item in kube.list(CRD_PATH).get("items", []):
+                    conditions = item.get("status", {}).get("conditions", [])
+                    if any(
+                        c.get("type") == "Established" and c.get("status") == "True"
+                        for c in conditions
+                    ):
+                        pending.discard(item["metadata"]["name"])
+                if pending and time.monotonic() > deadline:
+                    raise StackError(f"CRDs not Established within {timeout}s: {sorted(pending)}")
+                if pending:
+                    time.sleep(0.1)
+        finally:
+            kube.api.close()
+        return names
+
+    def service_account_token(
+        self, namespace: str, name: str, *, audiences: Iterable[str] = (), seconds: int = 3600
+    ) -> str:
+        """A token of ServiceAccount `namespace/name` by TokenRequest (the account must exist)."""
+        kube = self.admin_api()
+        try:
+            body: dict[str, Any] = {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {"expirationSeconds": seconds},
+            }
+            if audiences:
+                body["spec"]["audiences"] = list(audiences)
+            answer = kube.create(
+                f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token", body
+            )
+        finally:
+            kube.api.close()
+        return str(answer["status"]["token"])
+
+    def kubeconfig_for(self, namespace: str, name: str, path: Path) -> Path:
+        """A kubeconfig that authenticates as ServiceAccount `namespace/name`."""
+        token = self.service_account_token(namespace, name)
+        return write_kubeconfig(
+            path,
+            self.url,
+            self.pki.ca,
+            user=f"system:serviceaccount:{namespace}:{name}",
+            token=token,
+            namespace=namespace,
+        )

@@ -1,0 +1,137 @@
+"""Local processes of a stack: spawned in their own session, logged to files, waited for, stopped.
+
+`ProcessGroup` is what `lazyload up` (and the test fixtures that start real servers) use to run a
+component: `spawn` starts it with its output in `<logs>/<name>.log`, the `wait_*` helpers poll a
+readiness probe while checking that the process is still alive, and `stop` ends them in reverse
+order (SIGTERM, then SIGKILL after a grace period).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class StackError(RuntimeError):
+    """A component of the stack failed to start; the message names it and its log."""
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if not self.alive():
+            return
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+
+
+class ProcessGroup:
+    """The processes of one stack, each logging to `<log_dir>/<name>.log`."""
+
+    def __init__(self, log_dir: Path, *, extra_env: dict[str, str] | None = None) -> None:
+        self.log_dir = log_dir
+        self.extra_env = dict(extra_env or {})
+        self.processes: list[Process] = []
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    def spawn(self, name: str, cmd: Sequence[str], *, env: dict[str, str] | None = None) -> Process:
+        log_path = self.log_dir / f"{name}.log"
+        with log_path.open("ab") as log:
+            popen = subprocess.Popen(
+                list(cmd),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {}), **self.extra_env},
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        process = Process(name, popen, log_path)
+        self.processes.append(process)
+        return process
+
+    def process(self, name: str) -> Process:
+        return next(p for p in self.processes if p.name == name)
+
+    def pids(self) -> dict[str, int]:
+        return {p.name: p.popen.pid for p in self.processes}
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+        self.processes.clear()
+
+    def check_alive(self) -> None:
+        for process in self.processes:
+            if not process.alive():
+                raise StackError(
+                    f"{process.name} exited ({process.popen.returncode}); log {process.log_path}:\n"
+                    f"{process.log_tail()}"
+                )
+
+    # -- waiting -------------------------------------------------------------------------------
+
+    def wait(self, name: str, probe: Callable[[], bool], timeout: float, what: str) -> None:
+        """Poll `probe` until it is true; fail early, with the log's tail, if `name` exits."""
+        deadline = time.monotonic() + timeout
+        process = self.process(name)
+        while time.monotonic() < deadline:
+            if not process.alive():
+                raise StackError(
+                    f"{name} exited ({process.popen.returncode}) while starting; "
+                    f"log {process.log_path}:\n{process.log_tail()}"
+                )
+            if probe():
+                return
+            time.sleep(0.05)
+        raise StackError(
+            f"{name}: {what} not ready within {timeout}s; log {process.log_path}:\n"
+            f"{process.log_tail()}"
+        )
+
+    def wait_http(self, name: str, url: str, *, timeout: float, **httpx_args: object) -> None:
+        """Wait until GET `url` answers 200 (`httpx_args`: e.g. `verify`, `cert`)."""
+        import httpx
+
+        def probe() -> bool:
+            try:
+                return httpx.get(url, timeout=1.0, **httpx_args).status_code == 200  # type: ignore[arg-type]
+            except httpx.HTTPError:
+                return False
+
+        self.wait(name, probe, timeout, url)
+
+    def wait_tcp(self, name: str, host: str, port: int, *, timeout: float) -> None:
+        def probe() -> bool:
+            try:
+                with socket.create_connection((host, port), timeout=0.5):
+                    return True
+            except OSError:
+                return False
+
+        self.wait(name, probe, timeout, f"{host}:{port}")
+
+    def wait_file(self, name: str, path: Path, *, timeout: float) -> None:
+        self.wait(name, path.exists, timeout, str(path))
