@@ -81,6 +81,26 @@ def test_random_bytes_never_raise_anything_else(payload: bytes) -> None:
         codec.decode(payload)
 
 
+TIMES = st.floats(0.0, events.MAX_TIME)
+
+
+@pytest.mark.parametrize(
+    "seconds", [-1.0, -62_167_219_200.0, events.MAX_TIME + 1, float("nan"), float("inf")]
+)
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [(SAMPLES[0], "first_seen"), (SAMPLES[0], "observed_at"), (SAMPLES[1], "changed_at")],
+    ids=["first_seen", "observed_at", "changed_at"],
+)
+def test_impossible_times_do_not_decode(
+    event: events.FenceChanged, field: str, seconds: float
+) -> None:
+    """Before 1970 (a negative start time, year 0), after year 9999 or not finite: the payload
+    is refused where it is read, so one bad event is dead-lettered alone (#19)."""
+    with pytest.raises(errors.DecodeError, match=field):
+        codec.decode(codec.encode_with(event, **{field: seconds}))
+
+
 @given(
     st.builds(
         events.DependencyObserved,
@@ -93,11 +113,11 @@ def test_random_bytes_never_raise_anything_else(payload: bytes) -> None:
         destination_service=st.one_of(st.none(), st.text(max_size=10)),
         external=st.booleans(),
         protocol=st.sampled_from(["http", "grpc", "tcp"]),
-        first_seen=st.floats(allow_nan=False),
+        first_seen=TIMES,
         reporter=st.text(max_size=5),
     ),
-    st.floats(allow_nan=False),
-    st.floats(allow_nan=False),
+    TIMES,
+    TIMES,
 )
 def test_encode_with_is_encode_of_the_updated_copy(
     event: events.DependencyObserved, first_seen: float, observed_at: float

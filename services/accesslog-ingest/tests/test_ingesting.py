@@ -375,6 +375,29 @@ def test_the_direction_is_read_for_workload_streams_only() -> None:
     assert parsing.http_key(inbound) != parsing.http_key(outbound)
 
 
+def test_impossible_start_times_become_the_time_of_observation(
+    ingestor: ingesting.Ingestor,
+) -> None:
+    now = 1_800_000_000.0  # the fixture's clock
+    msg = t.message(
+        t.http_entry("a.example.com", start=-1.0),
+        t.http_entry("b.example.com", start=-62_167_219_200.0),  # year 0
+        t.http_entry("c.example.com", start=now + edges.MAX_CLOCK_SKEW + 1),
+        t.http_entry("d.example.com", start=now + edges.MAX_CLOCK_SKEW),
+        t.http_entry("e.example.com", start=None),
+    )
+    outcome = ingestor.ingest(msg.SerializeToString(), ingesting.StreamState())
+    first_seen = {o.event.destination_host: o.event.first_seen for o in outcome.observed}
+    assert first_seen == {
+        "a.example.com": now,
+        "b.example.com": now,
+        "c.example.com": now,
+        "d.example.com": now + edges.MAX_CLOCK_SKEW,
+        "e.example.com": now,
+    }
+    assert outcome.clamped == 3
+
+
 def test_repeated_entries_are_all_counted(ingestor: ingesting.Ingestor) -> None:
     msg = t.message(
         *[t.http_entry("details")] * 3, *[t.http_entry("nowhere.example.com", flags=["NR"])] * 2

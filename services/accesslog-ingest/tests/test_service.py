@@ -14,14 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
+from typing import Any
 
 import httpx
+import msgpack
 import pytest
 from lazyload_accesslog_ingest import app
 from lazyload_accesslog_ingest import testing as t
 from lazyload_accesslog_ingest.settings import IngestSettings
+from lazyload_common import subjects
 from lazyload_testing.nats import NatsServer
 from nats.aio.client import Client as NATS
+from nats.js.errors import NotFoundError
 
 M = t.SampleMesh
 DETAILS = "details.default.svc.cluster.local"
@@ -107,6 +112,51 @@ async def test_garbage_is_counted_and_streams_go_on(start_ingest, observer: NATS
         return len(await t.read_dependency_events(observer)) == 2
 
     await t.eventually(both, what="the valid edges of both streams")
+
+
+async def test_impossible_start_times_are_never_published(start_ingest, observer: NATS) -> None:  # type: ignore[no-untyped-def]
+    """A negative start time, year 0 or one far in the future (a broken or hostile sender) is
+    replaced by the time of observation and counted: a poisoned `first_seen` would fail the
+    reconciler (#19)."""
+    ingest = await start_ingest()
+    clamped = t.metric_value("lazyload_ingest_start_times_clamped_total")
+    year_0 = -62_167_219_200.0  # 0000-01-01T00:00:00Z
+    async with t.AlsClient(ingest.target) as client:
+        await client.send(
+            t.message(
+                t.http_entry("a.example.com", start=-1_000_000.0),
+                t.http_entry("b.example.com", start=year_0),
+                t.http_entry("c.example.com", start=time.time() + 10 * 365 * 86400),
+                t.http_entry("d.example.com", start=1_700_000_000.0),
+                ident=t.identifier(),
+            )
+        )
+
+    async def four() -> bool:
+        return len(await _raw_dependency_events(observer)) == 4
+
+    await t.eventually(four, what="the four edges")
+    published = {e["destination_host"]: e for e in await _raw_dependency_events(observer)}
+    for host in ("a.example.com", "b.example.com", "c.example.com"):
+        assert published[host]["first_seen"] == published[host]["observed_at"], host
+    assert published["d.example.com"]["first_seen"] == 1_700_000_000.0
+    assert t.metric_value("lazyload_ingest_start_times_clamped_total") == clamped + 3
+
+
+async def _raw_dependency_events(nc: NATS) -> list[dict[str, Any]]:
+    """The payloads of the dependency stream as published (msgpack maps, not decoded through the
+    event model, which would refuse an impossible time itself)."""
+    js = nc.jetstream()
+    try:
+        info = await js.stream_info(subjects.DEPS_STREAM)
+    except NotFoundError:
+        return []
+    if not info.state.messages:
+        return []
+    found = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        found.append(msgpack.unpackb((await js.get_msg(subjects.DEPS_STREAM, seq)).data))
+    return found
 
 
 async def test_sidecar_stream_identity(start_ingest, observer: NATS) -> None:  # type: ignore[no-untyped-def]

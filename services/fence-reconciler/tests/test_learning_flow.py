@@ -109,3 +109,24 @@ async def test_service_opted_out_gets_no_fence(reconciler, kit) -> None:  # type
         await kit.publish(kit.edge(DETAILS, name="global-sidecar"), kit.edge(DETAILS))
         await seen.until(lambda e: e.name == "productpage")
     assert kit.fence("global-sidecar") is None
+
+
+async def test_an_impossible_time_ends_only_its_own_message(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+    """A first_seen of year 0, published the way the ingest encodes events (no model check on
+    the way out), is dead-lettered on its own; its neighbour of the same fence is learned (it
+    used to fail the fence's write, nak the whole batch and block the fence for ever: #19)."""
+    kit.create_service("productpage")
+    dlq = await kit.dead_letters()
+    poisoned = codec.encode_with(kit.edge(DETAILS), first_seen=-62_167_219_200.0)
+    await kit.js.publish(subjects.deps("default", "productpage"), poisoned)
+    await kit.publish(kit.edge(REVIEWS))
+    async with kit.events() as seen:
+        await reconciler.start()
+        event = await seen.until(lambda e: REVIEWS in e.hosts)
+    assert DETAILS not in event.hosts
+    dead = codec.decode_as((await dlq.next_msg(timeout=10)).data, events.DeadLetter)
+    assert dead.reason.startswith("decode") and "first_seen" in dead.reason
+    assert dead.payload == poisoned
+    fence = kit.fence("productpage")
+    assert fence is not None and list(fence["status"]["learned"]) == [REVIEWS]
+    await dlq.unsubscribe()

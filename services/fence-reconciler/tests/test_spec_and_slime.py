@@ -9,6 +9,7 @@ unknown status fields survive; enabling/disabling is a new revision.
 
 from __future__ import annotations
 
+import pytest
 from lazyload_fence_reconciler import desiring, fences
 
 NOW = 1_700_000_000.0
@@ -120,6 +121,16 @@ def test_times_read_rfc3339_and_unix() -> None:
     assert fences.parse_time(str(int(NOW))) == NOW
     assert fences.parse_time("soon") is None
     assert fences.format_time(NOW) == "2023-11-14T22:13:20Z"
+
+
+@pytest.mark.parametrize(
+    "stored", [-1, "-62167219200", "0000-01-01T00:00:00Z", 1e20, float("nan"), float("inf")]
+)
+def test_impossible_stored_times_are_not_read(stored: object) -> None:
+    """A hand-edited status time that `format_time` could not write back is no time at all."""
+    assert fences.parse_time(stored) is None
+    learned = fences.Learned.from_raw("a.example.com", {"firstSeen": stored}, default_time=NOW)
+    assert learned.to_raw()["firstSeen"] == "2023-11-14T22:13:20Z"
 
 
 def test_disabling_is_a_new_revision() -> None:

@@ -3,6 +3,11 @@
 Every event has a literal `kind` and a `schema_version`; `AnyEvent` is the discriminated union the
 codec decodes. Readers ignore unknown fields (a newer writer may add some); raising a schema version
 means a new model next to the old one, never an edit of it.
+
+Times are unix seconds that can be real: finite, not before 1970 and not after the last second an
+RFC 3339 timestamp can hold (`UnixTime`). A payload with an impossible time (a negative start
+time, year 0) does not decode, so the consumer dead-letters that one message instead of failing
+on it later, with its neighbours.
 """
 
 from __future__ import annotations
@@ -11,6 +16,16 @@ import time
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+MAX_TIME = 253402300799.0
+"""9999-12-31T23:59:59Z: the last second a timestamp (RFC 3339, a Kubernetes status) can hold."""
+UnixTime = Annotated[float, Field(ge=0.0, le=MAX_TIME, allow_inf_nan=False)]
+"""Unix seconds of something that happened: finite, from 1970 to `MAX_TIME`."""
+
+
+def is_valid_time(value: float) -> bool:
+    """True for what `UnixTime` accepts (for values that did not come through a model)."""
+    return 0.0 <= value <= MAX_TIME  # NaN compares false
 
 
 class _Event(BaseModel):
@@ -34,8 +49,8 @@ class DependencyObserved(_Event):
     destination_service: str | None = Field(None, description="Set when the host is a Service.")
     external: bool = Field(False, description="True when the host is not a Service of the mesh.")
     protocol: Literal["http", "grpc", "tcp"] = "http"
-    first_seen: float = Field(description="Unix time of the request that taught this edge.")
-    observed_at: float = Field(default_factory=time.time, description="Unix time of publishing.")
+    first_seen: UnixTime = Field(description="Unix time of the request that taught this edge.")
+    observed_at: UnixTime = Field(default_factory=time.time, description="Unix time of publishing.")
     reporter: str = Field("", description="Which ingest replica published it.")
 
     @property
@@ -69,7 +84,7 @@ class FenceChanged(_Event):
     reasons: dict[str, list[str]] = Field(
         default_factory=dict, description="Per host: learned, expanded, alias, spec, selector..."
     )
-    changed_at: float = Field(default_factory=time.time)
+    changed_at: UnixTime = Field(default_factory=time.time)
 
 
 class SidecarApplied(_Event):
@@ -86,7 +101,7 @@ class SidecarApplied(_Event):
     action: Literal["applied", "unchanged", "deleted", "conflict", "dead-lettered"]
     egress_hosts: list[str] = Field(default_factory=list)
     resource_version: str = ""
-    applied_at: float = Field(default_factory=time.time)
+    applied_at: UnixTime = Field(default_factory=time.time)
     message: str = ""
 
 
@@ -99,7 +114,7 @@ class DeadLetter(_Event):
     reason: str
     subject: str = ""
     payload: bytes = b""
-    at: float = Field(default_factory=time.time)
+    at: UnixTime = Field(default_factory=time.time)
 
 
 AnyEvent = Annotated[

@@ -41,6 +41,17 @@ from lazyload_accesslog_ingest.records import AccessRecord, Rejection, ServiceRe
 UNROUTED_FLAGS = frozenset({"NR", "NC", "DF", "IH", "DPE", "NFCF"})
 UNKNOWN_NAMESPACE = "unknown"
 """`source_namespace` of an unresolved caller that sent no (valid) `slime-source-ns` header."""
+MAX_CLOCK_SKEW = 300.0
+"""Seconds an entry's start time may lie ahead of this replica's clock (the sender's clock may
+run a little ahead); later, or before 1970 (a negative time, year 0), it is impossible."""
+
+
+def plausible_start(start: float | None, now: float) -> float | None:
+    """`start` when it can be the start time of a request logged by `now`, else None (the
+    caller uses the time of observation: an impossible time is never published)."""
+    if start is None or not 0.0 <= start <= now + MAX_CLOCK_SKEW:  # NaN fails both
+        return None
+    return start
 
 
 class Directory(Protocol):
@@ -337,6 +348,7 @@ def _event(
     record: AccessRecord, caller: Caller, dest: Destination, options: Options, *, now: float
 ) -> events.DependencyObserved:
     known = dest.service or dest.entry
+    start = plausible_start(record.start_time, now)
     # `model_validate` of the fields is what the keyword constructor does, without its detour
     # through `__init__`: every value is still validated.
     return events.DependencyObserved.model_validate(
@@ -350,7 +362,7 @@ def _event(
             "destination_service": dest.service.name if dest.service else None,
             "external": dest.service is None,
             "protocol": record.protocol,
-            "first_seen": record.start_time if record.start_time is not None else now,
+            "first_seen": now if start is None else start,
             "observed_at": now,
             "reporter": options.reporter,
         }

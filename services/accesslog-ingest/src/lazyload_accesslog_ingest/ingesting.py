@@ -93,6 +93,9 @@ class Outcome:
     rejections: Counter[Rejection] = field(default_factory=Counter)
     unresolved: int = 0
     """Entries whose unknown caller was published as an `unresolved` edge."""
+    clamped: int = 0
+    """Sightings whose entry's start time was impossible (`edges.plausible_start`): their
+    `first_seen` is the time of observation instead."""
 
     @property
     def observed(self) -> list[Observed]:
@@ -185,8 +188,12 @@ class Ingestor:
         if keyed.failed:
             rejections[Rejection.INTERNAL] += keyed.failed
         first = outcome.sightings
-        derived = unresolved = 0
+        derived = unresolved = clamped = 0
+        latest = now + edges.MAX_CLOCK_SKEW
         for key, start in firsts.items():
+            if start is not None and not 0.0 <= start <= latest:  # `edges.plausible_start`
+                start = None  # first_seen = the time of observation: never an impossible time
+                clamped += 1
             result = get(key)
             if result is None:
                 try:
@@ -211,6 +218,7 @@ class Ingestor:
                     first[edge_key] = (proto, start)
         outcome.derived += derived
         outcome.unresolved += unresolved
+        outcome.clamped += clamped
 
     def _cache(self, stream: StreamState) -> dict[parsing.EntryKey, _Prototypes | Rejection]:
         version = getattr(self.directory, "version", None)

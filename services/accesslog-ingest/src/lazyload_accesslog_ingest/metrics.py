@@ -50,6 +50,11 @@ PUBLISH_FAILURES = Counter(
     "Publishes that failed (retried later), by error",
     ["error"],
 )
+START_TIMES_CLAMPED = Counter(
+    "lazyload_ingest_start_times_clamped_total",
+    "Entries whose start time was impossible (before 1970, not finite, far ahead of this "
+    "replica's clock): their edge's first_seen is the time of observation instead",
+)
 BUFFER_OVERFLOW = Counter(
     "lazyload_ingest_buffer_overflow_total",
     "Edges dropped because the publish buffer was full (offered again when next seen)",

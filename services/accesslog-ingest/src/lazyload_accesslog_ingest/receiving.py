@@ -129,6 +129,8 @@ class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):
                 metrics.UNKNOWN_CALLERS.inc(count)
         if outcome.unresolved:
             metrics.UNKNOWN_CALLERS.inc(outcome.unresolved)
+        if outcome.clamped:
+            metrics.START_TIMES_CLAMPED.inc(outcome.clamped)
         if outcome.sightings:
             metrics.EDGES_OBSERVED.inc(outcome.derived)
             self.sink(outcome.sightings, outcome.observed_at)

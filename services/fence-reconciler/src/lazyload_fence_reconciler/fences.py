@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgpack
+from lazyload_common import events
 
 GROUP = "microservice.slime.io"
 VERSION = "v1alpha1"
@@ -72,7 +73,13 @@ def host_of_metric_key(key: str) -> str | None:
 
 
 def parse_time(value: object) -> float | None:
-    """Unix seconds from RFC 3339 text or a number; None when absent or unreadable."""
+    """Unix seconds from RFC 3339 text or a number; None when absent, unreadable or impossible
+    (before 1970, after year 9999, not finite: `format_time` could not write it back)."""
+    seconds = _seconds(value)
+    return seconds if seconds is not None and events.is_valid_time(seconds) else None
+
+
+def _seconds(value: object) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int | float):
