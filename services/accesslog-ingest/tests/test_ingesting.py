@@ -205,6 +205,27 @@ def test_identity_is_kept_for_the_stream(ingestor: ingesting.Ingestor) -> None:
 @pytest.mark.parametrize(
     "metadata",
     [
+        {"NAMESPACE": "istio-system/x", "WORKLOAD_NAME": "web"},
+        {"NAMESPACE": "Default", "WORKLOAD_NAME": "web"},
+        {"NAMESPACE": "default", "WORKLOAD_NAME": "../../web"},
+        {"NAMESPACE": "default", "WORKLOAD_NAME": "*"},
+    ],
+)
+def test_a_caller_that_kubernetes_could_not_name_is_never_published(
+    ingestor: ingesting.Ingestor, metadata: dict[str, str]
+) -> None:
+    """A sidecar's node metadata is the sender's word: a namespace or workload name no
+    Kubernetes object can have never reaches a subject, a fence or an API path (#16)."""
+    stream = ingesting.StreamState()
+    msg = t.message(t.http_entry("www.example.com"), ident=t.identifier(metadata=metadata))
+    outcome = ingestor.ingest(msg.SerializeToString(), stream)
+    assert outcome.edges == []
+    assert outcome.rejections == {Rejection.INVALID_CALLER: 1}
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
         {"NAMESPACE": "mesh-operator", "WORKLOAD_NAME": "global-sidecar"},
         {"NAMESPACE": "elsewhere", "SLIME_APP": "LAZYLOAD_GLOBAL_SIDECAR"},
     ],

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 
 from lazyload_common import codec, events, subjects
+from prometheus_client import REGISTRY
 
 DETAILS = "details.default.svc.cluster.local"
 REVIEWS = "reviews.default.svc.cluster.local"
@@ -109,6 +110,40 @@ async def test_service_opted_out_gets_no_fence(reconciler, kit) -> None:  # type
         await kit.publish(kit.edge(DETAILS, name="global-sidecar"), kit.edge(DETAILS))
         await seen.until(lambda e: e.name == "productpage")
     assert kit.fence("global-sidecar") is None
+
+
+async def test_a_namespace_or_wildcard_is_never_learned(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+    """A dependency event names one host: `istio-system/*` or `*` (a forged event) would widen
+    the caller's Sidecar to a whole namespace or the mesh. Each is refused, counted and
+    dead-lettered alone; its neighbour of the same fence is learned (#16)."""
+    kit.create_service("productpage")
+    dlq = await kit.dead_letters()
+    refused = REGISTRY.get_sample_value(
+        "lazyload_fence_dead_letters_total", {"reason": "invalid-host"}
+    )
+    forged = ["istio-system/*", "*", "*/details.default.svc.cluster.local"]
+    await kit.publish(*(kit.edge(host) for host in forged), kit.edge(REVIEWS))
+    async with kit.events() as seen:
+        await reconciler.start()
+        event = await seen.until(lambda e: REVIEWS in e.hosts)
+        await seen.drain()
+    assert all(e.hosts == [REVIEWS] for e in seen.seen), seen.seen
+    letters = [codec.decode_as((await dlq.next_msg(timeout=10)).data, events.DeadLetter)]
+    letters += [codec.decode_as((await dlq.next_msg(timeout=10)).data, events.DeadLetter)]
+    letters += [codec.decode_as((await dlq.next_msg(timeout=10)).data, events.DeadLetter)]
+    assert all("invalid host" in letter.reason for letter in letters)
+    hosts = sorted(
+        codec.decode_as(d.payload, events.DependencyObserved).destination_host for d in letters
+    )
+    assert hosts == sorted(forged)
+    assert (
+        REGISTRY.get_sample_value("lazyload_fence_dead_letters_total", {"reason": "invalid-host"})
+        == (refused or 0) + 3
+    )
+    fence = kit.fence("productpage")
+    assert fence is not None and list(fence["status"]["learned"]) == [REVIEWS]
+    assert event.hosts == [REVIEWS]
+    await dlq.unsubscribe()
 
 
 async def test_an_impossible_time_ends_only_its_own_message(reconciler, kit) -> None:  # type: ignore[no-untyped-def]

@@ -72,6 +72,14 @@ def _edge(**fields: object) -> events.DependencyObserved:
         ({"destination_host": "Not_A_Host"}, "invalid host"),
         ({"destination_host": "details:9080"}, "invalid host"),
         ({"destination_host": "*.example.com"}, "invalid host"),
+        ({"destination_host": "istio-system/*"}, "invalid host"),
+        ({"destination_host": "*"}, "invalid host"),
+        ({"destination_host": "*/details.default.svc.cluster.local"}, "invalid host"),
+        ({"destination_port": 0}, "invalid port"),
+        ({"destination_port": 70000}, "invalid port"),
+        ({"destination_port": 9080, "destination_namespace": "default"}, None),
+        ({"destination_namespace": "a/b"}, "invalid destination namespace"),
+        ({"destination_service": "../x"}, "invalid destination service"),
     ],
 )
 def test_invalid_edges(fields: dict[str, object], reason: str | None) -> None:

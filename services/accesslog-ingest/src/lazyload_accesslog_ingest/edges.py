@@ -206,10 +206,28 @@ def prototypes(
         event_key = (caller, dest, protocol)
         prototype = memo_events.get(event_key)
         if prototype is None:
+            refused = unpublishable(caller, dest)
+            if refused is not None:
+                return refused
             event = _event(record, caller, dest, options, now=now)
             prototype = memo_events[event_key] = (event, event.edge_key)
         edges.append(prototype)
     return edges
+
+
+def unpublishable(caller: Caller, dest: Destination) -> Rejection | None:
+    """The last check before an edge becomes an event: the destination is one valid FQDN (never
+    a namespace or a wildcard, whichever path made it) and a caller that is no bare address has a
+    namespace and a name Kubernetes could have given it (a sidecar's node metadata is the
+    sender's word). None when the edge may be published."""
+    if not hosts.is_valid_host(dest.host):
+        return Rejection.INVALID_HOST
+    if caller.kind != "unresolved" and not (
+        hosts.is_valid_namespace(caller.namespace)
+        and (hosts.is_valid_namespace(caller.name) or hosts.is_valid_host(caller.name))
+    ):
+        return Rejection.INVALID_CALLER
+    return None
 
 
 def resolve_callers(
@@ -315,9 +333,8 @@ def tcp_destination(
     ServiceEntry whose `addresses` hold it (exported to the caller's `namespace`)."""
     dest = None
     if record.original_ip:
-        dest = _at_address(
-            record.original_ip, record.original_port, namespace, directory, cluster_domain
-        )
+        port = record.original_port or None  # 0: no port (a socket address without one)
+        dest = _at_address(record.original_ip, port, namespace, directory, cluster_domain)
     return Rejection.TCP_UNKNOWN_DESTINATION if dest is None else dest
 
 

@@ -32,6 +32,8 @@ class Rejection(enum.StrEnum):
     """The authority is an IP that is no Service ClusterIP."""
     INVALID_HOST = "invalid_host"
     """The normalised authority is no valid DNS name (or its port is bad)."""
+    INVALID_CALLER = "invalid_caller"
+    """The caller's namespace or name (an ordinary sidecar's node metadata) is no Kubernetes name."""
     INBOUND = "inbound"
     """An ordinary sidecar's inbound entry: it tells who called *this* workload, not whom it called."""
     TCP_UNKNOWN_DESTINATION = "tcp_unknown_destination"

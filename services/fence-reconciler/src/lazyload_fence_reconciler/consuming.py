@@ -49,16 +49,30 @@ def consumer_spec(settings: FenceSettings) -> jetstream.ConsumerSpec:
 
 
 def invalid_reason(event: events.DependencyObserved) -> str | None:
-    """Why an edge can never be learned, or None when it is fine."""
+    """Why an edge can never be learned, or None when it is fine: every field the reconciler acts
+    on is checked (the times by the event model already).
+
+    A learned host is one host: a valid FQDN, never a whole namespace (`ns/*`) or a wildcard;
+    namespaces only come from a fence's `spec`. An edge that names one would widen the caller's
+    Sidecar to everything there (#16)."""
     if event.source_kind == "unresolved":
         return "unresolved caller"
     if not hosts.is_valid_namespace(event.source_namespace):
-        return f"invalid caller namespace {event.source_namespace!r}"
+        return f"invalid caller namespace {event.source_namespace[:300]!r}"
     name = event.source_name
     if not (hosts.is_valid_namespace(name) or hosts.is_valid_host(name)):
-        return f"invalid caller name {name!r}"
-    if not hosts.is_valid_domain(event.destination_host):
-        return f"invalid host {event.destination_host[:300]!r}"
+        return f"invalid caller name {name[:300]!r}"
+    if not hosts.is_valid_host(event.destination_host):
+        return f"invalid host {event.destination_host[:300]!r}: not one lower-case FQDN"
+    port = event.destination_port
+    if port is not None and not 0 < port < 65536:
+        return f"invalid port {port!r}"
+    namespace = event.destination_namespace
+    if namespace is not None and not hosts.is_valid_namespace(namespace):
+        return f"invalid destination namespace {namespace[:300]!r}"
+    service = event.destination_service
+    if service is not None and not hosts.is_valid_namespace(service):  # a Service name: a label
+        return f"invalid destination service {service[:300]!r}"
     return None
 
 
@@ -213,6 +227,8 @@ def _reason_class(reason: str) -> str:
     for prefix, name in (
         ("invalid host", "invalid-host"),
         ("invalid caller", "invalid-caller"),
+        ("invalid port", "invalid-destination"),
+        ("invalid destination", "invalid-destination"),
         ("unresolved", "unresolved-caller"),
         ("service not found", "no-service"),
     ):
