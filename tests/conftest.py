@@ -7,11 +7,14 @@ from pathlib import Path
 
 import pytest
 from lazyload_cli.stack import Stack, StackConfig
+from lazyload_testing.kube_real import kube_mode
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """nats-server, the Kubernetes API emulator, the four services and a global-sidecar Envoy."""
+    """nats-server, the run's Kubernetes API (`LAZYLOAD_TEST_KUBE`: etcd + kube-apiserver, or the
+    emulator), the four services and a global-sidecar Envoy."""
     state_dir: Path = tmp_path_factory.mktemp("stack")
-    with Stack(StackConfig(state_dir=state_dir, log_level="DEBUG")) as running:
+    config = StackConfig(state_dir=state_dir, log_level="DEBUG", kube=kube_mode())  # type: ignore[arg-type]
+    with Stack(config) as running:
         yield running

@@ -105,13 +105,14 @@ def _rejected(stack: Stack) -> float:
 
 def test_malformed_als_message_is_counted_and_the_stream_goes_on(stack: Stack) -> None:
     kube = _kube(stack)
-    with bookinfo.running_mesh(stack.endpoints["global_sidecar_http"]) as mesh:
+    pod_ips = stack.endpoints["pod_ips"]
+    with bookinfo.running_mesh(stack.endpoints["global_sidecar_http"], pod_ips) as mesh:
         bookinfo.register(kube, mesh)
         before = _rejected(stack)
         valid = als_pb2.StreamAccessLogsMessage()
         valid.identifier.log_name = "e2e"
         valid.identifier.node.id = "e2e~127.0.0.1~e2e.default~default.svc.cluster.local"
-        valid.http_logs.log_entry.append(_entry(bookinfo.POD_IPS["details"], "ratings:9080"))
+        valid.http_logs.log_entry.append(_entry(pod_ips["details"], "ratings:9080"))
         messages = [b"\x0a\xff\xff\xff\xff garbage that is not protobuf", valid.SerializeToString()]
         with grpc.insecure_channel(stack.endpoints["als_grpc"]) as channel:
             call = channel.stream_unary(

@@ -1,7 +1,8 @@
 """The demo's small bookinfo-like mesh: productpage -> details, productpage -> reviews -> ratings.
 
-Each "service" is a tiny HTTP server on its own loopback address (its pod IP). It is registered in
-the Kubernetes API (Service, Endpoints, EndpointSlice, Pod). A service that calls another does what a
+Each "service" is a tiny HTTP server on its own address (its pod IP: a loopback address with the
+emulator, one of `podnet.PodNetwork` with a real API server, which refuses loopback endpoints). It
+is registered in the Kubernetes API (Service, Endpoints, EndpointSlice, Pod with its status). A service that calls another does what a
 fenced workload's sidecar does for a host it does not know yet: it sends the call to the
 global-sidecar with `Host: <name>:<port>` and `Slime-Source-Ns`, from its own pod IP.
 """
@@ -78,12 +79,14 @@ def _handler(service: MiniService) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def running_mesh(global_sidecar: str) -> Iterator[dict[str, MiniService]]:
-    """Start the tiny servers, each on its own loopback IP and a free port."""
+def running_mesh(
+    global_sidecar: str, pod_ips: dict[str, str] | None = None
+) -> Iterator[dict[str, MiniService]]:
+    """Start the tiny servers, each on its pod IP (default `POD_IPS`) and a free port."""
     services: dict[str, MiniService] = {}
     threads = []
     try:
-        for name, ip in POD_IPS.items():
+        for name, ip in (pod_ips or POD_IPS).items():
             service = MiniService(name, ip, ports.free_port(ip), global_sidecar)
             service.server = ThreadingHTTPServer((ip, service.port), _handler(service))
             thread = threading.Thread(
@@ -112,8 +115,13 @@ def register(kube: KubeApi, services: dict[str, MiniService]) -> None:
                 "kind": "Pod",
                 "metadata": {"name": f"{service.name}-v1", "namespace": ns, "labels": labels},
                 "spec": {"containers": [{"name": service.name, "image": "lazyload/demo"}]},
-                "status": {"phase": "Running", "podIP": service.ip, "podIPs": [{"ip": service.ip}]},
             },
+            replace=False,
+        )
+        # A create drops `status` (a subresource), on a real API server as on the emulator.
+        kube.merge_patch(
+            f"/api/v1/namespaces/{ns}/pods/{service.name}-v1/status",
+            {"status": {"phase": "Running", "podIP": service.ip, "podIPs": [{"ip": service.ip}]}},
         )
         _apply(
             kube,
@@ -171,10 +179,15 @@ def register(kube: KubeApi, services: dict[str, MiniService]) -> None:
         )
 
 
-def _apply(kube: KubeApi, collection: str, body: dict[str, Any]) -> None:
+def _apply(
+    kube: KubeApi, collection: str, body: dict[str, Any], *, replace: bool = True
+) -> None:
+    """Create `body`, or replace the existing object (a Pod's spec cannot change: kept)."""
     try:
         kube.create(collection, body)
     except KubeConflict:
+        if not replace:
+            return
         path = f"{collection}/{body['metadata']['name']}"
         current = kube.get(path)
         body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]

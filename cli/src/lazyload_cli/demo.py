@@ -82,7 +82,8 @@ async def run_traffic(
     kube = KubeApi(api_client(KubeSettings(kubeconfig=endpoints["kubeconfig"])))
     expected = bookinfo.expected_dependencies()
     try:
-        with bookinfo.running_mesh(endpoints["global_sidecar_http"]) as mesh:
+        pod_ips = endpoints.get("pod_ips") or bookinfo.POD_IPS
+        with bookinfo.running_mesh(endpoints["global_sidecar_http"], pod_ips) as mesh:
             await asyncio.to_thread(bookinfo.register, kube, mesh)
             await _wait_routable(endpoints, mesh, console)
             entry = mesh["productpage"]

@@ -18,9 +18,11 @@ envtest convention). The API server is set up as kubeadm sets one up, minus the 
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import ipaddress
 import os
+import ssl
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -98,6 +100,12 @@ class Pki:
     @property
     def admin(self) -> tuple[Path, Path]:
         return self.directory / "admin.crt", self.directory / "admin.key"
+
+    def admin_tls(self) -> ssl.SSLContext:
+        """A client TLS context that trusts the CA and presents the admin certificate."""
+        context = ssl.create_default_context(cafile=str(self.ca))
+        context.load_cert_chain(*(str(p) for p in self.admin))
+        return context
 
     def create(self) -> Pki:
         from cryptography import x509
@@ -310,6 +318,7 @@ class RealControlPlane:
         if self.binaries.controller_manager is not None:
             say("starting kube-controller-manager (garbage collector, namespaces)")
             self._start_controller_manager()
+        self._wait_default_service_account()
         say("installing the ServiceFence and Istio CRDs")
         self.install_crds(crd_files(self.root) if crds is None else crds)
 
@@ -357,13 +366,8 @@ class RealControlPlane:
             *self.extra_apiserver_args,
         ]
         self.processes.spawn("kube-apiserver", cmd)
-        cert = tuple(str(p) for p in self.pki.admin)
         self.processes.wait_http(
-            "kube-apiserver",
-            f"{self.url}/readyz",
-            timeout=120,
-            verify=str(self.pki.ca),
-            cert=cert,
+            "kube-apiserver", f"{self.url}/readyz", timeout=120, verify=self.pki.admin_tls()
         )
 
     def _start_controller_manager(self) -> None:
@@ -379,6 +383,32 @@ class RealControlPlane:
             "--profiling=false",
         ]
         self.processes.spawn("kube-controller-manager", cmd)
+
+    def _wait_default_service_account(self, timeout: float = 60.0) -> None:
+        """Pods need their namespace's `default` ServiceAccount: wait for the controller to make
+        the one of `default` (without kube-controller-manager, make it here)."""
+        from lazyload_common.kube import KubeConflict, KubeNotFound
+
+        path = "/api/v1/namespaces/default/serviceaccounts"
+        kube = self.admin_api()
+        try:
+            if self.binaries.controller_manager is None:
+                with contextlib.suppress(KubeConflict):
+                    kube.create(path, {"metadata": {"name": "default"}})
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    kube.get(f"{path}/default")
+                    return
+                except KubeNotFound:
+                    if time.monotonic() > deadline:
+                        raise StackError(
+                            "kube-controller-manager made no default ServiceAccount within "
+                            f"{timeout}s; log {self.processes.process('kube-controller-manager').log_path}"
+                        ) from None
+                    time.sleep(0.1)
+        finally:
+            kube.api.close()
 
     # -- objects -------------------------------------------------------------------------------
 
@@ -412,7 +442,7 @@ class RealControlPlane:
             pending = set(names)
             while pending:
                 for item in kube.list(CRD_PATH).get("items", []):
-                    conditions = item.get("status", {}).get("conditions", [])
+                    conditions = (item.get("status") or {}).get("conditions") or []
                     if any(
                         c.get("type") == "Established" and c.get("status") == "True"
                         for c in conditions

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -111,13 +112,15 @@ class ProcessGroup:
             f"{process.log_tail()}"
         )
 
-    def wait_http(self, name: str, url: str, *, timeout: float, **httpx_args: object) -> None:
-        """Wait until GET `url` answers 200 (`httpx_args`: e.g. `verify`, `cert`)."""
+    def wait_http(
+        self, name: str, url: str, *, timeout: float, verify: ssl.SSLContext | bool = True
+    ) -> None:
+        """Wait until GET `url` answers 200 (`verify`: the TLS context, e.g. with a client cert)."""
         import httpx
 
         def probe() -> bool:
             try:
-                return httpx.get(url, timeout=1.0, **httpx_args).status_code == 200  # type: ignore[arg-type]
+                return httpx.get(url, timeout=1.0, verify=verify).status_code == 200
             except httpx.HTTPError:
                 return False
 

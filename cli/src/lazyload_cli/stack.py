@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lazyload_cli import ports
+from lazyload_cli import bookinfo, ports
 from lazyload_cli.kube_real import RealControlPlane
+from lazyload_cli.podnet import PodNetwork
 from lazyload_cli.processes import ProcessGroup, StackError
 
 __all__ = ["SERVICES", "Stack", "StackConfig", "StackError", "bin_path", "envoy_path", "repo_root"]
@@ -113,6 +114,8 @@ class Stack:
         config.resolve_ports()
         self.kubeconfig = config.state_dir / "kubeconfig"
         self.control_plane: RealControlPlane | None = None
+        self.pod_network: PodNetwork | None = None
+        self.pod_ips: dict[str, str] = dict(bookinfo.POD_IPS)
         self.endpoints: dict[str, Any] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -157,6 +160,9 @@ class Stack:
 
     def stop(self) -> None:
         self.processes.stop()
+        if self.pod_network is not None:
+            self.pod_network.__exit__()
+            self.pod_network = None
 
     def check_alive(self) -> None:
         self.processes.check_alive()
@@ -216,6 +222,16 @@ class Stack:
         self.control_plane.start(progress=self.progress)
         shutil.copyfile(self.control_plane.kubeconfig, self.kubeconfig)
         self.kubeconfig.chmod(0o600)
+        # The demo pods' addresses: a real API server refuses loopback ones.
+        try:
+            PodNetwork.check()
+        except StackError as e:
+            self.progress(f"no demo pod addresses: {e}")
+            self.pod_ips = {}
+            return
+        self.pod_network = PodNetwork().__enter__()
+        names = list(bookinfo.CALLS)
+        self.pod_ips = dict(zip(names, self.pod_network.allocate(len(names)), strict=True))
 
     def _create_namespaces(self, names: tuple[str, ...]) -> None:
         """Namespaces a cluster with Istio and lazyload has (both servers start with default)."""
@@ -302,6 +318,7 @@ class Stack:
             "state_dir": str(c.state_dir.resolve()),
             "logs": str((c.state_dir / "logs").resolve()),
             "pids": self.processes.pids(),
+            "pod_ips": self.pod_ips,
         }
         if c.with_envoy:
             endpoints["global_sidecar_http"] = f"{c.host}:{c.listener_port}"

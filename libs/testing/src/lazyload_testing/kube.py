@@ -58,6 +58,8 @@ def default_crd_dirs(root: Path | None = None) -> list[Path]:
 class KubeEmulator:
     """A running emulator as tests see it."""
 
+    kind = "emulator"
+
     def __init__(self, handle: EmulatorHandle, kubeconfig: Path) -> None:
         self.handle = handle
         self.url = handle.url
@@ -82,6 +84,12 @@ class KubeEmulator:
         api = client.ApiClient(configuration)
         self._clients.append(api)
         return api
+
+    def service_account_token(self, namespace: str, name: str) -> str:
+        """The bearer token the emulator's authorizer takes as that ServiceAccount."""
+        from lazyload_kube_emulator.authz import service_account_token
+
+        return service_account_token(namespace, name)
 
     def inject_fault(
         self, verb: str = "*", path_regex: str = ".*", **kwargs: Any

@@ -1,7 +1,8 @@
 """pytest plugin of lazyload: fixtures that start real components on random ports.
 
-Loaded by the root pytest config (`-p lazyload_testing.plugin`). Tests never reach a real cluster:
-`LAZYLOAD_KUBE__KUBECONFIG` is cleared so only the emulator's kubeconfig is ever used.
+Loaded by the root pytest config (`-p lazyload_testing.plugin`). Tests never reach a user's
+cluster: `LAZYLOAD_KUBE__KUBECONFIG` and `KUBECONFIG` are cleared, so only the kubeconfigs of the
+servers the fixtures start (the emulator, or etcd + kube-apiserver on loopback) are ever used.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ import pytest
 os.environ.pop("LAZYLOAD_KUBE__KUBECONFIG", None)
 os.environ.pop("KUBECONFIG", None)
 
-_FIXTURE_MODULES = ("lazyload_testing.nats", "lazyload_testing.kube", "lazyload_testing.envoy")
+_FIXTURE_MODULES = (
+    "lazyload_testing.nats",
+    "lazyload_testing.kube",
+    "lazyload_testing.kube_real",
+    "lazyload_testing.envoy",
+)
 
 
 def _load_fixtures() -> dict[str, object]:
@@ -37,6 +43,12 @@ def _load_fixtures() -> dict[str, object]:
 
 
 globals().update(_load_fixtures())
+
+
+def pytest_report_header() -> str:
+    from lazyload_testing.kube_real import kube_mode
+
+    return f"Kubernetes API of the integration tests (LAZYLOAD_TEST_KUBE): {kube_mode()}"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
