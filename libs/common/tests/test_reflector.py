@@ -1,4 +1,4 @@
-"""Reflector against the Kubernetes API emulator: a relist in pages (`limit`/`continue`) gives the
+"""Reflector against the Kubernetes API server: a relist in pages (`limit`/`continue`) gives the
 whole store, stored objects have interned strings, and the watch goes on from the list."""
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ async def _until(check: Any, timeout: float = 10.0) -> None:
             await asyncio.sleep(0.02)
 
 
-async def test_relist_in_pages_then_watch(kube_emulator: Any) -> None:
-    api = kube.KubeApi(kube_emulator.api_client())
+async def test_relist_in_pages_then_watch(kube_cluster: Any) -> None:
+    api = kube.KubeApi(kube_cluster.api_client())
     for i in range(7):
         api.create(CONFIG_MAPS, _config_map(i))
     seen: list[tuple[str, str]] = []
@@ -40,11 +40,11 @@ async def test_relist_in_pages_then_watch(kube_emulator: Any) -> None:
         page_size=3,
         watch_timeout=5,
     )
-    kube_emulator.clear_requests()
+    kube_cluster.clear_requests()
     reflector.start()
     try:
         await asyncio.wait_for(reflector.synced.wait(), 10)
-        pages = [r for r in kube_emulator.requests() if "limit=3" in str(r.query)]
+        pages = [r for r in kube_cluster.requests() if "limit=3" in str(r.query)]
         assert len(pages) == 3, pages  # 3 + 3 + 1
         assert sorted(reflector.store) == [("default", f"cm-{i}") for i in range(7)]
         assert seen[-1] == ("SYNCED", "")
