@@ -1,4 +1,5 @@
-"""The service fed by the Kubernetes API (the local emulator, reached through a kubeconfig).
+"""The service fed by the Kubernetes API (`kube_cluster`: the real API server under `make test`,
+or the emulator; reached through a kubeconfig).
 
 - `app.run` without an injected index lists and watches Endpoints, EndpointSlices and
   Services, and becomes ready once they are listed;
@@ -21,13 +22,14 @@ from lazyload_accesslog_ingest import testing as t
 from lazyload_accesslog_ingest.settings import IngestSettings
 from lazyload_common import kube
 from lazyload_testing.kube import KubeEmulator
+from lazyload_testing.kube_real import RealKube
 from lazyload_testing.nats import NatsServer
 from nats.aio.client import Client as NATS
 
 
 @pytest.fixture
-def api(kube_emulator: KubeEmulator) -> kube.KubeApi:
-    return kube.KubeApi(kube_emulator.api_client())
+def api(kube_cluster: RealKube | KubeEmulator) -> kube.KubeApi:
+    return kube.KubeApi(kube_cluster.api_client())
 
 
 def create(api: kube.KubeApi, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -36,7 +38,7 @@ def create(api: kube.KubeApi, path: str, body: dict[str, Any]) -> dict[str, Any]
 
 @pytest.fixture
 async def ingest(
-    kube_emulator: KubeEmulator, nats_server: NatsServer, api: kube.KubeApi
+    kube_cluster: RealKube | KubeEmulator, nats_server: NatsServer, api: kube.KubeApi
 ) -> AsyncIterator[tuple[app.BoundPorts, str]]:
     create(api, "/api/v1/namespaces", {"metadata": {"name": "shop"}})
     details = create(api, "/api/v1/namespaces/default/services", _service("default", "details"))
@@ -49,7 +51,7 @@ async def ingest(
     )
     settings = IngestSettings(
         nats={"url": nats_server.url},
-        kube={"kubeconfig": kube_emulator.kubeconfig},
+        kube={"kubeconfig": kube_cluster.kubeconfig},
         admin={"host": "127.0.0.1", "port": 0},
         grpc={"host": "127.0.0.1", "port": 0, "shutdown_grace": 0.2},
         publish={"drain_timeout": 0.5},
