@@ -51,6 +51,24 @@ def pytest_report_header() -> str:
     return f"Kubernetes API of the integration tests (LAZYLOAD_TEST_KUBE): {kube_mode()}"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run e2e tests last: they are the slowest and depend on everything else."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run e2e tests last: they are the slowest and depend on everything else. Without the real
+    control plane's binaries (no Go), the `real` tests are deselected, and the run says so."""
+    from lazyload_cli.kube_real import KubeBinaries
+
+    from lazyload_testing.kube import repo_root
+
     items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
+    if KubeBinaries.available(repo_root()):
+        return
+    real = [item for item in items if item.get_closest_marker("real")]
+    if real:
+        config.hook.pytest_deselected(items=real)
+        items[:] = [item for item in items if not item.get_closest_marker("real")]
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                f"{len(real)} tests need kube-apiserver and etcd (`make setup` builds them with "
+                "Go, or set KUBEBUILDER_ASSETS): deselected",
+                yellow=True,
+            )
