@@ -2,13 +2,14 @@
 
 Covers: a status write that fails with 500 is retried (the edges are nak'ed, nothing is acked
 or published before the write succeeded) and the host arrives; a 409 on the status write is
-re-read and re-applied at once, counted as a conflict; a write refused with 422 dead-letters the
-edges instead of retrying them forever.
+re-read and re-applied at once, counted as a conflict; a write refused with 422, 413, 403 or 401
+dead-letters the edges instead of retrying them forever.
 """
 
 from __future__ import annotations
 
 import httpx
+import pytest
 from lazyload_common import codec, events, subjects
 
 DETAILS = "details.default.svc.cluster.local"
@@ -42,12 +43,18 @@ async def test_conflict_is_reapplied(reconciler, kit, kube_emulator) -> None:  #
     assert float(line.rsplit(" ", 1)[1]) >= 1
 
 
-async def test_refused_write_dead_letters(reconciler, kit, kube_emulator) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [(422, "Invalid"), (413, "RequestEntityTooLarge"), (403, "Forbidden"), (401, "Unauthorized")],
+)
+async def test_refused_write_dead_letters(reconciler, kit, kube_emulator, status, reason) -> None:  # type: ignore[no-untyped-def]
+    """A refusal that no retry can change (a status too large, no RBAC, bad credentials) ends the
+    edges with the reason instead of retrying them for ever (#19)."""
     kit.create_service("productpage")
     await reconciler.start()
     dlq = await kit.dead_letters()
-    kube_emulator.inject_fault("PUT", STATUS, status=422, reason="Invalid", count=1)
+    kube_emulator.inject_fault("PUT", STATUS, status=status, reason=reason, count=1)
     await kit.publish(kit.edge(DETAILS))
     dead = codec.decode_as((await dlq.next_msg(timeout=10)).data, events.DeadLetter)
-    assert "refused" in dead.reason
+    assert "refused" in dead.reason and str(status) in dead.reason
     await dlq.unsubscribe()

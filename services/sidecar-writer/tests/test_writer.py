@@ -264,14 +264,18 @@ async def test_invalid_render_is_dead_lettered_and_not_written(writer: Writer) -
     assert writer.emulator.writes("/sidecars") == []
 
 
-async def test_api_refusal_is_dead_lettered(writer: Writer) -> None:
-    writer.emulator.inject_fault("POST", path_regex="/sidecars", status=422, count=1)
+@pytest.mark.parametrize("status", [422, 413, 403, 401])
+async def test_api_refusal_is_dead_lettered(writer: Writer, status: int) -> None:
+    """Refusals no retry can change (an invalid or too large object, no RBAC, bad credentials)
+    are dead-lettered with the reason, not retried for ever (#19)."""
+    writer.emulator.inject_fault("POST", path_regex="/sidecars", status=status, count=1)
     await writer.publish(make_fence(revision=1))
     report = await writer.report()
     assert report.action == "dead-lettered" and "api-rejected" in report.message
     [letter] = await _dead_letters(writer.js, 1)
-    assert "422" in letter.reason
+    assert str(status) in letter.reason
     await writer.settled()
+    assert await writer.get() is None
 
 
 async def test_older_revision_never_overwrites_newer(writer: Writer) -> None:

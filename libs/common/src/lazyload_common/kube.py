@@ -46,7 +46,13 @@ class KubeConflict(KubeError):
 
 
 class KubeUnprocessable(KubeError):
-    """400/415/422: the request will never succeed as it is."""
+    """400/413/415/422: the request will never succeed as it is (413: the object is larger than
+    the API server stores)."""
+
+
+class KubeDenied(KubeError):
+    """401/403: the credentials are refused, or RBAC does not allow it. Permanent for the message
+    at hand: retrying it for ever would not help, an operator has to."""
 
 
 class KubeTooManyRequests(KubeError):
@@ -70,8 +76,10 @@ def _error_for(status: int, body: bytes) -> KubeError:
         cls = KubeNotFound
     elif status == 409:
         cls = KubeConflict
-    elif status in (400, 415, 422):
+    elif status in (400, 413, 415, 422):
         cls = KubeUnprocessable
+    elif status in (401, 403):
+        cls = KubeDenied
     elif status == 429:
         cls = KubeTooManyRequests
     elif status >= 500:

@@ -5,7 +5,9 @@ of a deleted manual fence, set and cleared by merge-patch).
 Status goes through the `/status` subresource with the object's resourceVersion: a 409 means
 someone wrote in between (the other replica, a user, our own stale cache), so the fence is
 re-read and the computation re-applied, `conflict_retries` times at most; then a TemporaryError.
-Kube errors leave as the typed errors of `lazyload_common.errors` the consume loop understands.
+Kube errors leave as the typed errors of `lazyload_common.errors` the consume loop understands:
+400/401/403/413/415/422 are permanent (the edges are dead-lettered with the reason), 429/5xx are
+temporary.
 """
 
 from __future__ import annotations
@@ -136,7 +138,9 @@ class Applier:
             return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
         except (kube.KubeNotFound, kube.KubeConflict):
             raise
-        except kube.KubeUnprocessable as e:
-            raise errors.PermanentError(f"fence write refused: {e}") from e
+        except (kube.KubeUnprocessable, kube.KubeDenied) as e:
+            # 400/413/415/422 (413: the status outgrew what the API server stores) and 401/403
+            # never succeed on a retry: the edges are dead-lettered with the reason
+            raise errors.PermanentError(f"fence request refused: {e}") from e
         except (kube.KubeTooManyRequests, kube.KubeServerError) as e:
             raise errors.TemporaryError(str(e), delay=2.0) from e

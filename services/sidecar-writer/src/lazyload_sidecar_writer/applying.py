@@ -3,7 +3,9 @@
 Each fence is one read-decide-write cycle (`planning.plan`) on the stored resourceVersion. A 409
 (stale resourceVersion, or created meanwhile), a 429, a 5xx or a transport failure starts the cycle
 again after an exponential backoff with jitter (tenacity); when the attempts run out the fence is
-redelivered later (`RetriesExhausted`). A 400/415/422 is permanent (`ApiRejected`: dead-letter).
+redelivered later (`RetriesExhausted`). A 400/401/403/413/415/422 is permanent (`ApiRejected`:
+dead-letter with the reason; a fence event retried for ever on a missing RBAC rule or an object
+too large would never settle).
 Blocking client calls run in threads; every call first takes a token of the client-side rate limit.
 The Sidecars this replica wrote are remembered (`sidecar.written_cache`, least recently used out):
 the next cycle of the same fence plans on that object instead of a GET, so a fence that grows
@@ -121,14 +123,14 @@ class KubeSink:
                 with attempt:
                     first = attempt.retry_state.attempt_number == 1
                     return await self._apply_once(event, desired, remembered=first)
-        except kube.KubeUnprocessable as e:
+        except (kube.KubeUnprocessable, kube.KubeDenied) as e:  # 400/401/403/413/415/422
             raise errors.ApiRejected(f"API refused Sidecar {key}: {e}") from e
         except RETRYABLE as e:
             raise errors.RetriesExhausted(
                 f"Sidecar {key}: {config.retry_attempts} attempts failed, last: {e}",
                 delay=config.redelivery_delay,
             ) from e
-        except kube.KubeError as e:  # 401/403/404 on a write: may be fixed by an operator
+        except kube.KubeError as e:  # 404 on a write (the CRD is missing): may be installed
             raise errors.TemporaryError(f"Sidecar {key}: {e}", delay=config.redelivery_delay) from e
         raise AssertionError("unreachable")
 
