@@ -1,10 +1,11 @@
 """The chart's least-privilege RBAC is enough for the services' real Kubernetes calls.
 
 The whole local stack (`lazyload_cli.stack.Stack`: nats-server, the four service processes,
-the global-sidecar Envoy) runs against a Kubernetes API emulator started with `--authorize`.
+the global-sidecar Envoy) runs against the run's API server: a real kube-apiserver with RBAC (its
+audit log records every request), or the Kubernetes API emulator started with `--authorize`.
 The chart's rendered ServiceAccounts, ClusterRoles, Roles and bindings are applied to it, and
-each service gets a kubeconfig whose bearer token is its own ServiceAccount
-(`system:serviceaccount:mesh-operator:lazyload-<service>`) plus the chart's settings for it
+each service gets a kubeconfig whose bearer token is its own ServiceAccount's
+(`system:serviceaccount:mesh-operator:lazyload-<service>`; a TokenRequest token on the real server) plus the chart's settings for it
 (LAZYLOAD_MESH__*, ...). Then the demo traffic runs until every Sidecar is written: no request
 of any service may have been refused (403), and the authorizer is shown to be on.
 """
@@ -22,6 +23,7 @@ import yaml
 from deploy_support import CHART, RBAC_KINDS, apply_rendered, helm_tool, values_file
 from lazyload_kube_emulator import AdminClient, kubeconfig_dict
 from lazyload_kube_emulator.authz import service_account_token
+from lazyload_testing.kube_real import AUDIT_POLICY, RealKube, kube_mode
 
 pytestmark = [pytest.mark.e2e, pytest.mark.envoy]
 
@@ -55,48 +57,43 @@ def _chart_env(objects: list[dict[str, Any]], service: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def authorized_stack(tmp_path_factory: pytest.TempPathFactory):
     from kubernetes import config
-    from lazyload_cli.stack import Stack, StackConfig, bin_path, repo_root
+    from lazyload_cli.stack import Stack, StackConfig
 
     objects = _render(tmp_path_factory.mktemp("values"))
+    mode = kube_mode()
+    state_dir = tmp_path_factory.mktemp("authorized-stack")
+    audit_log = state_dir / "audit.log"
+    policy = state_dir / "audit-policy.yaml"
+    policy.write_text(AUDIT_POLICY)
 
     class AuthorizedStack(Stack):
-        def _start_emulator(self) -> None:
-            c = self.config
-            crds = repo_root() / "deploy" / "crds"
-            cmd = [
-                bin_path("lazyload-kube-emulator"),
-                "--authorize",
-                "--host",
-                c.host,
-                "--port",
-                str(c.kube_port),
-                "--kubeconfig-out",
-                str(self.kubeconfig),
-                "--crds",
-                str(crds),
-                "--crds",
-                str(crds / "istio"),
-            ]
-            self.kubeconfig.unlink(missing_ok=True)
-            self._spawn("kube-emulator", cmd)
-            self._wait_http("kube-emulator", f"http://{c.host}:{c.kube_port}/version", timeout=30)
-            self._wait_file("kube-emulator", self.kubeconfig, timeout=10)
-            with config.new_client_from_config(str(self.kubeconfig)) as api:  # the admin token
+        def kube_ready(self) -> None:
+            with config.new_client_from_config(str(self.kubeconfig)) as api:  # the admin
                 # As `helm install` leaves it: the RBAC, and the Services (the global-sidecar's
                 # one, which global-pilot then updates by name) and ConfigMaps.
                 self.applied = apply_rendered(api, objects, RBAC_KINDS | {"Service", "ConfigMap"})
-            url = f"http://{c.host}:{c.kube_port}"
-            for service in (
-                "accesslog-ingest",
-                "fence-reconciler",
-                "sidecar-writer",
-                "global-pilot",
-            ):
-                document = kubeconfig_dict(url)
-                token = service_account_token(NAMESPACE, f"{PREFIX}-{service}")
-                document["users"][0]["user"]["token"] = token
-                path = c.state_dir / f"kubeconfig-{service}"
-                path.write_text(yaml.safe_dump(document))
+            self.tokens: dict[str, str] = {}
+            for service in SERVICES:
+                account = f"{PREFIX}-{service}"
+                path = self.config.state_dir / f"kubeconfig-{service}"
+                if self.control_plane is not None:  # a real TokenRequest token
+                    self.control_plane.kubeconfig_for(NAMESPACE, account, path)
+                    self.tokens[service] = f"system:serviceaccount:{NAMESPACE}:{account}"
+                else:
+                    document = kubeconfig_dict(self.endpoints_kube_url())
+                    token = service_account_token(NAMESPACE, account)
+                    document["users"][0]["user"]["token"] = token
+                    path.write_text(yaml.safe_dump(document))
+                    self.tokens[service] = token
+
+        def endpoints_kube_url(self) -> str:
+            return f"http://{self.config.host}:{self.config.kube_port}"
+
+        def requests(self) -> list[Any]:
+            """Every API request so far: the emulator's log, or the real server's audit log."""
+            if self.control_plane is not None:
+                return RealKube(self.control_plane, audit_log).requests()
+            return AdminClient(self.endpoints_kube_url()).requests()
 
         def _service_env(self, name: str) -> dict[str, str]:
             env = super()._service_env(name)
@@ -106,8 +103,18 @@ def authorized_stack(tmp_path_factory: pytest.TempPathFactory):
                 "LAZYLOAD_KUBE__KUBECONFIG": str(self.config.state_dir / f"kubeconfig-{name}"),
             }
 
-    state_dir = tmp_path_factory.mktemp("authorized-stack")
-    with AuthorizedStack(StackConfig(state_dir=state_dir, log_level="DEBUG")) as stack:
+    args = (
+        ("--authorize",)
+        if mode == "emulator"
+        else (
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-mode=blocking",
+        )
+    )
+    config_ = StackConfig(state_dir=state_dir, log_level="DEBUG", kube=mode, kube_args=args)  # type: ignore[arg-type]
+    with AuthorizedStack(config_) as stack:
         yield stack
 
 
@@ -121,31 +128,30 @@ def test_least_privilege_roles_suffice_for_the_real_calls(authorized_stack) -> N
     learned, done = asyncio.run(
         demo.run_traffic(stack.endpoints, demo.Console(quiet=True), timeout=45)
     )
-    admin = AdminClient(f"http://{stack.config.host}:{stack.config.kube_port}")
-    requests = admin.requests()
+    requests = stack.requests()
     refused = [r for r in requests if r.status in (401, 403)]
     assert not refused, f"requests refused by the chart's RBAC: {refused}"
     by_user: dict[str, set[tuple[str, str]]] = {}
     for r in requests:
         by_user.setdefault(r.user, set()).add((r.verb, r.path))
     for service in SERVICES:
-        assert by_user.get(service_account_token(NAMESPACE, f"{PREFIX}-{service}")), service
+        assert by_user.get(stack.tokens[service]), service
     # global-pilot updates the chart's global-sidecar Service by name (Role resourceNames). Its
     # mesh-side apply runs in its own retry loop (backoff up to 30 s), so wait for it.
-    pilot_user = service_account_token(NAMESPACE, f"{PREFIX}-global-pilot")
+    pilot_user = stack.tokens["global-pilot"]
     named = f"/api/v1/namespaces/{NAMESPACE}/services/{PREFIX}-global-sidecar"
     deadline = time.monotonic() + 45
     while True:
-        calls = {(r.verb, r.path, r.status) for r in admin.requests() if r.user == pilot_user}
+        calls = {(r.verb, r.path, r.status) for r in stack.requests() if r.user == pilot_user}
         verbs = {verb for verb, path, status in calls if path == named and status < 400}
         if verbs >= {"GET", "PATCH"} or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     assert verbs >= {"GET", "PATCH"}, sorted(c for c in calls if "services" in c[1])
     assert not [c for c in calls if c[2] in (401, 403)]
-    writer = by_user[service_account_token(NAMESPACE, f"{PREFIX}-sidecar-writer")]
+    writer = by_user[stack.tokens["sidecar-writer"]]
     assert any(v == "POST" and p.endswith("/sidecars") for v, p in writer)
-    fences = by_user[service_account_token(NAMESPACE, f"{PREFIX}-fence-reconciler")]
+    fences = by_user[stack.tokens["fence-reconciler"]]
     assert any(v == "POST" and p.endswith("/servicefences") for v, p in fences)
     assert done, f"not learned: {[x for x in learned if x.sidecar_written is None]}"
     stack.check_alive()

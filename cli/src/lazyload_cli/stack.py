@@ -80,6 +80,8 @@ class StackConfig:
     admin_ports: dict[str, int] = field(default_factory=dict)
     with_envoy: bool = True
     kube: Literal["emulator", "real"] = "emulator"
+    kube_args: tuple[str, ...] = ()
+    """Extra flags for the Kubernetes API: the emulator's (e.g. `--authorize`) or kube-apiserver's."""
     log_level: str = "INFO"
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -141,6 +143,7 @@ class Stack:
             self.progress("starting the Kubernetes API emulator")
             self._start_emulator()
         self._create_namespaces(MESH_NAMESPACES)
+        self.kube_ready()
         for name in SERVICES:
             self.progress(f"starting {name}")
             self.processes.spawn(name, [bin_path(f"lazyload-{name}")], env=self._service_env(name))
@@ -198,6 +201,7 @@ class Stack:
             str(c.kube_port),
             "--kubeconfig-out",
             str(self.kubeconfig),
+            *c.kube_args,
         ]
         for directory in (crds, crds / "istio"):
             if directory.is_dir():
@@ -218,6 +222,7 @@ class Stack:
             self.processes,
             host=c.host,
             apiserver_port=c.kube_port,
+            extra_apiserver_args=c.kube_args,
         )
         self.control_plane.start(progress=self.progress)
         shutil.copyfile(self.control_plane.kubeconfig, self.kubeconfig)
@@ -232,6 +237,9 @@ class Stack:
         self.pod_network = PodNetwork().__enter__()
         names = list(bookinfo.CALLS)
         self.pod_ips = dict(zip(names, self.pod_network.allocate(len(names)), strict=True))
+
+    def kube_ready(self) -> None:
+        """Called once the Kubernetes API is up, before the services start (a hook)."""
 
     def _create_namespaces(self, names: tuple[str, ...]) -> None:
         """Namespaces a cluster with Istio and lazyload has (both servers start with default)."""
