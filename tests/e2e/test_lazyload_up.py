@@ -1,5 +1,6 @@
 """`lazyload up` as a user runs it: a separate process that writes endpoints.json, answers
-`kubectl get sidecars -A` through the emulator's kubeconfig, and stops cleanly on SIGTERM."""
+`kubectl get sidecars -A` and `kubectl create namespace` through its kubeconfig (the emulator's,
+or with `--kube real` an admin one of etcd + kube-apiserver), and stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
@@ -19,11 +20,18 @@ pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
 
 
-def test_up_writes_endpoints_and_serves_kubectl(tmp_path: Path) -> None:
+KUBE_PROCESSES = {
+    "emulator": {"kube-emulator"},
+    "real": {"etcd", "kube-apiserver", "kube-controller-manager"},
+}
+
+
+@pytest.mark.parametrize("kube", ["emulator", pytest.param("real", marks=pytest.mark.real)])
+def test_up_writes_endpoints_and_serves_kubectl(tmp_path: Path, kube: str) -> None:
     state = tmp_path / "state"
     log = (tmp_path / "up.log").open("wb")
     process = subprocess.Popen(
-        [str(BIN / "lazyload"), "up", "--state-dir", str(state)],
+        [str(BIN / "lazyload"), "up", "--state-dir", str(state), "--kube", kube],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -70,6 +78,17 @@ def test_up_writes_endpoints_and_serves_kubectl(tmp_path: Path) -> None:
             timeout=30,
         )
         assert result.returncode == 0 and "servicefences" in result.stdout, result.stderr
+        assert endpoints["kube"] == kube
+        assert KUBE_PROCESSES[kube] <= set(endpoints["pids"]), endpoints["pids"]
+        # kubectl's typed commands send protobuf: both servers take them.
+        result = subprocess.run(
+            [str(BIN / "kubectl"), "create", "namespace", "shop"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 0, result.stderr
     finally:
         process.send_signal(signal.SIGTERM)
         try:
