@@ -179,9 +179,7 @@ def register(kube: KubeApi, services: dict[str, MiniService]) -> None:
         )
 
 
-def _apply(
-    kube: KubeApi, collection: str, body: dict[str, Any], *, replace: bool = True
-) -> None:
+def _apply(kube: KubeApi, collection: str, body: dict[str, Any], *, replace: bool = True) -> None:
     """Create `body`, or replace the existing object (a Pod's spec cannot change: kept)."""
     try:
         kube.create(collection, body)
