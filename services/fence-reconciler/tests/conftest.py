@@ -1,7 +1,9 @@
-"""Fixtures of the fence-reconciler tests: the Kubernetes API emulator, JetStream, and a running
+"""Fixtures of the fence-reconciler tests: a Kubernetes API server, JetStream, and a running
 reconciler (`app.run` in a task, waited for through its `ready` event).
 
-The Kubernetes API emulator is lazyload_testing's `kube_emulator` (CRDs of deploy/crds preloaded).
+The API server (`kube_server`) is lazyload_testing's `kube_cluster` - the real kube-apiserver
+under `make test`, or the emulator with `LAZYLOAD_TEST_KUBE=emulator` - except for a test that
+asks for `kube_emulator` itself (it injects faults): then the fixtures use that emulator.
 """
 
 from __future__ import annotations
@@ -23,8 +25,15 @@ FENCES = "/apis/microservice.slime.io/v1alpha1/namespaces/{ns}/servicefences"
 
 
 @pytest.fixture
-def kube_api(kube_emulator: Any) -> kube.KubeApi:
-    return kube.KubeApi(kube_emulator.api_client())
+def kube_server(request: pytest.FixtureRequest) -> Any:
+    """`kube_emulator` for a test that asks for it (fault injection), else `kube_cluster`."""
+    wanted = "kube_emulator" if "kube_emulator" in request.fixturenames else "kube_cluster"
+    return request.getfixturevalue(wanted)
+
+
+@pytest.fixture
+def kube_api(kube_server: Any) -> kube.KubeApi:
+    return kube.KubeApi(kube_server.api_client())
 
 
 @pytest.fixture
@@ -73,10 +82,10 @@ class Runner:
 
 
 @pytest.fixture
-async def reconciler(nats_url: str, kube_emulator: Any) -> AsyncIterator[Runner]:
+async def reconciler(nats_url: str, kube_server: Any) -> AsyncIterator[Runner]:
     config = ReconcilerSettings(
         nats=settings.NatsSettings(url=nats_url),
-        kube=settings.KubeSettings(kubeconfig=kube_emulator.kubeconfig),
+        kube=settings.KubeSettings(kubeconfig=kube_server.kubeconfig),
         admin=settings.AdminSettings(host="127.0.0.1", port=0),
         fence=FenceSettings(resync_interval=0, missing_service_delay=0.2),
     )
@@ -207,5 +216,5 @@ class Kit:
 
 
 @pytest.fixture
-def kit(kube_api: kube.KubeApi, js: JetStreamContext, kube_emulator: Any) -> Kit:
-    return Kit(kube_api, js, kube_emulator)
+def kit(kube_api: kube.KubeApi, js: JetStreamContext, kube_server: Any) -> Kit:
+    return Kit(kube_api, js, kube_server)
