@@ -104,6 +104,51 @@ async def test_disabled_and_deleted_fences_delete() -> None:
     assert [r.action for r in reports] == ["deleted", "deleted"]
 
 
+@pytest.mark.parametrize(
+    "fence",
+    [
+        {"namespace": "../etc", "deleted": True},
+        {"namespace": "default", "name": "a/../../b", "enabled": False},
+        {"namespace": "Default"},
+        {"uid": "uid/../x"},
+        {"namespace": "kube-system"},
+        {"namespace": "kube-node-lease", "deleted": True},
+    ],
+)
+async def test_unusable_or_unmanaged_fences_are_refused_whatever_they_ask(
+    fence: dict[str, Any],
+) -> None:
+    """Deleted and disabled events are checked too: their namespace and name would become API
+    and file paths; Kubernetes' own namespaces get no Sidecar of lazyload's (#16)."""
+    sink = RecordingSink()
+    handler, reports, _ = _handler(sink)
+    delivery = _delivery(**fence)
+    await handler([delivery])
+    assert sink.calls == [] and reports == []
+    assert isinstance(delivery.error, common_errors.PermanentError)  # dead-lettered
+    assert str(delivery.error).startswith(("invalid-event:", "namespace-not-managed:"))
+
+
+async def test_namespaces_follow_allow_and_deny() -> None:
+    sink = RecordingSink()
+    settings = make_settings(allow_namespaces=["shop"], deny_namespaces=[])
+
+    async def publish(report: events.SidecarApplied) -> None:
+        return None
+
+    handler = consuming.FenceHandler(settings, sink, publish)
+    shop, default, system = (
+        _delivery(namespace="shop"),
+        _delivery(namespace="default"),
+        _delivery(namespace="kube-system"),
+    )
+    await handler([shop, default, system])
+    assert [event.namespace for event, _ in sink.calls] == ["shop"]
+    assert shop.error is None
+    assert str(default.error).startswith("namespace-not-managed:")
+    assert str(system.error).startswith("namespace-not-managed:")
+
+
 async def test_no_selector_is_reported_and_not_written() -> None:
     sink = RecordingSink()
     handler, reports, _ = _handler(sink)

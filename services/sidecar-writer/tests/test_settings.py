@@ -20,7 +20,17 @@ def test_defaults() -> None:
     assert settings.sidecar.extra_hosts == []
     assert settings.sidecar.fence_status and settings.sidecar.max_tracked_fences == 10000
     assert settings.mesh.istio_namespace == "istio-system"
+    assert settings.sidecar.deny_namespaces == ["kube-system", "kube-public", "kube-node-lease"]
+    assert settings.sidecar.allow_namespaces == []
+    assert not settings.sidecar.manages("kube-system") and settings.sidecar.manages("default")
     settings.check()
+
+
+def test_namespace_scope_is_checked() -> None:
+    settings = make_settings(allow_namespaces=["kube-system", "Bad_NS"])
+    with pytest.raises(errors.ConfigError) as caught:
+        settings.check()
+    assert "'Bad_NS'" in str(caught.value) and "both name 'kube-system'" in str(caught.value)
 
 
 def test_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:

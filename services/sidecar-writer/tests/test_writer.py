@@ -34,6 +34,7 @@ from nats.js import JetStreamContext
 from .conftest import make_fence
 
 GROUP, VERSION, PLURAL = "networking.istio.io", "v1", "sidecars"
+FENCE = ("microservice.slime.io", "v1alpha1")
 SIDECARS_PATH = "/apis/networking.istio.io/v1/namespaces/default/sidecars"
 
 
@@ -47,8 +48,37 @@ class Writer:
     admin_port: int
     reports: asyncio.Queue[events.SidecarApplied] = field(default_factory=asyncio.Queue)
 
-    async def publish(self, event: events.FenceChanged) -> None:
+    async def publish(self, event: events.FenceChanged, *, forged: bool = False) -> None:
+        """Publish `event` as the reconciler would: for a ServiceFence that exists (created on
+        first use), with its uid. `forged`: exactly as given, fence or no fence."""
+        if not forged:
+            uid = await self.fence_uid(event.namespace, event.name)
+            event = event.model_copy(update={"uid": uid})
         await jetstream.publish(self.js, subjects.fence(event.namespace, event.name), event)
+
+    async def fence_uid(self, namespace: str = "default", name: str = "productpage") -> str:
+        """The uid of ServiceFence `namespace/name`, created (empty) when missing."""
+        try:
+            fence = await asyncio.to_thread(
+                self.custom.get_namespaced_custom_object, *FENCE, namespace, "servicefences", name
+            )
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            body = {
+                "apiVersion": "/".join(FENCE),
+                "kind": "ServiceFence",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"enable": True},
+            }
+            fence = await asyncio.to_thread(
+                self.custom.create_namespaced_custom_object,
+                *FENCE,
+                namespace,
+                "servicefences",
+                body,
+            )
+        return str(fence["metadata"]["uid"])
 
     async def report(
         self, match: Callable[[events.SidecarApplied], bool] = lambda r: True, timeout: float = 10
@@ -148,7 +178,7 @@ async def test_fence_becomes_sidecar_with_exact_hosts(writer: Writer) -> None:
     meta = stored["metadata"]
     assert meta["labels"] == {"app.kubernetes.io/managed-by": "lazyload"}
     assert meta["annotations"]["lazyload.io/fence-revision"] == "3"
-    assert meta["ownerReferences"][0]["uid"] == "uid-productpage"
+    assert meta["ownerReferences"][0]["uid"] == await writer.fence_uid()
     assert report.resource_version == meta["resourceVersion"]
     async with httpx.AsyncClient() as http:
         ready = await http.get(f"http://127.0.0.1:{writer.admin_port}/readyz")
@@ -232,12 +262,15 @@ async def test_api_errors_are_retried_until_success(
     if prepare:
         await writer.publish(make_fence(revision=1, hosts=[]))
         await writer.report()
+    await writer.fence_uid()  # the ServiceFence exists before the requests are recorded
     writer.emulator.inject_fault(verb, path_regex="/sidecars", status=status, count=2)
     writer.emulator.clear_requests()
     await writer.publish(make_fence(revision=2))
     report = await writer.report()
     assert report.action == "applied" and report.revision == 2
-    statuses = [r.status for r in writer.emulator.requests() if r.verb == verb]
+    statuses = [
+        r.status for r in writer.emulator.requests() if r.verb == verb and "/sidecars" in r.path
+    ]
     assert statuses[:2] == [status, status] and statuses[-1] in (200, 201, 404)
     stored = await writer.get()
     assert (
@@ -247,10 +280,16 @@ async def test_api_errors_are_retried_until_success(
 
 
 async def _dead_letters(js: JetStreamContext, count: int) -> list[events.DeadLetter]:
+    """The first `count` dead letters of the writer (waiting up to 5 s for them all)."""
     sub = await js.pull_subscribe(
         subjects.dead_letter("sidecar-writer"), durable="test-dlq", stream=subjects.DLQ_STREAM
     )
-    return [codec.decode_as(m.data, events.DeadLetter) for m in await sub.fetch(count, timeout=5)]
+    found: list[events.DeadLetter] = []
+    async with asyncio.timeout(5):
+        while len(found) < count:
+            msgs = await sub.fetch(count - len(found), timeout=5)
+            found += [codec.decode_as(m.data, events.DeadLetter) for m in msgs]
+    return found
 
 
 async def test_invalid_render_is_dead_lettered_and_not_written(writer: Writer) -> None:
@@ -355,6 +394,85 @@ async def test_gitops_sink_writes_files_instead_of_the_api(nats_url: str, tmp_pa
         assert report.action == "applied"
         text = (tmp_path / "repo" / "default" / "productpage.yaml").read_text()
         assert "'*/details.default.svc.cluster.local'" in text
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+        await nc.close()
+
+
+async def _refusals(writer: Writer) -> dict[str, float]:
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"http://127.0.0.1:{writer.admin_port}/metrics")).text
+    prefix = 'lazyload_sidecar_writer_refused_total{reason="'
+    return {
+        line[len(prefix) :].split('"', 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(prefix)
+    }
+
+
+async def test_a_fence_event_without_its_fence_writes_nothing(writer: Writer) -> None:
+    """A FenceChanged is only the word of whoever could publish it: for a ServiceFence that does
+    not exist, or another incarnation of it (uid), no Sidecar is written; the event is refused,
+    counted and dead-lettered (#16)."""
+    before = await _refusals(writer)
+    await writer.publish(make_fence(name="ghost", uid="uid-ghost", revision=1), forged=True)
+    await writer.fence_uid("default", "productpage")
+    await writer.publish(make_fence(uid="f0rged-uid", revision=1), forged=True)
+    letters = await _dead_letters(writer.js, 2)
+    reasons = sorted(letter.reason.split(":", 2)[1].strip() for letter in letters)
+    assert reasons == ["uid-mismatch", "unknown-fence"]
+    await writer.settled()
+    assert writer.emulator.writes("/sidecars") == []
+    assert writer.reports.empty()
+    after = await _refusals(writer)
+    assert after["unknown-fence"] == before["unknown-fence"] + 1
+    assert after["uid-mismatch"] == before["uid-mismatch"] + 1
+    await writer.publish(make_fence(revision=2))  # the real fence's own event: written
+    assert (await writer.report()).action == "applied"
+
+
+async def test_no_sidecar_in_a_namespace_lazyload_does_not_manage(writer: Writer) -> None:
+    """kube-system (and the other namespaces of `sidecar.deny_namespaces`) never get a
+    Sidecar, even for a fence that exists there (#16)."""
+    before = await _refusals(writer)
+    await writer.publish(make_fence(namespace="kube-system", name="coredns", revision=1))
+    [letter] = await _dead_letters(writer.js, 1)
+    assert "namespace-not-managed" in letter.reason
+    await writer.settled()
+    assert writer.emulator.writes("/sidecars") == []
+    assert writer.reports.empty()
+    after = await _refusals(writer)
+    assert after["namespace-not-managed"] == before["namespace-not-managed"] + 1
+
+
+async def test_a_deleted_fence_with_an_unusable_name_reaches_no_file(
+    nats_url: str, tmp_path: Path
+) -> None:
+    """Deleted and disabled events are checked like any other: a namespace `../outside` would
+    make the GitOps sink delete a file outside its directory (#16)."""
+    outside = tmp_path / "outside" / "x.yaml"
+    outside.parent.mkdir()
+    outside.write_text("metadata:\n  labels: {app.kubernetes.io/managed-by: lazyload}\n")
+    settings = WriterSettings(
+        nats=NatsSettings(url=nats_url),
+        admin=AdminSettings(host="127.0.0.1", port=0),
+        sidecar=SidecarSettings(sink="gitops", gitops_dir=tmp_path / "repo", repair_interval=0),
+    )
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(app.run(settings, stop=stop, ready=ready))
+    nc = await jetstream.connect(settings.nats, name="test")
+    try:
+        await asyncio.wait_for(ready.wait(), timeout=20)
+        js = nc.jetstream()
+        for forged in (
+            make_fence(namespace="../outside", name="x", deleted=True),
+            make_fence(namespace="default", name="../../outside/x", enabled=False),
+        ):
+            await jetstream.publish(js, subjects.fence("default", "x"), forged)
+        letters = await _dead_letters(js, 2)
+        assert all("invalid-event" in letter.reason for letter in letters)
+        assert outside.exists()
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=30)

@@ -21,6 +21,7 @@ from lazyload_sidecar_writer import (
     applying,
     consuming,
     gitops,
+    guarding,
     repairing,
     reporting,
     validating,
@@ -83,6 +84,14 @@ def build_reporter(settings: WriterSettings, sink: Sink) -> reporting.Reporter |
     return reporting.FenceStatus(sink, limit=settings.sidecar.max_tracked_fences)
 
 
+def build_guard(settings: WriterSettings, sink: Sink) -> guarding.FenceGuard | None:
+    """The check that a fence exists before its Sidecar is written: with the API sink (the
+    GitOps sink makes no API calls, so it cannot tell)."""
+    if not isinstance(sink, applying.KubeSink):
+        return None
+    return guarding.FenceGuard(sink, limit=settings.sidecar.max_tracked_fences)
+
+
 async def _serve(
     settings: WriterSettings,
     sink: Sink,
@@ -113,7 +122,11 @@ async def _serve(
         if isinstance(sink, applying.KubeSink):
             sink.newest_revision = consuming.newest_in_stream(js)
         handler = consuming.FenceHandler(
-            settings, sink, consuming.publisher(js), reporter=build_reporter(settings, sink)
+            settings,
+            sink,
+            consuming.publisher(js),
+            reporter=build_reporter(settings, sink),
+            guard=build_guard(settings, sink),
         )
         consumer = tasks.create_guarded_task(
             jetstream.consume(js, consuming.consumer_spec(settings), handler, stop),

@@ -5,6 +5,11 @@ are acked as superseded. A fence written less than `sidecar.coalesce_window` ago
 again at once: its delivery is nak'ed until the window ends, so a burst of revisions gives few
 writes. Fences are applied concurrently (at most `sidecar.max_concurrency`), each one:
 
+- an event whose namespace, name or uid are no Kubernetes names (a deleted or disabled
+  fence's too: they become API and file paths), of a namespace lazyload does not manage (`sidecar.allow_namespaces`,
+  `sidecar.deny_namespaces`: Kubernetes' own by default), or, before a Sidecar is written, for a
+  ServiceFence that does not exist with the event's uid (`guarding`) -> refused: dead-lettered
+  and counted (`lazyload_sidecar_writer_refused_total`), nothing written or reported;
 - disabled or deleted fence -> delete the managed Sidecar;
 - no workload selector -> nothing written, `SidecarApplied(action="conflict")` says why;
 - rendered Sidecar invalid (schema/hosts) or refused by the API (400/422) -> dead-lettered
@@ -30,7 +35,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from lazyload_sidecar_writer import errors as writer_errors
-from lazyload_sidecar_writer import metrics, rendering, reporting, validating
+from lazyload_sidecar_writer import guarding, metrics, rendering, reporting, validating
 from lazyload_sidecar_writer.bounded import Lru
 from lazyload_sidecar_writer.settings import SERVICE, WriterSettings
 from lazyload_sidecar_writer.sinks import Result, Sink
@@ -126,12 +131,14 @@ class FenceHandler:
         *,
         clock: Callable[[], float] = time.monotonic,
         reporter: reporting.Reporter | None = None,
+        guard: guarding.FenceGuard | None = None,
     ) -> None:
         self.settings = settings
         self.sink = sink
         self.publish = publish
         self.clock = clock
         self.reporter = reporter
+        self.guard = guard
         limit = settings.sidecar.max_tracked_fences
         self._last_write: Lru[FenceKey, float] = Lru(limit)
         self._settled: Lru[tuple[str, str, str], int] = Lru(limit)
@@ -169,6 +176,8 @@ class FenceHandler:
         key = f"{event.namespace}/{event.name}"
         try:
             await self.settle(event)
+        except writer_errors.Refused as e:
+            _refuse(delivery, e)
         except errors.PermanentError as e:
             await self._dead_letter(delivery, e)
         except errors.TemporaryError as e:
@@ -186,8 +195,10 @@ class FenceHandler:
         An event older than one this process already settled for the same ServiceFence (uid) is
         stale without asking the sink: a redelivered revision 5 must not undo a revision 6 that
         left the Sidecar unchanged (and so did not move its revision annotation).
-        Raises `PermanentError` (dead-letter) or `TemporaryError` (retry later).
+        Raises `Refused` (an event not to act on at all: dead-letter, nothing else),
+        `PermanentError` (dead-letter) or `TemporaryError` (retry later).
         """
+        self.admit(event)
         incarnation = (event.namespace, event.name, event.uid)
         newest = self._settled.get(incarnation)
         newest = -1 if newest is None else newest
@@ -211,9 +222,27 @@ class FenceHandler:
                 raise errors.TemporaryError(f"publish SidecarApplied: {e}", delay=1.0) from e
         return result
 
+    def admit(self, event: events.FenceChanged) -> None:
+        """Raise `Refused` for an event the writer must not act on, whatever it asks (a deleted
+        fence too): a namespace, name or uid no ServiceFence can have (they become API and file
+        paths), or a namespace lazyload does not manage. Hosts and selector are checked in the
+        rendered Sidecar of a live fence (`validating.validate`)."""
+        problems = validating.event_problems(event)
+        if problems:
+            raise writer_errors.Refused("invalid-event", "; ".join(problems))
+        if not self.settings.sidecar.manages(event.namespace):
+            raise writer_errors.Refused(
+                "namespace-not-managed",
+                f"lazyload manages no Sidecar in namespace {event.namespace!r} "
+                "(sidecar.allow_namespaces / sidecar.deny_namespaces)",
+            )
+
     async def apply(self, event: events.FenceChanged) -> tuple[Result, list[str]]:
-        """Render, validate and apply one fence; the egress hosts go with the result."""
+        """Render, validate and apply one fence; the egress hosts go with the result. A Sidecar
+        is only written for a ServiceFence that exists with the event's uid (`guard`)."""
         if event.deleted or not event.enabled:
+            if event.deleted and self.guard is not None:
+                self.guard.forget(event)
             return await self.sink.apply(event, None), []
         try:
             desired = rendering.render(event, self.settings)
@@ -225,6 +254,8 @@ class FenceHandler:
         except writer_errors.InvalidSidecar:
             metrics.RENDER_FAILURES.labels("invalid").inc()
             raise
+        if self.guard is not None:
+            await self.guard.check(event)
         return await self.sink.apply(event, desired), list(desired["spec"]["egress"][0]["hosts"])
 
     async def _report(self, event: events.FenceChanged, result: Result) -> None:
@@ -276,6 +307,22 @@ class FenceHandler:
             await self.publish(_applied(event, report, [], action="dead-lettered"))
         except Exception as e:  # the dead letter itself carries the reason
             log.warning("could not publish SidecarApplied of a dead letter: %s", e)
+
+
+def _refuse(delivery: jetstream.Delivery, error: writer_errors.Refused) -> None:
+    """Dead-letter an event the writer must not act on: no report on a fence, no
+    `SidecarApplied` (its namespace and name may be anything, or name a fence that is not)."""
+    event: events.FenceChanged = delivery.event
+    log.warning(
+        "fence event %r/%r revision %d refused: %s",
+        event.namespace[:100],
+        event.name[:100],
+        event.revision,
+        error,
+    )
+    metrics.REFUSED.labels(error.reason).inc()
+    metrics.OUTCOMES.labels("dead-lettered").inc()
+    delivery.reject(str(error))
 
 
 def _applied(

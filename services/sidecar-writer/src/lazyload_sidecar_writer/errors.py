@@ -4,6 +4,9 @@
 - `InvalidSidecar`: the rendered Sidecar fails Istio's schema or the host rules; a bug upstream
   or here, so the event is dead-lettered and nothing is written.
 - `RetriesExhausted`: the API kept failing with 409/429/5xx; JetStream redelivers later.
+- `Refused`: an event the writer must not act on at all (invalid fields, a namespace lazyload
+  does not manage, a ServiceFence that does not exist or has another uid): dead-lettered and
+  counted, with no write, no report on the fence and no `SidecarApplied`.
 """
 
 from __future__ import annotations
@@ -24,4 +27,12 @@ class RetriesExhausted(errors.TemporaryError):
 
 
 class ApiRejected(errors.PermanentError):
-    """The API server refused the Sidecar (400/415/422): retrying cannot help."""
+    """The API server refused the Sidecar (400/401/403/413/415/422): retrying cannot help."""
+
+
+class Refused(errors.PermanentError):
+    """The writer must not act on this fence event; `reason` is the metric label."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason

@@ -25,6 +25,15 @@ DEAD_LETTERS = Counter(
     "Fence events dead-lettered, by reason (invalid-render, api-rejected)",
     ["reason"],
 )
+REFUSED = Counter(
+    "lazyload_sidecar_writer_refused_total",
+    "Fence events the writer refused to act on (dead-lettered, nothing written), by reason "
+    "(invalid-event, namespace-not-managed, unknown-fence, uid-mismatch)",
+    ["reason"],
+)
+REFUSALS = ("invalid-event", "namespace-not-managed", "unknown-fence", "uid-mismatch")
+for _reason in REFUSALS:
+    REFUSED.labels(_reason)
 RENDER_FAILURES = Counter(
     "lazyload_sidecar_writer_render_failures_total",
     "Fences that could not become a valid Sidecar, by reason (no-selector, invalid)",

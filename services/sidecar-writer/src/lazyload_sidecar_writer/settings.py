@@ -22,6 +22,8 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode
 
 SERVICE = "sidecar-writer"
+SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
+"""Kubernetes' own namespaces: no Sidecar of lazyload's by default (`deny_namespaces`)."""
 ApiVersion = Literal["v1", "v1beta1", "v1alpha3"]
 HostMode = Literal["any-namespace", "own-namespace"]
 SinkKind = Literal["kube", "gitops"]
@@ -111,6 +113,23 @@ class SidecarSettings(BaseModel):
     gitops_dir: Path | None = Field(
         None, description="Directory of the GitOps sink (`<namespace>/<name>.yaml`)."
     )
+    allow_namespaces: list[str] = Field(
+        default_factory=list,
+        description="Only fences of these namespaces get a Sidecar; empty = every namespace "
+        "not denied. A fence event of another namespace is refused (dead-lettered, counted).",
+    )
+    deny_namespaces: list[str] = Field(
+        list(SYSTEM_NAMESPACES),
+        description="Namespaces where lazyload never writes or deletes a Sidecar (wins over "
+        "allow); a fence event there is refused (dead-lettered, counted). JSON list; the "
+        "default is Kubernetes' own namespaces.",
+    )
+
+    def manages(self, namespace: str) -> bool:
+        """True when lazyload may write Sidecars in `namespace`."""
+        if namespace in self.deny_namespaces:
+            return False
+        return not self.allow_namespaces or namespace in self.allow_namespaces
 
     @field_validator("extra_hosts", mode="before")
     @classmethod
@@ -146,6 +165,16 @@ class WriterSettings(BaseSettings):
             problems.append("sidecar.gitops_dir: required when sidecar.sink is gitops")
         if self.sidecar.retry_max < self.sidecar.retry_initial:
             problems.append("sidecar.retry_max: smaller than sidecar.retry_initial")
+        for field_name in ("allow_namespaces", "deny_namespaces"):
+            problems += [
+                f"sidecar.{field_name}: not a namespace name: {ns!r}"
+                for ns in getattr(self.sidecar, field_name)
+                if not hosts.is_valid_namespace(ns)
+            ]
+        problems += [
+            f"sidecar.allow_namespaces and sidecar.deny_namespaces both name {ns!r}"
+            for ns in sorted(set(self.sidecar.allow_namespaces) & set(self.sidecar.deny_namespaces))
+        ]
         if problems:
             raise errors.ConfigError("; ".join(problems))
 

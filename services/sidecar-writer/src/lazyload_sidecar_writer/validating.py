@@ -22,7 +22,7 @@ import sys
 import threading
 from typing import Any
 
-from lazyload_common import hosts
+from lazyload_common import events, hosts
 from pydantic import ValidationError
 
 from lazyload_sidecar_writer import errors, rendering
@@ -66,6 +66,31 @@ def sidecar_model(version: str) -> Any:
 
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]\Z")
+
+
+_UID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,127}")
+"""A ServiceFence uid as the API server gives it (a UUID; anything of that alphabet is read)."""
+
+
+def event_problems(event: events.FenceChanged) -> list[str]:
+    """What is wrong with the identity of a fence event, whatever it asks for (a deleted or
+    disabled fence too): its namespace and name become an API path, a subject or a file path,
+    its uid an ownerReference and a precondition. Empty when they are usable. (The hosts and
+    the selector, which only a live fence acts on, are checked in its rendered Sidecar:
+    `validate`.)"""
+    problems = []
+    if not hosts.is_valid_namespace(event.namespace):
+        problems.append(f"namespace {event.namespace[:100]!r}: not a namespace name")
+    if not is_object_name(event.name):
+        problems.append(f"name {event.name[:300]!r}: not a DNS subdomain")
+    if event.uid and not _UID.fullmatch(event.uid):
+        problems.append(f"uid {event.uid[:140]!r}: not a Kubernetes uid")
+    return problems
+
+
+def is_object_name(name: str) -> bool:
+    """True for a name the API server accepts for a Sidecar or a ServiceFence (a DNS subdomain)."""
+    return bool(name) and len(name) <= 253 and _SUBDOMAIN.match(name) is not None
 
 
 def validate(sidecar: rendering.RawObject) -> None:
@@ -121,7 +146,7 @@ def metadata_problems(metadata: rendering.RawObject) -> list[str]:
     """Name and namespace the API server would refuse."""
     problems = []
     name, namespace = metadata.get("name", ""), metadata.get("namespace", "")
-    if not (name and len(name) <= 253 and _SUBDOMAIN.match(name)):
+    if not is_object_name(name):
         problems.append(f"metadata.name {name!r}: not a DNS subdomain")
     if not hosts.is_valid_namespace(namespace):
         problems.append(f"metadata.namespace {namespace!r}: not a namespace name")
