@@ -7,24 +7,17 @@ import bisect
 import json
 from typing import Any
 
-import yaml
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import authz, operations
+from . import authz, content, operations
 from .copying import clone
 from .emulator import Emulator
-from .errors import (
-    ApiError,
-    bad_request,
-    method_not_allowed,
-    success_status,
-    unsupported_media_type,
-)
+from .errors import ApiError, bad_request, method_not_allowed, success_status
 from .objects import with_version
 from .paths import Target, resolve
 from .resources import RETURNS_DELETED_OBJECT
-from .responses import json_response
+from .responses import api_response, json_response
 from .selectors import build_filter
 from .tables import TABLE_MARKER, to_table
 from .watch import is_watch, watch_response
@@ -42,6 +35,10 @@ async def group_endpoint(request: Request) -> Response:
 async def dispatch(request: Request, group: str, version: str, rest: str) -> Response:
     emu: Emulator = request.app.state.emulator
     target = resolve(emu.registry, group, version, rest)
+    # from here on, errors too are protobuf for a client that accepts only protobuf
+    accept = request.headers.get("accept")
+    request.state.protobuf = content.accepts_only_protobuf(accept)
+    content.check_acceptable(accept, target.info)
     if emu.config.authorize:
         watching = target.legacy_watch or is_watch(request.query_params)
         attrs = authz.Attributes(
@@ -63,14 +60,14 @@ async def _collection(request: Request, emu: Emulator, target: Target) -> Respon
     if method == "GET":
         if target.legacy_watch or is_watch(query):
             table = TABLE_MARKER in request.headers.get("accept", "")
-            return watch_response(emu, target, query, table)
+            return watch_response(emu, target, query, table, content.request_protobuf(request))
         return _list(request, emu, target)
     if target.info.namespaced and target.namespace is None:
         raise method_not_allowed(method)
     if method == "POST":
         opts = _write_options(request)
-        obj = operations.create(emu, target, await _body(request), opts)
-        return json_response(obj, 201, opts.warnings)
+        obj = operations.create(emu, target, await _body(request, target), opts)
+        return api_response(request, obj, 201, opts.warnings)
     if method == "DELETE":
         return await _delete_collection(request, emu, target)
     raise method_not_allowed(method)
@@ -82,10 +79,11 @@ async def _item(request: Request, emu: Emulator, target: Target) -> Response:
         obj = with_version(target.info, target.version, operations.get_or_404(emu, target))
         if TABLE_MARKER in request.headers.get("accept", ""):
             obj = to_table(target, obj, request.query_params.get("includeObject"))
-        return json_response(obj)
+            return json_response(obj)
+        return api_response(request, obj)
     opts = _write_options(request)
     if method == "PUT":
-        obj = operations.replace(emu, target, await _body(request), opts)
+        obj = operations.replace(emu, target, await _body(request, target), opts)
     elif method == "PATCH":
         content_type = request.headers.get("content-type", "")
         obj = operations.patch(emu, target, await request.body(), content_type, opts)
@@ -93,25 +91,25 @@ async def _item(request: Request, emu: Emulator, target: Target) -> Response:
         return await _delete(request, emu, target, opts)
     else:
         raise method_not_allowed(method)
-    return json_response(obj, 200, opts.warnings)
+    return api_response(request, obj, 200, opts.warnings)
 
 
 async def _delete(
     request: Request, emu: Emulator, target: Target, opts: operations.WriteOptions
 ) -> Response:
-    obj, gone = operations.delete(emu, target, await _delete_options(request), opts)
+    obj, gone = operations.delete(emu, target, await _delete_options(request, target), opts)
     info = target.info
     if not gone or not info.builtin or info.key in RETURNS_DELETED_OBJECT:
-        return json_response(obj, 200, opts.warnings)
+        return api_response(request, obj, 200, opts.warnings)
     details = {"name": target.name, "kind": info.plural, "uid": obj["metadata"].get("uid")}
     if info.group:
         details["group"] = info.group
-    return json_response(success_status(details), 200, opts.warnings)
+    return api_response(request, success_status(details), 200, opts.warnings)
 
 
 async def _delete_collection(request: Request, emu: Emulator, target: Target) -> Response:
     opts = _write_options(request)
-    options = await _delete_options(request)
+    options = await _delete_options(request, target)
     query = request.query_params
     matches = build_filter(target.namespace, query.get("labelSelector"), query.get("fieldSelector"))
     deleted = []
@@ -119,7 +117,7 @@ async def _delete_collection(request: Request, emu: Emulator, target: Target) ->
         meta = obj["metadata"]
         one = Target(target.info, target.version, meta.get("namespace"), meta["name"])
         deleted.append(operations.delete(emu, one, options, opts)[0])
-    return json_response(_list_body(emu, target, deleted), 200, opts.warnings)
+    return api_response(request, _list_body(emu, target, deleted), 200, opts.warnings)
 
 
 def _list_body(emu: Emulator, target: Target, items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -144,8 +142,8 @@ def _list(request: Request, emu: Emulator, target: Target) -> Response:
         body["metadata"]["continue"] = token
         body["metadata"]["remainingItemCount"] = remaining
     if TABLE_MARKER in request.headers.get("accept", ""):
-        body = to_table(target, body, query.get("includeObject"))
-    return json_response(body)
+        return json_response(to_table(target, body, query.get("includeObject")))
+    return api_response(request, body)
 
 
 def _page(
@@ -182,33 +180,27 @@ def _write_options(request: Request) -> operations.WriteOptions:
     return operations.WriteOptions(dry_run=bool(dry_run), field_validation=validation)
 
 
-BODY_TYPES = ["application/json", "application/yaml"]
+async def _body(request: Request, target: Target) -> Any:
+    return content.decode_body(
+        await request.body(), request.headers.get("content-type"), target.info
+    )
 
 
-async def _body(request: Request) -> Any:
-    raw = await request.body()
-    content_type = request.headers.get("content-type", "application/json")
-    if "json" not in content_type and "yaml" not in content_type:
-        raise unsupported_media_type(content_type, BODY_TYPES)
-    try:
-        if "yaml" in content_type:
-            return yaml.safe_load(raw)
-        return json.loads(raw or b"null")
-    except (ValueError, yaml.YAMLError) as exc:
-        raise bad_request(f"the request body could not be decoded: {exc}") from exc
-
-
-async def _delete_options(request: Request) -> dict[str, Any]:
+async def _delete_options(request: Request, target: Target) -> dict[str, Any]:
     raw = await request.body()
     policy = request.query_params.get("propagationPolicy")
     if policy not in (None, "Orphan", "Background", "Foreground"):
         raise bad_request(f"invalid propagationPolicy {policy!r}")
     if not raw.strip():
         return {"propagationPolicy": policy} if policy else {}
-    try:
-        options = json.loads(raw)
-    except ValueError as exc:
-        raise bad_request(f"invalid DeleteOptions: {exc}") from exc
+    content_type = request.headers.get("content-type")
+    if content.media_type(content_type) == content.PROTOBUF:
+        options = content.decode_body(raw, content_type, target.info)
+    else:
+        try:
+            options = json.loads(raw)
+        except ValueError as exc:
+            raise bad_request(f"invalid DeleteOptions: {exc}") from exc
     if not isinstance(options, dict):
         raise ApiError(400, "DeleteOptions must be a JSON object")
     if policy:

@@ -1,4 +1,5 @@
-"""Watch streams: newline-delimited JSON events, replay from a resourceVersion, bookmarks."""
+"""Watch streams: newline-delimited JSON events (or length-prefixed protobuf `WatchEvent`s for
+clients that accept only protobuf), replay from a resourceVersion, bookmarks."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from starlette.responses import StreamingResponse
 
 from .errors import ApiError, bad_request
 from .events import CLOSED, Watcher, translate
+from .kubeproto import MEDIA_TYPE as PROTOBUF
+from .kubeproto import codec
 from .objects import with_version
 from .paths import Target
 from .responses import dumps
@@ -36,8 +39,10 @@ def _line(event_type: str, obj: Obj) -> bytes:
 class WatchRequest:
     """The parsed query of one watch and how to render its events."""
 
-    def __init__(self, emu: Emulator, target: Target, query: QueryParams, table: bool) -> None:
-        self.emu, self.target, self.table = emu, target, table
+    def __init__(
+        self, emu: Emulator, target: Target, query: QueryParams, table: bool, protobuf: bool
+    ) -> None:
+        self.emu, self.target, self.table, self.protobuf = emu, target, table, protobuf
         self.matches: Callable[[Obj], bool] = build_filter(
             target.namespace, query.get("labelSelector"), query.get("fieldSelector")
         )
@@ -50,11 +55,16 @@ class WatchRequest:
         self.initial_events = query.get("sendInitialEvents", "").lower() in TRUE
         self.include = query.get("includeObject")
 
+    def frame(self, event_type: str, obj: Obj) -> bytes:
+        if self.protobuf:
+            return codec().watch_frame(event_type, obj)
+        return _line(event_type, obj)
+
     def render(self, event_type: str, obj: Obj) -> bytes:
         shown = with_version(self.target.info, self.target.version, obj)
         if self.table and event_type != "BOOKMARK":
             shown = to_table(self.target, shown, self.include)
-        return _line(event_type, shown)
+        return self.frame(event_type, shown)
 
     def bookmark(self, annotations: dict[str, str] | None = None) -> bytes:
         info = self.target.info
@@ -62,7 +72,9 @@ class WatchRequest:
         if annotations:
             meta["annotations"] = annotations
         api_version = info.api_version(self.target.version)
-        return _line("BOOKMARK", {"kind": info.kind, "apiVersion": api_version, "metadata": meta})
+        return self.frame(
+            "BOOKMARK", {"kind": info.kind, "apiVersion": api_version, "metadata": meta}
+        )
 
     def initial(self) -> list[tuple[str, Obj]]:
         """Events to send before live ones (raises 410 when the history is too short)."""
@@ -80,7 +92,7 @@ async def _stream(request: WatchRequest) -> AsyncIterator[bytes]:
     try:
         initial = request.initial()
     except ApiError as exc:
-        yield _line("ERROR", exc.body())
+        yield request.frame("ERROR", exc.body())
         return
     emu.store.events.subscribe(watcher)
     try:
@@ -112,7 +124,10 @@ async def _live(request: WatchRequest, watcher: Watcher) -> AsyncIterator[bytes]
         yield request.render(event_type, obj)
 
 
-def watch_response(emu: Emulator, target: Target, query: QueryParams, table: bool = False):
+def watch_response(
+    emu: Emulator, target: Target, query: QueryParams, table: bool = False, protobuf: bool = False
+):
     """A streaming 200 response of watch events for the target's collection."""
-    request = WatchRequest(emu, target, query, table)
-    return StreamingResponse(_stream(request), media_type="application/json")
+    request = WatchRequest(emu, target, query, table, protobuf)
+    media_type = f"{PROTOBUF};stream=watch" if protobuf else "application/json"
+    return StreamingResponse(_stream(request), media_type=media_type)
