@@ -111,8 +111,26 @@ def test_workload_selector_priority() -> None:
         }
     )
     assert desiring.workload_selector(labelled, SELECTOR) == {"group": "foo"}
+    # Neither labels nor fromService: Slime's fallback, {<service label>: <fence name>}.
     plain = fences.Fence.from_raw({"metadata": {"namespace": "default", "name": "x"}, "spec": {}})
-    assert desiring.workload_selector(plain, SELECTOR) is None
+    assert desiring.workload_selector(plain, SELECTOR) == {"app": "x"}
+    assert desiring.workload_selector(plain, None, service_label="svc") == {"svc": "x"}
+    assert desiring.workload_selector(plain, SELECTOR, service_label="") is None
+
+
+def test_manual_fence_without_selector_renders_with_the_fallback() -> None:
+    manual = fences.Fence.from_raw(
+        {
+            "metadata": {"namespace": "default", "name": "ratings"},
+            "spec": {"enable": True, "host": {DETAILS: {"stable": {}}}},
+        }
+    )
+    desired = desiring.desire(manual, [], service_selector=None, now=NOW)
+    assert desired.state.workload_selector == {"app": "ratings"}
+    assert DETAILS in desired.state.hosts
+    policy = desiring.Policy(service_label="")
+    off = desiring.desire(manual, [], service_selector=None, now=NOW, policy=policy)
+    assert off.state.workload_selector is None
 
 
 def test_selector_change_is_a_new_revision_without_host_change() -> None:

@@ -55,6 +55,9 @@ class Policy:
     """Seconds a host stays EXPIREWAIT (still rendered) before it is removed."""
     last_seen_granularity: float = 60.0
     """`lastSeen` only moves when it advances by this much, so repeated edges cause no writes."""
+    service_label: str = "app"
+    """Label key of the fallback workload selector `{key: <fence name>}` (Slime's `global.service`)
+    of a fence with neither `labels` nor `fromService`; empty = no fallback (no Sidecar)."""
 
 
 @dataclass(frozen=True)
@@ -89,14 +92,16 @@ class Desired:
 
 
 def workload_selector(
-    fence: fences.Fence, service_selector: fences.Selector | None
+    fence: fences.Fence, service_selector: fences.Selector | None, *, service_label: str = "app"
 ) -> fences.Selector | None:
-    """Slime's priority: `labels` when non-empty, else the Service's selector when `fromService`."""
+    """Slime's priority: `labels` when non-empty; else, with `fromService`, the Service's selector
+    (None while the Service or its selector is missing: no Sidecar yet); else
+    `{<service_label>: <fence name>}` (Slime's compatibility fallback, its `global.service`)."""
     if fence.workload_labels:
         return dict(fence.workload_labels)
-    if fence.from_service and service_selector:
-        return dict(service_selector)
-    return None
+    if fence.from_service:
+        return dict(service_selector) if service_selector else None
+    return {service_label: fence.name} if service_label else None
 
 
 def rendered_hosts(domains: Mapping[str, fences.Domain]) -> tuple[str, ...]:
@@ -141,7 +146,9 @@ def desire(
     state = State(
         revision=fence.revision,
         enabled=fence.enable,
-        workload_selector=workload_selector(fence, service_selector),
+        workload_selector=workload_selector(
+            fence, service_selector, service_label=policy.service_label
+        ),
         hosts=rendered,
         reasons={h: reasons.get(h, ()) for h in rendered},
     )

@@ -166,6 +166,12 @@ class FenceSettings(BaseModel):
         "get the fence `<alias>-<value>.workload.identity` selecting pods with label key=value; "
         "empty = off.",
     )
+    service_label: str = Field(
+        "app",
+        description="A fence with neither workloadSelector.labels nor fromService selects the "
+        "pods labelled `<this>: <fence name>` (Slime's global.service fallback); empty = such a "
+        "fence gets no Sidecar.",
+    )
     batch: int = Field(256, ge=1, description="Dependency messages fetched per batch.")
     coalesce_window: float = Field(
         0.05,
@@ -189,6 +195,7 @@ class FenceSettings(BaseModel):
             recycle_after=self.recycle_after,
             expire_wait=self.expire_wait,
             last_seen_granularity=self.last_seen_granularity,
+            service_label=self.service_label,
         )
 
     def gate(self) -> admitting.Gate:
