@@ -145,3 +145,29 @@ def test_disabling_is_a_new_revision() -> None:
     )
     second = desiring.desire(written, [], service_selector=None, now=NOW)
     assert second.changed and second.state.revision == 2 and not second.state.enabled
+
+
+def test_next_change_is_the_earliest_future_deadline() -> None:
+    fence = _fence(
+        {
+            "host": {
+                "old.example.com": {"deadline": {"expire": {"seconds": int(NOW) - 10}}},
+                "soon.example.com": {"deadline": {"expire": {"seconds": int(NOW) + 30}}},
+                "late.example.com": {"deadline": {"expire": {"seconds": int(NOW) + 90}}},
+                "stable.example.com": {"stable": {}},
+            }
+        }
+    )
+    assert desiring.desire(fence, [], service_selector=None, now=NOW).next_change == NOW + 30
+    stable = _fence({"host": {"stable.example.com": {"stable": {}}}})
+    assert desiring.desire(stable, [], service_selector=None, now=NOW).next_change is None
+
+
+def test_next_change_follows_recycling_of_learned_hosts() -> None:
+    policy = desiring.Policy(recycle_after=100.0, expire_wait=50.0)
+    edge = desiring.Edge(host=DETAILS, first_seen=NOW - 10, observed_at=NOW - 10)
+    desired = desiring.desire(_fence({}), [edge], service_selector=None, now=NOW, policy=policy)
+    assert desired.next_change == NOW - 10 + 100  # ACTIVE -> EXPIREWAIT
+    later = NOW + 95  # EXPIREWAIT now: the next change is the removal
+    desired = desiring.desire(_fence({}), [edge], service_selector=None, now=later, policy=policy)
+    assert desired.next_change == NOW - 10 + 150

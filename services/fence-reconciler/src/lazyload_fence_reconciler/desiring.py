@@ -89,6 +89,9 @@ class Desired:
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     invalid_spec_hosts: tuple[str, ...] = ()
+    next_change: float | None = None
+    """The next instant a host's status changes with time alone (a `deadline` or `auto` spec host
+    expires, a learned host goes EXPIREWAIT or is removed); None when nothing is due."""
 
 
 def workload_selector(
@@ -165,7 +168,21 @@ def desire(
         added=tuple(sorted(set(state.hosts) - set(before.hosts))),
         removed=tuple(sorted(set(before.hosts) - set(state.hosts))),
         invalid_spec_hosts=invalid,
+        next_change=next_change(fence, learned, now, policy),
     )
+
+
+def next_change(
+    fence: fences.Fence, learned: Mapping[str, fences.Learned], now: float, policy: Policy
+) -> float | None:
+    """The earliest time after `now` at which recomputing `fence` gives another status."""
+    times = [t for s in fence.spec_hosts.values() if (t := s.changes_at()) is not None]
+    if policy.recycle_after > 0:
+        for entry in learned.values():
+            times.append(entry.last_seen + policy.recycle_after)
+            times.append(entry.last_seen + policy.recycle_after + policy.expire_wait)
+    future = [t for t in times if t >= now]
+    return min(future) if future else None
 
 
 def recorded(fence: fences.Fence) -> State:

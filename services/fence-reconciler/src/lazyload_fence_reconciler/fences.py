@@ -137,6 +137,15 @@ class Strategy:
             )
         return cls()
 
+    def changes_at(self) -> float | None:
+        """When `status_at` turns EXPIRE (None: never); a status check at that instant still
+        says ACTIVE, so callers look just after it."""
+        if self.kind == "deadline":
+            return self.expire
+        if self.kind == "auto" and self.duration is not None and self.recently_called is not None:
+            return self.recently_called + self.duration
+        return None
+
     def status_at(self, now: float) -> DomainStatus:
         if self.kind == "deadline" and self.expire is not None and now > self.expire:
             return DomainStatus.EXPIRE

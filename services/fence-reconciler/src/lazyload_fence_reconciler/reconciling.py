@@ -35,6 +35,8 @@ from lazyload_fence_reconciler.settings import FenceSettings
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]
+WAKE_MARGIN = 0.05
+"""Seconds after a deadline that its fence is recomputed (a host expires strictly after it)."""
 
 
 class Waiting(errors.TemporaryError):
@@ -76,6 +78,7 @@ class Reconciler:
         self._locks: dict[Key, asyncio.Lock] = {}
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._pending: set[Key] = set()
+        self._timers: dict[Key, asyncio.TimerHandle] = {}
 
     # -- triggers ---------------------------------------------------------------------------
 
@@ -283,7 +286,22 @@ class Reconciler:
         written, desired = await self.applier.apply_status(obj, compute)
         self._latest[key] = written
         await self._publish_due(fences.Fence.from_raw(written), desired)
+        self._wake_at(key, desired.next_change)
         return written, desired
+
+    def _wake_at(self, key: Key, when: float | None) -> None:
+        """Recompute `key` right after `when` (a deadline), not at the next resync."""
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        if when is None:
+            return
+        delay = max(0.0, when - self.clock()) + WAKE_MARGIN
+        self._timers[key] = asyncio.get_running_loop().call_later(delay, self._wake, key)
+
+    def _wake(self, key: Key) -> None:
+        self._timers.pop(key, None)
+        self.enqueue(key)
 
     async def _publish_due(self, fence: fences.Fence, desired: desiring.Desired) -> None:
         if fence.revision == 0:
