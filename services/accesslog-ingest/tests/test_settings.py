@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from lazyload_accesslog_ingest.settings import IngestSettings
@@ -106,3 +109,26 @@ def test_tls_checks(tmp_path, grpc: dict[str, object], problem: str) -> None:  #
     values = {k: (str(pem) if v in ("CERT", "KEY") else v) for k, v in grpc.items()}
     with pytest.raises(errors.ConfigError, match=problem):
         IngestSettings(grpc=values).check()  # type: ignore[arg-type]
+
+
+def test_a_misspelt_tls_variable_stops_the_service_at_start(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`LAZYLOAD_GRPC__TLS_CERT_FLE` used to be ignored: the ALS port served plaintext. The
+    console script now refuses to start, with one line naming the variable (#16)."""
+    cert = tmp_path / "cert.pem"
+    cert.write_text("not used")
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("LAZYLOAD_")}
+    env |= {
+        "LAZYLOAD_GRPC__TLS_CERT_FLE": str(cert),
+        "LAZYLOAD_NATS__URL": "nats://127.0.0.1:1",  # never reached
+        "LAZYLOAD_ADMIN__PORT": "0",
+        "LAZYLOAD_GRPC__PORT": "0",
+    }
+    script = Path(sys.executable).parent / "lazyload-accesslog-ingest"
+    done = subprocess.run(
+        [str(script)], env=env, capture_output=True, text=True, timeout=20, check=False
+    )
+    assert done.returncode != 0
+    assert done.stderr.strip() == (
+        "lazyload-accesslog-ingest: unknown setting LAZYLOAD_GRPC__TLS_CERT_FLE "
+        "(did you mean LAZYLOAD_GRPC__TLS_CERT_FILE?)"
+    )

@@ -2,14 +2,75 @@
 
 A service declares its own `BaseSettings` subclass with `model_config = service_config()` and
 composes these groups, so `LAZYLOAD_NATS__URL` or `LAZYLOAD_ADMIN__PORT` mean the same everywhere.
+
+A console script loads its settings with `from_environment`: a `LAZYLOAD_*` variable that names no
+setting is an error at start-up (pydantic-settings would ignore it, and a misspelt TLS variable
+would leave a port in plaintext). As one environment may be shared by several services (`lazyload
+up` hands its own to all of them), a variable of a group or setting another lazyload service has
+(`SERVICE_SETTINGS`) is left to that service, and the variables of lazyload's tooling
+(`TOOLING_VARIABLES`, `TOOLING_PREFIXES`) are no settings at all; anything else is a typo.
 """
 
 from __future__ import annotations
 
+import difflib
+import os
+import types
+import typing
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, Field
-from pydantic_settings import SettingsConfigDict
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from lazyload_common import errors
+
+PREFIX = "LAZYLOAD_"
+DELIMITER = "__"
+SERVICE_SETTINGS = frozenset(
+    {
+        # shared groups and settings
+        "nats",
+        "kube",
+        "admin",
+        "mesh",
+        "log_level",
+        # accesslog-ingest
+        "grpc",
+        "dedup",
+        "publish",
+        "edges",
+        "reporter",
+        "decoder",
+        # fence-reconciler
+        "fence",
+        # sidecar-writer
+        "sidecar",
+        # global-pilot
+        "xds",
+        "listener",
+        "routing",
+        "global_sidecar",
+        "als",
+        "watch",
+    }
+)
+"""The top-level settings (groups or single settings) of every lazyload service, lower case: a
+variable under one of them that this service does not have belongs to another service sharing
+the environment (`tests/deploy/test_environment.py` keeps the set in step with the models)."""
+TOOLING_VARIABLES = frozenset(
+    {
+        "LAZYLOAD_ENVOY_BIN",  # the Envoy of `lazyload up`, the tests and the benchmarks
+        "LAZYLOAD_KUBECONFIG",  # docker compose: the kubeconfig mounted into the services
+        "LAZYLOAD_RECONCILER_ADMIN",  # `lazyload fences`: the reconciler's admin URL
+        "LAZYLOAD_REPO_ROOT",  # `lazyload up`: where the repository is
+    }
+)
+"""Variables of lazyload's tools (the CLI, compose, the tests), never settings of a service."""
+TOOLING_PREFIXES = ("LAZYLOAD_UP_", "LAZYLOAD_TEST_")
+"""`lazyload up`'s options (`LAZYLOAD_UP_NATS_PORT`...) and the test suite's switches."""
+S = TypeVar("S", bound=BaseSettings)
 
 
 def service_config() -> SettingsConfigDict:
@@ -63,3 +124,99 @@ class MeshSettings(BaseModel):
         "mesh-operator",
         description="Namespace of the global-sidecar and lazyload (Slime's default).",
     )
+    global_sidecar_service: str = Field(
+        "",
+        description="Namespace mode: the name of the global-sidecar Service in each fenced "
+        "namespace; every Sidecar then holds `*/<name>.<its namespace>.svc.<cluster domain>` "
+        "so unknown calls can reach it. Empty = cluster mode (one global-sidecar in "
+        "global_sidecar_namespace).",
+    )
+
+
+def unknown_variables(model: type[BaseModel], environ: Mapping[str, str]) -> list[str]:
+    """One message per `LAZYLOAD_*` variable of `environ` that names no setting of `model` (nor
+    another service's setting, nor a tool's variable), sorted; with the likeliest meant name."""
+    known = _env_names(model)
+    problems = []
+    for variable in sorted(environ):
+        name = variable.upper()  # pydantic-settings reads names case-insensitively
+        if not name.startswith(PREFIX) or name in TOOLING_VARIABLES:
+            continue
+        if name.startswith(TOOLING_PREFIXES):
+            continue
+        path = name[len(PREFIX) :].lower().split(DELIMITER)
+        if path[0] not in model.model_fields and path[0] in SERVICE_SETTINGS:
+            continue  # another lazyload service's setting in a shared environment
+        if _resolves(model, path):
+            continue
+        guess = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+        hint = f" (did you mean {guess[0]}?)" if guess else ""
+        problems.append(f"unknown setting {variable}{hint}")
+    return problems
+
+
+def from_environment(model: type[S], environ: Mapping[str, str] | None = None) -> S:
+    """The settings of a console script from the environment. Raises `ConfigError` with one line
+    naming the first misspelt `LAZYLOAD_*` variable (and how many more there are), or the first
+    value that does not parse."""
+    problems = unknown_variables(model, os.environ if environ is None else environ)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise errors.ConfigError(problems[0] + more)
+    try:
+        return model()
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = DELIMITER.join(str(p) for p in first["loc"]).upper()
+        raise errors.ConfigError(
+            f"invalid setting {PREFIX}{where}: {first['msg']}"
+            + (f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else "")
+        ) from e
+
+
+def _resolves(model: type[BaseModel], path: list[str]) -> bool:
+    """True when `path` (lower case, split at `__`) is a setting or a group of `model`."""
+    annotation: Any = model
+    for i, part in enumerate(path):
+        group = _group(annotation)
+        if group is None:
+            # a leaf: only a mapping (`LAZYLOAD_X__KEY` sets one key of it) takes more parts
+            return i > 0 and _is_mapping(annotation)
+        field = group.model_fields.get(part)
+        if field is None:
+            return False
+        annotation = field.annotation
+    return True
+
+
+def _env_names(model: type[BaseModel], prefix: str = PREFIX) -> set[str]:
+    names = set()
+    for name, field in model.model_fields.items():
+        env = prefix + name.upper()
+        names.add(env)
+        group = _group(field.annotation)
+        if group is not None:
+            names |= _env_names(group, env + DELIMITER)
+    return names
+
+
+def _group(annotation: Any) -> type[BaseModel] | None:
+    """The settings group `annotation` is (a model, also inside `X | None`), or None."""
+    origin = typing.get_origin(annotation)
+    if origin is None:
+        candidates: tuple[Any, ...] = (annotation,)
+    elif origin in (typing.Union, types.UnionType):
+        candidates = typing.get_args(annotation)
+    else:  # a list of models, an Annotated leaf...: no group to nest into
+        return None
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _is_mapping(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _is_mapping(typing.get_args(annotation)[0])
+    return isinstance(origin, type) and issubclass(origin, Mapping)

@@ -11,8 +11,13 @@ import contextlib
 import gc
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any
+
+from lazyload_common import errors
+from lazyload_common import settings as settings_module
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +85,16 @@ def settle_heap() -> None:
 
 
 def run_main(run: Callable[..., Awaitable[None]], settings: Any) -> None:
-    """A service's console script: logging at `settings.log_level`, the heap settled
+    """A service's console script: its settings (a model class is read from the environment:
+    `settings.from_environment`; a misspelt `LAZYLOAD_*` variable or a bad value ends the
+    process at once with one line naming it), logging at `settings.log_level`, the heap settled
     (`settle_heap`), then `run(settings, stop=...)` until it returns or SIGTERM/SIGINT sets
     `stop`."""
+    if isinstance(settings, type):
+        try:
+            settings = settings_module.from_environment(settings)
+        except errors.ConfigError as e:
+            raise SystemExit(f"{Path(sys.argv[0]).name}: {e}") from None
     configure_logging(settings.log_level)
     settle_heap()
 

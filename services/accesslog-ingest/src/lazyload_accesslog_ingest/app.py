@@ -43,7 +43,7 @@ class BoundPorts:
 
 def main() -> None:
     """Console script: settings from the environment, run until SIGTERM/SIGINT."""
-    tasks.run_main(run, IngestSettings())
+    tasks.run_main(run, IngestSettings)
 
 
 async def run(

@@ -31,7 +31,7 @@ _CHECKS = ("nats", "kube", "consumer")
 
 def main() -> None:
     """Console script: settings from the environment, run until SIGTERM/SIGINT."""
-    tasks.run_main(run, ReconcilerSettings())
+    tasks.run_main(run, ReconcilerSettings)
 
 
 async def run(

@@ -50,7 +50,7 @@ class BoundPorts:
 
 
 def main() -> None:
-    tasks.run_main(run, GlobalPilotSettings())
+    tasks.run_main(run, GlobalPilotSettings)
 
 
 async def run(

@@ -36,7 +36,7 @@ CHECKS = ("nats", "sink")
 
 def main() -> None:
     """Console script: settings from the environment, run until SIGTERM/SIGINT."""
-    tasks.run_main(run, WriterSettings())
+    tasks.run_main(run, WriterSettings)
 
 
 async def run(
