@@ -23,6 +23,7 @@ import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from lazyload_cli.podnet import PodNetwork
 from lazyload_global_pilot import bootstrap, metrics, rendering, server
 from lazyload_global_pilot.cache import SnapshotCache
 from lazyload_global_pilot.mesh import EndpointGroup, EndpointPort, MeshState, Service, ServicePort
@@ -71,6 +72,23 @@ def make_service() -> Any:
     return _make_service
 
 
+# --- pod addresses -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pod_network() -> Iterator[PodNetwork]:
+    """Addresses of 10.244.0.0/16 held by `lo` for this run (needs root), gone at its end."""
+    with PodNetwork() as network:
+        yield network
+
+
+@pytest.fixture
+def pod_address(pod_network: PodNetwork) -> str:
+    """An address an upstream can listen on and Endpoints can list (the API server refuses
+    loopback endpoints, the real one and the emulator alike)."""
+    return pod_network.allocate()[0]
+
+
 # --- a tiny upstream ---------------------------------------------------------------------------
 
 
@@ -93,22 +111,24 @@ class _Echo(http.server.BaseHTTPRequestHandler):
 class Upstream:
     port: int
     name: str
+    address: str = "127.0.0.1"
 
 
 @pytest.fixture
 def upstream_factory() -> Iterator[Any]:
-    """Start HTTP servers on 127.0.0.1 that answer `<name> <Host>`."""
+    """`upstream_factory(name, address="127.0.0.1")`: an HTTP server that answers
+    `<name> <Host>` (on a `pod_address` where a real API server must list it)."""
     servers: list[http.server.ThreadingHTTPServer] = []
 
-    def start(name: str) -> Upstream:
-        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    def start(name: str, address: str = "127.0.0.1") -> Upstream:
+        httpd = http.server.ThreadingHTTPServer((address, 0), _Echo)
         httpd.daemon_threads = True
         httpd.name = name  # type: ignore[attr-defined]
         threading.Thread(
             target=httpd.serve_forever, args=(0.05,), name=f"upstream-{name}", daemon=True
         ).start()
         servers.append(httpd)
-        return Upstream(port=httpd.server_address[1], name=name)
+        return Upstream(port=httpd.server_address[1], name=name, address=address)
 
     yield start
     for httpd in servers:

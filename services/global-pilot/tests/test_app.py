@@ -1,4 +1,5 @@
-"""global-pilot as a service: `run()` on the Kubernetes API emulator, serving a real Envoy.
+"""global-pilot as a service: `run()` on the API server of the run (`kube_cluster`), serving a real
+Envoy.
 
 Covers: `run` binds free ports and reports them (`on_bound`, `GET /xds`); `ready` is set and
 `/readyz` answers 200 once the kinds are listed and the first snapshot is set; Services with
@@ -24,6 +25,7 @@ from lazyload_common.settings import KubeSettings
 from lazyload_global_pilot import app, bootstrap
 from lazyload_global_pilot.settings import GlobalPilotSettings
 from lazyload_testing.kube import KubeEmulator
+from lazyload_testing.kube_real import RealKube
 
 
 @pytest.fixture
@@ -46,9 +48,9 @@ class Running:
 
 
 @pytest.fixture
-async def pilot(kube_emulator: KubeEmulator, free_port: Any) -> AsyncIterator[Running]:
-    """global-pilot's `run()` on the emulator, every port free, ready."""
-    kubeconfig = kube_emulator.kubeconfig
+async def pilot(kube_cluster: RealKube | KubeEmulator, free_port: Any) -> AsyncIterator[Running]:
+    """global-pilot's `run()` on the API server, every port free, ready."""
+    kubeconfig = kube_cluster.kubeconfig
     settings = GlobalPilotSettings.model_validate(
         {
             "kube": {"kubeconfig": kubeconfig},
@@ -80,18 +82,16 @@ def _service(name: str, port: int = 9080) -> dict[str, Any]:
     }
 
 
-def _endpoints(name: str, port: int) -> dict[str, Any]:
+def _endpoints(name: str, address: str, port: int) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Endpoints",
         "metadata": {"name": name, "namespace": "default"},
-        "subsets": [
-            {"addresses": [{"ip": "127.0.0.1"}], "ports": [{"name": "http", "port": port}]}
-        ],
+        "subsets": [{"addresses": [{"ip": address}], "ports": [{"name": "http", "port": port}]}],
     }
 
 
-def _slice(name: str, port: int) -> dict[str, Any]:
+def _slice(name: str, address: str, port: int) -> dict[str, Any]:
     return {
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
@@ -101,7 +101,7 @@ def _slice(name: str, port: int) -> dict[str, Any]:
             "labels": {"kubernetes.io/service-name": name},
         },
         "addressType": "IPv4",
-        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
+        "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
         "ports": [{"name": "http", "port": port}],
     }
 
@@ -127,11 +127,12 @@ async def test_run_reports_ports_and_readiness(pilot: Running) -> None:
 
 @pytest.mark.envoy
 async def test_kube_services_become_envoy_routes(
-    pilot: Running, envoy_runner: Any, upstream_factory: Any
+    pilot: Running, envoy_runner: Any, upstream_factory: Any, pod_address: str
 ) -> None:
-    details, ratings = upstream_factory("details"), upstream_factory("ratings")
+    details = upstream_factory("details", pod_address)
+    ratings = upstream_factory("ratings", pod_address)
     await pilot.create(SERVICES, _service("details"))
-    await pilot.create(ENDPOINTS, _endpoints("details", details.port))
+    await pilot.create(ENDPOINTS, _endpoints("details", pod_address, details.port))
     await envoy_runner(bootstrap.render_bootstrap(xds_host="127.0.0.1", xds_port=pilot.bound.xds))
     listener = f"http://127.0.0.1:{pilot.settings.listener.ports[0]}/"
     async with httpx.AsyncClient(trust_env=False, timeout=5) as client:
@@ -142,7 +143,7 @@ async def test_kube_services_become_envoy_routes(
         assert await _within(5, lambda: status_of("details.default.svc.cluster.local:9080"), 200)
         started = time.monotonic()
         await pilot.create(SERVICES, _service("ratings"))
-        await pilot.create(SLICES, _slice("ratings", ratings.port))
+        await pilot.create(SLICES, _slice("ratings", pod_address, ratings.port))
         assert await _within(1, lambda: status_of("ratings:9080"), 200)
         assert time.monotonic() - started < 1.0
         await pilot.delete(SERVICES + "/details")

@@ -20,6 +20,7 @@ from lazyload_common.settings import KubeSettings
 from lazyload_global_pilot import app, bootstrap
 from lazyload_global_pilot.settings import GlobalPilotSettings
 from lazyload_testing.kube import KubeEmulator
+from lazyload_testing.kube_real import RealKube
 
 pytestmark = pytest.mark.envoy
 GS_SERVICE = "/api/v1/namespaces/mesh-operator/services/global-sidecar"
@@ -39,14 +40,20 @@ async def _until(probe: Any, within: float = 5.0) -> Any:
 
 
 async def test_service_ports_become_wormhole_ports(
-    kube_emulator: KubeEmulator, envoy_runner: Any, upstream_factory: Any, free_port: Any
+    kube_cluster: RealKube | KubeEmulator,
+    envoy_runner: Any,
+    upstream_factory: Any,
+    free_port: Any,
+    pod_address: str,
 ) -> None:
-    api = kube.KubeApi(kube.api_client(KubeSettings(kubeconfig=kube_emulator.kubeconfig)))
-    with contextlib.suppress(kube.KubeConflict):
-        api.create("/api/v1/namespaces", {"metadata": {"name": "mesh-operator"}})
+    api = kube.KubeApi(kube.api_client(KubeSettings(kubeconfig=kube_cluster.kubeconfig)))
+    # The namespaces of the global-sidecar (the chart's) and of Istio's root (istio-system).
+    for namespace in ("mesh-operator", "istio-system"):
+        with contextlib.suppress(kube.KubeConflict):
+            api.create("/api/v1/namespaces", {"metadata": {"name": namespace}})
     settings = GlobalPilotSettings.model_validate(
         {
-            "kube": {"kubeconfig": kube_emulator.kubeconfig},
+            "kube": {"kubeconfig": kube_cluster.kubeconfig},
             "admin": {"host": "127.0.0.1", "port": 0},
             "xds": {"host": "127.0.0.1", "port": 0},
             "listener": {"address": "127.0.0.1", "ports": [], "auto_port": True},
@@ -61,7 +68,7 @@ async def test_service_ports_become_wormhole_ports(
     try:
         await asyncio.wait_for(ready.wait(), 10)
         await envoy_runner(bootstrap.render_bootstrap(xds_host="127.0.0.1", xds_port=bound[0].xds))
-        reviews, port = upstream_factory("reviews"), free_port()
+        reviews, port = upstream_factory("reviews", pod_address), free_port()
         service = {
             "metadata": {"name": "reviews", "namespace": "default"},
             "spec": {"ports": [{"name": "http-web", "port": port, "targetPort": reviews.port}]},
@@ -70,7 +77,7 @@ async def test_service_ports_become_wormhole_ports(
             "metadata": {"name": "reviews", "namespace": "default"},
             "subsets": [
                 {
-                    "addresses": [{"ip": "127.0.0.1"}],
+                    "addresses": [{"ip": pod_address}],
                     "ports": [{"name": "http-web", "port": reviews.port}],
                 }
             ],
@@ -111,3 +118,8 @@ async def test_service_ports_become_wormhole_ports(
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+        # The real server's reset between tests lists each API group at its preferred version
+        # only (networking.istio.io: v1), which has no EnvoyFilter (v1alpha3 only): delete it
+        # here, or the next test finds it.
+        with contextlib.suppress(kube.KubeNotFound):
+            api.delete(GS_FILTER)

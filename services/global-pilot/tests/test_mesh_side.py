@@ -1,4 +1,4 @@
-"""The mesh-side resources: rendering per mode, Istio schema validation, applying to the emulator.
+"""The mesh-side resources: rendering per mode, Istio schema validation, applying to the API.
 
 Covers: cluster mode renders one global-sidecar Service (a port per wormhole port) in the mesh
 namespace and `to-global-sidecar` in the root namespace, whose patches per HTTP port remove
@@ -8,13 +8,15 @@ namespace mode renders them per namespace with the namespace as `Slime-Source-Ns
 renders nothing; every rendered EnvoyFilter passes Istio's schema, and an invalid one or one with
 a field Istio does not know is refused before anything is written; the applier creates, leaves
 unchanged objects alone, updates, and prunes on a mode change, all through the official client on
-the emulator; a failed apply is retried.
+the API server of the run (`kube_cluster`); a failed apply is retried (a fault the emulator
+injects).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import pytest
 from lazyload_common import kube
@@ -23,6 +25,7 @@ from lazyload_global_pilot.dispatches import Dispatch
 from lazyload_global_pilot.errors import InvalidResourceError
 from lazyload_global_pilot.ports import PortSet
 from lazyload_testing.kube import KubeEmulator
+from lazyload_testing.kube_real import RealKube
 
 PORTS = PortSet(http=(80, 9080), tcp=(3306,))
 DISPATCHES = (
@@ -133,6 +136,11 @@ def test_validation_refuses_bad_and_unknown_fields():
         meshside.validate(unknown)
 
 
+def _mesh_side_writes(server: RealKube | KubeEmulator) -> list[Any]:
+    """Writes to Services and EnvoyFilters (on a real server, controllers write other kinds)."""
+    return [w for w in server.writes() if "/services" in w.path or "/envoyfilters" in w.path]
+
+
 def _namespaces(api: kube.KubeApi, *names: str) -> None:
     for name in names:
         body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
@@ -140,8 +148,8 @@ def _namespaces(api: kube.KubeApi, *names: str) -> None:
             api.create("/api/v1/namespaces", body)
 
 
-async def test_applier_per_mode_on_the_emulator(kube_emulator: KubeEmulator):
-    api = kube.KubeApi(kube_emulator.api_client())
+async def test_applier_per_mode_on_the_api_server(kube_cluster: RealKube | KubeEmulator):
+    api = kube.KubeApi(kube_cluster.api_client())
     _namespaces(api, "istio-system", "mesh-operator", "shop", "pay")
     applier = applying.MeshSideApplier(api)
 
@@ -155,9 +163,9 @@ async def test_applier_per_mode_on_the_emulator(kube_emulator: KubeEmulator):
     service = api.get(SVC_PATH.format("mesh-operator"))
     assert [p["port"] for p in service["spec"]["ports"]] == [80, 3306, 9080]
 
-    kube_emulator.clear_requests()
+    kube_cluster.clear_requests()
     again = applier.apply(meshside.render(PORTS, CLUSTER))
-    assert len(again.unchanged) == 2 and not kube_emulator.writes()
+    assert len(again.unchanged) == 2 and not _mesh_side_writes(kube_cluster)
 
     grown = PortSet(http=(80, 8080, 9080), tcp=(3306,))
     updated = applier.apply(meshside.render(grown, CLUSTER))
@@ -183,16 +191,17 @@ async def test_applier_per_mode_on_the_emulator(kube_emulator: KubeEmulator):
         api.get(SVC_PATH.format("shop"))
 
 
-async def test_invalid_objects_are_never_written(kube_emulator: KubeEmulator):
-    applier = applying.MeshSideApplier(kube.KubeApi(kube_emulator.api_client()))
+async def test_invalid_objects_are_never_written(kube_cluster: RealKube | KubeEmulator):
+    applier = applying.MeshSideApplier(kube.KubeApi(kube_cluster.api_client()))
     objects = meshside.render(PORTS, CLUSTER)
     objects[1]["spec"]["configPatches"][0]["applyTo"] = "NOT_A_TYPE"
-    kube_emulator.clear_requests()
+    kube_cluster.clear_requests()
     with pytest.raises(InvalidResourceError):
         applier.apply(objects)
-    assert not kube_emulator.writes()
+    assert not _mesh_side_writes(kube_cluster)
 
 
+# It injects a fault: the emulator only.
 async def test_a_failed_apply_is_retried(kube_emulator: KubeEmulator):
     api = kube.KubeApi(kube_emulator.api_client())
     _namespaces(api, "mesh-operator")
