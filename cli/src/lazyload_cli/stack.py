@@ -201,6 +201,8 @@ class Stack:
             str(c.kube_port),
             "--kubeconfig-out",
             str(self.kubeconfig),
+            # The demo's pods are loopback servers (no root needed); a real server refuses them.
+            "--allow-loopback-endpoints",
             *c.kube_args,
         ]
         for directory in (crds, crds / "istio"):

@@ -34,7 +34,7 @@ def test_service_lifecycle_and_metadata(core):
     meta = created.metadata
     assert meta.uid and meta.resource_version.isdigit() and meta.generation == 1
     assert meta.creation_timestamp is not None
-    assert ipaddress.ip_address(created.spec.cluster_ip) in ipaddress.ip_network("10.96.0.0/16")
+    assert ipaddress.ip_address(created.spec.cluster_ip) in ipaddress.ip_network("10.96.0.0/12")
     assert created.spec.ports[0].protocol == "TCP" and created.spec.ports[0].target_port == 80
     got = core.read_namespaced_service("web", "default")
     assert got.metadata.uid == meta.uid

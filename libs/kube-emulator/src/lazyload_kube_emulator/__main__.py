@@ -56,7 +56,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--state-file", type=Path, help="load objects from / save them to this file"
     )
     parser.add_argument(
-        "--service-cidr", default="10.96.0.0/16", help="range of Service cluster IPs"
+        "--service-cidr", default="10.96.0.0/12", help="range of Service cluster IPs"
+    )
+    parser.add_argument(
+        "--allow-loopback-endpoints",
+        action="store_true",
+        help="accept loopback and link-local addresses in Endpoints and EndpointSlices, which a "
+        "real API server refuses (the demo's pods are loopback servers)",
     )
     parser.add_argument(
         "--authorize",
@@ -89,6 +95,7 @@ async def serve(args: argparse.Namespace) -> None:
         service_cidr=args.service_cidr,
         history_size=args.history_size,
         authorize=args.authorize,
+        allow_loopback_endpoints=args.allow_loopback_endpoints,
     )
     server = EmulatorServer(args.host, args.port, config, advertise_url=args.advertise_url)
     if args.state_file:

@@ -1,8 +1,9 @@
-"""Per-kind behaviour of built-in resources: namespaces, services, pods and CRDs."""
+"""Per-kind behaviour of built-in resources: namespaces, services, pods, endpoints and CRDs."""
 
 from __future__ import annotations
 
 import copy
+import ipaddress
 from typing import TYPE_CHECKING, Any
 
 from .errors import ApiError, invalid
@@ -112,6 +113,70 @@ class ServiceHooks(KindHooks):
             emu.ips.release(ip)
 
 
+def special_ip_reason(value: str) -> str | None:
+    """Why a real API server refuses `value` as an endpoint address (its ValidateEndpointIP), or
+    None when it takes it."""
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        return "must be a valid IP address"
+    if ip.is_unspecified:
+        return f"may not be unspecified ({'::' if ip.version == 6 else '0.0.0.0'})"
+    if ip.is_loopback:
+        return "may not be in the loopback range (127.0.0.0/8, ::1/128)"
+    if ip.is_link_local:
+        return "may not be in the link-local range (169.254.0.0/16, fe80::/10)"
+    if ip.is_multicast and ip in ipaddress.ip_network(
+        "224.0.0.0/24" if ip.version == 4 else "ff02::/16"
+    ):
+        return "may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)"
+    return None
+
+
+class EndpointAddressHooks(KindHooks):
+    """Endpoints and EndpointSlices: the addresses a real API server refuses are refused (422),
+    unless the emulator runs with `allow_loopback_endpoints` (the demo's loopback pods)."""
+
+    def __init__(self, kind: str, group: str, addresses: Any) -> None:
+        self.kind, self.group, self.addresses = kind, group, addresses
+
+    def prepare_create(self, emu: Emulator, obj: Obj) -> None:
+        self._check(emu, obj)
+
+    def prepare_update(self, emu: Emulator, old: Obj, new: Obj) -> None:
+        self._check(emu, new)
+
+    def _check(self, emu: Emulator, obj: Obj) -> None:
+        if emu.config.allow_loopback_endpoints:
+            return
+        causes = [
+            {
+                "reason": "FieldValueInvalid",
+                "field": field,
+                "message": f'Invalid value: "{value}": {reason}',
+            }
+            for field, value in self.addresses(obj)
+            if (reason := special_ip_reason(str(value))) is not None
+        ]
+        if causes:
+            raise invalid(self.kind, self.group, obj["metadata"]["name"], causes)
+
+
+def _endpoints_addresses(obj: Obj) -> Any:
+    for i, subset in enumerate(obj.get("subsets") or []):
+        for list_name in ("addresses", "notReadyAddresses"):
+            for j, address in enumerate((subset or {}).get(list_name) or []):
+                yield f"subsets[{i}].{list_name}[{j}].ip", (address or {}).get("ip", "")
+
+
+def _slice_addresses(obj: Obj) -> Any:
+    if obj.get("addressType") not in ("IPv4", "IPv6"):
+        return
+    for i, endpoint in enumerate(obj.get("endpoints") or []):
+        for j, address in enumerate((endpoint or {}).get("addresses") or []):
+            yield f"endpoints[{i}].addresses[{j}]", address
+
+
 class PodHooks(KindHooks):
     def prepare_create(self, emu: Emulator, obj: Obj) -> None:
         obj["status"] = {"phase": "Pending"}
@@ -170,6 +235,10 @@ HOOKS: dict[tuple[str, str], KindHooks] = {
     ("", "namespaces"): NamespaceHooks(),
     ("", "services"): ServiceHooks(),
     ("", "pods"): PodHooks(),
+    ("", "endpoints"): EndpointAddressHooks("Endpoints", "", _endpoints_addresses),
+    ("discovery.k8s.io", "endpointslices"): EndpointAddressHooks(
+        "EndpointSlice", "discovery.k8s.io", _slice_addresses
+    ),
     CRD_KEY: CrdHooks(),
 }
 _DEFAULT = KindHooks()
