@@ -86,6 +86,17 @@ def test_mesh_namespaces_come_from_settings() -> None:
     assert rendering.egress_hosts(make_fence(hosts=[]), same) == ["x/*"]
 
 
+def test_namespace_mode_sidecars_reach_their_namespace_global_sidecar() -> None:
+    mesh = MeshSettings(global_sidecar_service="lazyload-global-sidecar")
+    fence = make_fence(hosts=[])
+    assert fence.namespace == "default"
+    assert rendering.egress_hosts(fence, WriterSettings(mesh=mesh)) == [
+        "*/lazyload-global-sidecar.default.svc.cluster.local",
+        "istio-system/*",
+        "mesh-operator/*",
+    ]
+
+
 def test_full_shape_is_slime_compatible(settings: WriterSettings) -> None:
     rendered = rendering.render(make_fence(revision=7), settings)
     assert rendered == {

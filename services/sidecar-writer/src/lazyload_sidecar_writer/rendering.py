@@ -76,9 +76,13 @@ def owner_reference(event: events.FenceChanged) -> RawObject:
 
 
 def egress_hosts(event: events.FenceChanged, settings: WriterSettings) -> list[str]:
-    """Sorted unique egress hosts: mesh namespaces, extra hosts, then the fence's domains."""
+    """Sorted unique egress hosts: mesh namespaces (and, in namespace mode, the fence
+    namespace's own global-sidecar), extra hosts, then the fence's domains."""
     mesh = settings.mesh
     found = {f"{mesh.istio_namespace}/*", f"{mesh.global_sidecar_namespace}/*"}
+    if mesh.global_sidecar_service:
+        name = mesh.global_sidecar_service
+        found.add(f"*/{name}.{event.namespace}.svc.{mesh.cluster_domain}")
     found.update(extra_host(h) for h in settings.sidecar.extra_hosts)
     found.update(fence_host(d, settings) for d in event.hosts)
     return sorted(found)
