@@ -221,3 +221,44 @@ async def test_a_failed_apply_is_retried(kube_emulator: KubeEmulator):
     assert api.get(SVC_PATH.format("mesh-operator"))["spec"]["ports"]
     posts = [r for r in kube_emulator.writes("/services") if r.verb == "POST"]
     assert [r.status for r in posts] == [500, 201]
+
+
+def test_uninstall_removes_what_the_mesh_side_apply_made(kube_cluster: RealKube | KubeEmulator):
+    """`lazyload-global-pilot uninstall` (the chart's pre-delete hook): the catch-all filter and
+    the Services global-pilot created go; a global-sidecar Service the chart made stays."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    api = kube.KubeApi(kube_cluster.api_client())
+    _namespaces(api, "istio-system", "mesh-operator", "shop")
+    chart_service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "global-sidecar", "namespace": "mesh-operator"},
+        "spec": {"selector": {"app": "global-sidecar"}, "ports": [{"port": 80}]},
+    }
+    api.create("/api/v1/namespaces/mesh-operator/services", chart_service)
+    applier = applying.MeshSideApplier(api)
+    applier.apply(meshside.render(PORTS, CLUSTER))
+    shop = meshside.MeshSideOptions(mode="namespace", namespaces=("shop",))
+    applier.apply([*meshside.render(PORTS, CLUSTER), *meshside.render(PORTS, shop)])
+
+    script = Path(sys.executable).parent / "lazyload-global-pilot"
+    env = {**os.environ, "LAZYLOAD_KUBE__KUBECONFIG": str(kube_cluster.kubeconfig)}
+    done = subprocess.run(
+        [str(script), "uninstall"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "removed 3 mesh-side objects" in done.stdout, done.stdout
+    for namespace in ("istio-system", "shop"):
+        with pytest.raises(kube.KubeNotFound):
+            api.get(EF_PATH.format(namespace))
+    with pytest.raises(kube.KubeNotFound):
+        api.get(SVC_PATH.format("shop"))
+    assert api.get(SVC_PATH.format("mesh-operator"))["spec"]["ports"]  # the chart's: kept
+    again = subprocess.run(
+        [str(script), "uninstall"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert again.returncode == 0 and "removed 0 mesh-side objects" in again.stdout

@@ -1,7 +1,8 @@
 """Wiring of global-pilot: watch the mesh, render it, serve it over ADS, answer the admin probes.
 
-`main()` is the console script; `run(settings, stop=, ready=, on_bound=)` is what tests and
-`lazyload up` embed. `ready` is set once the xDS server listens, the kube kinds are listed and the
+`main()` is the console script (`lazyload-global-pilot uninstall` instead removes every mesh-side
+object it applied, for the chart's pre-delete hook: `uninstall`); `run(settings, stop=, ready=,
+on_bound=)` is what tests and `lazyload up` embed. `ready` is set once the xDS server listens, the kube kinds are listed and the
 first snapshot is in the cache, so an Envoy started after it gets a full config at once.
 `on_bound(BoundPorts)` tells the caller the ports actually bound (useful with port 0); the admin
 app serves the same at `GET /xds`, with the names of the listeners rendered.
@@ -16,11 +17,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter
-from lazyload_common import admin, kube, tasks
+from lazyload_common import admin, errors, kube, tasks
+from lazyload_common import settings as common_settings
 
 from lazyload_global_pilot import (
     applying,
@@ -50,7 +53,27 @@ class BoundPorts:
 
 
 def main() -> None:
+    if sys.argv[1:] == ["uninstall"]:
+        try:
+            settings = common_settings.from_environment(GlobalPilotSettings)
+        except errors.ConfigError as e:
+            raise SystemExit(f"lazyload-global-pilot: {e}") from None
+        tasks.configure_logging(settings.log_level)
+        removed = uninstall(settings)
+        print(f"removed {len(removed)} mesh-side objects: {', '.join(removed) or 'none'}")
+        return
     tasks.run_main(run, GlobalPilotSettings)
+
+
+def uninstall(settings: GlobalPilotSettings) -> list[str]:
+    """Delete every object the mesh-side apply made (the catch-all EnvoyFilters, the Services it
+    created; a Service the chart made is never ours to delete), so that the mesh works without
+    lazyload: no sidecar keeps routing unknown hosts to a global-sidecar that is gone."""
+    api = kube.KubeApi(kube.api_client(settings.kube))
+    try:
+        return applying.MeshSideApplier(api).apply([]).deleted
+    finally:
+        api.api.close()
 
 
 async def run(
