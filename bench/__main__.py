@@ -1,5 +1,10 @@
-"""`python -m bench [--small] [--only NAME ...]`: run the benchmarks, print a table, write
-bench/results.json, bench/REPORT.md and PNG plots under bench/plots/."""
+"""`python -m bench [--small] [--only NAME ...] [--kube emulator|real]`: run the benchmarks, print a
+table, write bench/results.json, bench/REPORT.md and PNG plots under bench/plots/.
+
+`--kube real` runs the benchmarks that can (storm, scale, scaleout) against etcd +
+kube-apiserver + kube-controller-manager instead of the API emulator; their results are kept
+under `<name>_real` (e.g. `scale_real`) next to the emulator's `<name>`, each with a `kube` field,
+and REPORT.md puts the two side by side. With `--merge` the other key stays."""
 
 from __future__ import annotations
 
@@ -39,6 +44,10 @@ BENCHMARKS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
 }
 
 
+# Benchmarks that can run against the real API server (`--kube real`): run(config, workdir, kube).
+REAL_KUBE = frozenset({"storm", "scale", "scaleout"})
+
+
 def ingest_hook(small: bool, workdir: Path) -> dict[str, Any] | None:
     """Item 1 (ingest throughput) is owned by `bench/ingest/`: run its `run`/`main` if it has one.
 
@@ -75,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
         help="override one configuration value, e.g. --set scale.services=1000",
     )
     parser.add_argument(
+        "--kube",
+        choices=report.KUBE_MODES,
+        default="emulator",
+        help="the Kubernetes API of the stack: the emulator (default) or etcd + kube-apiserver "
+        f"(only {', '.join(sorted(REAL_KUBE))}; results under <name>_real)",
+    )
+    parser.add_argument(
         "--merge",
         action="store_true",
         help="keep the other benchmarks of an existing results.json (re-run only --only ones)",
@@ -87,13 +103,23 @@ def main(argv: list[str] | None = None) -> int:
         if bench not in BENCHMARKS or not field or not value:
             parser.error(f"bad --set {item!r}")
         overrides.setdefault(bench, {})[field] = float(value) if "." in value else int(value)
-    names = list(BENCHMARKS) if not args.only else args.only
+    names = args.only or (
+        list(BENCHMARKS) if args.kube == "emulator" else [n for n in BENCHMARKS if n in REAL_KUBE]
+    )
     unknown = [n for n in names if n not in BENCHMARKS and n != "ingest"]
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; known: ingest, {', '.join(BENCHMARKS)}")
+    if args.kube != "emulator":
+        others = [n for n in names if n not in REAL_KUBE]
+        if others:
+            parser.error(
+                f"--kube {args.kube}: {', '.join(others)} cannot run against it (only "
+                f"{', '.join(sorted(REAL_KUBE))})"
+            )
     results = run(
         names,
         small=args.small,
+        kube=args.kube,
         out=args.out,
         workdir=args.workdir,
         overrides=overrides,
@@ -110,7 +136,13 @@ def run(
     workdir: Path | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
     merge: bool = False,
+    kube: str = "emulator",
 ) -> dict[str, Any]:
+    if kube not in report.KUBE_MODES:
+        raise ValueError(f"kube must be one of {report.KUBE_MODES}, not {kube!r}")
+    blocked = [n for n in names if kube != "emulator" and n not in REAL_KUBE]
+    if blocked:
+        raise ValueError(f"{blocked} cannot run against the {kube} API server")
     out.mkdir(parents=True, exist_ok=True)
     plots = out / "plots"
     plots.mkdir(exist_ok=True)
@@ -119,12 +151,13 @@ def run(
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "configuration": "small" if small else "full",
         "overrides": overrides or {},
+        "kube": kube,
         "machine": common.machine(),
         "benchmarks": {},
         "plots": {},
     }
     print(f"machine: {results['machine']}", flush=True)
-    if "ingest" in names or len(names) == len(BENCHMARKS):
+    if kube == "emulator" and ("ingest" in names or len(names) == len(BENCHMARKS)):
         t0 = time.perf_counter()
         try:
             ingest = ingest_hook(small, scratch / "ingest")
@@ -139,15 +172,20 @@ def run(
         if name == "ingest":
             continue
         module_name, full, tiny = BENCHMARKS[name]
+        key = report.result_key(name, kube)
         config = {**(tiny if small else full), **(overrides or {}).get(name, {})}
-        print(f"--- {name} {config}", flush=True)
+        print(f"--- {key} {config}", flush=True)
         t0 = time.perf_counter()
         module = importlib.import_module(module_name)
         try:
-            result = module.run(config, scratch / name)
+            if name in REAL_KUBE:
+                result = module.run(config, scratch / key, kube=kube)
+                result["kube"] = kube
+            else:
+                result = module.run(config, scratch / key)
             result["config"] = config
             try:
-                results["plots"][name] = module.plot(result, plots)
+                results["plots"][key] = module.plot(result, plots)
             except Exception as e:
                 traceback.print_exc()
                 result["plot_error"] = f"{type(e).__name__}: {e}"
@@ -159,8 +197,8 @@ def run(
         result["reduced"] = small or any(
             isinstance(full.get(k), int | float) and v < full[k] for k, v in config.items()
         )
-        results["benchmarks"][name] = result
-        print(f"--- {name} done in {result['wall_s']} s", flush=True)
+        results["benchmarks"][key] = result
+        print(f"--- {key} done in {result['wall_s']} s", flush=True)
         write(results, out, merge=merge)  # after each benchmark: a later crash loses nothing
     results["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     table = write(results, out, merge=merge)
@@ -193,8 +231,9 @@ def write(results: dict[str, Any], out: Path, *, merge: bool = False) -> list[re
             if name in kept.get("plots", {}):
                 plots[name] = kept["plots"][name]
     for name, value in benchmarks.items():  # results of older runs: mark reductions too
-        if name in BENCHMARKS and "full_config" not in value and "config" in value:
-            full = BENCHMARKS[name][1]
+        bench, _ = report.split_key(name)
+        if bench in BENCHMARKS and "full_config" not in value and "config" in value:
+            full = BENCHMARKS[bench][1]
             value["full_config"] = full
             value["reduced"] = any(
                 isinstance(full.get(k), int | float) and isinstance(v, int | float) and v < full[k]

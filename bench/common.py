@@ -1,8 +1,12 @@
-"""Shared helpers of the benchmarks: the machine, percentiles, RSS, the mesh registration."""
+"""Shared helpers of the benchmarks: the machine, percentiles, RSS, the mesh registration, the
+Kubernetes API a benchmark's stack runs (the emulator or the real kube-apiserver) and the request
+records of either."""
 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import json
 import math
 import os
 import platform
@@ -141,6 +145,64 @@ def wait_for(
 
 # --- the Kubernetes side ----------------------------------------------------------------------
 
+KUBE_MODES = ("emulator", "real")
+
+
+def stack_config(
+    state_dir: Path,
+    *,
+    kube: str = "emulator",
+    extra_env: dict[str, str] | None = None,
+    audit: bool = False,
+) -> tuple[Any, Path | None]:
+    """The `StackConfig` of a benchmark's stack without Envoy, on the emulator or the real
+    control plane, and where the real API server writes its audit log (`audit`; None without).
+
+    The audit policy is the test kit's (`lazyload_testing.kube_real.AUDIT_POLICY`: every request
+    at Metadata level): it costs the API server CPU, so only the benchmarks that count writes per
+    object ask for it."""
+    from lazyload_cli.stack import StackConfig
+
+    if kube not in KUBE_MODES:
+        raise ValueError(f"kube must be one of {KUBE_MODES}, not {kube!r}")
+    kube_args: tuple[str, ...] = ()
+    log: Path | None = None
+    if kube == "real" and audit:
+        from lazyload_testing.kube_real import AUDIT_POLICY
+
+        directory = state_dir / "audit"
+        directory.mkdir(parents=True, exist_ok=True)
+        policy = directory / "policy.yaml"
+        policy.write_text(AUDIT_POLICY)
+        log = directory / "audit.log"
+        kube_args = (
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={log}",
+            "--audit-log-format=json",
+            "--audit-log-mode=blocking",
+        )
+    config = StackConfig(
+        state_dir=state_dir,
+        with_envoy=False,
+        kube=kube,  # type: ignore[arg-type]
+        kube_args=kube_args,
+        extra_env=dict(extra_env or {}),
+    )
+    return config, log
+
+
+def kube_label(kube: str) -> str:
+    return "real kube-apiserver + etcd" if kube == "real" else "API emulator"
+
+
+def plot_file(result: dict[str, Any], name: str) -> str:
+    """A plot's file name; `<stem>_real.png` for a run against the real API server, so the two
+    runs of one benchmark do not overwrite each other's plot."""
+    if result.get("kube") == "real":
+        stem, dot, ext = name.rpartition(".")
+        return f"{stem}_real{dot}{ext}"
+    return name
+
 
 def kube_api(kubeconfig: str) -> Any:
     from lazyload_common.kube import KubeApi, api_client
@@ -241,6 +303,107 @@ class RequestLog:
 
     def writes(self) -> list[dict]:
         return [r for r in self.records.values() if r["verb"].upper() in WRITE_VERBS]
+
+
+class AuditLog:
+    """The request records of the real kube-apiserver, from its JSON audit log (written with
+    `stack_config(..., audit=True)`), in the shape of `RequestLog`'s: time (when the request was
+    received, epoch seconds), verb (the HTTP verb), path, query, status, user.
+
+    `lazyload_testing.kube_real.RealKube.requests()` reads the same file for the tests, without
+    the time of each request (the storm's per-window counts need it) and only all at once; this
+    reader follows the file, so polling it costs the benchmark, not the API server."""
+
+    VERBS = {
+        "create": "POST",
+        "update": "PUT",
+        "patch": "PATCH",
+        "delete": "DELETE",
+        "deletecollection": "DELETE",
+    }
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.records: dict[str, dict] = {}
+        self.max_batch = 0
+        self.polls = 0
+        self.gaps = 0  # a file is never lost records of: always 0 (kept for RequestLog's shape)
+        self._offset = 0
+        self._partial = b""
+
+    def clear(self) -> None:
+        self.records.clear()
+        self._offset = self.path.stat().st_size if self.path.exists() else 0
+        self._partial = b""
+
+    def poll(self) -> int:
+        """Read what the API server appended; returns how many records were new."""
+        self.polls += 1
+        if not self.path.exists():
+            return 0
+        with self.path.open("rb") as f:
+            f.seek(self._offset)
+            data = self._partial + f.read()
+            self._offset = f.tell()
+        lines = data.split(b"\n")
+        self._partial = lines.pop()  # a line the API server is still writing
+        before = len(self.records)
+        for line in lines:
+            if not line.strip():
+                continue
+            event = json.loads(line)
+            if event.get("stage") != "ResponseComplete":
+                continue
+            uri = event.get("requestURI", "")
+            path, _, query = uri.partition("?")
+            received = event.get("requestReceivedTimestamp") or event.get("stageTimestamp")
+            self.records[event["auditID"]] = {
+                "time": datetime.datetime.fromisoformat(received).timestamp(),
+                "verb": self.VERBS.get(event.get("verb", ""), "GET"),
+                "path": path,
+                "query": query,
+                "status": int((event.get("responseStatus") or {}).get("code", 0)),
+                "user": (event.get("user") or {}).get("username", ""),
+            }
+        self.max_batch = max(self.max_batch, len(self.records) - before)
+        return len(self.records) - before
+
+    def next_interval(
+        self, new: int, elapsed: float, *, low: float = 0.25, high: float = 5.0
+    ) -> float:
+        return 1.0  # reading a file costs the API server nothing: a steady pace
+
+    def writes(self) -> list[dict]:
+        return [r for r in self.records.values() if r["verb"].upper() in WRITE_VERBS]
+
+
+def metrics_writes(admin: dict[str, str]) -> dict[str, dict[str, float]]:
+    """The services' own write counters from their Prometheus /metrics: fence-reconciler's
+    `lazyload_fence_writes_total{op}` (ServiceFence writes) and sidecar-writer's
+    `lazyload_sidecar_writer_writes_total{action}` (Sidecar writes). Needs no request log: the
+    way to count writes on an API server that keeps none. The writer's `SidecarReady` condition
+    patches are in neither."""
+    wanted = {
+        "fence-reconciler": ("lazyload_fence_writes_total", "op"),
+        "sidecar-writer": ("lazyload_sidecar_writer_writes_total", "action"),
+    }
+    out: dict[str, dict[str, float]] = {}
+    for service, (metric, label) in wanted.items():
+        counts: dict[str, float] = {}
+        try:
+            text = httpx.get(admin[service] + "/metrics", timeout=10).text
+        except (httpx.HTTPError, KeyError):
+            continue
+        for line in text.splitlines():
+            if not line.startswith(metric + "{"):
+                continue
+            labels, _, value = line.rpartition(" ")
+            for part in labels[labels.index("{") + 1 : labels.rindex("}")].split(","):
+                key, _, quoted = part.partition("=")
+                if key == label:
+                    counts[quoted.strip('"')] = counts.get(quoted.strip('"'), 0.0) + float(value)
+        out[service] = counts
+    return out
 
 
 # --- tiny HTTP destinations -----------------------------------------------------------------

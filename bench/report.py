@@ -1,4 +1,8 @@
-"""The summary table (stdout) and bench/REPORT.md, from the results dict."""
+"""The summary table (stdout) and bench/REPORT.md, from the results dict.
+
+A benchmark run against the real API server (`--kube real`) is kept under `<name>_real`
+(`result_key`); its rows are labelled with that key, and REPORT.md puts it beside the emulator's
+`<name>` (`comparison`)."""
 
 from __future__ import annotations
 
@@ -6,6 +10,11 @@ import importlib
 from typing import Any
 
 Row = tuple[str, str, str]
+
+KUBE_MODES = ("emulator", "real")
+# Benchmarks whose stack has a Kubernetes API (the others have none): the emulator unless the
+# result says `kube`.
+USES_KUBE = frozenset({"convergence", "storm", "scale", "scaleout"})
 
 MODULES = {
     "savings": "bench.savings",
@@ -16,6 +25,34 @@ MODULES = {
 }
 
 
+def result_key(name: str, kube: str) -> str:
+    """Where a run of benchmark `name` against `kube` is kept in results.json."""
+    return name if kube == "emulator" else f"{name}_{kube}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """`scale_real` -> ("scale", "real"); `scale` -> ("scale", "emulator")."""
+    for kube in KUBE_MODES[1:]:
+        suffix = f"_{kube}"
+        if key.endswith(suffix) and key[: -len(suffix)] in MODULES:
+            return key[: -len(suffix)], kube
+    return key, "emulator"
+
+
+def kube_of(key: str, result: dict[str, Any]) -> str | None:
+    """The API server a result was measured against; None for a benchmark without one."""
+    bench, kube = split_key(key)
+    if isinstance(result, dict) and result.get("kube"):
+        return str(result["kube"])
+    return kube if bench in USES_KUBE else None
+
+
+def _module_rows(key: str, result: dict[str, Any]) -> list[Row]:
+    bench, _ = split_key(key)
+    rows = importlib.import_module(MODULES[bench]).rows(result)
+    return [(key, metric, value) for _, metric, value in rows]
+
+
 def table(results: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
     for name, result in results["benchmarks"].items():
@@ -24,8 +61,8 @@ def table(results: dict[str, Any]) -> list[Row]:
             continue
         if result.get("reduced"):
             rows.append((name, "configuration", "REDUCED " + _config(result)))
-        if name in MODULES:
-            rows.extend(importlib.import_module(MODULES[name]).rows(result))
+        if split_key(name)[0] in MODULES:
+            rows.extend(_module_rows(name, result))
         else:  # bench/ingest (owned elsewhere): its top-level scalars
             for key, value in result.items():
                 if isinstance(value, int | float | str | bool):
@@ -51,6 +88,48 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def comparison(results: dict[str, Any]) -> list[str]:
+    """Markdown: each benchmark measured on both API servers, its rows side by side (matched by
+    metric); [] when no benchmark has both."""
+    benchmarks = results["benchmarks"]
+    lines: list[str] = []
+    for name in MODULES:
+        real = result_key(name, "real")
+        pair = benchmarks.get(name), benchmarks.get(real)
+        if not all(isinstance(r, dict) and "error" not in r for r in pair):
+            continue
+        emulator_rows = _module_rows(name, pair[0] or {})
+        real_rows = {metric: value for _, metric, value in _module_rows(real, pair[1] or {})}
+        if not lines:
+            lines = [
+                "## API emulator vs real kube-apiserver",
+                "",
+                "The same benchmark against the project's API emulator (`python -m bench`) and "
+                "against etcd + kube-apiserver + kube-controller-manager (`python -m bench --kube "
+                "real`); see each run's notes for how writes were counted.",
+                "",
+                "| benchmark | metric | emulator | real kube-apiserver |",
+                "|---|---|---|---|",
+            ]
+        seen = set()
+        for _, metric, value in emulator_rows:
+            seen.add(metric)
+            other = real_rows.get(metric, "-")
+            lines.append(
+                f"| {name} | {metric} | {value.replace('|', '/')} | {other.replace('|', '/')} |"
+            )
+        for metric, value in real_rows.items():
+            if metric not in seen:
+                lines.append(f"| {name} | {metric} | - | {value.replace('|', '/')} |")
+        emulator, measured = pair[0] or {}, pair[1] or {}
+        lines.append(
+            f"| {name} | run (wall) | {emulator.get('from_run') or 'this run'} "
+            f"({emulator.get('wall_s', '?')} s) | {measured.get('from_run') or 'this run'} "
+            f"({measured.get('wall_s', '?')} s) |"
+        )
+    return [*lines, ""] if lines else []
+
+
 def render_table(rows: list[Row]) -> str:
     header = ("benchmark", "metric", "value")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
@@ -64,8 +143,8 @@ def render_table(rows: list[Row]) -> str:
 def _configurations(results: dict[str, Any]) -> list[str]:
     """Per benchmark: the configuration it ran with, whether that is the full one, --set used."""
     lines = [
-        "| benchmark | configuration | full? | `--set` overrides | run |",
-        "|---|---|---|---|---|",
+        "| benchmark | Kubernetes API | configuration | full? | `--set` overrides | run |",
+        "|---|---|---|---|---|---|",
     ]
     for name, result in results["benchmarks"].items():
         if not isinstance(result, dict) or "config" not in result:
@@ -79,14 +158,15 @@ def _configurations(results: dict[str, Any]) -> list[str]:
         else:
             status = "full"
         full = result.get("full_config") or {}
+        bench, _ = split_key(name)
         sets = " ".join(
-            f"--set {name}.{k}={v}"
+            f"--set {bench}.{k}={v}"
             for k, v in (result.get("config") or {}).items()
             if k in full and full[k] != v
         )
         lines.append(
-            f"| {name} | {_config(result)} | {status} | {f'`{sets}`' if sets else 'none'} | "
-            f"{result.get('from_run') or 'this run'} |"
+            f"| {name} | {kube_of(name, result) or '-'} | {_config(result)} | {status} | "
+            f"{f'`{sets}`' if sets else 'none'} | {result.get('from_run') or 'this run'} |"
         )
     sets = [
         f"--set {bench}.{key}={value}"
@@ -108,6 +188,7 @@ def markdown(results: dict[str, Any], rows: list[Row]) -> str:
         "",
         f"Configuration: **{results['configuration']}** (`python -m bench"
         + (" --small" if results["configuration"] == "small" else "")
+        + (f" --kube {results['kube']}" if results.get("kube", "emulator") != "emulator" else "")
         + f"`), run {results['started_at']} - {results.get('finished_at', '?')}"
         + (
             f"; merged with earlier runs (`--merge`; previous results.json of {results['merged_from']}): the "
@@ -129,6 +210,7 @@ def markdown(results: dict[str, Any], rows: list[Row]) -> str:
     ]
     lines += [f"| {a} | {b} | {c.replace('|', '/')} |" for a, b, c in rows]
     lines.append("")
+    lines += comparison(results)
     for name, result in results["benchmarks"].items():
         notes = result.get("notes") if isinstance(result, dict) else None
         plots = results.get("plots", {}).get(name, [])

@@ -1,11 +1,14 @@
 """Scale (issue item 3): a mesh of S services and E edges fed through the pipeline.
 
-Stack without Envoy; S caller Services registered in the emulator, E DependencyObserved published
+Stack without Envoy; S caller Services registered in the Kubernetes API (the emulator, or with
+`kube="real"` etcd + kube-apiserver + kube-controller-manager), E DependencyObserved published
 (the storm driver of `bench.storm`, spread over one second), then: fence-reconciler and
 sidecar-writer RSS (psutil on their pids, peak while converging and at rest), events/s (edges /
 time until every Sidecar is right), and a cold restart of both (SIGTERM, start again) to converged
 (ready, both JetStream consumers drained, every Sidecar still right).
 Reference in the same run: RSS of the same two processes idle, before the load.
+On the real API server no request log is kept (an audit log would cost the API server CPU at
+this size): the writes are the services' own Prometheus counters.
 """
 
 from __future__ import annotations
@@ -17,7 +20,15 @@ from typing import Any
 
 import httpx
 
-from bench.common import RssSampler, rss_mb, save_figure, wait_for
+from bench.common import (
+    RssSampler,
+    kube_label,
+    plot_file,
+    rss_mb,
+    save_figure,
+    stack_config,
+    wait_for,
+)
 from bench.storm import DEFAULT_QPS, all_right, edges_of, kube_env, storm
 
 RESTARTED = ("fence-reconciler", "sidecar-writer")
@@ -51,16 +62,14 @@ def _ready(url: str) -> bool:
         return False
 
 
-async def _run(config: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    from lazyload_cli.stack import Stack, StackConfig, bin_path
+async def _run(config: dict[str, Any], workdir: Path, kube: str = "emulator") -> dict[str, Any]:
+    from lazyload_cli.stack import Stack, bin_path
 
     services, edges = int(config["services"]), int(config["edges"])
     timeout = float(config.get("timeout", 900))
     qps = float(config.get("kube_qps", 0)) or None
-    stack_config = StackConfig(
-        state_dir=workdir / "stack", with_envoy=False, extra_env=kube_env(qps)
-    )
-    with Stack(stack_config) as stack:
+    stack_cfg, _ = stack_config(workdir / "stack", kube=kube, extra_env=kube_env(qps))
+    with Stack(stack_cfg) as stack:
         ep = stack.endpoints
         pids = {name: ep["pids"][name] for name in RESTARTED}
         await asyncio.sleep(1.0)
@@ -71,6 +80,7 @@ async def _run(config: dict[str, Any], workdir: Path) -> dict[str, Any]:
         peak, at_rest = dict(sampler.peak), dict(sampler.last)
         if load.get("partial"):  # did not converge in time: report what was measured
             return {
+                "kube": kube,
                 "services": services,
                 "edges": load["edges"],
                 "partial": load["partial"],
@@ -83,13 +93,13 @@ async def _run(config: dict[str, Any], workdir: Path) -> dict[str, Any]:
         for caller, host in edges_of(services, edges, destinations=max(50, edges // 20)):
             want.setdefault(caller, set()).add(host)
         for name in RESTARTED:
-            process = next(p for p in stack.processes if p.name == name)
+            process = stack.processes.process(name)
             process.stop()
-            stack.processes.remove(process)
+            stack.processes.processes.remove(process)
         t0 = time.perf_counter()
         new_pids = {}
         for name in RESTARTED:
-            process = stack._spawn(
+            process = stack.processes.spawn(
                 name, [bin_path(f"lazyload-{name}")], env=stack._service_env(name)
             )
             new_pids[name] = process.popen.pid
@@ -113,7 +123,9 @@ async def _run(config: dict[str, Any], workdir: Path) -> dict[str, Any]:
         restart_s = time.perf_counter() - t0
         after = {name: rss_mb(pid) for name, pid in new_pids.items()}
         stack.check_alive()
+    w = load["writes"]
     return {
+        "kube": kube,
         "services": services,
         "edges": load["edges"],
         "rss_idle_mb": idle,
@@ -129,9 +141,25 @@ async def _run(config: dict[str, Any], workdir: Path) -> dict[str, Any]:
         "goal": {"rss_mb": 300, "restart_s": 30},
         "kube_qps": qps or DEFAULT_QPS,
         "load": load,
+        "writes_per_fence": {
+            "sidecar": w["sidecar"]["per_fence_mean"],
+            "servicefence": w["servicefence"]["per_fence_mean"],
+            "source": w.get("source", "request log"),
+        },
         "notes": [
             f"{services:,} services, {load['edges']:,} edges published in {load['publish_s']} s; "
-            "stack without Envoy. RSS from psutil (peak sampled every 0.25 s).",
+            f"stack without Envoy; Kubernetes API: {kube_label(kube)}. RSS from psutil (peak "
+            "sampled every 0.25 s).",
+            "Writes per fence: "
+            + (
+                "from the emulator's request log (ServiceFence writes include the writer's "
+                "`SidecarReady` condition patch)."
+                if w.get("source", "request log") == "request log"
+                else "from the services' own Prometheus write counters (no audit log on the real "
+                "API server at this size: it would cost it CPU); ServiceFence writes are "
+                "fence-reconciler's alone, the writer's `SidecarReady` condition patch (one per "
+                "fence) is counted by neither."
+            ),
             "Cold restart: SIGTERM fence-reconciler and sidecar-writer, start them again; converged "
             "= both /readyz, both JetStream consumers drained and every Sidecar right in the API.",
             "Reference (same run): RSS of the same processes idle before the load.",
@@ -152,8 +180,8 @@ async def _run(config: dict[str, Any], workdir: Path) -> dict[str, Any]:
     }
 
 
-def run(config: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    return asyncio.run(_run(config, workdir))
+def run(config: dict[str, Any], workdir: Path, kube: str = "emulator") -> dict[str, Any]:
+    return asyncio.run(_run(config, workdir, kube))
 
 
 def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -176,6 +204,17 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
             "events/s (edges / time to all Sidecars right)",
             f"{result['events_per_s']:,.0f}",
         ),
+    ]
+    per = result.get("writes_per_fence")
+    if per:
+        out.append(
+            (
+                "scale",
+                "writes per fence: ServiceFence / Sidecar",
+                f"{per['servicefence']:.2f} / {per['sidecar']:.2f} ({per['source']})",
+            )
+        )
+    out += [
         (
             "scale",
             "cold restart -> ready / converged",
@@ -213,6 +252,9 @@ def plot(result: dict[str, Any], plots: Path) -> list[str]:
     ax.axhline(300, color="tab:red", ls=":", label="goal 300 MB")
     ax.set_xticks(list(x), names)
     ax.set_ylabel("RSS (MB)")
-    ax.set_title(f"Scale: {result['services']:,} services, {result['edges']:,} edges")
+    ax.set_title(
+        f"Scale: {result['services']:,} services, {result['edges']:,} edges\n"
+        f"({kube_label(result.get('kube', 'emulator'))})"
+    )
     ax.legend(fontsize=8)
-    return save_figure(fig, plots, "scale_rss.png")
+    return save_figure(fig, plots, plot_file(result, "scale_rss.png"))

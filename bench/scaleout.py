@@ -10,6 +10,8 @@ the reconciler's durable consumer is drained (nothing pending, nothing unacked) 
 publish - the reconciler's throughput is edges / that time - and the time until every Sidecar is
 right. The writer runs with a raised client-side rate limit (`raised_qps`, default 1000), so the
 reconciler, not the writer's QPS, is what is measured. Result: the 2-replica / 1-replica ratios.
+The Kubernetes API is the emulator or, with `kube="real"`, etcd + kube-apiserver +
+kube-controller-manager (no audit log: writes are the services' own counters).
 Ingest's half of item 6 belongs to bench/ingest.
 """
 
@@ -21,9 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from bench.common import save_figure, wait_for
+from bench.common import kube_label, plot_file, save_figure, stack_config
 from bench.storm import kube_env, storm
 
 DURABLE = ("LAZYLOAD_DEPS", "fence-reconciler")
@@ -59,26 +59,23 @@ async def _drained_at(nats_url: str, t0: float, stop: asyncio.Event) -> float | 
         await nc.close()
 
 
-async def _once(config: dict[str, Any], workdir: Path, replicas: int) -> dict[str, Any]:
-    from lazyload_cli.stack import Stack, StackConfig, bin_path
+async def _once(
+    config: dict[str, Any], workdir: Path, replicas: int, kube: str = "emulator"
+) -> dict[str, Any]:
+    from lazyload_cli.stack import Stack, bin_path
 
     fences, edges = int(config["fences"]), int(config["edges"])
     qps = float(config.get("raised_qps", 1000))
-    stack_config = StackConfig(
-        state_dir=workdir / "stack", with_envoy=False, extra_env=kube_env(qps)
-    )
-    with Stack(stack_config) as stack:
+    stack_cfg, _ = stack_config(workdir / "stack", kube=kube, extra_env=kube_env(qps))
+    with Stack(stack_cfg) as stack:
         c = stack.config
         for i in range(2, replicas + 1):
+            name = f"fence-reconciler-{i}"
             port = _free_port(c.host)
             env = {**stack._service_env("fence-reconciler"), "LAZYLOAD_ADMIN__PORT": str(port)}
-            stack._spawn(f"fence-reconciler-{i}", [bin_path("lazyload-fence-reconciler")], env=env)
-            url = f"http://{c.host}:{port}/readyz"
+            stack.processes.spawn(name, [bin_path("lazyload-fence-reconciler")], env=env)
             await asyncio.to_thread(
-                wait_for,
-                lambda u=url: _ok(u),
-                timeout=120,
-                what=f"fence-reconciler-{i} ready",
+                stack.processes.wait_http, name, f"http://{c.host}:{port}/readyz", timeout=120
             )
         stop = asyncio.Event()
         t0 = time.time()
@@ -100,6 +97,7 @@ async def _once(config: dict[str, Any], workdir: Path, replicas: int) -> dict[st
         "all_right_s": load["all_right_s"],
         "partial": load.get("partial"),
         "servicefence_writes": load["writes"]["servicefence"]["writes"],
+        "writes_source": load["writes"].get("source", "request log"),
         "servicefence_per_fence_per_window_max": load["writes"]["servicefence_by_writer"][
             "reconciler"
         ]["per_fence_per_window_max"],
@@ -107,23 +105,17 @@ async def _once(config: dict[str, Any], workdir: Path, replicas: int) -> dict[st
     }
 
 
-def _ok(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def _ratio(a: Any, b: Any) -> float | None:
     return round(a / b, 3) if a and b else None
 
 
-async def _run(config: dict[str, Any], workdir: Path) -> dict[str, Any]:
+async def _run(config: dict[str, Any], workdir: Path, kube: str = "emulator") -> dict[str, Any]:
     counts = [int(n) for n in config.get("replica_counts", (1, 2))]
-    runs = {n: await _once(config, workdir / f"replicas-{n}", n) for n in counts}
+    runs = {n: await _once(config, workdir / f"replicas-{n}", n, kube) for n in counts}
     one, two = runs.get(1), runs.get(2)
     qps = next(iter(runs.values()))["kube_qps"]
     return {
+        "kube": kube,
         "fences": int(config["fences"]),
         "edges": int(config["edges"]),
         "runs": list(runs.values()),
@@ -134,19 +126,21 @@ async def _run(config: dict[str, Any], workdir: Path) -> dict[str, Any]:
         "notes": [
             f"Storm load ({int(config['edges']):,} edges across {int(config['fences']):,} fences "
             "in about one second), a fresh stack without Envoy per run; 2 replicas = a second "
-            "fence-reconciler process on the same durable consumer.",
+            "fence-reconciler process on the same durable consumer. Kubernetes API: "
+            f"{kube_label(kube)}.",
             "Reconciler throughput = edges / time from the first publish until its durable "
             "consumer has nothing pending or unacked (polled every 0.1 s, so +-0.1 s).",
             f"Both runs with `LAZYLOAD_KUBE__QPS` {qps:.0f} (raised, not the default 50) so the "
             "writer's rate limit does not hide the reconciler.",
-            "Reference (same run): the 1-replica run. On a 2-core machine shared with the API "
-            "emulator, NATS and the writer, a second replica competes for the same cores.",
+            "Reference (same run): the 1-replica run. On a 2-core machine shared with the "
+            + ("API server, etcd, " if kube == "real" else "API emulator, ")
+            + "NATS and the writer, a second replica competes for the same cores.",
         ],
     }
 
 
-def run(config: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    return asyncio.run(_run(config, workdir))
+def run(config: dict[str, Any], workdir: Path, kube: str = "emulator") -> dict[str, Any]:
+    return asyncio.run(_run(config, workdir, kube))
 
 
 def _s(value: float | None) -> str:
@@ -193,6 +187,9 @@ def plot(result: dict[str, Any], plots: Path) -> list[str]:
     ax.bar([i + 0.2 for i in x], [r["all_right_s"] or 0 for r in runs], 0.4, label="all right")
     ax.set_xticks(list(x), [f"{r['replicas']} replica(s)" for r in runs])
     ax.set_ylabel("seconds from first publish")
-    ax.set_title(f"Scale-out: {result['edges']:,} edges over {result['fences']:,} fences")
+    ax.set_title(
+        f"Scale-out: {result['edges']:,} edges over {result['fences']:,} fences\n"
+        f"({kube_label(result.get('kube', 'emulator'))})"
+    )
     ax.legend()
-    return save_figure(fig, plots, "scaleout.png")
+    return save_figure(fig, plots, plot_file(result, "scaleout.png"))

@@ -2,12 +2,17 @@
 
 DependencyObserved events are published straight to NATS (`lazyload_common.jetstream.publish` on
 `subjects.deps`) against a stack without Envoy (`StackConfig(with_envoy=False)`): the caller
-Services exist in the emulator, the edges are interleaved round-robin across the fences (each
-fence gets its edges spread over the second). Measured: Kubernetes API writes per fence, from the
-emulator's request log (`GET <kube_api>/emulator/v1/requests`, polled and deduplicated so it
-cannot wrap) - Sidecar writes and ServiceFence writes - the most writes one fence got within one
-coalescing window (the writer's `coalesce_window`, 0.1 s), and the time until every Sidecar holds
-all its hosts (checked through the API at the end).
+Services exist in the Kubernetes API, the edges are interleaved round-robin across the fences
+(each fence gets its edges spread over the second). Measured: Kubernetes API writes per fence -
+Sidecar writes and ServiceFence writes - the most writes one fence got within one coalescing
+window (the writer's `coalesce_window`, 0.1 s), and the time until every Sidecar holds all its
+hosts (checked through the API at the end).
+
+The API server is the emulator (default) or, with `kube="real"` (`python -m bench --kube real`),
+etcd + kube-apiserver + kube-controller-manager. Writes are counted from the emulator's request
+log (`GET <kube_api>/emulator/v1/requests`, polled and deduplicated so it cannot wrap) or from
+kube-apiserver's JSON audit log (config `audit`, default 1 on the real server); without either,
+only the totals of the services' own Prometheus write counters are known (no per-window figure).
 Reference in the same run: a naive controller writing once per edge (E fence + E Sidecar writes),
 and the time it took to publish the storm.
 """
@@ -23,12 +28,17 @@ from typing import Any
 
 from bench.common import (
     WRITE_VERBS,
+    AuditLog,
     RequestLog,
     create_all,
     ensure_namespace,
     kube_api,
+    kube_label,
+    metrics_writes,
     percentile,
+    plot_file,
     save_figure,
+    stack_config,
     wait_for,
 )
 
@@ -36,6 +46,7 @@ NAMESPACE = "storm"
 DEST_NAMESPACE = "storm-dst"
 DEFAULT_QPS = 50.0  # LAZYLOAD_KUBE__QPS default (burst 100)
 COALESCE_WINDOW_S = 0.1  # sidecar-writer's default LAZYLOAD_SIDECAR__COALESCE_WINDOW
+FENCE_COALESCE_WINDOW_S = 0.05  # fence-reconciler's default LAZYLOAD_FENCE__COALESCE_WINDOW
 
 
 def fence_name(i: int) -> str:
@@ -129,7 +140,7 @@ def all_right(kubeconfig: str, want: dict[str, set[str]]) -> bool:
 class _Poller:
     """Polls the request log in a thread, as seldom as the request rate allows."""
 
-    def __init__(self, log: RequestLog) -> None:
+    def __init__(self, log: RequestLog | AuditLog) -> None:
         self.log = log
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="request-log")
@@ -161,6 +172,11 @@ def count_writes(records: list[dict], fences: int) -> dict[str, Any]:
         "reconciler": Counter(),
         "condition": Counter(),
     }
+    # when each writer wrote each object (updates only: a create has no name in its path)
+    times: dict[str, dict[str, list[float]]] = {
+        "sidecar": defaultdict(list),
+        "reconciler": defaultdict(list),
+    }
     for r in records:
         # only successful writes: a GET of the object (the writer reads before it writes) in
         # the same window is not a second write (counting reads made "max per window" 2)
@@ -176,10 +192,15 @@ def count_writes(records: list[dict], fences: int) -> dict[str, Any]:
             totals[kind] += 1
             per_fence[kind][name] += 1
             windows[kind][(name, int(r["time"] / COALESCE_WINDOW_S))] += 1
+            who = kind
             if kind == "servicefence":  # PUT/POST = fence-reconciler, PATCH = writer's condition
                 who = "condition" if r["verb"].upper() == "PATCH" else "reconciler"
                 by_writer[who][(name, int(r["time"] / COALESCE_WINDOW_S))] += 1
+            if who in times and not name.startswith("<create"):
+                times[who][name].append(r["time"])
     out: dict[str, Any] = {"by_verb": dict(totals)}
+    # the smallest time between two updates of one object by one writer (vs its own window)
+    out["min_gap_s"] = {who: _min_gap(by_name) for who, by_name in times.items()}
     out["servicefence_by_writer"] = {
         who: {
             "writes": sum(w.values()),
@@ -203,8 +224,71 @@ def count_writes(records: list[dict], fences: int) -> dict[str, Any]:
     return out
 
 
-async def storm(stack: Any, fences: int, edges: int, *, timeout: float) -> dict[str, Any]:
-    """Register, publish the storm, wait until every Sidecar is right; returns the measurements."""
+def _min_gap(by_name: dict[str, list[float]]) -> float | None:
+    gaps = [
+        b - a
+        for stamps in by_name.values()
+        for a, b in zip(sorted(stamps), sorted(stamps)[1:], strict=False)
+    ]
+    return round(min(gaps), 4) if gaps else None
+
+
+def writes_from_metrics(delta: dict[str, dict[str, float]], fences: int) -> dict[str, Any]:
+    """`count_writes`' shape from the services' write counters (no per-object, per-window or
+    per-writer split: those are None). The writer's `SidecarReady` condition patches are not
+    counted by any service: ServiceFence writes here are fence-reconciler's alone."""
+    reconciler = delta.get("fence-reconciler", {})
+    writer = delta.get("sidecar-writer", {})
+    out: dict[str, Any] = {
+        "source": "metrics",
+        "min_gap_s": {"sidecar": None, "reconciler": None},
+        "by_verb": {
+            **{f"servicefence_{op}": int(n) for op, n in reconciler.items()},
+            **{f"sidecar_{action}": int(n) for action, n in writer.items()},
+        },
+        "servicefence_by_writer": {
+            "reconciler": {
+                "writes": int(sum(reconciler.values())),
+                "per_fence_per_window_max": None,
+            },
+            "condition": {"writes": None, "per_fence_per_window_max": None},
+        },
+    }
+    for kind, counts, create in (
+        ("sidecar", writer, "create"),
+        ("servicefence", reconciler, "create"),
+    ):
+        total = int(sum(counts.values()))
+        out[kind] = {
+            "writes": total,
+            "creates": int(counts.get(create, 0)),
+            "per_fence_mean": round(total / max(fences, 1), 3),
+            "per_fence_max_updates": None,
+            "per_fence_per_window_max": None,
+            "per_fence_per_window_mean": None,
+        }
+    return out
+
+
+def _delta(
+    after: dict[str, dict[str, float]], before: dict[str, dict[str, float]]
+) -> dict[str, dict[str, float]]:
+    return {
+        service: {k: v - before.get(service, {}).get(k, 0.0) for k, v in counts.items()}
+        for service, counts in after.items()
+    }
+
+
+async def storm(
+    stack: Any, fences: int, edges: int, *, timeout: float, audit_log: Path | None = None
+) -> dict[str, Any]:
+    """Register, publish the storm, wait until every Sidecar is right; returns the measurements.
+
+    Writes are counted from the emulator's request log, from the real API server's audit log
+    (`audit_log`), or, on a real API server without one, from the services' write counters only.
+    """
+    import contextlib
+
     from lazyload_cli.demo import SidecarWatch
 
     ep = stack.endpoints
@@ -214,13 +298,19 @@ async def storm(stack: Any, fences: int, edges: int, *, timeout: float) -> dict[
         want[caller].add(host)
     register_s = await asyncio.to_thread(register_callers, ep["kubeconfig"], fences)
     await asyncio.sleep(2.0)  # the reconciler's Service reflector sees the callers
-    log = RequestLog(ep["kube_api"])
-    await asyncio.to_thread(log.clear)
+    log: RequestLog | AuditLog | None = None
+    if ep.get("kube", "emulator") == "emulator":
+        log = RequestLog(ep["kube_api"])
+    elif audit_log is not None:
+        log = AuditLog(audit_log)
+    if log is not None:
+        await asyncio.to_thread(log.clear)
+    counters_before = await asyncio.to_thread(metrics_writes, ep["admin"])
     watch = SidecarWatch()
     nc = await watch.start(ep["nats_url"])
     partial: str | None = None
     try:
-        with _Poller(log):
+        with _Poller(log) if log is not None else contextlib.nullcontext():
             t0 = time.time()
             publish_s = await publish_edges(ep["nats_url"], pairs)
 
@@ -254,9 +344,14 @@ async def storm(stack: Any, fences: int, edges: int, *, timeout: float) -> dict[
     }
     per_fence_s = [t - t0 for t in right_at.values() if t != float("inf")]
     all_right_s = max(per_fence_s) if per_fence_s and partial is None else None
-    writes = count_writes(list(log.records.values()), fences)
-    total_api = len(log.records)
+    counters = _delta(await asyncio.to_thread(metrics_writes, ep["admin"]), counters_before)
+    if log is not None:
+        writes = count_writes(list(log.records.values()), fences)
+        writes["source"] = "request log" if isinstance(log, RequestLog) else "audit log"
+    else:
+        writes = writes_from_metrics(counters, fences)
     return {
+        "kube": ep.get("kube", "emulator"),
         "fences": fences,
         "edges": len(pairs),
         "edges_per_fence": len(pairs) / fences,
@@ -269,11 +364,12 @@ async def storm(stack: Any, fences: int, edges: int, *, timeout: float) -> dict[
         "partial": partial,
         "fence_right_p50_s": percentile(per_fence_s, 50),
         "fence_right_p99_s": percentile(per_fence_s, 99),
-        "api_requests": total_api,
-        "api_log_max_batch": log.max_batch,
-        "api_log_polls": log.polls,
-        "api_log_gaps": log.gaps,
+        "api_requests": len(log.records) if log is not None else None,
+        "api_log_max_batch": log.max_batch if log is not None else None,
+        "api_log_polls": log.polls if log is not None else None,
+        "api_log_gaps": log.gaps if log is not None else None,
         "writes": writes,
+        "metrics_writes": counters,
         "sidecar_writes_per_fence": writes["sidecar"]["per_fence_mean"],
         "servicefence_writes_per_fence": writes["servicefence"]["per_fence_mean"],
         "reference": {
@@ -297,34 +393,70 @@ def kube_env(qps: float | None) -> dict[str, str]:
     return {"LAZYLOAD_KUBE__QPS": str(qps), "LAZYLOAD_KUBE__BURST": str(int(2 * qps))}
 
 
-async def _one(config: dict[str, Any], workdir: Path, qps: float | None) -> dict[str, Any]:
-    from lazyload_cli.stack import Stack, StackConfig
+async def _one(
+    config: dict[str, Any], workdir: Path, qps: float | None, kube: str = "emulator"
+) -> dict[str, Any]:
+    from lazyload_cli.stack import Stack
 
     fences, edges = int(config["fences"]), int(config["edges"])
-    stack_config = StackConfig(
-        state_dir=workdir / "stack", with_envoy=False, extra_env=kube_env(qps)
+    audit = kube == "real" and bool(config.get("audit", 1))
+    stack_cfg, audit_log = stack_config(
+        workdir / "stack", kube=kube, extra_env=kube_env(qps), audit=audit
     )
-    with Stack(stack_config) as stack:
-        result = await storm(stack, fences, edges, timeout=float(config.get("timeout", 300)))
+    with Stack(stack_cfg) as stack:
+        result = await storm(
+            stack, fences, edges, timeout=float(config.get("timeout", 300)), audit_log=audit_log
+        )
         stack.check_alive()
     result["kube_qps"] = qps or DEFAULT_QPS
     return result
 
 
-async def _run(config: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    fences = int(config["fences"])
-    result = await _one(config, workdir / "default-qps", None)
-    raised = float(config.get("raised_qps", 0))
-    if raised:
-        result["raised_qps"] = await _one(config, workdir / "raised-qps", raised)
-    result["notes"] = [
-        f"{result['edges']} DependencyObserved published in {result['publish_s']} s "
-        f"(target 1 s) across {fences} fences, round-robin; stack without Envoy.",
-        "Writes counted from the emulator's request log (successful POST/PUT/PATCH/DELETE on "
-        "sidecars and servicefences). 'per window' = the most writes one fence got within one "
+def _count_note(result: dict[str, Any]) -> str:
+    source = result["writes"].get("source", "request log")
+    common = (
+        "'per window' = the most writes one fence got within one "
         f"{COALESCE_WINDOW_S} s coalescing window (goal <= 1). ServiceFence writes are split into "
         "fence-reconciler's (POST/PUT of the status) and sidecar-writer's `SidecarReady` "
-        "condition (PATCH of the status).",
+        "condition (PATCH of the status). The 0.1 s window is the writer's; fence-reconciler's "
+        f"own is {FENCE_COALESCE_WINDOW_S} s (`LAZYLOAD_FENCE__COALESCE_WINDOW`), so 2 of its "
+        "writes in one 0.1 s window keep its contract when they are >= 50 ms apart: 'shortest "
+        "time between 2 writes of one fence' says it directly."
+    )
+    if source == "request log":
+        return (
+            "Writes counted from the emulator's request log (successful POST/PUT/PATCH/DELETE on "
+            "sidecars and servicefences). " + common
+        )
+    if source == "audit log":
+        return (
+            "Writes counted from kube-apiserver's JSON audit log (every request at Metadata "
+            "level, `--audit-log-mode=blocking`; successful create/update/patch/delete on "
+            "sidecars and servicefences). " + common + " The audit log costs the API server "
+            "CPU (a JSON record of every request, written before it answers): the times of this "
+            "run are pessimistic; scaleout_real's 1-replica run is the same load at QPS 1,000 "
+            "without an audit log. The services' own write counters are in `metrics_writes`."
+        )
+    return (
+        "Writes counted by the services' own Prometheus counters (fence-reconciler's "
+        "`lazyload_fence_writes_total`, sidecar-writer's `lazyload_sidecar_writer_writes_total`; "
+        "`--set storm.audit=0`: no audit log): totals only, no per-window figure, and the "
+        "writer's `SidecarReady` condition patches are in neither."
+    )
+
+
+async def _run(config: dict[str, Any], workdir: Path, kube: str = "emulator") -> dict[str, Any]:
+    fences = int(config["fences"])
+    result = await _one(config, workdir / "default-qps", None, kube=kube)
+    raised = float(config.get("raised_qps", 0))
+    if raised:
+        result["raised_qps"] = await _one(config, workdir / "raised-qps", raised, kube=kube)
+    result["kube"] = kube
+    result["notes"] = [
+        f"{result['edges']} DependencyObserved published in {result['publish_s']} s "
+        f"(target 1 s) across {fences} fences, round-robin; stack without Envoy; Kubernetes "
+        f"API: {kube_label(kube)}.",
+        _count_note(result),
         f"First run: the services' default client-side rate limit (`LAZYLOAD_KUBE__QPS` "
         f"{DEFAULT_QPS:.0f}, burst {2 * DEFAULT_QPS:.0f})"
         + (
@@ -343,8 +475,8 @@ async def _run(config: dict[str, Any], workdir: Path) -> dict[str, Any]:
     return result
 
 
-def run(config: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    return asyncio.run(_run(config, workdir))
+def run(config: dict[str, Any], workdir: Path, kube: str = "emulator") -> dict[str, Any]:
+    return asyncio.run(_run(config, workdir, kube))
 
 
 def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -370,20 +502,36 @@ def _rows(result: dict[str, Any], prefix: str) -> list[tuple[str, str, str]]:
         (
             "storm",
             f"{prefix}Sidecar writes per fence (mean / max per window)",
-            f"{w['sidecar']['per_fence_mean']:.2f} / {w['sidecar']['per_fence_per_window_max']}",
+            f"{w['sidecar']['per_fence_mean']:.2f} / "
+            f"{_na(w['sidecar']['per_fence_per_window_max'])}",
         ),
         (
             "storm",
             f"{prefix}ServiceFence writes per fence (mean / max per window)",
             f"{w['servicefence']['per_fence_mean']:.2f} / "
-            f"{w['servicefence']['per_fence_per_window_max']}"
+            f"{_na(w['servicefence']['per_fence_per_window_max'])}"
             + (
                 f" (reconciler max {by['reconciler']['per_fence_per_window_max']}, "
                 f"writer condition max {by['condition']['per_fence_per_window_max']})"
-                if by
+                if by and by["reconciler"]["per_fence_per_window_max"] is not None
+                else " (fence-reconciler's only: from its counters)"
+                if w.get("source") == "metrics"
                 else ""
             ),
         ),
+    ]
+    gap = w.get("min_gap_s") or {}
+    if gap.get("sidecar") is not None or gap.get("reconciler") is not None:
+        out.append(
+            (
+                "storm",
+                f"{prefix}shortest time between 2 writes of one fence: Sidecar / fence status",
+                f"{_ms(gap.get('sidecar'))} (writer window {COALESCE_WINDOW_S * 1000:.0f} ms) / "
+                f"{_ms(gap.get('reconciler'))} (reconciler window "
+                f"{FENCE_COALESCE_WINDOW_S * 1000:.0f} ms)",
+            )
+        )
+    out += [
         (
             "storm",
             f"{prefix}writes / naive (1 per edge per kind)",
@@ -401,6 +549,14 @@ def _rows(result: dict[str, Any], prefix: str) -> list[tuple[str, str, str]]:
         ),
     ]
     return out
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 1000:.0f} ms"
+
+
+def _na(value: Any) -> str:
+    return "n/a" if value is None else str(value)
 
 
 def _seconds(value: float | None, result: dict[str, Any]) -> str:
@@ -429,6 +585,9 @@ def plot(result: dict[str, Any], plots: Path) -> list[str]:
     ax.bar([i + 0.2 for i in x], measured, 0.4, label="lazyload (measured)", color="tab:blue")
     ax.set_xticks(list(x), labels)
     ax.set_ylabel("API writes per fence")
-    ax.set_title(f"Storm: {result['edges']:,} edges over {result['fences']:,} fences")
+    ax.set_title(
+        f"Storm: {result['edges']:,} edges over {result['fences']:,} fences\n"
+        f"({kube_label(result.get('kube', 'emulator'))})"
+    )
     ax.legend()
-    return save_figure(fig, plots, "storm_writes.png")
+    return save_figure(fig, plots, plot_file(result, "storm_writes.png"))

@@ -30,14 +30,18 @@ TINY: dict[str, dict[str, Any]] = {
 }
 
 
-def _run(name: str, tmp_path: Path, config: dict[str, Any] | None = None) -> dict[str, Any]:
+def _run(
+    name: str, tmp_path: Path, config: dict[str, Any] | None = None, kube: str = "emulator"
+) -> dict[str, Any]:
     results = runner.run(
         [name],
         small=True,
         out=tmp_path / "out",
         workdir=tmp_path / "work",
         overrides={name: config or TINY[name]},
+        kube=kube,
     )
+    name = report.result_key(name, kube)
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["configuration"] == "small"
     assert {"cpu_model", "logical_cores", "ram_gb", "python", "envoy"} <= set(saved["machine"])
@@ -118,7 +122,9 @@ def test_storm_timeout_is_a_partial_result(tmp_path: Path, monkeypatch: pytest.M
     """A storm that does not converge in time is reported as partial (not an error)."""
     import bench.storm as storm_module
 
-    async def timed_out(config: dict[str, Any], workdir: Path, qps: Any) -> dict[str, Any]:
+    async def timed_out(
+        config: dict[str, Any], workdir: Path, qps: Any, kube: str = "emulator"
+    ) -> dict[str, Any]:
         writes = storm_module.count_writes([], fences=3)
         return {
             "fences": 3,
@@ -228,3 +234,237 @@ def test_count_writes_counts_writes_only() -> None:
     assert w["servicefence"]["per_fence_per_window_max"] == 2  # reconciler PUT + writer PATCH
     assert w["servicefence_by_writer"]["reconciler"]["per_fence_per_window_max"] == 1
     assert w["servicefence_by_writer"]["condition"]["writes"] == 1
+
+
+# --- the Kubernetes API of the stack: --kube emulator|real ------------------------------------
+
+
+def _real_available() -> bool:
+    from lazyload_cli.kube_real import KubeBinaries
+    from lazyload_cli.stack import repo_root
+
+    return KubeBinaries.available(repo_root())
+
+
+@pytest.mark.skipif(not _real_available(), reason="no kube-apiserver/etcd: run `make setup`")
+def test_storm_real(tmp_path: Path) -> None:
+    """The storm against etcd + kube-apiserver: kept as storm_real, writes counted from the audit
+    log, and they agree with the services' own write counters."""
+    r = _run("storm", tmp_path, kube="real")
+    assert r["kube"] == "real" and (r["fences"], r["edges"]) == (5, 25)
+    w = r["writes"]
+    assert w["source"] == "audit log"
+    assert w["sidecar"]["creates"] >= 5 and w["servicefence"]["creates"] >= 5
+    counters = r["metrics_writes"]
+    assert w["sidecar"]["writes"] == sum(counters["sidecar-writer"].values())
+    assert w["servicefence_by_writer"]["reconciler"]["writes"] == sum(
+        counters["fence-reconciler"].values()
+    )
+    assert r["all_right_s"] > 0
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert set(saved["benchmarks"]) == {"storm_real"} and saved["kube"] == "real"
+    assert saved["plots"]["storm_real"] == ["storm_writes_real.png"]
+
+
+def _parsed(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> dict[str, Any]:
+    """What `python -m bench ARGV` hands to run()."""
+    seen: dict[str, Any] = {}
+
+    def fake_run(names: list[str], **kwargs: Any) -> dict[str, Any]:
+        seen.update(kwargs, names=names)
+        return {"benchmarks": {}}
+
+    monkeypatch.setattr(runner, "run", fake_run)
+    assert runner.main(argv) == 0
+    return seen
+
+
+def test_kube_flag_defaults_to_the_emulator(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = _parsed(monkeypatch, [])
+    assert seen["kube"] == "emulator" and seen["names"] == list(runner.BENCHMARKS)
+    assert _parsed(monkeypatch, ["--kube", "emulator", "--only", "savings"])["kube"] == "emulator"
+
+
+def test_kube_real_runs_the_benchmarks_that_can(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = _parsed(monkeypatch, ["--kube", "real", "--small"])
+    assert seen["kube"] == "real" and seen["small"] is True
+    assert seen["names"] == ["storm", "scale", "scaleout"]
+    seen = _parsed(
+        monkeypatch, ["--kube", "real", "--only", "scale", "--merge", "--set", "scale.edges=10"]
+    )
+    assert seen["names"] == ["scale"] and seen["merge"] is True
+    assert seen["overrides"] == {"scale": {"edges": 10}}
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--kube", "kind"],
+        ["--kube"],
+        ["--kube", "real", "--only", "savings"],
+        ["--kube", "real", "--only", "storm", "ingest"],
+        ["--kube", "real", "--only", "convergence"],
+    ],
+)
+def test_kube_flag_refuses(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(runner, "run", lambda *a, **k: pytest.fail("ran"))
+    with pytest.raises(SystemExit) as exit_info:
+        runner.main(argv)
+    assert exit_info.value.code == 2
+    assert "--kube" in capsys.readouterr().err
+
+
+def test_run_refuses_a_benchmark_the_real_server_cannot_run(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="savings"):
+        runner.run(["savings"], small=True, out=tmp_path, kube="real")
+    with pytest.raises(ValueError, match="kube"):
+        runner.run(["storm"], small=True, out=tmp_path, kube="kind")
+
+
+def test_result_keys() -> None:
+    assert report.result_key("scale", "emulator") == "scale"
+    assert report.result_key("scale", "real") == "scale_real"
+    assert report.split_key("scale_real") == ("scale", "real")
+    assert report.split_key("scale") == ("scale", "emulator")
+    assert report.split_key("ingest") == ("ingest", "emulator")
+    assert report.kube_of("savings", {}) is None
+    assert report.kube_of("convergence", {}) == "emulator"  # results from before the flag
+    assert report.kube_of("storm_real", {}) == "real"
+
+
+def test_real_results_sit_beside_the_emulator_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `--kube real --merge` run keeps the emulator's result under its key, adds `<name>_real`,
+    labels its rows with that key and puts both side by side in REPORT.md."""
+    import types
+
+    from bench.common import plot_file
+
+    calls: list[tuple[str, Path]] = []
+
+    def fake_run(config: dict[str, Any], workdir: Path, kube: str = "emulator") -> dict[str, Any]:
+        calls.append((kube, workdir))
+        return {"value": 10 if kube == "real" else 1, "notes": [f"on {kube}"]}
+
+    module = types.ModuleType("bench.fake_kube")
+    module.run = fake_run  # type: ignore[attr-defined]
+    module.plot = lambda result, plots: [plot_file(result, "fake.png")]  # type: ignore[attr-defined]
+    module.rows = lambda result: [("fake_kube", "value", str(result["value"]))]  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "bench.fake_kube", module)
+    monkeypatch.setitem(runner.BENCHMARKS, "fake_kube", ("bench.fake_kube", {"n": 1}, {"n": 1}))
+    monkeypatch.setitem(report.MODULES, "fake_kube", "bench.fake_kube")
+    monkeypatch.setattr(runner, "REAL_KUBE", runner.REAL_KUBE | {"fake_kube"})
+    out, work = tmp_path / "out", tmp_path / "work"
+    runner.run(["fake_kube"], small=False, out=out, workdir=work)
+    results = runner.run(["fake_kube"], small=False, out=out, workdir=work, merge=True, kube="real")
+    assert calls == [("emulator", work / "fake_kube"), ("real", work / "fake_kube_real")]
+    assert results["kube"] == "real"
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["benchmarks"]["fake_kube"]["value"] == 1
+    assert saved["benchmarks"]["fake_kube"]["kube"] == "emulator"
+    assert saved["benchmarks"]["fake_kube"]["from_run"]  # kept from the first run
+    assert saved["benchmarks"]["fake_kube_real"]["value"] == 10
+    assert saved["benchmarks"]["fake_kube_real"]["kube"] == "real"
+    assert saved["plots"] == {"fake_kube": ["fake.png"], "fake_kube_real": ["fake_real.png"]}
+    rows = report.table(saved)
+    assert ("fake_kube", "value", "1") in rows and ("fake_kube_real", "value", "10") in rows
+    md = (out / "REPORT.md").read_text()
+    assert "`python -m bench --kube real`" in md
+    assert "| fake_kube_real | real | n=1 | full | none | this run |" in md
+    assert "## API emulator vs real kube-apiserver" in md
+    assert "| fake_kube | value | 1 | 10 |" in md
+    assert "## fake_kube_real" in md and "on real" in md
+
+
+def test_audit_log_reader(tmp_path: Path) -> None:
+    """kube-apiserver's JSON audit log read as RequestLog records, incrementally; a line still
+    being written waits for its end."""
+    from bench.common import AuditLog
+    from bench.storm import count_writes
+
+    log_path = tmp_path / "audit.log"
+    sf = "/apis/microservice.slime.io/v1alpha1/namespaces/storm/servicefences"
+
+    def event(n: int, verb: str, uri: str, code: int, stage: str = "ResponseComplete") -> str:
+        return json.dumps(
+            {
+                "auditID": f"id-{n}",
+                "stage": stage,
+                "verb": verb,
+                "requestURI": uri,
+                "user": {"username": "lazyload-admin"},
+                "responseStatus": {"code": code},
+                "requestReceivedTimestamp": f"2026-11-26T10:00:00.{n:06d}Z",
+            }
+        )
+
+    log_path.write_text(event(1, "create", sf, 201) + "\n")
+    log = AuditLog(log_path)
+    log.clear()  # what was there before is not counted
+    second = event(200_000, "update", f"{sf}/a/status?fieldManager=x", 200)
+    with log_path.open("a") as f:
+        f.write(event(2, "get", f"{sf}/a", 200) + "\n")
+        f.write(event(3, "watch", f"{sf}?watch=1", 200, stage="ResponseStarted") + "\n")
+        f.write(second[:20])
+    assert log.poll() == 1
+    with log_path.open("a") as f:
+        f.write(second[20:] + "\n" + event(300_000, "patch", f"{sf}/a/status", 200) + "\n")
+    assert log.poll() == 2
+    records = sorted(log.records.values(), key=lambda r: r["time"])
+    assert [(r["verb"], r["path"], r["query"]) for r in records] == [
+        ("GET", f"{sf}/a", ""),
+        ("PUT", f"{sf}/a/status", "fieldManager=x"),
+        ("PATCH", f"{sf}/a/status", ""),
+    ]
+    assert records[1]["time"] - records[0]["time"] == pytest.approx(0.199998)
+    w = count_writes(records, fences=1)
+    assert w["servicefence"]["writes"] == 2
+    assert w["servicefence_by_writer"]["reconciler"]["writes"] == 1
+    assert [r["path"] for r in log.writes()] == [f"{sf}/a/status"] * 2
+
+
+def test_metrics_writes_and_min_gap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Write counters from the services' /metrics (for a real API server without an audit log),
+    in count_writes' shape; the shortest gap between two writes of one fence by one writer."""
+    import types
+
+    import httpx
+
+    from bench import common
+    from bench.storm import count_writes, writes_from_metrics
+
+    pages = {
+        "http://r/metrics": '# HELP x\nlazyload_fence_writes_total{op="create"} 3.0\n'
+        'lazyload_fence_writes_total{op="status"} 7.0\n'
+        'lazyload_fence_writes_created{op="create"} 1.7e9\n',
+        "http://w/metrics": 'lazyload_sidecar_writer_writes_total{action="create"} 3.0\n'
+        'lazyload_sidecar_writer_writes_total{action="replace"} 2.0\n',
+    }
+    monkeypatch.setattr(httpx, "get", lambda url, timeout: types.SimpleNamespace(text=pages[url]))
+    counts = common.metrics_writes({"fence-reconciler": "http://r", "sidecar-writer": "http://w"})
+    assert counts == {
+        "fence-reconciler": {"create": 3.0, "status": 7.0},
+        "sidecar-writer": {"create": 3.0, "replace": 2.0},
+    }
+    w = writes_from_metrics(counts, fences=3)
+    assert w["source"] == "metrics"
+    assert (w["servicefence"]["writes"], w["servicefence"]["creates"]) == (10, 3)
+    assert (w["sidecar"]["writes"], w["sidecar"]["per_fence_mean"]) == (5, 1.667)
+    assert w["sidecar"]["per_fence_per_window_max"] is None
+    assert w["servicefence_by_writer"]["reconciler"]["writes"] == 10
+
+    sf = "/apis/microservice.slime.io/v1alpha1/namespaces/storm/servicefences"
+    records = [
+        {"time": t, "verb": v, "path": f"{sf}/{n}/status", "query": "", "status": 200}
+        for t, v, n in [
+            (1.0, "PUT", "a"),
+            (1.06, "PUT", "a"),
+            (1.07, "PATCH", "a"),
+            (2, "PUT", "b"),
+        ]
+    ]
+    gaps = count_writes(records, fences=2)["min_gap_s"]
+    assert gaps == {"sidecar": None, "reconciler": pytest.approx(0.06)}
