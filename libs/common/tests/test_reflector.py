@@ -71,3 +71,67 @@ def test_compact_keeps_values_and_shares_strings() -> None:
     assert one["a"][0] is two["a"][0] is sys.intern("x" * 30)
     one["a"].append("new")  # a plain, mutable structure
     assert two["a"] == other["a"]
+
+
+def _widget_crd(versions: list[str]) -> dict[str, Any]:
+    schema = {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.lazyload.io"},
+        "spec": {
+            "group": "example.lazyload.io",
+            "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [
+                {"name": v, "served": True, "storage": i == 0, "schema": schema}
+                for i, v in enumerate(versions)
+            ],
+        },
+    }
+
+
+async def test_versioned_path_follows_what_the_server_serves(kube_cluster: Any) -> None:
+    """Like networking.istio.io on Istio 1.14-1.21 (v1beta1, v1alpha3; no v1): the reflector
+    waits for the kind to be served, then lists and watches it at the newest served version."""
+    api = kube.KubeApi(kube_cluster.api_client())
+    template = "/apis/example.lazyload.io/{version}/widgets"
+    versions = ("v1", "v1beta1", "v1alpha3")
+    assert kube.served_version(api, "example.lazyload.io", "widgets", versions) is None
+    seen: list[str] = []
+    reflector = kube.Reflector(
+        kube.KubeApi(kube_cluster.api_client()),
+        template,
+        on_change=lambda kind, obj: seen.append(kind),
+        loop=asyncio.get_running_loop(),
+        versions=versions,
+        watch_timeout=5,
+    )
+    reflector.start()
+    try:
+        api.create(
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+            _widget_crd(["v1beta1", "v1alpha3"]),
+        )
+        path = "/apis/example.lazyload.io/v1beta1/namespaces/default/widgets"
+        async with asyncio.timeout(30):
+            while True:
+                try:
+                    api.create(
+                        path,
+                        {
+                            "apiVersion": "example.lazyload.io/v1beta1",
+                            "kind": "Widget",
+                            "metadata": {"name": "w1"},
+                        },
+                    )
+                    break
+                except kube.KubeNotFound:  # the CRD is not Established yet
+                    await asyncio.sleep(0.1)
+            await asyncio.wait_for(reflector.synced.wait(), 30)
+            while ("default", "w1") not in reflector.store:
+                await asyncio.sleep(0.05)
+        assert reflector.path == "/apis/example.lazyload.io/v1beta1/widgets"
+        assert kube.served_version(api, "example.lazyload.io", "widgets", versions) == "v1beta1"
+    finally:
+        reflector.stop()

@@ -15,7 +15,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from kubernetes import client, config
@@ -216,6 +216,34 @@ class KubeApi:
             raw.release_conn()
 
 
+ISTIO_NETWORKING = "networking.istio.io"
+ISTIO_VERSIONS = ("v1", "v1beta1", "v1alpha3")
+"""Versions of networking.istio.io, newest first: v1 since Istio 1.22, v1beta1 since 1.5."""
+
+
+def served_version(kube: KubeApi, group: str, plural: str, versions: Sequence[str]) -> str | None:
+    """The first of `versions` at which the server serves `plural` of `group` (discovery), or
+    None when it serves none of them (the CRD is not installed yet)."""
+    for version in versions:
+        try:
+            resources = kube.get(f"/apis/{group}/{version}").get("resources") or []
+        except KubeNotFound:
+            continue
+        if any(r.get("name") == plural for r in resources):
+            return version
+    return None
+
+
+def versioned_path(kube: KubeApi, template: str, versions: Sequence[str]) -> str:
+    """`template` (`/apis/<group>/{version}/<plural>`) at the first of `versions` the server
+    serves; KubeNotFound when it serves none."""
+    _, _, group, _, plural = template.split("/", 4)
+    version = served_version(kube, group, plural, versions)
+    if version is None:
+        raise KubeNotFound(404, "NotFound", f"{plural}.{group} is served at none of {versions}")
+    return template.format(version=version)
+
+
 def object_key(obj: RawObject) -> tuple[str, str]:
     meta = obj.get("metadata", {})
     return (meta.get("namespace", ""), meta.get("name", ""))
@@ -233,6 +261,10 @@ class Reflector:
     interned (`compact`): hosts, namespaces, timestamps and keys repeat across thousands of
     objects (a ServiceFence of 10 hosts takes about half the memory). `transform`, when given,
     is applied to every object before it is stored and handed on (e.g. to pack a large status).
+
+    `versions`: `path` is a template `/apis/<group>/{version}/<plural>`, and every (re)list first
+    asks discovery which of these versions the server serves (e.g. Istio 1.14-1.21 serve
+    networking.istio.io v1beta1 and v1alpha3, not v1); until one is served it retries.
     """
 
     def __init__(
@@ -247,8 +279,10 @@ class Reflector:
         name: str = "",
         page_size: int = 500,
         transform: Callable[[RawObject], RawObject] | None = None,
+        versions: Sequence[str] = (),
     ) -> None:
         self.kube, self.path, self.on_change, self.loop = kube, path, on_change, loop
+        self.template, self.versions = path, tuple(versions)
         self.transform = transform
         self.label_selector = label_selector
         self.watch_timeout = watch_timeout
@@ -299,6 +333,8 @@ class Reflector:
         return self.transform(obj) if self.transform is not None else obj
 
     def _relist(self) -> str:
+        if self.versions:
+            self.path = versioned_path(self.kube, self.template, self.versions)
         started = time.monotonic()
         fresh: dict[tuple[str, str], RawObject] = {}
         token: str | None = None

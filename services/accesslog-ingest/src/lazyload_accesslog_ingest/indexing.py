@@ -29,7 +29,7 @@ RawObject = dict[str, Any]
 ENDPOINTS_PATH = "/api/v1/endpoints"
 ENDPOINT_SLICES_PATH = "/apis/discovery.k8s.io/v1/endpointslices"
 SERVICES_PATH = "/api/v1/services"
-SERVICE_ENTRIES_PATH = "/apis/networking.istio.io/v1/serviceentries"
+SERVICE_ENTRIES_PATH = "/apis/networking.istio.io/{version}/serviceentries"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
@@ -279,6 +279,7 @@ class KubeIndexer:
                 loop=loop,
                 watch_timeout=watch_timeout,
                 name=f"ingest-{name}",
+                versions=kube.ISTIO_VERSIONS if "{version}" in path else (),
             )
             for name, path, apply in sources
         }

@@ -20,9 +20,9 @@ from lazyload_fence_reconciler import expanding, fences, policies
 FENCES_PATH = f"/apis/{fences.GROUP}/{fences.VERSION}/{fences.PLURAL}"
 SERVICES_PATH = "/api/v1/services"
 NAMESPACES_PATH = "/api/v1/namespaces"
-VIRTUAL_SERVICES_PATH = "/apis/networking.istio.io/v1/virtualservices"
+VIRTUAL_SERVICES_PATH = "/apis/networking.istio.io/{version}/virtualservices"
 PODS_PATH = "/api/v1/pods"
-SERVICE_ENTRIES_PATH = "/apis/networking.istio.io/v1/serviceentries"
+SERVICE_ENTRIES_PATH = "/apis/networking.istio.io/{version}/serviceentries"
 Key = tuple[str, str]
 OnChange = Callable[[str, kube.RawObject], None]
 
@@ -62,6 +62,7 @@ class Cluster:
                 watch_timeout=watch_timeout,
                 name=name,
                 transform=transform,
+                versions=kube.ISTIO_VERSIONS if "{version}" in path else (),
             )
 
         # the store keeps statuses packed: 10,000 fences of 10 hosts in ~45 MB instead of ~200

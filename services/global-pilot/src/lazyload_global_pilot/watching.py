@@ -32,7 +32,7 @@ PATHS = {
     "services": "/api/v1/services",
     "endpoints": "/api/v1/endpoints",
     "endpointslices": "/apis/discovery.k8s.io/v1/endpointslices",
-    "serviceentries": "/apis/networking.istio.io/v1/serviceentries",
+    "serviceentries": "/apis/networking.istio.io/{version}/serviceentries",
 }
 
 
@@ -192,6 +192,7 @@ class MeshWatcher:
                 on_change=lambda event, obj, kind=kind: self.apply(kind, event, obj),
                 loop=loop,
                 name=f"global-pilot:{kind}",
+                versions=kube.ISTIO_VERSIONS if "{version}" in PATHS[kind] else (),
             )
             reflector.start()
             self._reflectors.append(reflector)
