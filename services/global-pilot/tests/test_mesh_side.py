@@ -262,3 +262,22 @@ def test_uninstall_removes_what_the_mesh_side_apply_made(kube_cluster: RealKube 
         [str(script), "uninstall"], env=env, capture_output=True, text=True, timeout=60
     )
     assert again.returncode == 0 and "removed 0 mesh-side objects" in again.stdout
+
+
+def test_revision_label_and_passthrough_by_default():
+    options = meshside.MeshSideOptions(revision="canary", passthrough_by_default=True)
+    service, envoy_filter = meshside.render(PORTS, options)
+    assert envoy_filter["metadata"]["labels"]["istio.io/rev"] == "canary"
+    assert "istio.io/rev" not in service["metadata"]["labels"]
+    meshside.validate(envoy_filter)
+    # Slime's passthroughByDefault: the last `*` route leaves for the original destination.
+    merge = next(p for p in _patches(envoy_filter, 80) if p["patch"]["operation"] == "MERGE")
+    allow_all = merge["patch"]["value"]["virtual_hosts"][-1]
+    assert allow_all["name"] == "allow_all"
+    assert allow_all["routes"][-1]["route"]["cluster"] == "PassthroughCluster"
+    assert "request_headers_to_add" not in allow_all["routes"][-1]
+    default = meshside.render(PORTS, meshside.MeshSideOptions())[1]
+    merge = next(p for p in _patches(default, 80) if p["patch"]["operation"] == "MERGE")
+    last = merge["patch"]["value"]["virtual_hosts"][-1]["routes"][-1]
+    assert last["route"]["cluster"] == "outbound|80||global-sidecar.mesh-operator.svc.cluster.local"
+    assert "istio.io/rev" not in default["metadata"]["labels"]

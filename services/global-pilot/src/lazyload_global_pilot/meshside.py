@@ -11,7 +11,9 @@
   to `outbound|P||<global-sidecar fqdn>` with `Slime-Orig-Dest: %DOWNSTREAM_LOCAL_ADDRESS%` and
   `Slime-Source-Ns` (the caller's namespace). The global-sidecar's own proxy (node metadata
   `SLIME_APP: LAZYLOAD_GLOBAL_SIDECAR`) gets those virtual hosts removed again and `*` to
-  `PassthroughCluster`: it never sends traffic to itself.
+  `PassthroughCluster`: it never sends traffic to itself. With `passthrough_by_default` (Slime's
+  `passthroughByDefault`) the final `*` route goes to `PassthroughCluster` instead of the
+  global-sidecar (only dispatches reach it); with a `revision` the filter carries `istio.io/rev`.
 
 Modes: `cluster` - one Service in the global-sidecar namespace, the filter in the root namespace
 (every namespace; caller namespace from the proxy's `POD_NAMESPACE`); `namespace` - a Service and
@@ -39,6 +41,7 @@ MANAGER = "lazyload-global-pilot"
 ORIG_DEST = "Slime-Orig-Dest"
 SOURCE_NS = "Slime-Source-Ns"
 SLIME_APP = {"SLIME_APP": "LAZYLOAD_GLOBAL_SIDECAR"}
+REVISION_LABEL = "istio.io/rev"
 CALLER_NAMESPACE = "%ENVIRONMENT(POD_NAMESPACE)%"
 
 
@@ -52,6 +55,8 @@ class MeshSideOptions(BaseModel):
     app_label: str = "global-sidecar"
     cluster_domain: str = "cluster.local"
     dispatches: tuple[Dispatch, ...] = ()
+    passthrough_by_default: bool = False
+    revision: str = ""
 
 
 def render(ports: PortSet, options: MeshSideOptions) -> list[RawObject]:
@@ -72,11 +77,8 @@ def render(ports: PortSet, options: MeshSideOptions) -> list[RawObject]:
 
 
 def _metadata(name: str, namespace: str, options: MeshSideOptions) -> RawObject:
-    return {
-        "name": name,
-        "namespace": namespace,
-        "labels": {"app": options.app_label, MANAGED_BY: MANAGER},
-    }
+    labels = {"app": options.app_label, MANAGED_BY: MANAGER}
+    return {"name": name, "namespace": namespace, "labels": labels}
 
 
 def service(ports: PortSet, namespace: str, options: MeshSideOptions) -> RawObject:
@@ -103,11 +105,14 @@ def envoy_filter(
     patches: list[RawObject] = []
     for port in ports.http:
         target = _Target(cluster=f"outbound|{port}||{fqdn}", caller_ns=caller_ns)
-        patches += _port_patches(port, target, options.dispatches)
+        patches += _port_patches(port, target, options.dispatches, options.passthrough_by_default)
+    metadata = _metadata(FILTER_NAME, filter_ns, options)
+    if options.revision:  # only that revision's istiod applies it (Slime's selfResourceRev)
+        metadata["labels"][REVISION_LABEL] = options.revision
     return {
         "apiVersion": "networking.istio.io/v1alpha3",
         "kind": "EnvoyFilter",
-        "metadata": _metadata(FILTER_NAME, filter_ns, options),
+        "metadata": metadata,
         "spec": {"configPatches": patches},
     }
 
@@ -127,7 +132,9 @@ def _match(port: int, vhost: str | None = None, *, own: bool = False) -> RawObje
     return match
 
 
-def _port_patches(port: int, target: _Target, dispatches: tuple[Dispatch, ...]) -> list[RawObject]:
+def _port_patches(
+    port: int, target: _Target, dispatches: tuple[Dispatch, ...], passthrough: bool = False
+) -> list[RawObject]:
     by_domain = [d for d in dispatches if d.domain_regex is None]
     by_regex = [d for d in dispatches if d.domain_regex is not None]
     vhosts = [
@@ -137,7 +144,8 @@ def _port_patches(port: int, target: _Target, dispatches: tuple[Dispatch, ...]) 
     catch_all = [
         _route(d.name, d.cluster, target, authority_regex=d.domain_regex) for d in by_regex
     ]
-    catch_all.append(_route(FILTER_NAME, dispatching.GLOBAL_SIDECAR, target))
+    default = dispatching.PASSTHROUGH if passthrough else dispatching.GLOBAL_SIDECAR
+    catch_all.append(_route(FILTER_NAME, default, target))
     vhosts.append({"name": "allow_all", "domains": ["*"], "routes": catch_all})
     patches: list[RawObject] = [
         {

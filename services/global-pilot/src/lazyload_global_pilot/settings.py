@@ -100,6 +100,18 @@ class GlobalSidecarSettings(BaseModel):
         (), description="Fenced namespaces that get their own global-sidecar (namespace mode)."
     )
     service_name: str = Field("global-sidecar", description="Name of the global-sidecar Service.")
+    passthrough_by_default: bool = Field(
+        False,
+        description="Slime's passthroughByDefault: a fenced sidecar sends hosts it does not know "
+        "(and no dispatch matches) straight to their original destination (PassthroughCluster) "
+        "instead of to the global-sidecar, so they are never learned; for meshes whose unknown "
+        "traffic is mostly external.",
+    )
+    revision: str = Field(
+        "",
+        description="Istio revision: when set, the EnvoyFilters carry the label istio.io/rev "
+        "(Slime's selfResourceRev), so only that revision's istiod applies them.",
+    )
     app_label: str = Field(
         "global-sidecar", description="`app` label the global-sidecar Service selects."
     )
@@ -217,6 +229,8 @@ class GlobalPilotSettings(BaseSettings):
             app_label=gs.app_label,
             cluster_domain=self.mesh.cluster_domain,
             dispatches=self.routing.dispatches,
+            passthrough_by_default=gs.passthrough_by_default,
+            revision=gs.revision,
         )
 
     def render_options(self) -> rendering.RenderOptions:
