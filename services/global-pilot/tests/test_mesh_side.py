@@ -281,3 +281,25 @@ def test_revision_label_and_passthrough_by_default():
     last = merge["patch"]["value"]["virtual_hosts"][-1]["routes"][-1]
     assert last["route"]["cluster"] == "outbound|80||global-sidecar.mesh-operator.svc.cluster.local"
     assert "istio.io/rev" not in default["metadata"]["labels"]
+
+
+async def test_a_second_replica_starts_from_the_applied_ports(
+    kube_cluster: RealKube | KubeEmulator,
+):
+    """Two replicas (or one restarted) never undo each other's grow-only ports: a replica starts
+    from the ports the global-sidecar Service already has."""
+    from lazyload_global_pilot.mesh import MeshState, Service, ServicePort
+    from lazyload_global_pilot.ports import WormholePorts
+
+    api = kube.KubeApi(kube_cluster.api_client())
+    _namespaces(api, "istio-system", "mesh-operator")
+    first = applying.MeshSideApplier(api)
+    first.apply(meshside.render(PORTS, CLUSTER))  # http 80, 9080; tcp 3306
+    second = WormholePorts(http=(80,), auto=True)
+    second.remember(first.applied_ports(CLUSTER))
+    now = MeshState.of([Service(namespace="shop", name="a", ports=(ServicePort(port=7070),))])
+    ports = second.update(now)
+    assert ports == PortSet(http=(80, 7070, 9080), tcp=(3306,))
+    applying.MeshSideApplier(api).apply(meshside.render(ports, CLUSTER))
+    service = api.get(SVC_PATH.format("mesh-operator"))
+    assert [p["port"] for p in service["spec"]["ports"]] == [80, 3306, 7070, 9080]

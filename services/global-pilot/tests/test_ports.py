@@ -53,3 +53,13 @@ def test_grow_only_unless_cleanup():
     clean.update(MESH)
     assert clean.update(small) == PortSet(http=(80, 9080))
     assert clean.update(MeshState()) == PortSet(http=(80,))
+
+
+def test_remembered_ports_join_the_grow_only_set():
+    small = MeshState.of([_svc("web", ServicePort(name="http", port=9080))])
+    replica = WormholePorts(http=(80,), auto=True)
+    replica.remember(PortSet(http=(8081,), tcp=(3306,)))  # what another replica applied
+    assert replica.update(small) == PortSet(http=(80, 8081, 9080), tcp=(3306,))
+    clean = WormholePorts(http=(80,), auto=True, cleanup=True)
+    clean.remember(PortSet(http=(8081,)))  # cleanup: only the ports of now count
+    assert clean.update(small) == PortSet(http=(80, 9080))

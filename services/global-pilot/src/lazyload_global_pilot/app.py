@@ -122,6 +122,10 @@ async def run(
             on_bound(BoundPorts(xds=xds_port, admin=admin_server.port))
         watcher.start()
         if mesh_side is not None:
+            # Start from the ports already applied (by another replica, or before a restart).
+            ports.remember(
+                await asyncio.to_thread(mesh_side.applier.applied_ports, mesh_side.options)
+            )
             applier = tasks.create_guarded_task(
                 mesh_side.run(), name="global-pilot:mesh-side", stop=stop
             )

@@ -21,6 +21,7 @@ from typing import Any
 from lazyload_common import kube
 
 from lazyload_global_pilot import meshside
+from lazyload_global_pilot.ports import PortSet
 
 log = logging.getLogger(__name__)
 RawObject = dict[str, Any]
@@ -85,6 +86,25 @@ class MeshSideApplier:
                 result.deleted,
             )
         return result
+
+    def applied_ports(self, options: meshside.MeshSideOptions) -> PortSet:
+        """The wormhole ports the global-sidecar Service(s) of `options` have now (named
+        `http-<P>` / `tcp-<P>` by `meshside.service`; other names count as HTTP)."""
+        http: set[int] = set()
+        tcp: set[int] = set()
+        for obj in meshside.render(PortSet(http=(0,)), options):
+            if obj["kind"] != "Service":
+                continue
+            try:
+                current = self.api.get(_path(obj))
+            except kube.KubeNotFound:
+                continue
+            for port in (current.get("spec") or {}).get("ports") or []:
+                number = port.get("port")
+                if isinstance(number, int) and number > 0:
+                    name = str(port.get("name") or "")
+                    (tcp if name.startswith("tcp-") else http).add(number)
+        return PortSet(http=tuple(sorted(http - tcp)), tcp=tuple(sorted(tcp)))
 
     def _managed(self, path: str) -> list[RawObject]:
         selector = f"{meshside.MANAGED_BY}={meshside.MANAGER}"

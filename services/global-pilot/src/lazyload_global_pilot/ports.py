@@ -68,6 +68,15 @@ class WormholePorts:
         self._seen_http: set[int] = set()
         self._seen_tcp: set[int] = set()
 
+    def remember(self, ports: PortSet) -> None:
+        """Count `ports` as seen (grow-only mode): the ports the global-sidecar Service already
+        has, which another replica (or this one before a restart) applied. So every replica's
+        set is the union of what any of them saw, and two replicas never undo each other's
+        ports. Nothing to do with static ports or `cleanup` (only the ports of now count)."""
+        if self.auto and not self.cleanup:
+            self._seen_http |= set(ports.http)
+            self._seen_tcp |= set(ports.tcp)
+
     def update(self, mesh: MeshState) -> PortSet:
         """The ports to listen on once `mesh` is known."""
         if self.auto:
