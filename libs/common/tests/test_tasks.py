@@ -1,10 +1,15 @@
 """`tasks.settle_heap`: what is alive at a service's start is frozen out of the collector's sight,
-and what comes later is still collected."""
+and what comes later is still collected. `tasks.run_main`: a console script whose guarded task
+fails exits non-zero, one stopped by SIGTERM exits 0."""
 
 from __future__ import annotations
 
 import gc
+import signal
+import subprocess
+import sys
 import weakref
+from pathlib import Path
 
 from lazyload_common import tasks
 
@@ -28,3 +33,56 @@ def test_settle_heap_freezes_the_start_and_leaves_the_rest_collectable() -> None
     finally:
         gc.unfreeze()
     assert any(o is before for o in gc.get_objects())
+
+
+_SERVICE = """
+import asyncio, sys
+from lazyload_common import tasks
+
+class Settings:
+    log_level = "WARNING"
+
+async def run(settings, *, stop):
+    async def consume():
+        await asyncio.sleep(0.1)
+        if sys.argv[1] == "fail":
+            raise RuntimeError("consumer lost")
+        await asyncio.Event().wait()
+
+    task = tasks.create_guarded_task(consume(), name="consumer", stop=stop)
+    print("ready", flush=True)
+    await stop.wait()
+    await tasks.cancel_and_wait(task)
+
+tasks.run_main(run, Settings())
+"""
+
+
+def _start(tmp_path: Path, mode: str) -> subprocess.Popen[str]:
+    script = tmp_path / "svc.py"
+    script.write_text(_SERVICE)
+    return subprocess.Popen(
+        [sys.executable, str(script), mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_a_fatal_task_makes_the_service_exit_non_zero(tmp_path: Path) -> None:
+    """A consumer that dies stops the service; its supervisor must see a failure to restart it
+    (the process used to exit with 0: #19)."""
+    service = _start(tmp_path, "fail")
+    _, stderr = service.communicate(timeout=30)
+    assert service.returncode == 1
+    assert stderr.splitlines()[-1] == (
+        "svc.py: stopped because task consumer failed: RuntimeError('consumer lost')"
+    )
+
+
+def test_a_stop_by_sigterm_exits_zero(tmp_path: Path) -> None:
+    service = _start(tmp_path, "run")
+    assert service.stdout is not None and service.stdout.readline().strip() == "ready"
+    service.send_signal(signal.SIGTERM)
+    service.communicate(timeout=30)
+    assert service.returncode == 0

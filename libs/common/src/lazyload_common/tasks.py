@@ -1,7 +1,8 @@
 """Guarded long-running tasks and the sync entry point every service's `main()` uses.
 
-A core task that fails or finishes unexpectedly is logged at once and stops the service (Kubernetes
-restarts it) instead of leaving it limping.
+A core task that fails or finishes unexpectedly is logged at once and stops the service instead of
+leaving it limping, and the process exits non-zero (`run_main`), so that its supervisor (a
+Deployment, `lazyload up`) restarts it: a stop by SIGTERM/SIGINT exits 0.
 """
 
 from __future__ import annotations
@@ -22,25 +23,49 @@ from lazyload_common import settings as settings_module
 log = logging.getLogger(__name__)
 
 
+class Stop(asyncio.Event):
+    """The stop event of a service that also says whether a task failed (`failure`): a stop
+    asked for from outside is a clean one, a fatal task's is not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failure: str | None = None
+
+    def fail(self, reason: str) -> None:
+        """Stop because of `reason` (the first reason is kept)."""
+        if self.failure is None and not self.is_set():
+            self.failure = reason
+        self.set()
+
+
+def stop_for(stop: asyncio.Event, reason: str) -> None:
+    """Set `stop` because something fatal happened (recorded when it is a `Stop`)."""
+    if isinstance(stop, Stop):
+        stop.fail(reason)
+    else:
+        stop.set()
+
+
 def create_guarded_task(
     coro: Coroutine[Any, Any, Any], *, name: str, stop: asyncio.Event | None = None
 ) -> asyncio.Task[Any]:
-    """Start `coro` as a named task; if it fails or ends while not stopping, log it and set `stop`."""
+    """Start `coro` as a named task; if it fails or ends while not stopping, log it and set `stop`
+    as a failure (`stop_for`): the service stops, and its console script exits non-zero."""
 
     async def guard() -> None:
         try:
             await coro
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as e:
             log.exception("task %s failed", name)
             if stop is not None:
-                stop.set()
+                stop_for(stop, f"task {name} failed: {e!r}")
             raise
         else:
             if stop is not None and not stop.is_set():
                 log.warning("task %s finished unexpectedly; stopping", name)
-                stop.set()
+                stop_for(stop, f"task {name} finished unexpectedly")
 
     return asyncio.create_task(guard(), name=name)
 
@@ -89,20 +114,31 @@ def run_main(run: Callable[..., Awaitable[None]], settings: Any) -> None:
     `settings.from_environment`; a misspelt `LAZYLOAD_*` variable or a bad value ends the
     process at once with one line naming it), logging at `settings.log_level`, the heap settled
     (`settle_heap`), then `run(settings, stop=...)` until it returns or SIGTERM/SIGINT sets
-    `stop`."""
+    `stop`. When a task stopped the service (`create_guarded_task`), the process exits with
+    status 1 and one line saying which, so that its supervisor restarts it."""
+    program = Path(sys.argv[0]).name
     if isinstance(settings, type):
         try:
             settings = settings_module.from_environment(settings)
         except errors.ConfigError as e:
-            raise SystemExit(f"{Path(sys.argv[0]).name}: {e}") from None
+            raise SystemExit(f"{program}: {e}") from None
     configure_logging(settings.log_level)
     settle_heap()
+    failure = asyncio.run(serve(run, settings))
+    if failure is not None:
+        raise SystemExit(f"{program}: stopped because {failure}")
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+
+async def serve(run: Callable[..., Awaitable[None]], settings: Any) -> str | None:
+    """`run(settings, stop=...)` until it returns or SIGTERM/SIGINT sets `stop`; why a task
+    stopped it, or None for a clean stop."""
+    stop = Stop()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
         await run(settings, stop=stop)
-
-    asyncio.run(main())
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    return stop.failure
