@@ -4,11 +4,14 @@ dead-lettering of undecodable and rejected messages, retry of failed ones, dupli
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
 from lazyload_common import codec, events, jetstream, subjects
 from lazyload_common.settings import NatsSettings
+from nats.errors import TimeoutError as NatsTimeoutError
+from prometheus_client import REGISTRY
 
 
 def _edge(i: int, host: str = "") -> events.DependencyObserved:
@@ -285,3 +288,131 @@ async def test_a_busy_server_at_start_is_waited_for(js) -> None:  # type: ignore
     busy = Busy()
     await asyncio.wait_for(jetstream.consume(busy, _spec("busy"), handler, stop), timeout=15)  # type: ignore[arg-type]
     assert busy.refused == 2 and got == ["h1.default.svc.cluster.local"]
+
+
+async def _until(check: Any, timeout: float = 10.0) -> None:
+    """Poll `check()` (a coroutine function) until it is true."""
+    async with asyncio.timeout(timeout):
+        while not await check():
+            await asyncio.sleep(0.05)
+
+
+async def test_a_deleted_consumer_or_stream_is_set_up_again(js) -> None:  # type: ignore[no-untyped-def]
+    """An operator deletes the consumer, then the whole stream: `fetch` fails with a JetStream
+    API error (503), which used to end the loop (and the service, with exit code 0). The loop
+    creates both again and goes on (#19)."""
+    seen: list[str] = []
+    stop = asyncio.Event()
+
+    async def handler(batch: list[jetstream.Delivery]) -> None:
+        seen.extend(d.event.destination_host for d in batch)
+
+    recoveries = _recoveries("lost")
+    consuming = asyncio.create_task(jetstream.consume(js, _spec("lost"), handler, stop))
+    try:
+        await jetstream.publish(js, subjects.deps("default", "a"), _edge(1))
+        await _until(lambda: _async(bool(seen)))
+        await js.delete_consumer(subjects.DEPS_STREAM, "lost")
+        await jetstream.publish(js, subjects.deps("default", "a"), _edge(2))
+        await _until(lambda: _async("h2.default.svc.cluster.local" in seen))
+        await js.delete_stream(subjects.DEPS_STREAM)
+
+        async def consumer_back() -> bool:
+            try:
+                await js.consumer_info(subjects.DEPS_STREAM, "lost")
+            except Exception:
+                return False
+            return True
+
+        await _until(consumer_back)
+        await jetstream.publish(js, subjects.deps("default", "a"), _edge(3))
+        await _until(lambda: _async("h3.default.svc.cluster.local" in seen))
+        assert not consuming.done()
+        info = await js.stream_info(subjects.DEPS_STREAM)
+        assert info.config.subjects == ["lazyload.deps.>"] and info.config.max_age == 7 * 86400
+        assert _recoveries("lost") >= recoveries + 2
+    finally:
+        stop.set()
+        await asyncio.wait_for(consuming, timeout=10)
+
+
+async def _async(value: bool) -> bool:
+    return value
+
+
+def _recoveries(consumer: str) -> float:
+    labels = {"consumer": consumer}
+    return REGISTRY.get_sample_value("lazyload_consumer_recoveries_total", labels) or 0.0
+
+
+async def test_a_message_that_exhausts_max_deliver_is_dead_lettered(js) -> None:  # type: ignore[no-untyped-def]
+    """A message that keeps failing is retried `max_deliver` times, then dead-lettered with its
+    last reason (it used to be retried for ever; JetStream alone would drop it silently)."""
+    sent = _edge(1)
+    await jetstream.publish(js, subjects.deps("default", "a"), sent)
+    deliveries: list[int] = []
+    stop = asyncio.Event()
+
+    async def handler(batch: list[jetstream.Delivery]) -> None:
+        for d in batch:
+            deliveries.append(int(d.msg.metadata.num_delivered))
+            d.retry("the API is down", delay=0.01)
+
+    spec = _spec("exhausted", max_deliver=3)
+    consuming = asyncio.create_task(jetstream.consume(js, spec, handler, stop))
+    try:
+        dlq = await js.pull_subscribe(
+            "lazyload.dlq.test", durable="dlq-exhausted", stream=subjects.DLQ_STREAM
+        )
+        letter = codec.decode((await dlq.fetch(1, timeout=10))[0].data)
+        assert letter.reason == "max deliveries (3) reached, last: the API is down"
+        assert codec.decode_as(letter.payload, events.DependencyObserved) == sent
+    finally:
+        stop.set()
+        await asyncio.wait_for(consuming, timeout=10)
+    assert deliveries == [1, 2, 3]
+    info = await _settled(js, "exhausted")
+    assert info.config.max_deliver == 3
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_a_message_given_up_on_outside_the_loop_is_dead_lettered(js) -> None:  # type: ignore[no-untyped-def]
+    """The last delivery of a message went to a replica that stopped (or missed its ack
+    deadline): JetStream gives up on it without any loop seeing it fail. The max-deliveries
+    advisory names it, and a running loop of the durable dead-letters it."""
+    await jetstream.publish(js, subjects.deps("default", "a"), _edge(1))
+    release, blocking = asyncio.Event(), asyncio.Event()
+    stop = asyncio.Event()
+
+    async def handler(batch: list[jetstream.Delivery]) -> None:
+        blocking.set()
+        await release.wait()  # holds the loop's only slot: it fetches nothing else meanwhile
+
+    spec = _spec("given-up", max_deliver=2, ack_wait=1.0)
+    consuming = asyncio.create_task(jetstream.consume(js, spec, handler, stop))
+    try:
+        await asyncio.wait_for(blocking.wait(), 10)
+        victim = _edge(2)
+        await jetstream.publish(js, subjects.deps("default", "a"), victim)
+        crashed = await js.pull_subscribe(
+            "lazyload.deps.>", durable="given-up", stream=subjects.DEPS_STREAM
+        )
+        fetched = []
+        async with asyncio.timeout(10):
+            while len(fetched) < 2:  # both deliveries, never settled (a replica that died)
+                with contextlib.suppress(NatsTimeoutError, TimeoutError):
+                    fetched += [m.metadata.num_delivered for m in await crashed.fetch(1, 1.5)]
+        assert fetched == [1, 2]
+        # JetStream gives up when it would deliver again, i.e. to a waiting pull request
+        with contextlib.suppress(NatsTimeoutError, TimeoutError):
+            assert await crashed.fetch(1, 2.5) == []
+        dlq = await js.pull_subscribe(
+            "lazyload.dlq.test", durable="dlq-given-up", stream=subjects.DLQ_STREAM
+        )
+        letter = codec.decode((await dlq.fetch(1, timeout=10))[0].data)
+        assert letter.reason == "max deliveries (2) reached without being settled"
+        assert codec.decode_as(letter.payload, events.DependencyObserved) == victim
+    finally:
+        release.set()
+        stop.set()
+        await asyncio.wait_for(consuming, timeout=10)

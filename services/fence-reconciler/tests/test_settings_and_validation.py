@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from lazyload_common import errors, events
 from lazyload_fence_reconciler import consuming, policies
-from lazyload_fence_reconciler.settings import ReconcilerSettings
+from lazyload_fence_reconciler.settings import FenceSettings, ReconcilerSettings
 
 
 def test_env_fills_the_fence_group(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -49,6 +49,13 @@ def test_consumer_spec_matches_the_contract() -> None:
         "fence-reconciler",
     )
     assert spec.model is events.DependencyObserved
+    assert spec.max_deliver == 600  # then dead-lettered with its reason, never retried for ever
+
+
+def test_missing_service_retries_fit_in_max_deliver() -> None:
+    config = ReconcilerSettings(fence=FenceSettings(missing_service_retries=10, max_deliver=5))
+    with pytest.raises(errors.ConfigError, match="missing_service_retries"):
+        config.check()
 
 
 def _edge(**fields: object) -> events.DependencyObserved:

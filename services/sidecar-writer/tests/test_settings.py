@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 from lazyload_common import errors
+from lazyload_sidecar_writer import consuming
 from lazyload_sidecar_writer.settings import WriterSettings
 
 from .conftest import make_settings
@@ -23,6 +24,7 @@ def test_defaults() -> None:
     assert settings.sidecar.deny_namespaces == ["kube-system", "kube-public", "kube-node-lease"]
     assert settings.sidecar.allow_namespaces == []
     assert not settings.sidecar.manages("kube-system") and settings.sidecar.manages("default")
+    assert consuming.consumer_spec(settings).max_deliver == settings.sidecar.max_deliver == 120
     settings.check()
 
 

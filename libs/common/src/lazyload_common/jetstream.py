@@ -8,12 +8,20 @@ While a handler works, the batch's ack deadline is pushed back (`in_progress`) e
 `ack_wait`, so a slow batch (a rate-limited API) is not redelivered under its feet. With
 `pipeline` > 1 the loop keeps fetching while up to that many batches are in hand, so a handler
 that waits (for a write slot of a fence, say) can merge what later batches bring.
+
+A message delivered `max_deliver` times that would be retried once more is dead-lettered with its
+last reason instead (JetStream stops delivering it there). A consumer or stream that disappears
+under the loop (deleted by an operator, lost with a server's store) makes `fetch` fail with a
+JetStream API error (503 no responders, 404, 409 consumer deleted): the loop re-creates the stream
+when it is missing and the consumer, and goes on (counted in `lazyload_consumer_recoveries_total`);
+it never ends because of it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +34,13 @@ from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import (
+    APIError,
+    BadRequestError,
+    NoStreamResponseError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
 from prometheus_client import Counter
 from pydantic import BaseModel
 
@@ -45,6 +59,19 @@ CONSUMED = Counter(
     "JetStream messages settled, by consumer and outcome",
     ["consumer", "outcome"],
 )
+RECOVERIES = Counter(
+    "lazyload_consumer_recoveries_total",
+    "Times a consumer (or its stream) was found gone and set up again, by consumer",
+    ["consumer"],
+)
+_UNAVAILABLE = (
+    TimeoutError,
+    NatsTimeoutError,
+    NoRespondersError,
+    ConnectionClosedError,
+    ServiceUnavailableError,
+)
+"""A busy, restarting or electing JetStream: waited for, never a reason to fail."""
 
 STREAM_DEFAULTS: dict[str, dict[str, Any]] = {
     subjects.DEPS_STREAM: {"max_age": 7 * 24 * 3600.0, "duplicate_window": 120.0},
@@ -84,17 +111,38 @@ async def ensure_streams(
 ) -> None:
     """Create the lazyload streams, or update them to the expected config (idempotent)."""
     for name in names:
-        config = StreamConfig(
-            name=name,
-            subjects=subjects.STREAM_SUBJECTS[name],
-            storage=StorageType.FILE,
-            num_replicas=replicas,
-            **STREAM_DEFAULTS.get(name, {}),
-        )
+        config = stream_config(name, replicas)
         try:
             await js.add_stream(config)
         except BadRequestError:
             await js.update_stream(config)
+
+
+def stream_config(name: str, replicas: int = 1) -> StreamConfig:
+    """The configuration lazyload creates stream `name` with."""
+    return StreamConfig(
+        name=name,
+        subjects=subjects.STREAM_SUBJECTS[name],
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        **STREAM_DEFAULTS.get(name, {}),
+    )
+
+
+async def ensure_stream_exists(js: JetStreamContext, name: str, *, replicas: int = 1) -> bool:
+    """Create stream `name` when it does not exist (an existing one is left as it is, limits an
+    operator tuned included); True when it had to be created."""
+    try:
+        await js.stream_info(name)
+        return False
+    except NotFoundError:
+        pass
+    try:
+        await js.add_stream(stream_config(name, replicas))
+    except BadRequestError:  # created meanwhile (another replica), with another config
+        return False
+    log.warning("stream %s was missing: created it again", name)
+    return True
 
 
 async def publish(
@@ -104,20 +152,38 @@ async def publish(
     *,
     msg_id: str | None = None,
     timeout: float = 5.0,
+    replicas: int | None = None,
 ) -> None:
-    """Publish one event and wait for JetStream's ack (it is then durable)."""
+    """Publish one event and wait for JetStream's ack (it is then durable). With `replicas`, a
+    publish that finds no stream (it was deleted: 503 no responders) creates the lazyload stream
+    of the subject again, with that many replicas, and is sent once more."""
     headers = {"Nats-Msg-Id": msg_id} if msg_id else None
-    await js.publish(subject, codec.encode(event), headers=headers, timeout=timeout)
+    payload = codec.encode(event)
+    try:
+        await js.publish(subject, payload, headers=headers, timeout=timeout)
+    except (NoRespondersError, NoStreamResponseError):  # 503: no stream holds the subject
+        stream = subjects.stream_of(subject)
+        if replicas is None or stream is None:
+            raise
+        await ensure_stream_exists(js, stream, replicas=replicas)
+        await js.publish(subject, payload, headers=headers, timeout=timeout)
 
 
 async def dead_letter(
-    js: JetStreamContext, *, service: str, reason: str, subject: str, payload: bytes
+    js: JetStreamContext,
+    *,
+    service: str,
+    reason: str,
+    subject: str,
+    payload: bytes,
+    replicas: int | None = None,
 ) -> None:
-    """Put what `service` could not process on `lazyload.dlq.<service>`, with the reason."""
+    """Put what `service` could not process on `lazyload.dlq.<service>`, with the reason (the
+    DLQ stream created again with `replicas` when it was deleted)."""
     DEAD_LETTERS.labels(service, reason.split(":", 1)[0][:40]).inc()
     event = events.DeadLetter(service=service, reason=reason, subject=subject, payload=payload)
     try:
-        await publish(js, subjects.dead_letter(service), event)
+        await publish(js, subjects.dead_letter(service), event, replicas=replicas)
     except Exception:
         log.exception("could not dead-letter a message of %s (%s)", subject, reason)
         raise
@@ -168,6 +234,11 @@ class ConsumerSpec:
     max_ack_pending: int = 10_000
     pipeline: int = 1
     """Batches in hand at once (1 = fetch the next batch only after settling this one)."""
+    max_deliver: int = -1
+    """Deliveries of one message at most (-1 = no limit): a message that would be retried after
+    its last one is dead-lettered with its reason instead."""
+    stream_replicas: int = 1
+    """Replicas of `stream` when the loop has to create it again (it was deleted)."""
 
 
 async def consume(
@@ -180,11 +251,13 @@ async def consume(
         deliver_policy=DeliverPolicy.ALL,
         ack_wait=spec.ack_wait,
         max_ack_pending=spec.max_ack_pending,
+        max_deliver=spec.max_deliver,
         filter_subject=spec.filter_subject,
     )
     sub = await _subscribe(js, spec, config, stop)
     if sub is None:
         return
+    exhausted = await _watch_exhausted(js, spec)
     slots = asyncio.Semaphore(max(1, spec.pipeline))
     in_hand: set[asyncio.Task[None]] = set()
     failures: list[BaseException] = []
@@ -202,7 +275,14 @@ async def consume(
                 raise failures[0]
             if stop.is_set():  # set while waiting for the slot: fetch nothing more
                 break
-            msgs = await _fetch(sub, spec)
+            try:
+                msgs = await _fetch(sub, spec)
+            except APIError as e:  # the consumer or its stream is gone (or JetStream is away)
+                slots.release()
+                sub = await _recover(js, spec, config, sub, e, stop)
+                if sub is None:
+                    break
+                continue
             if not msgs:
                 slots.release()
                 continue
@@ -219,14 +299,56 @@ async def consume(
             await sub.unsubscribe()
         except Exception as e:  # the connection may already be closed
             log.debug("unsubscribe of %s failed: %s", spec.durable, e)
+        if exhausted is not None:
+            with contextlib.suppress(Exception):
+                await exhausted.unsubscribe()
+
+
+MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
+
+
+async def _watch_exhausted(js: JetStreamContext, spec: ConsumerSpec) -> Any:
+    """Dead-letter the messages JetStream gives up on without the loop having seen their last
+    delivery fail (the replica that had it stopped, or its ack deadline passed): the server's
+    max-deliveries advisory names them. One replica of the durable takes each advisory (a queue
+    group); a message whose last delivery failed in the loop was dead-lettered there and has no
+    advisory. None when `max_deliver` is unlimited."""
+    nc = getattr(js, "_nc", None)
+    if spec.max_deliver <= 0 or nc is None:
+        return None
+
+    async def on_advisory(msg: Msg) -> None:
+        try:
+            advisory = json.loads(msg.data)
+            seq, deliveries = int(advisory["stream_seq"]), int(advisory.get("deliveries", 0))
+            raw = await js.get_msg(spec.stream, seq)
+        except Exception as e:  # gone meanwhile (limits, purge), or not an advisory
+            log.warning("%s: a message given up on could not be read: %r", spec.durable, e)
+            return
+        reason = f"max deliveries ({deliveries}) reached without being settled"
+        log.warning("%s: dead-lettering a message of %s: %s", spec.service, raw.subject, reason)
+        with contextlib.suppress(Exception):  # logged by dead_letter
+            await dead_letter(
+                js,
+                service=spec.service,
+                reason=reason,
+                subject=raw.subject or "",
+                payload=raw.data or b"",
+                replicas=spec.stream_replicas,
+            )
+            CONSUMED.labels(spec.durable, "exhausted").inc()
+
+    subject = f"{MAX_DELIVERIES_ADVISORY}.{spec.stream}.{spec.durable}"
+    return await nc.subscribe(subject, queue=f"{spec.durable}-exhausted", cb=on_advisory)
 
 
 async def _subscribe(
     js: JetStreamContext, spec: ConsumerSpec, config: ConsumerConfig, stop: asyncio.Event
 ) -> Any:
     """Create the durable consumer, or bring an existing one to `config` (pull_subscribe alone
-    keeps it as it is), and subscribe. A busy or unreachable server (request timeouts, e.g. at a
-    cold start next to other replicas) is waited for, not a reason to fail; None when stopped."""
+    keeps it as it is), and subscribe; a missing stream is created first. A busy or unreachable
+    server (request timeouts, e.g. at a cold start next to other replicas) is waited for, not a
+    reason to fail; None when stopped."""
     delay = 0.5
     while True:
         try:
@@ -234,10 +356,13 @@ async def _subscribe(
                 await js.add_consumer(spec.stream, config=config)
             except BadRequestError as e:
                 log.warning("consumer %s keeps its old config: %s", spec.durable, e)
+            except NotFoundError:  # no stream (deleted): make it, then the consumer
+                await ensure_stream_exists(js, spec.stream, replicas=spec.stream_replicas)
+                await js.add_consumer(spec.stream, config=config)
             return await js.pull_subscribe(
                 spec.filter_subject, durable=spec.durable, stream=spec.stream, config=config
             )
-        except (TimeoutError, NatsTimeoutError, NoRespondersError, ConnectionClosedError) as e:
+        except (*_UNAVAILABLE, NotFoundError) as e:
             if stop.is_set():
                 return None
             log.warning(
@@ -248,15 +373,38 @@ async def _subscribe(
             delay = min(delay * 2, 10.0)
 
 
+async def _recover(
+    js: JetStreamContext,
+    spec: ConsumerSpec,
+    config: ConsumerConfig,
+    old: Any,
+    error: APIError,
+    stop: asyncio.Event,
+) -> Any:
+    """Set the consumer up again after `fetch` failed with `error` (the consumer or its stream
+    deleted, or JetStream unavailable for a moment); the new subscription, None when stopped."""
+    log.warning(
+        "consumer %s of %s failed to fetch (%r): setting it up again",
+        spec.durable,
+        spec.stream,
+        error,
+    )
+    RECOVERIES.labels(spec.durable).inc()
+    with contextlib.suppress(Exception):
+        await old.unsubscribe()
+    with contextlib.suppress(TimeoutError):  # a short pause: no busy loop on a failing server
+        await asyncio.wait_for(stop.wait(), 0.2)
+    if stop.is_set():
+        return None
+    return await _subscribe(js, spec, config, stop)
+
+
 async def _fetch(sub: Any, spec: ConsumerSpec) -> list[Msg]:
-    """The next batch (lingering when `spec.linger`), or [] when nothing came."""
+    """The next batch (lingering when `spec.linger`), or [] when nothing came. A JetStream API
+    error (the consumer or stream gone) is raised for the loop to recover from."""
     try:
         msgs: list[Msg] = await sub.fetch(spec.batch, timeout=spec.fetch_timeout)
     except (TimeoutError, NatsTimeoutError):
-        return []
-    except NotFoundError:
-        log.warning("consumer %s vanished; waiting", spec.durable)
-        await asyncio.sleep(1.0)
         return []
     if spec.linger > 0:
         msgs += await _linger(sub, spec, len(msgs))
@@ -277,8 +425,8 @@ async def _linger(sub: Any, spec: ConsumerSpec, have: int) -> list[Msg]:
             # past the window, a drain fetch still gets `fetch_timeout`: a shorter one times out
             # on a busy loop before the waiting messages are read, and batches shrink under load
             got = await sub.fetch(want, timeout=max(left, spec.fetch_timeout))
-        except (TimeoutError, NatsTimeoutError):
-            break
+        except (TimeoutError, NatsTimeoutError, APIError):
+            break  # an API error shows again at the next fetch, which recovers from it
         more += got
         if left <= 0 and len(got) < want:
             break  # past the window and the backlog is drained
@@ -331,17 +479,33 @@ async def _settle(js: JetStreamContext, spec: ConsumerSpec, d: Delivery) -> None
         CONSUMED.labels(spec.durable, "ack").inc()
     elif isinstance(d.error, errors.PermanentError):
         await _settle_rejected(js, spec, d.msg, f"rejected: {d.error}")
+    elif spec.max_deliver > 0 and _deliveries(d.msg) >= spec.max_deliver:
+        reason = f"max deliveries ({spec.max_deliver}) reached, last: {d.error}"
+        await _settle_rejected(js, spec, d.msg, reason)
     else:
         delay = d.error.delay if isinstance(d.error, errors.TemporaryError) else 1.0
         await d.msg.nak(delay=delay)
         CONSUMED.labels(spec.durable, "nak").inc()
 
 
+def _deliveries(msg: Msg) -> int:
+    """How many times JetStream delivered `msg` (1 when it cannot tell)."""
+    try:
+        return int(msg.metadata.num_delivered)
+    except Exception:  # not a JetStream message
+        return 1
+
+
 async def _settle_rejected(js: JetStreamContext, spec: ConsumerSpec, msg: Msg, reason: str) -> None:
     log.warning("%s: dead-lettering a message of %s: %s", spec.service, msg.subject, reason)
     try:
         await dead_letter(
-            js, service=spec.service, reason=reason, subject=msg.subject, payload=msg.data
+            js,
+            service=spec.service,
+            reason=reason,
+            subject=msg.subject,
+            payload=msg.data,
+            replicas=spec.stream_replicas,
         )
     except Exception:
         await msg.nak(delay=5.0)  # keep it: losing it silently is worse than seeing it again

@@ -47,3 +47,11 @@ STREAM_SUBJECTS: dict[str, list[str]] = {
     SIDECARS_STREAM: [f"{SIDECAR_PREFIX}.>"],
     DLQ_STREAM: [f"{DLQ_PREFIX}.>"],
 }
+
+
+def stream_of(subject: str) -> str | None:
+    """The lazyload stream that holds `subject`, or None."""
+    for stream, patterns in STREAM_SUBJECTS.items():
+        if any(subject.startswith(p[:-1]) for p in patterns):  # `prefix.>`
+            return stream
+    return None

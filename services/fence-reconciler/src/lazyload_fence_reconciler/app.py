@@ -101,7 +101,7 @@ async def _serve(
             istio_rev=settings.fence.istio_rev,
             threads=settings.fence.concurrency + 2,  # + the occasional get/tombstone
         ),
-        publisher=publishing.Publisher(js),
+        publisher=publishing.Publisher(js, replicas=settings.nats.stream_replicas),
         cluster=cluster,
     )
     app.include_router(
@@ -140,7 +140,7 @@ def _start_tasks(
     stop: asyncio.Event,
 ) -> list[asyncio.Task[None]]:
     handler = consuming.BatchHandler(reconciler, settings.fence)
-    spec = consuming.consumer_spec(settings.fence)
+    spec = consuming.consumer_spec(settings.fence, stream_replicas=settings.nats.stream_replicas)
     running = [
         tasks.create_guarded_task(
             jetstream.consume(js, spec, handler, stop), name="consumer", stop=stop

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 DURABLE = "fence-reconciler"
 
 
-def consumer_spec(settings: FenceSettings) -> jetstream.ConsumerSpec:
+def consumer_spec(settings: FenceSettings, *, stream_replicas: int = 1) -> jetstream.ConsumerSpec:
     return jetstream.ConsumerSpec(
         stream=subjects.DEPS_STREAM,
         durable=DURABLE,
@@ -45,6 +45,8 @@ def consumer_spec(settings: FenceSettings) -> jetstream.ConsumerSpec:
         max_batch=settings.max_batch,
         pipeline=settings.pipeline,
         max_ack_pending=settings.pipeline * settings.max_batch,
+        max_deliver=settings.max_deliver,
+        stream_replicas=stream_replicas,
     )
 
 

@@ -29,12 +29,18 @@ def message_id(event: events.FenceChanged) -> str:
 class Publisher:
     """Publishes FenceChanged events on `lazyload.fence.<ns>.<name>`."""
 
-    def __init__(self, js: JetStreamContext) -> None:
+    def __init__(self, js: JetStreamContext, *, replicas: int = 1) -> None:
         self.js = js
+        self.replicas = replicas
+        """Replicas of LAZYLOAD_FENCES when a publish finds it deleted and creates it again."""
 
     async def publish(self, event: events.FenceChanged) -> None:
         await jetstream.publish(
-            self.js, subjects.fence(event.namespace, event.name), event, msg_id=message_id(event)
+            self.js,
+            subjects.fence(event.namespace, event.name),
+            event,
+            msg_id=message_id(event),
+            replicas=self.replicas,
         )
         metrics.PUBLISHED.labels("deleted" if event.deleted else "changed").inc()
         log.info(

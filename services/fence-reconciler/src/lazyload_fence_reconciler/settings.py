@@ -190,6 +190,14 @@ class FenceSettings(BaseModel):
         "batches join their fence's next write (at most pipeline x max_batch messages unacked).",
     )
 
+    max_deliver: int = Field(
+        600,
+        ge=1,
+        description="Deliveries of one dependency message at most (the consumer's JetStream "
+        "max_deliver): one still failing after them is dead-lettered with its last reason, not "
+        "retried for ever (about 10 minutes of an API outage at the 1-2 s retry delays).",
+    )
+
     def policy(self) -> desiring.Policy:
         return desiring.Policy(
             recycle_after=self.recycle_after,
@@ -254,6 +262,8 @@ class ReconcilerSettings(BaseSettings):
             for h in self.fence.stable_hosts
             if expanding.stable_domain(h) is None
         ]
+        if self.fence.missing_service_retries > self.fence.max_deliver:
+            problems.append("fence.missing_service_retries: more than fence.max_deliver deliveries")
         identity = self.fence.workload_identity()
         if identity is not None and not identity.valid():
             problems.append(

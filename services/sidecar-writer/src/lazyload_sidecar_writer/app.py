@@ -124,7 +124,7 @@ async def _serve(
         handler = consuming.FenceHandler(
             settings,
             sink,
-            consuming.publisher(js),
+            consuming.publisher(js, replicas=settings.nats.stream_replicas),
             reporter=build_reporter(settings, sink),
             guard=build_guard(settings, sink),
         )

@@ -62,11 +62,14 @@ def consumer_spec(settings: WriterSettings) -> jetstream.ConsumerSpec:
         # meet in one batch and only the newest is written (256 per pull gave ~1 per fence).
         batch=1024,
         max_batch=4096,
+        max_deliver=settings.sidecar.max_deliver,
+        stream_replicas=settings.nats.stream_replicas,
     )
 
 
-def publisher(js: JetStreamContext) -> Publisher:
-    """Publish `SidecarApplied` on the Sidecar's subject, deduplicated per revision and result."""
+def publisher(js: JetStreamContext, *, replicas: int = 1) -> Publisher:
+    """Publish `SidecarApplied` on the Sidecar's subject, deduplicated per revision and result
+    (LAZYLOAD_SIDECARS created again, with `replicas`, when it was deleted)."""
 
     async def publish(event: events.SidecarApplied) -> None:
         msg_id = (
@@ -74,7 +77,11 @@ def publisher(js: JetStreamContext) -> Publisher:
             f"{event.resource_version}"
         )
         await jetstream.publish(
-            js, subjects.sidecar(event.namespace, event.name), event, msg_id=msg_id
+            js,
+            subjects.sidecar(event.namespace, event.name),
+            event,
+            msg_id=msg_id,
+            replicas=replicas,
         )
 
     return publish

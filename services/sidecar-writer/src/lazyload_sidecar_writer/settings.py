@@ -125,6 +125,14 @@ class SidecarSettings(BaseModel):
         "default is Kubernetes' own namespaces.",
     )
 
+    max_deliver: int = Field(
+        120,
+        ge=1,
+        description="Deliveries of one fence event at most (the consumer's JetStream "
+        "max_deliver): one still failing after them is dead-lettered with its last reason, not "
+        "retried for ever. 120 x the 5 s redelivery delay: about 10 minutes of an API outage.",
+    )
+
     def manages(self, namespace: str) -> bool:
         """True when lazyload may write Sidecars in `namespace`."""
         if namespace in self.deny_namespaces:
