@@ -1,4 +1,4 @@
-"""The outcome of each fence on the ServiceFence itself (emulator + real NATS + the real `run()`).
+"""The outcome of each fence on the ServiceFence itself (API server + real NATS + the real `run()`).
 
 Covers: a Sidecar of the fence's name that lazyload does not manage is never overwritten, and the
 conflict shows as `SidecarReady=False, reason SidecarConflict` in the fence's status (other
@@ -9,6 +9,9 @@ more; once the foreign Sidecar is gone and ours is written the condition flips t
 further applies of a ready fence write no status at all; a status patch that meets a 409 is
 re-read and retried; drift repair writes our Sidecar once the foreign one is gone (no new fence
 event needed) and the condition flips to ready.
+
+The API server is `kube_cluster` (the real kube-apiserver under `make test`), except for the 409
+test, which injects its fault on `kube_emulator`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 from lazyload_common import kube
 from lazyload_testing.kube import KubeEmulator
+from lazyload_testing.kube_real import RealKube
 
 from .conftest import make_fence
 from .test_writer import GROUP, PLURAL, VERSION, _settings, running
@@ -49,17 +53,17 @@ async def _events(api: kube.KubeApi) -> list[dict[str, Any]]:
     return sorted(listed.get("items", []), key=lambda e: e["metadata"]["resourceVersion"])
 
 
-def _status_writes(emulator: KubeEmulator) -> int:
-    return len(emulator.writes("/servicefences/productpage/status"))
+def _status_writes(server: RealKube | KubeEmulator) -> int:
+    return len(server.writes("/servicefences/productpage/status"))
 
 
 async def test_conflict_is_reported_on_the_fence_and_clears(
-    nats_url: str, kube_emulator: KubeEmulator
+    nats_url: str, kube_cluster: RealKube | KubeEmulator
 ) -> None:
-    api = kube.KubeApi(kube_emulator.api_client())
+    api = kube.KubeApi(kube_cluster.api_client())
     fence = await _create_fence(api)
     uid = fence["metadata"]["uid"]
-    async with running(_settings(nats_url, kube_emulator), kube_emulator) as writer:
+    async with running(_settings(nats_url, kube_cluster), kube_cluster) as writer:
         theirs = {
             "apiVersion": "networking.istio.io/v1",
             "kind": "Sidecar",
@@ -69,7 +73,7 @@ async def test_conflict_is_reported_on_the_fence_and_clears(
         await asyncio.to_thread(
             writer.custom.create_namespaced_custom_object, GROUP, VERSION, "default", PLURAL, theirs
         )
-        kube_emulator.clear_requests()
+        kube_cluster.clear_requests()
         await writer.publish(make_fence(revision=1, uid=uid))
         assert (await writer.report()).action == "conflict"
         stored = await writer.get()
@@ -86,11 +90,11 @@ async def test_conflict_is_reported_on_the_fence_and_clears(
         assert warning["involvedObject"]["kind"] == "ServiceFence"
         assert warning["involvedObject"]["name"] == "productpage"
         assert warning["involvedObject"]["uid"] == uid
-        assert _status_writes(kube_emulator) == 1
+        assert _status_writes(kube_cluster) == 1
 
         await writer.publish(make_fence(revision=2, uid=uid))  # same conflict: nothing new
         assert (await writer.report()).action == "conflict"
-        assert _status_writes(kube_emulator) == 1 and len(await _events(api)) == 1
+        assert _status_writes(kube_cluster) == 1 and len(await _events(api)) == 1
 
         await asyncio.to_thread(
             writer.custom.delete_namespaced_custom_object,
@@ -108,7 +112,7 @@ async def test_conflict_is_reported_on_the_fence_and_clears(
         assert (ready["status"], ready["reason"]) == ("True", "SidecarApplied")
         resolved = (await _events(api))[-1]
         assert (resolved["type"], resolved["reason"]) == ("Normal", "SidecarConflictResolved")
-        assert _status_writes(kube_emulator) == 2
+        assert _status_writes(kube_cluster) == 2
 
         for revision in (4, 5):  # a ready fence costs no status writes
             await writer.publish(
@@ -117,7 +121,7 @@ async def test_conflict_is_reported_on_the_fence_and_clears(
                 )
             )
             assert (await writer.report()).action == "applied"
-        assert _status_writes(kube_emulator) == 2 and len(await _events(api)) == 2
+        assert _status_writes(kube_cluster) == 2 and len(await _events(api)) == 2
 
 
 async def test_status_patch_conflict_is_reread_and_retried(
@@ -139,12 +143,12 @@ async def test_status_patch_conflict_is_reread_and_retried(
 
 
 async def test_drift_repair_clears_the_conflict_without_a_new_event(
-    nats_url: str, kube_emulator: KubeEmulator
+    nats_url: str, kube_cluster: RealKube | KubeEmulator
 ) -> None:
-    api = kube.KubeApi(kube_emulator.api_client())
+    api = kube.KubeApi(kube_cluster.api_client())
     fence = await _create_fence(api)
-    settings = _settings(nats_url, kube_emulator, repair_interval=0.3)
-    async with running(settings, kube_emulator) as writer:
+    settings = _settings(nats_url, kube_cluster, repair_interval=0.3)
+    async with running(settings, kube_cluster) as writer:
         theirs = {
             "apiVersion": "networking.istio.io/v1",
             "kind": "Sidecar",

@@ -1,4 +1,4 @@
-"""sidecar-writer end to end: a real nats-server, the Kubernetes API emulator, the real `run()`.
+"""sidecar-writer end to end: a real nats-server, a Kubernetes API server, the real `run()`.
 
 Covers: a FenceChanged becomes a Sidecar with exactly the expected hosts and a SidecarApplied is
 published (and /readyz is green); a Sidecar lazyload does not manage is never overwritten; a
@@ -7,6 +7,9 @@ at the last revision; 500/429/409 answers are retried until success; an invalid 
 are dead-lettered without writing; an older revision never overwrites a newer one; drift repair
 restores a hand-edited and a hand-deleted managed Sidecar and removes one of a disabled fence;
 the GitOps sink writes files instead of calling the API.
+
+The API server is `kube_cluster` (the real kube-apiserver under `make test`); the tests that
+inject faults ask for `kube_emulator` and run on it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from lazyload_common.settings import AdminSettings, KubeSettings, NatsSettings
 from lazyload_sidecar_writer import app
 from lazyload_sidecar_writer.settings import SidecarSettings, WriterSettings
 from lazyload_testing.kube import KubeEmulator
+from lazyload_testing.kube_real import RealKube
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
@@ -44,7 +48,7 @@ class Writer:
 
     js: JetStreamContext
     custom: client.CustomObjectsApi
-    emulator: KubeEmulator
+    server: RealKube | KubeEmulator
     admin_port: int
     reports: asyncio.Queue[events.SidecarApplied] = field(default_factory=asyncio.Queue)
 
@@ -112,7 +116,7 @@ class Writer:
         raise TimeoutError("fence consumer did not settle")
 
 
-def _settings(nats_url: str, emulator: KubeEmulator, **sidecar: Any) -> WriterSettings:
+def _settings(nats_url: str, server: RealKube | KubeEmulator, **sidecar: Any) -> WriterSettings:
     values: dict[str, Any] = {
         "repair_interval": 0,
         "retry_initial": 0.01,
@@ -122,14 +126,16 @@ def _settings(nats_url: str, emulator: KubeEmulator, **sidecar: Any) -> WriterSe
     values.update(sidecar)
     return WriterSettings(
         nats=NatsSettings(url=nats_url),
-        kube=KubeSettings(kubeconfig=emulator.kubeconfig),
+        kube=KubeSettings(kubeconfig=server.kubeconfig),
         admin=AdminSettings(host="127.0.0.1", port=0),
         sidecar=SidecarSettings(**values),
     )
 
 
 @contextlib.asynccontextmanager
-async def running(settings: WriterSettings, emulator: KubeEmulator) -> AsyncIterator[Writer]:
+async def running(
+    settings: WriterSettings, server: RealKube | KubeEmulator
+) -> AsyncIterator[Writer]:
     stop, ready = asyncio.Event(), asyncio.Event()
     ports: list[int] = []
     task = asyncio.create_task(app.run(settings, stop=stop, ready=ready, on_bound=ports.append))
@@ -137,7 +143,7 @@ async def running(settings: WriterSettings, emulator: KubeEmulator) -> AsyncIter
     try:
         await asyncio.wait_for(ready.wait(), timeout=20)
         writer = Writer(
-            nc.jetstream(), client.CustomObjectsApi(emulator.api_client()), emulator, ports[0]
+            nc.jetstream(), client.CustomObjectsApi(server.api_client()), server, ports[0]
         )
 
         async def collect(msg: Msg) -> None:
@@ -152,8 +158,11 @@ async def running(settings: WriterSettings, emulator: KubeEmulator) -> AsyncIter
 
 
 @pytest.fixture
-async def writer(nats_url: str, kube_emulator: KubeEmulator) -> AsyncIterator[Writer]:
-    async with running(_settings(nats_url, kube_emulator), kube_emulator) as w:
+async def writer(nats_url: str, request: pytest.FixtureRequest) -> AsyncIterator[Writer]:
+    """A writer on `kube_cluster`, or on `kube_emulator` for a test that asks for it (faults)."""
+    wanted = "kube_emulator" if "kube_emulator" in request.fixturenames else "kube_cluster"
+    server = request.getfixturevalue(wanted)
+    async with running(_settings(nats_url, server), server) as w:
         yield w
 
 
@@ -206,7 +215,7 @@ async def test_unmanaged_sidecar_is_not_overwritten(writer: Writer) -> None:
     assert stored is not None
     assert stored["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
     assert stored["spec"] == theirs["spec"]
-    assert writer.emulator.writes(SIDECARS_PATH + "/") == []
+    assert writer.server.writes(SIDECARS_PATH + "/") == []
 
 
 async def test_disabled_fence_deletes_its_sidecar(writer: Writer) -> None:
@@ -225,13 +234,13 @@ async def test_read_errors_are_retried_until_success(
 ) -> None:
     # with nothing remembered (written_cache 0) every cycle reads the stored Sidecar first
     async with running(_settings(nats_url, kube_emulator, written_cache=0), kube_emulator) as w:
-        w.emulator.inject_fault("GET", path_regex="/sidecars/", status=503, count=2)
-        w.emulator.clear_requests()
+        kube_emulator.inject_fault("GET", path_regex="/sidecars/", status=503, count=2)
+        kube_emulator.clear_requests()
         await w.publish(make_fence(revision=2))
         report = await w.report()
         assert report.action == "applied" and report.revision == 2
         reads = [
-            r.status for r in w.emulator.requests() if r.verb == "GET" and "/sidecars/" in r.path
+            r.status for r in kube_emulator.requests() if r.verb == "GET" and "/sidecars/" in r.path
         ]
         assert reads[:2] == [503, 503] and reads[-1] in (200, 404)
 
@@ -243,7 +252,7 @@ async def test_burst_of_revisions_gives_few_writes(writer: Writer) -> None:
         await writer.publish(make_fence(revision=revision, hosts=list(hosts)))
     await writer.report(lambda r: r.revision == 20, timeout=15)
     await writer.settled()
-    writes = writer.emulator.writes("/sidecars")
+    writes = writer.server.writes("/sidecars")
     assert 1 <= len(writes) <= 6, [(w.verb, w.path) for w in writes]
     stored = await writer.get()
     assert stored is not None
@@ -257,19 +266,19 @@ async def test_burst_of_revisions_gives_few_writes(writer: Writer) -> None:
     ids=["500-on-create", "429-on-create", "409-on-replace"],
 )
 async def test_api_errors_are_retried_until_success(
-    writer: Writer, verb: str, status: int, prepare: bool
+    writer: Writer, kube_emulator: KubeEmulator, verb: str, status: int, prepare: bool
 ) -> None:
     if prepare:
         await writer.publish(make_fence(revision=1, hosts=[]))
         await writer.report()
     await writer.fence_uid()  # the ServiceFence exists before the requests are recorded
-    writer.emulator.inject_fault(verb, path_regex="/sidecars", status=status, count=2)
-    writer.emulator.clear_requests()
+    kube_emulator.inject_fault(verb, path_regex="/sidecars", status=status, count=2)
+    kube_emulator.clear_requests()
     await writer.publish(make_fence(revision=2))
     report = await writer.report()
     assert report.action == "applied" and report.revision == 2
     statuses = [
-        r.status for r in writer.emulator.requests() if r.verb == verb and "/sidecars" in r.path
+        r.status for r in kube_emulator.requests() if r.verb == verb and "/sidecars" in r.path
     ]
     assert statuses[:2] == [status, status] and statuses[-1] in (200, 201, 404)
     stored = await writer.get()
@@ -300,14 +309,16 @@ async def test_invalid_render_is_dead_lettered_and_not_written(writer: Writer) -
     assert letter.subject == subjects.fence("default", "productpage")
     assert "UPPER.example.com" in letter.reason
     assert await writer.get() is None
-    assert writer.emulator.writes("/sidecars") == []
+    assert writer.server.writes("/sidecars") == []
 
 
 @pytest.mark.parametrize("status", [422, 413, 403, 401])
-async def test_api_refusal_is_dead_lettered(writer: Writer, status: int) -> None:
+async def test_api_refusal_is_dead_lettered(
+    writer: Writer, kube_emulator: KubeEmulator, status: int
+) -> None:
     """Refusals no retry can change (an invalid or too large object, no RBAC, bad credentials)
     are dead-lettered with the reason, not retried for ever (#19)."""
-    writer.emulator.inject_fault("POST", path_regex="/sidecars", status=status, count=1)
+    kube_emulator.inject_fault("POST", path_regex="/sidecars", status=status, count=1)
     await writer.publish(make_fence(revision=1))
     report = await writer.report()
     assert report.action == "dead-lettered" and "api-rejected" in report.message
@@ -330,10 +341,10 @@ async def test_older_revision_never_overwrites_newer(writer: Writer) -> None:
 
 
 async def test_drift_repair_restores_edited_and_deleted_sidecars(
-    nats_url: str, kube_emulator: KubeEmulator
+    nats_url: str, kube_cluster: RealKube | KubeEmulator
 ) -> None:
-    settings = _settings(nats_url, kube_emulator, repair_interval=0.3)
-    async with running(settings, kube_emulator) as writer:
+    settings = _settings(nats_url, kube_cluster, repair_interval=0.3)
+    async with running(settings, kube_cluster) as writer:
         await writer.publish(make_fence(revision=1))
         applied = await writer.report()
         stored = await writer.get()
@@ -423,7 +434,7 @@ async def test_a_fence_event_without_its_fence_writes_nothing(writer: Writer) ->
     reasons = sorted(letter.reason.split(":", 2)[1].strip() for letter in letters)
     assert reasons == ["uid-mismatch", "unknown-fence"]
     await writer.settled()
-    assert writer.emulator.writes("/sidecars") == []
+    assert writer.server.writes("/sidecars") == []
     assert writer.reports.empty()
     after = await _refusals(writer)
     assert after["unknown-fence"] == before["unknown-fence"] + 1
@@ -440,7 +451,7 @@ async def test_no_sidecar_in_a_namespace_lazyload_does_not_manage(writer: Writer
     [letter] = await _dead_letters(writer.js, 1)
     assert "namespace-not-managed" in letter.reason
     await writer.settled()
-    assert writer.emulator.writes("/sidecars") == []
+    assert writer.server.writes("/sidecars") == []
     assert writer.reports.empty()
     after = await _refusals(writer)
     assert after["namespace-not-managed"] == before["namespace-not-managed"] + 1
