@@ -97,3 +97,25 @@ def test_memory_never_exceeds_its_bound() -> None:
 )
 def test_window(now: float, window: int) -> None:
     assert memory().window(now) == window
+
+
+def test_forget_drops_a_callers_edges_to_the_hosts_and_renames_them() -> None:
+    memory = EdgeMemory(max_edges=10, refresh_interval=300)
+    keys = [
+        "default/productpage->details.default.svc.cluster.local:9080",
+        "default/productpage->details.default.svc.cluster.local:",
+        "default/productpage->reviews.default.svc.cluster.local:9080",
+        "default/productpage-v2->details.default.svc.cluster.local:9080",
+    ]
+    for key in keys:
+        memory.admit(key, 0.0)
+        memory.confirm(key, 0.0)
+    before = memory.msg_id(keys[0], 10.0)
+    assert memory.forget("default/productpage", ["details.default.svc.cluster.local"]) == 2
+    assert memory.admit(keys[0], 10.0) is Verdict.NEW and memory.admit(keys[1], 10.0) is Verdict.NEW
+    assert memory.admit(keys[2], 10.0) is Verdict.DUPLICATE  # another host
+    assert memory.admit(keys[3], 10.0) is Verdict.DUPLICATE  # another caller
+    after = memory.msg_id(keys[0], 10.0)
+    assert after != before and after.startswith(before)  # not a repeat for JetStream
+    assert memory.msg_id(keys[2], 10.0) == f"{keys[2]}#0"
+    assert memory.forget("default/productpage", ["nowhere.example.com"]) == 0

@@ -228,3 +228,45 @@ async def test_port_in_use_fails_cleanly(nats_server: NatsServer) -> None:
         )
         with pytest.raises(OSError, match="cannot bind"):
             await asyncio.wait_for(app.run(settings, index=t.sample_index()), 20)
+
+
+async def test_a_host_the_fence_dropped_is_published_again_at_its_next_call(  # type: ignore[no-untyped-def]
+    start_ingest, observer: NATS
+) -> None:
+    """After a reset (or recycling) drops a host from a fence, the caller's next call to it is
+    published at once, not after the refresh interval, and JetStream does not drop it as a
+    repeat (a message id of its own)."""
+    from lazyload_common import codec, events
+
+    ingest = await start_ingest()
+    call = t.message(t.http_entry("details:9080"), ident=t.identifier())
+    async with t.AlsClient(ingest.target) as client:
+        await client.send(call)
+
+        async def count(n: int) -> bool:
+            return len(await t.read_dependency_events(observer)) >= n
+
+        await t.eventually(lambda: count(1), what="the first event")
+        await client.send(call)  # a duplicate within the refresh interval: suppressed
+        await asyncio.sleep(0.3)
+        assert len(await t.read_dependency_events(observer)) == 1
+        forgotten = t.metric_value("lazyload_ingest_edges_forgotten_total")
+        reset = events.FenceChanged(
+            namespace="default",
+            name="productpage",
+            uid="u-1",
+            revision=3,
+            hosts=[],
+            removed=[DETAILS],
+            workload_selector={"app": "productpage"},
+        )
+        await observer.publish(subjects.fence("default", "productpage"), codec.encode(reset))
+
+        async def forgot() -> bool:
+            return t.metric_value("lazyload_ingest_edges_forgotten_total") == forgotten + 1
+
+        await t.eventually(forgot, what="the edge forgotten")
+        await client.send(call)
+        await t.eventually(lambda: count(2), what="the event after the reset")
+    got = await t.read_dependency_events(observer)
+    assert [m.event.destination_host for m in got] == [DETAILS, DETAILS]

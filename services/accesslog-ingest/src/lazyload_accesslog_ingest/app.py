@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from lazyload_common import admin, jetstream, kube, subjects, tasks
+from lazyload_common import admin, codec, events, jetstream, kube, subjects, tasks
+from nats.aio.msg import Msg
 
 from lazyload_accesslog_ingest import indexing, metrics
 from lazyload_accesslog_ingest.deduplicating import EdgeMemory
@@ -118,6 +119,7 @@ async def _serve(
             ensure_stream=ensure_stream,
         )
         publishing = tasks.create_guarded_task(publisher.run(stop), name="publisher", stop=stop)
+        await nc.subscribe(f"{subjects.FENCE_PREFIX}.>", cb=_forgetting(memory))
         ingestor = Ingestor(
             index,
             cluster_domain=settings.mesh.cluster_domain,
@@ -146,6 +148,28 @@ async def _serve(
                 await publishing
         with contextlib.suppress(Exception):
             await nc.close()
+
+
+def _forgetting(memory: EdgeMemory) -> Callable[[Msg], Awaitable[None]]:
+    """A handler of the fence events topic: a fence that dropped hosts (a reset, recycling)
+    makes the memory forget its caller's edges to them, so the next call is learned again at
+    once. A live subscription is enough: a restarted ingest starts with an empty memory."""
+
+    async def on_fence(msg: Msg) -> None:
+        try:
+            event = codec.decode_as(msg.data, events.FenceChanged)
+        except Exception as e:  # not ours to judge: the reconciler's consumers validate it
+            log.debug("fence event on %s not read: %s", msg.subject, e)
+            return
+        dropped = set(event.removed)
+        if event.deleted or not event.enabled:
+            dropped |= set(event.hosts)
+        if dropped:
+            forgotten = memory.forget(f"{event.namespace}/{event.name}", dropped)
+            if forgotten:
+                metrics.FORGOTTEN.inc(forgotten)
+
+    return on_fence
 
 
 def _als_server(settings: IngestSettings, receiver: AccessLogReceiver) -> AlsServer:

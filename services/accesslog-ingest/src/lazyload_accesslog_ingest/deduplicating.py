@@ -5,6 +5,11 @@ refresh interval ago. It counts as published only once JetStream acked it (`conf
 whose publish is given up is `release`d and will be admitted again when next seen. The memory
 is an LRU bounded by `max_edges`: a forgotten edge is published again (more traffic, never a lost
 edge). Times are the caller's clock, in seconds.
+
+`forget(caller, hosts)` drops the edges of a fence's caller to hosts the fence no longer holds (a
+reset, a recycled host): the next sighting publishes at once instead of after the refresh
+interval, under a message id of its own (`msg_id`), which JetStream's duplicate window does not
+drop as a repeat of the earlier publish.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class EdgeMemory:
         self.refresh_interval = refresh_interval
         self._published: OrderedDict[str, float] = OrderedDict()
         self._pending: set[str] = set()
+        self._epochs: OrderedDict[str, int] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._published)
@@ -87,3 +93,27 @@ class EdgeMemory:
     def window(self, now: float) -> int:
         """Index of the refresh window `now` falls in (part of the JetStream message id)."""
         return int(now // self.refresh_interval)
+
+    def msg_id(self, key: str, now: float) -> str:
+        """The JetStream message id of publishing `key` now: the same for every publish of one
+        refresh window (a retry, another replica), a new one after `forget`."""
+        epoch = self._epochs.get(key)
+        window = self.window(now)
+        return f"{key}#{window}" if epoch is None else f"{key}#{window}~{epoch}"
+
+    def forget(self, caller: str, hosts: Iterable[str]) -> int:
+        """Drop the published edges of `caller` (`<namespace>/<name>`) to any of `hosts`; how
+        many were dropped."""
+        wanted = set(hosts)
+        prefix = f"{caller}->"
+        dropped = [
+            key
+            for key in self._published
+            if key.startswith(prefix) and key[len(prefix) :].rpartition(":")[0] in wanted
+        ]
+        for key in dropped:
+            del self._published[key]
+            self._epochs[key] = self._epochs.pop(key, 0) + 1
+            while len(self._epochs) > self.max_edges:
+                self._epochs.popitem(last=False)
+        return len(dropped)

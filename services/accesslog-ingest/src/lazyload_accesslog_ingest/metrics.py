@@ -55,6 +55,11 @@ START_TIMES_CLAMPED = Counter(
     "Entries whose start time was impossible (before 1970, not finite, far ahead of this "
     "replica's clock): their edge's first_seen is the time of observation instead",
 )
+FORGOTTEN = Counter(
+    "lazyload_ingest_edges_forgotten_total",
+    "Published edges forgotten because their fence no longer holds the host (a reset, a "
+    "recycled host): the next call is published at once",
+)
 BUFFER_OVERFLOW = Counter(
     "lazyload_ingest_buffer_overflow_total",
     "Edges dropped because the publish buffer was full (offered again when next seen)",

@@ -127,7 +127,7 @@ class EdgePublisher:
             key=key,
             subject=subjects.deps(event.source_namespace, event.source_name),
             payload=payload,
-            msg_id=f"{key}#{self.memory.window(now)}",
+            msg_id=self.memory.msg_id(key, now),
             verdict=verdict,
         )
         self._queue.append(item)
