@@ -192,3 +192,24 @@ def test_port_is_as_before(text: str) -> None:
     except ValueError:
         got = ValueError
     assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [
+        ("productpage", True),
+        ("app-web.workload.identity", True),
+        ("123", True),  # an object name may end in digits, a host may not
+        ("a" * 253, False),  # one label of 253: too long for a label
+        (".".join(["a" * 63] * 3) + "." + "a" * 61, True),  # 253 characters
+        ("", False),
+        ("Productpage", False),
+        ("../etc", False),
+        ("a/b", False),
+        ("a..b", False),
+        ("-a", False),
+        ("a b", False),
+    ],
+)
+def test_object_names(name: str, ok: bool) -> None:
+    assert hosts.is_object_name(name) is ok

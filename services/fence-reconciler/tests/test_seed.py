@@ -45,3 +45,20 @@ async def test_seed_returns_the_last_event_of_each_fence_without_a_lookup_per_su
     # the ephemeral seed consumer is gone afterwards
     after = {c.name for c in await js.consumers_info(subjects.FENCES_STREAM)}
     assert after <= before
+
+
+async def test_seed_ignores_events_whose_names_no_fence_can_have(js: Any) -> None:
+    """An event on the fence stream is only the word of whoever could publish there: the seed
+    acts on it (a fence it believes deleted is announced and its tombstone settled, through API
+    paths made of its namespace and name), so names that no ServiceFence can have are ignored
+    (#16)."""
+    ns = f"seed-{uuid.uuid4().hex[:8]}"
+    kept = events.FenceChanged(namespace=ns, name="web", uid="uid-web", revision=1)
+    forged = [
+        events.FenceChanged(namespace="../etc", name="web", revision=1),
+        events.FenceChanged(namespace=ns, name="a/../../b", revision=1),
+    ]
+    for event in (kept, *forged):
+        await jetstream.publish(js, f"{subjects.FENCE_PREFIX}.{ns}.x{id(event)}", event)
+    seeded = [e for e in await publishing.Publisher(js).last_events() if ns in e.namespace + e.name]
+    assert seeded == [kept]

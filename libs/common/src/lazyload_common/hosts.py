@@ -18,6 +18,7 @@ _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
 """What `ipaddress.IPv4Address` accepts: four decimal octets 0-255, no leading zero."""
 _LABEL = re.compile(_LABEL_TEXT)
+_SUBDOMAIN = re.compile(rf"{_LABEL_TEXT}(?:\.{_LABEL_TEXT})*")
 MAX_HOST_LENGTH = 253
 
 
@@ -29,6 +30,13 @@ def is_valid_host(host: str) -> bool:
 def is_valid_namespace(namespace: str) -> bool:
     """True when `namespace` is a Kubernetes namespace name (an RFC 1123 label)."""
     return _LABEL.fullmatch(namespace) is not None
+
+
+def is_object_name(name: str) -> bool:
+    """True when `name` can name a Kubernetes object such as a Service, a ServiceFence or a
+    Sidecar (a DNS subdomain: lower-case RFC 1123 labels joined by dots, 253 characters at most;
+    unlike a host, its last label may be all digits)."""
+    return len(name) <= MAX_HOST_LENGTH and _SUBDOMAIN.fullmatch(name) is not None
 
 
 def is_namespace_domain(domain: str) -> bool:

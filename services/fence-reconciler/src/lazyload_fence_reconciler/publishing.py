@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from lazyload_common import codec, errors, events, jetstream, subjects
+from lazyload_common import codec, errors, events, hosts, jetstream, subjects
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -19,6 +19,12 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from lazyload_fence_reconciler import metrics
 
 log = logging.getLogger(__name__)
+
+
+def usable(event: events.FenceChanged) -> bool:
+    """True when the event's namespace and name can be a ServiceFence's (an event on the stream
+    is only the word of whoever could publish there; the seed acts on it)."""
+    return hosts.is_valid_namespace(event.namespace) and hosts.is_object_name(event.name)
 
 
 def message_id(event: events.FenceChanged) -> str:
@@ -85,9 +91,16 @@ class Publisher:
                     break  # nothing left (the stream was purged meanwhile)
                 for msg in msgs:
                     try:
-                        latest[msg.subject] = codec.decode_as(msg.data or b"", events.FenceChanged)
+                        event = codec.decode_as(msg.data or b"", events.FenceChanged)
                     except errors.DecodeError as e:
                         log.warning("unreadable last event on %s: %s", msg.subject, e)
+                        continue
+                    if not usable(event):  # its names would reach API paths unescaped
+                        log.warning(
+                            "ignoring the last event on %s: not a fence's names", msg.subject
+                        )
+                        continue
+                    latest[msg.subject] = event
                 if not msgs or msgs[-1].metadata.num_pending == 0:
                     break
         finally:

@@ -90,7 +90,7 @@ def event_problems(event: events.FenceChanged) -> list[str]:
 
 def is_object_name(name: str) -> bool:
     """True for a name the API server accepts for a Sidecar or a ServiceFence (a DNS subdomain)."""
-    return bool(name) and len(name) <= 253 and _SUBDOMAIN.match(name) is not None
+    return hosts.is_object_name(name)
 
 
 def validate(sidecar: rendering.RawObject) -> None:
