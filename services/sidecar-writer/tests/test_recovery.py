@@ -11,6 +11,7 @@ import asyncio
 
 from lazyload_common import subjects
 from lazyload_testing.kube import KubeEmulator
+from lazyload_testing.kube_real import RealKube
 
 from .conftest import make_fence
 from .test_writer import _settings, running
@@ -21,9 +22,9 @@ C = ["c.default.svc.cluster.local"]
 
 
 async def test_a_deleted_consumer_and_fence_stream_are_set_up_again(
-    nats_url: str, kube_emulator: KubeEmulator
+    nats_url: str, kube_cluster: RealKube | KubeEmulator
 ) -> None:
-    async with running(_settings(nats_url, kube_emulator), kube_emulator) as writer:
+    async with running(_settings(nats_url, kube_cluster), kube_cluster) as writer:
         await writer.publish(make_fence(revision=1, hosts=A))
         assert (await writer.report(lambda r: r.revision == 1)).action == "applied"
         await writer.js.delete_consumer(subjects.FENCES_STREAM, "sidecar-writer")
