@@ -293,6 +293,9 @@ ALLOWED = {
             "delete",
         },
         ("microservice.slime.io", "servicefences/status"): {"get", "update", "patch"},
+        # the admin API's resets: TokenReview + SubjectAccessReview of the caller's token
+        ("authentication.k8s.io", "tokenreviews"): {"create"},
+        ("authorization.k8s.io", "subjectaccessreviews"): {"create"},
     },
     "sidecar-writer": {
         ("networking.istio.io", "sidecars"): {

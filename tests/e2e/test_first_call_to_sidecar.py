@@ -150,7 +150,12 @@ def test_reset_from_the_cli_empties_the_learned_hosts(stack: Stack) -> None:
     listed = CliRunner().invoke(app, ["fences", "list", "--admin", admin])
     assert listed.exit_code == 0, listed.output
     assert "productpage" in listed.output
-    result = CliRunner().invoke(app, ["fences", "reset", "default/productpage", "--admin", admin])
+    state = str(stack.config.state_dir)
+    refused = CliRunner().invoke(app, ["fences", "reset", "default/productpage", "--admin", admin])
+    assert refused.exit_code == 1 and "401" in refused.output  # no token: nothing reset
+    result = CliRunner().invoke(
+        app, ["fences", "reset", "default/productpage", "--state-dir", state]
+    )
     assert result.exit_code == 0, result.output
     kube = _kube(stack)
 
@@ -159,5 +164,5 @@ def test_reset_from_the_cli_empties_the_learned_hosts(stack: Stack) -> None:
         return _egress(kube.get(f"{SIDECARS}/productpage")) == BASE
 
     _wait_for(emptied)
-    missing = CliRunner().invoke(app, ["fences", "reset", "default/nope", "--admin", admin])
+    missing = CliRunner().invoke(app, ["fences", "reset", "default/nope", "--state-dir", state])
     assert missing.exit_code == 1 and "404" in missing.output

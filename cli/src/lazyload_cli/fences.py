@@ -29,15 +29,17 @@ def list_fences(admin_url: str) -> list[dict[str, Any]]:
     return list(items)
 
 
-def reset(admin_url: str, namespace: str, name: str) -> dict[str, Any]:
-    """Forget the learned hosts of fence `namespace/name`; the fence detail after the reset."""
-    return _call("POST", admin_url, f"/api/v1/fences/{namespace}/{name}/reset")
+def reset(admin_url: str, namespace: str, name: str, *, token: str | None = None) -> dict[str, Any]:
+    """Forget the learned hosts of fence `namespace/name`; the fence detail after the reset.
+    `token`: the bearer token the admin API authorizes resets by."""
+    return _call("POST", admin_url, f"/api/v1/fences/{namespace}/{name}/reset", token=token)
 
 
-def _call(method: str, admin_url: str, path: str) -> dict[str, Any]:
+def _call(method: str, admin_url: str, path: str, *, token: str | None = None) -> dict[str, Any]:
     url = admin_url.rstrip("/") + path
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        response = httpx.request(method, url, timeout=TIMEOUT)
+        response = httpx.request(method, url, timeout=TIMEOUT, headers=headers)
     except httpx.HTTPError as e:
         raise FenceApiError(f"{method} {url}: {e}") from e
     if response.status_code >= 400:

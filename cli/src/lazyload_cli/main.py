@@ -140,6 +140,27 @@ StateOption = Annotated[
 ]
 
 
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="LAZYLOAD_ADMIN_TOKEN",
+        help="Bearer token for the reset (default with --state-dir: the stack's admin token).",
+    ),
+]
+
+
+def _admin_token(token: str | None, state_dir: Path | None) -> str | None:
+    if token:
+        return token
+    if state_dir is not None:
+        endpoints = json.loads((state_dir / "endpoints.json").read_text())
+        path = endpoints.get("admin_token_file")
+        if path:
+            return Path(path).read_text().strip()
+    return None
+
+
 def _admin_url(admin: str | None, state_dir: Path | None) -> str:
     if admin:
         return admin
@@ -165,13 +186,16 @@ def fences_reset(
     fence: Annotated[str, typer.Argument(help="NAMESPACE/NAME of the ServiceFence.")],
     admin: AdminOption = None,
     state_dir: StateOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Forget a fence's learned hosts (spec hosts stay); its Sidecar follows."""
     namespace, sep, name = fence.partition("/")
     if not sep or not namespace or not name:
         raise typer.BadParameter("expected NAMESPACE/NAME", param_hint="FENCE")
     try:
-        detail = fence_api.reset(_admin_url(admin, state_dir), namespace, name)
+        detail = fence_api.reset(
+            _admin_url(admin, state_dir), namespace, name, token=_admin_token(token, state_dir)
+        )
     except fence_api.FenceApiError as e:
         console.print(f"[red]{e}")
         raise typer.Exit(1) from e

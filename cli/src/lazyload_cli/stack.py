@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import sys
 from collections.abc import Callable
@@ -118,6 +119,12 @@ class Stack:
         self.control_plane: RealControlPlane | None = None
         self.pod_network: PodNetwork | None = None
         self.pod_ips: dict[str, str] = dict(bookinfo.POD_IPS)
+        # The admin APIs take this bearer token for what mutates (a reset): `lazyload fences reset
+        # --state-dir` reads it from here.
+        self.admin_token_file = config.state_dir / "admin-token"
+        if not self.admin_token_file.exists():
+            self.admin_token_file.touch(mode=0o600)
+            self.admin_token_file.write_text(secrets.token_urlsafe(32))
         self.endpoints: dict[str, Any] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -264,6 +271,8 @@ class Stack:
             "LAZYLOAD_KUBE__KUBECONFIG": str(self.kubeconfig),
             "LAZYLOAD_ADMIN__HOST": c.host,
             "LAZYLOAD_ADMIN__PORT": str(c.admin_ports[name]),
+            "LAZYLOAD_ADMIN__AUTH": "token",
+            "LAZYLOAD_ADMIN__TOKEN_FILE": str(self.admin_token_file.resolve()),
             "LAZYLOAD_LOG_LEVEL": c.log_level,
         }
         if name == "accesslog-ingest":
@@ -329,6 +338,7 @@ class Stack:
             "logs": str((c.state_dir / "logs").resolve()),
             "pids": self.processes.pids(),
             "pod_ips": self.pod_ips,
+            "admin_token_file": str(self.admin_token_file.resolve()),
         }
         if c.with_envoy:
             endpoints["global_sidecar_http"] = f"{c.host}:{c.listener_port}"

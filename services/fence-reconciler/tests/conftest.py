@@ -13,6 +13,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,12 +23,15 @@ from lazyload_fence_reconciler.settings import FenceSettings, ReconcilerSettings
 from nats.js import JetStreamContext
 
 FENCES = "/apis/microservice.slime.io/v1alpha1/namespaces/{ns}/servicefences"
+ADMIN_TOKEN = "test-admin-token"
 
 
 @pytest.fixture
 def kube_server(request: pytest.FixtureRequest) -> Any:
-    """`kube_emulator` for a test that asks for it (fault injection), else `kube_cluster`."""
-    wanted = "kube_emulator" if "kube_emulator" in request.fixturenames else "kube_cluster"
+    """`kube_emulator` or `real_kube` for a test that asks for it (fault injection, what only a
+    real server does), else `kube_cluster`."""
+    names = request.fixturenames
+    wanted = next((n for n in ("kube_emulator", "real_kube") if n in names), "kube_cluster")
     return request.getfixturevalue(wanted)
 
 
@@ -50,6 +54,7 @@ class Runner:
     """Starts and stops fence-reconciler processes (as tasks) against the test servers."""
 
     settings: ReconcilerSettings
+    admin_token: str = ADMIN_TOKEN
     running: list[tuple[asyncio.Task[None], asyncio.Event]] = field(default_factory=list)
     admin_port: int = 0
 
@@ -82,11 +87,14 @@ class Runner:
 
 
 @pytest.fixture
-async def reconciler(nats_url: str, kube_server: Any) -> AsyncIterator[Runner]:
+async def reconciler(nats_url: str, kube_server: Any, tmp_path: Path) -> AsyncIterator[Runner]:
+    """A reconciler runner; its admin API takes the bearer token `runner.admin_token`."""
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(ADMIN_TOKEN)
     config = ReconcilerSettings(
         nats=settings.NatsSettings(url=nats_url),
         kube=settings.KubeSettings(kubeconfig=kube_server.kubeconfig),
-        admin=settings.AdminSettings(host="127.0.0.1", port=0),
+        admin=settings.AdminSettings(host="127.0.0.1", port=0, auth="token", token_file=token_file),
         fence=FenceSettings(resync_interval=0, missing_service_delay=0.2),
     )
     runner = Runner(config)

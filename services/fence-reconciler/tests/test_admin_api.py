@@ -24,7 +24,10 @@ async def _setup(reconciler, kit) -> httpx.AsyncClient:  # type: ignore[no-untyp
     async with kit.events() as seen:
         await kit.publish(kit.edge(DETAILS), kit.edge("www.example.com", port=443))
         await seen.until(lambda e: len(e.hosts) == 2)
-    return httpx.AsyncClient(base_url=f"http://127.0.0.1:{reconciler.admin_port}")
+    return httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{reconciler.admin_port}",
+        headers={"Authorization": f"Bearer {reconciler.admin_token}"},
+    )
 
 
 async def test_ready_list_and_detail(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
@@ -90,13 +93,97 @@ async def test_metrics(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
 
 
 async def test_cli_list_and_reset(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
-    cli = pytest.importorskip("lazyload_cli.fences")
+    from lazyload_cli import fences as cli
+
     async with await _setup(reconciler, kit) as http:
         url = str(http.base_url)
         listed = await asyncio.to_thread(cli.list_fences, url)
         assert [(f["name"], f["hosts"]) for f in listed] == [("productpage", 2)]
-        detail = await asyncio.to_thread(cli.reset, url, "default", "productpage")
+        token = reconciler.admin_token
+        with pytest.raises(cli.FenceApiError) as refused:
+            await asyncio.to_thread(cli.reset, url, "default", "productpage")
+        assert refused.value.status == 401
+        detail = await asyncio.to_thread(cli.reset, url, "default", "productpage", token=token)
         assert detail["rendered_hosts"] == []
         with pytest.raises(cli.FenceApiError) as missing:
-            await asyncio.to_thread(cli.reset, url, "default", "nope")
+            await asyncio.to_thread(cli.reset, url, "default", "nope", token=token)
         assert missing.value.status == 404
+
+
+async def test_resets_need_an_allowed_token(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+    async with await _setup(reconciler, kit) as http:
+        path = "/api/v1/fences/default/productpage/reset"
+        anonymous = await http.post(path, headers={"Authorization": ""})
+        assert anonymous.status_code == 401
+        forged = await http.post(path, headers={"Authorization": "Bearer not-the-token"})
+        assert forged.status_code == 401
+        namespace = await http.post("/api/v1/fences/default/reset", headers={"Authorization": ""})
+        assert namespace.status_code == 401
+        assert kit.fence("productpage")["status"]["learned"]  # nothing was reset
+        assert (await http.get("/docs")).status_code == 404  # off by default
+        metrics = (await http.get("/metrics")).text
+        assert 'lazyload_admin_refused_total{reason="no_token"}' in metrics
+
+
+async def test_namespace_reset_resets_every_fence_of_the_namespace(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+    kit.create_service("reviews")
+    async with await _setup(reconciler, kit) as http:
+        async with kit.events() as seen:
+            await kit.publish(kit.edge(DETAILS, name="reviews"))
+            await seen.until(lambda e: e.name == "reviews" and DETAILS in e.hosts)
+        reset = await http.post("/api/v1/fences/default/reset")
+        assert reset.status_code == 200, reset.text
+        assert reset.json() == {"namespace": "default", "reset": ["productpage", "reviews"]}
+        assert kit.fence("productpage")["status"]["learned"] == {}
+        assert kit.fence("reviews")["status"]["learned"] == {}
+
+
+@pytest.mark.real
+async def test_kubernetes_auth_reviews_the_token(reconciler, kit, real_kube) -> None:  # type: ignore[no-untyped-def]
+    """The chart's default: a TokenReview authenticates the bearer token, a SubjectAccessReview
+    decides (update servicefences/status in the fence's namespace), as kube-rbac-proxy does."""
+    from lazyload_common.settings import AdminSettings
+
+    admin = AdminSettings(host="127.0.0.1", port=0, auth="kubernetes")
+    reconciler.settings = reconciler.settings.model_copy(update={"admin": admin})
+    accounts = "/api/v1/namespaces/default/serviceaccounts"
+    for name in ("operator", "bystander"):
+        kit.api.create(accounts, {"metadata": {"name": name}})
+    rbac = "/apis/rbac.authorization.k8s.io/v1/namespaces/default"
+    kit.api.create(
+        f"{rbac}/roles",
+        {
+            "metadata": {"name": "fence-reset"},
+            "rules": [
+                {
+                    "apiGroups": ["microservice.slime.io"],
+                    "resources": ["servicefences/status"],
+                    "verbs": ["update"],
+                }
+            ],
+        },
+    )
+    kit.api.create(
+        f"{rbac}/rolebindings",
+        {
+            "metadata": {"name": "fence-reset"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "fence-reset",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": "default"}],
+        },
+    )
+    allowed = real_kube.service_account_token("default", "operator")
+    other = real_kube.service_account_token("default", "bystander")
+    async with await _setup(reconciler, kit) as http:
+        path = "/api/v1/fences/default/productpage/reset"
+        refused = await http.post(path, headers={"Authorization": f"Bearer {other}"})
+        assert refused.status_code == 403, refused.text
+        forged = await http.post(path, headers={"Authorization": "Bearer forged.jwt.token"})
+        assert forged.status_code == 401
+        assert kit.fence("productpage")["status"]["learned"]
+        done = await http.post(path, headers={"Authorization": f"Bearer {allowed}"})
+        assert done.status_code == 200, done.text
+        assert kit.fence("productpage")["status"]["learned"] == {}

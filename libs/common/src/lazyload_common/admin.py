@@ -31,10 +31,20 @@ class Readiness(dict[str, Callable[[], bool]]):
 
 
 def create_admin_app(
-    service: str, *, readiness: ReadinessCheck, routers: Iterable[APIRouter] = ()
+    service: str,
+    *,
+    readiness: ReadinessCheck,
+    routers: Iterable[APIRouter] = (),
+    docs: bool = False,
 ) -> FastAPI:
-    """A FastAPI app with the health, readiness and metrics endpoints of `service`."""
-    app = FastAPI(title=f"lazyload {service} admin", docs_url="/docs", redoc_url=None)
+    """A FastAPI app with the health, readiness and metrics endpoints of `service`; `docs` serves
+    /docs and /openapi.json (off by default: they map the API for anyone on the network)."""
+    app = FastAPI(
+        title=f"lazyload {service} admin",
+        docs_url="/docs" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+        redoc_url=None,
+    )
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -14,14 +14,15 @@ up` hands its own to all of them), a variable of a group or setting another lazy
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lazyload_common import errors
@@ -61,6 +62,7 @@ variable under one of them that this service does not have belongs to another se
 the environment (`tests/deploy/test_environment.py` keeps the set in step with the models)."""
 TOOLING_VARIABLES = frozenset(
     {
+        "LAZYLOAD_ADMIN_TOKEN",  # `lazyload fences reset`: the admin API's bearer token
         "LAZYLOAD_ENVOY_BIN",  # the Envoy of `lazyload up`, the tests and the benchmarks
         "LAZYLOAD_KUBECONFIG",  # docker compose: the kubeconfig mounted into the services
         "LAZYLOAD_RECONCILER_ADMIN",  # `lazyload fences`: the reconciler's admin URL
@@ -113,6 +115,39 @@ class AdminSettings(BaseModel):
 
     host: str = Field("0.0.0.0", description="Address the admin server binds.")
     port: int = Field(8080, ge=0, le=65535, description="Admin port; 0 picks a free port.")
+    auth: Literal["kubernetes", "token", "none"] = Field(
+        "kubernetes",
+        description="How mutating admin requests (a reset) are authorized: kubernetes = "
+        "TokenReview + SubjectAccessReview of the bearer token (update servicefences/status in "
+        "the namespace); token = the bearer token must equal token_file's content; none = open, "
+        "only with a loopback admin.host.",
+    )
+    token_file: Path | None = Field(None, description="The admin token of auth=token.")
+    auth_cache_seconds: float = Field(
+        10.0, ge=0, description="Seconds a token's review answer is reused."
+    )
+    docs: bool = Field(False, description="Serve the OpenAPI page /docs and /openapi.json.")
+
+    @model_validator(mode="after")
+    def _auth_usable(self) -> AdminSettings:
+        if self.auth == "none" and not is_loopback(self.host):
+            raise ValueError(
+                f"auth=none needs a loopback host (not {self.host!r}): mutating endpoints would "
+                "be open to the network"
+            )
+        if self.auth == "token" and self.token_file is None:
+            raise ValueError("auth=token needs token_file")
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is a loopback address (or `localhost`)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class MeshSettings(BaseModel):

@@ -4,8 +4,12 @@
 - `GET  /api/v1/fences/{ns}/{name}`: one fence with its hosts, their state and reasons;
 - `GET  /api/v1/graph`: the dependency graph (nodes: services and hosts; edges: fence -> host);
 - `POST /api/v1/fences/{ns}/{name}/reset`: forget the learned hosts (spec hosts stay), which
-  publishes a new revision.
+  publishes a new revision;
+- `POST /api/v1/fences/{ns}/reset`: the same for every fence of the namespace (Slime's
+  `svfReset?ns=`).
 
+The resets need a bearer token allowed to `update servicefences/status` in the namespace
+(`adminauth`: 401 without one, 403 when not allowed); the reads stay open.
 Reads come from the watch cache; handlers are async so they run in the event loop with it.
 """
 
@@ -13,16 +17,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
-from lazyload_common import errors, kube
+from fastapi import APIRouter, Depends, HTTPException
+from lazyload_common import adminauth, errors, kube
 
 from lazyload_fence_reconciler import desiring, fences, reconciling, watching
 
+RESET = adminauth.Action(
+    verb="update", group="microservice.slime.io", resource="servicefences", subresource="status"
+)
+
 
 def create_router(
-    reconciler: reconciling.Reconciler, cluster: watching.Cluster, *, cluster_domain: str
+    reconciler: reconciling.Reconciler,
+    cluster: watching.Cluster,
+    *,
+    cluster_domain: str,
+    guard: adminauth.AdminGuard,
 ) -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["fences"])
+    may_reset = [Depends(guard.require(RESET))]
 
     @router.get("/fences")
     async def list_fences() -> dict[str, Any]:
@@ -35,7 +48,18 @@ def create_router(
             raise HTTPException(404, f"no ServiceFence {namespace}/{name}")
         return _detail(reconciler, obj)
 
-    @router.post("/fences/{namespace}/{name}/reset")
+    @router.post("/fences/{namespace}/reset", dependencies=may_reset)
+    async def reset_namespace(namespace: str) -> dict[str, Any]:
+        reset = []
+        for key in cluster.fence_keys(namespace):
+            try:
+                if await reconciler.reconcile(key, reset=True) is not None:
+                    reset.append(key[1])
+            except errors.LazyloadError as e:
+                raise HTTPException(503, f"reset of {key[0]}/{key[1]} failed: {e}") from e
+        return {"namespace": namespace, "reset": reset}
+
+    @router.post("/fences/{namespace}/{name}/reset", dependencies=may_reset)
     async def reset_fence(namespace: str, name: str) -> dict[str, Any]:
         try:
             obj = await reconciler.reconcile((namespace, name), reset=True)

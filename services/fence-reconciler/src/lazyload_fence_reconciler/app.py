@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from fastapi import FastAPI
-from lazyload_common import admin, jetstream, kube, subjects, tasks
+from lazyload_common import admin, adminauth, jetstream, kube, subjects, tasks
 from nats.js import JetStreamContext
 
 from lazyload_fence_reconciler import api, applying, consuming, publishing, reconciling, watching
@@ -45,7 +45,7 @@ async def run(
     settings.check()
     stop = stop if stop is not None else asyncio.Event()
     state = admin.Readiness(_CHECKS)
-    app = admin.create_admin_app(SERVICE, readiness=state)
+    app = admin.create_admin_app(SERVICE, readiness=state, docs=settings.admin.docs)
     admin_server = admin.AdminServer(app, settings.admin.host, settings.admin.port)
     await admin_server.start()
     if on_bound is not None:
@@ -104,8 +104,11 @@ async def _serve(
         publisher=publishing.Publisher(js, replicas=settings.nats.stream_replicas),
         cluster=cluster,
     )
+    guard = adminauth.AdminGuard(settings.admin, kube_api)
     app.include_router(
-        api.create_router(reconciler, cluster, cluster_domain=settings.mesh.cluster_domain)
+        api.create_router(
+            reconciler, cluster, cluster_domain=settings.mesh.cluster_domain, guard=guard
+        )
     )
     state["kube"] = cluster.synced
     running: list[asyncio.Task[None]] = []
