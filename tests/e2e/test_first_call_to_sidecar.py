@@ -70,9 +70,11 @@ def test_first_calls_become_fences_and_sidecars(stack: Stack) -> None:
         "productpage",
         fence["metadata"]["uid"],
     )
-    # Services that call nobody have learned nothing, so nothing was written for them.
+    # Every Service was fenced before any traffic: those that call nobody keep the base Sidecar.
     names = {item["metadata"]["name"] for item in kube.list(SIDECARS)["items"]}
-    assert names == {"productpage", "reviews"}
+    assert names == {"productpage", "reviews", "details", "ratings"}
+    for name in ("details", "ratings"):
+        assert _egress(kube.get(f"{SIDECARS}/{name}")) == BASE
     for item in learned:
         assert item.latency_ms is not None and item.latency_ms < 10_000
 

@@ -95,7 +95,9 @@ async def reconciler(nats_url: str, kube_server: Any, tmp_path: Path) -> AsyncIt
         nats=settings.NatsSettings(url=nats_url),
         kube=settings.KubeSettings(kubeconfig=kube_server.kubeconfig),
         admin=settings.AdminSettings(host="127.0.0.1", port=0, auth="token", token_file=token_file),
-        fence=FenceSettings(resync_interval=0, missing_service_delay=0.2),
+        # eager=False: most tests follow a fence from its first dependency; test_auto_fence covers
+        # the default (every selected Service fenced before any traffic)
+        fence=FenceSettings(resync_interval=0, missing_service_delay=0.2, eager=False),
     )
     runner = Runner(config)
     yield runner

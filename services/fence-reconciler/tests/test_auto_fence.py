@@ -8,6 +8,8 @@ event follows) but never a manual one; relabelling a Service "false" removes its
 
 from __future__ import annotations
 
+import time
+
 from lazyload_common import subjects
 
 L = "slime.io/serviceFenced"
@@ -93,3 +95,33 @@ async def test_management_selectors_scope_auto_fences(reconciler, kit) -> None: 
         await kit.publish(edge, kit.edge("pay.example.com", ns="managed", name="cart"))
         await seen.until(lambda e: "pay.example.com" in e.hosts)
     assert kit.fence("cart", ns="unmanaged") is None
+
+
+async def test_by_default_every_service_is_fenced_before_any_traffic(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+    """The default settings (Slime's autoFence): a cold start with Services and none of their
+    fences makes every fence (and its FenceChanged, from which the writer makes the base Sidecar)
+    without a single dependency, paced by the client rate limit, with progress in the metrics;
+    a Service that appears later is fenced within seconds."""
+    from lazyload_fence_reconciler import metrics
+    from lazyload_fence_reconciler.settings import FenceSettings
+
+    names = [f"svc-{i}" for i in range(12)]
+    for name in names:
+        kit.create_service(name)
+    fenced = metrics.AUTO_FENCED._value.get()
+    defaults = FenceSettings().model_dump()
+    reconciler.settings = reconciler.settings.model_copy(
+        update={"fence": FenceSettings(**{**defaults, "resync_interval": 0})}
+    )
+    assert reconciler.settings.fence.eager
+    async with kit.events() as seen:
+        await reconciler.start()
+        for name in names:
+            event = await seen.until(lambda e, name=name: e.name == name)
+            assert event.hosts == [] and event.workload_selector == {"app": name}
+        assert metrics.AUTO_FENCED._value.get() == fenced + len(names)
+        assert metrics.AUTO_FENCE_PENDING._value.get() == 0
+        started = time.monotonic()
+        kit.create_service("late")
+        await seen.until(lambda e: e.name == "late")
+        assert time.monotonic() - started < 5

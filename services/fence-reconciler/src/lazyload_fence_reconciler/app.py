@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from fastapi import FastAPI
 from lazyload_common import admin, adminauth, jetstream, kube, subjects, tasks
+from lazyload_common.limiting import TokenBucket
 from nats.js import JetStreamContext
 
 from lazyload_fence_reconciler import api, applying, consuming, publishing, reconciling, watching
@@ -100,6 +101,7 @@ async def _serve(
             conflict_retries=settings.fence.conflict_retries,
             istio_rev=settings.fence.istio_rev,
             threads=settings.fence.concurrency + 2,  # + the occasional get/tombstone
+            limiter=TokenBucket(settings.kube.qps, settings.kube.burst),
         ),
         publisher=publishing.Publisher(js, replicas=settings.nats.stream_replicas),
         cluster=cluster,

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from lazyload_common import errors, kube
+from lazyload_common.limiting import TokenBucket
 
 from lazyload_fence_reconciler import fences, metrics
 
@@ -46,8 +47,12 @@ class Applier:
         conflict_retries: int = 5,
         istio_rev: str = "",
         threads: int = 16,
+        limiter: TokenBucket | None = None,
     ) -> None:
         self.api = api
+        # the client-side rate limit (kube.qps/burst): thousands of Services fenced at a cold
+        # start are created at that pace, not at once
+        self.limiter = limiter or TokenBucket(qps=50.0, burst=100)
         self.conflict_retries = conflict_retries
         self.istio_rev = istio_rev
         # its own threads: the loop's default pool (CPU count + 4) would cap the API calls in
@@ -134,6 +139,7 @@ class Applier:
         )
 
     async def _call(self, fn: Callable[..., kube.RawObject], *args: Any) -> kube.RawObject:
+        await self.limiter.acquire()
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
         except (kube.KubeNotFound, kube.KubeConflict):

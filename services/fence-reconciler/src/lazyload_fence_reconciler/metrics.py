@@ -6,7 +6,7 @@ The consume loop of `lazyload_common.jetstream` also counts `lazyload_consumed_t
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 EDGES = Counter(
     "lazyload_fence_edges_total",
@@ -22,6 +22,15 @@ CONFLICTS = Counter(
 )
 PUBLISHED = Counter(
     "lazyload_fence_events_published_total", "FenceChanged events published, by kind", ["kind"]
+)
+AUTO_FENCE_PENDING = Gauge(
+    "lazyload_fence_auto_fence_pending",
+    "Services auto-fence selects that have no ServiceFence yet (created before any traffic, "
+    "paced by the client rate limit); 0 once every one is fenced",
+)
+AUTO_FENCED = Counter(
+    "lazyload_fence_auto_fenced_total",
+    "ServiceFences created for a Service before any traffic (eager auto-fence)",
 )
 DEAD_LETTERS = Counter(
     "lazyload_fence_dead_letters_total",

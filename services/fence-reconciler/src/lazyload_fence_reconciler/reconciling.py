@@ -26,6 +26,7 @@ from lazyload_fence_reconciler import (
     applying,
     desiring,
     fences,
+    metrics,
     policies,
     publishing,
     tombstoning,
@@ -79,6 +80,8 @@ class Reconciler:
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._pending: set[Key] = set()
         self._timers: dict[Key, asyncio.TimerHandle] = {}
+        self._eager_pending: set[Key] = set()
+        self._eager_total = 0
 
     # -- triggers ---------------------------------------------------------------------------
 
@@ -138,8 +141,11 @@ class Reconciler:
                     await self._announce_deletion(key, gone)
                 await self.tombstones.settle(key, exists=False)
                 if not self._wants_eager(key):
+                    self._eager_pending.discard(key)
                     return None
                 obj = await self.applier.create(*key)
+                metrics.AUTO_FENCED.inc()
+                self._eager_done(key)
             else:
                 if not self._serves(obj):
                     return None  # another revision's reconciler owns it
@@ -220,6 +226,20 @@ class Reconciler:
             self._queue.put_nowait(key)
 
     def enqueue_all(self) -> None:
+        missing = {
+            key
+            for key in self.cluster.service_keys()
+            if self.cluster.fence(key) is None and self._wants_eager(key)
+        }
+        if missing:
+            self._eager_pending |= missing
+            self._eager_total = len(self._eager_pending)
+            metrics.AUTO_FENCE_PENDING.set(len(self._eager_pending))
+            log.info(
+                "auto-fence: %d Services to fence before any traffic (at most %.0f writes/s)",
+                len(missing),
+                self.applier.limiter.qps,
+            )
         for key in (*self.cluster.fence_keys(), *self.cluster.service_keys()):
             self.enqueue(key)
         for key, sent in self.sent.items():
@@ -339,6 +359,17 @@ class Reconciler:
             hosts=tuple(event.hosts),
         )
         self.sent[(event.namespace, event.name)] = Sent(event.uid, state, event.deleted)
+
+    def _eager_done(self, key: Key) -> None:
+        if key not in self._eager_pending:
+            return
+        self._eager_pending.discard(key)
+        left = len(self._eager_pending)
+        metrics.AUTO_FENCE_PENDING.set(left)
+        step = max(1, self._eager_total // 10)
+        if left == 0 or left % step == 0:
+            done = self._eager_total - left
+            log.info("auto-fence: %d of %d Services fenced", done, self._eager_total)
 
     def _wants_eager(self, key: Key) -> bool:
         return policies.eager(

@@ -82,9 +82,13 @@ class FenceSettings(BaseModel):
         "(Slime's defaultFence; lazyload fences on traffic, so true by default).",
     )
     eager: bool = Field(
-        False,
-        description="Create the fence of every fenced Service at once, not on its first "
-        "dependency (Slime's autoFence); an explicit slime.io/serviceFenced=true always does.",
+        True,
+        description="Create the fence (and so the base Sidecar) of every Service auto-fence "
+        "selects as soon as the Service exists, before any traffic (Slime's autoFence), paced by "
+        "kube.qps. false = only on its first dependency, which works only where every workload "
+        "already has a narrow default Sidecar (e.g. a root-namespace Sidecar with egress "
+        "`istio-system/*` and the global-sidecar's namespace): an unfenced workload holds the "
+        "whole mesh, calls directly and is never seen by the global-sidecar.",
     )
     allow_namespaces: list[str] = Field(
         default_factory=list, description="Only these namespaces get fences; empty = all."

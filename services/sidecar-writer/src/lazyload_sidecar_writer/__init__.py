@@ -12,7 +12,6 @@ __all__ = [
     "consuming",
     "errors",
     "gitops",
-    "limiting",
     "metrics",
     "planning",
     "rendering",

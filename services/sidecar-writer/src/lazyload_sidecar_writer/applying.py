@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 import urllib3
 from lazyload_common import events, kube
+from lazyload_common.limiting import TokenBucket
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -42,7 +43,6 @@ from tenacity import (
 
 from lazyload_sidecar_writer import errors, metrics, planning, rendering
 from lazyload_sidecar_writer.bounded import Lru
-from lazyload_sidecar_writer.limiting import TokenBucket
 from lazyload_sidecar_writer.rendering import RawObject
 from lazyload_sidecar_writer.settings import WriterSettings
 from lazyload_sidecar_writer.sinks import Result, Write

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from lazyload_sidecar_writer.limiting import TokenBucket
+from lazyload_common.limiting import TokenBucket
 
 
 async def test_burst_then_qps() -> None:

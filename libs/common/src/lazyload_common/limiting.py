@@ -1,6 +1,8 @@
 """Client-side rate limit of API calls: a token bucket of `qps` tokens a second, `burst` deep.
 
-Like client-go's QPS/burst: a burst of fence events never turns into a burst of API requests.
+Like client-go's QPS/burst (`LAZYLOAD_KUBE__QPS`, `LAZYLOAD_KUBE__BURST`): a burst of events never
+turns into a burst of API requests. The sidecar-writer and the fence-reconciler pace their calls
+with it.
 """
 
 from __future__ import annotations
