@@ -97,7 +97,14 @@ async def reconciler(nats_url: str, kube_server: Any, tmp_path: Path) -> AsyncIt
         admin=settings.AdminSettings(host="127.0.0.1", port=0, auth="token", token_file=token_file),
         # eager=False: most tests follow a fence from its first dependency; test_auto_fence covers
         # the default (every selected Service fenced before any traffic)
-        fence=FenceSettings(resync_interval=0, missing_service_delay=0.2, eager=False),
+        # learn_unknown_services: the flows publish edges to hosts without creating their
+        # Services; test_admission and test_unknown_services cover the default (dropped)
+        fence=FenceSettings(
+            resync_interval=0,
+            missing_service_delay=0.2,
+            eager=False,
+            learn_unknown_services=True,
+        ),
     )
     runner = Runner(config)
     yield runner

@@ -68,3 +68,24 @@ def test_dispatch_needs_exactly_one_matcher() -> None:
         FenceSettings(dispatches=[{"name": "x", "cluster": "c"}])
     with pytest.raises(ValueError):
         FenceSettings(dispatches=[{"name": "x", "domainRegex": "(", "cluster": "c"}])
+
+
+def test_a_service_fqdn_naming_no_service_is_refused() -> None:
+    gate = _gate()
+    ghost = "ghost.default.svc.cluster.local"
+    assert gate.verdict(ghost, external=False, registered=False, service_exists=False) == (
+        "unknown-service"
+    )
+    assert gate.verdict(ghost, external=False, registered=False, service_exists=True) is None
+    assert (
+        gate.verdict(
+            ghost,
+            external=False,
+            registered=False,
+            service_exists=False,
+            service_entry_hosts=["*.default.svc.cluster.local"],
+        )
+        is None
+    )
+    lenient = FenceSettings(learn_unknown_services=True).gate()
+    assert lenient.verdict(ghost, external=False, registered=False, service_exists=False) is None

@@ -95,3 +95,14 @@ def _port(text: str) -> int:
 def service_fqdn(name: str, namespace: str, cluster_domain: str) -> str:
     """The FQDN of Service `namespace/name`."""
     return f"{name}.{namespace}.svc.{cluster_domain}"
+
+
+def service_of(host: str, cluster_domain: str) -> tuple[str, str] | None:
+    """`(namespace, name)` of a Service FQDN `<name>.<namespace>.svc.<cluster_domain>`, else None."""
+    suffix = f".svc.{cluster_domain}"
+    if not host.endswith(suffix):
+        return None
+    name, dot, namespace = host[: -len(suffix)].partition(".")
+    if not dot or not name or not namespace or "." in namespace:
+        return None
+    return namespace, name

@@ -8,6 +8,9 @@
 - An external edge (`external=True`) is kept when ingest matched it to a ServiceEntry (it then
   carries `destination_namespace`), when its host is a ServiceEntry host we watch, or when it
   matches the allow list (globs); otherwise it is dropped and counted.
+- An internal edge whose host is a Service FQDN (`<name>.<ns>.svc.<domain>`) naming no Service
+  (nor a ServiceEntry host) is dropped (`unknown-service`): a forged or mistyped destination never
+  widens a Sidecar.
 
 Pure; the reconciler calls `Gate.verdict` for every edge before learning it.
 """
@@ -22,6 +25,7 @@ from lazyload_common.dispatches import GLOBAL_SIDECAR, Dispatch, dispatch_of
 
 DISPATCHED = "dispatched"
 EXTERNAL = "external-dropped"
+UNKNOWN_SERVICE = "unknown-service"
 
 
 def matches_host(host: str, patterns: Iterable[str]) -> bool:
@@ -40,6 +44,7 @@ class Gate:
 
     external_allow: Sequence[str] = ()
     dispatches: Sequence[Dispatch] = ()
+    learn_unknown_services: bool = False
 
     def verdict(
         self,
@@ -48,12 +53,23 @@ class Gate:
         external: bool,
         registered: bool,
         service_entry_hosts: Iterable[str] = (),
+        service_exists: bool | None = None,
     ) -> str | None:
-        """None to learn the edge, else why not (`dispatched`, `external-dropped`)."""
+        """None to learn the edge, else why not (`dispatched`, `external-dropped`,
+        `unknown-service`). `service_exists`: whether the Service a Service FQDN names exists
+        (None: the host names no Service)."""
         chosen = dispatch_of(host, self.dispatches)
         if chosen is not None and chosen.cluster != GLOBAL_SIDECAR:
             return DISPATCHED
-        if not external or registered:
+        if not external:
+            if (
+                service_exists is False
+                and not self.learn_unknown_services
+                and not matches_host(host, service_entry_hosts)
+            ):
+                return UNKNOWN_SERVICE
+            return None
+        if registered:
             return None
         if any(fnmatch.fnmatchcase(host, glob) for glob in self.external_allow):
             return None

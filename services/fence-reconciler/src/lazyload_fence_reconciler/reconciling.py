@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lazyload_common import errors, events, kube
+from lazyload_common import errors, events, hosts, kube
 
 from lazyload_fence_reconciler import (
     applying,
@@ -205,11 +205,13 @@ class Reconciler:
 
     def admit(self, edge: desiring.Edge) -> str | None:
         """None when the edge may be learned, else why not (`admitting`)."""
+        service = hosts.service_of(edge.host, self.cluster.cluster_domain)
         return self.gate.verdict(
             edge.host,
             external=edge.external,
             registered=edge.registered,
             service_entry_hosts=self.cluster.service_entry_hosts(),
+            service_exists=None if service is None else self.cluster.service(service) is not None,
         )
 
     def on_namespace_event(self, kind: str, obj: kube.RawObject) -> None:

@@ -170,6 +170,12 @@ class FenceSettings(BaseModel):
         "get the fence `<alias>-<value>.workload.identity` selecting pods with label key=value; "
         "empty = off.",
     )
+    learn_unknown_services: bool = Field(
+        False,
+        description="Learn a Service FQDN (`<name>.<ns>.svc.<domain>`) that names no Service "
+        "the reconciler watches (nor a ServiceEntry host). Off: such an edge is dropped and "
+        "counted (`unknown-service`), so a forged or mistyped destination never widens a Sidecar.",
+    )
     service_label: str = Field(
         "app",
         description="A fence with neither workloadSelector.labels nor fromService selects the "
@@ -212,7 +218,9 @@ class FenceSettings(BaseModel):
 
     def gate(self) -> admitting.Gate:
         return admitting.Gate(
-            external_allow=tuple(self.external_allow), dispatches=tuple(self.dispatches)
+            external_allow=tuple(self.external_allow),
+            dispatches=tuple(self.dispatches),
+            learn_unknown_services=self.learn_unknown_services,
         )
 
     def stable_domains(self) -> tuple[str, ...]:
