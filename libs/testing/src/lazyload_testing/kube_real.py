@@ -116,7 +116,7 @@ class RealKube:
         self._audit_offset = 0
         self._clients: list[client.ApiClient] = []
         self._admin = KubeApi(self.api_client())
-        self._baseline: set[tuple[str, str]] = set()
+        self._baseline: set[str] = set()
         self._crds: dict[str, dict[str, Any]] = {}
 
     # -- clients -------------------------------------------------------------------------------
@@ -183,25 +183,31 @@ class RealKube:
     # -- back to the start state ---------------------------------------------------------------
 
     def _resources(self) -> list[_Resource]:
-        found = []
-        groups = [("/api/v1", "/api/v1")]
+        """Every listable, deletable resource, each once, at the first version of its group
+        that serves it (preferred first: a kind missing from the preferred version, such as
+        EnvoyFilter, only v1alpha3, is found at another)."""
+        found: dict[tuple[str, str], _Resource] = {}
+        prefixes = ["/api/v1"]
         for group in self._admin.get("/apis").get("groups", []):
-            version = group["preferredVersion"]["groupVersion"]
-            groups.append((f"/apis/{version}", f"/apis/{version}"))
-        for prefix, path in groups:
-            for resource in self._admin.get(path).get("resources", []):
+            preferred = group["preferredVersion"]["groupVersion"]
+            versions = [v["groupVersion"] for v in group.get("versions", [])]
+            prefixes += [f"/apis/{v}" for v in (preferred, *versions)]
+        for prefix in dict.fromkeys(prefixes):
+            group = prefix.split("/")[2] if prefix.startswith("/apis/") else ""
+            for resource in self._admin.get(prefix).get("resources", []):
                 verbs = set(resource.get("verbs", []))
                 if "/" in resource["name"] or not {"list", "delete"} <= verbs:
                     continue
-                found.append(
+                found.setdefault(
+                    (group, resource["name"]),
                     _Resource(
                         f"{prefix}/{resource['name']}",
                         prefix,
                         resource["name"],
                         bool(resource.get("namespaced")),
-                    )
+                    ),
                 )
-        return found
+        return list(found.values())
 
     def _objects(self) -> Iterator[tuple[_Resource, dict[str, Any]]]:
         for resource in self._resources():
@@ -215,7 +221,7 @@ class RealKube:
 
     def snapshot(self) -> None:
         """Remember what exists now as the state `reset()` goes back to."""
-        self._baseline = {(r.plural, r.object_path(o)) for r, o in self._objects()}
+        self._baseline = {r.object_path(o) for r, o in self._objects()}
         self._crds = {c["metadata"]["name"]: c for c in self._admin.list(CRD_PATH)["items"]}
 
     def reset(self) -> None:
@@ -223,7 +229,7 @@ class RealKube:
         namespaces = []
         for resource, obj in list(self._objects()):
             path = resource.object_path(obj)
-            if (resource.plural, path) in self._baseline:
+            if path in self._baseline:
                 continue
             if obj["metadata"].get("namespace") in KEEP_NAMESPACES:
                 continue
