@@ -105,3 +105,54 @@ def test_up_writes_endpoints_and_serves_kubectl(tmp_path: Path, kube: str) -> No
         except ProcessLookupError:
             continue
         raise AssertionError(f"{name} (pid {pid}) still running after lazyload up stopped")
+
+
+def test_up_restarts_a_service_that_dies(tmp_path: Path) -> None:
+    """As a Deployment restarts its pod: a service killed under `lazyload up` is started again
+    (back-off 1 s), endpoints.json names its new pid, and it serves again."""
+    state = tmp_path / "state"
+    log = (tmp_path / "up.log").open("wb")
+    process = subprocess.Popen(
+        [str(BIN / "lazyload"), "up", "--state-dir", str(state)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        endpoints_file = state / "endpoints.json"
+        deadline = time.monotonic() + 120
+        while not endpoints_file.exists():
+            assert process.poll() is None, (tmp_path / "up.log").read_text()
+            assert time.monotonic() < deadline, "endpoints.json not written in time"
+            time.sleep(0.2)
+        before = json.loads(endpoints_file.read_text())
+        victim = before["pids"]["fence-reconciler"]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while True:
+            after = json.loads(endpoints_file.read_text())
+            pid = after["pids"]["fence-reconciler"]
+            if pid != victim:
+                break
+            assert time.monotonic() < deadline, "fence-reconciler was not restarted"
+            time.sleep(0.2)
+        os.kill(pid, 0)  # alive
+        ready = before["admin"]["fence-reconciler"] + "/readyz"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(ready, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "restarted fence-reconciler not ready"
+            time.sleep(0.2)
+        assert after["pids"]["sidecar-writer"] == before["pids"]["sidecar-writer"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+        log.close()

@@ -42,7 +42,8 @@ def _wait_for_signal(stack: Stack) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
     while not stopping.wait(0.5):
-        stack.check_alive()
+        for name in stack.supervise():
+            console.print(f"[yellow]{name} exited; restarted (endpoints.json has its new pid)")
 
 
 @app.command()

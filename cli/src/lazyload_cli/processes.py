@@ -2,7 +2,8 @@
 
 `ProcessGroup` is what `lazyload up` (and the test fixtures that start real servers) use to run a
 component: `spawn` starts it with its output in `<logs>/<name>.log`, the `wait_*` helpers poll a
-readiness probe while checking that the process is still alive, and `stop` ends them in reverse
+readiness probe while checking that the process is still alive, `supervise` restarts a process
+that exited (with back-off, as a Deployment restarts its pod), and `stop` ends them in reverse
 order (SIGTERM, then SIGKILL after a grace period).
 """
 
@@ -23,11 +24,23 @@ class StackError(RuntimeError):
     """A component of the stack failed to start; the message names it and its log."""
 
 
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 30.0
+STABLE_AFTER = 60.0
+"""Seconds a restarted process must stay up before its back-off starts from the beginning."""
+
+
 @dataclass
 class Process:
     name: str
     popen: subprocess.Popen[bytes]
     log_path: Path
+    cmd: Sequence[str] = ()
+    env: dict[str, str] | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    backoff: float = BACKOFF_FIRST
+    restart_at: float | None = None
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -60,8 +73,16 @@ class ProcessGroup:
 
     def spawn(self, name: str, cmd: Sequence[str], *, env: dict[str, str] | None = None) -> Process:
         log_path = self.log_dir / f"{name}.log"
-        with log_path.open("ab") as log:
-            popen = subprocess.Popen(
+        process = Process(name, self._popen(name, cmd, env), log_path, tuple(cmd), env)
+        process.started_at = time.monotonic()
+        self.processes.append(process)
+        return process
+
+    def _popen(
+        self, name: str, cmd: Sequence[str], env: dict[str, str] | None
+    ) -> subprocess.Popen[bytes]:
+        with (self.log_dir / f"{name}.log").open("ab") as log:
+            return subprocess.Popen(
                 list(cmd),
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -69,9 +90,33 @@ class ProcessGroup:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        process = Process(name, popen, log_path)
-        self.processes.append(process)
-        return process
+
+    def supervise(self) -> list[Process]:
+        """Restart every process that exited, each after its back-off (1 s, doubling up to 30 s;
+        from 1 s again once it stayed up a minute); the processes restarted by this call."""
+        now = time.monotonic()
+        restarted = []
+        for process in self.processes:
+            if process.alive():
+                if process.restarts and now - process.started_at > STABLE_AFTER:
+                    process.backoff = BACKOFF_FIRST
+                continue
+            if process.restart_at is None:
+                process.restart_at = now + process.backoff
+                with process.log_path.open("ab") as log:
+                    log.write(
+                        f"--- lazyload up: exited ({process.popen.returncode}), restarting in "
+                        f"{process.backoff:.0f} s ---\n".encode()
+                    )
+                continue
+            if now < process.restart_at:
+                continue
+            process.popen = self._popen(process.name, process.cmd, process.env)
+            process.restarts += 1
+            process.started_at, process.restart_at = now, None
+            process.backoff = min(process.backoff * 2, BACKOFF_MAX)
+            restarted.append(process)
+        return restarted
 
     def process(self, name: str) -> Process:
         return next(p for p in self.processes if p.name == name)

@@ -162,11 +162,14 @@ class Stack:
             self.progress("starting the global-sidecar Envoy")
             self._start_envoy()
         self.endpoints = self._endpoints()
-        path = c.state_dir / "endpoints.json"
+        self._write_endpoints()
+        return self.endpoints
+
+    def _write_endpoints(self) -> None:
+        path = self.config.state_dir / "endpoints.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.endpoints, indent=2) + "\n")
         tmp.replace(path)
-        return self.endpoints
 
     def stop(self) -> None:
         self.processes.stop()
@@ -176,6 +179,15 @@ class Stack:
 
     def check_alive(self) -> None:
         self.processes.check_alive()
+
+    def supervise(self) -> list[str]:
+        """Restart what exited (`ProcessGroup.supervise`) and rewrite `endpoints.json` with the
+        new pids; the names restarted."""
+        restarted = self.processes.supervise()
+        if restarted:
+            self.endpoints["pids"] = self.processes.pids()
+            self._write_endpoints()
+        return [p.name for p in restarted]
 
     # -- components ----------------------------------------------------------------------------
 
