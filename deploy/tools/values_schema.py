@@ -43,6 +43,9 @@ MANAGED = {
     ("mesh", "cluster_domain"),
     ("mesh", "istio_namespace"),
     ("mesh", "global_sidecar_namespace"),
+    ("mesh", "global_sidecar_service"),
+    ("global_sidecar", "revision"),
+    ("fence", "liveness_source"),
     ("grpc", "port"),
     ("xds", "port"),
     ("listener", "ports"),
@@ -205,6 +208,12 @@ def schema() -> dict[str, Any]:
                 "securityContext": ANY_OBJ,
                 **{key: component(service) for key, service in COMPONENTS.items()},
                 "globalSidecar": global_sidecar,
+                "sidecarAccessLogs": _obj(
+                    {
+                        "enabled": {"type": "boolean"},
+                        "providers": {"type": "array", "items": dns},
+                    }
+                ),
             }
         ),
     }

@@ -477,3 +477,25 @@ def test_rendered_crd_applies_to_the_emulator(
         subject = binding.subjects[0]
         assert subject.name in {a.metadata.name for a in accounts}
         assert rbac.read_cluster_role(binding.role_ref.name).rules
+
+
+def test_sidecar_access_logs_make_the_liveness_source(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Recycling needs a liveness source: with sidecarAccessLogs the chart renders a mesh-wide
+    Telemetry (Istio's root namespace) sending every sidecar's access log to the providers, and
+    tells the reconciler (LAZYLOAD_FENCE__LIVENESS_SOURCE); without it, neither."""
+    values = {
+        "sidecarAccessLogs": {"enabled": True},
+        "fenceReconciler": {"config": {"fence": {"recycle_after": 86400}}},
+    }
+    objs = _render(tmp_path_factory, values)
+    telemetry = _of(objs, "Telemetry")["istio-system/lazyload-liveness"]
+    providers = telemetry["spec"]["accessLogging"][0]["providers"]
+    assert [p["name"] for p in providers] == ["lazyload-als-http", "lazyload-als-tcp"]
+    env = _env(_of(objs, "Deployment")["mesh-operator/lazyload-fence-reconciler"])
+    assert env["LAZYLOAD_FENCE__LIVENESS_SOURCE"] == "sidecar-als"
+    plain = _render(tmp_path_factory, {})
+    assert not _of(plain, "Telemetry")
+    env = _env(_of(plain, "Deployment")["mesh-operator/lazyload-fence-reconciler"])
+    assert "LAZYLOAD_FENCE__LIVENESS_SOURCE" not in env

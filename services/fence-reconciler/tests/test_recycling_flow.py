@@ -14,7 +14,11 @@ DETAILS = "details.default.svc.cluster.local"
 async def test_idle_host_is_recycled(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
     kit.create_service("productpage")
     await reconciler.start(
-        resync_interval=1, recycle_after=1, expire_wait=1, last_seen_granularity=0
+        resync_interval=1,
+        recycle_after=1,
+        expire_wait=1,
+        last_seen_granularity=0,
+        liveness_source="sidecar-als",
     )
     async with kit.events(subjects.fence("default", "productpage")) as seen:
         await kit.publish(kit.edge(DETAILS))

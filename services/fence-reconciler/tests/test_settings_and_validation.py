@@ -121,3 +121,13 @@ def test_bad_management_selectors_are_refused(
     monkeypatch.setenv("LAZYLOAD_FENCE__MANAGEMENT_SELECTORS", selectors)
     with pytest.raises(ValueError):
         ReconcilerSettings()
+
+
+def test_recycling_needs_a_liveness_source() -> None:
+    """Once a dependency is in the Sidecar the global-sidecar never sees it again: recycling
+    with no other liveness source would drop live dependencies, so it refuses to start."""
+    config = ReconcilerSettings(fence={"recycle_after": 3600})
+    with pytest.raises(errors.ConfigError) as caught:
+        config.check()
+    assert "liveness" in str(caught.value)
+    ReconcilerSettings(fence={"recycle_after": 3600, "liveness_source": "sidecar-als"}).check()

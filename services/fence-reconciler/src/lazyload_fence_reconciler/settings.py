@@ -108,6 +108,15 @@ class FenceSettings(BaseModel):
         description="Seconds without traffic after which a learned host goes EXPIREWAIT; 0 = "
         "never (Slime's accesslog behaviour).",
     )
+    liveness_source: Literal["none", "sidecar-als"] = Field(
+        "none",
+        description="What shows that a learned dependency is still used once calls go direct "
+        "(the global-sidecar no longer sees them): sidecar-als = every sidecar's access log "
+        "reaches accesslog-ingest (Istio Telemetry with an envoyHttpAls/envoyTcpAls provider; "
+        "the chart's sidecarAccessLogs), which re-publishes each live edge every "
+        "dedup.refresh_interval. Recycling (recycle_after) needs one: without, live "
+        "dependencies would be recycled and flap.",
+    )
     expire_wait: float = Field(
         3600.0, ge=0, description="Seconds a host stays EXPIREWAIT (still rendered) before removal."
     )
@@ -267,8 +276,13 @@ class ReconcilerSettings(BaseSettings):
         ]
         if 0 < self.fence.resync_interval < 1:
             problems.append("fence.resync_interval must be 0 or at least 1 second")
-        if self.fence.recycle_after and not self.fence.resync_interval:
-            problems.append("fence.recycle_after needs fence.resync_interval > 0 to take effect")
+        if self.fence.recycle_after and self.fence.liveness_source == "none":
+            problems.append(
+                "fence.recycle_after needs a liveness source (fence.liveness_source=sidecar-als, "
+                "with every sidecar's access log sent to accesslog-ingest): the global-sidecar "
+                "stops seeing a dependency once it is in the Sidecar, so live ones would be "
+                "recycled"
+            )
         problems += [
             f"fence.stable_hosts: not a host or ns/*: {h!r}"
             for h in self.fence.stable_hosts
