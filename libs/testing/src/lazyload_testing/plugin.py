@@ -20,6 +20,7 @@ _FIXTURE_MODULES = (
     "lazyload_testing.kube",
     "lazyload_testing.kube_real",
     "lazyload_testing.envoy",
+    "lazyload_testing.mesh",
 )
 
 
