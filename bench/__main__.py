@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import tempfile
 import time
@@ -175,6 +176,7 @@ def run(
         key = report.result_key(name, kube)
         config = {**(tiny if small else full), **(overrides or {}).get(name, {})}
         print(f"--- {key} {config}", flush=True)
+        load_before = [round(x, 2) for x in os.getloadavg()]
         t0 = time.perf_counter()
         module = importlib.import_module(module_name)
         try:
@@ -193,6 +195,12 @@ def run(
             traceback.print_exc()
             result = {"config": config, "error": f"{type(e).__name__}: {e}"}
         result["wall_s"] = round(time.perf_counter() - t0, 1)
+        # merged results may come from other runs (other machines): each keeps its own
+        result["machine"] = {
+            "cpu_model": results["machine"]["cpu_model"],
+            "load_avg_at_start": load_before,
+            "load_avg_at_end": [round(x, 2) for x in os.getloadavg()],
+        }
         result["full_config"] = full
         result["reduced"] = small or any(
             isinstance(full.get(k), int | float) and v < full[k] for k, v in config.items()

@@ -130,6 +130,55 @@ class RssSampler:
             self.sample()
 
 
+class CpuMeter:
+    """CPU seconds (user + system) each process and the whole machine spent between `start()`
+    and `stop()`: where a load's time went, and how much of the machine other jobs took."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self._start: dict[str, float] = {}
+        self._machine = 0.0
+        self._t0 = 0.0
+
+    @staticmethod
+    def _cpu(pid: int) -> float | None:
+        try:
+            t = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            return None
+        return float(t.user + t.system + t.children_user + t.children_system)
+
+    @staticmethod
+    def _busy() -> float:
+        t = psutil.cpu_times()
+        return float(t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0.0))
+
+    def start(self) -> CpuMeter:
+        self._t0 = time.monotonic()
+        self._machine = self._busy()
+        self._start = {n: c for n, pid in self.pids.items() if (c := self._cpu(pid)) is not None}
+        return self
+
+    def stop(self) -> dict[str, Any]:
+        wall = time.monotonic() - self._t0
+        spent = {}
+        for name, pid in self.pids.items():
+            now = self._cpu(pid)
+            if now is not None and name in self._start:
+                spent[name] = round(now - self._start[name], 1)
+        machine = self._busy() - self._machine
+        stack = sum(spent.values())
+        return {
+            "wall_s": round(wall, 1),
+            "cores": os.cpu_count(),
+            "by_process_s": dict(sorted(spent.items(), key=lambda kv: -kv[1])),
+            "stack_s": round(stack, 1),
+            "machine_busy_s": round(machine, 1),
+            # CPU the machine spent outside this stack (other jobs, the benchmark's own driver)
+            "outside_stack_s": round(max(machine - stack, 0.0), 1),
+        }
+
+
 def wait_for(
     probe: Callable[[], Any], *, timeout: float, interval: float = 0.1, what: str = "condition"
 ) -> Any:
@@ -146,6 +195,12 @@ def wait_for(
 # --- the Kubernetes side ----------------------------------------------------------------------
 
 KUBE_MODES = ("emulator", "real")
+EAGER_OFF = {
+    "LAZYLOAD_FENCE__EAGER": "false",
+    # the storm's destinations are hosts, not registered Services (registering 10,000 of them
+    # would be part of the measured time): let the reconciler learn them
+    "LAZYLOAD_FENCE__LEARN_UNKNOWN_SERVICES": "true",
+}
 
 
 def stack_config(
@@ -157,6 +212,11 @@ def stack_config(
 ) -> tuple[Any, Path | None]:
     """The `StackConfig` of a benchmark's stack without Envoy, on the emulator or the real
     control plane, and where the real API server writes its audit log (`audit`; None without).
+
+    Fences are made by the edges, as the storm and scale benchmarks measure it: eager auto-fence
+    (`LAZYLOAD_FENCE__EAGER`, true by default since 2026-12-06: a fence for every Service before
+    any traffic) is turned off here (`EAGER_OFF`), or registering the callers would create every
+    fence before the storm and the figures would no longer compare with earlier runs.
 
     The audit policy is the test kit's (`lazyload_testing.kube_real.AUDIT_POLICY`: every request
     at Metadata level): it costs the API server CPU, so only the benchmarks that count writes per
@@ -186,7 +246,7 @@ def stack_config(
         with_envoy=False,
         kube=kube,  # type: ignore[arg-type]
         kube_args=kube_args,
-        extra_env=dict(extra_env or {}),
+        extra_env={**EAGER_OFF, **(extra_env or {})},
     )
     return config, log
 

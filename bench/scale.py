@@ -29,7 +29,7 @@ from bench.common import (
     stack_config,
     wait_for,
 )
-from bench.storm import DEFAULT_QPS, all_right, edges_of, kube_env, storm
+from bench.storm import DEFAULT_QPS, all_right, cpu_summary, edges_of, kube_env, storm
 
 RESTARTED = ("fence-reconciler", "sidecar-writer")
 DURABLES = {
@@ -163,6 +163,8 @@ async def _run(config: dict[str, Any], workdir: Path, kube: str = "emulator") ->
             "Cold restart: SIGTERM fence-reconciler and sidecar-writer, start them again; converged "
             "= both /readyz, both JetStream consumers drained and every Sidecar right in the API.",
             "Reference (same run): RSS of the same processes idle before the load.",
+            "Eager auto-fence off (`LAZYLOAD_FENCE__EAGER=false`): fences are made by the edges, "
+            "as in the runs before eager became the default.",
             "Where a cold start goes (measured 2026-11-25, CPU seconds, this machine): the "
             "interpreter compiling every imported module from source, because `make setup` "
             "installs no bytecode and the environment sets PYTHONDONTWRITEBYTECODE=1 "
@@ -214,6 +216,8 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f"{per['servicefence']:.2f} / {per['sidecar']:.2f} ({per['source']})",
             )
         )
+    if result.get("load", {}).get("cpu_s"):
+        out.append(("scale", "CPU seconds while converging", cpu_summary(result["load"]["cpu_s"])))
     out += [
         (
             "scale",

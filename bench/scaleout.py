@@ -128,6 +128,7 @@ async def _run(config: dict[str, Any], workdir: Path, kube: str = "emulator") ->
             "in about one second), a fresh stack without Envoy per run; 2 replicas = a second "
             "fence-reconciler process on the same durable consumer. Kubernetes API: "
             f"{kube_label(kube)}.",
+            "Eager auto-fence off (`LAZYLOAD_FENCE__EAGER=false`): fences are made by the edges.",
             "Reconciler throughput = edges / time from the first publish until its durable "
             "consumer has nothing pending or unacked (polled every 0.1 s, so +-0.1 s).",
             f"Both runs with `LAZYLOAD_KUBE__QPS` {qps:.0f} (raised, not the default 50) so the "

@@ -29,6 +29,7 @@ from typing import Any
 from bench.common import (
     WRITE_VERBS,
     AuditLog,
+    CpuMeter,
     RequestLog,
     create_all,
     ensure_namespace,
@@ -306,6 +307,7 @@ async def storm(
     if log is not None:
         await asyncio.to_thread(log.clear)
     counters_before = await asyncio.to_thread(metrics_writes, ep["admin"])
+    cpu = CpuMeter(stack.processes.pids()).start()
     watch = SidecarWatch()
     nc = await watch.start(ep["nats_url"])
     partial: str | None = None
@@ -344,6 +346,7 @@ async def storm(
     }
     per_fence_s = [t - t0 for t in right_at.values() if t != float("inf")]
     all_right_s = max(per_fence_s) if per_fence_s and partial is None else None
+    cpu_s = cpu.stop()  # publish to the end of the late-write second
     counters = _delta(await asyncio.to_thread(metrics_writes, ep["admin"]), counters_before)
     if log is not None:
         writes = count_writes(list(log.records.values()), fences)
@@ -370,6 +373,7 @@ async def storm(
         "api_log_gaps": log.gaps if log is not None else None,
         "writes": writes,
         "metrics_writes": counters,
+        "cpu_s": cpu_s,
         "sidecar_writes_per_fence": writes["sidecar"]["per_fence_mean"],
         "servicefence_writes_per_fence": writes["servicefence"]["per_fence_mean"],
         "reference": {
@@ -466,6 +470,9 @@ async def _run(config: dict[str, Any], workdir: Path, kube: str = "emulator") ->
             else "."
         ),
         "Reference (same run): a naive controller = one ServiceFence and one Sidecar write per edge.",
+        "Eager auto-fence off (`LAZYLOAD_FENCE__EAGER=false`, the default before 2026-12-06): "
+        "each fence is created by its first edge, so creates are part of the storm, as in "
+        "earlier runs.",
         "Reports before 2026-11-25 counted every successful request, GETs included, as a write: "
         "their write counts were inflated and their 'max per window 2' was a read next to a "
         "write. A ServiceFence 'max per window' of 2 now means one fence-reconciler write and "
@@ -548,7 +555,19 @@ def _rows(result: dict[str, Any], prefix: str) -> list[tuple[str, str, str]]:
             _times(result["ratio_all_right_to_publish"]),
         ),
     ]
+    if result.get("cpu_s"):
+        out.append(("storm", f"{prefix}CPU seconds while converging", cpu_summary(result["cpu_s"])))
     return out
+
+
+def cpu_summary(cpu: dict[str, Any], top: int = 4) -> str:
+    """`kube-apiserver 80 s, fence-reconciler 30 s, ...; other jobs 40 s (of 2 x 90 s)`."""
+    parts = [f"{name} {seconds:.0f}" for name, seconds in list(cpu["by_process_s"].items())[:top]]
+    return (
+        ", ".join(parts)
+        + f"; outside the stack {cpu['outside_stack_s']:.0f} (of {cpu['cores']} cores x "
+        + f"{cpu['wall_s']:.0f} s wall)"
+    )
 
 
 def _ms(value: float | None) -> str:
