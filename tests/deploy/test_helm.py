@@ -326,6 +326,16 @@ ALLOWED = {
             "patch",
             "delete",
         },
+        # the global-sidecar's DestinationRule (useClientProtocol: h2 first calls)
+        ("networking.istio.io", "destinationrules"): {
+            "get",
+            "list",
+            "watch",
+            "create",
+            "update",
+            "patch",
+            "delete",
+        },
     },
 }
 WRITE_CALLS = {

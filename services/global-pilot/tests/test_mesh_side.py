@@ -40,6 +40,7 @@ CLUSTER = meshside.MeshSideOptions(dispatches=DISPATCHES)
 NAMESPACED = meshside.MeshSideOptions(mode="namespace", namespaces=("shop", "pay"))
 EF_PATH = "/apis/networking.istio.io/v1alpha3/namespaces/{}/envoyfilters/to-global-sidecar"
 SVC_PATH = "/api/v1/namespaces/{}/services/global-sidecar"
+DR_PATH = "/apis/networking.istio.io/v1alpha3/namespaces/{}/destinationrules/global-sidecar"
 
 
 def _by_kind(objects):
@@ -56,7 +57,16 @@ def _patches(envoy_filter, port: int, *, own: bool = False):
 
 def test_cluster_mode_service_and_filter():
     objects = _by_kind(meshside.render(PORTS, CLUSTER))
-    assert set(objects) == {("Service", "mesh-operator"), ("EnvoyFilter", "istio-system")}
+    assert set(objects) == {
+        ("Service", "mesh-operator"),
+        ("DestinationRule", "mesh-operator"),
+        ("EnvoyFilter", "istio-system"),
+    }
+    rule = objects[("DestinationRule", "mesh-operator")]
+    assert rule["spec"] == {
+        "host": "global-sidecar.mesh-operator.svc.cluster.local",
+        "trafficPolicy": {"connectionPool": {"http": {"useClientProtocol": True}}},
+    }
     service = objects[("Service", "mesh-operator")]
     assert service["metadata"]["name"] == "global-sidecar"
     assert service["spec"]["selector"] == {"app": "global-sidecar"}
@@ -109,6 +119,8 @@ def test_namespace_mode_one_pair_per_namespace():
     assert set(objects) == {
         ("Service", "shop"),
         ("Service", "pay"),
+        ("DestinationRule", "shop"),
+        ("DestinationRule", "pay"),
         ("EnvoyFilter", "shop"),
         ("EnvoyFilter", "pay"),
     }
@@ -155,17 +167,20 @@ async def test_applier_per_mode_on_the_api_server(kube_cluster: RealKube | KubeE
 
     result = applier.apply(meshside.render(PORTS, CLUSTER))
     assert sorted(result.created) == [
+        "DestinationRule/mesh-operator/global-sidecar",
         "EnvoyFilter/istio-system/to-global-sidecar",
         "Service/mesh-operator/global-sidecar",
     ]
     stored = api.get(EF_PATH.format("istio-system"))
-    assert stored["spec"] == meshside.render(PORTS, CLUSTER)[1]["spec"]
+    assert stored["spec"] == meshside.render(PORTS, CLUSTER)[-1]["spec"]
+    rule = api.get(DR_PATH.format("mesh-operator"))
+    assert rule["spec"]["trafficPolicy"]["connectionPool"]["http"]["useClientProtocol"] is True
     service = api.get(SVC_PATH.format("mesh-operator"))
     assert [p["port"] for p in service["spec"]["ports"]] == [80, 3306, 9080]
 
     kube_cluster.clear_requests()
     again = applier.apply(meshside.render(PORTS, CLUSTER))
-    assert len(again.unchanged) == 2 and not _mesh_side_writes(kube_cluster)
+    assert len(again.unchanged) == 3 and not _mesh_side_writes(kube_cluster)
 
     grown = PortSet(http=(80, 8080, 9080), tcp=(3306,))
     updated = applier.apply(meshside.render(grown, CLUSTER))
@@ -176,17 +191,18 @@ async def test_applier_per_mode_on_the_api_server(kube_cluster: RealKube | KubeE
 
     switched = applier.apply(meshside.render(grown, NAMESPACED))
     assert sorted(switched.deleted) == [
+        "DestinationRule/mesh-operator/global-sidecar",
         "EnvoyFilter/istio-system/to-global-sidecar",
         "Service/mesh-operator/global-sidecar",
     ]
-    assert len(switched.created) == 4
+    assert len(switched.created) == 6
     with pytest.raises(kube.KubeNotFound):
         api.get(EF_PATH.format("istio-system"))
     assert api.get(EF_PATH.format("shop"))["metadata"]["namespace"] == "shop"
     assert api.get(SVC_PATH.format("pay"))["metadata"]["labels"]["app"] == "global-sidecar"
 
     disabled = applier.apply(meshside.render(grown, meshside.MeshSideOptions(mode="disabled")))
-    assert len(disabled.deleted) == 4
+    assert len(disabled.deleted) == 6
     with pytest.raises(kube.KubeNotFound):
         api.get(SVC_PATH.format("shop"))
 
@@ -194,7 +210,7 @@ async def test_applier_per_mode_on_the_api_server(kube_cluster: RealKube | KubeE
 async def test_invalid_objects_are_never_written(kube_cluster: RealKube | KubeEmulator):
     applier = applying.MeshSideApplier(kube.KubeApi(kube_cluster.api_client()))
     objects = meshside.render(PORTS, CLUSTER)
-    objects[1]["spec"]["configPatches"][0]["applyTo"] = "NOT_A_TYPE"
+    objects[-1]["spec"]["configPatches"][0]["applyTo"] = "NOT_A_TYPE"
     kube_cluster.clear_requests()
     with pytest.raises(InvalidResourceError):
         applier.apply(objects)
@@ -251,7 +267,8 @@ def test_uninstall_removes_what_the_mesh_side_apply_made(kube_cluster: RealKube 
         [str(script), "uninstall"], env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    assert "removed 3 mesh-side objects" in done.stdout, done.stdout
+    # the filters of both namespaces, shop's Service and both DestinationRules
+    assert "removed 5 mesh-side objects" in done.stdout, done.stdout
     for namespace in ("istio-system", "shop"):
         with pytest.raises(kube.KubeNotFound):
             api.get(EF_PATH.format(namespace))
@@ -266,7 +283,8 @@ def test_uninstall_removes_what_the_mesh_side_apply_made(kube_cluster: RealKube 
 
 def test_revision_label_and_passthrough_by_default():
     options = meshside.MeshSideOptions(revision="canary", passthrough_by_default=True)
-    service, envoy_filter = meshside.render(PORTS, options)
+    service, rule, envoy_filter = meshside.render(PORTS, options)
+    assert "istio.io/rev" not in rule["metadata"]["labels"]
     assert envoy_filter["metadata"]["labels"]["istio.io/rev"] == "canary"
     assert "istio.io/rev" not in service["metadata"]["labels"]
     meshside.validate(envoy_filter)
@@ -276,7 +294,7 @@ def test_revision_label_and_passthrough_by_default():
     assert allow_all["name"] == "allow_all"
     assert allow_all["routes"][-1]["route"]["cluster"] == "PassthroughCluster"
     assert "request_headers_to_add" not in allow_all["routes"][-1]
-    default = meshside.render(PORTS, meshside.MeshSideOptions())[1]
+    default = meshside.render(PORTS, meshside.MeshSideOptions())[-1]
     merge = next(p for p in _patches(default, 80) if p["patch"]["operation"] == "MERGE")
     last = merge["patch"]["value"]["virtual_hosts"][-1]["routes"][-1]
     assert last["route"]["cluster"] == "outbound|80||global-sidecar.mesh-operator.svc.cluster.local"

@@ -31,8 +31,21 @@ _COLLECTIONS = {
     ("networking.istio.io/v1alpha3", "EnvoyFilter"): (
         "/apis/networking.istio.io/v1alpha3/namespaces/{ns}/envoyfilters"
     ),
+    ("networking.istio.io/v1alpha3", "DestinationRule"): (
+        "/apis/networking.istio.io/v1alpha3/namespaces/{ns}/destinationrules"
+    ),
 }
-_MANAGED_LISTS = ("/api/v1/services", "/apis/networking.istio.io/v1alpha3/envoyfilters")
+_MANAGED_LISTS = {
+    "/api/v1/services": ("v1", "Service"),
+    "/apis/networking.istio.io/v1alpha3/destinationrules": (
+        "networking.istio.io/v1alpha3",
+        "DestinationRule",
+    ),
+    "/apis/networking.istio.io/v1alpha3/envoyfilters": (
+        "networking.istio.io/v1alpha3",
+        "EnvoyFilter",
+    ),
+}
 
 
 @dataclass
@@ -69,12 +82,10 @@ class MeshSideApplier:
         for obj in desired:
             self._apply_one(obj, result)
         wanted = {_key(o) for o in desired}
-        for path in _MANAGED_LISTS:
+        for path, (api_version, kind) in _MANAGED_LISTS.items():
             for current in self._managed(path):
-                current.setdefault("kind", "Service" if "services" in path else "EnvoyFilter")
-                current.setdefault(
-                    "apiVersion", "v1" if "services" in path else "networking.istio.io/v1alpha3"
-                )
+                current.setdefault("kind", kind)
+                current.setdefault("apiVersion", api_version)
                 if _key(current) not in wanted:
                     self.api.delete(_path(current))
                     result.deleted.append(_key(current))

@@ -18,6 +18,10 @@
 Modes: `cluster` - one Service in the global-sidecar namespace, the filter in the root namespace
 (every namespace; caller namespace from the proxy's `POD_NAMESPACE`); `namespace` - a Service and
 a filter per listed namespace (caller namespace = that namespace); `disabled` - nothing.
+- the global-sidecar `DestinationRule` (per global-sidecar Service): `useClientProtocol`, so the
+  mesh leg to the global-sidecar keeps the caller's protocol (gRPC/h2 first calls; Slime's
+  `supportH2`).
+
 `validate(obj)` checks an Istio object against Istio's schema (cloudcoil models) and that no
 field is unknown to it.
 """
@@ -68,12 +72,13 @@ def render(ports: PortSet, options: MeshSideOptions) -> list[RawObject]:
     else:
         targets = []
     services = [service(ports, ns, options) for ns, _, _ in targets if ports.all]
+    rules = [destination_rule(ns, options) for ns, _, _ in targets if ports.http]
     filters = [
         envoy_filter(ports, sidecar_ns=gs, filter_ns=fns, caller_ns=caller, options=options)
         for gs, fns, caller in targets
         if ports.http
     ]
-    return services + filters
+    return services + rules + filters
 
 
 def _metadata(name: str, namespace: str, options: MeshSideOptions) -> RawObject:
@@ -93,6 +98,22 @@ def service(ports: PortSet, namespace: str, options: MeshSideOptions) -> RawObje
         "kind": "Service",
         "metadata": _metadata(options.service_name, namespace, options),
         "spec": {"selector": {"app": options.app_label}, "ports": spec_ports},
+    }
+
+
+def destination_rule(namespace: str, options: MeshSideOptions) -> RawObject:
+    """`useClientProtocol` for the global-sidecar Service of `namespace` (Slime's `supportH2`):
+    a caller's sidecar keeps the caller's protocol on the leg to the global-sidecar, so a gRPC
+    (h2) first call stays h2 end to end instead of being downgraded to HTTP/1.1."""
+    fqdn = f"{options.service_name}.{namespace}.svc.{options.cluster_domain}"
+    return {
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "DestinationRule",
+        "metadata": _metadata(options.service_name, namespace, options),
+        "spec": {
+            "host": fqdn,
+            "trafficPolicy": {"connectionPool": {"http": {"useClientProtocol": True}}},
+        },
     }
 
 
@@ -218,9 +239,12 @@ def _header(key: str, value: str) -> RawObject:
 @functools.cache
 def _istio_models() -> dict[tuple[str, str], Any]:
     """cloudcoil's Istio models, imported once (the import takes seconds)."""
-    from cloudcoil.models.istio.networking.v1alpha3 import EnvoyFilter
+    from cloudcoil.models.istio.networking.v1alpha3 import DestinationRule, EnvoyFilter
 
-    return {("networking.istio.io/v1alpha3", "EnvoyFilter"): EnvoyFilter}
+    return {
+        ("networking.istio.io/v1alpha3", "EnvoyFilter"): EnvoyFilter,
+        ("networking.istio.io/v1alpha3", "DestinationRule"): DestinationRule,
+    }
 
 
 def warm_up() -> None:
