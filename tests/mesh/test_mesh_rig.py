@@ -29,8 +29,17 @@ def test_a_call_goes_through_both_sidecars(istio_mesh: IstioMesh) -> None:
     http_cluster = f"outbound|80||{callee.host}"
     tcp_cluster = f"outbound|9000||{callee.host}"
 
-    # istiod pushed the callee's Service to the caller's sidecar
+    # istiod pushed the callee's Service to the caller's sidecar, and stock Envoy took all of
+    # istiod's config (no NACK of any type; see libs/testing/README.md for what that needs)
     assert {http_cluster, tcp_cluster} <= set(caller.wait_for_clusters(http_cluster, tcp_cluster))
+    for workload in (caller, callee):
+        resources = workload.wait_synced()["resources"]
+        assert {t.rsplit(".", 1)[-1] for t in resources} >= {
+            "Cluster",
+            "ClusterLoadAssignment",
+            "Listener",
+            "RouteConfiguration",
+        }
 
     status, body = caller.http_get(f"http://{callee.host}/hello?x=1")
     assert status == 200, body
@@ -85,3 +94,25 @@ def test_a_packet_to_an_unused_pod_address_never_leaves(istio_mesh: IstioMesh) -
     # ...and none of them, nor anything else of the pod or Service range, reached an uplink.
     for capture in captures:
         assert capture.touching(POD_RANGE, SERVICE_RANGE) == [], capture.interface
+
+
+def test_stock_envoy_nacks_istio_stats_so_the_rig_configures_no_metrics_provider(
+    istio_mesh: IstioMesh,
+) -> None:
+    """Why the rig's mesh config has no `defaultProviders.metrics`: with one, istiod adds Istio's
+    stats filter, which only Istio's Envoy build has, to every listener."""
+    workload = istio_mesh.add_workload(NS, "metered", {"http": 80})
+    synced = workload.wait_synced()
+    config = istio_mesh.mesh_config()
+    try:
+        istio_mesh.set_mesh_config({**config, "defaultProviders": {"metrics": ["prometheus"]}})
+        with pytest.raises(WorkloadCallError) as nack:
+            workload.wait_synced(newer_than=synced)
+        assert (
+            "Didn't find a registered implementation for 'istio.stats' with type URL: "
+            "'stats.PluginConfig'" in str(nack.value)
+        )
+    finally:
+        istio_mesh.set_mesh_config(config)
+    # back to a config it takes: the next push is ACKed again
+    workload.wait_synced(nack_fails=False)

@@ -44,6 +44,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -511,6 +512,45 @@ class MeshWorkload:
                 missing = [n for n in names if n not in held]
                 raise TimeoutError(
                     f"{self.namespace}/{self.name}: no cluster {missing} after {timeout}s; holds {held}"
+                )
+            time.sleep(0.2)
+
+    def sync_status(self) -> dict[str, Any]:
+        """istiod's view of this sidecar (`/debug/syncz`): per xDS type what it sent, what the
+        sidecar ACKed, and `lastError`, the text of the last NACK."""
+        with urllib.request.urlopen(f"{self.mesh.debug_url}/debug/syncz", timeout=10) as response:
+            entries = json.load(response)
+        for entry in entries:
+            if entry.get("proxy") == f"{self.name}.{self.namespace}":
+                return dict(entry)
+        raise WorkloadCallError(f"istiod has no xDS connection from {self.name}.{self.namespace}")
+
+    def wait_synced(
+        self,
+        timeout: float = 30.0,
+        *,
+        newer_than: Mapping[str, Any] | None = None,
+        nack_fails: bool = True,
+    ) -> dict[str, Any]:
+        """Wait until the sidecar ACKed everything istiod sent (with `newer_than`, a status from
+        before a change: until istiod sent something newer, and that). A NACK fails at once with
+        its text (e.g. an Istio extension stock Envoy does not have); with `nack_fails=False` it
+        is waited out (istiod clears it at the next ACK)."""
+        before = {t: r.get("sent") for t, r in (newer_than or {}).get("resources", {}).items()}
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.sync_status()
+            resources = status.get("resources") or {}
+            nacks = {t: r["lastError"] for t, r in resources.items() if r.get("lastError")}
+            if nacks and nack_fails:
+                raise WorkloadCallError(f"{self.name}.{self.namespace} NACKed: {nacks}")
+            pushed = not before or any(r.get("sent") != before.get(t) for t, r in resources.items())
+            acked = all(r.get("sent") == r.get("acked") for r in resources.values())
+            if pushed and resources and acked and not nacks:
+                return status
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{self.name}.{self.namespace} not in sync after {timeout}s: {status}"
                 )
             time.sleep(0.2)
 
