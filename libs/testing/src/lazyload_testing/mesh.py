@@ -368,14 +368,17 @@ class PacketCapture:
 
 def _port_specs(ports: Mapping[str, int] | Iterable[int]) -> dict[str, int]:
     """Port name -> port. A bare number becomes `http-<n>`; names follow Istio's protocol
-    selection (`http`, `http-*`, `grpc*`, `tcp*`, ...)."""
+    selection (`http`, `http-*`, `tcp*`, ...; see `_is_http`)."""
     if isinstance(ports, Mapping):
         return {str(name): int(port) for name, port in ports.items()}
     return {f"http-{int(p)}": int(p) for p in ports}
 
 
 def _is_http(port_name: str) -> bool:
-    return port_name.split("-")[0] in ("http", "http2", "grpc")
+    """The application serves HTTP/1.1 echo on a port unless Istio takes its name for a TCP
+    protocol (`tcp`, `tls`, `mongo`, `mysql`, `redis`, with or without a `-suffix`): then TCP echo.
+    Unknown names (`web`) are HTTP, which the sidecars detect by sniffing."""
+    return port_name.split("-")[0] not in ("tcp", "tls", "mongo", "mysql", "redis")
 
 
 @dataclass
@@ -702,10 +705,10 @@ class IstioMesh:
         service: bool = True,
         timeout: float = 60.0,
     ) -> MeshWorkload:
-        """A pod `name` in `namespace` with a sidecar, serving HTTP echo on its http/grpc-named
-        ports and TCP echo on the others, behind a Service `name` with the same ports (port =
-        targetPort) unless `service=False`. Returns when its sidecar is ready (initial config
-        from istiod accepted)."""
+        """A pod `name` in `namespace` with a sidecar, serving TCP echo on its ports named for a
+        TCP protocol (`tcp`, `tcp-*`, ...) and HTTP/1.1 echo on the others, behind a Service
+        `name` with the same ports (port = targetPort) unless `service=False`. Returns when its
+        sidecar is ready (initial config from istiod accepted)."""
         specs = _port_specs(ports)
         pod_labels = {"app": name, **(labels or {})}
         all_labels = {
