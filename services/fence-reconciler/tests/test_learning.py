@@ -205,3 +205,29 @@ def test_a_packed_status_reads_back_the_same() -> None:
     assert fences.Fence.from_raw(packed) == fences.Fence.from_raw(raw)
     assert fences.status_of(packed) == status and raw["status"] is status  # raw untouched
     assert fences.pack_status({"metadata": {}}) == {"metadata": {}}  # no status: as it is
+
+
+def test_the_learned_host_cap_refuses_new_hosts_and_says_so() -> None:
+    policy = desiring.Policy(max_learned_hosts=3)
+    first = [_edge(f"h{i}.default.svc.cluster.local") for i in range(2)]
+    fence = _apply(_fence(), desiring.desire(_fence(), first, service_selector=SELECTOR, now=NOW))
+    more = [_edge(f"h{i}.default.svc.cluster.local") for i in range(2, 6)]
+    desired = desiring.desire(fence, more, service_selector=SELECTOR, now=NOW, policy=policy)
+    assert desired.capped == (
+        "h3.default.svc.cluster.local",
+        "h4.default.svc.cluster.local",
+        "h5.default.svc.cluster.local",
+    )
+    assert len(desired.status["learned"]) == 3  # the two it had, and one more
+    cap = {c["type"]: c for c in desired.status["conditions"]}["HostCapReached"]
+    assert cap["status"] == "True" and "h3.default.svc.cluster.local" in cap["message"]
+    # Still at the cap with nothing new: the condition stays True; after a reset it is False.
+    fence = _apply(fence, desired)
+    again = desiring.desire(fence, [], service_selector=SELECTOR, now=NOW + 1, policy=policy)
+    assert {c["type"]: c for c in again.status["conditions"]}["HostCapReached"]["status"] == "True"
+    reset = desiring.desire(
+        fence, [], service_selector=SELECTOR, now=NOW + 2, policy=policy, reset=True
+    )
+    assert {c["type"]: c for c in reset.status["conditions"]}["HostCapReached"]["status"] == "False"
+    uncapped = desiring.desire(fence, more, service_selector=SELECTOR, now=NOW)
+    assert uncapped.capped == () and len(uncapped.status["learned"]) == 6

@@ -56,6 +56,9 @@ class Policy:
     last_seen_granularity: float = 60.0
     """`lastSeen` only moves when it advances by this much, so repeated edges cause no writes."""
     service_label: str = "app"
+    max_learned_hosts: int = 0
+    """Most learned hosts one fence keeps (0 = no cap): a new host past it is refused (counted,
+    the HostCapReached condition), so a fence's status never outgrows the object size limit."""
     """Label key of the fallback workload selector `{key: <fence name>}` (Slime's `global.service`)
     of a fence with neither `labels` nor `fromService`; empty = no fallback (no Sidecar)."""
 
@@ -89,6 +92,8 @@ class Desired:
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     invalid_spec_hosts: tuple[str, ...] = ()
+    capped: tuple[str, ...] = ()
+    """New hosts refused by the fence's learned-host cap (`Policy.max_learned_hosts`)."""
     next_change: float | None = None
     """The next instant a host's status changes with time alone (a `deadline` or `auto` spec host
     expires, a learned host goes EXPIREWAIT or is removed); None when nothing is due."""
@@ -136,7 +141,7 @@ def desire(
     deleted fence), so a recreated fence's revisions continue above it.
     """
     learned = {} if reset else _absorb_metric_status(fence, now)
-    learned = _learn(learned, edges, now, policy)
+    learned, capped = _cap(learned, _learn(learned, edges, now, policy), policy)
     learned, learned_status = _recycle(learned, now, policy)
     spec_status, invalid = _spec_domains(fence, now)
     active = fences.DomainStatus.ACTIVE
@@ -159,7 +164,17 @@ def desire(
     changed = fence.revision == 0 or state.essence() != before.essence()
     if changed:
         state = replace(state, revision=max(fence.revision, revision_floor) + 1)
-    status = _status(fence, state, domains, learned, invalid, now, reset=reset)
+    status = _status(
+        fence,
+        state,
+        domains,
+        learned,
+        invalid,
+        now,
+        reset=reset,
+        capped=capped,
+        max_learned=policy.max_learned_hosts,
+    )
     return Desired(
         state=state,
         status=status,
@@ -169,7 +184,22 @@ def desire(
         removed=tuple(sorted(set(before.hosts) - set(state.hosts))),
         invalid_spec_hosts=invalid,
         next_change=next_change(fence, learned, now, policy),
+        capped=capped,
     )
+
+
+def _cap(
+    before: Mapping[str, fences.Learned], after: dict[str, fences.Learned], policy: Policy
+) -> tuple[dict[str, fences.Learned], tuple[str, ...]]:
+    """`after` without the new hosts past `policy.max_learned_hosts` (hosts already learned are
+    never dropped by the cap), and the hosts refused."""
+    cap = policy.max_learned_hosts
+    if cap <= 0 or len(after) <= cap:
+        return after, ()
+    new = sorted(h for h in after if h not in before)
+    room = max(0, cap - (len(after) - len(new)))
+    refused = tuple(new[room:])
+    return {h: v for h, v in after.items() if h not in refused}, refused
 
 
 def next_change(
@@ -374,6 +404,8 @@ def _status(
     now: float,
     *,
     reset: bool,
+    capped: tuple[str, ...] = (),
+    max_learned: int = 0,
 ) -> dict[str, Any]:
     status = dict(fence.raw_status)
     status["metricStatus"] = _metric_status(fence.metric_status, learned, reset=reset)
@@ -391,7 +423,8 @@ def _status(
         status["workloadSelector"] = state.workload_selector
     status["hostCount"] = len(state.hosts)
     status["reasons"] = {h: list(r) for h, r in sorted(state.reasons.items())}
-    status["conditions"] = _conditions(fence, invalid, now)
+    at_cap = 0 < max_learned <= len(learned)
+    status["conditions"] = _conditions(fence, invalid, now, capped=capped, at_cap=at_cap)
     return status
 
 
@@ -411,26 +444,69 @@ def _metric_status(
     return dict(sorted(out.items()))
 
 
-def _conditions(fence: fences.Fence, invalid: tuple[str, ...], now: float) -> list[dict[str, Any]]:
-    """One condition, SpecValid; its lastTransitionTime only moves when its status flips."""
-    raw = fence.raw_status.get("conditions")
-    old = next(
-        (c for c in raw or [] if isinstance(c, Mapping) and c.get("type") == "SpecValid"), None
+def _conditions(
+    fence: fences.Fence,
+    invalid: tuple[str, ...],
+    now: float,
+    *,
+    capped: tuple[str, ...] = (),
+    at_cap: bool = False,
+) -> list[dict[str, Any]]:
+    """SpecValid, and HostCapReached once the learned-host cap refused a host (it stays until a
+    reset or recycling makes room: then False); a lastTransitionTime only moves when its status
+    flips. Other conditions (sidecar-writer's SidecarReady) keep their place."""
+    conditions = [c for c in fence.raw_status.get("conditions") or [] if isinstance(c, Mapping)]
+    conditions = _set_condition(
+        conditions,
+        fence,
+        now,
+        "SpecValid",
+        "False" if invalid else "True",
+        "InvalidHosts" if invalid else "Valid",
+        ("invalid spec.host keys ignored: " + ", ".join(invalid)) if invalid else "",
     )
-    status = "False" if invalid else "True"
+    old = next((c for c in conditions if c.get("type") == "HostCapReached"), None)
+    if capped or old is not None:
+        reached = bool(capped) or (at_cap and old is not None and old.get("status") == "True")
+        shown = ", ".join(capped[:5]) + (f" and {len(capped) - 5} more" if len(capped) > 5 else "")
+        conditions = _set_condition(
+            conditions,
+            fence,
+            now,
+            "HostCapReached",
+            "True" if reached else "False",
+            "TooManyHosts" if reached else "BelowCap",
+            f"new hosts not learned: {shown}" if capped else "",
+            keep_message=reached and not capped,
+        )
+    return conditions
+
+
+def _set_condition(
+    conditions: list[Mapping[str, Any]],
+    fence: fences.Fence,
+    now: float,
+    kind: str,
+    status: str,
+    reason: str,
+    message: str,
+    *,
+    keep_message: bool = False,
+) -> list[Mapping[str, Any]]:
+    old = next((c for c in conditions if c.get("type") == kind), None)
     condition: dict[str, Any] = {
-        "type": "SpecValid",
+        "type": kind,
         "status": status,
-        "reason": "InvalidHosts" if invalid else "Valid",
-        "message": ("invalid spec.host keys ignored: " + ", ".join(invalid)) if invalid else "",
+        "reason": reason,
+        "message": message,
         "observedGeneration": fence.generation,
         "lastTransitionTime": fences.format_time(now),
     }
-    if old is not None and old.get("status") == status and old.get("lastTransitionTime"):
-        condition["lastTransitionTime"] = old["lastTransitionTime"]
-    # Keep every condition where it is (sidecar-writer owns SidecarReady): a reordered list would
-    # be a status write that changes nothing.
-    kept = [c for c in raw or [] if isinstance(c, Mapping)]
+    if old is not None and old.get("status") == status:
+        if old.get("lastTransitionTime"):
+            condition["lastTransitionTime"] = old["lastTransitionTime"]
+        if keep_message:
+            condition["message"] = old.get("message", message)
     if old is None:
-        return [*kept, condition]
-    return [condition if c.get("type") == "SpecValid" else c for c in kept]
+        return [*conditions, condition]
+    return [condition if c.get("type") == kind else c for c in conditions]

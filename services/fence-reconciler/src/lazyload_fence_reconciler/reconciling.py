@@ -306,6 +306,14 @@ class Reconciler:
             return (desired.status if desired.write_needed else None), desired
 
         written, desired = await self.applier.apply_status(obj, compute)
+        if desired.capped:
+            metrics.EDGES.labels("host-cap").inc(len(desired.capped))
+            log.warning(
+                "fence %s/%s is at its cap of %d learned hosts: %d new hosts not learned",
+                *key,
+                self.policy.max_learned_hosts,
+                len(desired.capped),
+            )
         self._latest[key] = written
         await self._publish_due(fences.Fence.from_raw(written), desired)
         self._wake_at(key, desired.next_change)

@@ -185,6 +185,14 @@ class FenceSettings(BaseModel):
         "the reconciler watches (nor a ServiceEntry host). Off: such an edge is dropped and "
         "counted (`unknown-service`), so a forged or mistyped destination never widens a Sidecar.",
     )
+    max_learned_hosts: int = Field(
+        1000,
+        ge=0,
+        description="Most learned hosts one fence keeps; a new host past it is not learned "
+        '(counted as lazyload_fence_edges_total{outcome="host-cap"}, condition HostCapReached '
+        "on the fence), so a forged flood cannot grow a Sidecar without bound nor a status past "
+        "the API server's object size limit. 0 = no cap.",
+    )
     service_label: str = Field(
         "app",
         description="A fence with neither workloadSelector.labels nor fromService selects the "
@@ -223,6 +231,7 @@ class FenceSettings(BaseModel):
             expire_wait=self.expire_wait,
             last_seen_granularity=self.last_seen_granularity,
             service_label=self.service_label,
+            max_learned_hosts=self.max_learned_hosts,
         )
 
     def gate(self) -> admitting.Gate:
