@@ -5,8 +5,8 @@
 - garbage bytes on a stream are counted (`lazyload_ingest_rejected_total{reason=
   "malformed_message"}`) and the same stream, and new ones, go on;
 - the stream identifier of ordinary sidecars is kept per stream;
-- NATS restarts: the gRPC side keeps reading, `/readyz` says NATS is away, edges seen meanwhile
-  are published when it is back;
+- NATS restarts: the gRPC side keeps reading, `/readyz` says NATS is away but stays 200 (ingest
+  keeps its Service and buffers), edges seen meanwhile are published when it is back;
 - `stop` ends `run` cleanly; a gRPC port in use makes `run` fail with OSError, cleanly.
 """
 
@@ -198,6 +198,8 @@ async def test_nats_restart(start_ingest, nats_server: NatsServer, observer: NAT
             return (await http.get("/readyz")).json()["checks"]["nats"] is False
 
         await t.eventually(unready, what="readyz to see NATS down")
+        # ...yet ingest stays ready: it keeps its Service and buffers the edges
+        assert (await http.get("/readyz")).status_code == 200
         # the gRPC side keeps reading while NATS is away
         await client.send(t.message(t.http_entry("reviews:9080"), t.http_entry("ratings.shop")))
         await t.eventually(lambda: t.metric_value("lazyload_ingest_buffer_edges") >= 2)

@@ -1,7 +1,8 @@
 """The admin HTTP app every service serves: /healthz, /readyz, /metrics, plus service routers.
 
-`/readyz` answers 200 only when every dependency check passes (NATS connected, API synced, gRPC
-listening...), with the state of each in the body; `/metrics` is Prometheus text.
+`/readyz` answers 200 only when every gating dependency check passes (NATS connected, API synced,
+gRPC listening...), with the state of each in the body (informational checks are shown but do
+not gate); `/metrics` is Prometheus text.
 """
 
 from __future__ import annotations
@@ -20,11 +21,18 @@ ReadinessCheck = Callable[[], Mapping[str, bool]]
 
 class Readiness(dict[str, Callable[[], bool]]):
     """A service's named readiness checks, set as its parts come up (`state["nats"] = ...`);
-    called, the state of each: a check not set yet counts as not ready."""
+    called, the state of each: a check not set yet counts as not ready. `informational` checks
+    are reported but never make the service unready (e.g. accesslog-ingest keeps taking access
+    logs into its buffer while NATS is away: unready, it would leave its Service)."""
 
-    def __init__(self, names: Iterable[str]) -> None:
+    def __init__(self, names: Iterable[str], *, informational: Iterable[str] = ()) -> None:
         super().__init__()
         self.names = tuple(names)
+        self.informational = frozenset(informational)
+
+    def ready(self, checks: Mapping[str, bool]) -> bool:
+        gating = [ok for name, ok in checks.items() if name not in self.informational]
+        return bool(gating) and all(gating)
 
     def __call__(self) -> dict[str, bool]:
         return {name: self[name]() if name in self else False for name in self.names}
@@ -53,7 +61,10 @@ def create_admin_app(
     @app.get("/readyz")
     def readyz(response: Response) -> dict[str, object]:
         checks = dict(readiness())
-        ready = bool(checks) and all(checks.values())
+        if isinstance(readiness, Readiness):
+            ready = readiness.ready(checks)
+        else:
+            ready = bool(checks) and all(checks.values())
         response.status_code = 200 if ready else 503
         return {"ready": ready, "checks": checks, "service": service}
 

@@ -62,7 +62,10 @@ async def run(
     """
     settings.check()
     stop = stop if stop is not None else asyncio.Event()
-    state = admin.Readiness(CHECKS)
+    # NATS is shown, not gating: while it is away the ALS streams keep coming and the edges wait
+    # in the publish buffer (publish.buffer_size); unready, ingest would leave its Service and
+    # the global-sidecar's access logs would be lost instead.
+    state = admin.Readiness(CHECKS, informational=("nats",))
     admin_server = admin.AdminServer(
         admin.create_admin_app(SERVICE, readiness=state),
         settings.admin.host,
