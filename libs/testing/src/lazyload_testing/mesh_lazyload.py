@@ -1,0 +1,321 @@
+"""lazyload itself in the real-Istio rig (`lazyload_testing.mesh`): nats-server and the four
+services as local processes (`lazyload_cli.stack.Stack`) against the rig's API server, and the
+global-sidecar as the chart runs it: a pod of its own (a network namespace on the rig's bridge,
+Pod `mesh-operator/global-sidecar`, `sidecar.istio.io/inject: "false"`, so no istio-proxy) whose
+Envoy takes its config from global-pilot.
+
+- Everything the pods must reach listens on the rig's gateway address (`10.244.<n>.1`): NATS,
+  the services' admin ports, global-pilot's xDS and accesslog-ingest's gRPC ALS.
+- global-pilot's mesh-side apply is on (the default): it creates the global-sidecar Service
+  (port `http-80`, Slime's wormhole port) in `mesh-operator` and the catch-all `to-global-sidecar`
+  EnvoyFilter in `istio-system`. No endpoint controller runs in the rig, so `start_global_sidecar`
+  writes the Service's EndpointSlice (the global-sidecar pod's address), as the EndpointSlice
+  controller would.
+- The global-sidecar Envoy (`--concurrency 1`) listens on `0.0.0.0:80` of its pod; its admin API
+  is on `<pod ip>:15000`, reachable from the test process through the bridge.
+
+`lazyload_in_mesh` (module scope) gives a test module such a stack in the session's mesh; at its
+end the stack stops and what it wrote to the mesh goes (`lazyload-global-pilot uninstall`, the
+ServiceFences and the Sidecars lazyload wrote), so later modules see the plain rig again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lazyload_cli.stack import Stack, StackConfig, bin_path, envoy_path
+from lazyload_common.kube import KubeConflict, KubeNotFound
+
+from lazyload_testing.mesh import DOMAIN, IstioMesh
+
+__all__ = ["GLOBAL_SIDECAR_PORT", "GlobalSidecar", "LazyloadInMesh", "lazyload_in_mesh"]
+
+GLOBAL_SIDECAR_NAMESPACE = "mesh-operator"
+GLOBAL_SIDECAR_NAME = "global-sidecar"
+GLOBAL_SIDECAR_PORT = 80  # Slime's wormhole port: the route configuration "80" gets the catch-all
+GLOBAL_SIDECAR_ADMIN_PORT = 15000
+SERVICEFENCES = "/apis/microservice.slime.io/v1alpha1"
+SIDECARS = "/apis/networking.istio.io/v1"
+
+
+class GlobalSidecar:
+    """The global-sidecar pod: its address, and its Envoy's admin API."""
+
+    def __init__(self, ip: str, netns: str) -> None:
+        self.ip = ip
+        self.netns = netns
+        self.host = f"{GLOBAL_SIDECAR_NAME}.{GLOBAL_SIDECAR_NAMESPACE}.svc.{DOMAIN}"
+        self.cluster = f"outbound|{GLOBAL_SIDECAR_PORT}||{self.host}"
+        """The cluster a fenced sidecar sends unknown hosts to."""
+
+    def admin(self, path: str) -> str:
+        url = f"http://{self.ip}:{GLOBAL_SIDECAR_ADMIN_PORT}{path}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return str(response.read().decode())
+
+    def host_counters(self, cluster: str) -> dict[str, dict[str, int]]:
+        """Per endpoint of `cluster` of the global-sidecar's Envoy, its `/clusters` counters."""
+        statuses = json.loads(self.admin("/clusters?format=json")).get("cluster_statuses", [])
+        found: dict[str, dict[str, int]] = {}
+        for status in statuses:
+            if status["name"] != cluster:
+                continue
+            for host in status.get("host_statuses", []):
+                address = host["address"]["socket_address"]
+                found[f"{address['address']}:{address['port_value']}"] = {
+                    s["name"]: int(s.get("value", 0))
+                    for s in host.get("stats", [])
+                    if s.get("type", "COUNTER") == "COUNTER"
+                }
+        return found
+
+
+class LazyloadInMesh(Stack):
+    """`Stack` with the rig's API server instead of its own, every listener on the rig's
+    gateway address, and the global-sidecar as a pod of the rig."""
+
+    def __init__(
+        self, mesh: IstioMesh, state_dir: Path, *, extra_env: Mapping[str, str] | None = None
+    ) -> None:
+        self.mesh = mesh
+        self.global_sidecar: GlobalSidecar | None = None
+        config = StackConfig(
+            state_dir=state_dir,
+            host=mesh.network.gateway,  # reachable from the host and from every pod
+            kube="real",
+            with_envoy=False,  # the global-sidecar runs in its own pod: start_global_sidecar
+            extra_env=dict(extra_env or {}),
+        )
+        super().__init__(config)
+
+    def _start_real_kube(self) -> None:
+        """The rig's API server (istiod's), not a control plane of the stack's own."""
+        shutil.copyfile(self.mesh.kube.kubeconfig, self.kubeconfig)
+        self.kubeconfig.chmod(0o600)
+        self.pod_ips = {}
+
+    def _service_env(self, name: str) -> dict[str, str]:
+        env = super()._service_env(name)
+        if name == "global-pilot":
+            # the listeners are those of the global-sidecar pod, on Slime's wormhole port
+            env["LAZYLOAD_LISTENER__ADDRESS"] = "0.0.0.0"
+            env["LAZYLOAD_LISTENER__PORTS"] = json.dumps([GLOBAL_SIDECAR_PORT])
+        return env
+
+    def start(self) -> dict[str, Any]:
+        endpoints = super().start()
+        self.start_global_sidecar()
+        return endpoints
+
+    # -- the global-sidecar pod ----------------------------------------------------------------
+
+    def start_global_sidecar(self, timeout: float = 60.0) -> GlobalSidecar:
+        from lazyload_global_pilot import bootstrap
+
+        mesh, c = self.mesh, self.config
+        api, ns = mesh.api, GLOBAL_SIDECAR_NAMESPACE
+        ip = mesh.network.allocate()
+        netns = mesh.network.add_pod(ip)
+        pod = _create_running_pod(mesh, ns, GLOBAL_SIDECAR_NAME, ip)
+        # global-pilot's mesh-side apply makes the Service; the rig writes its EndpointSlice
+        service = _wait_for(
+            lambda: _get_or_none(mesh, f"/api/v1/namespaces/{ns}/services/{GLOBAL_SIDECAR_NAME}"),
+            timeout,
+            "global-pilot applied no global-sidecar Service",
+            self,
+        )
+        slice_ports = [
+            {"name": p["name"], "port": p["targetPort"], "protocol": "TCP"}
+            for p in service["spec"]["ports"]
+        ]
+        with contextlib.suppress(KubeConflict):
+            api.create(
+                f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices",
+                {
+                    "metadata": {
+                        "name": f"{GLOBAL_SIDECAR_NAME}-rig",
+                        "labels": {
+                            "kubernetes.io/service-name": GLOBAL_SIDECAR_NAME,
+                            "endpointslice.kubernetes.io/managed-by": "lazyload-mesh-rig",
+                        },
+                    },
+                    "addressType": "IPv4",
+                    "ports": slice_ports,
+                    "endpoints": [
+                        {
+                            "addresses": [ip],
+                            "conditions": {"ready": True, "serving": True, "terminating": False},
+                            "targetRef": {
+                                "kind": "Pod",
+                                "namespace": ns,
+                                "name": GLOBAL_SIDECAR_NAME,
+                                "uid": pod["metadata"]["uid"],
+                            },
+                        }
+                    ],
+                },
+            )
+        config = bootstrap.render_bootstrap(
+            node_id=f"{GLOBAL_SIDECAR_NAME}~{ip}~{GLOBAL_SIDECAR_NAME}.{ns}~{ns}.svc.{DOMAIN}",
+            cluster=GLOBAL_SIDECAR_NAME,
+            xds_host=c.host,
+            xds_port=int(c.xds_port or 0),
+            admin_host=ip,
+            admin_port=GLOBAL_SIDECAR_ADMIN_PORT,
+        )
+        path = c.state_dir / "global-sidecar.json"
+        path.write_text(json.dumps(config, indent=2))
+        self.processes.spawn(
+            "global-sidecar-envoy",
+            [
+                "ip", "netns", "exec", netns, envoy_path(), "-c", str(path),
+                "--disable-hot-restart", "--concurrency", "1", "-l", "warning",
+            ],
+        )  # fmt: skip
+        self.processes.wait_http(
+            "global-sidecar-envoy",
+            f"http://{ip}:{GLOBAL_SIDECAR_ADMIN_PORT}/ready",
+            timeout=timeout,
+        )
+        self.processes.wait_tcp("global-sidecar-envoy", ip, GLOBAL_SIDECAR_PORT, timeout=timeout)
+        self.global_sidecar = GlobalSidecar(ip, netns)
+        return self.global_sidecar
+
+    # -- what lazyload wrote -------------------------------------------------------------------
+
+    def fence(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return _get_or_none(
+            self.mesh, f"{SERVICEFENCES}/namespaces/{namespace}/servicefences/{name}"
+        )
+
+    def sidecar(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return _get_or_none(self.mesh, f"{SIDECARS}/namespaces/{namespace}/sidecars/{name}")
+
+    def wait_for(self, probe: Any, what: str, timeout: float = 30.0) -> Any:
+        """Poll `probe()` until it returns something truthy (a stack process that died fails)."""
+        return _wait_for(probe, timeout, what, self)
+
+    def logs(self, lines: int = 30) -> str:
+        return "\n\n".join(f"== {p.name}\n{p.log_tail(lines)}" for p in self.processes.processes)
+
+    # -- teardown ------------------------------------------------------------------------------
+
+    def remove_from_mesh(self) -> None:
+        """What lazyload wrote into the mesh goes: the mesh-side objects (global-pilot's own
+        uninstall), every ServiceFence and the Sidecars they own, the global-sidecar pod."""
+        env = {"LAZYLOAD_KUBE__KUBECONFIG": str(self.kubeconfig), "PATH": "/usr/bin:/bin"}
+        subprocess.run(
+            [bin_path("lazyload-global-pilot"), "uninstall"],
+            env=env,
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
+        api = self.mesh.api
+        for fence in api.list(f"{SERVICEFENCES}/servicefences").get("items", []):
+            meta = fence["metadata"]
+            ns, name = meta["namespace"], meta["name"]
+            with contextlib.suppress(KubeNotFound):
+                api.delete(f"{SIDECARS}/namespaces/{ns}/sidecars/{name}")
+            with contextlib.suppress(KubeNotFound):
+                api.delete(f"{SERVICEFENCES}/namespaces/{ns}/servicefences/{name}")
+        ns = GLOBAL_SIDECAR_NAMESPACE
+        for path in (
+            f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices/{GLOBAL_SIDECAR_NAME}-rig",
+            f"/api/v1/namespaces/{ns}/pods/{GLOBAL_SIDECAR_NAME}",
+        ):
+            with contextlib.suppress(KubeNotFound):
+                api.delete(path)
+        if self.global_sidecar is not None:
+            self.mesh.network.remove_pod(self.global_sidecar.netns)
+
+    def stop(self) -> None:
+        try:
+            super().stop()
+        finally:
+            self.remove_from_mesh()
+
+
+def _get_or_none(mesh: IstioMesh, path: str) -> dict[str, Any] | None:
+    try:
+        return dict(mesh.api.get(path))
+    except KubeNotFound:
+        return None
+
+
+def _wait_for(probe: Any, timeout: float, what: str, stack: Stack) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = probe()
+        if found:
+            return found
+        stack.check_alive()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} within {timeout}s")
+        time.sleep(0.2)
+
+
+def _create_running_pod(mesh: IstioMesh, namespace: str, name: str, ip: str) -> dict[str, Any]:
+    """A Pod without a sidecar (the chart's global-sidecar: `sidecar.istio.io/inject: "false"`),
+    Running and Ready at `ip`, as a kubelet would report it."""
+    api, ns_path = mesh.api, f"/api/v1/namespaces/{namespace}"
+    with contextlib.suppress(KubeConflict):
+        api.create("/api/v1/namespaces", {"metadata": {"name": namespace}})
+    api.create(
+        f"{ns_path}/pods",
+        {
+            "metadata": {
+                "name": name,
+                "labels": {"app": name},
+                "annotations": {"sidecar.istio.io/inject": "false"},
+            },
+            "spec": {
+                "automountServiceAccountToken": False,
+                "containers": [
+                    {
+                        "name": "envoy",
+                        "image": "lazyload/global-sidecar",
+                        "ports": [{"containerPort": GLOBAL_SIDECAR_PORT, "protocol": "TCP"}],
+                    }
+                ],
+            },
+        },
+    )
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return dict(
+        api.merge_patch(
+            f"{ns_path}/pods/{name}/status",
+            {
+                "status": {
+                    "phase": "Running",
+                    "podIP": ip,
+                    "podIPs": [{"ip": ip}],
+                    "hostIP": mesh.network.gateway,
+                    "startTime": now,
+                    "conditions": [
+                        {"type": t, "status": "True", "lastTransitionTime": now}
+                        for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+                    ],
+                }
+            },
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def lazyload_in_mesh(istio_mesh_server: IstioMesh) -> Iterator[LazyloadInMesh]:
+    """lazyload with default settings in the session's mesh, for one test module."""
+    state_dir = istio_mesh_server.directory / "lazyload"
+    if state_dir.exists():
+        shutil.rmtree(state_dir)
+    with LazyloadInMesh(istio_mesh_server, state_dir) as stack:
+        yield stack
