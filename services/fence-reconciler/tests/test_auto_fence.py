@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import time
 
-from lazyload_common import subjects
+import pytest
+from lazyload_common import errors, subjects
+from lazyload_fence_reconciler import applying
 
 L = "slime.io/serviceFenced"
 PATH = "/apis/microservice.slime.io/v1alpha1/namespaces/{ns}/servicefences"
@@ -125,3 +127,19 @@ async def test_by_default_every_service_is_fenced_before_any_traffic(reconciler,
         kit.create_service("late")
         await seen.until(lambda e: e.name == "late")
         assert time.monotonic() - started < 5
+
+
+async def test_a_fence_is_deleted_only_as_it_was_read(kube_api) -> None:  # type: ignore[no-untyped-def]
+    """The delete of an auto-fence carries uid and resourceVersion preconditions: a fence
+    changed since it was read (a user just made it theirs) is not deleted (#19)."""
+    applier = applying.Applier(kube_api)
+    read = await applier.create("default", "productpage")
+    current = await applier.get("default", "productpage")
+    assert current is not None
+    current["metadata"].setdefault("labels", {})["owner"] = "me"
+    kube_api.replace(f"{PATH.format(ns='default')}/productpage", current)
+    with pytest.raises(errors.TemporaryError):
+        await applier.delete(read)
+    assert await applier.get("default", "productpage") is not None
+    await applier.delete(await applier.get("default", "productpage"))  # as read now: deleted
+    assert await applier.get("default", "productpage") is None

@@ -179,8 +179,16 @@ class KubeApi:
     def json_patch(self, path: str, ops: list[RawObject]) -> RawObject:
         return self.request("PATCH", path, body=ops, content_type="application/json-patch+json")
 
-    def delete(self, path: str) -> RawObject:
-        return self.request("DELETE", path)
+    def delete(self, path: str, *, uid: str = "", resource_version: str = "") -> RawObject:
+        """DELETE `path`; with `uid`/`resource_version`, only that object as it was read (the
+        server answers 409 when it was replaced or changed since)."""
+        preconditions = {
+            k: v for k, v in (("uid", uid), ("resourceVersion", resource_version)) if v
+        }
+        if not preconditions:
+            return self.request("DELETE", path)
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": preconditions}
+        return self.request("DELETE", path, body=body)
 
     def watch_lines(
         self,

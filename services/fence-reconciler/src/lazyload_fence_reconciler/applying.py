@@ -13,6 +13,7 @@ temporary.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -81,11 +82,26 @@ class Applier:
         log.info("created ServiceFence %s/%s", namespace, name)
         return created
 
-    async def delete(self, namespace: str, name: str) -> None:
+    async def delete(self, obj: kube.RawObject) -> None:
+        """Delete the fence `obj` as it was read (uid and resourceVersion preconditions): one
+        replaced or changed since (a user took it over, say) is not deleted, and the caller
+        decides again (TemporaryError)."""
+        meta = obj.get("metadata", {})
+        namespace, name = meta.get("namespace", ""), meta.get("name", "")
+        delete = functools.partial(
+            self.api.delete,
+            uid=str(meta.get("uid", "")),
+            resource_version=str(meta.get("resourceVersion", "")),
+        )
         try:
-            await self._call(self.api.delete, object_path(namespace, name))
+            await self._call(delete, object_path(namespace, name))
         except kube.KubeNotFound:
             return
+        except kube.KubeConflict as e:
+            raise errors.TemporaryError(
+                f"ServiceFence {namespace}/{name} changed since it was read: not deleted",
+                delay=1.0,
+            ) from e
         metrics.WRITES.labels("delete").inc()
 
     async def mark_service(self, namespace: str, name: str, value: str | None) -> bool:

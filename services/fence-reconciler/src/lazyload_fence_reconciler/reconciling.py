@@ -151,7 +151,7 @@ class Reconciler:
                     return None  # another revision's reconciler owns it
                 await self.tombstones.settle(key, exists=True)
                 if self._should_drop(key, obj):
-                    await self.applier.delete(*key)
+                    await self.applier.delete(obj)  # only as read: else retried, re-decided
                     log.info("deleted ServiceFence %s/%s: Service gone or not fenced", *key)
                     return None
             written, _ = await self._converge(obj, (), reset=reset)
