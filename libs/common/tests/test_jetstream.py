@@ -59,6 +59,18 @@ async def test_streams_are_idempotent(js) -> None:  # type: ignore[no-untyped-de
     await jetstream.ensure_streams(js)
     info = await js.stream_info(subjects.DEPS_STREAM)
     assert info.config.subjects == ["lazyload.deps.>"]
+    assert info.config.max_bytes == jetstream.GIB  # a full disk cannot stop the publishers
+
+
+async def test_ensure_streams_keeps_the_limits_an_operator_tuned(js) -> None:  # type: ignore[no-untyped-def]
+    await jetstream.ensure_streams(js)
+    tuned = (await js.stream_info(subjects.DEPS_STREAM)).config
+    tuned.max_age, tuned.max_bytes = 3600.0, 64 * 1024 * 1024
+    await js.update_stream(tuned)
+    await jetstream.ensure_streams(js)  # a service restarts
+    after = (await js.stream_info(subjects.DEPS_STREAM)).config
+    assert (after.max_age, after.max_bytes) == (3600.0, 64 * 1024 * 1024)
+    assert after.subjects == ["lazyload.deps.>"]
 
 
 async def test_consume_acks_rejects_and_retries(js) -> None:  # type: ignore[no-untyped-def]
@@ -329,7 +341,9 @@ async def test_a_deleted_consumer_or_stream_is_set_up_again(js) -> None:  # type
         await _until(lambda: _async("h3.default.svc.cluster.local" in seen))
         assert not consuming.done()
         info = await js.stream_info(subjects.DEPS_STREAM)
-        assert info.config.subjects == ["lazyload.deps.>"] and info.config.max_age == 7 * 86400
+        expected = jetstream.STREAM_DEFAULTS[subjects.DEPS_STREAM]
+        assert info.config.subjects == ["lazyload.deps.>"]
+        assert info.config.max_age == expected["max_age"]
         assert _recoveries("lost") >= recoveries + 2
     finally:
         stop.set()

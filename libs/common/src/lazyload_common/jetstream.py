@@ -73,12 +73,26 @@ _UNAVAILABLE = (
 )
 """A busy, restarting or electing JetStream: waited for, never a reason to fail."""
 
+GIB = 1024**3
 STREAM_DEFAULTS: dict[str, dict[str, Any]] = {
-    subjects.DEPS_STREAM: {"max_age": 7 * 24 * 3600.0, "duplicate_window": 120.0},
-    subjects.FENCES_STREAM: {"max_age": 30 * 24 * 3600.0, "max_msgs_per_subject": 100},
-    subjects.SIDECARS_STREAM: {"max_age": 7 * 24 * 3600.0, "max_msgs_per_subject": 100},
-    subjects.DLQ_STREAM: {"max_age": 14 * 24 * 3600.0},
+    # Every live edge is re-published each refresh interval (300 s): a day of them is plenty for
+    # a reconciler to catch up, and the size cap (oldest dropped first) keeps a full disk from
+    # stopping the publishers.
+    subjects.DEPS_STREAM: {"max_age": 24 * 3600.0, "max_bytes": GIB, "duplicate_window": 120.0},
+    subjects.FENCES_STREAM: {
+        "max_age": 30 * 24 * 3600.0,
+        "max_msgs_per_subject": 100,
+        "max_bytes": GIB,
+    },
+    subjects.SIDECARS_STREAM: {
+        "max_age": 7 * 24 * 3600.0,
+        "max_msgs_per_subject": 100,
+        "max_bytes": GIB,
+    },
+    subjects.DLQ_STREAM: {"max_age": 14 * 24 * 3600.0, "max_bytes": GIB // 4},
 }
+"""The limits a stream is created with; an existing stream keeps the limits it has (an
+operator may have tuned them): `ensure_streams` only puts its subjects and replicas right."""
 
 
 async def connect(settings: NatsSettings, *, name: str, wait: float = 60.0) -> NATS:
@@ -109,13 +123,23 @@ async def ensure_streams(
     replicas: int = 1,
     names: Sequence[str] = tuple(subjects.STREAM_SUBJECTS),
 ) -> None:
-    """Create the lazyload streams, or update them to the expected config (idempotent)."""
+    """Create the lazyload streams that are missing; of an existing one, put only its subjects
+    and replica count right, never its limits (idempotent)."""
     for name in names:
         config = stream_config(name, replicas)
         try:
             await js.add_stream(config)
+            continue
         except BadRequestError:
-            await js.update_stream(config)
+            pass
+        current = (await js.stream_info(name)).config
+        if (
+            list(current.subjects or []) == list(config.subjects or [])
+            and (current.num_replicas or 1) == replicas
+        ):
+            continue
+        current.subjects, current.num_replicas = config.subjects, replicas
+        await js.update_stream(current)
 
 
 def stream_config(name: str, replicas: int = 1) -> StreamConfig:
