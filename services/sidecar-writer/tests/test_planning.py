@@ -62,9 +62,11 @@ def test_changed_hosts_replace_on_resource_version() -> None:
 
 
 def test_changed_labels_or_owner_replace() -> None:
-    stored = _stored(1)
-    stored["metadata"]["labels"]["extra"] = "x"
-    assert planning.plan(make_fence(revision=2), _desired(2), stored).action == "replace"
+    stored = _stored(2)
+    stored["metadata"]["labels"]["istio.io/rev"] = "old"  # lazyload's own label, now wrong
+    decision = planning.plan(make_fence(revision=2), _desired(2), stored)
+    assert decision.action == "replace" and decision.body is not None
+    assert "istio.io/rev" not in decision.body["metadata"]["labels"]
     stored = _stored(1)
     stored["metadata"]["ownerReferences"][0]["uid"] = "old-uid"
     assert planning.plan(make_fence(revision=2), _desired(2), stored).action == "replace"
@@ -100,3 +102,16 @@ def test_delete_and_absent() -> None:
     assert planning.plan(make_fence(revision=2, enabled=False), None, _stored(1)).action == "delete"
     absent = planning.plan(make_fence(deleted=True), None, None)
     assert absent.action == "absent" and "already absent" in absent.message
+
+
+def test_labels_other_tools_put_are_kept_and_never_a_drift() -> None:
+    """A labelling webhook or GitOps tool adds its label: no write for it (no ping-pong), and
+    a write for a real change keeps it (#19)."""
+    stored = _stored(2)
+    stored["metadata"]["labels"]["team"] = "payments"
+    assert planning.plan(make_fence(revision=2), _desired(2), stored).action == "unchanged"
+    event = make_fence(revision=3, hosts=["x.y.svc.cluster.local"])
+    decision = planning.plan(event, _desired(3, hosts=["x.y.svc.cluster.local"]), stored)
+    assert decision.action == "replace" and decision.body is not None
+    assert decision.body["metadata"]["labels"]["team"] == "payments"
+    assert decision.body["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "lazyload"

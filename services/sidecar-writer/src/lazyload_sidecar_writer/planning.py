@@ -102,10 +102,17 @@ def behind(event: events.FenceChanged, current: RawObject) -> bool:
 
 
 def replacement(desired: RawObject, current: RawObject) -> RawObject:
-    """`desired` as a PUT body over `current`: its resourceVersion, finalizers and foreign
-    annotations are kept, and so are its ownerReferences when the event did not know the uid."""
+    """`desired` as a PUT body over `current`: its resourceVersion, finalizers, foreign labels
+    and annotations are kept (labelling webhooks and GitOps tools add their own: dropping them
+    would make a drift that both sides rewrite for ever), and so are its ownerReferences when the
+    event did not know the uid. lazyload's own labels (`rendering.OWNED_LABELS`) are the desired
+    ones."""
     body = copy.deepcopy(desired)
     meta, old = body["metadata"], current.get("metadata", {})
+    foreign = {
+        k: v for k, v in (old.get("labels") or {}).items() if k not in rendering.OWNED_LABELS
+    }
+    meta["labels"] = {**foreign, **meta.get("labels", {})}
     meta["resourceVersion"] = str(old.get("resourceVersion", ""))
     if old.get("finalizers"):
         meta["finalizers"] = list(old["finalizers"])

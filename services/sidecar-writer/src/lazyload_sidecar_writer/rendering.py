@@ -23,6 +23,8 @@ KIND = "Sidecar"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "lazyload"
 REVISION_LABEL = "istio.io/rev"
+OWNED_LABELS = frozenset({MANAGED_BY_LABEL, REVISION_LABEL})
+"""The labels lazyload sets on its Sidecars; any other label is another tool's, and kept."""
 FENCE_REVISION_ANNOTATION = "lazyload.io/fence-revision"
 FENCE_API_VERSION = "microservice.slime.io/v1alpha1"
 FENCE_KIND = "ServiceFence"
