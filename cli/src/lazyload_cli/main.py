@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import importlib.metadata
 import json
 import signal
 import tempfile
@@ -24,6 +25,26 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        try:
+            version = importlib.metadata.version("lazyload-cli")
+        except importlib.metadata.PackageNotFoundError:
+            version = "unknown"
+        console.print(f"lazyload {version}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """lazyload: Istio Sidecars learned from real traffic."""
 
 
 class KubeKind(enum.StrEnum):

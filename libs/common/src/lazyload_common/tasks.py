@@ -7,9 +7,11 @@ Deployment, `lazyload up`) restarts it: a stop by SIGTERM/SIGINT exits 0.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import gc
+import importlib.metadata
 import logging
 import signal
 import sys
@@ -109,6 +111,28 @@ def settle_heap() -> None:
     gc.freeze()
 
 
+def command_line(program: str, run: Callable[..., Awaitable[None]], argv: list[str]) -> None:
+    """A service takes no arguments (its settings are `LAZYLOAD_*` variables): `--help` and
+    `--version` answer and exit instead of starting it; anything else is an error (exit 2)."""
+    module = sys.modules.get(run.__module__)
+    summary = ((module.__doc__ if module else "") or "").strip().split("\n\n")[0]
+    parser = argparse.ArgumentParser(
+        prog=program,
+        description=summary,
+        epilog="Configured by LAZYLOAD_* environment variables (groups joined by __): see the "
+        "README's Configuration section. A misspelt variable stops it at start-up.",
+    )
+    parser.add_argument("--version", action="version", version=f"{program} {_version(program)}")
+    parser.parse_args(argv)
+
+
+def _version(program: str) -> str:
+    try:
+        return importlib.metadata.version(program)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def run_main(run: Callable[..., Awaitable[None]], settings: Any) -> None:
     """A service's console script: its settings (a model class is read from the environment:
     `settings.from_environment`; a misspelt `LAZYLOAD_*` variable or a bad value ends the
@@ -117,6 +141,7 @@ def run_main(run: Callable[..., Awaitable[None]], settings: Any) -> None:
     `stop`. When a task stopped the service (`create_guarded_task`), the process exits with
     status 1 and one line saying which, so that its supervisor restarts it."""
     program = Path(sys.argv[0]).name
+    command_line(program, run, sys.argv[1:])
     if isinstance(settings, type):
         try:
             settings = settings_module.from_environment(settings)
