@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,6 +19,37 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 BIN = Path(sys.executable).parent
+
+
+def _start_up(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    """`lazyload up --state-dir <tmp>/state ARGS` in its own session, once endpoints.json is
+    written: the process and the endpoints."""
+    state = tmp_path / "state"
+    log = (tmp_path / "up.log").open("wb")
+    process = subprocess.Popen(
+        [str(BIN / "lazyload"), "up", "--state-dir", str(state), *args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log.close()
+    endpoints_file = state / "endpoints.json"
+    deadline = time.monotonic() + 120
+    while not endpoints_file.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            _stop(process)
+            raise AssertionError(f"no endpoints.json: {(tmp_path / 'up.log').read_text()}")
+        time.sleep(0.2)
+    return process, json.loads(endpoints_file.read_text())
+
+
+def _stop(process: subprocess.Popen[bytes]) -> int:
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
 
 
 KUBE_PROCESSES = {
@@ -28,22 +60,8 @@ KUBE_PROCESSES = {
 
 @pytest.mark.parametrize("kube", ["emulator", pytest.param("real", marks=pytest.mark.real)])
 def test_up_writes_endpoints_and_serves_kubectl(tmp_path: Path, kube: str) -> None:
-    state = tmp_path / "state"
-    log = (tmp_path / "up.log").open("wb")
-    process = subprocess.Popen(
-        [str(BIN / "lazyload"), "up", "--state-dir", str(state), "--kube", kube],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    process, endpoints = _start_up(tmp_path, "--kube", kube)
     try:
-        endpoints_file = state / "endpoints.json"
-        deadline = time.monotonic() + 120
-        while not endpoints_file.exists():
-            assert process.poll() is None, (tmp_path / "up.log").read_text()
-            assert time.monotonic() < deadline, "endpoints.json not written in time"
-            time.sleep(0.2)
-        endpoints = json.loads(endpoints_file.read_text())
         for key in (
             "nats_url",
             "kubeconfig",
@@ -90,13 +108,7 @@ def test_up_writes_endpoints_and_serves_kubectl(tmp_path: Path, kube: str) -> No
         )
         assert result.returncode == 0, result.stderr
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            code = process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
-        log.close()
+        code = _stop(process)
     assert code == 0, (tmp_path / "up.log").read_text()
     pids = endpoints["pids"]
     for name, pid in pids.items():
@@ -110,22 +122,9 @@ def test_up_writes_endpoints_and_serves_kubectl(tmp_path: Path, kube: str) -> No
 def test_up_restarts_a_service_that_dies(tmp_path: Path) -> None:
     """As a Deployment restarts its pod: a service killed under `lazyload up` is started again
     (back-off 1 s), endpoints.json names its new pid, and it serves again."""
-    state = tmp_path / "state"
-    log = (tmp_path / "up.log").open("wb")
-    process = subprocess.Popen(
-        [str(BIN / "lazyload"), "up", "--state-dir", str(state)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    process, before = _start_up(tmp_path)
+    endpoints_file = tmp_path / "state" / "endpoints.json"
     try:
-        endpoints_file = state / "endpoints.json"
-        deadline = time.monotonic() + 120
-        while not endpoints_file.exists():
-            assert process.poll() is None, (tmp_path / "up.log").read_text()
-            assert time.monotonic() < deadline, "endpoints.json not written in time"
-            time.sleep(0.2)
-        before = json.loads(endpoints_file.read_text())
         victim = before["pids"]["fence-reconciler"]
         os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + 60
@@ -149,10 +148,4 @@ def test_up_restarts_a_service_that_dies(tmp_path: Path) -> None:
             time.sleep(0.2)
         assert after["pids"]["sidecar-writer"] == before["pids"]["sidecar-writer"]
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
-        log.close()
+        _stop(process)
