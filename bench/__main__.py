@@ -217,7 +217,8 @@ def run(
 
 def write(results: dict[str, Any], out: Path, *, merge: bool = False) -> list[report.Row]:
     """Write results.json and REPORT.md from what has run so far (with `merge`, the benchmarks of
-    the existing results.json that did not run this time are kept); returns the table."""
+    the existing results.json that did not run this time are kept, and so is a good earlier result
+    whose re-run failed, with the failure in `failed_rerun`); returns the table."""
     previous = out / "results.json"
     if merge and previous.exists() and "merged_from" not in results:
         old = json.loads(previous.read_text())
@@ -234,8 +235,16 @@ def write(results: dict[str, Any], out: Path, *, merge: bool = False) -> list[re
     benchmarks = dict(results["benchmarks"])
     plots = dict(results["plots"])
     for name, value in kept.get("benchmarks", {}).items():
-        if name not in benchmarks:
+        new = benchmarks.get(name)
+        # a re-run that failed does not wipe out a good earlier result: both are kept
+        failed_rerun = isinstance(new, dict) and "error" in new and "error" not in value
+        if name not in benchmarks or failed_rerun:
             benchmarks[name] = {**value, "from_run": value.get("from_run") or kept.get("from")}
+            if failed_rerun:
+                benchmarks[name]["failed_rerun"] = {
+                    "at": results.get("started_at"),
+                    "error": new["error"],  # type: ignore[index]
+                }
             if name in kept.get("plots", {}):
                 plots[name] = kept["plots"][name]
     for name, value in benchmarks.items():  # results of older runs: mark reductions too

@@ -468,3 +468,31 @@ def test_metrics_writes_and_min_gap(monkeypatch: pytest.MonkeyPatch) -> None:
     ]
     gaps = count_writes(records, fences=2)["min_gap_s"]
     assert gaps == {"sidecar": None, "reconciler": pytest.approx(0.06)}
+
+
+def test_merge_keeps_a_good_result_whose_rerun_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import types
+
+    outcomes = iter([{"value": 1}, RuntimeError("a service exited while starting")])
+
+    def flaky_run(config: dict[str, Any], workdir: Path) -> dict[str, Any]:
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    module = types.ModuleType("bench.fake_flaky")
+    module.run = flaky_run  # type: ignore[attr-defined]
+    module.plot = lambda result, plots: []  # type: ignore[attr-defined]
+    module.rows = lambda result: [("fake_flaky", "value", str(result["value"]))]  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "bench.fake_flaky", module)
+    monkeypatch.setitem(runner.BENCHMARKS, "fake_flaky", ("bench.fake_flaky", {"n": 1}, {"n": 1}))
+    monkeypatch.setitem(report.MODULES, "fake_flaky", "bench.fake_flaky")
+    out = tmp_path / "out"
+    first = runner.run(["fake_flaky"], small=False, out=out, workdir=tmp_path / "w")
+    runner.run(["fake_flaky"], small=False, out=out, workdir=tmp_path / "w", merge=True)
+    saved = json.loads((out / "results.json").read_text())["benchmarks"]["fake_flaky"]
+    assert saved["value"] == 1 and saved["from_run"] == first["started_at"]
+    assert "a service exited" in saved["failed_rerun"]["error"]
