@@ -5,6 +5,7 @@ fails exits non-zero, one stopped by SIGTERM exits 0."""
 from __future__ import annotations
 
 import gc
+import os
 import signal
 import subprocess
 import sys
@@ -36,7 +37,7 @@ def test_settle_heap_freezes_the_start_and_leaves_the_rest_collectable() -> None
 
 
 _SERVICE = """
-import asyncio, sys
+import asyncio, os
 from lazyload_common import tasks
 
 class Settings:
@@ -45,7 +46,7 @@ class Settings:
 async def run(settings, *, stop):
     async def consume():
         await asyncio.sleep(0.1)
-        if sys.argv[1] == "fail":
+        if os.environ["TEST_MODE"] == "fail":
             raise RuntimeError("consumer lost")
         await asyncio.Event().wait()
 
@@ -61,8 +62,10 @@ tasks.run_main(run, Settings())
 def _start(tmp_path: Path, mode: str) -> subprocess.Popen[str]:
     script = tmp_path / "svc.py"
     script.write_text(_SERVICE)
+    # a service takes no arguments (run_main refuses them): the mode goes in the environment
     return subprocess.Popen(
-        [sys.executable, str(script), mode],
+        [sys.executable, str(script)],
+        env={**os.environ, "TEST_MODE": mode},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
