@@ -8,10 +8,11 @@ event follows) but never a manual one; relabelling a Service "false" removes its
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
-from lazyload_common import errors, subjects
+from lazyload_common import errors, kube, subjects
 from lazyload_fence_reconciler import applying
 
 L = "slime.io/serviceFenced"
@@ -143,3 +144,18 @@ async def test_a_fence_is_deleted_only_as_it_was_read(kube_api) -> None:  # type
     assert await applier.get("default", "productpage") is not None
     await applier.delete(await applier.get("default", "productpage"))  # as read now: deleted
     assert await applier.get("default", "productpage") is None
+
+
+async def test_system_istio_and_lazyload_namespaces_are_never_fenced(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+    """The global-sidecar must keep the whole mesh: lazyload's namespace (and istiod's, and
+    Kubernetes' own) never get a fence, whatever deny_namespaces says."""
+    for ns in ("mesh-operator", "istio-system"):
+        with contextlib.suppress(kube.KubeConflict):
+            kit.api.create("/api/v1/namespaces", {"metadata": {"name": ns}})
+    kit.create_service("global-sidecar", ns="mesh-operator")
+    kit.create_service("istiod", ns="istio-system")
+    kit.create_service("a")
+    await reconciler.start(eager=True)
+    await kit.eventually(lambda: kit.fence("a"))
+    assert kit.fence("global-sidecar", ns="mesh-operator") is None
+    assert kit.fence("istiod", ns="istio-system") is None

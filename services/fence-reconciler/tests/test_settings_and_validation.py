@@ -131,3 +131,19 @@ def test_recycling_needs_a_liveness_source() -> None:
         config.check()
     assert "liveness" in str(caught.value)
     ReconcilerSettings(fence={"recycle_after": 3600, "liveness_source": "sidecar-als"}).check()
+
+
+def test_scoped_fence_never_fences_system_istio_and_lazyload_namespaces() -> None:
+    config = ReconcilerSettings(
+        fence={"deny_namespaces": ["legacy"]},
+        mesh={"istio_namespace": "istio", "global_sidecar_namespace": "lazy"},
+    )
+    assert config.scoped_fence().deny_namespaces == [
+        "legacy",
+        "kube-system",
+        "kube-public",
+        "kube-node-lease",
+        "istio",
+        "lazy",
+    ]
+    assert config.fence.deny_namespaces == ["legacy"]  # the setting itself is untouched

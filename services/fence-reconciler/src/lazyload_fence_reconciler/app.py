@@ -95,7 +95,7 @@ async def _serve(
         on_pod=lambda kind, obj: reconciler.on_pod_event(kind, obj),
     )
     reconciler = reconciling.Reconciler(
-        settings=settings.fence,
+        settings=settings.scoped_fence(),
         applier=applying.Applier(
             kube_api,
             conflict_retries=settings.fence.conflict_retries,

@@ -70,6 +70,10 @@ class NamespaceSelector(BaseModel):
         )
 
 
+NEVER_FENCED = ("kube-system", "kube-public", "kube-node-lease")
+"""Kubernetes' own namespaces: never fenced (with istiod's and lazyload's, `scoped_fence`)."""
+
+
 class FenceSettings(BaseModel):
     """How fences are created, learned into and recycled."""
 
@@ -94,7 +98,10 @@ class FenceSettings(BaseModel):
         default_factory=list, description="Only these namespaces get fences; empty = all."
     )
     deny_namespaces: list[str] = Field(
-        default_factory=list, description="These namespaces never get fences (wins over allow)."
+        default_factory=list,
+        description="These namespaces never get fences (wins over allow); Kubernetes' own, "
+        "istiod's (mesh.istio_namespace) and lazyload's (mesh.global_sidecar_namespace) never "
+        "do either.",
     )
     resync_interval: float = Field(
         300.0,
@@ -276,6 +283,14 @@ class ReconcilerSettings(BaseSettings):
     mesh: settings.MeshSettings = Field(default_factory=settings.MeshSettings)
     fence: FenceSettings = Field(default_factory=FenceSettings)
     log_level: str = Field("INFO", description="Python log level.")
+
+    def scoped_fence(self) -> FenceSettings:
+        """The fence settings the reconciler runs with: `deny_namespaces` plus the namespaces
+        that never get a fence - Kubernetes' own, istiod's and lazyload's (its global-sidecar
+        must keep the whole mesh: a narrow Sidecar on it would break every first call)."""
+        never = (*NEVER_FENCED, self.mesh.istio_namespace, self.mesh.global_sidecar_namespace)
+        deny = list(dict.fromkeys([*self.fence.deny_namespaces, *never]))
+        return self.fence.model_copy(update={"deny_namespaces": deny})
 
     def check(self) -> None:
         """Raise `ConfigError` naming every field that cannot work."""
