@@ -488,3 +488,19 @@ async def test_a_deleted_fence_with_an_unusable_name_reaches_no_file(
         stop.set()
         await asyncio.wait_for(task, timeout=30)
         await nc.close()
+
+
+async def test_a_throttled_write_waits_the_servers_retry_after(
+    writer: Writer, kube_emulator: KubeEmulator
+) -> None:
+    """A 429 with Retry-After: the writer's next attempt waits that long, not its own back-off
+    (50 ms first), which would only add load to a throttled API server (#19)."""
+    await writer.fence_uid()
+    kube_emulator.inject_fault("POST", path_regex="/sidecars", status=429, count=1, retry_after=1)
+    kube_emulator.clear_requests()
+    await writer.publish(make_fence(revision=1))
+    report = await writer.report()
+    assert report.action == "applied"
+    posts = [r for r in kube_emulator.requests() if r.verb == "POST" and "/sidecars" in r.path]
+    assert [r.status for r in posts[:2]] == [429, 201]
+    assert posts[1].time - posts[0].time >= 0.95

@@ -30,11 +30,15 @@ RawObject = dict[str, Any]
 class KubeError(errors.LazyloadError):
     """An error answer of the Kubernetes API, with the Status body cut to a safe length."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(
+        self, status: int, reason: str, message: str, *, retry_after: float | None = None
+    ) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
+        self.retry_after = retry_after
+        """Seconds the server asked to wait (its `Retry-After`, on 429 and 503), if it did."""
 
 
 class KubeNotFound(KubeError):
@@ -63,7 +67,16 @@ class KubeServerError(KubeError):
     """5xx: the API server failed; worth a retry."""
 
 
-def _error_for(status: int, body: bytes) -> KubeError:
+def _retry_after(value: str | None) -> float | None:
+    """`Retry-After` in seconds (the API server sends delta-seconds), capped at 10 minutes."""
+    try:
+        seconds = float(value) if value else None
+    except ValueError:
+        return None
+    return None if seconds is None or seconds < 0 else min(seconds, 600.0)
+
+
+def _error_for(status: int, body: bytes, retry_after: str | None = None) -> KubeError:
     reason, message = "", body[:256].decode("utf-8", "replace")
     try:
         parsed = json.loads(body)
@@ -84,7 +97,7 @@ def _error_for(status: int, body: bytes) -> KubeError:
         cls = KubeTooManyRequests
     elif status >= 500:
         cls = KubeServerError
-    return cls(status, reason, message)
+    return cls(status, reason, message, retry_after=_retry_after(retry_after))
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -134,7 +147,7 @@ class KubeApi:
         )
         data = response.read()
         if not 200 <= response.status <= 299:
-            raise _error_for(response.status, data or b"")
+            raise _error_for(response.status, data or b"", response.headers.get("Retry-After"))
         return json.loads(data) if data else {}
 
     def _send(

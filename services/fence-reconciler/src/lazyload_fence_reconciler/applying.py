@@ -165,4 +165,5 @@ class Applier:
             # never succeed on a retry: the edges are dead-lettered with the reason
             raise errors.PermanentError(f"fence request refused: {e}") from e
         except (kube.KubeTooManyRequests, kube.KubeServerError) as e:
-            raise errors.TemporaryError(str(e), delay=2.0) from e
+            # the server's Retry-After when it sent one (a throttled API server knows best)
+            raise errors.TemporaryError(str(e), delay=max(2.0, e.retry_after or 0.0)) from e

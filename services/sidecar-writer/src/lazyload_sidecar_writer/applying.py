@@ -99,12 +99,18 @@ class KubeSink:
             multiplier=config.retry_initial, max=config.retry_max, jitter=config.retry_initial
         )
 
+    def _wait_or_retry_after(self, state: RetryCallState) -> float:
+        """The back-off, or the server's Retry-After (429/503) when that is longer."""
+        error = state.outcome.exception() if state.outcome is not None else None
+        asked = getattr(error, "retry_after", None) or 0.0
+        return max(float(self._wait(state)), asked)
+
     async def apply(self, event: events.FenceChanged, desired: RawObject | None) -> Result:
         """Bring the stored Sidecar of `event`'s fence to `desired` (None = delete it)."""
         config = self.settings.sidecar
         retrying = AsyncRetrying(
             stop=self._stop,
-            wait=self._wait,
+            wait=self._wait_or_retry_after,
             retry=retry_if_exception_type(RETRYABLE),
             before_sleep=_log_retry,
             reraise=True,
