@@ -208,6 +208,13 @@ def schema() -> dict[str, Any]:
                 "securityContext": ANY_OBJ,
                 **{key: component(service) for key, service in COMPONENTS.items()},
                 "globalSidecar": global_sidecar,
+                "networkPolicy": _obj(
+                    {
+                        "enabled": {"type": "boolean"},
+                        "monitoringNamespaceSelector": ANY_OBJ,
+                        "adminFrom": {"type": "array", "items": ANY_OBJ},
+                    }
+                ),
                 "sidecarAccessLogs": _obj(
                     {
                         "enabled": {"type": "boolean"},

@@ -509,3 +509,44 @@ def test_sidecar_access_logs_make_the_liveness_source(
     assert not _of(plain, "Telemetry")
     env = _env(_of(plain, "Deployment")["mesh-operator/lazyload-fence-reconciler"])
     assert "LAZYLOAD_FENCE__LIVENESS_SOURCE" not in env
+
+
+def test_network_policies_let_in_only_who_needs_each_port(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """ALS only from the global-sidecars (every sidecar with sidecarAccessLogs), xDS only from
+    the global-sidecars, admin only from the monitoring namespace (#16)."""
+    objs = _render(tmp_path_factory, {})
+    policies = _of(objs, "NetworkPolicy")
+    names = {f"mesh-operator/lazyload-{c}" for c in COMPONENTS.values()}
+    assert set(policies) == names
+    global_sidecars = {
+        "matchLabels": {
+            "app.kubernetes.io/instance": "lazyload",
+            "app.kubernetes.io/component": "global-sidecar",
+        }
+    }
+
+    def rules(component: str) -> dict[str, list[dict[str, Any]]]:
+        spec = policies[f"mesh-operator/lazyload-{component}"]["spec"]
+        assert spec["policyTypes"] == ["Ingress"]
+        return {rule["ports"][0]["port"]: rule["from"] for rule in spec["ingress"]}
+
+    monitoring = {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    for component in COMPONENTS.values():
+        assert rules(component)["admin"] == [{"namespaceSelector": monitoring}]
+    assert rules("accesslog-ingest")["grpc-als"] == [
+        {"namespaceSelector": {}, "podSelector": global_sidecars}
+    ]
+    assert rules("global-pilot")["grpc-xds"] == [
+        {"namespaceSelector": {}, "podSelector": global_sidecars}
+    ]
+    assert set(rules("fence-reconciler")) == {"admin"}
+    everyone = _of(
+        _render(tmp_path_factory, {"sidecarAccessLogs": {"enabled": True}}), "NetworkPolicy"
+    )
+    als = everyone["mesh-operator/lazyload-accesslog-ingest"]["spec"]["ingress"][1]
+    assert als["from"] == [{"namespaceSelector": {}}]
+    assert not _of(
+        _render(tmp_path_factory, {"networkPolicy": {"enabled": False}}), "NetworkPolicy"
+    )
