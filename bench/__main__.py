@@ -228,6 +228,7 @@ def write(results: dict[str, Any], out: Path, *, merge: bool = False) -> list[re
             "plots": old.get("plots", {}),
             "configuration": old.get("configuration"),
             "overrides": old.get("overrides", {}),
+            "machine": old.get("machine") or {},
         }
         results["merged_from"] = old.get("started_at")
     shown = dict(results)
@@ -240,6 +241,11 @@ def write(results: dict[str, Any], out: Path, *, merge: bool = False) -> list[re
         failed_rerun = isinstance(new, dict) and "error" in new and "error" not in value
         if name not in benchmarks or failed_rerun:
             benchmarks[name] = {**value, "from_run": value.get("from_run") or kept.get("from")}
+            if "machine" not in value and kept.get("machine"):  # where it was measured
+                benchmarks[name]["machine"] = {
+                    "cpu_model": kept["machine"].get("cpu_model"),
+                    "load_avg_at_start": kept["machine"].get("load_avg_at_start"),
+                }
             if failed_rerun:
                 benchmarks[name]["failed_rerun"] = {
                     "at": results.get("started_at"),

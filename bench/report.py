@@ -121,13 +121,18 @@ def comparison(results: dict[str, Any]) -> list[str]:
         for metric, value in real_rows.items():
             if metric not in seen:
                 lines.append(f"| {name} | {metric} | - | {value.replace('|', '/')} |")
-        emulator, measured = pair[0] or {}, pair[1] or {}
         lines.append(
-            f"| {name} | run (wall) | {emulator.get('from_run') or 'this run'} "
-            f"({emulator.get('wall_s', '?')} s) | {measured.get('from_run') or 'this run'} "
-            f"({measured.get('wall_s', '?')} s) |"
+            f"| {name} | run (wall, CPU) | {_run(pair[0] or {})} | {_run(pair[1] or {})} |"
         )
     return [*lines, ""] if lines else []
+
+
+def _run(result: dict[str, Any]) -> str:
+    machine = result.get("machine") or {}
+    return (
+        f"{result.get('from_run') or 'this run'} ({result.get('wall_s', '?')} s, "
+        f"{machine.get('cpu_model') or 'CPU not recorded'})"
+    )
 
 
 def render_table(rows: list[Row]) -> str:
@@ -199,7 +204,8 @@ def markdown(results: dict[str, Any], rows: list[Row]) -> str:
         "",
         f"Machine: {m['cpu_model']}, {m['logical_cores']} logical / {m['physical_cores']} physical "
         f"cores, {m['ram_gb']} GB RAM, {m['os']}, Python {m['python']}, Envoy {m['envoy']} "
-        f"(load average at start {m['load_avg_at_start']}).",
+        f"(load average at start {m['load_avg_at_start']}): the last run's; results merged from "
+        "earlier runs keep their own (`machine` in results.json, and the 'run' rows below).",
         "",
         "Absolute times are indications only on a shared machine; each benchmark also reports a "
         "ratio against a reference measured in the same run.",
