@@ -280,7 +280,8 @@ class Reflector:
     Memory: lists are read in pages of `page_size` (`limit`/`continue`), so a relist of a large
     cluster never holds the whole response text at once, and every stored object has its strings
     interned (`compact`): hosts, namespaces, timestamps and keys repeat across thousands of
-    objects (a ServiceFence of 10 hosts takes about half the memory). `transform`, when given,
+    objects (a ServiceFence of 10 hosts takes about half the memory). A real API server's
+    `metadata.managedFields` are not kept (they doubled a fence's size). `transform`, when given,
     is applied to every object before it is stored and handed on (e.g. to pack a large status).
 
     `versions`: `path` is a template `/apis/<group>/{version}/<plural>`, and every (re)list first
@@ -350,6 +351,12 @@ class Reflector:
                 backoff = min(backoff * 2, 10.0)
 
     def _keep(self, obj: RawObject) -> RawObject:
+        # managedFields (server-side apply bookkeeping a real API server puts on every object)
+        # doubled a ServiceFence's memory; nothing here reads it, and nothing writes it back
+        # (writes are PUT/merge patches of the fields lazyload owns)
+        meta = obj.get("metadata")
+        if isinstance(meta, dict):
+            meta.pop("managedFields", None)
         obj = compact(obj)
         return self.transform(obj) if self.transform is not None else obj
 
