@@ -67,6 +67,7 @@ __all__ = [
     "MeshWorkload",
     "PacketCapture",
     "WorkloadCallError",
+    "endpoint_slice",
     "istio_mesh",
     "istio_mesh_server",
     "start_istio_mesh",
@@ -821,29 +822,7 @@ class IstioMesh:
             # EndpointSlice controller would for a ready pod.
             api.create(
                 f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices",
-                {
-                    "metadata": {
-                        "name": f"{name}-rig",
-                        "labels": {
-                            "kubernetes.io/service-name": name,
-                            "endpointslice.kubernetes.io/managed-by": RIG_MANAGER,
-                        },
-                    },
-                    "addressType": "IPv4",
-                    "ports": slice_ports,
-                    "endpoints": [
-                        {
-                            "addresses": [ip],
-                            "conditions": {"ready": True, "serving": True, "terminating": False},
-                            "targetRef": {
-                                "kind": "Pod",
-                                "namespace": namespace,
-                                "name": name,
-                                "uid": pod["metadata"]["uid"],
-                            },
-                        }
-                    ],
-                },
+                endpoint_slice(namespace, name, ip, slice_ports, pod["metadata"]["uid"]),
             )
         return pod
 
@@ -1052,3 +1031,33 @@ def istio_mesh(istio_mesh_server: IstioMesh) -> Iterator[IstioMesh]:
     """The run's mesh; the workloads and namespaces a test added go at its end."""
     yield istio_mesh_server
     istio_mesh_server.remove_test_state()
+
+
+def endpoint_slice(
+    namespace: str, service: str, ip: str, ports: list[dict[str, Any]], pod_uid: str
+) -> dict[str, Any]:
+    """The EndpointSlice the EndpointSlice controller would write for Service `service` backed by
+    one ready pod (also named `service`) at `ip`: no endpoint controllers run in the rig."""
+    return {
+        "metadata": {
+            "name": f"{service}-rig",
+            "labels": {
+                "kubernetes.io/service-name": service,
+                "endpointslice.kubernetes.io/managed-by": RIG_MANAGER,
+            },
+        },
+        "addressType": "IPv4",
+        "ports": ports,
+        "endpoints": [
+            {
+                "addresses": [ip],
+                "conditions": {"ready": True, "serving": True, "terminating": False},
+                "targetRef": {
+                    "kind": "Pod",
+                    "namespace": namespace,
+                    "name": service,
+                    "uid": pod_uid,
+                },
+            }
+        ],
+    }

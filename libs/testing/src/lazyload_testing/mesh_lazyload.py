@@ -35,7 +35,7 @@ import pytest
 from lazyload_cli.stack import Stack, StackConfig, bin_path, envoy_path
 from lazyload_common.kube import KubeConflict, KubeNotFound
 
-from lazyload_testing.mesh import DOMAIN, IstioMesh
+from lazyload_testing.mesh import DOMAIN, IstioMesh, endpoint_slice
 
 __all__ = ["GLOBAL_SIDECAR_PORT", "GlobalSidecar", "LazyloadInMesh", "lazyload_in_mesh"]
 
@@ -140,29 +140,7 @@ class LazyloadInMesh(Stack):
         with contextlib.suppress(KubeConflict):
             api.create(
                 f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices",
-                {
-                    "metadata": {
-                        "name": f"{GLOBAL_SIDECAR_NAME}-rig",
-                        "labels": {
-                            "kubernetes.io/service-name": GLOBAL_SIDECAR_NAME,
-                            "endpointslice.kubernetes.io/managed-by": "lazyload-mesh-rig",
-                        },
-                    },
-                    "addressType": "IPv4",
-                    "ports": slice_ports,
-                    "endpoints": [
-                        {
-                            "addresses": [ip],
-                            "conditions": {"ready": True, "serving": True, "terminating": False},
-                            "targetRef": {
-                                "kind": "Pod",
-                                "namespace": ns,
-                                "name": GLOBAL_SIDECAR_NAME,
-                                "uid": pod["metadata"]["uid"],
-                            },
-                        }
-                    ],
-                },
+                endpoint_slice(ns, GLOBAL_SIDECAR_NAME, ip, slice_ports, pod["metadata"]["uid"]),
             )
         config = bootstrap.render_bootstrap(
             node_id=f"{GLOBAL_SIDECAR_NAME}~{ip}~{GLOBAL_SIDECAR_NAME}.{ns}~{ns}.svc.{DOMAIN}",
