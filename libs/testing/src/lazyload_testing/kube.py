@@ -29,6 +29,7 @@ __all__ = [
     "kube_emulator_crd_dirs",
     "repo_root",
     "start_kube_emulator",
+    "token_client",
 ]
 
 WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE")
@@ -55,6 +56,19 @@ def default_crd_dirs(root: Path | None = None) -> list[Path]:
     return [d for d in (crds / "istio", crds) if _has_manifests(d)]
 
 
+def token_client(url: str, token: str | None, *, ca: Path | None = None) -> client.ApiClient:
+    """An official-client ApiClient for `url` with bearer `token` (None: anonymous), trusting
+    `ca` when given."""
+    configuration = client.Configuration()
+    configuration.host = url
+    if ca is not None:
+        configuration.ssl_ca_cert = str(ca)
+    if token:
+        configuration.api_key = {"authorization": token}
+        configuration.api_key_prefix = {"authorization": "Bearer"}
+    return client.ApiClient(configuration)
+
+
 class KubeEmulator:
     """A running emulator as tests see it."""
 
@@ -76,12 +90,7 @@ class KubeEmulator:
         """An ApiClient whose bearer token is `token` (None: no token), for an emulator started
         with `EmulatorConfig(authorize=True)`: `authz.service_account_token(ns, name)` is that
         ServiceAccount. Closed at teardown."""
-        configuration = client.Configuration()
-        configuration.host = self.url
-        if token:
-            configuration.api_key = {"authorization": token}
-            configuration.api_key_prefix = {"authorization": "Bearer"}
-        api = client.ApiClient(configuration)
+        api = token_client(self.url, token)
         self._clients.append(api)
         return api
 

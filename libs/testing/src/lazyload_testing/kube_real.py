@@ -36,7 +36,7 @@ from lazyload_cli.kube_real import KubeBinaries, RealControlPlane
 from lazyload_cli.processes import ProcessGroup
 from lazyload_common.kube import KubeApi, KubeError, KubeNotFound
 
-from lazyload_testing.kube import WRITE_VERBS, KubeEmulator, repo_root
+from lazyload_testing.kube import WRITE_VERBS, KubeEmulator, repo_root, token_client
 
 __all__ = [
     "AuditRecord",
@@ -130,13 +130,7 @@ class RealKube:
     def api_client_as(self, token: str | None) -> client.ApiClient:
         """An ApiClient whose bearer token is `token` (None: anonymous), e.g. a ServiceAccount's
         from `service_account_token`."""
-        configuration = client.Configuration()
-        configuration.host = self.url
-        configuration.ssl_ca_cert = str(self.plane.pki.ca)
-        if token:
-            configuration.api_key = {"authorization": token}
-            configuration.api_key_prefix = {"authorization": "Bearer"}
-        api = client.ApiClient(configuration)
+        api = token_client(self.url, token, ca=self.plane.pki.ca)
         self._clients.append(api)
         return api
 
