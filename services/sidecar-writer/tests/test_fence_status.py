@@ -49,8 +49,11 @@ async def _conditions(api: kube.KubeApi) -> dict[str, dict[str, Any]]:
 
 
 async def _events(api: kube.KubeApi) -> list[dict[str, Any]]:
+    """The writer's Events about ServiceFences (a real server's controllers write their own)."""
     listed = await asyncio.to_thread(api.list, EVENTS)
-    return sorted(listed.get("items", []), key=lambda e: e["metadata"]["resourceVersion"])
+    items = listed.get("items", [])
+    ours = [e for e in items if e.get("reportingComponent") == "lazyload-sidecar-writer"]
+    return sorted(ours, key=lambda e: int(e["metadata"]["resourceVersion"]))
 
 
 def _status_writes(server: RealKube | KubeEmulator) -> int:
