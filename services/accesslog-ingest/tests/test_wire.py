@@ -77,7 +77,7 @@ def test_sub_messages_seen_twice_are_merged() -> None:
     both = _entry_in_two_pieces(first.http_logs.log_entry[0], entry)
     raw = t.message(both).SerializeToString()
     _same(raw)
-    assert _keys(raw) == [("10.1.0.1", "details:9080", False, False, False, "shop")]
+    assert _keys(raw) == [("10.1.0.1", "details:9080", False, False, False, "shop", "", "")]
 
 
 def test_the_last_scalar_wins_and_entries_add_up() -> None:

@@ -11,6 +11,7 @@ domain too); a regex dispatch on `:authority` sends matching hosts to the passth
 from __future__ import annotations
 
 import pytest
+from lazyload_global_pilot import resources
 from lazyload_global_pilot.dispatches import Dispatch
 
 pytestmark = pytest.mark.envoy
@@ -82,4 +83,31 @@ async def test_dispatches_by_domain_and_by_regex(sidecar, upstream_factory, make
     # the regex does not match dotted names, and passthrough is off: 404
     assert (await sidecar.get("a.b.example", **orig)).status_code == 404
     assert (await sidecar.get("x.learn.example", **orig)).status_code == 404
+    assert sidecar.xds.ads.stats.nacks == 0
+
+
+async def test_original_destination_upstream_sends_every_call_where_the_caller_dialled(
+    sidecar, upstream_factory, make_service
+):
+    """A global-sidecar with its own istio-proxy (`routing.upstream=original_destination`):
+    even a known Service goes to `Slime-Orig-Dest` (the istio-proxy there routes it with the
+    mesh's policy), a short name is rewritten to the FQDN of the caller's namespace, and a call
+    without the header has nowhere to go."""
+    details, dialled = upstream_factory("details"), upstream_factory("dialled")
+    sidecar.reconfigure(upstream="original_destination")
+    snapshot = sidecar.set_mesh(make_service("details", endpoints=(("127.0.0.1", details.port),)))
+    assert not any(c.startswith("outbound|") for c in snapshot.resources[resources.CLUSTER]), (
+        "no Service cluster: the istio-proxy resolves"
+    )
+    orig = {"Slime-Orig-Dest": f"127.0.0.1:{dialled.port}"}
+    known = await sidecar.eventually("details.default:9080", **orig)
+    assert known.text == "dialled details.default:9080"
+    short = await sidecar.get("details:9080", **orig, **{"Slime-Source-Ns": "default"})
+    assert short.text == "dialled details.default.svc.cluster.local"
+    unknown = await sidecar.get("api.example.com", **orig)
+    assert unknown.text == "dialled api.example.com"
+    missing = await sidecar.get("details.default:9080")
+    assert missing.status_code == 404
+    entry = await sidecar.logged(lambda e: e.request.authority == "api.example.com")
+    assert entry.common_properties.upstream_cluster == "PassthroughCluster"
     assert sidecar.xds.ads.stats.nacks == 0

@@ -100,6 +100,7 @@ def test_cluster_mode_service_and_filter():
     assert headers == {
         "Slime-Orig-Dest": "%DOWNSTREAM_LOCAL_ADDRESS%",
         "Slime-Source-Ns": "%ENVIRONMENT(POD_NAMESPACE)%",
+        "Lazyload-Source-Ip": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
     }
     # the global-sidecar's own proxy: the added virtual hosts go again, `*` passes through
     own = _patches(envoy_filter, 9080, own=True)

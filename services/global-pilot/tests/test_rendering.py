@@ -73,6 +73,8 @@ def test_access_log_goes_to_accesslog_ingest_over_grpc_als():
         "slime-source-ns",
         "slime-orig-dest",
         "x-forwarded-for",
+        "lazyload-source-ip",
+        "x-forwarded-client-cert",
     ]
 
 

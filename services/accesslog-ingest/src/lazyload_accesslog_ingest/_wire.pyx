@@ -37,6 +37,8 @@ TCP = 2
 cdef const char* GRPC_TYPE = b"application/grpc"
 cdef const char* CONTENT_TYPE = b"content-type"
 cdef const char* SOURCE_NS = b"slime-source-ns"
+cdef const char* SOURCE_IP = b"lazyload-source-ip"
+cdef const char* CLIENT_CERT = b"x-forwarded-client-cert"
 cdef const char* INBOUND = b"inbound|"
 
 # ResponseFlags fields that mean the request never reached a destination (`parsing._unrouted`)
@@ -73,6 +75,8 @@ cdef struct Entry:
     Span authority  # HTTPRequestProperties.authority (3)
     Span content_type  # request_headers (13) ["content-type"]
     Span source_ns  # request_headers ["slime-source-ns"]
+    Span source_ip  # request_headers ["lazyload-source-ip"]
+    Span client_cert  # request_headers ["x-forwarded-client-cert"]
 
 
 class WireError(ValueError):
@@ -293,7 +297,7 @@ cdef inline bint equals(const unsigned char* buf, Span span, const char* text, P
 
 
 cdef int header(const unsigned char* buf, Span span, Entry* e) except -1:
-    """One `request_headers` map entry (key 1, value 2): keep the two headers the key reads."""
+    """One `request_headers` map entry (key 1, value 2): keep the headers the key reads."""
     cdef Reader r = sub(buf, span)
     cdef uint32_t number
     cdef int wire
@@ -316,6 +320,10 @@ cdef int header(const unsigned char* buf, Span span, Entry* e) except -1:
         e.content_type = value
     elif equals(buf, key, SOURCE_NS, 15):
         e.source_ns = value
+    elif equals(buf, key, SOURCE_IP, 18):
+        e.source_ip = value
+    elif equals(buf, key, CLIENT_CERT, 23):
+        e.client_cert = value
     return 0
 
 
@@ -349,6 +357,7 @@ cdef inline void clear(Entry* e):
     e.seconds = 0
     e.nanos = 0
     e.authority.size = e.content_type.size = e.source_ns.size = -1
+    e.source_ip.size = e.client_cert.size = -1
 
 
 cdef int entry(const unsigned char* buf, Span span, Entry* e, bint http) except -1:
@@ -472,6 +481,8 @@ def keys(bytes raw, int kind, Py_ssize_t begin, bint direction):
                     inbound,
                     grpc,
                     text(buf, e.source_ns),
+                    text(buf, e.source_ip),
+                    text(buf, e.client_cert),
                 )
             else:
                 key = (

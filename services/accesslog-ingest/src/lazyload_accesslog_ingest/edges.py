@@ -178,6 +178,12 @@ def prototypes(
         callers = memo.callers.get(record.caller_ip)  # type: ignore[assignment]
         if callers is None:
             callers = memo.callers[record.caller_ip] = resolve_callers(record, None, directory)
+    if record.proven_namespace and not isinstance(callers, Rejection):
+        # behind the global-sidecar's proxy: only a Service of the namespace the caller's
+        # certificate proves (`identity`)
+        callers = [c for c in callers if c.namespace == record.proven_namespace] or (
+            Rejection.UNPROVEN_CALLER
+        )
     if isinstance(callers, Rejection):
         if callers is not Rejection.UNKNOWN_CALLER or not options.publish_unresolved:
             return callers

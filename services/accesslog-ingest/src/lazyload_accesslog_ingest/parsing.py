@@ -25,6 +25,8 @@ from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.service.accesslog.v3 import als_pb2
 from google.protobuf import message, struct_pb2
 
+from lazyload_accesslog_ingest import identity
+from lazyload_accesslog_ingest.identity import CLIENT_CERT_HEADER, SOURCE_IP_HEADER
 from lazyload_accesslog_ingest.records import AccessRecord, Rejection, StreamIdentity
 
 try:
@@ -255,20 +257,27 @@ def http_record(entry: accesslog_pb2.HTTPAccessLogEntry) -> AccessRecord | Rejec
         entry.response if entry.HasField("response") else accesslog_pb2.HTTPResponseProperties()
     )
     headers = request.request_headers  # names lower-case, as Envoy logs them
+    proxied = identity.proxied_caller(
+        caller[0], headers.get(SOURCE_IP_HEADER, ""), headers.get(CLIENT_CERT_HEADER, "")
+    )
+    if isinstance(proxied, Rejection):
+        return proxied
+    caller_ip, proven = proxied or (caller[0], "")
     original = _socket(common, "downstream_local_address") or ("", None)
     return AccessRecord(
         protocol="grpc"
         if headers.get("content-type", "").startswith("application/grpc")
         else "http",
-        caller_ip=caller[0],
+        caller_ip=caller_ip,
         authority=request.authority,
         original_ip=original[0],
         original_port=original[1],
         upstream_cluster=common.upstream_cluster,
         response_flags=_flags(common),
         response_code=response.response_code.value if response.HasField("response_code") else None,
-        source_namespace_header=headers.get(SOURCE_NAMESPACE_HEADER, "").strip().lower(),
+        source_namespace_header=proven or headers.get(SOURCE_NAMESPACE_HEADER, "").strip().lower(),
         start_time=_start_time(common),
+        proven_namespace=proven,
     )
 
 
@@ -309,7 +318,8 @@ def http_keys(entries: Iterable[accesslog_pb2.HTTPAccessLogEntry], *, direction:
     defaults), never building an `AccessRecord`. The key: caller address, authority, unrouted
     flags, inbound direction (only with `direction`: it matters for a workload's own stream
     alone, so other streams do not read the upstream cluster), gRPC content type,
-    `slime-source-ns`. This is the hottest loop of the service: it is written out in full.
+    `slime-source-ns`, and the two headers that name a caller behind the global-sidecar's own
+    proxy (`identity`). This is the hottest loop of the service: it is written out in full.
     """
     firsts: dict[EntryKey, Any] = {}
     repeats: dict[EntryKey, int] = {}
@@ -322,8 +332,10 @@ def http_keys(entries: Iterable[accesslog_pb2.HTTPAccessLogEntry], *, direction:
             get = headers.get
             source_ns = get(SOURCE_NAMESPACE_HEADER, "")
             grpc = get("content-type", "").startswith("application/grpc")
+            source_ip = get(SOURCE_IP_HEADER, "")
+            client_cert = get(CLIENT_CERT_HEADER, "")
         else:
-            source_ns, grpc = "", False
+            source_ns, grpc, source_ip, client_cert = "", False, "", ""
         key = (
             common.downstream_direct_remote_address.socket_address.address,
             request.authority,
@@ -331,6 +343,8 @@ def http_keys(entries: Iterable[accesslog_pb2.HTTPAccessLogEntry], *, direction:
             direction and common.upstream_cluster.startswith("inbound|"),
             grpc,
             source_ns,
+            source_ip,
+            client_cert,
         )
         if key in firsts:
             repeats[key] = repeats.get(key, 1) + 1
@@ -366,11 +380,19 @@ def http_record_of(key: EntryKey) -> AccessRecord | Rejection:
     """What `http_record` gives for the entries of `key`, as far as edges depend on it (no start
     time, response code or original address; of the flags only an unrouted one): a cache miss
     derives from the key and reads no protobuf."""
-    caller_ip, authority, unrouted, inbound, grpc, source_ns = key
+    caller_ip, authority, unrouted, inbound, grpc, source_ns, source_ip, client_cert = key
     if not caller_ip:
         return Rejection.MISSING_CALLER
     if not authority:
         return Rejection.MISSING_AUTHORITY
+    proxied = identity.proxied_caller(caller_ip, source_ip, client_cert)  # type: ignore[arg-type]
+    if isinstance(proxied, Rejection):
+        return proxied
+    if proxied is not None:
+        caller_ip, proven = proxied
+        source_ns = proven
+    else:
+        proven = ""
     return AccessRecord(  # positional: half the cost of keywords, once per new key
         "grpc" if grpc else "http",  # protocol
         caller_ip,  # type: ignore[arg-type]
@@ -381,6 +403,8 @@ def http_record_of(key: EntryKey) -> AccessRecord | Rejection:
         _UNROUTED if unrouted else _NO_FLAGS,  # response_flags
         None,  # response_code
         source_ns.strip().lower(),  # type: ignore[attr-defined]  # source_namespace_header
+        None,  # start_time
+        proven,  # proven_namespace
     )
 
 

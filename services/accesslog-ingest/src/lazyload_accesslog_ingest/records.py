@@ -32,6 +32,9 @@ class Rejection(enum.StrEnum):
     """The authority is an IP that is no Service ClusterIP."""
     INVALID_HOST = "invalid_host"
     """The normalised authority is no valid DNS name (or its port is bad)."""
+    UNPROVEN_CALLER = "unproven_caller"
+    """The entry came through the global-sidecar's own proxy without the caller's address and its
+    mTLS-proven namespace (`identity`), or the address is no Service of that namespace."""
     INVALID_CALLER = "invalid_caller"
     """The caller's namespace or name (an ordinary sidecar's node metadata) is no Kubernetes name."""
     INBOUND = "inbound"
@@ -68,6 +71,9 @@ class AccessRecord(NamedTuple):
     """The `slime-source-ns` request header, when logged."""
     start_time: float | None = None
     """Unix seconds of the request's start."""
+    proven_namespace: str = ""
+    """The caller's namespace as its mTLS certificate proves it, when the entry came through the
+    global-sidecar's own istio-proxy (`identity`): the caller must be a Service there."""
 
     @property
     def direction(self) -> str:

@@ -8,8 +8,11 @@
 - the `to-global-sidecar` EnvoyFilter (networking.istio.io/v1alpha3). For each HTTP wormhole port
   P, on `SIDECAR_OUTBOUND` route configuration `"P"`: REMOVE the `allow_any` virtual host, MERGE
   the dispatch virtual hosts and `allow_all` (`*`): the regex dispatches, then every other host
-  to `outbound|P||<global-sidecar fqdn>` with `Slime-Orig-Dest: %DOWNSTREAM_LOCAL_ADDRESS%` and
-  `Slime-Source-Ns` (the caller's namespace). The global-sidecar's own proxy (node metadata
+  to `outbound|P||<global-sidecar fqdn>` with `Slime-Orig-Dest: %DOWNSTREAM_LOCAL_ADDRESS%`,
+  `Slime-Source-Ns` (the caller's namespace) and `Lazyload-Source-Ip` (the calling app's address,
+  `%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%`: behind the global-sidecar's own inbound istio-proxy
+  the connection comes from 127.0.0.6, so this header names the caller, checked by
+  accesslog-ingest against the namespace its mTLS certificate proves). The global-sidecar's own proxy (node metadata
   `SLIME_APP: LAZYLOAD_GLOBAL_SIDECAR`) gets those virtual hosts removed again and `*` to
   `PassthroughCluster`: it never sends traffic to itself. With `passthrough_by_default` (Slime's
   `passthroughByDefault`) the final `*` route goes to `PassthroughCluster` instead of the
@@ -44,6 +47,7 @@ MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "lazyload-global-pilot"
 ORIG_DEST = "Slime-Orig-Dest"
 SOURCE_NS = "Slime-Source-Ns"
+SOURCE_IP = "Lazyload-Source-Ip"
 SLIME_APP = {"SLIME_APP": "LAZYLOAD_GLOBAL_SIDECAR"}
 REVISION_LABEL = "istio.io/rev"
 CALLER_NAMESPACE = "%ENVIRONMENT(POD_NAMESPACE)%"
@@ -224,6 +228,7 @@ def _route(
         route["request_headers_to_add"] = [
             _header(ORIG_DEST, "%DOWNSTREAM_LOCAL_ADDRESS%"),
             _header(SOURCE_NS, target.caller_ns),
+            _header(SOURCE_IP, "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"),
         ]
     elif cluster == dispatching.PASSTHROUGH:
         route["route"] = {"cluster": dispatching.ISTIO_PASSTHROUGH, "timeout": "0s"}

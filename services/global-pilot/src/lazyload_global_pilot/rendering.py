@@ -18,6 +18,14 @@
 - the ORIGINAL_DST clusters (`PassthroughCluster` by header, `lazyload-passthrough-tcp`) and the
   static-from-CDS cluster of accesslog-ingest.
 
+With `upstream="original_destination"` (a global-sidecar pod with its own istio-proxy, as the chart
+deploys it) the global-sidecar resolves nothing itself: every call goes to the address the caller
+dialled (`Slime-Orig-Dest`), where the pod's istio-proxy captures it and routes it by Host with the
+mesh's VirtualServices, DestinationRules and mTLS. Only the dispatches and the short names remain:
+a short name (`details`) is rewritten to the FQDN of the caller's namespace (`Slime-Source-Ns`),
+which the istio-proxy would otherwise resolve in the global-sidecar's own namespace. No Service or
+ServiceEntry cluster is rendered.
+
 It must stay pure: same input, same resources (the snapshot version is a hash of them).
 """
 
@@ -25,6 +33,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from typing import Literal
 
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import cluster_pb2
@@ -62,7 +71,15 @@ from lazyload_global_pilot.mesh import (
 
 SOURCE_NS_HEADER = "slime-source-ns"
 ORIG_DEST_HEADER = "slime-orig-dest"
-LOGGED_REQUEST_HEADERS = (SOURCE_NS_HEADER, ORIG_DEST_HEADER, "x-forwarded-for")
+SOURCE_IP_HEADER = "lazyload-source-ip"
+CLIENT_CERT_HEADER = "x-forwarded-client-cert"
+LOGGED_REQUEST_HEADERS = (
+    SOURCE_NS_HEADER,
+    ORIG_DEST_HEADER,
+    "x-forwarded-for",
+    SOURCE_IP_HEADER,
+    CLIENT_CERT_HEADER,
+)
 _HTTP2_PROTOCOLS = frozenset({"http2", "grpc", "grpc-web", "h2c", "kubernetes.io/h2c"})
 _HTTP1_PROTOCOLS = frozenset({"http", "http1", "http/1.1"})
 PASSTHROUGH_CLUSTER = dispatching.ISTIO_PASSTHROUGH
@@ -89,6 +106,9 @@ class RenderOptions(BaseModel):
     """TCP wormhole ports: forwarded to the original destination."""
     passthrough_by_default: bool = False
     """Unknown hosts with `Slime-Orig-Dest` go there (True) or get 404 NR (False)."""
+    upstream: Literal["endpoints", "original_destination"] = "endpoints"
+    """Where calls go: each Service's endpoints, or the caller's original destination (an
+    istio-proxy in the global-sidecar's pod routes them)."""
     dispatches: tuple[Dispatch, ...] = ()
     cluster_domain: str = "cluster.local"
     als: AlsTarget | None = None
@@ -102,7 +122,9 @@ def render(mesh: MeshState, options: RenderOptions) -> dict[str, dict[str, Messa
     """All resources of the global-sidecar for `mesh`, by type URL and name."""
     clusters: dict[str, Message] = {}
     assignments: dict[str, Message] = {}
-    for service in mesh.services:
+    if options.upstream == "original_destination":
+        mesh = MeshState(services=mesh.services)  # the istio-proxy resolves: names only
+    for service in mesh.services if options.upstream == "endpoints" else ():
         for port in service.ports:
             name = cluster_name(service, port, options.cluster_domain)
             clusters[name] = _eds_cluster(name, port, options)
@@ -310,6 +332,16 @@ def _tcp_listener(port: int, options: RenderOptions) -> listener_pb2.Listener:
 def _route_configuration(mesh: MeshState, options: RenderOptions) -> route_pb2.RouteConfiguration:
     used: set[str] = set()
     vhosts = list(_dispatch_vhosts(options, used))
+    if options.upstream == "original_destination":
+        vhosts.extend(_short_name_vhosts(mesh, options, used))
+        vhosts.append(
+            route_components_pb2.VirtualHost(
+                name="original-destination",
+                domains=["*"],
+                routes=[*_catch_all_routes(options), _passthrough_route("original-destination")],
+            )
+        )
+        return route_pb2.RouteConfiguration(name=options.route_config, virtual_hosts=vhosts)
     for service in mesh.services:
         for port in service.ports:
             domains = _unique(service_domains(service, port, options.cluster_domain), used)
@@ -353,7 +385,7 @@ def _catch_all_routes(options: RenderOptions) -> Iterable[route_components_pb2.R
     for dispatch in options.dispatches:
         if dispatch.domain_regex is not None and not dispatch.to_global_sidecar:
             yield _dispatch_route(dispatch, authority_regex=dispatch.domain_regex)
-    if options.passthrough_by_default:
+    if options.passthrough_by_default and options.upstream == "endpoints":
         yield _passthrough_route("passthrough")
 
 
@@ -423,13 +455,14 @@ def _short_name_vhosts(
         for port in service.ports:
             target = cluster_name(service, port, options.cluster_domain)
             owners[(service.name, port.port)].append((service.namespace, target))
+    route = _route_to if options.upstream == "endpoints" else _original_destination_of
     for (name, port), targets in sorted(owners.items()):
         domains = _unique(_with_port([name], port), used)
         if not domains:
             continue
-        routes = [_route_to(target, source_ns=ns) for ns, target in targets]
+        routes = [route(target, source_ns=ns) for ns, target in targets]
         if len(targets) == 1:
-            routes.append(_route_to(targets[0][1]))
+            routes.append(route(targets[0][1]))
         yield route_components_pb2.VirtualHost(
             name=f"{name}:{port}", domains=domains, routes=routes
         )
@@ -449,6 +482,22 @@ def _route_to(cluster: str, *, source_ns: str | None = None) -> route_components
         # no route timeout: gRPC streams and long polls pass through (Slime's `timeout: 0s`)
         route=route_components_pb2.RouteAction(cluster=cluster, timeout=duration_pb2.Duration()),
     )
+
+
+def _original_destination_of(
+    cluster: str, *, source_ns: str | None = None
+) -> route_components_pb2.Route:
+    """To the original destination, the Host rewritten to the FQDN of `cluster`
+    (`outbound|<port>||<fqdn>`), so that the istio-proxy routes it as that Service."""
+    route = _passthrough_route(cluster if source_ns is None else f"{cluster}@{source_ns}")
+    if source_ns is not None:
+        route.match.headers.append(
+            route_components_pb2.HeaderMatcher(
+                name=SOURCE_NS_HEADER, string_match=string_pb2.StringMatcher(exact=source_ns)
+            )
+        )
+    route.route.host_rewrite_literal = cluster.rsplit("|", 1)[1]
+    return route
 
 
 def _unique(domains: Iterable[str], used: set[str]) -> list[str]:

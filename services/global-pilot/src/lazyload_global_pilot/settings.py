@@ -83,6 +83,14 @@ class RoutingSettings(BaseModel):
     dispatches: tuple[Dispatch, ...] = Field(
         (), description="Domain or regex -> cluster, _PASSTHROUGH or _GLOBAL_SIDECAR (JSON list)."
     )
+    upstream: Literal["endpoints", "original_destination"] = Field(
+        "endpoints",
+        description="endpoints: the global-sidecar routes each Host to its Service's endpoints "
+        "itself (a global-sidecar without an istio-proxy: the demo, compose); "
+        "original_destination: every call goes to the address the caller dialled "
+        "(Slime-Orig-Dest), where the global-sidecar pod's own istio-proxy takes it and applies "
+        "the mesh's policy: VirtualServices, DestinationRules, mTLS (the chart's default).",
+    )
 
 
 class GlobalSidecarSettings(BaseModel):
@@ -239,6 +247,7 @@ class GlobalPilotSettings(BaseSettings):
             listener_ports=self.listener.ports,
             tcp_ports=self.listener.tcp_ports,
             passthrough_by_default=self.routing.passthrough_by_default,
+            upstream=self.routing.upstream,
             dispatches=self.routing.dispatches,
             cluster_domain=self.mesh.cluster_domain,
             als=rendering.AlsTarget(host=self.als.host, port=self.als.port)
