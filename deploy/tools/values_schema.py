@@ -154,6 +154,7 @@ def schema() -> dict[str, Any]:
             "enabled": {"type": "boolean"},
             "mode": {"enum": ["cluster", "namespace"]},
             "namespaces": {"type": "array", "items": dns, "uniqueItems": True},
+            "inMesh": {"type": "boolean"},
             "image": IMAGE,
             "replicas": {"type": "integer", "minimum": 0},
             "listenerPorts": {"type": "array", "items": PORT, "minItems": 1, "uniqueItems": True},

@@ -119,7 +119,7 @@ def test_core_kinds_pass_kubernetes_validate(rendered: dict, tmp_path: Path, cas
     path.write_text(json.dumps(rendered[case]))
     report = json.loads(helm_tool("validate", str(path)).stdout)
     assert report["failed"] == []
-    istio = [o for o in rendered[case] if o["apiVersion"].startswith("networking.istio.io/")]
+    istio = [o for o in rendered[case] if o["apiVersion"].split("/")[0].endswith(".istio.io")]
     assert len(report["unknown"]) == len(istio)  # only Istio kinds lack a core schema
     assert len(report["passed"]) == len(rendered[case]) - len(istio)
 
@@ -135,10 +135,18 @@ def test_kubernetes_validate_catches_a_broken_deployment(rendered: dict, tmp_pat
 @pytest.mark.parametrize("case", CASES)
 def test_istio_kinds_validate_with_cloudcoil_models(rendered: dict, case: str) -> None:
     from cloudcoil.models.istio.networking import v1alpha3
+    from cloudcoil.models.istio.security import v1 as security_v1
+    from cloudcoil.models.istio.telemetry import v1 as telemetry_v1
 
+    models = {
+        "networking.istio.io/v1alpha3": v1alpha3,
+        "security.istio.io/v1": security_v1,
+        "telemetry.istio.io/v1": telemetry_v1,
+    }
     for obj in rendered[case]:
-        if obj["apiVersion"].startswith("networking.istio.io/"):
-            getattr(v1alpha3, obj["kind"]).model_validate(obj)
+        if obj["apiVersion"].split("/")[0].endswith(".istio.io"):
+            parsed = getattr(models[obj["apiVersion"]], obj["kind"]).model_validate(obj)
+            assert parsed.model_dump(by_alias=True, exclude_none=True, mode="json") == obj
 
 
 def test_servicefence_crd_is_the_repository_one_and_validates_fences(tmp_path: Path) -> None:
@@ -472,7 +480,8 @@ def test_rendered_crd_applies_to_the_emulator(
         "lazyload-global-sidecar",
     }
     rbac = client.RbacAuthorizationV1Api(api)
-    assert applied["ServiceAccount"] == applied["ClusterRole"] == len(ALLOWED)
+    # one ServiceAccount per service, plus the global-sidecar's own identity (no role)
+    assert applied["ServiceAccount"] - 1 == applied["ClusterRole"] == len(ALLOWED)
     assert applied["ClusterRoleBinding"] == len(ALLOWED) and applied["Role"] == 1
     for obj in rendered["default"]:
         if obj["kind"] not in RBAC_KINDS:
@@ -482,7 +491,9 @@ def test_rendered_crd_applies_to_the_emulator(
         for field in ("rules", "roleRef", "subjects"):
             assert stored.get(field) == obj.get(field), (obj["kind"], field)
     accounts = core.list_namespaced_service_account("mesh-operator").items
-    assert {a.metadata.name for a in accounts} == {f"lazyload-{s}" for s in ALLOWED}
+    assert {a.metadata.name for a in accounts} == {
+        f"lazyload-{s}" for s in [*ALLOWED, "global-sidecar"]
+    }
     for binding in rbac.list_cluster_role_binding().items:
         subject = binding.subjects[0]
         assert subject.name in {a.metadata.name for a in accounts}

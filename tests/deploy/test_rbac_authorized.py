@@ -35,7 +35,8 @@ STACK_OWNED = ("_HOST", "_PORT", "_PORTS", "LAZYLOAD_NATS__", "LAZYLOAD_ALS__", 
 
 
 def _render(tmp_path: Path) -> list[dict[str, Any]]:
-    path = values_file(tmp_path, {})
+    # the stack's global-sidecar is a bare Envoy (no istio-proxy here): the chart's setting for it
+    path = values_file(tmp_path, {"globalSidecar": {"inMesh": False}})
     result = helm_tool("render", str(CHART), "--values", path, "--namespace", NAMESPACE)
     return [m["object"] for m in json.loads(result.stdout)["manifests"]]
 
@@ -124,7 +125,8 @@ def test_least_privilege_roles_suffice_for_the_real_calls(authorized_stack) -> N
     from lazyload_common.settings import KubeSettings
 
     stack = authorized_stack
-    assert stack.applied["ServiceAccount"] == 4 and stack.applied["ClusterRoleBinding"] == 4
+    # four services and the global-sidecar's own identity (which has no role)
+    assert stack.applied["ServiceAccount"] == 5 and stack.applied["ClusterRoleBinding"] == 4
     learned, done = asyncio.run(
         demo.run_traffic(stack.endpoints, demo.Console(quiet=True), timeout=45)
     )

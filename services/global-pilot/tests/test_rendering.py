@@ -56,6 +56,7 @@ def test_one_listener_per_port_with_rds_over_ads_and_auto_codec():
     assert manager.rds.route_config_name == "global-sidecar"
     assert manager.rds.config_source.HasField("ads")
     assert [f.name for f in manager.http_filters] == ["envoy.filters.http.router"]
+    assert manager.forward_client_cert_details == hcm_pb2.HttpConnectionManager.ALWAYS_FORWARD_ONLY
 
 
 def test_access_log_goes_to_accesslog_ingest_over_grpc_als():

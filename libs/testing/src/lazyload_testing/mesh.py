@@ -45,10 +45,10 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import yaml
@@ -66,6 +66,7 @@ __all__ = [
     "IstioMesh",
     "MeshWorkload",
     "PacketCapture",
+    "PodApp",
     "WorkloadCallError",
     "endpoint_slice",
     "istio_mesh",
@@ -382,6 +383,45 @@ def _is_http(port_name: str) -> bool:
     return port_name.split("-")[0] not in ("tcp", "tls", "mongo", "mysql", "redis")
 
 
+_ADMIN_CLIENT = """
+import sys, urllib.error, urllib.request
+request = urllib.request.Request("http://127.0.0.1:15000" + sys.argv[1], method=sys.argv[2])
+try:
+    with urllib.request.urlopen(request, timeout=10) as response:
+        sys.stdout.write(response.read().decode())
+except urllib.error.HTTPError as e:
+    sys.exit(f"{e.code} {e.read()[:200]!r}")
+"""
+
+
+def _admin_in(netns: str, path: str, method: str) -> str:
+    """A call to the admin API of the sidecar in `netns`, from a process inside the pod."""
+    done = subprocess.run(
+        ["ip", "netns", "exec", netns, sys.executable, "-c", _ADMIN_CLIENT, path, method],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise WorkloadCallError(f"admin {path}: {done.stderr.strip()[-300:]}")
+    return done.stdout
+
+
+@dataclass(frozen=True)
+class PodApp:
+    """A pod's own container instead of the echo app: its command (given the workload, so it
+    can name its address), the proxy metadata the injector would set from the pod's
+    `proxy.istio.io/config`, and the ports its `traffic.sidecar.istio.io/exclude*Ports`
+    annotations keep away from the sidecar."""
+
+    command: Callable[[MeshWorkload], list[str]]
+    proxy_metadata: Mapping[str, str] = field(default_factory=dict)
+    exclude_outbound_ports: tuple[int, ...] = ()
+    exclude_inbound_ports: tuple[int, ...] = ()
+    service_account: str | None = None
+
+
 @dataclass
 class MeshWorkload:
     """A pod of the mesh: its addresses, its Kubernetes objects, and calls made from inside it."""
@@ -396,6 +436,8 @@ class MeshWorkload:
     directory: Path
     processes: ProcessGroup
     service_ip: str | None = None
+    app: PodApp | None = None
+    """What runs beside the sidecar instead of the echo app (the global-sidecar's Envoy)."""
 
     @property
     def host(self) -> str:
@@ -465,6 +507,8 @@ class MeshWorkload:
 
     def admin(self, path: str, *, method: str = "GET") -> str:
         """The body of a call to the sidecar's Envoy admin API (127.0.0.1:15000 in the pod)."""
+        if self.app is not None:  # no echo app to ask: a one-off client in the pod
+            return _admin_in(self.netns, path, method)
         answer = self._control({"op": "admin", "path": path, "method": method}, 10.0)
         if answer["status"] != 200:
             raise WorkloadCallError(f"admin {path}: {answer['status']} {answer['body'][:200]}")
@@ -703,13 +747,18 @@ class IstioMesh:
         ports: Mapping[str, int] | Iterable[int],
         labels: Mapping[str, str] | None = None,
         *,
-        service: bool = True,
+        service: bool | Literal["existing"] = True,
+        app: PodApp | None = None,
+        test_state: bool = True,
         timeout: float = 60.0,
     ) -> MeshWorkload:
         """A pod `name` in `namespace` with a sidecar, serving TCP echo on its ports named for a
         TCP protocol (`tcp`, `tcp-*`, ...) and HTTP/1.1 echo on the others, behind a Service
-        `name` with the same ports (port = targetPort) unless `service=False`. Returns when its
-        sidecar is ready (initial config from istiod accepted)."""
+        `name` with the same ports (port = targetPort) unless `service=False` (`"existing"`: a
+        Service someone else made, whose EndpointSlice the rig writes); `app` runs another
+        container instead of the echo app; `test_state=False` keeps it (and its namespace) past the
+        test's `remove_test_state` - its owner removes it (`remove_workload`). Returns when its sidecar is ready (initial config from
+        istiod accepted)."""
         specs = _port_specs(ports)
         pod_labels = {"app": name, **(labels or {})}
         all_labels = {
@@ -721,21 +770,25 @@ class IstioMesh:
         ip = self.network.allocate()
         directory = self.directory / "pods" / f"{namespace}.{name}"
         directory.mkdir(parents=True)
-        self._ensure_namespace(namespace)
+        self._ensure_namespace(namespace, remember=test_state)
         selector = {"app": pod_labels["app"]}
-        pod = self._create_pod_objects(namespace, name, ip, specs, all_labels, selector, service)
+        account = (app.service_account if app else None) or name
+        pod = self._create_pod_objects(
+            namespace, name, ip, specs, all_labels, selector, service, account
+        )
         service_ip = None
         if service and specs:
             service_ip = self.api.get(f"/api/v1/namespaces/{namespace}/services/{name}")["spec"][
                 "clusterIP"
             ]
-        self._write_pod_files(directory, namespace, name, pod, all_labels)
+        self._write_pod_files(directory, namespace, name, pod, all_labels, account)
         netns = self.network.add_pod(ip)
         workload = MeshWorkload(
             self, namespace, name, ip, specs, all_labels, netns, directory,
-            ProcessGroup(directory / "logs"), service_ip,
+            ProcessGroup(directory / "logs"), service_ip, app,
         )  # fmt: skip
-        self.workloads.append(workload)
+        if test_state:
+            self.workloads.append(workload)
         self._start_pod_processes(workload)
         return workload
 
@@ -747,11 +800,12 @@ class IstioMesh:
         specs: dict[str, int],
         labels: dict[str, str],
         selector: dict[str, str],
-        service: bool,
+        service: bool | Literal["existing"],
+        account: str,
     ) -> dict[str, Any]:
         api, ns_path = self.api, f"/api/v1/namespaces/{namespace}"
         with contextlib.suppress(KubeConflict):
-            api.create(f"{ns_path}/serviceaccounts", {"metadata": {"name": name}})
+            api.create(f"{ns_path}/serviceaccounts", {"metadata": {"name": account}})
         container_ports = [
             {"name": n[:15], "containerPort": p, "protocol": "TCP"} for n, p in specs.items()
         ]
@@ -766,7 +820,7 @@ class IstioMesh:
                     },
                 },
                 "spec": {
-                    "serviceAccountName": name,
+                    "serviceAccountName": account,
                     "automountServiceAccountToken": False,
                     "containers": [
                         {"name": "app", "image": "lazyload.dev/mesh-pod", "ports": container_ports},
@@ -808,16 +862,17 @@ class IstioMesh:
         )
         if service and specs:
             slice_ports = [{"name": n, "port": p, "protocol": "TCP"} for n, p in specs.items()]
-            api.create(
-                f"{ns_path}/services",
-                {
-                    "metadata": {"name": name, "labels": {"app": selector["app"]}},
-                    "spec": {
-                        "selector": selector,
-                        "ports": [{**sp, "targetPort": sp["port"]} for sp in slice_ports],
+            if service != "existing":
+                api.create(
+                    f"{ns_path}/services",
+                    {
+                        "metadata": {"name": name, "labels": {"app": selector["app"]}},
+                        "spec": {
+                            "selector": selector,
+                            "ports": [{**sp, "targetPort": sp["port"]} for sp in slice_ports],
+                        },
                     },
-                },
-            )
+                )
             # No endpoint controllers run (no kubelets): the rig writes the slice, as the
             # EndpointSlice controller would for a ready pod.
             api.create(
@@ -833,11 +888,12 @@ class IstioMesh:
         name: str,
         pod: dict[str, Any],
         labels: dict[str, str],
+        account: str,
     ) -> None:
         """The files a sidecar container has mounted, under the paths pilot-agent reads relative to
         its working directory (istio.io/istio pkg/config/constants, pkg/security)."""
         token = self.api.create(
-            f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+            f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token",
             {
                 "apiVersion": "authentication.k8s.io/v1",
                 "kind": "TokenRequest",
@@ -871,13 +927,19 @@ class IstioMesh:
 
     def _start_pod_processes(self, workload: MeshWorkload, timeout: float = 60.0) -> None:
         netns, directory, procs = workload.netns, workload.directory, workload.processes
+        app = workload.app
+        excluded_in = ",".join(
+            [EXCLUDED_INBOUND_PORTS, *(str(p) for p in (app.exclude_inbound_ports if app else ()))]
+        )
+        excluded_out = ",".join(str(p) for p in (app.exclude_outbound_ports if app else ()))
         # istio-init: the injection template's arguments (all inbound ports but the sidecar's own,
         # all outbound addresses, proxy UID/GID 1337, REDIRECT).
         iptables = subprocess.run(
             [
                 "ip", "netns", "exec", netns, str(self.binaries.pilot_agent), "istio-iptables",
                 "-p", "15001", "-z", "15006", "-u", str(PROXY_UID), "-g", str(PROXY_UID),
-                "-m", "REDIRECT", "-i", "*", "-x", "", "-b", "*", "-d", EXCLUDED_INBOUND_PORTS,
+                "-m", "REDIRECT", "-i", "*", "-x", "", "-b", "*", "-d", excluded_in,
+                *(["-o", excluded_out] if excluded_out else []),
             ],
             capture_output=True,
             text=True,
@@ -892,7 +954,9 @@ class IstioMesh:
         tcp_ports = [p for n, p in workload.ports.items() if not _is_http(n)]
         procs.spawn(
             "app",
-            [
+            app.command(workload)
+            if app
+            else [
                 "ip", "netns", "exec", netns, sys.executable, "-m", "lazyload_testing.mesh_pod",
                 "--name", workload.name, "--namespace", workload.namespace,
                 "--control", str(directory / "control.sock"),
@@ -913,7 +977,7 @@ class IstioMesh:
             "POD_NAME": workload.name,
             "POD_NAMESPACE": workload.namespace,
             "INSTANCE_IP": workload.ip,
-            "SERVICE_ACCOUNT": workload.name,
+            "SERVICE_ACCOUNT": (app.service_account if app else None) or workload.name,
             "HOST_IP": self.network.gateway,
             "PILOT_CERT_PROVIDER": "istiod",
             "CA_ADDR": self.xds_address,
@@ -931,6 +995,7 @@ class IstioMesh:
             "ISTIO_META_WORKLOAD_NAME": workload.name,
             "ISTIO_META_OWNER": f"kubernetes://apis/v1/namespaces/{workload.namespace}/pods/{workload.name}",
             "ISTIO_META_MESH_ID": TRUST_DOMAIN,
+            **(app.proxy_metadata if app else {}),
             "TRUST_DOMAIN": TRUST_DOMAIN,
             "GOMAXPROCS": "1",
         }
@@ -945,7 +1010,8 @@ class IstioMesh:
                 "--proxyLogLevel=warning", "--log_output_level=default:info",
             ],
         )  # fmt: skip
-        procs.wait_file("app", directory / "control.sock", timeout=timeout)
+        if app is None:
+            procs.wait_file("app", directory / "control.sock", timeout=timeout)
         procs.wait_http(
             "istio-proxy", f"http://{workload.ip}:{READY_PORT}/healthz/ready", timeout=timeout
         )

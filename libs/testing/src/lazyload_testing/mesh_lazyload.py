@@ -35,14 +35,14 @@ import pytest
 from lazyload_cli.stack import Stack, StackConfig, bin_path, envoy_path
 from lazyload_common.kube import KubeConflict, KubeNotFound
 
-from lazyload_testing.mesh import DOMAIN, IstioMesh, endpoint_slice
+from lazyload_testing.mesh import DOMAIN, IstioMesh, MeshWorkload, PodApp, endpoint_slice
 
 __all__ = ["GLOBAL_SIDECAR_PORT", "GlobalSidecar", "LazyloadInMesh", "lazyload_in_mesh"]
 
 GLOBAL_SIDECAR_NAMESPACE = "mesh-operator"
 GLOBAL_SIDECAR_NAME = "global-sidecar"
 GLOBAL_SIDECAR_PORT = 80  # Slime's wormhole port: the route configuration "80" gets the catch-all
-GLOBAL_SIDECAR_ADMIN_PORT = 15000
+GLOBAL_SIDECAR_ADMIN_PORT = 15100  # its istio-proxy has 15000 (on 127.0.0.1)
 SERVICEFENCES = "/apis/microservice.slime.io/v1alpha1"
 SIDECARS = "/apis/networking.istio.io/v1"
 
@@ -50,9 +50,12 @@ SIDECARS = "/apis/networking.istio.io/v1"
 class GlobalSidecar:
     """The global-sidecar pod: its address, and its Envoy's admin API."""
 
-    def __init__(self, ip: str, netns: str) -> None:
+    def __init__(self, ip: str, netns: str, proxy: MeshWorkload | None = None) -> None:
         self.ip = ip
         self.netns = netns
+        self.proxy = proxy
+        """The pod's istio-proxy when the global-sidecar is in the mesh (its calls go out
+        through it: `proxy.host_counters(cluster)`)."""
         self.host = f"{GLOBAL_SIDECAR_NAME}.{GLOBAL_SIDECAR_NAMESPACE}.svc.{DOMAIN}"
         self.cluster = f"outbound|{GLOBAL_SIDECAR_PORT}||{self.host}"
         """The cluster a fenced sidecar sends unknown hosts to."""
@@ -84,9 +87,15 @@ class LazyloadInMesh(Stack):
     gateway address, and the global-sidecar as a pod of the rig."""
 
     def __init__(
-        self, mesh: IstioMesh, state_dir: Path, *, extra_env: Mapping[str, str] | None = None
+        self,
+        mesh: IstioMesh,
+        state_dir: Path,
+        *,
+        extra_env: Mapping[str, str] | None = None,
+        in_mesh: bool = True,
     ) -> None:
         self.mesh = mesh
+        self.in_mesh = in_mesh
         self.global_sidecar: GlobalSidecar | None = None
         config = StackConfig(
             state_dir=state_dir,
@@ -109,6 +118,10 @@ class LazyloadInMesh(Stack):
             # the listeners are those of the global-sidecar pod, on Slime's wormhole port
             env["LAZYLOAD_LISTENER__ADDRESS"] = "0.0.0.0"
             env["LAZYLOAD_LISTENER__PORTS"] = json.dumps([GLOBAL_SIDECAR_PORT])
+            # as the chart sets it (globalSidecar.inMesh)
+            env["LAZYLOAD_ROUTING__UPSTREAM"] = (
+                "original_destination" if self.in_mesh else "endpoints"
+            )
         return env
 
     def start(self) -> dict[str, Any]:
@@ -119,13 +132,13 @@ class LazyloadInMesh(Stack):
     # -- the global-sidecar pod ----------------------------------------------------------------
 
     def start_global_sidecar(self, timeout: float = 60.0) -> GlobalSidecar:
+        """The global-sidecar pod as the chart runs it: with `in_mesh` (the chart's default) an
+        istio-proxy beside its Envoy (proxy metadata `SLIME_APP`, xDS and ALS ports excluded
+        from capture, ServiceAccount `global-sidecar`) and STRICT mTLS on its port; else a bare
+        pod."""
         from lazyload_global_pilot import bootstrap
 
-        mesh, c = self.mesh, self.config
-        api, ns = mesh.api, GLOBAL_SIDECAR_NAMESPACE
-        ip = mesh.network.allocate()
-        netns = mesh.network.add_pod(ip)
-        pod = _create_running_pod(mesh, ns, GLOBAL_SIDECAR_NAME, ip)
+        mesh, c, ns = self.mesh, self.config, GLOBAL_SIDECAR_NAMESPACE
         # global-pilot's mesh-side apply makes the Service; the rig writes its EndpointSlice
         service = _wait_for(
             lambda: _get_or_none(mesh, f"/api/v1/namespaces/{ns}/services/{GLOBAL_SIDECAR_NAME}"),
@@ -137,35 +150,76 @@ class LazyloadInMesh(Stack):
             {"name": p["name"], "port": p["targetPort"], "protocol": "TCP"}
             for p in service["spec"]["ports"]
         ]
-        with contextlib.suppress(KubeConflict):
-            api.create(
-                f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices",
-                endpoint_slice(ns, GLOBAL_SIDECAR_NAME, ip, slice_ports, pod["metadata"]["uid"]),
-            )
-        config = bootstrap.render_bootstrap(
-            node_id=f"{GLOBAL_SIDECAR_NAME}~{ip}~{GLOBAL_SIDECAR_NAME}.{ns}~{ns}.svc.{DOMAIN}",
-            cluster=GLOBAL_SIDECAR_NAME,
-            xds_host=c.host,
-            xds_port=int(c.xds_port or 0),
-            admin_host=ip,
-            admin_port=GLOBAL_SIDECAR_ADMIN_PORT,
-        )
         path = c.state_dir / "global-sidecar.json"
-        path.write_text(json.dumps(config, indent=2))
-        self.processes.spawn(
-            "global-sidecar-envoy",
-            [
+
+        def envoy(netns: str, ip: str) -> list[str]:
+            config = bootstrap.render_bootstrap(
+                node_id=f"{GLOBAL_SIDECAR_NAME}~{ip}~{GLOBAL_SIDECAR_NAME}.{ns}~{ns}.svc.{DOMAIN}",
+                cluster=GLOBAL_SIDECAR_NAME,
+                xds_host=c.host,
+                xds_port=int(c.xds_port or 0),
+                admin_host=ip,
+                admin_port=GLOBAL_SIDECAR_ADMIN_PORT,
+            )
+            path.write_text(json.dumps(config, indent=2))
+            return [
                 "ip", "netns", "exec", netns, envoy_path(), "-c", str(path),
                 "--disable-hot-restart", "--concurrency", "1", "-l", "warning",
-            ],
-        )  # fmt: skip
-        self.processes.wait_http(
-            "global-sidecar-envoy",
-            f"http://{ip}:{GLOBAL_SIDECAR_ADMIN_PORT}/ready",
-            timeout=timeout,
-        )
-        self.processes.wait_tcp("global-sidecar-envoy", ip, GLOBAL_SIDECAR_PORT, timeout=timeout)
-        self.global_sidecar = GlobalSidecar(ip, netns)
+            ]  # fmt: skip
+
+        proxy: MeshWorkload | None = None
+        if self.in_mesh:
+            mesh.api.create(
+                f"/apis/security.istio.io/v1/namespaces/{ns}/peerauthentications",
+                {
+                    "apiVersion": "security.istio.io/v1",
+                    "kind": "PeerAuthentication",
+                    "metadata": {"name": GLOBAL_SIDECAR_NAME},
+                    "spec": {
+                        "selector": {"matchLabels": {"app": GLOBAL_SIDECAR_NAME}},
+                        "mtls": {"mode": "STRICT"},
+                    },
+                },
+            )
+            proxy = mesh.add_workload(
+                ns,
+                GLOBAL_SIDECAR_NAME,
+                {p["name"]: p["port"] for p in slice_ports},  # the Service's names and ports
+                service="existing",  # the rig writes its EndpointSlice before the proxy starts
+                test_state=False,  # the module's stack owns it (remove_from_mesh)
+                app=PodApp(
+                    command=lambda w: envoy(w.netns, w.ip),
+                    proxy_metadata={"ISTIO_META_SLIME_APP": "LAZYLOAD_GLOBAL_SIDECAR"},
+                    exclude_outbound_ports=(int(c.xds_port or 0), int(c.als_port or 0)),
+                    exclude_inbound_ports=(GLOBAL_SIDECAR_ADMIN_PORT,),
+                    service_account=GLOBAL_SIDECAR_NAME,
+                ),
+                timeout=timeout,
+            )
+            ip, netns = proxy.ip, proxy.netns
+            processes = proxy.processes
+            # istiod knows the pod behind the Service: its inbound port is HTTP (which sets
+            # x-forwarded-client-cert), not the TCP passthrough of a port no Service names
+            proxy.wait_for_clusters(
+                *(f"inbound|{p['port']}||" for p in slice_ports), timeout=timeout
+            )
+        else:
+            ip = mesh.network.allocate()
+            netns = mesh.network.add_pod(ip)
+            pod = _create_running_pod(mesh, ns, GLOBAL_SIDECAR_NAME, ip)
+            with contextlib.suppress(KubeConflict):
+                mesh.api.create(
+                    f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices",
+                    endpoint_slice(
+                        ns, GLOBAL_SIDECAR_NAME, ip, slice_ports, pod["metadata"]["uid"]
+                    ),
+                )
+            self.processes.spawn("global-sidecar-envoy", envoy(netns, ip))
+            processes = self.processes
+        name = "app" if proxy else "global-sidecar-envoy"
+        processes.wait_http(name, f"http://{ip}:{GLOBAL_SIDECAR_ADMIN_PORT}/ready", timeout=timeout)
+        processes.wait_tcp(name, ip, GLOBAL_SIDECAR_PORT, timeout=timeout)
+        self.global_sidecar = GlobalSidecar(ip, netns, proxy)
         return self.global_sidecar
 
     # -- what lazyload wrote -------------------------------------------------------------------
@@ -207,14 +261,18 @@ class LazyloadInMesh(Stack):
             with contextlib.suppress(KubeNotFound):
                 api.delete(f"{SERVICEFENCES}/namespaces/{ns}/servicefences/{name}")
         ns = GLOBAL_SIDECAR_NAMESPACE
+        gs = self.global_sidecar
+        if gs is not None and gs.proxy is not None:
+            self.mesh.remove_workload(gs.proxy)
+        elif gs is not None:
+            self.mesh.network.remove_pod(gs.netns)
         for path in (
             f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices/{GLOBAL_SIDECAR_NAME}-rig",
             f"/api/v1/namespaces/{ns}/pods/{GLOBAL_SIDECAR_NAME}",
+            f"/apis/security.istio.io/v1/namespaces/{ns}/peerauthentications/{GLOBAL_SIDECAR_NAME}",
         ):
             with contextlib.suppress(KubeNotFound):
                 api.delete(path)
-        if self.global_sidecar is not None:
-            self.mesh.network.remove_pod(self.global_sidecar.netns)
 
     def stop(self) -> None:
         try:

@@ -205,6 +205,8 @@ class Ingestor:
                     if len(cache) >= CACHE_SIZE:
                         cache.clear()
                     cache[key] = result
+                    if result.__class__ is not tuple:  # once per new key: bounded
+                        log.debug("ALS %s entry rejected (%s): %r", kind, result, key)
             times = repeats.get(key, 1) if repeats else 1
             if result.__class__ is not tuple:
                 rejections[result] += times  # type: ignore[index]

@@ -248,6 +248,11 @@ def _listener(port: int, options: RenderOptions) -> listener_pb2.Listener:
             )
         ],
         access_log=[_access_logger(options)] if options.als is not None else [],
+        # keep the x-forwarded-client-cert of the pod's inbound istio-proxy, which reaches this
+        # Envoy over plaintext loopback (SANITIZE, the default, and FORWARD_ONLY drop it then,
+        # before the access log sees it): it proves who the caller is (accesslog-ingest believes
+        # it only from a loopback peer)
+        forward_client_cert_details=hcm_pb2.HttpConnectionManager.ALWAYS_FORWARD_ONLY,
     )
     chain = listener_components_pb2.FilterChain(
         filters=[
