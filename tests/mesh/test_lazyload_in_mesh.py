@@ -11,7 +11,8 @@ import urllib.request
 from typing import Any
 
 import pytest
-from lazyload_testing.mesh import IstioMesh, MeshWorkload
+from lazyload_common.kube import KubeNotFound
+from lazyload_testing.mesh import TRUST_DOMAIN, IstioMesh, MeshWorkload, endpoint_slice
 from lazyload_testing.mesh_lazyload import GlobalSidecar, LazyloadInMesh
 
 pytestmark = [pytest.mark.real, pytest.mark.mesh]
@@ -174,3 +175,152 @@ def test_a_first_call_to_a_strict_mtls_namespace_succeeds(
     echo = json.loads(body)
     assert echo["workload"] == "callee"
     assert echo["headers"]["slime-orig-dest"] == f"{callee.service_ip}:80"
+
+
+def _ready_to_call(lazyload: LazyloadInMesh, caller: MeshWorkload, *lacks: str) -> None:
+    """The caller is fenced and its sidecar holds the global-sidecar but none of `lacks`."""
+    global_sidecar = lazyload.global_sidecar
+    assert global_sidecar is not None
+    lazyload.wait_for(lambda: lazyload.sidecar(caller.namespace, caller.name), "no Sidecar")
+    _wait_scoped(lazyload, caller, holds={global_sidecar.cluster}, lacks=set(lacks))
+    caller.wait_synced()
+
+
+def _allow_only(mesh: IstioMesh, namespace: str, app: str, principals: list[str]) -> None:
+    """An AuthorizationPolicy that admits only `principals` to `app` (created or replaced)."""
+    path = f"/apis/security.istio.io/v1/namespaces/{namespace}/authorizationpolicies"
+    body = {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": f"only-{app}-callers"},
+        "spec": {
+            "selector": {"matchLabels": {"app": app}},
+            "action": "ALLOW",
+            "rules": [{"from": [{"source": {"principals": principals}}]}],
+        },
+    }
+    try:
+        current = mesh.api.get(f"{path}/{body['metadata']['name']}")
+    except KubeNotFound:
+        mesh.api.create(path, body)
+        return
+    body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+    mesh.api.replace(f"{path}/{body['metadata']['name']}", body)
+
+
+def _wait_policy(lazyload: LazyloadInMesh, callee: MeshWorkload, *needles: str) -> None:
+    """Until the callee's inbound RBAC filter holds every one of `needles` (istiod pushes a policy
+    change asynchronously; calling to find out would itself teach a dependency)."""
+
+    def pushed() -> bool:
+        listeners = callee.admin("/config_dump?resource=dynamic_listeners")
+        return all(n in listeners for n in needles)
+
+    lazyload.wait_for(pushed, f"the callee's sidecar has no policy with {needles}")
+
+
+def test_an_authorization_policy_that_admits_only_the_caller_needs_the_global_sidecar_too(
+    istio_mesh: IstioMesh, lazyload_in_mesh: LazyloadInMesh
+) -> None:
+    """Issue 14, scenario 3 (docs/mesh-policy.md): a first call reaches the destination from the
+    global-sidecar, with the global-sidecar's identity. A policy that admits only the caller
+    refuses it (403) - the dependency is still learned, and every later call goes direct with the
+    caller's own identity and is admitted. A policy that also admits the global-sidecar's
+    principal, as the docs say, admits first calls too."""
+    lazyload, src, dst = lazyload_in_mesh, "lazy-authz-src", "lazy-authz-dst"
+    strict = istio_mesh.add_workload(dst, "strict", {"http": 80})
+    documented = istio_mesh.add_workload(dst, "documented", {"http": 80})
+    caller = istio_mesh.add_workload(src, "caller", {"http": 80})
+    gs_principal = f"{TRUST_DOMAIN}/ns/mesh-operator/sa/global-sidecar"
+    caller_principal = f"{TRUST_DOMAIN}/ns/{src}/sa/caller"
+    _allow_only(istio_mesh, dst, "strict", [caller_principal])
+    _allow_only(istio_mesh, dst, "documented", [caller_principal, gs_principal])
+    _wait_policy(lazyload, strict, f"/ns/{src}/sa/caller")
+    _wait_policy(lazyload, documented, f"/ns/{src}/sa/caller", "/sa/global-sidecar")
+    clusters = {f"outbound|80||{w.host}" for w in (strict, documented)}
+    _ready_to_call(lazyload, caller, *clusters)
+
+    # through the global-sidecar, the call carries the global-sidecar's identity: refused ...
+    status, body = caller.http_get(f"http://{strict.host}/first")
+    assert status == 403 and "RBAC" in body, (status, body)
+    # ... unless the policy admits it as well
+    status, body = caller.http_get(f"http://{documented.host}/first")
+    assert status == 200, body
+    assert json.loads(body)["headers"]["slime-orig-dest"] == f"{documented.service_ip}:80"
+
+    # both are learned; later calls go direct, as the caller, and are admitted
+    lazyload.wait_for(
+        lambda: (
+            {strict.host, documented.host}
+            <= {h.split("/", 1)[-1] for h in _egress_hosts(lazyload.sidecar(src, "caller"))}
+        ),
+        "the first calls taught nothing",
+    )
+    _wait_scoped(lazyload, caller, holds=clusters, lacks=set())
+    caller.wait_synced()
+    for callee in (strict, documented):
+        status, body = caller.http_get(f"http://{callee.host}/direct")
+        assert status == 200, body
+        assert json.loads(body)["headers"]["x-forwarded-client-cert"].endswith("/sa/caller")
+
+
+def test_a_first_call_honours_a_virtualservice_with_weighted_subsets(
+    istio_mesh: IstioMesh, lazyload_in_mesh: LazyloadInMesh
+) -> None:
+    """Issue 14, scenario 4: all of `reviews` goes to subset v2; a first call through the
+    global-sidecar (its pod's istio-proxy applies the VirtualService) lands on v2, as does every
+    call after it."""
+    lazyload, ns = lazyload_in_mesh, "lazy-vs"
+    v1 = istio_mesh.add_workload(ns, "reviews", {"http": 80}, labels={"version": "v1"})
+    v2 = istio_mesh.add_workload(
+        ns, "reviews-v2", {"http": 80}, labels={"app": "reviews", "version": "v2"}, service=False
+    )
+    pod = istio_mesh.api.get(f"/api/v1/namespaces/{ns}/pods/reviews-v2")
+    slice_ = endpoint_slice(ns, "reviews", v2.ip, [{"name": "http", "port": 80}], "")
+    slice_["metadata"]["name"] = "reviews-v2-rig"
+    slice_["endpoints"][0]["targetRef"].update(name="reviews-v2", uid=pod["metadata"]["uid"])
+    istio_mesh.api.create(f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices", slice_)
+    host = v1.host
+    istio_mesh.api.create(
+        f"/apis/networking.istio.io/v1/namespaces/{ns}/destinationrules",
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "DestinationRule",
+            "metadata": {"name": "reviews"},
+            "spec": {
+                "host": host,
+                "subsets": [{"name": n, "labels": {"version": n}} for n in ("v1", "v2")],
+            },
+        },
+    )
+    istio_mesh.api.create(
+        f"/apis/networking.istio.io/v1/namespaces/{ns}/virtualservices",
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": {"name": "reviews"},
+            "spec": {
+                "hosts": [host],
+                "http": [
+                    {
+                        "route": [
+                            {"destination": {"host": host, "subset": "v1"}, "weight": 0},
+                            {"destination": {"host": host, "subset": "v2"}, "weight": 100},
+                        ]
+                    }
+                ],
+            },
+        },
+    )
+    caller = istio_mesh.add_workload(ns, "caller", {"http": 80})
+    _ready_to_call(lazyload, caller, f"outbound|80|v2|{host}")
+    # the global-sidecar's own proxy has the subsets before the first call
+    global_sidecar = lazyload.global_sidecar
+    assert global_sidecar is not None and global_sidecar.proxy is not None
+    global_sidecar.proxy.wait_for_clusters(f"outbound|80|v2|{host}")
+
+    answers = [caller.http_get(f"http://{host}/call-{i}") for i in range(6)]
+    echoes = [json.loads(body) for status, body in answers if status == 200]
+    assert len(echoes) == len(answers), answers
+    assert "slime-orig-dest" in echoes[0]["headers"], "the first call went direct"
+    assert {e["workload"] for e in echoes} == {"reviews-v2"}, [e["workload"] for e in echoes]
