@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from typing import Any
 
 import pytest
@@ -430,3 +431,33 @@ async def test_a_message_given_up_on_outside_the_loop_is_dead_lettered(js) -> No
         release.set()
         stop.set()
         await asyncio.wait_for(consuming, timeout=10)
+
+
+def test_nak_delay_doubles_per_delivery_is_capped_and_never_shortens_the_error_s_own() -> None:
+    for deliveries, nominal in [(1, 0.5), (2, 1.0), (3, 2.0), (5, 8.0)]:
+        delays = [jetstream.nak_delay(0.5, deliveries) for _ in range(200)]
+        assert 0.8 * nominal <= min(delays) and max(delays) <= 1.2 * nominal
+        assert len(set(delays)) > 1  # jittered
+    assert jetstream.nak_delay(1.0, 50) <= 1.2 * jetstream.MAX_NAK_DELAY
+    assert jetstream.nak_delay(30.0, 1) >= 30.0  # a Retry-After is a floor
+
+
+async def test_a_failing_message_is_redelivered_ever_later(js) -> None:  # type: ignore[no-untyped-def]
+    """Exponential back-off on a real server: the gaps between deliveries grow."""
+    await jetstream.publish(js, subjects.deps("default", "a"), _edge(1))
+    seen: list[float] = []
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    async def handler(batch: list[jetstream.Delivery]) -> None:
+        seen.append(loop.time())
+        if len(seen) == 4:
+            stop.set()
+        for d in batch:
+            d.retry("not yet", delay=0.2)
+
+    await asyncio.wait_for(jetstream.consume(js, _spec("backoff"), handler, stop), timeout=15)
+    gaps = [b - a for a, b in itertools.pairwise(seen)]
+    # nominal 0.2, 0.4, 0.8 s (+-20% jitter, plus fetch latency)
+    assert gaps[0] >= 0.15 and gaps[1] >= 0.3 and gaps[2] >= 0.6, gaps
+    assert gaps[2] > gaps[0] * 2, gaps

@@ -85,6 +85,11 @@ class FenceChanged(_Event):
         default_factory=dict, description="Per host: learned, expanded, alias, spec, selector..."
     )
     changed_at: UnixTime = Field(default_factory=time.time)
+    first_seen: dict[str, UnixTime] = Field(
+        default_factory=dict,
+        description="Per added learned host: Unix time of the first call that taught it "
+        "(ingest's first_seen, to the second); the writer's first call -> Sidecar SLI.",
+    )
 
 
 class SidecarApplied(_Event):

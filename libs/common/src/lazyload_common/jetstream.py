@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -507,9 +508,21 @@ async def _settle(js: JetStreamContext, spec: ConsumerSpec, d: Delivery) -> None
         reason = f"max deliveries ({spec.max_deliver}) reached, last: {d.error}"
         await _settle_rejected(js, spec, d.msg, reason)
     else:
-        delay = d.error.delay if isinstance(d.error, errors.TemporaryError) else 1.0
-        await d.msg.nak(delay=delay)
+        base = d.error.delay if isinstance(d.error, errors.TemporaryError) else 1.0
+        await d.msg.nak(delay=nak_delay(base, _deliveries(d.msg)))
         CONSUMED.labels(spec.durable, "nak").inc()
+
+
+MAX_NAK_DELAY = 120.0
+"""The longest a message waits before its next delivery (a backed-off retry)."""
+
+
+def nak_delay(base: float, deliveries: int, *, cap: float = MAX_NAK_DELAY) -> float:
+    """Seconds until the next delivery of a message that failed for the `deliveries`th time:
+    `base` (the error's own delay, e.g. a Retry-After, never shortened) doubled per earlier
+    delivery, capped, with +-20% jitter so the replicas' retries of one burst spread out."""
+    grown = base * 2.0 ** min(max(deliveries - 1, 0), 30)
+    return max(base, min(cap, grown) * random.uniform(0.8, 1.2))
 
 
 def _deliveries(msg: Msg) -> int:
