@@ -73,6 +73,14 @@ def test_first_calls_become_fences_and_sidecars(stack: Stack) -> None:
     # Every Service was fenced before any traffic: those that call nobody keep the base Sidecar.
     names = {item["metadata"]["name"] for item in kube.list(SIDECARS)["items"]}
     assert names == {"productpage", "reviews", "details", "ratings"}
+    # The SLI: the writer measured first call -> Sidecar for the three learned hosts.
+    text = httpx.get(f"{stack.endpoints['admin']['sidecar-writer']}/metrics").text
+    counts = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("lazyload_first_call_to_sidecar_seconds_count")
+    ]
+    assert counts and counts[0] >= 3, counts
     for name in ("details", "ratings"):
         assert _egress(kube.get(f"{SIDECARS}/{name}")) == BASE
     for item in learned:

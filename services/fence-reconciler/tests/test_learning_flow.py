@@ -23,9 +23,11 @@ async def test_edge_creates_fence_and_publishes(reconciler, kit) -> None:  # typ
     kit.create_service("productpage")
     await reconciler.start()
     async with kit.events(subjects.fence("default", "productpage")) as seen:
-        await kit.publish(kit.edge(DETAILS))
+        edge = kit.edge(DETAILS)
+        await kit.publish(edge)
         event = await seen.until(lambda e: DETAILS in e.hosts)
     assert event.revision == 1 and event.enabled and not event.deleted
+    assert event.first_seen == {DETAILS: float(int(edge.first_seen))}  # status keeps seconds
     assert event.workload_selector == {"app": "productpage"}
     assert event.added == [DETAILS] and event.reasons == {DETAILS: ["learned"]}
     fence = kit.fence("productpage")

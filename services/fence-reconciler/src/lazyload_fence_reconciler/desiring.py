@@ -249,7 +249,14 @@ def to_event(
     deleted: bool = False,
     now: float,
 ) -> events.FenceChanged:
-    """The FenceChanged event of `state` (added defaults to every host: a first publication)."""
+    """The FenceChanged event of `state` (added defaults to every host: a first publication).
+
+    `first_seen` carries, for every added host learned from traffic, when its first call was
+    seen: sidecar-writer measures first call -> Sidecar written from it.
+    """
+    added = list(state.hosts if added is None else added)
+    learned = fence.learned(default_time=now)
+    first_seen = {h: learned[h].first_seen for h in added if h in learned}
     return events.FenceChanged(
         namespace=fence.namespace,
         name=fence.name,
@@ -259,10 +266,11 @@ def to_event(
         deleted=deleted,
         workload_selector=state.workload_selector,
         hosts=list(state.hosts),
-        added=list(state.hosts if added is None else added),
+        added=added,
         removed=list(removed),
         reasons={h: list(r) for h, r in state.reasons.items()},
         changed_at=now,
+        first_seen=first_seen,
     )
 
 

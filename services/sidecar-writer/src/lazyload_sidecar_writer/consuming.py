@@ -281,6 +281,10 @@ class FenceHandler:
         metrics.OUTCOMES.labels(result.action).inc()
         if result.write is not None:
             metrics.WRITES.labels(result.write).inc()
+            if result.action == "applied":
+                now = time.time()
+                for first in event.first_seen.values():
+                    metrics.FIRST_CALL_TO_SIDECAR.observe(max(0.0, now - first))
             self._last_write.set((event.namespace, event.name), self.clock())
             log.info("Sidecar %s: %s (fence revision %d)", key, result.write, event.revision)
         elif result.action == "conflict":

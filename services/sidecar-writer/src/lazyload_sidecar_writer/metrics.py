@@ -44,3 +44,9 @@ APPLY_SECONDS = Histogram(
     "Time to apply one fence (read, decide, write, with retries)",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+FIRST_CALL_TO_SIDECAR = Histogram(
+    "lazyload_first_call_to_sidecar_seconds",
+    "The SLI: from a learned host's first call (ingest's first-seen time, to the second) to the "
+    "Sidecar carrying it written",
+    buckets=(0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 60, 120, 300),
+)
