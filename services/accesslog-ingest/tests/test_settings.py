@@ -132,3 +132,16 @@ def test_a_misspelt_tls_variable_stops_the_service_at_start(tmp_path) -> None:  
         "lazyload-accesslog-ingest: unknown setting LAZYLOAD_GRPC__TLS_CERT_FLE "
         "(did you mean LAZYLOAD_GRPC__TLS_CERT_FILE?)"
     )
+
+
+def test_streams_times_message_size_must_fit_the_memory_budget() -> None:
+    """16 MiB x 1,024 streams (the old defaults) could take 16 GiB under a 512 MiB limit (#19):
+    the defaults fit the budget, and settings whose worst case does not are refused."""
+    defaults = IngestSettings().grpc
+    assert defaults.max_streams * defaults.max_message_bytes <= defaults.message_memory_bytes
+    IngestSettings().check()
+    with pytest.raises(errors.ConfigError, match="message_memory_bytes"):
+        IngestSettings(grpc={"max_message_bytes": 16 * 1024 * 1024}).check()  # type: ignore[arg-type]
+    IngestSettings(
+        grpc={"max_message_bytes": 16 * 1024 * 1024, "max_streams": 16}  # type: ignore[arg-type]
+    ).check()

@@ -27,10 +27,19 @@ class GrpcSettings(BaseModel):
         8082, ge=0, le=65535, description="ALS port; 8082 is Slime's logSourcePort; 0 = free port."
     )
     max_message_bytes: int = Field(
-        16 * 1024 * 1024,
+        256 * 1024,
         ge=1024,
-        description="Largest ALS message accepted, bytes. Envoy batches 16 KiB by default; "
-        "16 MiB leaves room for big batches without letting one stream eat the memory.",
+        description="Largest ALS message accepted, bytes (a larger one ends its stream, "
+        "RESOURCE_EXHAUSTED, and Envoy opens a new one). Envoy batches 16 KiB by default "
+        "(buffer_size_bytes): 256 KiB is 16 times that. max_streams x max_message_bytes must fit "
+        "in message_memory_bytes.",
+    )
+    message_memory_bytes: int = Field(
+        320 * 1024 * 1024,
+        ge=1024,
+        description="The most memory the messages of all open streams may take at once "
+        "(max_streams x max_message_bytes, checked at start-up): 1024 x 256 KiB = 256 MiB fits "
+        "the chart's 512 MiB limit with room for the index and the publisher's buffer.",
     )
     shutdown_grace: float = Field(
         2.0, ge=0, description="Seconds open streams get to finish when the service stops."
@@ -161,6 +170,13 @@ class IngestSettings(BaseSettings):
         ):
             problems.append(f"grpc.port: same as admin.port ({self.grpc.port})")
         problems.extend(_tls_problems(self.grpc))
+        worst = self.grpc.max_streams * self.grpc.max_message_bytes
+        if worst > self.grpc.message_memory_bytes:
+            problems.append(
+                f"grpc.max_streams x grpc.max_message_bytes = {worst} bytes: more than "
+                f"grpc.message_memory_bytes ({self.grpc.message_memory_bytes}); lower one of them "
+                "(or raise the budget with the memory limit)"
+            )
         if problems:
             raise errors.ConfigError("; ".join(problems))
 
