@@ -81,6 +81,12 @@ def test_first_calls_become_fences_and_sidecars(stack: Stack) -> None:
         if line.startswith("lazyload_first_call_to_sidecar_seconds_count")
     ]
     assert counts and counts[0] >= 3, counts
+    assert _sample(text, 'lazyload_kube_request_seconds_count{verb="create"}') >= 4
+    # The reconciler's gauges: four enabled fences, three learned hosts among them.
+    text = httpx.get(f"{stack.endpoints['admin']['fence-reconciler']}/metrics").text
+    assert _sample(text, 'lazyload_fences{state="enabled"}') == 4
+    assert _sample(text, "lazyload_fence_hosts") == 3
+    assert _sample(text, 'lazyload_kube_request_seconds_count{verb="list"}') >= 1
     for name in ("details", "ratings"):
         assert _egress(kube.get(f"{SIDECARS}/{name}")) == BASE
     for item in learned:
@@ -176,3 +182,11 @@ def test_reset_from_the_cli_empties_the_learned_hosts(stack: Stack) -> None:
     _wait_for(emptied)
     missing = CliRunner().invoke(app, ["fences", "reset", "default/nope", "--state-dir", state])
     assert missing.exit_code == 1 and "404" in missing.output
+
+
+def _sample(text: str, name: str) -> float:
+    """The value of the sample `name` (with its labels, as exposed) in a /metrics page."""
+    for line in text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not exported")

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from kubernetes import client, config
+from prometheus_client import Histogram
 
 from lazyload_common import errors
 from lazyload_common.settings import KubeSettings
@@ -120,8 +121,21 @@ def api_client(settings: KubeSettings) -> client.ApiClient:
         return config.new_client_from_config(context=settings.context)
 
 
+REQUEST_SECONDS = Histogram(
+    "lazyload_kube_request_seconds",
+    "Kubernetes API requests of this service (not watches), by verb (get, list, create, update, "
+    "patch, delete), answered or failed",
+    ["verb"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+_VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
 class KubeApi:
-    """JSON requests by path on the official client; blocking (use `asyncio.to_thread`)."""
+    """JSON requests by path on the official client; blocking (use `asyncio.to_thread`).
+
+    Every request's latency goes to `lazyload_kube_request_seconds{verb}`.
+    """
 
     def __init__(self, api: client.ApiClient, *, timeout: float = 30.0) -> None:
         self.api = api
@@ -136,16 +150,18 @@ class KubeApi:
         body: Any = None,
         content_type: str = "application/json",
         timeout: float | None = None,
+        verb: str | None = None,
     ) -> RawObject:
-        response = self._send(
-            method,
-            path,
-            query=query,
-            body=body,
-            content_type=content_type,
-            timeout=timeout or self.timeout,
-        )
-        data = response.read()
+        with REQUEST_SECONDS.labels(verb or _VERBS.get(method.upper(), method.lower())).time():
+            response = self._send(
+                method,
+                path,
+                query=query,
+                body=body,
+                content_type=content_type,
+                timeout=timeout or self.timeout,
+            )
+            data = response.read()
         if not 200 <= response.status <= 299:
             raise _error_for(response.status, data or b"", response.headers.get("Retry-After"))
         return json.loads(data) if data else {}
@@ -178,7 +194,7 @@ class KubeApi:
         return self.request("GET", path)
 
     def list(self, path: str, **query: Any) -> RawObject:
-        return self.request("GET", path, query=query)
+        return self.request("GET", path, query=query, verb="list")
 
     def create(self, path: str, body: RawObject) -> RawObject:
         return self.request("POST", path, body=body)

@@ -37,3 +37,14 @@ DEAD_LETTERS = Counter(
     "Dependency messages the reconciler rejected (dead-lettered), by reason",
     ["reason"],
 )
+FENCES = Gauge(
+    "lazyload_fences",
+    "ServiceFences whose last published event is not a deletion (as this replica published or "
+    "seeded them), by state (enabled, disabled)",
+    ["state"],
+)
+HOSTS = Gauge(
+    "lazyload_fence_hosts",
+    "Hosts in the published desired sets of all enabled fences (the egress hosts of lazyload's "
+    "Sidecars, before the writer adds the base hosts)",
+)
