@@ -172,14 +172,41 @@ TokenOption = Annotated[
 ]
 
 
+# Exit codes (2 is typer's usage error): scripts can tell these apart without parsing text.
+EXIT_FAILED = 1
+EXIT_NO_STATE = 3
+EXIT_UNKNOWN_FENCE = 4
+EXIT_UNREACHABLE = 5
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    """Print `message` as one line on stderr; the `typer.Exit` to raise with `code`."""
+    Console(stderr=True).print(f"[red]lazyload: {message}", soft_wrap=True, highlight=False)
+    return typer.Exit(code)
+
+
+def _endpoints(state_dir: Path) -> dict[str, object]:
+    path = state_dir / "endpoints.json"
+    try:
+        endpoints = json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise _fail(
+            f"no lazyload stack state in {state_dir} ({path} is missing)", EXIT_NO_STATE
+        ) from e
+    except (OSError, ValueError) as e:
+        raise _fail(f"unreadable {path}: {e}", EXIT_NO_STATE) from e
+    if not isinstance(endpoints, dict):
+        raise _fail(f"{path} is not a JSON object", EXIT_NO_STATE)
+    return endpoints
+
+
 def _admin_token(token: str | None, state_dir: Path | None) -> str | None:
     if token:
         return token
     if state_dir is not None:
-        endpoints = json.loads((state_dir / "endpoints.json").read_text())
-        path = endpoints.get("admin_token_file")
+        path = _endpoints(state_dir).get("admin_token_file")
         if path:
-            return Path(path).read_text().strip()
+            return Path(str(path)).read_text().strip()
     return None
 
 
@@ -187,9 +214,19 @@ def _admin_url(admin: str | None, state_dir: Path | None) -> str:
     if admin:
         return admin
     if state_dir is not None:
-        endpoints = json.loads((state_dir / "endpoints.json").read_text())
-        return str(endpoints["admin"]["fence-reconciler"])
+        admins = _endpoints(state_dir).get("admin")
+        if not isinstance(admins, dict) or "fence-reconciler" not in admins:
+            raise _fail(f"{state_dir}/endpoints.json has no admin.fence-reconciler", EXIT_NO_STATE)
+        return str(admins["fence-reconciler"])
     raise typer.BadParameter("give --admin URL or --state-dir DIR")
+
+
+def _api_failure(e: fence_api.FenceApiError) -> typer.Exit:
+    if e.status is None:
+        return _fail(f"cannot reach the fence-reconciler: {e}", EXIT_UNREACHABLE)
+    if e.status == 404:
+        return _fail(f"no such fence: {e}", EXIT_UNKNOWN_FENCE)
+    return _fail(str(e), EXIT_FAILED)
 
 
 @fences_app.command("list")
@@ -198,8 +235,7 @@ def fences_list(admin: AdminOption = None, state_dir: StateOption = None) -> Non
     try:
         items = fence_api.list_fences(_admin_url(admin, state_dir))
     except fence_api.FenceApiError as e:
-        console.print(f"[red]{e}")
-        raise typer.Exit(1) from e
+        raise _api_failure(e) from e
     console.print_json(json.dumps(items))
 
 
@@ -219,8 +255,7 @@ def fences_reset(
             _admin_url(admin, state_dir), namespace, name, token=_admin_token(token, state_dir)
         )
     except fence_api.FenceApiError as e:
-        console.print(f"[red]{e}")
-        raise typer.Exit(1) from e
+        raise _api_failure(e) from e
     console.print_json(json.dumps(detail))
 
 
