@@ -181,7 +181,7 @@ def test_reset_from_the_cli_empties_the_learned_hosts(stack: Stack) -> None:
 
     _wait_for(emptied)
     missing = CliRunner().invoke(app, ["fences", "reset", "default/nope", "--state-dir", state])
-    assert missing.exit_code == 1 and "404" in missing.output
+    assert missing.exit_code == 4 and "404" in missing.output  # unknown fence
 
 
 def _sample(text: str, name: str) -> float:
