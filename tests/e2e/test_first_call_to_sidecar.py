@@ -87,6 +87,9 @@ def test_first_calls_become_fences_and_sidecars(stack: Stack) -> None:
     assert _sample(text, 'lazyload_fences{state="enabled"}') == 4
     assert _sample(text, "lazyload_fence_hosts") == 3
     assert _sample(text, 'lazyload_kube_request_seconds_count{verb="list"}') >= 1
+    # Consumer lag: every dependency event was fetched (the demo waited for the Sidecars).
+    lag = 'lazyload_consumer_pending{consumer="fence-reconciler",stream="LAZYLOAD_DEPS"}'
+    assert _sample(text, lag) == 0
     for name in ("details", "ratings"):
         assert _egress(kube.get(f"{SIDECARS}/{name}")) == BASE
     for item in learned:

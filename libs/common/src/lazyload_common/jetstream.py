@@ -42,7 +42,7 @@ from nats.js.errors import (
     NotFoundError,
     ServiceUnavailableError,
 )
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from pydantic import BaseModel
 
 from lazyload_common import codec, errors, events, subjects
@@ -64,6 +64,12 @@ RECOVERIES = Counter(
     "lazyload_consumer_recoveries_total",
     "Times a consumer (or its stream) was found gone and set up again, by consumer",
     ["consumer"],
+)
+PENDING = Gauge(
+    "lazyload_consumer_pending",
+    "Consumer lag: messages of the stream not yet delivered to this durable consumer "
+    "(JetStream's num_pending as of the last fetch; 0 after a fetch that found nothing)",
+    ["stream", "consumer"],
 )
 _UNAVAILABLE = (
     TimeoutError,
@@ -427,12 +433,19 @@ async def _recover(
 async def _fetch(sub: Any, spec: ConsumerSpec) -> list[Msg]:
     """The next batch (lingering when `spec.linger`), or [] when nothing came. A JetStream API
     error (the consumer or stream gone) is raised for the loop to recover from."""
+    lag = PENDING.labels(spec.stream, spec.durable)
     try:
         msgs: list[Msg] = await sub.fetch(spec.batch, timeout=spec.fetch_timeout)
     except (TimeoutError, NatsTimeoutError):
+        lag.set(0)
         return []
     if spec.linger > 0:
         msgs += await _linger(sub, spec, len(msgs))
+    if msgs:
+        try:
+            lag.set(msgs[-1].metadata.num_pending)
+        except Exception as e:  # not a JetStream reply subject: leave the last value
+            log.debug("no num_pending on a message of %s: %s", spec.durable, e)
     return msgs
 
 
