@@ -13,7 +13,7 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 export LAZYLOAD_ENVOY_BIN ?= $(CURDIR)/$(ENVOY_VENV)/bin/envoy
 PYTEST_ARGS ?=
 
-.PHONY: help setup go-tools mesh-tools test test-unit test-e2e demo lint format bench clean
+.PHONY: help setup go-tools mesh-tools test test-unit test-e2e demo lint format bench fuzz clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -74,6 +74,10 @@ format: setup ## ruff format and fix
 
 bench: setup ## Run the benchmarks under bench/ (long)
 	$(VENV)/bin/python -m bench
+
+FUZZ_SECONDS ?= 60
+fuzz: setup ## Fuzz the ALS decoders, the event codec and the host parser (FUZZ_SECONDS each; crashes kept in tests/fuzz/corpus)
+	$(VENV)/bin/python tests/fuzz/fuzz_targets.py --seconds $(FUZZ_SECONDS)
 
 clean: ## Remove the virtual environments and the built binaries (.tools)
 	rm -rf $(VENV) $(ENVOY_VENV) $(HELM_VENV) $(TOOLS)
