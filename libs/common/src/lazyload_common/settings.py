@@ -37,6 +37,7 @@ SERVICE_SETTINGS = frozenset(
         "admin",
         "mesh",
         "log_level",
+        "log_format",
         # accesslog-ingest
         "grpc",
         "dedup",

@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 import gc
 import importlib.metadata
+import json
 import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,10 +95,37 @@ async def until(awaitable: Awaitable[Any], stop: asyncio.Event) -> bool:
     return completed
 
 
-def configure_logging(level: str = "INFO") -> None:
+def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
+    """Log at `level`, as text lines or (`json`) as one JSON object a line (`JsonFormatter`)."""
+    if log_format == "json":
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        logging.basicConfig(level=level.upper(), handlers=[handler])
+        return
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: `time` (RFC 3339, UTC), `level`, `logger`, `message`, `fence`
+    (`<namespace>/<name>`, from a call's `extra={"fence": ...}`) when the line is about one, and
+    `exception` with the traceback. The standard library suffices for these few fields: no
+    logging dependency for every service."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fence = getattr(record, "fence", None)
+        if fence is not None:
+            line["fence"] = str(fence)
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
 
 
 def settle_heap() -> None:
@@ -147,7 +176,7 @@ def run_main(run: Callable[..., Awaitable[None]], settings: Any) -> None:
             settings = settings_module.from_environment(settings)
         except errors.ConfigError as e:
             raise SystemExit(f"{program}: {e}") from None
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, getattr(settings, "log_format", "text"))
     settle_heap()
     failure = asyncio.run(serve(run, settings))
     if failure is not None:

@@ -155,6 +155,10 @@ class IngestSettings(BaseSettings):
         "when it was built). The active one is the `decoder` label of `lazyload_ingest_decoder_info`.",
     )
     log_level: str = Field("INFO", description="Python log level.")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines as text, or as one JSON object a line (time, level, logger, message, and `fence` where a line is about one).",
+    )
 
     def check(self) -> None:
         """Raise `ConfigError` naming every setting that cannot work."""

@@ -283,6 +283,10 @@ class ReconcilerSettings(BaseSettings):
     mesh: settings.MeshSettings = Field(default_factory=settings.MeshSettings)
     fence: FenceSettings = Field(default_factory=FenceSettings)
     log_level: str = Field("INFO", description="Python log level.")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines as text, or as one JSON object a line (time, level, logger, message, and `fence` where a line is about one).",
+    )
 
     def scoped_fence(self) -> FenceSettings:
         """The fence settings the reconciler runs with: `deny_namespaces` plus the namespaces

@@ -58,7 +58,7 @@ def main() -> None:
             settings = common_settings.from_environment(GlobalPilotSettings)
         except errors.ConfigError as e:
             raise SystemExit(f"lazyload-global-pilot: {e}") from None
-        tasks.configure_logging(settings.log_level)
+        tasks.configure_logging(settings.log_level, settings.log_format)
         removed = uninstall(settings)
         print(f"removed {len(removed)} mesh-side objects: {', '.join(removed) or 'none'}")
         return

@@ -170,6 +170,10 @@ class GlobalPilotSettings(BaseSettings):
     als: AlsSettings = Field(default_factory=AlsSettings)
     watch: WatchSettings = Field(default_factory=WatchSettings)
     log_level: str = Field("INFO", description="Python log level.")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines as text, or as one JSON object a line (time, level, logger, message, and `fence` where a line is about one).",
+    )
 
     def check(self) -> None:
         """Raise `ConfigError` naming every setting that cannot work."""

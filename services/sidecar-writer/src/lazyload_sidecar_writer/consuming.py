@@ -286,11 +286,17 @@ class FenceHandler:
                 for first in event.first_seen.values():
                     metrics.FIRST_CALL_TO_SIDECAR.observe(max(0.0, now - first))
             self._last_write.set((event.namespace, event.name), self.clock())
-            log.info("Sidecar %s: %s (fence revision %d)", key, result.write, event.revision)
+            log.info(
+                "Sidecar %s: %s (fence revision %d)",
+                key,
+                result.write,
+                event.revision,
+                extra={"fence": key},
+            )
         elif result.action == "conflict":
-            log.warning("Sidecar %s not written: %s", key, result.message)
+            log.warning("Sidecar %s not written: %s", key, result.message, extra={"fence": key})
         elif result.action == "stale":
-            log.info("fence %s: ignored, %s", key, result.message)
+            log.info("fence %s: ignored, %s", key, result.message, extra={"fence": key})
 
     async def _dead_letter(self, delivery: jetstream.Delivery, error: Exception) -> None:
         event: events.FenceChanged = delivery.event

@@ -161,6 +161,10 @@ class WriterSettings(BaseSettings):
     mesh: MeshSettings = Field(default_factory=MeshSettings)
     sidecar: SidecarSettings = Field(default_factory=SidecarSettings)
     log_level: str = Field("INFO", description="Python log level.")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines as text, or as one JSON object a line (time, level, logger, message, and `fence` where a line is about one).",
+    )
 
     def check(self) -> None:
         """Raise `ConfigError` naming every field that cannot work."""
