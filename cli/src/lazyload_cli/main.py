@@ -134,11 +134,21 @@ def demo(
                     )
                     raise typer.Exit(1)
                 if keep_running:
+                    state = stack.config.state_dir
                     console.print(
-                        f"stack is up; KUBECONFIG={stack.kubeconfig} kubectl get "
-                        "sidecars -A; Ctrl-C stops it"
+                        f"stack is up; try next: lazyload fences list --state-dir {state}, "
+                        f"lazyload fences reset default/productpage --state-dir {state}, "
+                        f"KUBECONFIG={stack.kubeconfig} kubectl get sidecars -A; Ctrl-C stops it",
+                        soft_wrap=True,
                     )
                     _wait_for_signal(stack)
+                else:
+                    console.print(
+                        "try next: lazyload up --state-dir ./state, then "
+                        "lazyload fences list --state-dir ./state (or lazyload demo "
+                        "--keep-running)",
+                        soft_wrap=True,
+                    )
         except StackError as e:
             console.print(f"[red]{e}")
             raise typer.Exit(1) from e
