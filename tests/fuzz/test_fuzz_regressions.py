@@ -39,3 +39,14 @@ def test_the_fuzzer_finds_and_keeps_a_crash(
     assert fuzz_targets.fallback("planted", broken, 0.2) > 0
     kept = list((tmp_path / "planted").iterdir())
     assert kept and all(len(p.read_bytes()) > 3 for p in kept)
+
+
+def test_an_invalid_host_past_the_reconcilers_check_is_a_crash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The codec targets' host invariant can fail: with the check gone, the seed's bad host is
+    caught."""
+    monkeypatch.setattr(fuzz_targets, "invalid_reason", lambda event: None)
+    seed = (fuzz_targets.CORPUS / "codec-fields" / "seed-bad-host").read_bytes()
+    with pytest.raises(AssertionError, match="invalid host accepted"):
+        fuzz_targets.TARGETS["codec-fields"](seed)
