@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from lazyload_common.kube import KubeNotFound
 from lazyload_testing.mesh import TRUST_DOMAIN, IstioMesh, MeshWorkload, endpoint_slice
-from lazyload_testing.mesh_lazyload import GlobalSidecar, LazyloadInMesh
+from lazyload_testing.mesh_lazyload import WORMHOLE_PORTS, GlobalSidecar, LazyloadInMesh
 
 pytestmark = [pytest.mark.real, pytest.mark.mesh]
 
@@ -132,7 +132,8 @@ def test_a_first_call_goes_through_the_global_sidecar_and_the_next_goes_direct(
 
     # The caller's sidecar holds only its fence's clusters plus the base ones.
     clusters = caller.clusters()
-    assert _outbound(clusters) == {global_sidecar.cluster, callee_cluster}, clusters
+    wormholes = {f"outbound|{port}||{global_sidecar.host}" for port in WORMHOLE_PORTS}
+    assert _outbound(clusters) == {*wormholes, callee_cluster}, clusters
     others = {c for c in clusters if not c.startswith(("outbound|", "inbound|"))}
     assert others <= BASE_CLUSTERS, clusters
     assert {c for c in clusters if c.startswith("inbound|")} == {"inbound|80||"}, clusters
@@ -324,3 +325,44 @@ def test_a_first_call_honours_a_virtualservice_with_weighted_subsets(
     assert len(echoes) == len(answers), answers
     assert "slime-orig-dest" in echoes[0]["headers"], "the first call went direct"
     assert {e["workload"] for e in echoes} == {"reviews-v2"}, [e["workload"] for e in echoes]
+
+
+def test_a_grpc_first_call_stays_h2_end_to_end_and_is_learned(
+    istio_mesh: IstioMesh, lazyload_in_mesh: LazyloadInMesh
+) -> None:
+    """Issue 14, scenario 5 (gRPC): a unary gRPC call to a Service the caller has never called
+    goes through the global-sidecar as h2 (gRPC cannot be downgraded to HTTP/1.1 and keep its
+    trailers), the dependency is learned, and the next call goes direct."""
+    lazyload, ns = lazyload_in_mesh, "lazy-grpc"
+    global_sidecar = lazyload.global_sidecar
+    assert global_sidecar is not None
+    callee = istio_mesh.add_workload(ns, "greeter", {"grpc": 9090})
+    caller = istio_mesh.add_workload(ns, "caller", {"http": 80})
+    callee_cluster = f"outbound|9090||{callee.host}"
+    gs_cluster = f"outbound|9090||{global_sidecar.host}"
+    _ready_to_call(lazyload, caller, callee_cluster)
+
+    code, body = caller.grpc_call(callee.host, 9090, "/demo.Greeter/Hello", b"first")
+    assert code == "OK", f"{code} {body}\n{lazyload.logs()}"
+    echo = json.loads(body)
+    assert (echo["workload"], echo["method"], echo["request"]) == (
+        "greeter",
+        "/demo.Greeter/Hello",
+        "first",
+    )
+    assert echo["metadata"]["slime-orig-dest"] == f"{callee.service_ip}:9090"
+    assert caller.host_counters(gs_cluster)[f"{global_sidecar.ip}:9090"]["rq_success"] == 1
+
+    lazyload.wait_for(
+        lambda: (
+            callee.host
+            in {h.split("/", 1)[-1] for h in _egress_hosts(lazyload.sidecar(ns, "caller"))}
+        ),
+        "the gRPC first call taught nothing",
+    )
+    _wait_scoped(lazyload, caller, holds={callee_cluster}, lacks=set())
+    caller.wait_synced()
+    code, body = caller.grpc_call(callee.host, 9090, "/demo.Greeter/Hello", b"second")
+    assert code == "OK", body
+    assert "slime-orig-dest" not in json.loads(body)["metadata"]
+    assert caller.host_counters(callee_cluster)[f"{callee.ip}:9090"]["rq_success"] == 1

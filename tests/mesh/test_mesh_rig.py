@@ -24,14 +24,16 @@ def capturing(interfaces: Iterable[str]) -> Iterator[list[PacketCapture]]:
 
 
 def test_a_call_goes_through_both_sidecars(istio_mesh: IstioMesh) -> None:
-    callee = istio_mesh.add_workload(NS, "callee", {"http": 80, "tcp-echo": 9000})
+    callee = istio_mesh.add_workload(NS, "callee", {"http": 80, "tcp-echo": 9000, "grpc": 9090})
     caller = istio_mesh.add_workload(NS, "caller", {"http": 80})
     http_cluster = f"outbound|80||{callee.host}"
     tcp_cluster = f"outbound|9000||{callee.host}"
+    grpc_cluster = f"outbound|9090||{callee.host}"
 
     # istiod pushed the callee's Service to the caller's sidecar, and stock Envoy took all of
     # istiod's config (no NACK of any type; see libs/testing/README.md for what that needs)
-    assert {http_cluster, tcp_cluster} <= set(caller.wait_for_clusters(http_cluster, tcp_cluster))
+    clusters = set(caller.wait_for_clusters(http_cluster, tcp_cluster, grpc_cluster))
+    assert {http_cluster, tcp_cluster, grpc_cluster} <= clusters
     for workload in (caller, callee):
         resources = workload.wait_synced()["resources"]
         assert {t.rsplit(".", 1)[-1] for t in resources} >= {
@@ -65,6 +67,14 @@ def test_a_call_goes_through_both_sidecars(istio_mesh: IstioMesh) -> None:
     assert caller.tcp_echo("callee", 9000, b"ping over tcp") == b"ping over tcp"
     assert caller.host_counters(tcp_cluster)[f"{callee.ip}:9000"]["cx_total"] == 1
     assert callee.host_counters("inbound|9000||")[f"{callee.ip}:9000"]["cx_total"] == 1
+
+    # gRPC on a grpc port: h2 through both sidecars, metadata and method delivered
+    code, body = caller.grpc_call(callee.host, 9090, "/demo.Echo/Say", b"hi", {"x-demo": "1"})
+    assert code == "OK", body
+    echo = json.loads(body)
+    assert (echo["workload"], echo["method"], echo["request"]) == ("callee", "/demo.Echo/Say", "hi")
+    assert echo["metadata"]["x-demo"] == "1"
+    assert caller.host_counters(grpc_cluster)[f"{callee.ip}:9090"]["rq_success"] == 1
 
 
 def test_a_packet_to_an_unused_pod_address_never_leaves(istio_mesh: IstioMesh) -> None:

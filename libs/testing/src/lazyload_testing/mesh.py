@@ -10,12 +10,12 @@ with a real sidecar (pilot-agent + Envoy) and the interception rules istio-init 
 
 `mesh.add_workload(namespace, name, ports, labels=...)` makes a pod as a cluster would have it:
 a network namespace with a veth on the rig's bridge and an address of `10.244.<n>.0/24`, the
-`pilot-agent istio-iptables` rules, the test application (`lazyload_testing.mesh_pod`: HTTP echo
-and TCP echo servers), and `pilot-agent proxy sidecar` running Envoy as UID 1337 with a
+`pilot-agent istio-iptables` rules, the test application (`lazyload_testing.mesh_pod`: HTTP echo,
+gRPC echo and TCP echo servers), and `pilot-agent proxy sidecar` running Envoy as UID 1337 with a
 ServiceAccount token from TokenRequest (audience `istio-ca`, bound to the Pod) and the root
 certificate istiod publishes; in the API server its ServiceAccount, Pod (with status, as a kubelet
 would report it), Service and EndpointSlice. It returns a `MeshWorkload` whose `http_get`,
-`tcp_echo` and `clusters` act from inside the pod.
+`grpc_call`, `tcp_echo` and `clusters` act from inside the pod.
 
 Nothing leaves the machine: pods route only the pod range and the Service range (10.96.0.0/12),
 both to the rig's bridge; the host has blackhole routes for both (and does not forward), so a
@@ -376,6 +376,11 @@ def _port_specs(ports: Mapping[str, int] | Iterable[int]) -> dict[str, int]:
     return {f"http-{int(p)}": int(p) for p in ports}
 
 
+def _is_grpc(port_name: str) -> bool:
+    """The application serves gRPC (h2c) on ports Istio takes for gRPC (`grpc`, `grpc-*`)."""
+    return port_name.split("-")[0] == "grpc"
+
+
 def _is_http(port_name: str) -> bool:
     """The application serves HTTP/1.1 echo on a port unless Istio takes its name for a TCP
     protocol (`tcp`, `tls`, `mongo`, `mysql`, `redis`, with or without a `-suffix`): then TCP echo.
@@ -502,6 +507,33 @@ class MeshWorkload:
             timeout,
         )
         return base64.b64decode(answer["payload"])
+
+    def grpc_call(
+        self,
+        host: str,
+        port: int,
+        method: str = "/lazyload.Echo/Call",
+        payload: bytes = b"",
+        metadata: Mapping[str, str] | None = None,
+        *,
+        timeout: float = 10.0,
+    ) -> tuple[str, str]:
+        """A unary gRPC call (h2c) from this pod to `host:port` (`:authority` `host:port`).
+        Returns (status code name, body - or the error details when not OK)."""
+        answer = self._control(
+            {
+                "op": "grpc",
+                "ip": self.mesh.resolve(host, self.namespace),
+                "port": port,
+                "authority": f"{host}:{port}",
+                "method": method,
+                "payload": base64.b64encode(payload).decode(),
+                "metadata": dict(metadata or {}),
+                "timeout": timeout,
+            },
+            timeout,
+        )
+        return str(answer["code"]), str(answer.get("body", answer.get("details", "")))
 
     # -- its sidecar -----------------------------------------------------------------------------
 
@@ -753,7 +785,8 @@ class IstioMesh:
         timeout: float = 60.0,
     ) -> MeshWorkload:
         """A pod `name` in `namespace` with a sidecar, serving TCP echo on its ports named for a
-        TCP protocol (`tcp`, `tcp-*`, ...) and HTTP/1.1 echo on the others, behind a Service
+        TCP protocol (`tcp`, `tcp-*`, ...), gRPC echo on those named `grpc`/`grpc-*` and HTTP/1.1
+        echo on the others, behind a Service
         `name` with the same ports (port = targetPort) unless `service=False` (`"existing"`: a
         Service someone else made, whose EndpointSlice the rig writes); `app` runs another
         container instead of the echo app; `test_state=False` keeps it (and its namespace) past the
@@ -950,7 +983,8 @@ class IstioMesh:
             raise StackError(
                 f"istio-iptables failed in {netns}:\n{iptables.stdout[-2000:]}{iptables.stderr[-2000:]}"
             )
-        http_ports = [p for n, p in workload.ports.items() if _is_http(n)]
+        grpc_ports = [p for n, p in workload.ports.items() if _is_grpc(n)]
+        http_ports = [p for n, p in workload.ports.items() if _is_http(n) and not _is_grpc(n)]
         tcp_ports = [p for n, p in workload.ports.items() if not _is_http(n)]
         procs.spawn(
             "app",
@@ -961,6 +995,7 @@ class IstioMesh:
                 "--name", workload.name, "--namespace", workload.namespace,
                 "--control", str(directory / "control.sock"),
                 *(f"--http={p}" for p in http_ports), *(f"--tcp={p}" for p in tcp_ports),
+                *(f"--grpc={p}" for p in grpc_ports),
             ],
         )  # fmt: skip
         proxy_config = {

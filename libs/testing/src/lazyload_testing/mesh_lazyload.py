@@ -37,11 +37,19 @@ from lazyload_common.kube import KubeConflict, KubeNotFound
 
 from lazyload_testing.mesh import DOMAIN, IstioMesh, MeshWorkload, PodApp, endpoint_slice
 
-__all__ = ["GLOBAL_SIDECAR_PORT", "GlobalSidecar", "LazyloadInMesh", "lazyload_in_mesh"]
+__all__ = [
+    "GLOBAL_SIDECAR_PORT",
+    "WORMHOLE_PORTS",
+    "GlobalSidecar",
+    "LazyloadInMesh",
+    "lazyload_in_mesh",
+]
 
 GLOBAL_SIDECAR_NAMESPACE = "mesh-operator"
 GLOBAL_SIDECAR_NAME = "global-sidecar"
 GLOBAL_SIDECAR_PORT = 80  # Slime's wormhole port: the route configuration "80" gets the catch-all
+# More HTTP wormhole ports, as a user lists them (chart: globalSidecar.listenerPorts): gRPC's
+WORMHOLE_PORTS = (GLOBAL_SIDECAR_PORT, 9090)
 GLOBAL_SIDECAR_ADMIN_PORT = 15100  # its istio-proxy has 15000 (on 127.0.0.1)
 SERVICEFENCES = "/apis/microservice.slime.io/v1alpha1"
 SIDECARS = "/apis/networking.istio.io/v1"
@@ -117,7 +125,7 @@ class LazyloadInMesh(Stack):
         if name == "global-pilot":
             # the listeners are those of the global-sidecar pod, on Slime's wormhole port
             env["LAZYLOAD_LISTENER__ADDRESS"] = "0.0.0.0"
-            env["LAZYLOAD_LISTENER__PORTS"] = json.dumps([GLOBAL_SIDECAR_PORT])
+            env["LAZYLOAD_LISTENER__PORTS"] = json.dumps(list(WORMHOLE_PORTS))
             # as the chart sets it (globalSidecar.inMesh)
             env["LAZYLOAD_ROUTING__UPSTREAM"] = (
                 "original_destination" if self.in_mesh else "endpoints"

@@ -8,14 +8,19 @@ serves:
   and a JSON echo of the request (`workload`, `namespace`, `method`, `path`, `host`, `headers`,
   `peer`, `port`); a path `/status/<code>` answers with that status instead;
 - on every `--tcp` port: raw TCP echo (every byte read is written back);
+- on every `--grpc` port: gRPC (h2c) answering any unary method with a JSON echo (`workload`,
+  `namespace`, `method`, `metadata`, `peer`, `port`, `request` - the request bytes as text);
 - on the Unix socket `--control` (a file, so the test process outside the network namespace
   reaches it): one JSON request per connection, one JSON answer, for calls made *from* the pod:
   `{"op": "http", "ip", "port", "method", "path", "authority", "headers", "timeout"}`,
   `{"op": "tcp", "ip", "port", "payload" (base64), "timeout"}`,
+  `{"op": "grpc", "ip", "port", "authority", "method", "payload" (base64), "metadata",
+  "timeout"}` (answers `code`, the status code's name, and `body` or `details`),
   `{"op": "admin", "path"}` (the sidecar's Envoy admin API on 127.0.0.1:15000) and `{"op": "ping"}`.
   A call that fails answers `{"error": "..."}`.
 
-Only the standard library: it starts in a fraction of a second.
+Only the standard library (grpcio is imported only by pods that serve or call gRPC): it starts in
+a fraction of a second.
 """
 
 from __future__ import annotations
@@ -137,6 +142,61 @@ def _tcp_call(request: dict[str, Any]) -> dict[str, Any]:
     return {"payload": base64.b64encode(received).decode()}
 
 
+def _grpc_servers(ports: list[int], workload: str, namespace: str) -> list[Any]:
+    """One started gRPC server per port (none, and no import, without `--grpc`)."""
+    if not ports:
+        return []
+    from concurrent import futures
+
+    import grpc
+
+    class Echo(grpc.GenericRpcHandler):
+        def __init__(self, port: int) -> None:
+            self.port = port
+
+        def service(self, details: Any) -> Any:
+            def echo(request: bytes, context: Any) -> bytes:
+                return json.dumps(
+                    {
+                        "workload": workload,
+                        "namespace": namespace,
+                        "method": details.method,
+                        "metadata": dict(context.invocation_metadata()),
+                        "peer": context.peer(),
+                        "port": self.port,
+                        "request": request.decode("utf-8", "replace"),
+                    }
+                ).encode()
+
+            return grpc.unary_unary_rpc_method_handler(echo)
+
+    servers = []
+    for port in ports:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        server.add_generic_rpc_handlers((Echo(port),))
+        server.add_insecure_port(f"0.0.0.0:{port}")
+        server.start()
+        servers.append(server)
+    return servers
+
+
+def _grpc_call(request: dict[str, Any]) -> dict[str, Any]:
+    import grpc
+
+    options = [("grpc.default_authority", request["authority"])] if request.get("authority") else []
+    with grpc.insecure_channel(f"{request['ip']}:{int(request['port'])}", options=options) as ch:
+        call = ch.unary_unary(request.get("method", "/lazyload.Echo/Call"))
+        try:
+            body = call(
+                base64.b64decode(request.get("payload") or ""),
+                metadata=tuple((request.get("metadata") or {}).items()),
+                timeout=float(request.get("timeout", 10)),
+            )
+        except grpc.RpcError as e:
+            return {"code": e.code().name, "details": e.details() or ""}
+    return {"code": "OK", "body": body.decode("utf-8", "replace")}
+
+
 def _admin_call(request: dict[str, Any]) -> dict[str, Any]:
     conn = http.client.HTTPConnection(*ENVOY_ADMIN, timeout=float(request.get("timeout", 10)))
     try:
@@ -150,6 +210,7 @@ def _admin_call(request: dict[str, Any]) -> dict[str, Any]:
 _OPS = {
     "http": _http_call,
     "tcp": _tcp_call,
+    "grpc": _grpc_call,
     "admin": _admin_call,
     "ping": lambda _request: {"ok": True},
 }
@@ -172,6 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--control", required=True)
     parser.add_argument("--http", type=int, action="append", default=[])
     parser.add_argument("--tcp", type=int, action="append", default=[])
+    parser.add_argument("--grpc", type=int, action="append", default=[])
     args = parser.parse_args(argv)
 
     servers: list[socketserver.BaseServer] = []
@@ -181,6 +243,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     for port in args.tcp:
         servers.append(_TcpServer(("0.0.0.0", port), _TcpEcho))
+    grpc_servers = _grpc_servers(args.grpc, args.name, args.namespace)  # noqa: F841 (kept alive)
     if os.path.exists(args.control):
         os.unlink(args.control)
     control = _UnixServer(args.control + ".tmp", _Control)
