@@ -366,3 +366,47 @@ def test_a_grpc_first_call_stays_h2_end_to_end_and_is_learned(
     assert code == "OK", body
     assert "slime-orig-dest" not in json.loads(body)["metadata"]
     assert caller.host_counters(callee_cluster)[f"{callee.ip}:9090"]["rq_success"] == 1
+
+
+def test_a_raw_tcp_first_call_is_tunnelled_through_the_global_sidecar_and_learned(
+    istio_mesh: IstioMesh, lazyload_in_mesh: LazyloadInMesh
+) -> None:
+    """Issue 14, scenario 5 (raw TCP, issue 15's TCP steering): a TCP connection to a Service
+    address the caller's sidecar does not know is tunnelled to the global-sidecar (an HTTP POST
+    over the mesh's mTLS leg), which sends the bytes on to the Service; the dependency is learned
+    and the next connection goes direct through the Service's own cluster."""
+    lazyload, ns = lazyload_in_mesh, "lazy-tcp"
+    global_sidecar = lazyload.global_sidecar
+    assert global_sidecar is not None
+    callee = istio_mesh.add_workload(ns, "store", {"tcp-store": 9000})
+    caller = istio_mesh.add_workload(ns, "caller", {"http": 80})
+    callee_cluster = f"outbound|9000||{callee.host}"
+    _ready_to_call(lazyload, caller, callee_cluster)
+    # istiod pushed the steering chain for the callee's address into the caller's sidecar
+    lazyload.wait_for(
+        lambda: (
+            "lazyload-tcp-9000"
+            in (listeners := caller.admin("/config_dump?resource=dynamic_listeners"))
+            and callee.service_ip in listeners
+        ),
+        "the caller's sidecar has no TCP steering chain for the callee",
+    )
+
+    assert caller.tcp_echo(callee.host, 9000, b"first bytes") == b"first bytes"
+    # one tunnel (a POST) to the global-sidecar, whose pod's proxy connected to the callee
+    gs_endpoint = f"{global_sidecar.ip}:80"
+    assert caller.host_counters(global_sidecar.cluster)[gs_endpoint]["rq_total"] == 1
+    assert _forwarded(global_sidecar, callee_cluster)[f"{callee.ip}:9000"]["cx_total"] == 1
+    lazyload.wait_for(
+        lambda: (
+            callee.host
+            in {h.split("/", 1)[-1] for h in _egress_hosts(lazyload.sidecar(ns, "caller"))}
+        ),
+        f"the TCP first call taught nothing\n{lazyload.logs()}",
+    )
+    _wait_scoped(lazyload, caller, holds={callee_cluster}, lacks=set())
+    caller.wait_synced()
+    assert caller.tcp_echo(callee.host, 9000, b"second bytes") == b"second bytes"
+    assert caller.host_counters(callee_cluster)[f"{callee.ip}:9000"]["cx_total"] == 1
+    assert caller.host_counters(global_sidecar.cluster)[gs_endpoint]["rq_total"] == 1
+    assert _forwarded(global_sidecar, callee_cluster)[f"{callee.ip}:9000"]["cx_total"] == 1

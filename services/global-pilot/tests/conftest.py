@@ -303,7 +303,10 @@ class Sidecar:
                 if predicate(entry):
                     return entry
             await asyncio.sleep(0.05)
-        raise AssertionError(f"no such ALS entry in {len(self.als.entries)} entries")
+        raise AssertionError(
+            f"no such ALS entry in {len(self.als.entries)} entries: "
+            f"{[(e.request.authority, e.response.response_code.value) for e in self.als.entries]}"
+        )
 
 
 @pytest.fixture

@@ -98,7 +98,9 @@ async def test_service_ports_become_wormhole_ports(
                 gs = await asyncio.to_thread(api.get, GS_SERVICE)
                 ef = await asyncio.to_thread(api.get, GS_FILTER)
                 names = {
-                    p["match"]["routeConfiguration"]["name"] for p in ef["spec"]["configPatches"]
+                    p["match"]["routeConfiguration"]["name"]
+                    for p in ef["spec"]["configPatches"]
+                    if "routeConfiguration" in p["match"]
                 }
                 return port in [p["port"] for p in gs["spec"]["ports"]] and str(port) in names
 

@@ -32,6 +32,7 @@ from lazyload_global_pilot import (
     rendering,
     resources,
     server,
+    tunnels,
     watching,
 )
 from lazyload_global_pilot.cache import SnapshotCache
@@ -39,6 +40,7 @@ from lazyload_global_pilot.errors import InconsistentSnapshotError, InvalidResou
 from lazyload_global_pilot.ports import PortSet, WormholePorts
 from lazyload_global_pilot.settings import GlobalPilotSettings
 from lazyload_global_pilot.snapshots import Snapshot
+from lazyload_global_pilot.tunnels import TcpTunnels
 
 log = logging.getLogger(__name__)
 SERVICE = "global-pilot"
@@ -161,10 +163,11 @@ async def publish(
     published: asyncio.Event | None = None,
     *,
     ports: WormholePorts | None = None,
-    on_ports: Callable[[PortSet], None] | None = None,
+    on_ports: Callable[[PortSet, TcpTunnels], None] | None = None,
 ) -> None:
     """Render every mesh update into the default snapshot (an unchanged render pushes nothing),
-    on the wormhole ports `ports` gives for it (default: the options' static ports)."""
+    on the wormhole ports `ports` gives for it (default: the options' static ports); `on_ports`
+    hears the ports and the steered TCP Service addresses of each update."""
     async for mesh in watcher.updates():
         port_set = (
             ports.update(mesh)
@@ -174,7 +177,10 @@ async def publish(
         metrics.WORMHOLE_PORTS.labels("http").set(len(port_set.http))
         metrics.WORMHOLE_PORTS.labels("tcp").set(len(port_set.tcp))
         if on_ports is not None:
-            on_ports(port_set)
+            steered = (
+                tunnels.of(mesh, options.own_services) if options.tcp_steering else TcpTunnels()
+            )
+            on_ports(port_set, steered)
         current = options.model_copy(
             update={"listener_ports": port_set.http, "tcp_ports": port_set.tcp}
         )
@@ -204,13 +210,15 @@ class MeshSide:
     ) -> None:
         self.applier, self.options = applier, options
         self.latest: PortSet | None = None
+        self.latest_tunnels = TcpTunnels()
         self.applied: PortSet | None = None
         self.last_result: applying.ApplyResult | None = None
         self._changed = asyncio.Event()
 
-    def offer(self, ports: PortSet) -> None:
-        if ports != self.latest:
-            self.latest = ports
+    def offer(self, ports: PortSet, steered: TcpTunnels | None = None) -> None:
+        steered = steered or TcpTunnels()
+        if ports != self.latest or steered != self.latest_tunnels:
+            self.latest, self.latest_tunnels = ports, steered
             self._changed.set()
 
     async def run(self) -> None:
@@ -219,10 +227,10 @@ class MeshSide:
         while True:
             await self._changed.wait()
             self._changed.clear()
-            ports = self.latest
+            ports, steered = self.latest, self.latest_tunnels
             assert ports is not None
             try:
-                desired = meshside.render(ports, self.options)
+                desired = meshside.render(ports, self.options, steered)
                 self.last_result = await asyncio.to_thread(self.applier.apply, desired)
             except InvalidResourceError:
                 metrics.MESH_SIDE_APPLIES.labels("invalid").inc()

@@ -21,6 +21,13 @@
 Modes: `cluster` - one Service in the global-sidecar namespace, the filter in the root namespace
 (every namespace; caller namespace from the proxy's `POD_NAMESPACE`); `namespace` - a Service and
 a filter per listed namespace (caller namespace = that namespace); `disabled` - nothing.
+- with TCP steering (`tunnels`, see `tunnels.py`), in the same filter: per steered TCP port a
+  filter chain ADDed to `virtualOutbound` (that port on the ClusterIPs that serve it) whose
+  `tcp_proxy` tunnels the connection to `outbound|<first HTTP wormhole port>||<global-sidecar>`
+  as an HTTP POST (`:authority` and `Slime-Orig-Dest` = the dialled address, `Slime-Source-Ns`,
+  `Lazyload-Source-Ip`). The global-sidecar's own proxy gets, beside it, more specific chains
+  (transport protocol `raw_buffer` / `tls`) to `PassthroughCluster`: a Service its proxy does not
+  know yet is passed through, never tunnelled back to itself.
 - the global-sidecar `DestinationRule` (per global-sidecar Service): `useClientProtocol`, so the
   mesh leg to the global-sidecar keeps the caller's protocol (gRPC/h2 first calls; Slime's
   `supportH2`).
@@ -40,6 +47,7 @@ from lazyload_global_pilot import dispatches as dispatching
 from lazyload_global_pilot.dispatches import Dispatch
 from lazyload_global_pilot.errors import InvalidResourceError
 from lazyload_global_pilot.ports import PortSet
+from lazyload_global_pilot.tunnels import TcpTunnels
 
 RawObject = dict[str, Any]
 FILTER_NAME = "to-global-sidecar"
@@ -49,6 +57,8 @@ ORIG_DEST = "Slime-Orig-Dest"
 SOURCE_NS = "Slime-Source-Ns"
 SOURCE_IP = "Lazyload-Source-Ip"
 SLIME_APP = {"SLIME_APP": "LAZYLOAD_GLOBAL_SIDECAR"}
+TCP_PROXY = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+VIRTUAL_OUTBOUND = "virtualOutbound"
 REVISION_LABEL = "istio.io/rev"
 CALLER_NAMESPACE = "%ENVIRONMENT(POD_NAMESPACE)%"
 
@@ -67,8 +77,10 @@ class MeshSideOptions(BaseModel):
     revision: str = ""
 
 
-def render(ports: PortSet, options: MeshSideOptions) -> list[RawObject]:
-    """Every object of the current mode, Services first."""
+def render(
+    ports: PortSet, options: MeshSideOptions, tunnels: TcpTunnels | None = None
+) -> list[RawObject]:
+    """Every object of the current mode, Services first; `tunnels`: the TCP ports to steer."""
     if options.mode == "cluster":
         targets = [(options.sidecar_namespace, options.root_namespace, CALLER_NAMESPACE)]
     elif options.mode == "namespace":
@@ -78,7 +90,9 @@ def render(ports: PortSet, options: MeshSideOptions) -> list[RawObject]:
     services = [service(ports, ns, options) for ns, _, _ in targets if ports.all]
     rules = [destination_rule(ns, options) for ns, _, _ in targets if ports.http]
     filters = [
-        envoy_filter(ports, sidecar_ns=gs, filter_ns=fns, caller_ns=caller, options=options)
+        envoy_filter(
+            ports, sidecar_ns=gs, filter_ns=fns, caller_ns=caller, options=options, tunnels=tunnels
+        )
         for gs, fns, caller in targets
         if ports.http
     ]
@@ -122,15 +136,25 @@ def destination_rule(namespace: str, options: MeshSideOptions) -> RawObject:
 
 
 def envoy_filter(
-    ports: PortSet, *, sidecar_ns: str, filter_ns: str, caller_ns: str, options: MeshSideOptions
+    ports: PortSet,
+    *,
+    sidecar_ns: str,
+    filter_ns: str,
+    caller_ns: str,
+    options: MeshSideOptions,
+    tunnels: TcpTunnels | None = None,
 ) -> RawObject:
-    """`to-global-sidecar` in `filter_ns`, sending unknown hosts to the global-sidecar of
-    `sidecar_ns` with `Slime-Source-Ns: caller_ns`."""
+    """`to-global-sidecar` in `filter_ns`, sending unknown hosts (and, with `tunnels`, TCP
+    connections to unknown Service addresses) to the global-sidecar of `sidecar_ns` with
+    `Slime-Source-Ns: caller_ns`."""
     fqdn = f"{options.service_name}.{sidecar_ns}.svc.{options.cluster_domain}"
     patches: list[RawObject] = []
     for port in ports.http:
         target = _Target(cluster=f"outbound|{port}||{fqdn}", caller_ns=caller_ns)
         patches += _port_patches(port, target, options.dispatches, options.passthrough_by_default)
+    if tunnels is not None and ports.http and not options.passthrough_by_default:
+        target = _Target(cluster=f"outbound|{ports.http[0]}||{fqdn}", caller_ns=caller_ns)
+        patches += _tcp_patches(tunnels, target)
     metadata = _metadata(FILTER_NAME, filter_ns, options)
     if options.revision:  # only that revision's istiod applies it (Slime's selfResourceRev)
         metadata["labels"][REVISION_LABEL] = options.revision
@@ -212,6 +236,85 @@ def _port_patches(
         }
     )
     return patches
+
+
+def _tcp_patches(tunnels: TcpTunnels, target: _Target) -> list[RawObject]:
+    """Per steered TCP port: the tunnelling chain for every sidecar, and for the global-sidecar's
+    own proxy two more specific chains that pass the connection through instead."""
+    match: RawObject = {"context": "SIDECAR_OUTBOUND", "listener": {"name": VIRTUAL_OUTBOUND}}
+    patches: list[RawObject] = []
+    for tcp in tunnels.targets:
+        chain_match: RawObject = {
+            "destination_port": tcp.port,
+            "prefix_ranges": [
+                {"address_prefix": ip, "prefix_len": 128 if ":" in ip else 32}
+                for ip in tcp.addresses
+            ],
+        }
+        tunnel = {
+            "hostname": "%DOWNSTREAM_LOCAL_ADDRESS%",
+            "use_post": True,
+            "headers_to_add": [
+                {
+                    "header": {"key": key, "value": value},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }
+                for key, value in _tunnel_headers(target)
+            ],
+        }
+        patches.append(
+            {
+                "applyTo": "FILTER_CHAIN",
+                "match": match,
+                "patch": {
+                    "operation": "ADD",
+                    "value": _tcp_chain(
+                        f"lazyload-tcp-{tcp.port}",
+                        chain_match,
+                        {"cluster": target.cluster, "tunneling_config": tunnel},
+                        f"lazyload_tcp_{tcp.port}",
+                    ),
+                },
+            }
+        )
+        for transport in ("raw_buffer", "tls"):
+            patches.append(
+                {
+                    "applyTo": "FILTER_CHAIN",
+                    "match": {**match, "proxy": {"metadata": dict(SLIME_APP)}},
+                    "patch": {
+                        "operation": "ADD",
+                        "value": _tcp_chain(
+                            f"lazyload-tcp-{tcp.port}-{transport}-passthrough",
+                            {**chain_match, "transport_protocol": transport},
+                            {"cluster": dispatching.ISTIO_PASSTHROUGH},
+                            f"lazyload_tcp_{tcp.port}_passthrough",
+                        ),
+                    },
+                }
+            )
+    return patches
+
+
+def _tunnel_headers(target: _Target) -> list[tuple[str, str]]:
+    return [
+        (ORIG_DEST, "%DOWNSTREAM_LOCAL_ADDRESS%"),
+        (SOURCE_NS, target.caller_ns),
+        (SOURCE_IP, "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"),
+    ]
+
+
+def _tcp_chain(name: str, match: RawObject, proxy: RawObject, stat_prefix: str) -> RawObject:
+    return {
+        "name": name,
+        "filter_chain_match": match,
+        "filters": [
+            {
+                "name": "envoy.filters.network.tcp_proxy",
+                "typed_config": {"@type": TCP_PROXY, "stat_prefix": stat_prefix, **proxy},
+            }
+        ],
+    }
 
 
 def _route(

@@ -16,7 +16,15 @@
   (and wildcard hosts) the original destination;
 - one EDS cluster per Service port, `outbound|<port>||<fqdn>`, and its ClusterLoadAssignment;
 - the ORIGINAL_DST clusters (`PassthroughCluster` by header, `lazyload-passthrough-tcp`) and the
-  static-from-CDS cluster of accesslog-ingest.
+  static-from-CDS cluster of accesslog-ingest;
+- with `tcp_steering`, per steered TCP Service port (`tunnels.steered`) a virtual host for
+  `<ClusterIP>:<port>`, the `:authority` of the HTTP POST tunnel a caller's sidecar opens for a
+  TCP connection it does not know: the route terminates the tunnel (`allow_post`) and sends the
+  bytes to the Service (its EDS cluster; with `original_destination`, a STATIC cluster
+  `lazyload-tunnel|<port>||<fqdn>` of the ClusterIP, which the pod's istio-proxy takes), the Host
+  rewritten to `<fqdn>:<port>` so the access log names the Service. Access logs of open streams
+  are flushed every `ACCESS_LOG_FLUSH_SECONDS`, so a long-lived connection is learned while it
+  lasts. Only those addresses are served: no open TCP relay.
 
 With `upstream="original_destination"` (a global-sidecar pod with its own istio-proxy, as the chart
 deploys it) the global-sidecar resolves nothing itself: every call goes to the address the caller
@@ -58,7 +66,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lazyload_global_pilot import dispatches as dispatching
 from lazyload_global_pilot import ports as wormhole
-from lazyload_global_pilot import resources
+from lazyload_global_pilot import resources, tunnels
 from lazyload_global_pilot.dispatches import Dispatch
 from lazyload_global_pilot.mesh import (
     EndpointGroup,
@@ -70,6 +78,7 @@ from lazyload_global_pilot.mesh import (
 )
 
 SOURCE_NS_HEADER = "slime-source-ns"
+ACCESS_LOG_FLUSH_SECONDS = 5
 ORIG_DEST_HEADER = "slime-orig-dest"
 SOURCE_IP_HEADER = "lazyload-source-ip"
 CLIENT_CERT_HEADER = "x-forwarded-client-cert"
@@ -116,6 +125,10 @@ class RenderOptions(BaseModel):
     log_name: str = "lazyload-global-sidecar"
     route_config: str = "global-sidecar"
     connect_timeout_ms: int = Field(1000, ge=1)
+    tcp_steering: bool = False
+    """Serve the TCP tunnels of `tunnels.steered` (the EnvoyFilter's TCP filter chains)."""
+    own_services: tuple[tuple[str, str], ...] = ()
+    """(namespace, name) of the global-sidecar's own Services: never steered."""
 
 
 def render(mesh: MeshState, options: RenderOptions) -> dict[str, dict[str, Message]]:
@@ -139,6 +152,11 @@ def render(mesh: MeshState, options: RenderOptions) -> dict[str, dict[str, Messa
             clusters[name] = _dns_cluster(name, entry, port, host, options)
     if options.als is not None:
         clusters[options.als_cluster] = _als_cluster(options.als, options)
+    if options.tcp_steering and options.listener_ports:
+        for service, port, ip in tunnels.steered(mesh, options.own_services):
+            if options.upstream == "original_destination":
+                name = _tunnel_cluster(service, port, options)
+                clusters[name] = _static_cluster(name, ip, port.port, options)
     routes = (
         {options.route_config: _route_configuration(mesh, options)}
         if options.listener_ports
@@ -248,6 +266,12 @@ def _listener(port: int, options: RenderOptions) -> listener_pb2.Listener:
             )
         ],
         access_log=[_access_logger(options)] if options.als is not None else [],
+        # a long-lived stream (a tunnelled TCP connection, a gRPC stream) is logged, and so
+        # learned, while it lasts, not only when it ends (the tunnel-established flush is for
+        # CONNECT only, and these tunnels are POSTs)
+        access_log_options=hcm_pb2.HttpConnectionManager.HcmAccessLogOptions(
+            access_log_flush_interval=duration_pb2.Duration(seconds=ACCESS_LOG_FLUSH_SECONDS)
+        ),
         # keep the x-forwarded-client-cert of the pod's inbound istio-proxy, which reaches this
         # Envoy over plaintext loopback (SANITIZE, the default, and FORWARD_ONLY drop it then,
         # before the access log sees it): it proves who the caller is (accesslog-ingest believes
@@ -337,6 +361,7 @@ def _tcp_listener(port: int, options: RenderOptions) -> listener_pb2.Listener:
 def _route_configuration(mesh: MeshState, options: RenderOptions) -> route_pb2.RouteConfiguration:
     used: set[str] = set()
     vhosts = list(_dispatch_vhosts(options, used))
+    vhosts.extend(_tunnel_vhosts(mesh, options, used))
     if options.upstream == "original_destination":
         vhosts.extend(_short_name_vhosts(mesh, options, used))
         vhosts.append(
@@ -367,6 +392,67 @@ def _route_configuration(mesh: MeshState, options: RenderOptions) -> route_pb2.R
         )
     )
     return route_pb2.RouteConfiguration(name=options.route_config, virtual_hosts=vhosts)
+
+
+def _tunnel_vhosts(
+    mesh: MeshState, options: RenderOptions, used: set[str]
+) -> Iterable[route_components_pb2.VirtualHost]:
+    """A caller's TCP connection to a steered Service address, tunnelled as an HTTP POST whose
+    `:authority` is that address: terminated here, its bytes sent on to the Service."""
+    if not options.tcp_steering:
+        return
+    for service, port, ip in tunnels.steered(mesh, options.own_services):
+        fqdn = hosts.service_fqdn(service.name, service.namespace, options.cluster_domain)
+        address = f"[{ip}]:{port.port}" if ":" in ip else f"{ip}:{port.port}"
+        domains = _unique([address], used)
+        if not domains:
+            continue
+        cluster = (
+            _tunnel_cluster(service, port, options)
+            if options.upstream == "original_destination"
+            else cluster_name(service, port, options.cluster_domain)
+        )
+        connect = route_components_pb2.RouteAction.UpgradeConfig(
+            upgrade_type="CONNECT",
+            connect_config=route_components_pb2.RouteAction.UpgradeConfig.ConnectConfig(
+                allow_post=True
+            ),
+        )
+        yield route_components_pb2.VirtualHost(
+            name=f"tcp:{fqdn}:{port.port}",
+            domains=domains,
+            routes=[
+                route_components_pb2.Route(
+                    name=f"tcp:{fqdn}:{port.port}",
+                    match=route_components_pb2.RouteMatch(prefix="/"),
+                    route=route_components_pb2.RouteAction(
+                        cluster=cluster,
+                        timeout=duration_pb2.Duration(),
+                        host_rewrite_literal=f"{fqdn}:{port.port}",
+                        upgrade_configs=[connect],
+                    ),
+                )
+            ],
+        )
+
+
+def _tunnel_cluster(service: Service, port: ServicePort, options: RenderOptions) -> str:
+    fqdn = hosts.service_fqdn(service.name, service.namespace, options.cluster_domain)
+    return f"lazyload-tunnel|{port.port}||{fqdn}"
+
+
+def _static_cluster(name: str, ip: str, port: int, options: RenderOptions) -> cluster_pb2.Cluster:
+    return cluster_pb2.Cluster(
+        name=name,
+        type=cluster_pb2.Cluster.STATIC,
+        connect_timeout=_millis(options.connect_timeout_ms),
+        load_assignment=endpoint_pb2.ClusterLoadAssignment(
+            cluster_name=name,
+            endpoints=[
+                endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=[_lb_endpoint(ip, port)])
+            ],
+        ),
+    )
 
 
 def _dispatch_vhosts(

@@ -123,6 +123,14 @@ class GlobalSidecarSettings(BaseModel):
     app_label: str = Field(
         "global-sidecar", description="`app` label the global-sidecar Service selects."
     )
+    tcp_steering: bool = Field(
+        True,
+        description="A fenced workload's TCP connection to a Service ClusterIP:port it does not "
+        "know (a TCP port: tcp, tls, mongo, ...) is tunnelled to the global-sidecar (HTTP POST "
+        "over its first HTTP wormhole port), which forwards it and learns the dependency; "
+        "false: Istio's PassthroughCluster takes it, unlearned (Slime covers HTTP only). Off "
+        "with passthrough_by_default.",
+    )
 
     @field_validator("namespaces", mode="before")
     @classmethod
@@ -219,8 +227,12 @@ class GlobalPilotSettings(BaseSettings):
             tcp=self.listener.tcp_ports,
             auto=self.listener.auto_port,
             cleanup=self.listener.cleanup_wormhole_port,
-            exclude=[(ns, self.global_sidecar.service_name) for ns in self.sidecar_namespaces()],
+            exclude=self.own_services(),
         )
+
+    def own_services(self) -> tuple[tuple[str, str], ...]:
+        """(namespace, name) of the global-sidecar Services of the current mode."""
+        return tuple((ns, self.global_sidecar.service_name) for ns in self.sidecar_namespaces())
 
     def sidecar_namespaces(self) -> tuple[str, ...]:
         """Where global-sidecar Services live in the current mode."""
@@ -252,6 +264,8 @@ class GlobalPilotSettings(BaseSettings):
             tcp_ports=self.listener.tcp_ports,
             passthrough_by_default=self.routing.passthrough_by_default,
             upstream=self.routing.upstream,
+            tcp_steering=self.global_sidecar.tcp_steering,
+            own_services=self.own_services(),
             dispatches=self.routing.dispatches,
             cluster_domain=self.mesh.cluster_domain,
             als=rendering.AlsTarget(host=self.als.host, port=self.als.port)
