@@ -4,7 +4,8 @@ Covers: a fault failing exactly `count` matching requests with a proper Status b
 verb and path regex only; 429 with a `Retry-After` header (and urllib3 retrying idempotent
 requests on it by itself); an unlimited fault until cleared;
 listing armed faults; the request log (verb, path, query, status, content type) for counting
-API writes, and clearing it; reset to the start state; a malformed fault spec being refused.
+API writes, and clearing it; reset to the start state; a malformed fault spec being refused; a delayed fault (an API server
+timing out); expiring every open watch (410 Gone, history compacted).
 """
 
 from __future__ import annotations
@@ -101,3 +102,62 @@ def test_bad_fault_spec_is_refused(kube_emulator):
         urllib.request.urlopen(request, timeout=5)
     assert err.value.code == 422
     err.value.close()
+
+
+def test_delayed_fault_holds_the_request_until_the_client_gives_up(kube_emulator, api, core):
+    """`delay`: an API server timing out; a client with a shorter timeout never sees the status."""
+    import time
+
+    import urllib3
+
+    kube_emulator.inject_fault("GET", "/configmaps$", status=504, count=None, delay=1.5)
+    t0 = time.monotonic()
+    with pytest.raises(urllib3.exceptions.MaxRetryError) as timed_out:  # after urllib3's retries
+        core.list_namespaced_config_map("default", _request_timeout=0.3)
+    assert isinstance(timed_out.value.reason, urllib3.exceptions.ReadTimeoutError)
+    assert time.monotonic() - t0 < 1.4 * 4
+    t0 = time.monotonic()
+    with pytest.raises(ApiException) as err:
+        core.list_namespaced_config_map("default", _request_timeout=5)
+    assert err.value.status == 504 and time.monotonic() - t0 >= 1.4
+    kube_emulator.clear_faults()
+    assert core.list_namespaced_config_map("default").items == []
+
+
+def test_expire_watches_ends_open_watches_with_410_and_compacts(kube_emulator, core):
+    """`POST /emulator/v1/watches/expire`: every open watch gets an ERROR 410 (reason Expired)
+    and ends; resuming from the resourceVersion it had is 410 too, a fresh list works."""
+    import threading
+    import time
+
+    from kubernetes import watch
+
+    rv = core.list_namespaced_config_map("default").metadata.resource_version
+    core.create_namespaced_config_map("default", _cm("before"))
+    seen: list[tuple[str, object]] = []
+    errors: list[ApiException] = []
+
+    def run() -> None:
+        try:
+            stream = watch.Watch().stream(
+                core.list_namespaced_config_map, "default", resource_version=rv, timeout_seconds=10
+            )
+            for event in stream:
+                seen.append((event["type"], event["raw_object"]))
+        except ApiException as e:
+            errors.append(e)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert kube_emulator.handle.expire_watches() == 1
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert [t for t, _ in seen] == ["ADDED"]
+    assert errors and errors[0].status == 410  # the client raises the ERROR event
+    with pytest.raises(ApiException) as err:
+        next(watch.Watch().stream(core.list_namespaced_config_map, "default", resource_version=rv))
+    assert err.value.status == 410
+    assert [c.metadata.name for c in core.list_namespaced_config_map("default").items] == ["before"]

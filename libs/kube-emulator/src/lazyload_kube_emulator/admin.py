@@ -3,6 +3,9 @@
 - `POST /emulator/v1/faults` arms a `FaultSpec`; `GET` lists armed faults; `DELETE` clears them
   (`DELETE /emulator/v1/faults/{id}` removes one).
 - `GET /emulator/v1/requests` lists recent API requests; `DELETE` empties the log.
+- `POST /emulator/v1/watches/expire` ends every open watch with a 410 Gone `ERROR` event and
+  forgets the change history (a resume from an older resourceVersion is 410 too): as when the API
+  server's watch cache drops watchers, every client has to list again.
 - `POST /emulator/v1/reset` restores the start state (namespaces and startup CRDs only).
 """
 
@@ -54,6 +57,12 @@ async def list_requests(request: Request) -> list[RequestRecord]:
 async def clear_requests(request: Request) -> Response:
     _emulator(request).requests.clear()
     return Response(status_code=204)
+
+
+@router.post("/watches/expire")
+async def expire_watches(request: Request) -> dict[str, int]:
+    store = _emulator(request).store
+    return {"expired": store.events.expire_all(store.resource_version)}
 
 
 @router.post("/reset", status_code=204)

@@ -36,8 +36,10 @@ class AdminClient:
         reason: str | None = None,
         retry_after: int | None = None,
         message: str | None = None,
+        delay: float = 0.0,
     ) -> dict[str, Any]:
-        """Make the next `count` matching requests fail (count None: until cleared)."""
+        """Make the next `count` matching requests fail (count None: until cleared), each after
+        `delay` seconds (an API server timing out)."""
         spec = FaultSpec(
             verb=verb,
             path_regex=path_regex,
@@ -46,6 +48,7 @@ class AdminClient:
             reason=reason,
             retry_after=retry_after,
             message=message,
+            delay=delay,
         )
         return self._call("POST", "faults", spec.model_dump())
 
@@ -61,6 +64,12 @@ class AdminClient:
 
     def clear_requests(self) -> None:
         self._call("DELETE", "requests")
+
+    def expire_watches(self) -> int:
+        """End every open watch with a 410 Gone `ERROR` event and forget the change history, as
+        when the API server's watch cache drops the watchers that fell behind: each client must
+        list again. The number of watches ended."""
+        return int(self._call("POST", "watches/expire")["expired"])
 
     def reset(self) -> None:
         """Back to the start state: default namespaces and startup CRDs, no faults, empty log."""

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ApiError
+from .errors import ApiError, status_body
 
 Key = tuple[str, str]
 Obj = dict[str, Any]
@@ -43,6 +43,12 @@ def translate(change: Change, matches: Callable[[Obj], bool]) -> tuple[str, Obj]
 
 
 CLOSED = ("CLOSED", {})
+EXPIRED = (
+    "ERROR",
+    status_body(410, "too old resource version: the watch expired", "Expired"),
+)
+"""What an expired watch receives last (kube-apiserver's watch cache sends this to a watcher it
+drops)."""
 
 
 class Watcher:
@@ -62,6 +68,9 @@ class Watcher:
 
     def close(self) -> None:
         self.queue.put_nowait(CLOSED)
+
+    def expire(self) -> None:
+        self.queue.put_nowait(EXPIRED)
 
 
 class EventLog:
@@ -96,6 +105,16 @@ class EventLog:
         for watcher in list(self._watchers):
             watcher.close()
         self._watchers.clear()
+
+    def expire_all(self, rv: int) -> int:
+        """End every watch with 410 Gone and forget the history up to `rv` (the current
+        resourceVersion): resuming from an older one is 410 too. The number of watches ended."""
+        watchers = list(self._watchers)
+        for watcher in watchers:
+            watcher.expire()
+        self._watchers.clear()
+        self.clear(rv)
+        return len(watchers)
 
     def clear(self, rv: int) -> None:
         """Forget the history (after a reset): older resource versions become too old."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import re
@@ -23,7 +24,9 @@ Verb = Literal["GET", "POST", "PUT", "PATCH", "DELETE", "*"]
 class FaultSpec(BaseModel):
     """Make the next `count` requests matching verb and path_regex fail with `status`.
 
-    `count` None means every matching request until the faults are cleared.
+    `count` None means every matching request until the faults are cleared. `delay` holds each
+    matching request that many seconds before the failure is sent: an API server that times out
+    (a client with a shorter timeout gives up first; the status is then never seen).
     """
 
     model_config = ConfigDict(populate_by_name=True)
@@ -35,6 +38,7 @@ class FaultSpec(BaseModel):
     reason: str | None = None
     message: str | None = None
     retry_after: int | None = Field(default=None, ge=0)
+    delay: float = Field(default=0.0, ge=0.0, le=3600.0)
 
     @field_validator("verb", mode="before")
     @classmethod
@@ -169,6 +173,8 @@ class FaultAndLogMiddleware:
         }
         fault = self.faults.take(scope["method"], scope["path"])
         if fault is not None:
+            if fault.delay:
+                await asyncio.sleep(fault.delay)
             await self._send_fault(fault, send)
             self.log.add(RequestRecord(**record, status=fault.status, fault=True))
             return

@@ -11,7 +11,7 @@ from starlette.datastructures import QueryParams
 from starlette.responses import StreamingResponse
 
 from .errors import ApiError, bad_request
-from .events import CLOSED, Watcher, translate
+from .events import CLOSED, EXPIRED, Watcher, translate
 from .kubeproto import MEDIA_TYPE as PROTOBUF
 from .kubeproto import codec
 from .objects import with_version
@@ -120,6 +120,9 @@ async def _live(request: WatchRequest, watcher: Watcher) -> AsyncIterator[bytes]
             yield request.bookmark()
             continue
         if event_type == CLOSED[0]:
+            return
+        if event_type == EXPIRED[0]:
+            yield request.frame(event_type, obj)
             return
         yield request.render(event_type, obj)
 
