@@ -13,7 +13,7 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 export LAZYLOAD_ENVOY_BIN ?= $(CURDIR)/$(ENVOY_VENV)/bin/envoy
 PYTEST_ARGS ?=
 
-.PHONY: help setup go-tools mesh-tools test test-unit test-e2e demo lint format bench fuzz clean
+.PHONY: help setup go-tools mesh-tools test test-unit test-e2e demo lint format bench fuzz images image-engine clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -78,6 +78,30 @@ bench: setup ## Run the benchmarks under bench/ (long)
 FUZZ_SECONDS ?= 60
 fuzz: setup ## Fuzz the ALS decoders, the event codec and the host parser (FUZZ_SECONDS each; crashes kept in tests/fuzz/corpus)
 	$(VENV)/bin/python tests/fuzz/fuzz_targets.py --seconds $(FUZZ_SECONDS)
+
+# Images: one name scheme everywhere, <IMAGE_REGISTRY>/<name>:<IMAGE_TAG> (the chart's image.registry
+# and appVersion, docker-compose.yml's defaults; tests/deploy/test_images.py checks they agree).
+IMAGE_REGISTRY ?= ghcr.io/lazyload
+IMAGE_TAG ?= $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\} *$$/\1/p' deploy/helm/lazyload/Chart.yaml)
+DOCKER ?= docker
+SERVICE_IMAGES := accesslog-ingest fence-reconciler sidecar-writer global-pilot
+IMAGES := $(SERVICE_IMAGES) global-sidecar kube-emulator
+IMAGE_LABELS = --build-arg VERSION=$(IMAGE_TAG) --build-arg REVISION=$(shell git rev-parse HEAD 2>/dev/null || echo unknown) --build-arg CREATED=$(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+
+images: $(addprefix image-,$(IMAGES)) ## Build every image as <IMAGE_REGISTRY>/<name>:<IMAGE_TAG>, the names the chart and compose use (DOCKER=podman: Podman)
+
+image-engine:
+	$(if $(shell command -v $(DOCKER) 2>/dev/null),,$(error images: no container engine here ('$(DOCKER)' is not on the PATH: install Docker or run DOCKER=podman make images); nothing built))
+	$(if $(shell $(DOCKER) info >/dev/null 2>&1 && echo up),,$(error images: '$(DOCKER)' cannot reach a container engine ('$(DOCKER) info' failed: is the daemon running?); nothing built))
+
+$(addprefix image-,$(SERVICE_IMAGES)): image-%: image-engine
+	$(DOCKER) build -f deploy/Dockerfile --build-arg SERVICE=$* $(IMAGE_LABELS) -t $(IMAGE_REGISTRY)/$*:$(IMAGE_TAG) .
+
+image-global-sidecar: image-engine
+	$(DOCKER) build -f deploy/global-sidecar/Dockerfile $(IMAGE_LABELS) -t $(IMAGE_REGISTRY)/global-sidecar:$(IMAGE_TAG) deploy/global-sidecar
+
+image-kube-emulator: image-engine
+	$(DOCKER) build -f deploy/kube-emulator/Dockerfile $(IMAGE_LABELS) -t $(IMAGE_REGISTRY)/kube-emulator:$(IMAGE_TAG) .
 
 clean: ## Remove the virtual environments and the built binaries (.tools)
 	rm -rf $(VENV) $(ENVOY_VENV) $(HELM_VENV) $(TOOLS)

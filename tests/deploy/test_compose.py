@@ -74,9 +74,12 @@ def test_every_build_context_and_dockerfile_exists(compose: dict) -> None:
         )
         assert context.is_dir(), f"{name}: no build context {context}"
         assert (context / dockerfile).is_file(), f"{name}: no {dockerfile} in {context}"
+        args = {} if isinstance(build, str) else build.get("args") or {}
         for line in (context / dockerfile).read_text().splitlines():
             if line.startswith("COPY") and "--from" not in line:
                 for source in line.split()[1:-1]:
+                    for arg, value in args.items():
+                        source = source.replace(f"${{{arg}}}", value)
                     assert (context / source).exists(), f"{name}: COPY {source} missing"
         built += 1
     assert built == 6
