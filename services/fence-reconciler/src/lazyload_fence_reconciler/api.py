@@ -2,7 +2,12 @@
 
 - `GET  /api/v1/fences`: every fence, summarised;
 - `GET  /api/v1/fences/{ns}/{name}`: one fence with its hosts, their state and reasons;
+- `GET  /api/v1/fences/{ns}/{name}/decisions[?host=]`: what was recently decided about the
+  fence's hosts (`deciding`: learned, dropped and why, rejected, waiting, ignored, capped,
+  removed), also for a caller that has no fence (yet);
 - `GET  /api/v1/graph`: the dependency graph (nodes: services and hosts; edges: fence -> host);
+- `GET  /graph`: a page that draws that graph (`static/graph.html`: plain JS and SVG, nothing
+  loaded from elsewhere), filters it by namespace and shows a clicked service's fence;
 - `POST /api/v1/fences/{ns}/{name}/reset`: forget the learned hosts (spec hosts stay), which
   publishes a new revision;
 - `POST /api/v1/fences/{ns}/reset`: the same for every fence of the namespace (Slime's
@@ -15,12 +20,32 @@ Reads come from the watch cache; handlers are async so they run in the event loo
 
 from __future__ import annotations
 
+from importlib import resources
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException
+from fastapi.responses import HTMLResponse
 from lazyload_common import adminauth, errors, kube
 
 from lazyload_fence_reconciler import desiring, fences, reconciling, watching
+
+
+def graph_page() -> str:
+    """The HTML of the dependency graph page (it reads `/api/v1/graph` and the fence views of
+    the server that serves it; `lazyload graph --serve` serves the same file)."""
+    return resources.files(__package__).joinpath("static/graph.html").read_text()
+
+
+def create_page_router() -> APIRouter:
+    """`GET /graph`: the dependency graph page."""
+    router = APIRouter(tags=["graph"])
+
+    @router.get("/graph", response_class=HTMLResponse)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(graph_page())
+
+    return router
+
 
 RESET = adminauth.Action(
     verb="update", group="microservice.slime.io", resource="servicefences", subresource="status"
@@ -47,6 +72,18 @@ def create_router(
         if obj is None:
             raise HTTPException(404, f"no ServiceFence {namespace}/{name}")
         return _detail(reconciler, obj)
+
+    @router.get("/fences/{namespace}/{name}/decisions")
+    async def get_decisions(namespace: str, name: str, host: str | None = None) -> dict[str, Any]:
+        key = (namespace, name)
+        kept = reconciler.decisions.of(key, host)
+        return {
+            "namespace": namespace,
+            "name": name,
+            "fence": cluster.fence(key) is not None,
+            "decisions": [d.as_dict() for d in kept],
+            "per_fence_limit": reconciler.decisions.per_fence,
+        }
 
     @router.post("/fences/{namespace}/reset", dependencies=may_reset)
     async def reset_namespace(namespace: str) -> dict[str, Any]:

@@ -112,6 +112,7 @@ async def _serve(
             reconciler, cluster, cluster_domain=settings.mesh.cluster_domain, guard=guard
         )
     )
+    app.include_router(api.create_page_router())
     state["kube"] = cluster.synced
     running: list[asyncio.Task[None]] = []
     cluster.start()

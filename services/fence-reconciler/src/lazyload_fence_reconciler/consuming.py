@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from lazyload_common import errors, events, hosts, jetstream, subjects
 
-from lazyload_fence_reconciler import desiring, metrics, reconciling
+from lazyload_fence_reconciler import admitting, deciding, desiring, metrics, reconciling
 from lazyload_fence_reconciler.settings import SERVICE, FenceSettings
 
 log = logging.getLogger(__name__)
@@ -119,13 +119,15 @@ class BatchHandler:
         for delivery in batch:
             event: events.DependencyObserved = delivery.event
             reason = invalid_reason(event)
-            if reason is not None:
-                _reject(delivery, reason)
-                continue
             key = (event.source_namespace, event.source_name)
             if identity is not None and event.source_kind == "workload":
                 key = (event.source_namespace, identity.fence_name(event.source_name))
                 workloads[key] = event.source_name
+            if reason is not None:
+                _reject(delivery, reason)
+                if _names_a_caller(event):
+                    self._note(key, event.destination_host, deciding.REJECTED, reason)
+                continue
             groups[key].append(delivery)
         self._prune()
         await asyncio.gather(
@@ -150,6 +152,7 @@ class BatchHandler:
                 edges.append(edge)
             else:
                 metrics.EDGES.labels(refused).inc()
+                self._note(key, edge.host, deciding.DROPPED, _DROPS.get(refused, refused))
             d.slim()
         if not edges:
             return
@@ -177,10 +180,12 @@ class BatchHandler:
                 outcome = await self.reconciler.learn(key, waiting.edges, workload=waiting.workload)
             except reconciling.Waiting as e:
                 self._wait(waiting.deliveries, e)
+                self._note_all(key, waiting.edges, deciding.WAITING, str(e))
                 return
             except errors.PermanentError as e:
                 for d in waiting.deliveries:
                     _reject(d, str(e))
+                self._note_all(key, waiting.edges, deciding.REJECTED, f"write refused: {e}")
                 return
             except Exception as e:
                 log.warning("learning %d edges of %s/%s failed: %s", len(waiting.edges), *key, e)
@@ -195,6 +200,16 @@ class BatchHandler:
         metrics.EDGES.labels("ignored" if ignored else "learned").inc(len(waiting.edges))
         if ignored:
             log.debug("edges of %s/%s %s", key[0], key[1], outcome)
+            self._note_all(key, waiting.edges, deciding.IGNORED, outcome.removeprefix("ignored: "))
+
+    def _note(self, key: reconciling.Key, host: str, outcome: str, reason: str) -> None:
+        self.reconciler.decisions.note(key, host, outcome, reason)
+
+    def _note_all(
+        self, key: reconciling.Key, edges: list[desiring.Edge], outcome: str, reason: str
+    ) -> None:
+        for host in dict.fromkeys(e.host for e in edges):
+            self._note(key, host, outcome, reason)
 
     def _prune(self) -> None:
         """Forget write times older than the window (they no longer delay anything)."""
@@ -210,6 +225,24 @@ class BatchHandler:
             else:
                 d.retry(str(error), delay=error.delay)
                 metrics.EDGES.labels("waiting").inc()
+
+
+_DROPS = {
+    admitting.DISPATCHED: "dispatched elsewhere: a dispatch sends it past the global-sidecar",
+    admitting.EXTERNAL: "external-dropped: an external host neither allowed nor a ServiceEntry",
+    admitting.UNKNOWN_SERVICE: "unknown-service: the Service this FQDN names does not exist",
+}
+"""How a refusal of the admission gate reads in the decisions record."""
+
+
+def _names_a_caller(event: events.DependencyObserved) -> bool:
+    """Whether a rejected edge names a caller a fence could have (else it is noted nowhere)."""
+    name = event.source_name
+    return (
+        event.source_kind != "unresolved"
+        and hosts.is_valid_namespace(event.source_namespace)
+        and (hosts.is_valid_namespace(name) or hosts.is_valid_host(name))
+    )
 
 
 def _deliveries(delivery: jetstream.Delivery) -> int:

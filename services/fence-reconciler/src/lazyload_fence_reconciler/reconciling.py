@@ -24,6 +24,7 @@ from lazyload_common import errors, events, hosts, kube
 
 from lazyload_fence_reconciler import (
     applying,
+    deciding,
     desiring,
     fences,
     metrics,
@@ -72,6 +73,8 @@ class Reconciler:
         self.workloads = settings.workload_identity()
         self.applier, self.publisher, self.cluster = applier, publisher, cluster
         self.clock = clock
+        self.decisions = deciding.Decisions(clock=clock)
+        """What was recently decided about each fence's hosts (the admin API serves it)."""
         self.sent: dict[Key, Sent] = {}
         self.tombstones = tombstoning.Tombstones(cluster, applier, clock)
         self._gone: dict[Key, kube.RawObject] = {}
@@ -308,7 +311,9 @@ class Reconciler:
             )
             return (desired.status if desired.write_needed else None), desired
 
+        before = desiring.recorded(fences.Fence.from_raw(obj))
         written, desired = await self.applier.apply_status(obj, compute)
+        self._note(key, edges, desired, before, reset=reset)
         if desired.capped:
             metrics.EDGES.labels("host-cap").inc(len(desired.capped))
             log.warning(
@@ -321,6 +326,37 @@ class Reconciler:
         await self._publish_due(fences.Fence.from_raw(written), desired)
         self._wake_at(key, desired.next_change)
         return written, desired
+
+    def _note(
+        self,
+        key: Key,
+        edges: Sequence[desiring.Edge],
+        desired: desiring.Desired,
+        before: desiring.State,
+        *,
+        reset: bool,
+    ) -> None:
+        """Record what this cycle decided about the edges learned and the hosts removed."""
+        note = self.decisions.note
+        capped = set(desired.capped)
+        for edge in edges:
+            if edge.host in capped:
+                note(
+                    key,
+                    edge.host,
+                    deciding.CAPPED,
+                    f"the fence is at its cap of {self.policy.max_learned_hosts} learned hosts",
+                )
+            else:
+                note(key, edge.host, deciding.LEARNED, "learned from traffic")
+        for host in desired.removed:
+            if reset:
+                reason = "reset"
+            elif desiring.LEARNED in before.reasons.get(host, ()):
+                reason = "expired: no traffic within the recycling time"
+            else:
+                reason = "no longer in spec, selector or expansion"
+            note(key, host, deciding.REMOVED, reason)
 
     def _wake_at(self, key: Key, when: float | None) -> None:
         """Recompute `key` right after `when` (a deadline), not at the next resync."""
