@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import Sequence
 
 from lazyload_common import errors, events, jetstream
-from lazyload_fence_reconciler import consuming, desiring, reconciling
+from lazyload_fence_reconciler import consuming, deciding, desiring, reconciling
 from lazyload_fence_reconciler.settings import FenceSettings
 from nats.aio.msg import Msg
 
@@ -19,6 +19,7 @@ class FakeReconciler:
         self.gate = asyncio.Event()
         self.gate.set()
         self.fail: Exception | None = None
+        self.decisions = deciding.Decisions()
 
     def admit(self, edge: desiring.Edge) -> str | None:
         return "dispatched" if edge.host.startswith("dispatched.") else None

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from lazyload_common import admin, codec, events, jetstream, kube, subjects, tasks
 from nats.aio.msg import Msg
 
-from lazyload_accesslog_ingest import indexing, metrics
+from lazyload_accesslog_ingest import indexing, metrics, rejections
 from lazyload_accesslog_ingest.deduplicating import EdgeMemory
 from lazyload_accesslog_ingest.ingesting import Ingestor
 from lazyload_accesslog_ingest.publishing import EdgePublisher
@@ -66,8 +66,11 @@ async def run(
     # in the publish buffer (publish.buffer_size); unready, ingest would leave its Service and
     # the global-sidecar's access logs would be lost instead.
     state = admin.Readiness(CHECKS, informational=("nats",))
+    recent = rejections.RecentRejections()
     admin_server = admin.AdminServer(
-        admin.create_admin_app(SERVICE, readiness=state),
+        admin.create_admin_app(
+            SERVICE, readiness=state, routers=[rejections.create_router(recent)]
+        ),
         settings.admin.host,
         settings.admin.port,
     )
@@ -82,7 +85,7 @@ async def run(
                 return
         else:
             state["index"] = lambda: True
-        await _serve(settings, index, admin_server.port, state, stop, ready, on_bound)
+        await _serve(settings, index, admin_server.port, state, stop, ready, on_bound, recent)
     finally:
         if indexer is not None:
             indexer.stop()
@@ -97,6 +100,7 @@ async def _serve(
     stop: asyncio.Event,
     ready: asyncio.Event | None,
     on_bound: Callable[[BoundPorts], None] | None,
+    recent: rejections.RecentRejections | None = None,
 ) -> None:
     nc = await jetstream.connect(settings.nats, name=SERVICE)
     state["nats"] = lambda: nc.is_connected
@@ -130,6 +134,7 @@ async def _serve(
             reporter=settings.reporter,
             publish_unresolved=settings.edges.publish_unresolved,
             decoder=settings.decoder,
+            rejections=recent,
         )
         metrics.DECODER.info({"decoder": ingestor.decoder})
         log.info("ALS messages are read by the %s decoder", ingestor.decoder)

@@ -32,6 +32,7 @@ from lazyload_common import events
 
 from lazyload_accesslog_ingest import edges, parsing
 from lazyload_accesslog_ingest.records import AccessRecord, Rejection, StreamIdentity
+from lazyload_accesslog_ingest.rejections import RecentRejections
 
 log = logging.getLogger(__name__)
 CACHE_SIZE = 65_536
@@ -122,6 +123,7 @@ class Ingestor:
         publish_unresolved: bool = False,
         clock: Callable[[], float] = time.time,
         decoder: str = "auto",
+        rejections: RecentRejections | None = None,
     ) -> None:
         self.directory = directory
         self.decoder = parsing.resolve(decoder)
@@ -134,6 +136,8 @@ class Ingestor:
         )
         self.global_sidecar_namespace = global_sidecar_namespace
         self.clock = clock
+        self.rejections = rejections
+        """Where rejections are noted with their callers (once per new entry key), if anywhere."""
         self._shared: dict[parsing.EntryKey, _Prototypes | Rejection] = {}
         """Derived results of the streams without a workload identity (they do not depend on it)."""
         self._version: object = None
@@ -252,6 +256,22 @@ class Ingestor:
             record, identity, self.directory, self.options, now=now, memo=self._memo
         )
         if isinstance(result, Rejection):
+            if self.rejections is not None:
+                self._note(result, record, identity)
             return result
         unresolved = bool(result) and result[0][0].source_kind == "unresolved"
         return tuple(result), unresolved
+
+    def _note(
+        self, reason: Rejection, record: AccessRecord, identity: StreamIdentity | None
+    ) -> None:
+        """Note a rejection with the callers it concerns (for `lazyload explain`)."""
+        assert self.rejections is not None
+        callers = edges.resolve_callers(record, identity, self.directory)
+        names = () if isinstance(callers, Rejection) else tuple(f"{c[0]}/{c[1]}" for c in callers)
+        if record.protocol == "tcp":
+            host = f"{record.original_ip}:{record.original_port or ''}"
+        else:
+            normalised = edges.normalise_authority(record.authority)
+            host = record.authority if isinstance(normalised, Rejection) else normalised[0]
+        self.rejections.note(reason, names, record.caller_ip, host)
