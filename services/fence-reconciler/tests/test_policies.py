@@ -53,6 +53,14 @@ def test_creation_outcomes() -> None:
     assert tomb.outcome is policies.Outcome.IGNORE
     opted_out = policies.creation("ns", service=SVC, namespace_labels={L: "false"}, scope=SCOPE)
     assert opted_out.outcome is policies.Outcome.IGNORE
+    # a global-sidecar global-pilot applied (one per namespace in namespace mode) keeps the mesh
+    own = policies.ServiceFacts(
+        labels={"app": "global-sidecar", "app.kubernetes.io/managed-by": "lazyload-global-pilot"},
+        selector={"app": "global-sidecar"},
+    )
+    verdict = policies.creation("ns", service=own, namespace_labels={}, scope=SCOPE)
+    assert verdict == policies.Verdict(policies.Outcome.IGNORE, "the global-sidecar's own Service")
+    assert not policies.eager("ns", service=own, namespace_labels={}, scope=SCOPE)
 
 
 TEAM = policies.LabelSelector(match_labels={"team": "mesh"})

@@ -58,13 +58,20 @@ SIDECARS = "/apis/networking.istio.io/v1"
 class GlobalSidecar:
     """The global-sidecar pod: its address, and its Envoy's admin API."""
 
-    def __init__(self, ip: str, netns: str, proxy: MeshWorkload | None = None) -> None:
+    def __init__(
+        self,
+        ip: str,
+        netns: str,
+        proxy: MeshWorkload | None = None,
+        namespace: str = GLOBAL_SIDECAR_NAMESPACE,
+    ) -> None:
         self.ip = ip
+        self.namespace = namespace
         self.netns = netns
         self.proxy = proxy
         """The pod's istio-proxy when the global-sidecar is in the mesh (its calls go out
         through it: `proxy.host_counters(cluster)`)."""
-        self.host = f"{GLOBAL_SIDECAR_NAME}.{GLOBAL_SIDECAR_NAMESPACE}.svc.{DOMAIN}"
+        self.host = f"{GLOBAL_SIDECAR_NAME}.{namespace}.svc.{DOMAIN}"
         self.cluster = f"outbound|{GLOBAL_SIDECAR_PORT}||{self.host}"
         """The cluster a fenced sidecar sends unknown hosts to."""
 
@@ -101,10 +108,18 @@ class LazyloadInMesh(Stack):
         *,
         extra_env: Mapping[str, str] | None = None,
         in_mesh: bool = True,
+        namespace_mode: tuple[str, ...] = (),
     ) -> None:
+        """`namespace_mode`: the chart's `globalSidecar.mode=namespace` with those namespaces (a
+        global-sidecar in each), else one global-sidecar in mesh-operator (cluster mode)."""
         self.mesh = mesh
         self.in_mesh = in_mesh
+        self.namespace_mode = namespace_mode
         self.global_sidecar: GlobalSidecar | None = None
+        self.global_sidecars: dict[str, GlobalSidecar] = {}
+        extra_env = dict(extra_env or {})
+        if namespace_mode:  # as the chart sets it for every service
+            extra_env["LAZYLOAD_MESH__GLOBAL_SIDECAR_SERVICE"] = GLOBAL_SIDECAR_NAME
         config = StackConfig(
             state_dir=state_dir,
             host=mesh.network.gateway,  # reachable from the host and from every pod
@@ -130,23 +145,32 @@ class LazyloadInMesh(Stack):
             env["LAZYLOAD_ROUTING__UPSTREAM"] = (
                 "original_destination" if self.in_mesh else "endpoints"
             )
+            if self.namespace_mode:
+                env["LAZYLOAD_GLOBAL_SIDECAR__MODE"] = "namespace"
+                env["LAZYLOAD_GLOBAL_SIDECAR__NAMESPACES"] = ",".join(self.namespace_mode)
         return env
 
     def start(self) -> dict[str, Any]:
+        for namespace in self.namespace_mode:  # the user's namespaces exist before lazyload
+            self.mesh._ensure_namespace(namespace, remember=False)
         endpoints = super().start()
-        self.start_global_sidecar()
+        for namespace in self.namespace_mode or (GLOBAL_SIDECAR_NAMESPACE,):
+            self.global_sidecars[namespace] = self.start_global_sidecar(namespace=namespace)
+        self.global_sidecar = next(iter(self.global_sidecars.values()))
         return endpoints
 
     # -- the global-sidecar pod ----------------------------------------------------------------
 
-    def start_global_sidecar(self, timeout: float = 60.0) -> GlobalSidecar:
+    def start_global_sidecar(
+        self, timeout: float = 60.0, *, namespace: str = GLOBAL_SIDECAR_NAMESPACE
+    ) -> GlobalSidecar:
         """The global-sidecar pod as the chart runs it: with `in_mesh` (the chart's default) an
         istio-proxy beside its Envoy (proxy metadata `SLIME_APP`, xDS and ALS ports excluded
         from capture, ServiceAccount `global-sidecar`) and STRICT mTLS on its port; else a bare
         pod."""
         from lazyload_global_pilot import bootstrap
 
-        mesh, c, ns = self.mesh, self.config, GLOBAL_SIDECAR_NAMESPACE
+        mesh, c, ns = self.mesh, self.config, namespace
         # global-pilot's mesh-side apply makes the Service; the rig writes its EndpointSlice
         service = _wait_for(
             lambda: _get_or_none(mesh, f"/api/v1/namespaces/{ns}/services/{GLOBAL_SIDECAR_NAME}"),
@@ -227,8 +251,7 @@ class LazyloadInMesh(Stack):
         name = "app" if proxy else "global-sidecar-envoy"
         processes.wait_http(name, f"http://{ip}:{GLOBAL_SIDECAR_ADMIN_PORT}/ready", timeout=timeout)
         processes.wait_tcp(name, ip, GLOBAL_SIDECAR_PORT, timeout=timeout)
-        self.global_sidecar = GlobalSidecar(ip, netns, proxy)
-        return self.global_sidecar
+        return GlobalSidecar(ip, netns, proxy, ns)
 
     # -- what lazyload wrote -------------------------------------------------------------------
 
@@ -268,19 +291,19 @@ class LazyloadInMesh(Stack):
                 api.delete(f"{SIDECARS}/namespaces/{ns}/sidecars/{name}")
             with contextlib.suppress(KubeNotFound):
                 api.delete(f"{SERVICEFENCES}/namespaces/{ns}/servicefences/{name}")
-        ns = GLOBAL_SIDECAR_NAMESPACE
-        gs = self.global_sidecar
-        if gs is not None and gs.proxy is not None:
-            self.mesh.remove_workload(gs.proxy)
-        elif gs is not None:
-            self.mesh.network.remove_pod(gs.netns)
-        for path in (
-            f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices/{GLOBAL_SIDECAR_NAME}-rig",
-            f"/api/v1/namespaces/{ns}/pods/{GLOBAL_SIDECAR_NAME}",
-            f"/apis/security.istio.io/v1/namespaces/{ns}/peerauthentications/{GLOBAL_SIDECAR_NAME}",
-        ):
-            with contextlib.suppress(KubeNotFound):
-                api.delete(path)
+        for ns, gs in self.global_sidecars.items():
+            if gs.proxy is not None:
+                self.mesh.remove_workload(gs.proxy)
+            else:
+                self.mesh.network.remove_pod(gs.netns)
+            for path in (
+                f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices/{GLOBAL_SIDECAR_NAME}-rig",
+                f"/api/v1/namespaces/{ns}/pods/{GLOBAL_SIDECAR_NAME}",
+                f"/apis/security.istio.io/v1/namespaces/{ns}/peerauthentications/{GLOBAL_SIDECAR_NAME}",
+            ):
+                with contextlib.suppress(KubeNotFound):
+                    api.delete(path)
+        self.global_sidecars.clear()
 
     def stop(self) -> None:
         try:
@@ -304,7 +327,8 @@ def _wait_for(probe: Any, timeout: float, what: str, stack: Stack) -> Any:
             return found
         stack.check_alive()
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} within {timeout}s")
+            logs = stack.logs() if isinstance(stack, LazyloadInMesh) else ""
+            raise TimeoutError(f"{what} within {timeout}s\n{logs}")
         time.sleep(0.2)
 
 

@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 FENCED_LABEL = "slime.io/serviceFenced"
+MANAGED_BY = "app.kubernetes.io/managed-by"
+GLOBAL_PILOT = "lazyload-global-pilot"  # the label value of the Services global-pilot applies
 
 
 class Outcome(enum.StrEnum):
@@ -190,6 +192,10 @@ def creation(
         return Verdict(Outcome.WAIT, "service not found")
     if not service.selector:
         return Verdict(Outcome.IGNORE, "service has no selector")
+    if service.labels.get(MANAGED_BY) == GLOBAL_PILOT:
+        # a global-sidecar (namespace mode puts one in each fenced namespace) keeps the whole
+        # mesh: a narrow Sidecar on its proxy would break every first call it forwards
+        return Verdict(Outcome.IGNORE, "the global-sidecar's own Service")
     if not is_fenced(service.labels, namespace_labels, default=scope.default_fence):
         return Verdict(Outcome.IGNORE, f"not fenced ({FENCED_LABEL})")
     return Verdict(Outcome.CREATE)
