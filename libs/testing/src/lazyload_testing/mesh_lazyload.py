@@ -109,10 +109,14 @@ class LazyloadInMesh(Stack):
         extra_env: Mapping[str, str] | None = None,
         in_mesh: bool = True,
         namespace_mode: tuple[str, ...] = (),
+        service_env: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         """`namespace_mode`: the chart's `globalSidecar.mode=namespace` with those namespaces (a
-        global-sidecar in each), else one global-sidecar in mesh-operator (cluster mode)."""
+        global-sidecar in each), else one global-sidecar in mesh-operator (cluster mode);
+        `service_env`: settings of one service (name -> variables), as `<service>.config` of the
+        chart sets them (each service refuses variables it does not know)."""
         self.mesh = mesh
+        self.service_env = {name: dict(env) for name, env in (service_env or {}).items()}
         self.in_mesh = in_mesh
         self.namespace_mode = namespace_mode
         self.global_sidecar: GlobalSidecar | None = None
@@ -136,7 +140,7 @@ class LazyloadInMesh(Stack):
         self.pod_ips = {}
 
     def _service_env(self, name: str) -> dict[str, str]:
-        env = super()._service_env(name)
+        env = {**super()._service_env(name), **self.service_env.get(name, {})}
         if name == "global-pilot":
             # the listeners are those of the global-sidecar pod, on Slime's wormhole port
             env["LAZYLOAD_LISTENER__ADDRESS"] = "0.0.0.0"
