@@ -47,6 +47,24 @@ HOST_CASES: list[tuple[str, dict[str, Any], list[str], list[str]]] = [
         ["*/a.b.c.svc.cluster.local", *BASE],
     ),
     (
+        "short domain: a Service of the fence's namespace is also listed by its short name",
+        {"short_domain": True},
+        ["details.default.svc.cluster.local", "ratings.other.svc.cluster.local", "www.163.com"],
+        [
+            "*/details",
+            "*/details.default.svc.cluster.local",
+            "*/ratings.other.svc.cluster.local",
+            "*/www.163.com",
+            *BASE,
+        ],
+    ),
+    (
+        "short domain in own-namespace mode: <ns>/<short name>",
+        {"short_domain": True, "host_mode": "own-namespace"},
+        ["details.default.svc.cluster.local"],
+        ["default/details", "default/details.default.svc.cluster.local", *BASE],
+    ),
+    (
         "extra hosts: bare FQDN gets */, ns/* and ns/host as they are",
         {
             "extra_hosts": [

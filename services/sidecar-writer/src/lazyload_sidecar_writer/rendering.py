@@ -87,7 +87,19 @@ def egress_hosts(event: events.FenceChanged, settings: WriterSettings) -> list[s
         found.add(f"*/{name}.{event.namespace}.svc.{mesh.cluster_domain}")
     found.update(extra_host(h) for h in settings.sidecar.extra_hosts)
     found.update(fence_host(d, settings) for d in event.hosts)
+    if settings.sidecar.short_domain:
+        shorts = (short_host(d, event.namespace, settings) for d in event.hosts)
+        found.update(h for h in shorts if h is not None)
     return sorted(found)
+
+
+def short_host(domain: str, namespace: str, settings: WriterSettings) -> str | None:
+    """The short name of a Service of `namespace` as an egress host (Slime's enableShortDomain:
+    `*/details`; `<ns>/details` in own-namespace mode), None for any other domain."""
+    if service_namespace(domain, settings.mesh.cluster_domain) != namespace:
+        return None
+    name = domain.split(".", 1)[0]
+    return f"{namespace}/{name}" if settings.sidecar.host_mode == "own-namespace" else f"*/{name}"
 
 
 def extra_host(value: str) -> str:

@@ -43,6 +43,12 @@ class SidecarSettings(BaseModel):
         "(Slime's form); `own-namespace` -> `<namespace of the Service>/<fqdn>` for "
         "`<svc>.<ns>.svc.<cluster domain>` hosts (other hosts keep `*/<fqdn>`).",
     )
+    short_domain: bool = Field(
+        False,
+        description="Slime's enableShortDomain: a learned Service of the fence's own namespace is "
+        "also listed by its short name (`*/details` beside `*/details.<ns>.svc.<domain>`), for "
+        "ServiceEntries and proxies that know it by that name.",
+    )
     extra_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Hosts added to every Sidecar (Slime's `stableHost`): `ns/*` and `ns/host` "
