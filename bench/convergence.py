@@ -59,12 +59,14 @@ def als_flush_interval_s() -> float:
     return d.seconds + d.nanos / 1e9
 
 
-async def jetstream_hop_s(nats_url: str, samples: int = 50) -> list[float]:
-    """Publish (acked) -> delivered to a push consumer, on a throwaway stream of the same server."""
+async def jetstream_hop_s(endpoints: dict[str, Any], samples: int = 50) -> list[float]:
+    """Publish (acked) -> delivered to a push consumer, on a throwaway stream of the same server
+    (as the stack's `admin` NATS identity: no service may create streams of other names)."""
     import nats
+    from lazyload_common import natsauth
     from nats.js.api import StreamConfig
 
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(**natsauth.endpoint_options(endpoints, natsauth.ADMIN))
     js = nc.jetstream()
     name = f"BENCH_FLOOR_{uuid.uuid4().hex[:8]}"
     subject = f"bench.floor.{name}"
@@ -128,9 +130,9 @@ async def _run(config: dict[str, Any], workdir: Path) -> dict[str, Any]:
                 what="global-sidecar routes for every destination",
             )
             routes_s = time.perf_counter() - t_reg
-            floor_hops = await jetstream_hop_s(ep["nats_url"])
+            floor_hops = await jetstream_hop_s(ep)
             watch = SidecarWatch()
-            nc = await watch.start(ep["nats_url"])
+            nc = await watch.start(ep)
             first: dict[str, float] = {}
             statuses: dict[str, int] = {}
             fqdn = {d.name: f"{d.name}.{NAMESPACE}.svc.cluster.local" for d in dests}

@@ -47,10 +47,11 @@ DURABLES = {
 }
 
 
-async def _drained(nats_url: str) -> bool:
+async def _drained(endpoints: dict[str, Any]) -> bool:
     import nats
+    from lazyload_common import natsauth
 
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(**natsauth.endpoint_options(endpoints, natsauth.ADMIN))
     try:
         js = nc.jetstream()
         for stream, durable in DURABLES.values():
@@ -118,7 +119,7 @@ async def _run(config: dict[str, Any], workdir: Path, kube: str = "emulator") ->
             )
         ready_s = time.perf_counter() - t0
         deadline = time.monotonic() + timeout
-        while not await _drained(ep["nats_url"]):
+        while not await _drained(ep):
             if time.monotonic() > deadline:
                 raise TimeoutError("consumers not drained after restart")
             await asyncio.sleep(0.2)

@@ -35,11 +35,12 @@ def _free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-async def _drained_at(nats_url: str, t0: float, stop: asyncio.Event) -> float | None:
+async def _drained_at(endpoints: dict[str, Any], t0: float, stop: asyncio.Event) -> float | None:
     """Wall time (since t0) when the reconciler's durable consumer first had nothing left."""
     import nats
+    from lazyload_common import natsauth
 
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(**natsauth.endpoint_options(endpoints, natsauth.ADMIN))
     try:
         js = nc.jetstream()
         seen_work = False
@@ -79,7 +80,7 @@ async def _once(
             )
         stop = asyncio.Event()
         t0 = time.time()
-        drained = asyncio.create_task(_drained_at(stack.endpoints["nats_url"], t0, stop))
+        drained = asyncio.create_task(_drained_at(stack.endpoints, t0, stop))
         try:
             load = await storm(stack, fences, edges, timeout=float(config.get("timeout", 300)))
         finally:

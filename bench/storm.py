@@ -84,13 +84,18 @@ def register_callers(kubeconfig: str, fences: int, *, workers: int = 8) -> float
 
 
 async def publish_edges(
-    nats_url: str, pairs: list[tuple[str, str]], *, seconds: float = 1.0, slices: int = 10
+    endpoints: dict[str, Any],
+    pairs: list[tuple[str, str]],
+    *,
+    seconds: float = 1.0,
+    slices: int = 10,
 ) -> float:
-    """Publish every edge (JetStream-acked) spread over `seconds`; return the publish duration."""
+    """Publish every edge (JetStream-acked) spread over `seconds`, as accesslog-ingest would (its
+    NATS identity); return the publish duration."""
     import nats
-    from lazyload_common import events, jetstream, subjects
+    from lazyload_common import events, jetstream, natsauth, subjects
 
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(**natsauth.endpoint_options(endpoints, natsauth.INGEST))
     js = nc.jetstream()
     now = time.time()
     sem = asyncio.Semaphore(512)
@@ -309,12 +314,12 @@ async def storm(
     counters_before = await asyncio.to_thread(metrics_writes, ep["admin"])
     cpu = CpuMeter(stack.processes.pids()).start()
     watch = SidecarWatch()
-    nc = await watch.start(ep["nats_url"])
+    nc = await watch.start(ep)
     partial: str | None = None
     try:
         with _Poller(log) if log is not None else contextlib.nullcontext():
             t0 = time.time()
-            publish_s = await publish_edges(ep["nats_url"], pairs)
+            publish_s = await publish_edges(ep, pairs)
 
             def right() -> bool:
                 return all(all(watch.holds(name, h) for h in hosts) for name, hosts in want.items())

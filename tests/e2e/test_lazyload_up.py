@@ -79,6 +79,14 @@ def test_up_writes_endpoints_and_serves_kubectl(tmp_path: Path, kube: str) -> No
         }
         for url in endpoints["admin"].values():
             assert httpx.get(f"{url}/readyz").status_code == 200
+        # NATS authentication is on: one NKey identity per service and the observer (issue 16)
+        assert set(endpoints["nats_credentials"]) == {
+            "accesslog-ingest",
+            "fence-reconciler",
+            "sidecar-writer",
+            "observer",
+            "admin",
+        }
         env = {**os.environ, "KUBECONFIG": endpoints["kubeconfig"]}
         result = subprocess.run(
             [str(BIN / "kubectl"), "get", "sidecars", "-A"],

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import nats
 import yaml
-from lazyload_common import codec, events
+from lazyload_common import codec, events, natsauth
 from lazyload_common.kube import KubeApi, api_client
 from lazyload_common.settings import KubeSettings
 from rich.console import Console
@@ -47,8 +48,9 @@ class SidecarWatch:
         """(Sidecar name, FQDN) -> when an egress host `<namespace or *>/<FQDN>` first appeared."""
         self.current: dict[str, set[str]] = {}
 
-    async def start(self, nats_url: str) -> Any:
-        nc = await nats.connect(nats_url)
+    async def start(self, endpoints: Mapping[str, Any]) -> Any:
+        """Subscribe to the sidecar events of the stack of `endpoints` (as its `observer`)."""
+        nc = await nats.connect(**natsauth.endpoint_options(endpoints, natsauth.OBSERVER))
 
         async def on_message(msg: Any) -> None:
             event = codec.decode(msg.data)
@@ -78,7 +80,7 @@ async def run_traffic(
 ) -> tuple[list[Learned], bool]:
     """Drive traffic until every expected dependency is in its caller's Sidecar (or timeout)."""
     watch = SidecarWatch()
-    nc = await watch.start(endpoints["nats_url"])
+    nc = await watch.start(endpoints)
     kube = KubeApi(api_client(KubeSettings(kubeconfig=endpoints["kubeconfig"])))
     expected = bookinfo.expected_dependencies()
     try:

@@ -29,6 +29,8 @@ __all__ = ["SERVICES", "Stack", "StackConfig", "StackError", "bin_path", "envoy_
 
 MESH_NAMESPACES = ("istio-system", "mesh-operator")
 SERVICES = ("accesslog-ingest", "fence-reconciler", "sidecar-writer", "global-pilot")
+NATS_SERVICES = ("accesslog-ingest", "fence-reconciler", "sidecar-writer")
+"""The services that connect to NATS, each as its own identity (`lazyload_common.natsauth`)."""
 
 
 def repo_root() -> Path:
@@ -125,6 +127,8 @@ class Stack:
         if not self.admin_token_file.exists():
             self.admin_token_file.touch(mode=0o600)
             self.admin_token_file.write_text(secrets.token_urlsafe(32))
+        self.nats_keys = config.state_dir / "nats-keys"
+        """The NKey seeds of the NATS identities (`<identity>.nk`, mode 0600)."""
         self.endpoints: dict[str, Any] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -192,12 +196,20 @@ class Stack:
     # -- components ----------------------------------------------------------------------------
 
     def _start_nats(self) -> None:
+        """nats-server with one NKey user per identity (`natsauth`), new keys every run."""
+        from lazyload_common import natsauth
+
         c = self.config
         store = c.state_dir / "nats"
+        users = natsauth.write_identities(self.nats_keys)
+        config = c.state_dir / "nats-server.conf"
+        config.write_text(natsauth.server_config(users))
         self.processes.spawn(
             "nats-server",
             [
                 bin_path("nats-server"),
+                "-c",
+                str(config),
                 "-a",
                 c.host,
                 "-p",
@@ -287,6 +299,8 @@ class Stack:
             "LAZYLOAD_ADMIN__TOKEN_FILE": str(self.admin_token_file.resolve()),
             "LAZYLOAD_LOG_LEVEL": c.log_level,
         }
+        if name in NATS_SERVICES:
+            env["LAZYLOAD_NATS__NKEY_SEED_FILE"] = str(self._seed_file(name))
         if name == "accesslog-ingest":
             env |= {"LAZYLOAD_GRPC__HOST": c.host, "LAZYLOAD_GRPC__PORT": str(c.als_port)}
         if name == "global-pilot":
@@ -334,10 +348,30 @@ class Stack:
             "global-sidecar-envoy", c.host, int(c.listener_port or 0), timeout=30
         )
 
+    def _seed_file(self, identity: str) -> Path:
+        from lazyload_common import natsauth
+
+        return natsauth.seed_file(self.nats_keys, identity).resolve()
+
+    def nats_credentials(self) -> dict[str, dict[str, str]]:
+        """`endpoints.json`'s `nats_credentials`: identity -> what `nats.connect` needs
+        (`natsauth.connect_options`)."""
+        from lazyload_common import natsauth
+
+        return {
+            identity: {
+                "kind": "nkey",
+                "seed_file": str(self._seed_file(identity)),
+                "inbox_prefix": natsauth.inbox_prefix(identity),
+            }
+            for identity in natsauth.IDENTITIES
+        }
+
     def _endpoints(self) -> dict[str, Any]:
         c = self.config
         endpoints: dict[str, Any] = {
             "nats_url": f"nats://{c.host}:{c.nats_port}",
+            "nats_credentials": self.nats_credentials(),
             "kubeconfig": str(self.kubeconfig.resolve()),
             "kube": c.kube,
             "kube_api": self.control_plane.url

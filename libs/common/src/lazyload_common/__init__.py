@@ -14,6 +14,7 @@ __all__ = [
     "hosts",
     "jetstream",
     "kube",
+    "natsauth",
     "settings",
     "subjects",
     "tasks",

@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import random
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +46,7 @@ from nats.js.errors import (
 from prometheus_client import Counter, Gauge
 from pydantic import BaseModel
 
-from lazyload_common import codec, errors, events, subjects
+from lazyload_common import codec, errors, events, natsauth, subjects
 from lazyload_common.settings import NatsSettings
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,12 @@ PENDING = Gauge(
     "Consumer lag: messages of the stream not yet delivered to this durable consumer "
     "(JetStream's num_pending as of the last fetch; 0 after a fetch that found nothing)",
     ["stream", "consumer"],
+)
+NATS_ERRORS = Counter(
+    "lazyload_nats_errors_total",
+    "Errors the NATS server reported on this service's connection, by kind (permission = "
+    "a publish or subscription its identity may not make: a misconfiguration, or an attempt)",
+    ["service", "kind"],
 )
 _UNAVAILABLE = (
     TimeoutError,
@@ -112,16 +119,62 @@ async def connect(settings: NatsSettings, *, name: str, wait: float = 60.0) -> N
         "connect_timeout": settings.connect_timeout,
         "allow_reconnect": True,
     }
+    options.update(_auth_options(settings, name))
+
+    refused = asyncio.Event()
+
+    async def on_error(e: Exception) -> None:
+        text = str(e).lower()
+        kind = "permission" if "permissions violation" in text else "other"
+        if "authorization violation" in text or "authentication" in text:
+            kind = "authorization"
+            refused.set()
+        NATS_ERRORS.labels(name, kind).inc()
+        log.error("NATS: %s", e)
+
+    options["error_cb"] = on_error
+    # nats-py retries the first connect forever when max_reconnect_attempts is -1: bound it here,
+    # and give up at once when the server refuses the credential (it will not change its mind).
+    connecting = asyncio.ensure_future(nats.connect(**options))
+    refusal = asyncio.ensure_future(refused.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {connecting, refusal}, timeout=wait, return_when="FIRST_COMPLETED"
+        )
+    finally:
+        refusal.cancel()
+    if connecting in done:
+        return connecting.result()
+    connecting.cancel()
+    with contextlib.suppress(BaseException):
+        await connecting
+    if refusal in done:
+        raise errors.ConfigError(
+            f"NATS at {settings.url} refused {name}'s credential (Authorization Violation): "
+            "check LAZYLOAD_NATS__NKEY_SEED_FILE / CREDS_FILE / USER against the server's users"
+        )
+    raise TimeoutError(f"could not connect to NATS at {settings.url} within {wait}s")
+
+
+def _auth_options(settings: NatsSettings, name: str) -> dict[str, Any]:
+    """Credentials, TLS and the inbox prefix `name`'s NATS identity is allowed replies under."""
+    options: dict[str, Any] = {"inbox_prefix": natsauth.inbox_prefix(name)}
     if settings.user:
         options.update(user=settings.user, password=settings.password)
     if settings.token:
         options["token"] = settings.token
-    # nats-py retries the first connect forever when max_reconnect_attempts is -1: bound it here.
-    try:
-        async with asyncio.timeout(wait):
-            return await nats.connect(**options)
-    except TimeoutError as e:
-        raise TimeoutError(f"could not connect to NATS at {settings.url} within {wait}s") from e
+    if settings.nkey_seed_file is not None:
+        options["nkeys_seed"] = str(settings.nkey_seed_file)
+    if settings.creds_file is not None:
+        options["user_credentials"] = str(settings.creds_file)
+    if settings.tls_ca_file is not None or settings.tls_cert_file is not None:
+        context = ssl.create_default_context(
+            cafile=str(settings.tls_ca_file) if settings.tls_ca_file else None
+        )
+        if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+            context.load_cert_chain(str(settings.tls_cert_file), str(settings.tls_key_file))
+        options["tls"] = context
+    return options
 
 
 async def ensure_streams(

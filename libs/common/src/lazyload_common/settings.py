@@ -91,12 +91,79 @@ class NatsSettings(BaseModel):
     user: str = Field("", description="User name, when the server requires one.")
     password: str = Field("", description="Password for `user`.")
     token: str = Field("", description="Auth token, when the server requires one.")
+    nkey_seed_file: Path | None = Field(
+        None,
+        description="File holding this service's NKey user seed (`SU...`): the identity whose "
+        "permissions the NATS server checks. Checked at start-up.",
+    )
+    creds_file: Path | None = Field(
+        None,
+        description="A NATS .creds file (user JWT and seed, decentralized auth) instead of "
+        "`nkey_seed_file`. Checked at start-up.",
+    )
+    tls_ca_file: Path | None = Field(
+        None,
+        description="PEM CA bundle the server's certificate must chain to (TLS with a private "
+        "CA); set = TLS required.",
+    )
+    tls_cert_file: Path | None = Field(
+        None, description="PEM client certificate, when the server asks for one (mutual TLS)."
+    )
+    tls_key_file: Path | None = Field(None, description="PEM private key of `tls_cert_file`.")
     stream_replicas: int = Field(
         1, ge=1, le=5, description="Replicas of streams this service creates."
     )
     connect_timeout: float = Field(
         5.0, gt=0, description="Seconds to wait for each connect attempt."
     )
+
+    @model_validator(mode="after")
+    def _credentials_usable(self) -> NatsSettings:
+        problems = nats_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def nats_problems(nats: NatsSettings) -> list[str]:
+    """What is wrong with the credential and TLS settings of `nats` (files read, not trusted)."""
+    problems = []
+    chosen = [
+        name
+        for name, value in (
+            ("user", nats.user),
+            ("token", nats.token),
+            ("nkey_seed_file", nats.nkey_seed_file),
+            ("creds_file", nats.creds_file),
+        )
+        if value
+    ]
+    if len(chosen) > 1:
+        problems.append(f"{' and '.join(chosen)}: set one way to authenticate, not several")
+    if nats.password and not nats.user:
+        problems.append("password: needs user")
+    if bool(nats.tls_cert_file) != bool(nats.tls_key_file):
+        problems.append("tls_cert_file and tls_key_file: set both or neither")
+    for name in ("nkey_seed_file", "creds_file", "tls_ca_file", "tls_cert_file", "tls_key_file"):
+        path = getattr(nats, name)
+        if path is not None and not _readable(path):
+            problems.append(f"{name}: {path} is not a readable file")
+    if nats.nkey_seed_file is not None and _readable(nats.nkey_seed_file):
+        from lazyload_common import natsauth
+
+        try:
+            natsauth.public_key(nats.nkey_seed_file.read_text().strip())
+        except ValueError as e:
+            problems.append(f"nkey_seed_file: {nats.nkey_seed_file}: {e}")
+    if nats.creds_file is not None and _readable(nats.creds_file):
+        text = nats.creds_file.read_text()
+        if "BEGIN NATS USER JWT" not in text or "BEGIN USER NKEY SEED" not in text:
+            problems.append(f"creds_file: {nats.creds_file} holds no user JWT and seed")
+    return problems
+
+
+def _readable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.R_OK)
 
 
 class KubeSettings(BaseModel):

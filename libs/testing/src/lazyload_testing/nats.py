@@ -40,6 +40,7 @@ class NatsServer:
     store_dir: Path
     port: int
     log_file: Path
+    config: Path | None = None
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -53,12 +54,17 @@ class NatsServer:
     def restart(self, timeout: float = 10.0) -> None:
         """Stop and start again on the same port and store (JetStream data survives)."""
         self.stop()
-        fresh = start_nats_server(self.store_dir.parent, port=self.port, timeout=timeout)
+        fresh = start_nats_server(
+            self.store_dir.parent, port=self.port, timeout=timeout, config=self.config
+        )
         self.process, self.url, self.monitor_url = fresh.process, fresh.url, fresh.monitor_url
 
 
-def start_nats_server(workdir: Path, *, port: int = -1, timeout: float = 10.0) -> NatsServer:
-    """Start nats-server -js on 127.0.0.1 (port -1 = random) with its store under `workdir`."""
+def start_nats_server(
+    workdir: Path, *, port: int = -1, timeout: float = 10.0, config: Path | None = None
+) -> NatsServer:
+    """Start nats-server -js on 127.0.0.1 (port -1 = random) with its store under `workdir`;
+    `config`: a configuration file (e.g. `natsauth.server_config`'s users and permissions)."""
     workdir.mkdir(parents=True, exist_ok=True)
     store = workdir / "jetstream"
     ports_dir = workdir / "ports"
@@ -81,6 +87,7 @@ def start_nats_server(workdir: Path, *, port: int = -1, timeout: float = 10.0) -
         str(ports_dir),
         "-l",
         str(log_file),
+        *(["-c", str(config)] if config is not None else []),
     ]
     process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ports_file = ports_dir / f"nats-server_{process.pid}.ports"
@@ -102,6 +109,7 @@ def start_nats_server(workdir: Path, *, port: int = -1, timeout: float = 10.0) -
                     store,
                     int(url.rsplit(":", 1)[1]),
                     log_file,
+                    config,
                 )
         time.sleep(0.02)
     process.kill()
