@@ -161,3 +161,16 @@ def test_expire_watches_ends_open_watches_with_410_and_compacts(kube_emulator, c
         next(watch.Watch().stream(core.list_namespaced_config_map, "default", resource_version=rv))
     assert err.value.status == 410
     assert [c.metadata.name for c in core.list_namespaced_config_map("default").items] == ["before"]
+
+
+def test_request_log_marks_updates_that_changed_nothing(kube_emulator, core):
+    """`unchanged`: a successful update that made no new resourceVersion (a duplicate write)."""
+    created = core.create_namespaced_config_map("default", {**_cm("cm"), "data": {"a": "1"}})
+    kube_emulator.clear_requests()
+    same = core.replace_namespaced_config_map("cm", "default", created)
+    assert same.metadata.resource_version == created.metadata.resource_version
+    same.data = {"a": "2"}
+    changed = core.replace_namespaced_config_map("cm", "default", same)
+    assert changed.metadata.resource_version != created.metadata.resource_version
+    puts = [r for r in kube_emulator.requests() if r.verb == "PUT"]
+    assert [r.unchanged for r in puts] == [True, False]

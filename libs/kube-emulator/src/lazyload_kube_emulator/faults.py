@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import json
 import re
@@ -67,9 +68,24 @@ class RequestRecord(BaseModel):
     status: int
     content_type: str
     fault: bool = False
+    unchanged: bool = False
+    """An update that changed nothing (no new resourceVersion): a duplicate write."""
     time: float
     # Who the bearer token names (see authz.py): the ServiceAccount token's user, the admin...
     user: str = ""
+
+
+_CURRENT: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "emulator_request", default=None
+)
+
+
+def mark_unchanged() -> None:
+    """Note on the request being served that its update changed nothing (the request log's
+    `unchanged`)."""
+    record = _CURRENT.get()
+    if record is not None:
+        record["unchanged"] = True
 
 
 class FaultBook:
@@ -184,7 +200,11 @@ class FaultAndLogMiddleware:
                 self.log.add(RequestRecord(**record, status=message["status"]))
             await send(message)
 
-        await self.app(scope, receive, logging_send)
+        token = _CURRENT.set(record)
+        try:
+            await self.app(scope, receive, logging_send)
+        finally:
+            _CURRENT.reset(token)
 
     @staticmethod
     async def _send_fault(fault: Fault, send: Send) -> None:

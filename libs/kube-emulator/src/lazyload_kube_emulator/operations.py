@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from . import objects, schema
 from .copying import clone
 from .errors import ApiError, already_exists, bad_request, conflict, invalid, not_found
+from .faults import mark_unchanged
 from .kinds import hooks_for
 from .patching import apply_patch
 from .paths import Target
@@ -158,6 +159,8 @@ def _update(emu: Emulator, target: Target, old: Obj, new: Obj, opts: WriteOption
         gone = emu.remove(info.key, target.ns, target.name or "")
         return objects.with_version(info, target.version, gone or result)
     if objects.same_object(old, result) or opts.dry_run:
+        if not opts.dry_run:
+            mark_unchanged()
         return objects.with_version(info, target.version, result)
     stored = emu.store.put(info.key, result)
     hooks_for(info.key).after_write(emu, stored)
