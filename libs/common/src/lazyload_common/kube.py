@@ -56,8 +56,11 @@ class KubeUnprocessable(KubeError):
 
 
 class KubeDenied(KubeError):
-    """401/403: the credentials are refused, or RBAC does not allow it. Permanent for the message
-    at hand: retrying it for ever would not help, an operator has to."""
+    """401/403: the credentials are refused, or RBAC does not allow it. It says nothing about the
+    message at hand: RBAC and credentials change under a running service (a Role re-applied by
+    a GitOps tool, a token rotated, an authorization webhook away), so the services retry it
+    with back-off and dead-letter a message only after its `max_deliver` deliveries (`make
+    faults`: dead-lettering at the first 403 lost every edge of a 6 s RBAC outage)."""
 
 
 class KubeTooManyRequests(KubeError):

@@ -6,8 +6,9 @@ Status goes through the `/status` subresource with the object's resourceVersion:
 someone wrote in between (the other replica, a user, our own stale cache), so the fence is
 re-read and the computation re-applied, `conflict_retries` times at most; then a TemporaryError.
 Kube errors leave as the typed errors of `lazyload_common.errors` the consume loop understands:
-400/401/403/413/415/422 are permanent (the edges are dead-lettered with the reason), 429/5xx are
-temporary.
+400/413/415/422 are permanent (the edges are dead-lettered with the reason), 429/5xx are
+temporary, and so are 401/403 (RBAC and credentials change: retried from `DENIED_DELAY` with the
+consume loop's back-off, dead-lettered after `fence.max_deliver` deliveries).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from lazyload_fence_reconciler import fences, metrics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+DENIED_DELAY = 5.0
+"""Seconds before a write refused with 401/403 is tried again (the first of a growing back-off)."""
 Computation = Callable[[kube.RawObject], tuple[dict[str, Any] | None, T]]
 """From the current object: (the status to write, or None for no write; a result to return)."""
 
@@ -160,10 +163,14 @@ class Applier:
             return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
         except (kube.KubeNotFound, kube.KubeConflict):
             raise
-        except (kube.KubeUnprocessable, kube.KubeDenied) as e:
-            # 400/413/415/422 (413: the status outgrew what the API server stores) and 401/403
-            # never succeed on a retry: the edges are dead-lettered with the reason
+        except kube.KubeUnprocessable as e:
+            # 400/413/415/422 (413: the status outgrew what the API server stores) never
+            # succeed on a retry: the edges are dead-lettered with the reason
             raise errors.PermanentError(f"fence request refused: {e}") from e
+        except kube.KubeDenied as e:
+            # 401/403: RBAC or credentials, which change; retried with back-off, dead-lettered
+            # after max_deliver deliveries (see KubeDenied)
+            raise errors.TemporaryError(f"fence request denied: {e}", delay=DENIED_DELAY) from e
         except (kube.KubeTooManyRequests, kube.KubeServerError) as e:
             # the server's Retry-After when it sent one (a throttled API server knows best)
             raise errors.TemporaryError(str(e), delay=max(2.0, e.retry_after or 0.0)) from e

@@ -3,9 +3,10 @@
 Each fence is one read-decide-write cycle (`planning.plan`) on the stored resourceVersion. A 409
 (stale resourceVersion, or created meanwhile), a 429, a 5xx or a transport failure starts the cycle
 again after an exponential backoff with jitter (tenacity); when the attempts run out the fence is
-redelivered later (`RetriesExhausted`). A 400/401/403/413/415/422 is permanent (`ApiRejected`:
-dead-letter with the reason; a fence event retried for ever on a missing RBAC rule or an object
-too large would never settle).
+redelivered later (`RetriesExhausted`). A 400/413/415/422 is permanent (`ApiRejected`:
+dead-letter with the reason; a fence event retried for ever on an object too large would never
+settle). A 401/403 is redelivered later (`Denied`): RBAC and credentials change under a running
+writer, and `sidecar.max_deliver` bounds the retries of a rule that stays missing.
 Blocking client calls run in threads; every call first takes a token of the client-side rate limit.
 The Sidecars this replica wrote are remembered (`sidecar.written_cache`, least recently used out):
 the next cycle of the same fence plans on that object instead of a GET, so a fence that grows
@@ -129,8 +130,12 @@ class KubeSink:
                 with attempt:
                     first = attempt.retry_state.attempt_number == 1
                     return await self._apply_once(event, desired, remembered=first)
-        except (kube.KubeUnprocessable, kube.KubeDenied) as e:  # 400/401/403/413/415/422
+        except kube.KubeUnprocessable as e:  # 400/413/415/422
             raise errors.ApiRejected(f"API refused Sidecar {key}: {e}") from e
+        except kube.KubeDenied as e:  # 401/403: RBAC and credentials change
+            raise errors.Denied(
+                f"API denied Sidecar {key}: {e}", delay=config.redelivery_delay
+            ) from e
         except RETRYABLE as e:
             raise errors.RetriesExhausted(
                 f"Sidecar {key}: {config.retry_attempts} attempts failed, last: {e}",

@@ -4,6 +4,7 @@
 - `InvalidSidecar`: the rendered Sidecar fails Istio's schema or the host rules; a bug upstream
   or here, so the event is dead-lettered and nothing is written.
 - `RetriesExhausted`: the API kept failing with 409/429/5xx; JetStream redelivers later.
+- `Denied`: 401/403; JetStream redelivers later (with back-off, up to `max_deliver`).
 - `Refused`: an event the writer must not act on at all (invalid fields, a namespace lazyload
   does not manage, a ServiceFence that does not exist or has another uid): dead-lettered and
   counted, with no write, no report on the fence and no `SidecarApplied`.
@@ -27,7 +28,13 @@ class RetriesExhausted(errors.TemporaryError):
 
 
 class ApiRejected(errors.PermanentError):
-    """The API server refused the Sidecar (400/401/403/413/415/422): retrying cannot help."""
+    """The API server refused the Sidecar (400/413/415/422): retrying cannot help."""
+
+
+class Denied(errors.TemporaryError):
+    """401/403: RBAC or credentials refused the call. They change (a Role re-applied, a token
+    rotated), so the fence event is redelivered after `delay` with the consume loop's back-off,
+    and dead-lettered only after `sidecar.max_deliver` deliveries."""
 
 
 class Refused(errors.PermanentError):

@@ -45,8 +45,10 @@ class FenceGuard:
             raise writer_errors.Refused(
                 "unknown-fence", f"no ServiceFence {fence}: no Sidecar for it"
             ) from None
-        except (kube.KubeUnprocessable, kube.KubeDenied) as e:
+        except kube.KubeUnprocessable as e:
             raise writer_errors.ApiRejected(f"ServiceFence {fence} cannot be read: {e}") from e
+        except kube.KubeDenied as e:  # RBAC and credentials change: later (up to max_deliver)
+            raise writer_errors.Denied(f"ServiceFence {fence} not read: {e}", delay=5.0) from e
         except Exception as e:  # 429, 5xx, transport: the API may answer later
             raise errors.TemporaryError(f"ServiceFence {fence} not read: {e}", delay=1.0) from e
         uid = str((stored.get("metadata") or {}).get("uid") or "")
