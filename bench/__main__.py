@@ -4,7 +4,10 @@ table, write bench/results.json, bench/REPORT.md and PNG plots under bench/plots
 `--kube real` runs the benchmarks that can (storm, scale, scaleout) against etcd +
 kube-apiserver + kube-controller-manager instead of the API emulator; their results are kept
 under `<name>_real` (e.g. `scale_real`) next to the emulator's `<name>`, each with a `kube` field,
-and REPORT.md puts the two side by side. With `--merge` the other key stays."""
+and REPORT.md puts the two side by side. With `--merge` the other key stays.
+
+`python -m bench faults [--small] [--only NAME ...]` (`make faults`) is the fault suite
+(bench/faults.py): not one of the benchmarks above; it merges its result into results.json."""
 
 from __future__ import annotations
 
@@ -72,6 +75,11 @@ def ingest_hook(small: bool, workdir: Path) -> dict[str, Any] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in[:1] == ["faults"]:  # `python -m bench faults` = `make faults` (bench/faults.py)
+        from bench import faults
+
+        return faults.main(args_in[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--small", action="store_true", help="tiny configuration of everything")
     parser.add_argument("--only", nargs="*", default=None, help="only these benchmarks")

@@ -22,6 +22,7 @@ MODULES = {
     "storm": "bench.storm",
     "scale": "bench.scale",
     "scaleout": "bench.scaleout",
+    "faults": "bench.faults",
 }
 
 
