@@ -198,6 +198,28 @@ def schema() -> dict[str, Any]:
                         "user": {"type": "string"},
                         "password": {"type": "string"},
                         "token": {"type": "string"},
+                        "auth": _obj(
+                            {
+                                "enabled": {"type": "boolean"},
+                                "kind": {"enum": ["nkey", "creds"]},
+                                "secrets": _obj(
+                                    {
+                                        name: {"type": "string"}
+                                        for name in (
+                                            "accesslog-ingest",
+                                            "fence-reconciler",
+                                            "sidecar-writer",
+                                        )
+                                    }
+                                ),
+                            }
+                        ),
+                        "tls": _obj(
+                            {
+                                "existingSecret": {"type": "string"},
+                                "clientCert": {"type": "boolean"},
+                            }
+                        ),
                     }
                 ),
                 "mesh": _obj(

@@ -38,6 +38,17 @@ def compose() -> dict[str, Any]:
     return _interpolate(yaml.safe_load(COMPOSE.read_text()))
 
 
+def _mounts(volumes: list[Any]) -> dict[str, str]:
+    """target -> source of a service's volumes, short (`src:dst[:ro]`) or long syntax."""
+    mounts = {}
+    for v in volumes:
+        if isinstance(v, dict):
+            mounts[v["target"]] = v["source"]
+        else:
+            mounts[v.split(":")[1]] = v.split(":")[0]
+    return mounts
+
+
 def _env(service: dict[str, Any]) -> dict[str, str]:
     env = service.get("environment") or {}
     if isinstance(env, list):
@@ -91,7 +102,7 @@ def test_the_four_services_and_the_infrastructure_are_there(compose: dict) -> No
     nats = services["nats"]
     assert "--jetstream" in nats["command"] or "-js" in nats["command"]
     store = nats["command"][nats["command"].index("--store_dir") + 1]
-    volumes = {v.split(":")[1]: v.split(":")[0] for v in nats["volumes"]}
+    volumes = _mounts(nats["volumes"])
     assert volumes[store] in compose["volumes"], "JetStream must store on a named volume"
     demo = [n for n, s in services.items() if "demo" in s.get("profiles", [])]
     assert {"productpage", "details", "reviews", "ratings", "demo-seed"} <= set(demo)
@@ -177,7 +188,7 @@ def test_kubeconfig_is_the_one_the_emulator_advertises(compose: dict, tmp_path: 
     assert yaml.safe_load(path.read_text()) == written, "regenerate deploy/compose/kubeconfig.yaml"
     for name in SERVICES:
         service = compose["services"][name]
-        mounts = {v.split(":")[1]: v.split(":")[0] for v in service["volumes"]}
+        mounts = _mounts(service["volumes"])
         target = _env(service)["LAZYLOAD_KUBE__KUBECONFIG"]
         assert (ROOT / mounts[target]).resolve() == path.resolve(), name
 

@@ -100,3 +100,65 @@ app.kubernetes.io/component: {{ .component }}
 - name: LAZYLOAD_NATS__TOKEN
   valueFrom: {secretKeyRef: {name: {{ include "lazyload.natsSecret" . }}, key: token, optional: true}}
 {{- end -}}
+
+{{/* The Secret holding a service's own NATS identity (nats.auth): dict root, component. */}}
+{{- define "lazyload.natsIdentitySecret" -}}
+{{- $name := index .root.Values.nats.auth.secrets .component -}}
+{{- $name | default (printf "%s-nats-%s" (include "lazyload.fullname" .root) .component) -}}
+{{- end -}}
+
+{{/* A service's NATS identity and TLS files (issue 16): env, volumeMounts, volumes; dict root, component. */}}
+{{- define "lazyload.natsAuthEnv" -}}
+{{- $nats := .root.Values.nats -}}
+{{- if $nats.auth.enabled }}
+{{- if eq $nats.auth.kind "creds" }}
+- name: LAZYLOAD_NATS__CREDS_FILE
+  value: /etc/lazyload/nats/user.creds
+{{- else }}
+- name: LAZYLOAD_NATS__NKEY_SEED_FILE
+  value: /etc/lazyload/nats/seed
+{{- end }}
+{{- end }}
+{{- if $nats.tls.existingSecret }}
+- name: LAZYLOAD_NATS__TLS_CA_FILE
+  value: /etc/lazyload/nats-tls/ca.crt
+{{- if $nats.tls.clientCert }}
+- name: LAZYLOAD_NATS__TLS_CERT_FILE
+  value: /etc/lazyload/nats-tls/tls.crt
+- name: LAZYLOAD_NATS__TLS_KEY_FILE
+  value: /etc/lazyload/nats-tls/tls.key
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "lazyload.natsVolumeMounts" -}}
+{{- if ne .component "global-pilot" }}
+{{- if .root.Values.nats.auth.enabled }}
+- {name: nats-identity, mountPath: /etc/lazyload/nats, readOnly: true}
+{{- end }}
+{{- if .root.Values.nats.tls.existingSecret }}
+- {name: nats-tls, mountPath: /etc/lazyload/nats-tls, readOnly: true}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "lazyload.natsVolumes" -}}
+{{- if ne .component "global-pilot" }}
+{{- $nats := .root.Values.nats -}}
+{{- if $nats.auth.enabled }}
+{{- $key := eq $nats.auth.kind "creds" | ternary "creds" "seed" }}
+- name: nats-identity
+  secret:
+    secretName: {{ include "lazyload.natsIdentitySecret" . }}
+    # readable by the pod's fsGroup only (the service runs as a non-root user)
+    defaultMode: 0440
+    items: [{key: {{ $key }}, path: {{ eq $key "creds" | ternary "user.creds" "seed" }}}]
+{{- end }}
+{{- if $nats.tls.existingSecret }}
+- name: nats-tls
+  secret:
+    secretName: {{ $nats.tls.existingSecret }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}
+{{- end -}}

@@ -42,6 +42,7 @@ __all__ = [
     "Permissions",
     "connect_options",
     "endpoint_options",
+    "ensure_identities",
     "inbox_prefix",
     "new_seed",
     "permissions",
@@ -222,6 +223,21 @@ def write_identities(directory: Path, identities: Iterable[str] = IDENTITIES) ->
             f.write(seed + "\n")
         users[identity] = public_key(seed)
     return users
+
+
+def ensure_identities(directory: Path, identities: Iterable[str] = IDENTITIES) -> dict[str, str]:
+    """Like `write_identities`, but an identity whose seed file already holds a user seed keeps
+    it (a restarted compose project must not lock out the services that read the old keys)."""
+    users, missing = {}, []
+    for identity in identities:
+        path = seed_file(directory, identity)
+        try:
+            users[identity] = public_key(path.read_text().strip())
+        except (OSError, ValueError):
+            missing.append(identity)
+    if missing:
+        users |= write_identities(directory, missing)
+    return {identity: users[identity] for identity in identities}
 
 
 def seed_file(directory: Path, identity: str) -> Path:

@@ -118,15 +118,17 @@ class NatsSettings(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _credentials_usable(self) -> NatsSettings:
-        problems = nats_problems(self)
+    def _credentials_consistent(self) -> NatsSettings:
+        problems = nats_problems(self, files=False)
         if problems:
             raise ValueError("; ".join(problems))
         return self
 
 
-def nats_problems(nats: NatsSettings) -> list[str]:
-    """What is wrong with the credential and TLS settings of `nats` (files read, not trusted)."""
+def nats_problems(nats: NatsSettings, *, files: bool = True) -> list[str]:
+    """What is wrong with the credential and TLS settings of `nats`; with `files`, the files
+    named are read too (`from_environment` does, at a service's start-up: a model built
+    elsewhere, e.g. to check a chart's values, may name files of another machine)."""
     problems = []
     chosen = [
         name
@@ -144,6 +146,8 @@ def nats_problems(nats: NatsSettings) -> list[str]:
         problems.append("password: needs user")
     if bool(nats.tls_cert_file) != bool(nats.tls_key_file):
         problems.append("tls_cert_file and tls_key_file: set both or neither")
+    if not files:
+        return problems
     for name in ("nkey_seed_file", "creds_file", "tls_ca_file", "tls_cert_file", "tls_key_file"):
         path = getattr(nats, name)
         if path is not None and not _readable(path):
@@ -267,7 +271,7 @@ def from_environment(model: type[S], environ: Mapping[str, str] | None = None) -
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise errors.ConfigError(problems[0] + more)
     try:
-        return model()
+        settings = model()
     except ValidationError as e:
         first = e.errors()[0]
         where = DELIMITER.join(str(p) for p in first["loc"]).upper()
@@ -275,6 +279,12 @@ def from_environment(model: type[S], environ: Mapping[str, str] | None = None) -
             f"invalid setting {PREFIX}{where}: {first['msg']}"
             + (f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else "")
         ) from e
+    nats = getattr(settings, "nats", None)
+    if isinstance(nats, NatsSettings):
+        problems = nats_problems(nats)
+        if problems:
+            raise errors.ConfigError(f"invalid setting {PREFIX}NATS: {'; '.join(problems)}")
+    return settings
 
 
 def _resolves(model: type[BaseModel], path: list[str]) -> bool:
