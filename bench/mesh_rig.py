@@ -1,0 +1,254 @@
+"""What the real-Istio benchmarks (`mesh_convergence`, `mesh_savings`, `first_calls`) share: the
+rig of `lazyload_testing.mesh` used as a library (istiod + istio-proxy pods in network namespaces on
+a real kube-apiserver), bulk-written callee Services, and the measurements of a sidecar (its Envoy's
+RSS from /proc, its config size, istiod's view of its sync, istiod's own metrics).
+
+Callees are Services (with the EndpointSlice the EndpointSlice controller would write) whose
+endpoints are a few shared echo pods: pods are expensive (each a network namespace with an Envoy),
+Services are only API objects. Needs root and the Go-built binaries (`make setup`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+DOMAIN = "cluster.local"
+CALLEE_PORT = 80
+
+
+@contextlib.contextmanager
+def istio_rig(workdir: Path) -> Iterator[Any]:
+    """A private control plane (etcd + kube-apiserver) and istiod with the rig's pod network."""
+    from lazyload_testing.mesh import start_istio_mesh
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    with start_istio_mesh(workdir / "mesh") as mesh:
+        yield mesh
+
+
+def ensure_namespace(mesh: Any, namespace: str) -> None:
+    from lazyload_common.kube import KubeConflict
+
+    with contextlib.suppress(KubeConflict):
+        mesh.api.create("/api/v1/namespaces", {"metadata": {"name": namespace}})
+
+
+def callee_host(namespace: str, name: str) -> str:
+    return f"{name}.{namespace}.svc.{DOMAIN}"
+
+
+def create_callees(
+    mesh: Any, namespace: str, names: Sequence[str], backends: Sequence[Any], *, workers: int = 8
+) -> float:
+    """A Service (port `http` 80) and its EndpointSlice per name, the endpoints spread round-robin
+    over the `backends` pods (MeshWorkloads serving HTTP on 80). Returns the seconds it took."""
+    ensure_namespace(mesh, namespace)
+    api = mesh.api
+    pod_uids = {
+        b.name: api.get(f"/api/v1/namespaces/{b.namespace}/pods/{b.name}")["metadata"]["uid"]
+        for b in backends
+    }
+
+    def create(item: tuple[int, str]) -> None:
+        index, name = item
+        backend = backends[index % len(backends)]
+        api.create(
+            f"/api/v1/namespaces/{namespace}/services",
+            {
+                "metadata": {"name": name, "labels": {"app": name}},
+                "spec": {
+                    "ports": [{"name": "http", "port": CALLEE_PORT, "targetPort": CALLEE_PORT}]
+                },
+            },
+        )
+        api.create(
+            f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices",
+            {
+                "metadata": {
+                    "name": f"{name}-bench",
+                    "labels": {
+                        "kubernetes.io/service-name": name,
+                        "endpointslice.kubernetes.io/managed-by": "lazyload-bench",
+                    },
+                },
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": CALLEE_PORT, "protocol": "TCP"}],
+                "endpoints": [
+                    {
+                        "addresses": [backend.ip],
+                        "conditions": {"ready": True, "serving": True, "terminating": False},
+                        "targetRef": {
+                            "kind": "Pod",
+                            "namespace": backend.namespace,
+                            "name": backend.name,
+                            "uid": pod_uids[backend.name],
+                        },
+                    }
+                ],
+            },
+        )
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(create, enumerate(names)))
+    return time.perf_counter() - t0
+
+
+# -- a sidecar's measurements -------------------------------------------------------------------
+
+
+def envoy_pid(workload: Any) -> int:
+    """The pid of the Envoy of a workload's istio-proxy (pilot-agent's child in its netns)."""
+    pids = subprocess.run(
+        ["ip", "netns", "pids", workload.netns], capture_output=True, text=True, check=False
+    ).stdout.split()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "envoy":
+                return int(pid)
+    raise RuntimeError(f"no envoy process in {workload.netns} (pids {pids})")
+
+
+def rss_mb(pid: int) -> float:
+    """VmRSS of a process, from /proc/<pid>/status, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def has_cluster(workload: Any, cluster: str) -> bool:
+    """The sidecar holds `cluster` (a name-filtered config_dump: small whatever the mesh size)."""
+    regex = urllib.parse.quote("^" + cluster.replace(".", r"\.").replace("|", r"\|") + "$")
+    body = workload.admin(f"/config_dump?resource=dynamic_active_clusters&name_regex={regex}")
+    return cluster in body
+
+
+def route_has_domain(workload: Any, route: str, domain: str) -> bool:
+    """Route configuration `route` of the sidecar has a virtual host for `domain`."""
+    body = workload.admin(f"/config_dump?resource=dynamic_route_configs&name_regex=^{route}$")
+    return f'"{domain}"' in body
+
+
+def syncz(mesh: Any) -> dict[str, dict[str, Any]]:
+    """istiod's `/debug/syncz`: proxy id -> per xDS type what was sent and what was ACKed."""
+    with urllib.request.urlopen(f"{mesh.debug_url}/debug/syncz", timeout=10) as response:
+        entries = json.load(response)
+    return {e["proxy"]: e.get("resources") or {} for e in entries}
+
+
+def in_sync(resources: dict[str, Any]) -> bool:
+    return bool(resources) and all(
+        r.get("sent") == r.get("acked") and not r.get("lastError") for r in resources.values()
+    )
+
+
+def istiod_metrics(mesh: Any) -> dict[str, float]:
+    """istiod's Prometheus metrics (monitoring port): `name{labels}` -> value, for the pilot_*
+    series the benchmarks read."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = f"http://127.0.0.1:{mesh.monitoring_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if not family.name.startswith("pilot_"):
+            continue
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()) if k != "le")
+            if "le" in sample.labels:
+                continue
+            out[f"{sample.name}{{{labels}}}"] = sample.value
+    return out
+
+
+def histogram_delta(
+    before: dict[str, float], after: dict[str, float], name: str
+) -> dict[str, dict[str, float]]:
+    """Per label set of histogram `name`: observations and their mean between two scrapes."""
+    out: dict[str, dict[str, float]] = {}
+    for key, value in after.items():
+        if not key.startswith(f"{name}_count{{"):
+            continue
+        labels = key[len(name) + len("_count") :]
+        count = value - before.get(key, 0.0)
+        total = after.get(f"{name}_sum{labels}", 0.0) - before.get(f"{name}_sum{labels}", 0.0)
+        if count > 0:
+            out[labels.strip("{}") or "all"] = {"count": count, "mean_s": total / count}
+    return out
+
+
+class SidecarWatch:
+    """Watches Sidecars of one namespace and keeps, per (Sidecar name, egress host), when this
+    process first saw the host in it (the Sidecar's egress in the API server)."""
+
+    def __init__(self, mesh: Any, namespace: str) -> None:
+        self.mesh, self.namespace = mesh, namespace
+        self.seen: dict[tuple[str, str], float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sidecar-watch", daemon=True)
+
+    def __enter__(self) -> SidecarWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+
+    def _record(self, sidecar: dict[str, Any], now: float) -> None:
+        name = sidecar["metadata"]["name"]
+        for egress in sidecar.get("spec", {}).get("egress") or []:
+            for host in egress.get("hosts") or []:
+                self.seen.setdefault((name, host.split("/", 1)[-1]), now)
+
+    def _run(self) -> None:
+        path = f"/apis/networking.istio.io/v1/namespaces/{self.namespace}/sidecars"
+        while not self._stop.is_set():
+            try:
+                listed = self.mesh.api.list(path)
+                now = time.time()
+                for item in listed.get("items", []):
+                    self._record(item, now)
+                rv = listed["metadata"]["resourceVersion"]
+                for event in self.mesh.api.watch_lines(
+                    path, resource_version=rv, timeout_seconds=30
+                ):
+                    if self._stop.is_set():
+                        return
+                    if event.get("type") in ("ADDED", "MODIFIED"):
+                        self._record(event["object"], time.time())
+            except Exception:  # a broken watch: list and watch again
+                time.sleep(0.2)
+
+    def holds(self, sidecar: str, host: str) -> bool:
+        return (sidecar, host) in self.seen
+
+    def count(self, sidecar: str) -> int:
+        return sum(1 for name, _ in self.seen if name == sidecar)
+
+
+def wait(probe: Any, what: str, timeout: float, interval: float = 0.2) -> Any:
+    """Poll `probe()` until truthy; TimeoutError naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached within {timeout:.0f}s")
+        time.sleep(interval)
+
+
+def ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 1000:.0f} ms"
