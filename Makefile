@@ -79,6 +79,12 @@ FUZZ_SECONDS ?= 60
 fuzz: setup ## Fuzz the ALS decoders, the event codec and the host parser (FUZZ_SECONDS each; crashes kept in tests/fuzz/corpus)
 	$(VENV)/bin/python tests/fuzz/fuzz_targets.py --seconds $(FUZZ_SECONDS)
 
+.PHONY: faults
+FAULTS_FUZZ_SECONDS ?= 20
+faults: setup ## Break a real stack under load one fault at a time (bench/faults.py, ~15 min; figures into bench/results.json), then fuzz FAULTS_FUZZ_SECONDS each
+	$(VENV)/bin/python -m bench faults
+	$(VENV)/bin/python tests/fuzz/fuzz_targets.py --seconds $(FAULTS_FUZZ_SECONDS)
+
 # Images: one name scheme everywhere, <IMAGE_REGISTRY>/<name>:<IMAGE_TAG> (the chart's image.registry
 # and appVersion, docker-compose.yml's defaults; tests/deploy/test_images.py checks they agree).
 IMAGE_REGISTRY ?= ghcr.io/lazyload
