@@ -7,16 +7,24 @@ import enum
 import importlib.metadata
 import json
 import signal
+import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
+import yaml
 from rich.console import Console
 
+from lazyload_cli import access
 from lazyload_cli import demo as demo_module
+from lazyload_cli import events as events_module
+from lazyload_cli import explain as explain_module
 from lazyload_cli import fences as fence_api
+from lazyload_cli import graph as graph_module
+from lazyload_cli import status as status_module
 from lazyload_cli.stack import Stack, StackConfig, StackError
 
 app = typer.Typer(
@@ -267,6 +275,222 @@ def fences_reset(
     except fence_api.FenceApiError as e:
         raise _api_failure(e) from e
     console.print_json(json.dumps(detail))
+
+
+# -- explain, status, graph, events: against a local stack or a cluster -------------------
+
+OutputOption = Annotated[str, typer.Option("--output", "-o", help="human (default), json or yaml.")]
+ClusterStateOption = Annotated[
+    Path | None,
+    typer.Option(help="A `lazyload up` state dir (else the cluster of --kubeconfig/--context)."),
+]
+KubeconfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        envvar="KUBECONFIG", help="Kubeconfig of the cluster (default: in-cluster, ~/.kube/config)."
+    ),
+]
+ContextOption = Annotated[str | None, typer.Option(help="Context of the kubeconfig.")]
+LazyloadNamespaceOption = Annotated[
+    str, typer.Option(help="Namespace lazyload's pods run in (a cluster).")
+]
+EXIT_UNHEALTHY = 6
+
+
+def _target(
+    state_dir: Path | None, kubeconfig: Path | None, context: str | None, namespace: str
+) -> access.Target:
+    try:
+        if state_dir is not None:
+            return access.Target.local(state_dir)
+        return access.Target.cluster(kubeconfig, context, namespace)
+    except access.AccessError as e:
+        raise _fail(str(e), e.code) from e
+
+
+def _print(data: object, output: str, human: Callable[[], None]) -> None:
+    if output == "json":
+        typer.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+    elif output == "yaml":
+        typer.echo(yaml.safe_dump(data, sort_keys=True), nl=False)
+    elif output in ("human", ""):
+        human()
+    else:
+        raise typer.BadParameter(f"unknown output {output!r}", param_hint="--output")
+
+
+def _split(ref: str, what: str) -> tuple[str, str]:
+    namespace, sep, name = ref.partition("/")
+    if not sep or not namespace or not name:
+        raise typer.BadParameter("expected NAMESPACE/NAME", param_hint=what)
+    return namespace, name
+
+
+@app.command("explain")
+def explain_command(
+    ref: Annotated[str, typer.Argument(metavar="NS/WORKLOAD", help="A Service or workload.")],
+    host: Annotated[str | None, typer.Argument(help="A host to explain (in or not).")] = None,
+    state_dir: ClusterStateOption = None,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+    lazyload_namespace: LazyloadNamespaceOption = "mesh-operator",
+    output: OutputOption = "human",
+) -> None:
+    """Which fence applies, its Sidecar and whether it is in sync, every host with its reason;
+    with HOST, why it is or is not there."""
+    namespace, name = _split(ref, "NS/WORKLOAD")
+    target = _target(state_dir, kubeconfig, context, lazyload_namespace)
+    try:
+        out = explain_module.explain(target, namespace, name, host)
+    except access.AccessError as e:
+        raise _fail(str(e), e.code) from e
+    if out["fence"] is None and not out["decisions"] and not out["rejections"]:
+        raise _fail(
+            f"caller unknown: no ServiceFence applies to {ref} and lazyload decided nothing "
+            "about it",
+            EXIT_UNKNOWN_FENCE,
+        )
+    _print(out, output, lambda: explain_module.render(out, console))
+
+
+@app.command("status")
+def status_command(
+    state_dir: ClusterStateOption = None,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+    lazyload_namespace: LazyloadNamespaceOption = "mesh-operator",
+    output: OutputOption = "human",
+) -> None:
+    """Services ready, consumer lag, fences and Sidecars in sync, first call -> Sidecar latency,
+    dead letters of the last hour. Exits 6 when a service is not ready or a fence is failing."""
+    target = _target(state_dir, kubeconfig, context, lazyload_namespace)
+    try:
+        report = status_module.status(target)
+    except access.AccessError as e:
+        raise _fail(str(e), e.code) from e
+    _print(report, output, lambda: status_module.render(report, console))
+    if not status_module.healthy(report):
+        raise typer.Exit(EXIT_UNHEALTHY)
+
+
+@app.command("graph")
+def graph_command(
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", "-n", help="Only this namespace's services.")
+    ] = None,
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="dot (default), mermaid, json or yaml.")
+    ] = "dot",
+    serve: Annotated[
+        bool, typer.Option(help="Serve the graph page on --port until Ctrl-C instead.")
+    ] = False,
+    port: Annotated[int, typer.Option(help="Port of --serve (0: a free one).")] = 8765,
+    bind: Annotated[str, typer.Option(help="Address of --serve.")] = "127.0.0.1",
+    state_dir: ClusterStateOption = None,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+    lazyload_namespace: LazyloadNamespaceOption = "mesh-operator",
+) -> None:
+    """The dependency graph (caller -> host, from the fences), or a page that draws it."""
+    target = _target(state_dir, kubeconfig, context, lazyload_namespace)
+    if serve:
+        server = graph_module.serve(target, bind, port)
+        query = f"?namespace={namespace}" if namespace else ""
+        typer.echo(f"graph page: http://{bind}:{server.server_address[1]}/{query}", err=False)
+        sys.stdout.flush()
+        stopping = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stopping.set())
+        stopping.wait()
+        server.shutdown()
+        return
+    try:
+        graph = graph_module.only_namespace(graph_module.read(target), namespace)
+    except access.AccessError as e:
+        raise _fail(str(e), e.code) from e
+    if output == "dot":
+        typer.echo(graph_module.to_dot(graph), nl=False)
+    elif output == "mermaid":
+        typer.echo(graph_module.to_mermaid(graph), nl=False)
+    else:
+        _print(graph, output if output != "human" else "json", lambda: None)
+
+
+events_app = typer.Typer(
+    help="The event topics (fence, sidecar, dead letters).", no_args_is_help=True
+)
+app.add_typer(events_app, name="events")
+
+
+class EventKind(enum.StrEnum):
+    fence = "fence"
+    sidecar = "sidecar"
+    dlq = "dlq"
+
+
+@events_app.command("watch")
+def events_watch(
+    kind: Annotated[
+        list[EventKind] | None,
+        typer.Option("--kind", help="fence, sidecar or dlq; repeatable (default: fence, sidecar)."),
+    ] = None,
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", "-n", help="Only this namespace's events.")
+    ] = None,
+    state_dir: Annotated[
+        Path | None, typer.Option(help="A `lazyload up` state dir: its NATS and observer.")
+    ] = None,
+    nats_url: Annotated[str | None, typer.Option(help="NATS URL (instead of --state-dir).")] = None,
+    nats_creds: Annotated[Path | None, typer.Option(help="A NATS .creds file.")] = None,
+    nats_nkey: Annotated[Path | None, typer.Option(help="A NATS NKey seed file.")] = None,
+    output: OutputOption = "human",
+    count: Annotated[int, typer.Option(help="Stop after this many events (0: never).")] = 0,
+    timeout: Annotated[float, typer.Option(help="Stop after this many seconds (0: never).")] = 0.0,
+) -> None:
+    """Print fence, Sidecar and dead-letter events as they happen, one line each."""
+    kinds = [k.value for k in kind] if kind else ["fence", "sidecar"]
+    if nats_url:
+        options: dict[str, object] = {"servers": [nats_url]}
+    elif state_dir is not None:
+        try:
+            options = access.nats_connect_options(access.read_endpoints(state_dir))
+        except access.AccessError as e:
+            raise _fail(str(e), e.code) from e
+    else:
+        raise typer.BadParameter("give --state-dir DIR or --nats-url URL")
+    if nats_creds is not None:
+        options["user_credentials"] = str(nats_creds)
+    if nats_nkey is not None:
+        options["nkeys_seed"] = str(nats_nkey)
+    if output not in ("human", "json"):
+        raise typer.BadParameter("events are printed as human lines or json lines", param_hint="-o")
+
+    def emit(text: str) -> None:
+        typer.echo(text)
+        sys.stdout.flush()
+
+    try:
+        asyncio.run(
+            events_module.watch(
+                options,
+                kinds,
+                namespace,
+                emit,
+                as_json_lines=output == "json",
+                count=count,
+                timeout=timeout,
+                ready=lambda: Console(stderr=True).print(
+                    f"[dim]watching {', '.join(kinds)}", highlight=False
+                ),
+            )
+        )
+    except KeyboardInterrupt:
+        return
+    except Exception as e:  # refused, unreachable: one line
+        hint = ""
+        if "permissions violation" in str(e):
+            hint = " (give --nats-nkey or --nats-creds of an identity that may subscribe to it)"
+        raise _fail(f"NATS: {type(e).__name__}: {e}{hint}", EXIT_UNREACHABLE) from e
 
 
 def main() -> None:
