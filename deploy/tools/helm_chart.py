@@ -2,12 +2,15 @@
 kubernetes-validate), never in the main `.venv`.
 
     .venv-helm/bin/python deploy/tools/helm_chart.py render CHART [--values FILE.json]
-        [--name N] [--namespace NS]  -> JSON {"manifests": [...], "crds": [...]} on stdout
+        [--name N] [--namespace NS] [--upgrade]  -> JSON {"manifests": [...], "crds": [...], "notes": "..."}
     .venv-helm/bin/python deploy/tools/helm_chart.py lint CHART [--values FILE.json]
         -> JSON lint report; exit 1 when it has errors
     .venv-helm/bin/python deploy/tools/helm_chart.py validate FILE.json
         -> kubernetes-validate (strict) of every object in FILE.json (a JSON list);
            JSON {"passed": [...], "failed": [...], "unknown": [...]}; exit 1 on a failure
+    .venv-helm/bin/python deploy/tools/helm_chart.py promql FILE.json
+        -> PromQL parse (promql-parser) of every expression in FILE.json (a JSON list);
+           JSON {"errors": {expr: message}}; exit 1 when one does not parse
     .venv-helm/bin/python deploy/tools/helm_chart.py schema CHART --values FILE.json
         -> values.schema.json check; exit 1 (message on stderr) when the values are rejected
 """
@@ -31,17 +34,22 @@ def render(args: argparse.Namespace) -> int:
 
     chart = helm.Chart.load(args.chart)
     rendered = chart.render(
-        _values(args.values), name=args.name, namespace=args.namespace, is_install=True
+        _values(args.values),
+        name=args.name,
+        namespace=args.namespace,
+        is_install=not args.upgrade,
+        is_upgrade=args.upgrade,
     )
-    manifests = []
+    manifests, notes = [], ""
     for source, text in sorted(rendered.items()):
         if source.endswith("NOTES.txt"):
+            notes = text
             continue
         for doc in yaml.safe_load_all(text):
             if doc:
                 manifests.append({"source": source, "object": doc})
     crds = [yaml.safe_load(c["data"]) for c in chart.crds]
-    json.dump({"manifests": manifests, "crds": crds}, sys.stdout)
+    json.dump({"manifests": manifests, "crds": crds, "notes": notes}, sys.stdout)
     return 0
 
 
@@ -62,6 +70,19 @@ def schema(args: argparse.Namespace) -> int:
         print(str(error), file=sys.stderr)
         return 1
     return 0
+
+
+def promql(args: argparse.Namespace) -> int:
+    import promql_parser
+
+    errors = {}
+    for expr in json.loads(Path(args.file).read_text()):
+        try:
+            promql_parser.parse(expr)
+        except ValueError as error:
+            errors[expr] = str(error)
+    json.dump({"errors": errors}, sys.stdout)
+    return 1 if errors else 0
 
 
 def validate(args: argparse.Namespace) -> int:
@@ -90,10 +111,12 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--values")
         p.add_argument("--name", default="lazyload")
         p.add_argument("--namespace", default="mesh-operator")
+        p.add_argument("--upgrade", action="store_true", help="render as `helm upgrade` would")
         p.set_defaults(func=func)
-    p = sub.add_parser("validate")
-    p.add_argument("file")
-    p.set_defaults(func=validate)
+    for name, func in (("validate", validate), ("promql", promql)):
+        p = sub.add_parser(name)
+        p.add_argument("file")
+        p.set_defaults(func=func)
     args = parser.parse_args(argv)
     return args.func(args)
 

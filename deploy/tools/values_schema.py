@@ -127,6 +127,43 @@ HPA = _obj(
     }
 )
 RESOURCES = _obj({"requests": ANY_OBJ, "limits": ANY_OBJ, "claims": ANY_LIST})
+STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
+# Where and how each pod runs (every Deployment of the chart).
+POD_PLACEMENT = {
+    "podAnnotations": STRINGS,
+    "podLabels": STRINGS,
+    "priorityClassName": {"type": "string"},
+    "topologySpreadConstraints": {
+        "type": "array",
+        "items": {"type": "object", "required": ["maxSkew", "topologyKey", "whenUnsatisfiable"]},
+    },
+    "nodeSelector": STRINGS,
+    "tolerations": ANY_LIST,
+    "affinity": ANY_OBJ,
+}
+MONITORING = _obj(
+    {
+        "podMonitor": _obj(
+            {
+                "enabled": {"type": "boolean"},
+                "labels": STRINGS,
+                "interval": {"type": "string", "pattern": r"^[0-9]+(ms|s|m|h)$"},
+            }
+        ),
+        "prometheusRule": _obj(
+            {
+                "enabled": {"type": "boolean"},
+                "labels": STRINGS,
+                "firstCallToSidecarP99Seconds": {"type": "number", "exclusiveMinimum": 0},
+                "consumerPendingMessages": {"type": "integer", "minimum": 1},
+                "kubeRequestP99Seconds": {"type": "number", "exclusiveMinimum": 0},
+            }
+        ),
+        "grafanaDashboard": _obj(
+            {"enabled": {"type": "boolean"}, "namespace": {"type": "string"}, "labels": STRINGS}
+        ),
+    }
+)
 
 
 def component(service: str) -> dict[str, Any]:
@@ -140,10 +177,7 @@ def component(service: str) -> dict[str, Any]:
         "autoscaling": HPA,
         "config": config_schema(service),
         "extraEnv": {"type": "array", "items": {"type": "object", "required": ["name"]}},
-        "podAnnotations": {"type": "object", "additionalProperties": {"type": "string"}},
-        "nodeSelector": {"type": "object", "additionalProperties": {"type": "string"}},
-        "tolerations": ANY_LIST,
-        "affinity": ANY_OBJ,
+        **POD_PLACEMENT,
     }
     if service == "accesslog-ingest":
         props["grpcPort"] = PORT
@@ -166,10 +200,7 @@ def schema() -> dict[str, Any]:
             "resources": RESOURCES,
             "podDisruptionBudget": PDB,
             "autoscaling": HPA,
-            "podAnnotations": {"type": "object", "additionalProperties": {"type": "string"}},
-            "nodeSelector": {"type": "object", "additionalProperties": {"type": "string"}},
-            "tolerations": ANY_LIST,
-            "affinity": ANY_OBJ,
+            **POD_PLACEMENT,
         },
         ["enabled", "mode", "listenerPorts"],
     )
@@ -241,6 +272,14 @@ def schema() -> dict[str, Any]:
                         "enabled": {"type": "boolean"},
                         "monitoringNamespaceSelector": ANY_OBJ,
                         "adminFrom": {"type": "array", "items": ANY_OBJ},
+                    }
+                ),
+                "monitoring": MONITORING,
+                "tests": _obj(
+                    {
+                        "enabled": {"type": "boolean"},
+                        "namespace": {"type": "string"},
+                        "timeoutSeconds": {"type": "integer", "minimum": 10},
                     }
                 ),
                 "sidecarAccessLogs": _obj(

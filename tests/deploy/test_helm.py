@@ -223,9 +223,13 @@ def test_ports_secrets_and_bootstrap_agree(rendered: dict, case: str) -> None:
     pilot_env = _env(deployments[f"mesh-operator/{prefix}-global-pilot"])
     ingest_svc = services[f"mesh-operator/{prefix}-accesslog-ingest"]
     als = next(p for p in ingest_svc["spec"]["ports"] if p["name"] == "grpc-als")
-    assert (
-        pilot_env["LAZYLOAD_ALS__HOST"] == f"{prefix}-accesslog-ingest.mesh-operator.svc.{domain}"
-    )
+    # The global-sidecars stream to the headless Service: their STRICT_DNS cluster resolves
+    # every ingest pod, so the streams spread over all replicas.
+    headless = services[f"mesh-operator/{prefix}-als-headless"]
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["selector"] == ingest_svc["spec"]["selector"]
+    assert headless["spec"]["ports"] == [als]
+    assert pilot_env["LAZYLOAD_ALS__HOST"] == f"{prefix}-als-headless.mesh-operator.svc.{domain}"
     assert pilot_env["LAZYLOAD_ALS__PORT"] == str(als["port"])
     ingest_env = _env(deployments[f"mesh-operator/{prefix}-accesslog-ingest"])
     assert ingest_env["LAZYLOAD_GRPC__PORT"] == str(als["port"])
@@ -251,8 +255,14 @@ def test_ports_secrets_and_bootstrap_agree(rendered: dict, case: str) -> None:
     assert {o["kind"] for o in objs if o["kind"] == "HorizontalPodAutoscaler"} == (
         {"HorizontalPodAutoscaler"} if case == "non-default" else set()
     )
+    # PDBs only where 2 or more replicas run (ingest, global-pilot, the global-sidecars): one of
+    # a single replica would block every drain.
     pdbs = _of(objs, "PodDisruptionBudget")
-    assert len(pdbs) == 4 + len(namespaces)
+    assert set(pdbs) == {
+        f"mesh-operator/{prefix}-accesslog-ingest",
+        f"mesh-operator/{prefix}-global-pilot",
+        *(f"{ns}/{prefix}-global-sidecar" for ns in namespaces),
+    }
 
 
 # ---- RBAC against the code ----------------------------------------------------------------
@@ -476,13 +486,15 @@ def test_rendered_crd_applies_to_the_emulator(
     applied = apply_rendered(api, rendered["default"], RBAC_KINDS | {"ConfigMap", "Service"})
     assert {s.metadata.name for s in core.list_namespaced_service("mesh-operator").items} == {
         "lazyload-accesslog-ingest",
+        "lazyload-als-headless",
         "lazyload-global-pilot",
         "lazyload-global-sidecar",
     }
     rbac = client.RbacAuthorizationV1Api(api)
-    # one ServiceAccount per service, plus the global-sidecar's own identity (no role)
-    assert applied["ServiceAccount"] - 1 == applied["ClusterRole"] == len(ALLOWED)
-    assert applied["ClusterRoleBinding"] == len(ALLOWED) and applied["Role"] == 1
+    # one ServiceAccount per service, plus the global-sidecar's own identity (no role) and the
+    # `helm test` Pod's (two Roles: the release's Deployments, the round trip's objects)
+    assert applied["ServiceAccount"] - 2 == applied["ClusterRole"] == len(ALLOWED)
+    assert applied["ClusterRoleBinding"] == len(ALLOWED) and applied["Role"] == 3
     for obj in rendered["default"]:
         if obj["kind"] not in RBAC_KINDS:
             continue
@@ -492,7 +504,7 @@ def test_rendered_crd_applies_to_the_emulator(
             assert stored.get(field) == obj.get(field), (obj["kind"], field)
     accounts = core.list_namespaced_service_account("mesh-operator").items
     assert {a.metadata.name for a in accounts} == {
-        f"lazyload-{s}" for s in [*ALLOWED, "global-sidecar"]
+        f"lazyload-{s}" for s in [*ALLOWED, "global-sidecar", "helm-test"]
     }
     for binding in rbac.list_cluster_role_binding().items:
         subject = binding.subjects[0]

@@ -125,8 +125,9 @@ def test_least_privilege_roles_suffice_for_the_real_calls(authorized_stack) -> N
     from lazyload_common.settings import KubeSettings
 
     stack = authorized_stack
-    # four services and the global-sidecar's own identity (which has no role)
-    assert stack.applied["ServiceAccount"] == 5 and stack.applied["ClusterRoleBinding"] == 4
+    # four services, the global-sidecar's own identity (which has no role) and the `helm test`
+    # Pod's (Roles in its namespaces only)
+    assert stack.applied["ServiceAccount"] == 6 and stack.applied["ClusterRoleBinding"] == 4
     learned, done = asyncio.run(
         demo.run_traffic(stack.endpoints, demo.Console(quiet=True), timeout=45)
     )

@@ -48,6 +48,10 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "lazyload.ingestHost" -}}
 {{- printf "%s-accesslog-ingest.%s.svc.%s" (include "lazyload.fullname" .) .Release.Namespace .Values.mesh.clusterDomain -}}
 {{- end -}}
+{{/* The headless ALS Service: every ingest pod's address, for the global-sidecars' STRICT_DNS cluster. */}}
+{{- define "lazyload.ingestHeadlessHost" -}}
+{{- printf "%s-als-headless.%s.svc.%s" (include "lazyload.fullname" .) .Release.Namespace .Values.mesh.clusterDomain -}}
+{{- end -}}
 {{- define "lazyload.pilotHost" -}}
 {{- printf "%s-global-pilot.%s.svc.%s" (include "lazyload.fullname" .) .Release.Namespace .Values.mesh.clusterDomain -}}
 {{- end -}}
