@@ -351,6 +351,42 @@ async def test_a_deleted_consumer_or_stream_is_set_up_again(js) -> None:  # type
         await asyncio.wait_for(consuming, timeout=10)
 
 
+async def test_a_deleted_consumer_restarts_past_its_ack_floor(js) -> None:  # type: ignore[no-untyped-def]
+    """A consumer deleted after it acked its messages is created again from just past its ack
+    floor: the new message arrives, the acked ones are not delivered again (`make faults`: a
+    consumer re-created to deliver all replayed the whole stream, 20 s of blocked learning)."""
+    seen: list[str] = []
+    stop = asyncio.Event()
+
+    async def handler(batch: list[jetstream.Delivery]) -> None:
+        seen.extend(d.event.destination_host for d in batch)
+
+    spec = _spec("floor", floor_interval=0.1)
+    consuming = asyncio.create_task(jetstream.consume(js, spec, handler, stop))
+    try:
+        for i in range(30):
+            await jetstream.publish(js, subjects.deps("default", "a"), _edge(i))
+        await _until(lambda: _async(len(seen) == 30))
+
+        async def floor_read() -> bool:
+            info = await js.consumer_info(subjects.DEPS_STREAM, "floor")
+            return info.ack_floor.stream_seq >= 30
+
+        await _until(floor_read)
+        await asyncio.sleep(0.3)  # the loop's next read of the floor
+        await js.delete_consumer(subjects.DEPS_STREAM, "floor")
+        await jetstream.publish(js, subjects.deps("default", "a"), _edge(99))
+        await _until(lambda: _async("h99.default.svc.cluster.local" in seen))
+        await asyncio.sleep(0.5)  # a replay would come with it
+        assert seen.count("h0.default.svc.cluster.local") == 1, len(seen)
+        assert len(seen) == 31
+        info = await js.consumer_info(subjects.DEPS_STREAM, "floor")
+        assert info.config.opt_start_seq == 31
+    finally:
+        stop.set()
+        await asyncio.wait_for(consuming, timeout=10)
+
+
 async def _async(value: bool) -> bool:
     return value
 
