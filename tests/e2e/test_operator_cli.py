@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -202,3 +203,42 @@ def _unrouted_call(stack: Stack) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+def test_cluster_mode_reads_the_kubernetes_api(learned: Stack) -> None:
+    """With --kubeconfig (no state dir) fences and Sidecars come from the API server; the
+    admin APIs are looked for as pods of lazyload's namespace (there are none here: said, not
+    fatal, and status exits 6); an API server nobody serves exits 5 with one line."""
+    kubeconfig = str(learned.kubeconfig)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN), *args], capture_output=True, text=True, timeout=60, check=False
+        )
+
+    explained = run(
+        "explain", "default/productpage", "details", "--kubeconfig", kubeconfig, "-o", "json"
+    )
+    assert explained.returncode == 0, explained
+    out = json.loads(explained.stdout)
+    assert out["sidecar"]["sync"] == "in-sync" and out["host"]["present"] is True
+    assert any(
+        "no running fence-reconciler pod in namespace mesh-operator" in w for w in out["warnings"]
+    ), out["warnings"]
+    status = run("status", "--kubeconfig", kubeconfig, "-o", "json")
+    assert status.returncode == 6, status
+    assert json.loads(status.stdout)["fences"]["counts"] == {"in-sync": 4}
+    broken = Path(kubeconfig).read_text()
+    server = next(
+        line.split("server:", 1)[1].strip() for line in broken.splitlines() if "server:" in line
+    )
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    nowhere = Path(learned.config.state_dir) / "nowhere.kubeconfig"
+    scheme = server.split("://", 1)[0]
+    nowhere.write_text(broken.replace(server, f"{scheme}://127.0.0.1:{port}"))
+    unreachable = run("explain", "default/productpage", "--kubeconfig", str(nowhere))
+    assert unreachable.returncode == 5, unreachable
+    lines = unreachable.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot reach the Kubernetes API" in lines[0], unreachable.stderr

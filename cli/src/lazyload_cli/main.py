@@ -92,10 +92,19 @@ def up(
             "kube-controller-manager (built by `make setup`).",
         ),
     ] = KubeKind.emulator,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            envvar="LAZYLOAD_UP_SECURE",
+            help="Mutual TLS on the ALS port: a private CA in <state-dir>/als-tls, only the "
+            "global-sidecar's client certificate may stream (endpoints.json: als_tls).",
+        ),
+    ] = False,
 ) -> None:
     """Start the stack (no demo traffic) and keep it up until Ctrl-C or SIGTERM."""
     config = StackConfig(
         kube=kube.literal,
+        secure=secure,
         state_dir=state_dir,
         host=host,
         nats_port=nats_port,
@@ -144,7 +153,10 @@ def demo(
                 if keep_running:
                     state = stack.config.state_dir
                     console.print(
-                        f"stack is up; try next: lazyload fences list --state-dir {state}, "
+                        f"stack is up; try next: lazyload explain default/productpage details "
+                        f"--state-dir {state}, lazyload graph --serve --state-dir {state}, "
+                        f"lazyload status --state-dir {state}, lazyload events watch "
+                        f"--state-dir {state}, lazyload fences list --state-dir {state}, "
                         f"lazyload fences reset default/productpage --state-dir {state}, "
                         f"KUBECONFIG={stack.kubeconfig} kubectl get sidecars -A; Ctrl-C stops it",
                         soft_wrap=True,
@@ -152,9 +164,10 @@ def demo(
                     _wait_for_signal(stack)
                 else:
                     console.print(
-                        "try next: lazyload up --state-dir ./state, then "
-                        "lazyload fences list --state-dir ./state (or lazyload demo "
-                        "--keep-running)",
+                        "try next: lazyload demo --keep-running --state-dir ./state, then "
+                        "lazyload explain default/productpage details --state-dir ./state, "
+                        "lazyload graph --serve --state-dir ./state, lazyload status "
+                        "--state-dir ./state, lazyload fences list --state-dir ./state",
                         soft_wrap=True,
                     )
         except StackError as e:
