@@ -45,6 +45,22 @@ BENCHMARKS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {"fences": 1000, "edges": 10_000, "raised_qps": 1000},
         {"fences": 20, "edges": 200, "raised_qps": 1000},
     ),
+    # the real-Istio rig (lazyload_testing.mesh: root and `make setup`'s Go-built binaries)
+    "mesh_convergence": (
+        "bench.mesh_convergence",
+        {"dependencies": 100, "callers": 4},
+        {"dependencies": 5, "callers": 2},
+    ),
+    "mesh_savings": (
+        "bench.mesh_savings",
+        {"mesh_sizes": [1000, 5000]},
+        {"mesh_sizes": [100, 300]},
+    ),
+    "first_calls": (
+        "bench.first_calls",
+        {"calls": 10_000, "callers": 4},
+        {"calls": 200, "callers": 2},
+    ),
 }
 
 

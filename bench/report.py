@@ -22,6 +22,9 @@ MODULES = {
     "storm": "bench.storm",
     "scale": "bench.scale",
     "scaleout": "bench.scaleout",
+    "mesh_convergence": "bench.mesh_convergence",
+    "mesh_savings": "bench.mesh_savings",
+    "first_calls": "bench.first_calls",
     "faults": "bench.faults",
 }
 
