@@ -59,6 +59,10 @@ MANAGED = {
     ("global_sidecar", "namespaces"),
     ("global_sidecar", "service_name"),
     ("als", "port"),
+    ("als", "tls_ca_file"),
+    ("als", "tls_cert_file"),
+    ("als", "tls_key_file"),
+    ("als", "tls_server_name"),
     ("reporter",),
     ("sidecar", "gitops_dir"),  # the gitops sink needs a volume the chart does not mount
 }

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lazyload_cli import bookinfo, ports
+from lazyload_cli import alspki, bookinfo, ports
+from lazyload_cli.alspki import AlsPki
 from lazyload_cli.kube_real import RealControlPlane
 from lazyload_cli.podnet import PodNetwork
 from lazyload_cli.processes import ProcessGroup, StackError
@@ -87,6 +88,9 @@ class StackConfig:
     """Extra flags for the Kubernetes API: the emulator's (e.g. `--authorize`) or kube-apiserver's."""
     log_level: str = "INFO"
     extra_env: dict[str, str] = field(default_factory=dict)
+    secure: bool = False
+    """Mutual TLS on the ALS port (`--secure`): a private CA in `<state-dir>/als-tls`, ingest's
+    server certificate and the global-sidecar's client certificate; else plaintext on loopback."""
 
     def resolve_ports(self) -> None:
         wanted = [
@@ -127,6 +131,7 @@ class Stack:
         if not self.admin_token_file.exists():
             self.admin_token_file.touch(mode=0o600)
             self.admin_token_file.write_text(secrets.token_urlsafe(32))
+        self.als_pki: AlsPki | None = None
         self.nats_keys = config.state_dir / "nats-keys"
         """The NKey seeds of the NATS identities (`<identity>.nk`, mode 0600)."""
         self.endpoints: dict[str, Any] = {}
@@ -155,6 +160,9 @@ class Stack:
             self._start_emulator()
         self._create_namespaces(MESH_NAMESPACES)
         self.kube_ready()
+        if c.secure:
+            self.progress("issuing the ALS port's certificates (--secure)")
+            self.als_pki = alspki.issue(c.state_dir / "als-tls", c.host)
         for name in SERVICES:
             self.progress(f"starting {name}")
             self.processes.spawn(name, [bin_path(f"lazyload-{name}")], env=self._service_env(name))
@@ -303,6 +311,13 @@ class Stack:
             env["LAZYLOAD_NATS__NKEY_SEED_FILE"] = str(self._seed_file(name))
         if name == "accesslog-ingest":
             env |= {"LAZYLOAD_GRPC__HOST": c.host, "LAZYLOAD_GRPC__PORT": str(c.als_port)}
+            if self.als_pki is not None:  # mutual TLS: only the global-sidecar's cert streams
+                env |= {
+                    "LAZYLOAD_GRPC__TLS_CERT_FILE": str(self.als_pki.server_cert.resolve()),
+                    "LAZYLOAD_GRPC__TLS_KEY_FILE": str(self.als_pki.server_key.resolve()),
+                    "LAZYLOAD_GRPC__TLS_CLIENT_CA_FILE": str(self.als_pki.ca.resolve()),
+                    "LAZYLOAD_GRPC__REQUIRE_CLIENT_CERT": "true",
+                }
         if name == "global-pilot":
             env |= {
                 "LAZYLOAD_XDS__HOST": c.host,
@@ -312,6 +327,14 @@ class Stack:
                 "LAZYLOAD_ALS__HOST": c.host,
                 "LAZYLOAD_ALS__PORT": str(c.als_port),
             }
+            if self.als_pki is not None:  # the global-sidecar's ALS cluster presents its cert
+                tls = self.als_pki.endpoints()
+                env |= {
+                    "LAZYLOAD_ALS__TLS_CA_FILE": tls["ca_file"],
+                    "LAZYLOAD_ALS__TLS_CERT_FILE": tls["client_cert_file"],
+                    "LAZYLOAD_ALS__TLS_KEY_FILE": tls["client_key_file"],
+                    "LAZYLOAD_ALS__TLS_SERVER_NAME": tls["server_name"],
+                }
         return env
 
     def _start_envoy(self) -> None:
@@ -386,6 +409,8 @@ class Stack:
             "pod_ips": self.pod_ips,
             "admin_token_file": str(self.admin_token_file.resolve()),
         }
+        if self.als_pki is not None:
+            endpoints["als_tls"] = self.als_pki.endpoints()
         if c.with_envoy:
             endpoints["global_sidecar_http"] = f"{c.host}:{c.listener_port}"
             endpoints["global_sidecar_admin"] = f"http://{c.host}:{c.envoy_admin_port}"

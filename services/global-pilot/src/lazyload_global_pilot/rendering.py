@@ -45,7 +45,13 @@ from typing import Literal
 
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import address_pb2, config_source_pb2, grpc_service_pb2, protocol_pb2
+from envoy.config.core.v3 import (
+    address_pb2,
+    base_pb2,
+    config_source_pb2,
+    grpc_service_pb2,
+    protocol_pb2,
+)
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
@@ -57,6 +63,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2 as tls_common_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import any_pb2, duration_pb2
@@ -96,12 +104,26 @@ TCP_PASSTHROUGH_CLUSTER = "lazyload-passthrough-tcp"
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
+class AlsTls(BaseModel):
+    """Mutual TLS of the ALS cluster: file paths as the global-sidecar's Envoy sees them."""
+
+    model_config = ConfigDict(frozen=True)
+    ca_file: str
+    """PEM CA bundle accesslog-ingest's certificate must chain to."""
+    cert_file: str = ""
+    key_file: str = ""
+    """The global-sidecar's client certificate and key (what ingest requires with mTLS)."""
+    server_name: str = ""
+    """SNI sent, and the DNS name ingest's certificate must carry (empty: chain only)."""
+
+
 class AlsTarget(BaseModel):
     """Where the global-sidecar sends its access logs (accesslog-ingest's gRPC ALS listener)."""
 
     model_config = ConfigDict(frozen=True)
     host: str
     port: int = Field(ge=1, le=65535)
+    tls: AlsTls | None = None
 
 
 class RenderOptions(BaseModel):
@@ -739,7 +761,34 @@ def _als_cluster(target: AlsTarget, options: RenderOptions) -> cluster_pb2.Clust
     if not static:
         cluster.dns_lookup_family = cluster_pb2.Cluster.V4_PREFERRED
     _use_http2(cluster)
+    if target.tls is not None:
+        cluster.transport_socket.CopyFrom(_upstream_tls(target.tls))
     return cluster
+
+
+def _upstream_tls(tls: AlsTls) -> base_pb2.TransportSocket:
+    """TLS to accesslog-ingest: its certificate checked against `ca_file` (and `server_name`),
+    the global-sidecar's own certificate presented (mutual TLS), ALPN h2 for gRPC."""
+    validation = tls_common_pb2.CertificateValidationContext(
+        trusted_ca=base_pb2.DataSource(filename=tls.ca_file)
+    )
+    if tls.server_name:
+        validation.match_typed_subject_alt_names.append(
+            tls_common_pb2.SubjectAltNameMatcher(
+                san_type=tls_common_pb2.SubjectAltNameMatcher.DNS,
+                matcher=string_pb2.StringMatcher(exact=tls.server_name),
+            )
+        )
+    common = tls_pb2.CommonTlsContext(validation_context=validation, alpn_protocols=["h2"])
+    if tls.cert_file:
+        common.tls_certificates.append(
+            tls_common_pb2.TlsCertificate(
+                certificate_chain=base_pb2.DataSource(filename=tls.cert_file),
+                private_key=base_pb2.DataSource(filename=tls.key_file),
+            )
+        )
+    context = tls_pb2.UpstreamTlsContext(common_tls_context=common, sni=tls.server_name)
+    return base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=_any(context))
 
 
 def _millis(ms: int) -> duration_pb2.Duration:

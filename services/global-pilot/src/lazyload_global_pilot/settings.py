@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from lazyload_common import errors, hosts
 from lazyload_common import settings as common
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode
 
 from lazyload_global_pilot import meshside, ports, rendering
@@ -146,6 +146,43 @@ class AlsSettings(BaseModel):
     port: int = Field(
         8082, ge=1, le=65535, description="ALS port of accesslog-ingest (Slime's 8082)."
     )
+    tls_ca_file: str = Field(
+        "",
+        description="PEM CA bundle (a path in the global-sidecar, read by its Envoy) that "
+        "accesslog-ingest's certificate must chain to: set = the ALS cluster uses TLS.",
+    )
+    tls_cert_file: str = Field(
+        "",
+        description="The global-sidecar's client certificate for the ALS port's mutual TLS "
+        "(a path in the global-sidecar).",
+    )
+    tls_key_file: str = Field("", description="PEM private key of `tls_cert_file`.")
+    tls_server_name: str = Field(
+        "",
+        description="SNI of the ALS connection and the DNS name accesslog-ingest's certificate "
+        "must carry; empty = the chain is checked, not the name.",
+    )
+
+    @model_validator(mode="after")
+    def _tls_consistent(self) -> AlsSettings:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file: set both or neither")
+        if (self.tls_cert_file or self.tls_server_name) and not self.tls_ca_file:
+            raise ValueError("tls_cert_file/tls_server_name: need tls_ca_file (TLS)")
+        return self
+
+    def target(self) -> rendering.AlsTarget:
+        tls = (
+            rendering.AlsTls(
+                ca_file=self.tls_ca_file,
+                cert_file=self.tls_cert_file,
+                key_file=self.tls_key_file,
+                server_name=self.tls_server_name,
+            )
+            if self.tls_ca_file
+            else None
+        )
+        return rendering.AlsTarget(host=self.host, port=self.port, tls=tls)
 
 
 class WatchSettings(BaseModel):
@@ -268,7 +305,5 @@ class GlobalPilotSettings(BaseSettings):
             own_services=self.own_services(),
             dispatches=self.routing.dispatches,
             cluster_domain=self.mesh.cluster_domain,
-            als=rendering.AlsTarget(host=self.als.host, port=self.als.port)
-            if self.als.enabled
-            else None,
+            als=self.als.target() if self.als.enabled else None,
         )
