@@ -133,6 +133,17 @@ def test_graph_page_in_headless_chromium(learned: Stack, tmp_path: Path) -> None
                     f"default/{n}" for n in ("details", "productpage", "ratings", "reviews")
                 ]
                 assert chromium.evaluate("document.querySelectorAll('line.edge').length") == 3
+                chromium.evaluate(  # the namespace filter: a namespace nobody is in empties it
+                    "(() => { const s = document.getElementById('namespace');"
+                    " s.add(new Option('elsewhere', 'elsewhere')); s.value = 'elsewhere';"
+                    " s.dispatchEvent(new Event('change')); })()"
+                )
+                assert chromium.evaluate("document.querySelectorAll('g.node').length") == 0
+                chromium.evaluate(
+                    "(() => { const s = document.getElementById('namespace'); s.value = 'default';"
+                    " s.dispatchEvent(new Event('change')); })()"
+                )
+                assert chromium.evaluate("document.querySelectorAll('g.node').length") == 4
                 chromium.evaluate(
                     "document.querySelector('g.node[data-id=\"default/productpage\"]')"
                     ".dispatchEvent(new MouseEvent('click', {bubbles: true}))"

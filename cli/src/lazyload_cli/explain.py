@@ -281,6 +281,14 @@ def _condition(fence: fences.Fence, kind: str) -> dict[str, Any] | None:
     return None
 
 
+def _table(*headers: str, title: str | None = None) -> Table:
+    """A table whose cells wrap instead of being cut (hosts and times are long)."""
+    table = Table(title=title)
+    for header in headers:
+        table.add_column(header, overflow="fold")
+    return table
+
+
 def render(out: dict[str, Any], console: Console) -> None:
     """`explain`'s answer for people."""
     fence, sidecar = out["fence"], out["sidecar"]
@@ -301,7 +309,7 @@ def render(out: dict[str, Any], console: Console) -> None:
             + (f": {message}" if message else "")
         )
     if out["hosts"]:
-        table = Table("host", "status", "in Sidecar", "reasons", "first seen", "last seen")
+        table = _table("host", "status", "in Sidecar", "reasons", "first seen", "last seen")
         for h in out["hosts"]:
             table.add_row(
                 h["host"],
@@ -319,7 +327,7 @@ def render(out: dict[str, Any], console: Console) -> None:
     else:
         missing = [d for d in out["decisions"] if d["outcome"] != "learned"]
         if missing or out["rejections"]:
-            table = Table("host", "outcome", "reason", "last", "count", title="not learned")
+            table = _table("host", "outcome", "reason", "last", "count", title="not learned")
             for d in missing:
                 table.add_row(d["host"], d["outcome"], d["reason"], d["last_at"], str(d["count"]))
             for r in out["rejections"]:
