@@ -6,6 +6,7 @@ hook with its least-privilege ServiceAccount."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -197,3 +198,42 @@ def test_helm_test_script_is_the_one_tests_run() -> None:
     text = (CHART / "files" / "helm_test.py").read_text()
     assert "tests/deploy/test_helm_test.py" in text
     assert (ROOT / "tests" / "deploy" / "test_helm_test.py").is_file()
+
+
+WRITE_VERBS = {"create", "update", "patch", "delete"}
+
+
+def _rbac_table() -> dict[str, tuple[set[str], set[str]]]:
+    """service -> (reads, writes) of docs/install.md's RBAC table (parenthetical notes dropped)."""
+    text = (ROOT / "docs" / "install.md").read_text()
+    start = text.index("| service | reads | writes |")
+    rows: dict[str, tuple[set[str], set[str]]] = {}
+    for line in text[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        service, reads, writes = (re.sub(r"\([^)]*\)", "", c).strip() for c in line.split("|")[1:4])
+
+        def names(cell: str) -> set[str]:
+            return {n.strip() for n in cell.split(",") if n.strip() not in ("", "-")}
+
+        rows[service] = (names(reads), names(writes))
+    return rows
+
+
+def test_install_doc_rbac_table_matches_the_templates(tmp_path: Path) -> None:
+    objs = _render(tmp_path, {})["objects"]
+    roles = {(o["kind"], o["metadata"]["name"]): o for o in objs if o["kind"].endswith("Role")}
+    table = _rbac_table()
+    assert set(table) == set(COMPONENTS)
+    for service in COMPONENTS:
+        verbs: dict[str, set[str]] = {}
+        for binding in (o for o in objs if o["kind"].endswith("RoleBinding")):
+            if binding["subjects"][0]["name"] != f"lazyload-{service}":
+                continue
+            role = roles[(binding["roleRef"]["kind"], binding["roleRef"]["name"])]
+            for rule in role["rules"]:
+                for resource in rule["resources"]:
+                    verbs.setdefault(resource, set()).update(rule["verbs"])
+        reads = {r for r, v in verbs.items() if not v & WRITE_VERBS}
+        writes = {r for r, v in verbs.items() if v & WRITE_VERBS}
+        assert table[service] == (reads, writes), service
