@@ -28,6 +28,8 @@ import httpx
 import pytest
 from lazyload_cli import bookinfo, demo
 from lazyload_cli.stack import Stack
+from lazyload_common.kube import KubeApi, api_client
+from lazyload_common.settings import KubeSettings
 from lazyload_testing import browser
 
 pytestmark = pytest.mark.e2e
@@ -72,8 +74,28 @@ def test_explain_says_why_a_host_is_in_or_not(learned: Stack) -> None:
     assert any(d["outcome"] == "learned" for d in out["host"]["decisions"])
     absent = _json(learned, "explain", "default/productpage", "ratings")["host"]
     assert absent["present"] is False and absent["why"].startswith("never seen"), absent
+    kube = KubeApi(api_client(KubeSettings(kubeconfig=learned.kubeconfig)))
+    kube.create(  # an Event about the fence, as sidecar-writer posts one on a conflict
+        "/api/v1/namespaces/default/events",
+        {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": "productpage."},
+            "involvedObject": {
+                "apiVersion": "microservice.slime.io/v1alpha1",
+                "kind": "ServiceFence",
+                "namespace": "default",
+                "name": "productpage",
+            },
+            "reason": "SidecarConflict",
+            "message": "a test conflict",
+            "type": "Warning",
+            "source": {"component": "test"},
+        },
+    )
     human = _lazyload(learned, "explain", "default/productpage", "details")
     assert human.returncode == 0 and "in-sync" in human.stdout, human
+    assert "SidecarConflict: a test conflict" in human.stdout, human.stdout
     unknown = _lazyload(learned, "explain", "default/nobody")
     assert unknown.returncode == 4, unknown
     assert len(unknown.stderr.strip().splitlines()) == 1 and "caller unknown" in unknown.stderr

@@ -1,7 +1,8 @@
 """`lazyload explain <ns>/<workload-or-service> [host]`: why a host is (or is not) in a Sidecar.
 
 Reads, from the target (`access.Target`): the ServiceFence that applies (the fence of that name,
-else the fence whose workload selector matches the workload's pod labels), its Sidecar and whether
+else the fence whose workload selector matches the workload's pod labels), its Events (those
+sidecar-writer posts about a conflict), its Sidecar and whether
 it carries the fence's revision (`lazyload.io/fence-revision`) and `SidecarReady`, every host of
 the fence with its reasons (learned with first/last seen, spec, stable, selector, alias, expanded
 from ...), the fence-reconciler's recent decisions about the caller
@@ -45,12 +46,14 @@ def explain(
         "fence": None,
         "sidecar": None,
         "hosts": [],
+        "events": [],
     }
     if fence_obj is not None:
         fence = fences.Fence.from_raw(fence_obj)
         out["fence"] = _fence_view(fence)
         out["hosts"] = _hosts(fence)
         out["sidecar"] = sidecar_state(target, fence)
+        out["events"] = _events(target, fence)
     out["decisions"] = _decisions(target, namespace, key_name, warnings)
     out["rejections"] = _rejections(target, namespace, key_name, warnings)
     if host is not None:
@@ -151,6 +154,29 @@ def _workload_labels(target: access.Target, namespace: str, name: str) -> dict[s
             return dict((template.get("metadata") or {}).get("labels") or {})
     pod = target.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
     return dict((pod or {}).get("metadata", {}).get("labels") or {})
+
+
+def _events(target: access.Target, fence: fences.Fence) -> list[dict[str, Any]]:
+    """The Kubernetes Events about the fence (sidecar-writer posts conflicts and their end)."""
+    items = target.list(
+        f"/api/v1/namespaces/{fence.namespace}/events",
+        fieldSelector=f"involvedObject.name={fence.name}",
+    )
+    out = []
+    for event in items:
+        involved = event.get("involvedObject") or {}
+        if involved.get("kind") != "ServiceFence" or involved.get("name") != fence.name:
+            continue  # a server that ignores the field selector: filtered here
+        out.append(
+            {
+                "type": event.get("type", ""),
+                "reason": event.get("reason", ""),
+                "message": event.get("message", ""),
+                "last": event.get("lastTimestamp") or event.get("eventTime") or "",
+                "count": event.get("count", 1),
+            }
+        )
+    return sorted(out, key=lambda e: str(e["last"]))
 
 
 def _fence_view(fence: fences.Fence) -> dict[str, Any]:
@@ -333,5 +359,11 @@ def render(out: dict[str, Any], console: Console) -> None:
             for r in out["rejections"]:
                 table.add_row(r["host"], "ingest", r["reason"], r["last_at"], str(r["count"]))
             console.print(table)
+    for event in out["events"]:
+        colour = "red" if event["type"] == "Warning" else "dim"
+        console.print(
+            f"[{colour}]event {event['last']} {event['reason']}: {event['message']}[/]",
+            soft_wrap=True,
+        )
     for warning in out["warnings"]:
         console.print(f"[dim]note: {warning}", soft_wrap=True)
