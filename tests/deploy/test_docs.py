@@ -75,3 +75,23 @@ def test_operations_docs_name_exported_metrics_and_existing_docs() -> None:
         assert named <= defined, f"{name}: {named - defined}"
         for link in re.findall(r"\]\(([\w./-]+\.md)(?:#[\w-]+)?\)", text):
             assert (ROOT / "docs" / link).is_file(), f"{name} links {link}"
+
+
+def test_readme_draws_the_architecture_in_mermaid() -> None:
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```mermaid\n(.*?)```", readme, re.S)
+    assert len(blocks) == 1 and blocks[0].startswith("flowchart")
+    for part in (
+        "accesslog-ingest",
+        "fence-reconciler",
+        "sidecar-writer",
+        "global-pilot",
+        "global-sidecar",
+        "NATS JetStream",
+        "Kubernetes API",
+        "istiod",
+    ):
+        assert part in blocks[0], part
+    edges = re.findall(r"^\s*(\w+) (?:-->|--.*?-->|-\..*?\.->) (\w+)$", blocks[0], re.M)
+    nodes = set(re.findall(r"^\s*(\w+)[\[(]", blocks[0], re.M))
+    assert len(edges) == blocks[0].count("->") and {n for edge in edges for n in edge} <= nodes

@@ -88,7 +88,8 @@ def test_notes_say_what_was_installed_and_how_to_check_it(tmp_path: Path) -> Non
         assert f"{component}: replicas" in notes
     assert "ghcr.io/lazyload/fence-reconciler:0.1.0" in notes
     assert "helm test lazyload -n mesh-operator" in notes
-    assert "lazyload status" in notes and "lazyload explain" in notes
+    assert "lazyload status --lazyload-namespace mesh-operator" in notes
+    assert "lazyload explain <namespace>/<service> [host] --lazyload-namespace" in notes
     assert "Helm does not upgrade crds/" not in notes
     upgraded = _render(tmp_path, {}, "--upgrade")["notes"]
     assert "is upgraded" in upgraded
