@@ -160,6 +160,10 @@ def test_helm_test_hook_runs_the_script_with_least_privilege(tmp_path: Path) -> 
     assert container["command"] == ["python", "/helm-test/helm_test.py"]
     assert "--test-namespace=lazyload-check" in container["args"]
     assert pod["spec"]["serviceAccountName"] == "lazyload-helm-test"
+    # Hook pods must end: no istio-proxy injected into them (nor into the uninstall Job).
+    assert pod["metadata"]["labels"]["sidecar.istio.io/inject"] == "false"
+    job = _of(objs, "Job")["lazyload-uninstall"]["spec"]["template"]
+    assert job["metadata"]["labels"]["sidecar.istio.io/inject"] == "false"
     script = _of(hooked, "ConfigMap")["lazyload-helm-test"]["data"]["helm_test.py"]
     assert script == (CHART / "files" / "helm_test.py").read_text().rstrip("\n")
     # What the test's ServiceAccount may do: read the release's Deployments; get/delete its one
