@@ -48,16 +48,16 @@ from bench.faults_stack import SERVICES, FaultStack
 HERE = Path(__file__).resolve().parent
 
 FULL: dict[str, Any] = {
-    "rate": 30,
+    "rate": 20,
     "callers": 40,
-    "destinations": 250,
+    "destinations": 600,
     "kills": 3,
     "api_fault_s": 6,
     "timeout_hold_s": 20,
     "full_bytes": 16384,
     "full_s": 10,
     "nats_hold_s": 4,
-    "settle_s": 45,
+    "settle_s": 40,
     "cluster": 1,
 }
 SMALL: dict[str, Any] = {**FULL, "kills": 1, "api_fault_s": 3, "full_s": 5, "settle_s": 30}
@@ -342,6 +342,8 @@ async def run_stack(
                 final = await _caught_up(ctx, every, time.time(), float(config["settle_s"]))
                 missing = [] if final is not None else ctx.truth.missing(every)
                 out.update(
+                    edge_space=stack.callers * stack.destinations,
+                    edges_generated=load.next_edge,
                     edges_total=len(every),
                     edges_lost_total=len(missing),
                     failed_als_streams=load.failed_streams,
