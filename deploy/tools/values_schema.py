@@ -292,6 +292,13 @@ def schema() -> dict[str, Any]:
                         "providers": {"type": "array", "items": dns},
                     }
                 ),
+                "alsTls": _obj(
+                    {
+                        "enabled": {"type": "boolean"},
+                        "serverSecret": {"type": "string"},
+                        "clientSecret": {"type": "string"},
+                    }
+                ),
             }
         ),
     }

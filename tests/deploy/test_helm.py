@@ -520,6 +520,7 @@ def test_sidecar_access_logs_make_the_liveness_source(
     tells the reconciler (LAZYLOAD_FENCE__LIVENESS_SOURCE); without it, neither."""
     values = {
         "sidecarAccessLogs": {"enabled": True},
+        "alsTls": {"enabled": False},  # ordinary sidecars have no ALS client certificate
         "fenceReconciler": {"config": {"fence": {"recycle_after": 86400}}},
     }
     objs = _render(tmp_path_factory, values)
@@ -566,7 +567,11 @@ def test_network_policies_let_in_only_who_needs_each_port(
     ]
     assert set(rules("fence-reconciler")) == {"admin"}
     everyone = _of(
-        _render(tmp_path_factory, {"sidecarAccessLogs": {"enabled": True}}), "NetworkPolicy"
+        _render(
+            tmp_path_factory,
+            {"sidecarAccessLogs": {"enabled": True}, "alsTls": {"enabled": False}},
+        ),
+        "NetworkPolicy",
     )
     als = everyone["mesh-operator/lazyload-accesslog-ingest"]["spec"]["ingress"][1]
     assert als["from"] == [{"namespaceSelector": {}}]

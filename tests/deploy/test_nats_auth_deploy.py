@@ -11,6 +11,7 @@ the users.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import stat
 import subprocess
@@ -162,3 +163,74 @@ def test_compose_hands_each_service_its_own_seed() -> None:
         ]
         assert spec["depends_on"]["nats-auth"]["condition"] == "service_completed_successfully"
     assert not [v for v in services["global-pilot"].get("volumes", []) if "nats-auth" in str(v)]
+
+
+def _render_all(tmp_path: Path, values: dict[str, Any]) -> list[dict[str, Any]]:
+    path = values_file(tmp_path, values)
+    result = helm_tool("render", str(CHART), "--values", path, "--namespace", "mesh-operator")
+    return [m["object"] for m in json.loads(result.stdout)["manifests"]]
+
+
+def test_chart_als_port_takes_only_the_global_sidecars_certificate(tmp_path: Path) -> None:
+    """alsTls (on by default): ingest requires a client certificate of the chart's private CA,
+    the global-sidecar mounts one (every global-sidecar namespace gets it) and global-pilot puts
+    it into the ALS cluster; certificates are those of one CA with the names checked."""
+    from cryptography import x509
+
+    objs = _render_all(tmp_path, {"globalSidecar": {"mode": "namespace", "namespaces": ["a", "b"]}})
+    secrets = {
+        f"{o['metadata']['namespace']}/{o['metadata']['name']}": o
+        for o in objs
+        if o["kind"] == "Secret"
+    }
+    server = secrets["mesh-operator/lazyload-als-server-tls"]["data"]
+    clients = [secrets[f"{ns}/lazyload-als-client-tls"]["data"] for ns in ("a", "b")]
+    ca = x509.load_pem_x509_certificate(base64.b64decode(server["ca.crt"]))
+    cert = x509.load_pem_x509_certificate(base64.b64decode(server["tls.crt"]))
+    client = x509.load_pem_x509_certificate(base64.b64decode(clients[0]["tls.crt"]))
+    for leaf in (cert, client):
+        leaf.verify_directly_issued_by(ca)
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "accesslog-ingest" in names.get_values_for_type(x509.DNSName)
+    assert clients[0] == clients[1]
+    pods = _deployments(tmp_path, {})
+    ingest = _env(pods["accesslog-ingest"])
+    assert ingest["LAZYLOAD_GRPC__REQUIRE_CLIENT_CERT"] == "true"
+    assert ingest["LAZYLOAD_GRPC__TLS_CLIENT_CA_FILE"] == "/etc/lazyload/als-tls/ca.crt"
+    assert _volumes(pods["accesslog-ingest"])["als-tls"]["secret"]["secretName"] == (
+        "lazyload-als-server-tls"
+    )
+    pilot = _env(pods["global-pilot"])
+    assert pilot["LAZYLOAD_ALS__TLS_CERT_FILE"] == "/etc/lazyload/als-tls/tls.crt"
+    assert pilot["LAZYLOAD_ALS__TLS_SERVER_NAME"] == "accesslog-ingest"
+    sidecar = next(
+        o["spec"]["template"]["spec"]
+        for o in objs
+        if o["kind"] == "Deployment" and o["metadata"]["namespace"] == "a"
+    )
+    assert _volumes(sidecar)["als-tls"]["secret"]["secretName"] == "lazyload-als-client-tls"
+    mounts = [m["mountPath"] for m in sidecar["containers"][0]["volumeMounts"]]
+    assert "/etc/lazyload/als-tls" in mounts
+    assert sidecar["securityContext"]["fsGroup"] == 101
+
+
+def test_chart_als_tls_existing_secrets_off_and_refusals(tmp_path: Path) -> None:
+    values = {"alsTls": {"serverSecret": "my-ingest-tls", "clientSecret": "my-gs-tls"}}
+    objs = _render_all(tmp_path, values)
+    assert not [o for o in objs if o["kind"] == "Secret" and "als" in o["metadata"]["name"]]
+    pods = _deployments(tmp_path, values)
+    assert _volumes(pods["accesslog-ingest"])["als-tls"]["secret"]["secretName"] == (
+        "my-ingest-tls"
+    )
+    off = _deployments(tmp_path, {"alsTls": {"enabled": False}})
+    assert "LAZYLOAD_GRPC__REQUIRE_CLIENT_CERT" not in _env(off["accesslog-ingest"])
+    assert "LAZYLOAD_ALS__TLS_CA_FILE" not in _env(off["global-pilot"])
+    for bad in (
+        {"sidecarAccessLogs": {"enabled": True}},  # ordinary sidecars have no certificate
+        {"alsTls": {"serverSecret": "only-one"}},
+    ):
+        path = values_file(tmp_path, bad)
+        result = helm_tool(
+            "render", str(CHART), "--values", path, "--namespace", "mesh-operator", check=False
+        )
+        assert result.returncode != 0 and "alsTls" in result.stdout + result.stderr, bad

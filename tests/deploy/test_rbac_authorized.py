@@ -31,7 +31,17 @@ SERVICES = ("accesslog-ingest", "fence-reconciler", "sidecar-writer", "global-pi
 NAMESPACE = "mesh-operator"
 PREFIX = "lazyload"
 # Settings the Stack decides (where things listen) rather than the chart.
-STACK_OWNED = ("_HOST", "_PORT", "_PORTS", "LAZYLOAD_NATS__", "LAZYLOAD_ALS__", "LAZYLOAD_KUBE__")
+# the stack's own: addresses, NATS identities, the ALS port's TLS (`--secure`) and kubeconfigs
+STACK_OWNED = (
+    "_HOST",
+    "_PORT",
+    "_PORTS",
+    "LAZYLOAD_NATS__",
+    "LAZYLOAD_ALS__",
+    "LAZYLOAD_GRPC__TLS_",
+    "LAZYLOAD_GRPC__REQUIRE_CLIENT_CERT",
+    "LAZYLOAD_KUBE__",
+)
 
 
 def _render(tmp_path: Path) -> list[dict[str, Any]]:

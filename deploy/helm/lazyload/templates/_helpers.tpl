@@ -135,6 +135,46 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end -}}
 
+{{/* ALS mutual TLS (alsTls): the Secrets' names, and env/mounts/volumes of accesslog-ingest and global-pilot; dict root, component. */}}
+{{- define "lazyload.alsServerSecret" -}}
+{{- .Values.alsTls.serverSecret | default (printf "%s-als-server-tls" (include "lazyload.fullname" .)) -}}
+{{- end -}}
+{{- define "lazyload.alsClientSecret" -}}
+{{- .Values.alsTls.clientSecret | default (printf "%s-als-client-tls" (include "lazyload.fullname" .)) -}}
+{{- end -}}
+
+{{- define "lazyload.alsTlsEnv" -}}
+{{- if .root.Values.alsTls.enabled }}
+{{- if eq .component "accesslog-ingest" }}
+- {name: LAZYLOAD_GRPC__TLS_CERT_FILE, value: /etc/lazyload/als-tls/tls.crt}
+- {name: LAZYLOAD_GRPC__TLS_KEY_FILE, value: /etc/lazyload/als-tls/tls.key}
+- {name: LAZYLOAD_GRPC__TLS_CLIENT_CA_FILE, value: /etc/lazyload/als-tls/ca.crt}
+- {name: LAZYLOAD_GRPC__REQUIRE_CLIENT_CERT, value: "true"}
+{{- else if eq .component "global-pilot" }}
+{{- /* paths in the global-sidecar pods, whose Envoy reads them (global-sidecar.yaml mounts them) */}}
+- {name: LAZYLOAD_ALS__TLS_CA_FILE, value: /etc/lazyload/als-tls/ca.crt}
+- {name: LAZYLOAD_ALS__TLS_CERT_FILE, value: /etc/lazyload/als-tls/tls.crt}
+- {name: LAZYLOAD_ALS__TLS_KEY_FILE, value: /etc/lazyload/als-tls/tls.key}
+- {name: LAZYLOAD_ALS__TLS_SERVER_NAME, value: accesslog-ingest}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "lazyload.alsTlsVolumeMounts" -}}
+{{- if and .root.Values.alsTls.enabled (eq .component "accesslog-ingest" "global-sidecar") }}
+- {name: als-tls, mountPath: /etc/lazyload/als-tls, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{- define "lazyload.alsTlsVolumes" -}}
+{{- if and .root.Values.alsTls.enabled (eq .component "accesslog-ingest" "global-sidecar") }}
+- name: als-tls
+  secret:
+    secretName: {{ eq .component "accesslog-ingest" | ternary (include "lazyload.alsServerSecret" .root) (include "lazyload.alsClientSecret" .root) }}
+    defaultMode: 0440
+{{- end }}
+{{- end -}}
+
 {{- define "lazyload.natsVolumeMounts" -}}
 {{- if ne .component "global-pilot" }}
 {{- if .root.Values.nats.auth.enabled }}
