@@ -9,7 +9,7 @@ and namespace; a fence, a sidecar and a dead-letter event each read as one line.
 
 from __future__ import annotations
 
-from lazyload_cli import events, explain, graph
+from lazyload_cli import events, explain, graph, status
 from lazyload_common import events as models
 
 GRAPH = {
@@ -109,3 +109,28 @@ def test_event_lines() -> None:
         "dlq     fence-reconciler: rejected: invalid host (from lazyload.deps.default.x)"
     )
     assert '"payload"' not in events.as_json(letter, "lazyload.dlq.fence-reconciler")
+
+
+def test_windowed_sli_matches_the_first_sidecar_at_or_after_the_revision() -> None:
+    fence = models.FenceChanged(
+        namespace="default", name="p", revision=2, first_seen={"a": 100.0, "b": 101.0}
+    )
+    older = models.FenceChanged(namespace="default", name="q", revision=5, first_seen={"c": 50.0})
+    sidecars = [
+        models.SidecarApplied(
+            namespace="default", name="p", revision=1, action="applied", applied_at=90.0
+        ),
+        models.SidecarApplied(
+            namespace="default", name="p", revision=3, action="applied", applied_at=104.0
+        ),
+        models.SidecarApplied(
+            namespace="default", name="p", revision=4, action="applied", applied_at=110.0
+        ),
+        models.SidecarApplied(
+            namespace="default", name="q", revision=5, action="conflict", applied_at=51.0
+        ),
+    ]
+    sli = status._windowed_sli([fence, older], sidecars)
+    assert sli["count"] == 2 and sli["mean_seconds"] == 3.5
+    assert (sli["p50_seconds_at_most"], sli["p99_seconds_at_most"]) == (3.0, 4.0)
+    assert status._windowed_sli([older], sidecars)["count"] == 0

@@ -112,7 +112,9 @@ def test_status_reports_ready_services_lag_fences_and_sli(learned: Stack) -> Non
     lag = {(row["stream"], row["consumer"]): row["pending"] for row in report["consumer_lag"]}
     assert lag[("LAZYLOAD_DEPS", "fence-reconciler")] == 0
     assert report["fences"]["counts"] == {"in-sync": 4}, report["fences"]
-    assert report["first_call_to_sidecar"]["count"] >= 3
+    sli = report["first_call_to_sidecar"]
+    assert sli["since"] == "15 minutes ago" and sli["count"] >= 3, sli  # from the streams
+    assert 0 <= sli["p50_seconds_at_most"] <= sli["p99_seconds_at_most"] < 30, sli
     assert report["dead_letters"]["window"] == "the last hour", report["notes"]
     assert _lazyload(learned, "status").returncode == 0
 

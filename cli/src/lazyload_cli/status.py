@@ -5,11 +5,13 @@
   `/metrics`: JetStream's num_pending as of the consumer's last fetch);
 - fences and their Sidecars: in sync / out of sync / failing / not rendered (`explain.sync_state`
   over every ServiceFence and Sidecar of the Kubernetes API), the ones not in sync named;
-- the SLI, first call -> Sidecar written: count and p50/p90/p99 from sidecar-writer's histogram
-  `lazyload_first_call_to_sidecar_seconds` (cumulative: since the writer started);
-- dead letters: of the last hour from the `LAZYLOAD_DLQ` stream when NATS can be read (a local
-  stack, as its `admin` identity: the `observer` may not use JetStream), by service and reason; else the totals of
-  `lazyload_dead_letters_total` since each service started.
+- the SLI, first call -> Sidecar written, of the last 15 minutes: count, mean, p50/p90/p99 from
+  the streams when NATS can be read (a local stack, as its `admin` identity: the `observer` may
+  not use JetStream): each FenceChanged's `first_seen` against the SidecarApplied of that fence
+  revision; else from sidecar-writer's histogram `lazyload_first_call_to_sidecar_seconds`
+  (cumulative: since the writer started, p-values as bucket bounds);
+- dead letters: of the last hour from the `LAZYLOAD_DLQ` stream when NATS can be read, by service
+  and reason; else the totals of `lazyload_dead_letters_total` since each service started.
 
 `status()` returns a plain dict (what `-o json|yaml` prints); `render()` prints it for people.
 """
@@ -17,6 +19,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import time
@@ -35,18 +38,25 @@ from lazyload_cli import access, explain
 
 SLI = "lazyload_first_call_to_sidecar_seconds"
 DLQ_WINDOW = 3600.0
+SLI_WINDOW = 900.0
+"""Seconds back the SLI is computed over, from the streams (a local stack)."""
 
 
 def status(target: access.Target) -> dict[str, Any]:
     notes: list[str] = []
     services, metrics = _services(target, notes)
+    streams = _from_streams(target, notes)
+    if streams is not None:
+        sli = _windowed_sli(streams[subjects.FENCES_STREAM], streams[subjects.SIDECARS_STREAM])
+    else:
+        sli = _sli(metrics.get("sidecar-writer", []))
     return {
         "target": target.description,
         "services": services,
         "consumer_lag": _lag(metrics),
         "fences": _fences(target),
-        "first_call_to_sidecar": _sli(metrics.get("sidecar-writer", [])),
-        "dead_letters": _dead_letters(target, metrics, notes),
+        "first_call_to_sidecar": sli,
+        "dead_letters": _dead_letters(metrics, streams),
         "notes": notes,
     }
 
@@ -161,25 +171,36 @@ def _sli(texts: list[str]) -> dict[str, Any]:
     return out
 
 
+def _from_streams(target: access.Target, notes: list[str]) -> dict[str, list[Any]] | None:
+    """The events of the last hour of dead letters and of the SLI window, when NATS can be read."""
+    if target.endpoints is None or not target.endpoints.get("nats_url"):
+        return None
+    wanted = {
+        subjects.DLQ_STREAM: (f"{subjects.DLQ_PREFIX}.>", DLQ_WINDOW),
+        subjects.FENCES_STREAM: (f"{subjects.FENCE_PREFIX}.>", SLI_WINDOW),
+        subjects.SIDECARS_STREAM: (f"{subjects.SIDECAR_PREFIX}.>", SLI_WINDOW),
+    }
+    try:
+        options = access.nats_connect_options(target.endpoints, _reader(target.endpoints))
+        return asyncio.run(_read_streams(options, wanted))
+    except Exception as e:  # refused, unreachable: the metrics still say something
+        notes.append(f"the streams could not be read ({type(e).__name__}: {e})")
+        return None
+
+
 def _dead_letters(
-    target: access.Target, metrics: dict[str, list[str]], notes: list[str]
+    metrics: dict[str, list[str]], streams: dict[str, list[Any]] | None
 ) -> dict[str, Any]:
-    if target.endpoints is not None and target.endpoints.get("nats_url"):
-        try:
-            letters = asyncio.run(
-                _read_dlq(access.nats_connect_options(target.endpoints, _reader(target.endpoints)))
-            )
-        except Exception as e:  # refused, unreachable: the metrics still say something
-            notes.append(f"the DLQ stream could not be read ({type(e).__name__}: {e})")
-        else:
-            counted = Counter((d.service, d.reason.split(":", 1)[0][:60]) for d in letters)
-            return {
-                "window": "the last hour",
-                "total": len(letters),
-                "by_reason": [
-                    {"service": s, "reason": r, "count": n} for (s, r), n in sorted(counted.items())
-                ],
-            }
+    if streams is not None:
+        letters = [e for e in streams[subjects.DLQ_STREAM] if isinstance(e, events.DeadLetter)]
+        counted = Counter((d.service, d.reason.split(":", 1)[0][:60]) for d in letters)
+        return {
+            "window": "the last hour",
+            "total": len(letters),
+            "by_reason": [
+                {"service": s, "reason": r, "count": n} for (s, r), n in sorted(counted.items())
+            ],
+        }
     by_reason = Counter[tuple[str, str]]()
     for texts in metrics.values():
         for name, labels, value in _samples(texts, "lazyload_dead_letters_total"):
@@ -201,43 +222,77 @@ def _reader(endpoints: dict[str, Any]) -> str:
     return natsauth.ADMIN if natsauth.ADMIN in credentials else natsauth.OBSERVER
 
 
-async def _read_dlq(options: dict[str, Any]) -> list[events.DeadLetter]:
-    """The dead letters of the last `DLQ_WINDOW` seconds, by an ordered consumer from that time."""
+async def _read_streams(
+    options: dict[str, Any], wanted: dict[str, tuple[str, float]]
+) -> dict[str, list[Any]]:
+    """The decoded events of each stream in `wanted` (name -> (subject filter, seconds back)),
+    by an ordered consumer from that time; one connection for all."""
     refused: list[Exception] = []
 
     async def on_error(e: Exception) -> None:  # a permissions violation: fail at once, quietly
         refused.append(e)
 
     nc = await nats.connect(**options, connect_timeout=3, allow_reconnect=False, error_cb=on_error)
-    letters: list[events.DeadLetter] = []
+    out: dict[str, list[Any]] = {}
     try:
         js = nc.jetstream()
-        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - DLQ_WINDOW))
-        sub = await js.subscribe(
-            f"{subjects.DLQ_PREFIX}.>",
-            stream=subjects.DLQ_STREAM,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.BY_START_TIME,
-            config=ConsumerConfig(opt_start_time=since),
-        )
-        if refused:
-            raise refused[0]
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=1.0)
-            except TimeoutError:
-                break
-            try:
-                event = codec.decode(msg.data)
-            except Exception:
-                continue
-            if isinstance(event, events.DeadLetter):
-                letters.append(event)
-            if msg.metadata.num_pending == 0:
-                break
+        for stream, (subject, back) in wanted.items():
+            since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - back))
+            sub = await js.subscribe(
+                subject,
+                stream=stream,
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.BY_START_TIME,
+                config=ConsumerConfig(opt_start_time=since),
+            )
+            if refused:
+                raise refused[0]
+            out[stream] = await _drain(sub)
+            await sub.unsubscribe()
     finally:
         await nc.close()
-    return letters
+    return out
+
+
+async def _drain(sub: Any) -> list[Any]:
+    got: list[Any] = []
+    while True:
+        try:
+            msg = await sub.next_msg(timeout=1.0)
+        except TimeoutError:
+            return got
+        with contextlib.suppress(Exception):  # not ours to judge: the consumers dead-letter it
+            got.append(codec.decode(msg.data))
+        if msg.metadata.num_pending == 0:
+            return got
+
+
+def _windowed_sli(fence_events: list[Any], sidecar_events: list[Any]) -> dict[str, Any]:
+    """First call -> Sidecar of the hosts whose fence revision was written in the window: each
+    FenceChanged's `first_seen` (per added learned host) against the first SidecarApplied of the
+    same fence at that revision or a later one (the writer may skip to the newest)."""
+    applied: dict[tuple[str, str], list[tuple[float, int]]] = {}
+    for e in sidecar_events:
+        if isinstance(e, events.SidecarApplied) and e.action in ("applied", "unchanged"):
+            applied.setdefault((e.namespace, e.name), []).append((e.applied_at, e.revision))
+    latencies = []
+    for e in fence_events:
+        if not isinstance(e, events.FenceChanged) or not e.first_seen:
+            continue
+        written = min(
+            (at for at, rev in applied.get((e.namespace, e.name), []) if rev >= e.revision),
+            default=None,
+        )
+        if written is not None:
+            latencies += [max(0.0, written - first) for first in e.first_seen.values()]
+    latencies.sort()
+    out: dict[str, Any] = {"count": len(latencies), "since": f"{SLI_WINDOW / 60:g} minutes ago"}
+    if latencies:
+        out["mean_seconds"] = round(sum(latencies) / len(latencies), 3)
+        for q in (0.5, 0.9, 0.99):
+            rank = min(len(latencies) - 1, math.ceil(q * len(latencies)) - 1)
+            out[f"p{round(q * 100)}_seconds_at_most"] = round(latencies[rank], 3)
+    return out
 
 
 def render(report: dict[str, Any], console: Console) -> None:
