@@ -325,3 +325,43 @@ def test_connect_options_for_each_credential_kind(tmp_path: Path) -> None:
     endpoints = {"nats_url": "nats://h:1", "nats_credentials": {"observer": {"kind": "x"}}}
     with pytest.raises(ValueError, match="no NATS credential for 'admin'"):
         natsauth.endpoint_options(endpoints, "admin")
+
+
+async def test_tls_with_a_private_ca(tmp_path: Path) -> None:
+    """LAZYLOAD_NATS__TLS_CA_FILE (and a client certificate for a server that verifies clients)
+    reach a nats-server whose certificate only that CA signed; without the CA the connection is
+    refused (the system CAs do not trust it), and without the client certificate too."""
+    from lazyload_accesslog_ingest import certificates
+
+    pki = certificates.issue_certificates(tmp_path / "pki")
+    keys = tmp_path / "keys"
+    users = natsauth.write_identities(keys, [natsauth.INGEST])
+    tls = {
+        "cert_file": str(pki.server_cert),
+        "key_file": str(pki.server_key),
+        "ca_file": str(pki.ca),
+        "verify": True,
+    }
+    config = tmp_path / "nats.conf"
+    config.write_text(natsauth.server_config(users, extra={"tls": tls}))
+    server = start_nats_server(tmp_path / "nats", config=config)
+    seed = natsauth.seed_file(keys, natsauth.INGEST)
+    try:
+        good = NatsSettings(
+            url=server.url,
+            nkey_seed_file=seed,
+            tls_ca_file=pki.ca,
+            tls_cert_file=pki.client_cert,
+            tls_key_file=pki.client_key,
+        )
+        nc = await jetstream.connect(good, name=natsauth.INGEST, wait=10)
+        assert nc.is_connected
+        await nc.close()
+        for bad in (
+            good.model_copy(update={"tls_ca_file": None}),  # the server's CA is not trusted
+            good.model_copy(update={"tls_cert_file": None, "tls_key_file": None}),
+        ):
+            with pytest.raises((TimeoutError, errors.ConfigError), match="NATS"):
+                await jetstream.connect(bad, name=natsauth.INGEST, wait=2)
+    finally:
+        server.stop()

@@ -128,8 +128,10 @@ async def connect(settings: NatsSettings, *, name: str, wait: float = 60.0) -> N
     options.update(_auth_options(settings, name))
 
     refused = asyncio.Event()
+    last_error: list[str] = []
 
     async def on_error(e: Exception) -> None:
+        last_error[:] = [str(e) or type(e).__name__]
         text = str(e).lower()
         kind = "permission" if "permissions violation" in text else "other"
         if "authorization violation" in text or "authentication" in text:
@@ -159,7 +161,8 @@ async def connect(settings: NatsSettings, *, name: str, wait: float = 60.0) -> N
             f"NATS at {settings.url} refused {name}'s credential (Authorization Violation): "
             "check LAZYLOAD_NATS__NKEY_SEED_FILE / CREDS_FILE / USER against the server's users"
         )
-    raise TimeoutError(f"could not connect to NATS at {settings.url} within {wait}s")
+    why = f" (last error: {last_error[0]})" if last_error else ""
+    raise TimeoutError(f"could not connect to NATS at {settings.url} within {wait}s{why}")
 
 
 def _auth_options(settings: NatsSettings, name: str) -> dict[str, Any]:
