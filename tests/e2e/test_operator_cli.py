@@ -216,6 +216,10 @@ def test_events_watch_and_why_not_after_a_reset(learned: Stack) -> None:
     assert any(" sidecar default/reviews rev " in x and " applied, " in x for x in lines)
     why = _json(learned, "explain", "default/reviews", FQDN("ratings"))["host"]
     assert why["present"] is False and why["why"] == "removed: reset", why
+    if learned.endpoints.get("nats_credentials"):  # the observer may not read dead letters
+        refused = _lazyload(learned, "events", "watch", "--kind", "dlq", "--timeout", "5")
+        assert refused.returncode == 5, refused
+        assert "permissions violation" in refused.stderr.strip().splitlines()[-1], refused
     # ingest's side: a request Envoy could not route, from reviews' own address
     ingest_rejected = _unrouted_call(learned)
     assert ingest_rejected
