@@ -449,19 +449,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = dict(SMALL if args.small else FULL)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="lazyload-faults-"))
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.strftime("%Y-%m-%dT%H:%M:%S%z")
     result = run(config, workdir, args.only)
     result["config"] = config
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     print(markdown_table(result))
     if not args.no_record:
-        record(result, args.out, small=args.small, only=args.only)
+        record(result, args.out, small=args.small, only=args.only, started=started)
     lost = result["edges_lost_total"] + sum(f.get("edges_lost", 0) for f in result["faults"])
     errors = [f for f in result["faults"] if "error" in f]
     return 1 if lost or errors else 0
 
 
-def record(result: dict[str, Any], out: Path, *, small: bool, only: list[str] | None) -> None:
+def record(
+    result: dict[str, Any], out: Path, *, small: bool, only: list[str] | None, started: str
+) -> None:
     """Merge the run into results.json (the other benchmarks kept) as `faults`."""
     from bench import __main__ as bench_main
     from bench import common
@@ -473,13 +475,14 @@ def record(result: dict[str, Any], out: Path, *, small: bool, only: list[str] | 
     }
     result["reduced"] = small or bool(only)
     results = {
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "started_at": started,
         "configuration": "small" if small else "full",
         "overrides": {},
         "kube": "emulator",
         "machine": machine,
         "benchmarks": {"faults": result},
         "plots": {},
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     bench_main.write(results, out, merge=True)
 
