@@ -60,7 +60,14 @@ FULL: dict[str, Any] = {
     "settle_s": 40,
     "cluster": 1,
 }
-SMALL: dict[str, Any] = {**FULL, "kills": 1, "api_fault_s": 3, "full_s": 5, "settle_s": 30}
+SMALL: dict[str, Any] = {
+    **FULL,
+    "destinations": 100,  # fewer Services: eager fences for all of them are made at start
+    "kills": 1,
+    "api_fault_s": 3,
+    "full_s": 5,
+    "settle_s": 30,
+}
 
 
 @dataclass
@@ -327,7 +334,7 @@ async def run_stack(
         try:
             with ctx.changes:
                 await asyncio.sleep(3.0)  # the first fences and Sidecars
-                warm = await _caught_up(ctx, list(load.sent_at), time.time(), 60.0)
+                warm = await _caught_up(ctx, list(load.sent_at), time.time(), 120.0)
                 out["warm_up_s"] = round(warm, 1) if warm is not None else None
                 for name, description, fault in faults:
                     if driver.done():
