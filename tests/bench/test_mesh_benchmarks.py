@@ -7,6 +7,7 @@ cannot rot. No timing is asserted."""
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -94,11 +95,14 @@ def test_the_report_knows_the_mesh_benchmarks() -> None:
 @pytest.mark.real
 @pytest.mark.mesh
 @pytest.mark.timeout(300)
-def test_first_calls_on_the_real_rig(tmp_path: Path) -> None:
-    result = first_calls.run(
-        {"calls": 4, "callers": 1, "echo_pods": 1, "concurrency": 2, "direct_calls": 4},
-        tmp_path,
-    )
+def test_first_calls_on_the_real_rig() -> None:
+    # not tmp_path: its parents are 0700 and the sidecars (UID 1337) read their files there
+    with tempfile.TemporaryDirectory(prefix="lazyload-bench-mesh-") as tmp:
+        Path(tmp).chmod(0o755)
+        result = first_calls.run(
+            {"calls": 4, "callers": 1, "echo_pods": 1, "concurrency": 2, "direct_calls": 4},
+            Path(tmp),
+        )
     first, direct = result["first"], result["direct"]
     assert (first["calls"], first["failures"]) == (4, 0), first["failure_reasons"]
     assert first["via_global_sidecar"] == 4
