@@ -802,6 +802,8 @@ class IstioMesh:
         }
         ip = self.network.allocate()
         directory = self.directory / "pods" / f"{namespace}.{name}"
+        if directory.exists():  # a removed pod of that name (another module's global-sidecar)
+            shutil.rmtree(directory)
         directory.mkdir(parents=True)
         self._ensure_namespace(namespace, remember=test_state)
         selector = {"app": pod_labels["app"]}
