@@ -85,10 +85,25 @@ def _create(api: kube.KubeApi, path: str, body: dict[str, Any]) -> None:
         try:
             api.create(path, body)
             return
-        except kube.KubeConflict:  # the leftover is still being deleted
-            if time.monotonic() > deadline:
+        except kube.KubeConflict:
+            existing = _get(api, f"{path}/{body['metadata']['name']}")
+            if existing is not None and not existing["metadata"].get("deletionTimestamp"):
+                # made in between by someone else (lazyload's own auto-fence): take it over
+                replaced = {**body, "metadata": {**body["metadata"]}}
+                replaced["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+                with contextlib.suppress(kube.KubeConflict):
+                    api.replace(f"{path}/{body['metadata']['name']}", replaced)
+                    return
+            if time.monotonic() > deadline:  # the leftover is still being deleted
                 raise
             time.sleep(1.0)
+
+
+def _get(api: kube.KubeApi, path: str) -> dict[str, Any] | None:
+    try:
+        return dict(api.get(path))
+    except kube.KubeNotFound:
+        return None
 
 
 def round_trip(api: kube.KubeApi, args: argparse.Namespace) -> None:
@@ -101,7 +116,8 @@ def round_trip(api: kube.KubeApi, args: argparse.Namespace) -> None:
         {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": {"name": NAME, "labels": labels},
+            # not auto-fenced: the fence below is the test's own (eager auto-fence would race it)
+            "metadata": {"name": NAME, "labels": {**labels, "slime.io/serviceFenced": "false"}},
             "spec": {"selector": {"app": NAME}, "ports": [{"name": "http", "port": 80}]},
         },
     )
