@@ -98,7 +98,7 @@ class Load:
     async def _send(self, channel: Any, ident: bytes, batch: list[int]) -> None:
         from envoy.service.accesslog.v3 import als_pb2
         from lazyload_accesslog_ingest import receiving
-        from lazyload_accesslog_ingest import testing as t
+        from lazyload_testing import ingest as t
 
         now = time.time()
         entries = []
@@ -127,7 +127,7 @@ class Load:
 
 
 def _ident() -> bytes:
-    from lazyload_accesslog_ingest import testing as t
+    from lazyload_testing import ingest as t
 
     return t.message(ident=t.identifier()).SerializeToString()
 

@@ -49,9 +49,9 @@ import nats
 import psutil
 from envoy.service.accesslog.v3 import als_pb2
 from lazyload_accesslog_ingest import app, indexing, ingesting, parsing, receiving
-from lazyload_accesslog_ingest import testing as t
 from lazyload_accesslog_ingest.settings import IngestSettings
 from lazyload_common import subjects, tasks
+from lazyload_testing import ingest as t
 from lazyload_testing.nats import start_nats_server
 
 ENTRIES_PER_MESSAGE = 100

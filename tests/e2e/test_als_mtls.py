@@ -14,11 +14,11 @@ from pathlib import Path
 import grpc
 import pytest
 from envoy.service.accesslog.v3 import als_pb2
-from lazyload_accesslog_ingest import certificates
 from lazyload_cli import bookinfo, demo
 from lazyload_cli.stack import Stack, StackConfig
 from lazyload_common.kube import KubeApi, KubeNotFound, api_client
 from lazyload_common.settings import KubeSettings
+from lazyload_testing import certificates
 from lazyload_testing.kube_real import kube_mode
 
 from .test_first_call_to_sidecar import SIDECARS, _egress, _entry

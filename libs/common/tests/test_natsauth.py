@@ -331,7 +331,7 @@ async def test_tls_with_a_private_ca(tmp_path: Path) -> None:
     """LAZYLOAD_NATS__TLS_CA_FILE (and a client certificate for a server that verifies clients)
     reach a nats-server whose certificate only that CA signed; without the CA the connection is
     refused (the system CAs do not trust it), and without the client certificate too."""
-    from lazyload_accesslog_ingest import certificates
+    from lazyload_testing import certificates
 
     pki = certificates.issue_certificates(tmp_path / "pki")
     keys = tmp_path / "keys"

@@ -11,15 +11,16 @@ from typing import Any
 
 import nats
 import pytest
-from lazyload_accesslog_ingest import app, indexing, testing
+from lazyload_accesslog_ingest import app, indexing
 from lazyload_accesslog_ingest.settings import IngestSettings
+from lazyload_testing import ingest as t
 from lazyload_testing.nats import NatsServer
 from nats.aio.client import Client as NATS
 
 
 @pytest.fixture
 def index() -> indexing.ServiceIndex:
-    return testing.sample_index()
+    return t.sample_index()
 
 
 @pytest.fixture

@@ -14,13 +14,13 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from lazyload_accesslog_ingest import edges, ingesting, testing
-from lazyload_accesslog_ingest import testing as t
+from lazyload_accesslog_ingest import edges, ingesting
 from lazyload_accesslog_ingest.records import Rejection, ServiceRef
 from lazyload_common import hosts
+from lazyload_testing import ingest as t
 
-INDEX = testing.sample_index()
-M = testing.SampleMesh
+INDEX = t.sample_index()
+M = t.SampleMesh
 DETAILS = "details.default.svc.cluster.local"
 RATINGS = "ratings.shop.svc.cluster.local"
 
@@ -113,7 +113,7 @@ def test_completed_name_too_long_is_rejected() -> None:
 
 
 def test_custom_cluster_domain() -> None:
-    index = testing.sample_index()
+    index = t.sample_index()
     dest = edges.http_destination("ratings.shop", "default", index, "corp.example")
     assert isinstance(dest, edges.Destination)
     assert dest.host == "ratings.shop.svc.corp.example"

@@ -13,11 +13,12 @@
 from __future__ import annotations
 
 import pytest
-from lazyload_accesslog_ingest import edges, testing
+from lazyload_accesslog_ingest import edges
 from lazyload_accesslog_ingest.records import AccessRecord, Rejection, StreamIdentity
+from lazyload_testing import ingest as t
 
-M = testing.SampleMesh
-INDEX = testing.sample_index()
+M = t.SampleMesh
+INDEX = t.sample_index()
 OPTIONS = edges.Options(cluster_domain="cluster.local", reporter="r1")
 
 

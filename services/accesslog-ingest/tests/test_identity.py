@@ -9,11 +9,12 @@ attack or a mistake that must not teach an edge; a direct caller ignores both he
 from __future__ import annotations
 
 import pytest
-from lazyload_accesslog_ingest import edges, identity, parsing, testing
+from lazyload_accesslog_ingest import edges, identity, parsing
 from lazyload_accesslog_ingest.records import Rejection
+from lazyload_testing import ingest as t
 
-M = testing.SampleMesh
-INDEX = testing.sample_index()
+M = t.SampleMesh
+INDEX = t.sample_index()
 OPTIONS = edges.Options(cluster_domain="cluster.local", reporter="r1")
 PROXY = "127.0.0.6"
 BY = "By=spiffe://cluster.local/ns/mesh-operator/sa/global-sidecar;Hash=ab12"
@@ -24,7 +25,7 @@ def xfcc(namespace: str, sa: str = "productpage") -> str:
 
 
 def entry(caller: str, **headers: str) -> object:
-    return testing.http_entry("details:9080", caller=caller, headers=headers)
+    return t.http_entry("details:9080", caller=caller, headers=headers)
 
 
 def learned(caller: str, **headers: str) -> list[tuple[str, str, str]] | Rejection:
@@ -44,7 +45,7 @@ def learned(caller: str, **headers: str) -> list[tuple[str, str, str]] | Rejecti
             else [(d.source_namespace, d.source_name, d.destination_host) for d in derived]
         )
     if parsing.COMPILED:
-        raw = testing.message(e).SerializeToString()  # type: ignore[arg-type]
+        raw = t.message(e).SerializeToString()  # type: ignore[arg-type]
         (key,) = parsing.DECODERS["compiled"](raw).group(False).firsts
         assert key == parsing.http_key(e)  # type: ignore[arg-type]
     assert results[0] == results[1]

@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from lazyload_accesslog_ingest import indexing
-from lazyload_accesslog_ingest import testing as t
 from lazyload_accesslog_ingest.records import ServiceRef
 from lazyload_common import kube
+from lazyload_testing import ingest as t
 
 PP = ServiceRef("default", "productpage")
 FE = ServiceRef("default", "frontend")

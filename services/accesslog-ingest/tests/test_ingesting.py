@@ -20,19 +20,19 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lazyload_accesslog_ingest import edges, ingesting, parsing, testing
-from lazyload_accesslog_ingest import testing as t
+from lazyload_accesslog_ingest import edges, ingesting, parsing
 from lazyload_accesslog_ingest.records import Rejection, StreamIdentity
 from lazyload_common import hosts
+from lazyload_testing import ingest as t
 
-M = testing.SampleMesh
+M = t.SampleMesh
 
 
 @pytest.fixture(params=["compiled", "protobuf"])
 def ingestor(request: pytest.FixtureRequest) -> ingesting.Ingestor:
     """An ingestor on each decoder (every test of it runs on both)."""
     return ingesting.Ingestor(
-        testing.sample_index(),
+        t.sample_index(),
         reporter="r",
         clock=lambda: 1_800_000_000.0,
         decoder=request.param,
@@ -308,7 +308,7 @@ _WORKLOAD = StreamIdentity(namespace="default", workload="productpage-v1", label
 def _derived(record: object, identity: StreamIdentity | None) -> object:
     if isinstance(record, Rejection):
         return record
-    result = edges.derive(record, identity, testing.sample_index(), edges.Options(), now=1.0)  # type: ignore[arg-type]
+    result = edges.derive(record, identity, t.sample_index(), edges.Options(), now=1.0)  # type: ignore[arg-type]
     if isinstance(result, Rejection):
         return result
     return [e.model_copy(update={"first_seen": 0.0}) for e in result]
@@ -434,7 +434,7 @@ def test_entries_that_cannot_be_keyed_together_are_keyed_one_by_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The protobuf decoder's guard (the compiled one reads a message whole or rejects it)."""
-    ingestor = ingesting.Ingestor(testing.sample_index(), decoder="protobuf")
+    ingestor = ingesting.Ingestor(t.sample_index(), decoder="protobuf")
     real = parsing.http_keys
 
     def flaky(entries, *, direction):  # type: ignore[no-untyped-def]

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 from lazyload_accesslog_ingest import app
-from lazyload_accesslog_ingest import testing as t
 from lazyload_accesslog_ingest.settings import IngestSettings
 from lazyload_common import kube
+from lazyload_testing import ingest as t
 from lazyload_testing.kube import KubeEmulator
 from lazyload_testing.kube_real import RealKube
 from lazyload_testing.nats import NatsServer

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from lazyload_accesslog_ingest import certificates, metrics
-from lazyload_accesslog_ingest import testing as t
+from lazyload_accesslog_ingest import metrics
+from lazyload_testing import certificates
+from lazyload_testing import ingest as t
 from nats.aio.client import Client as NATS
 
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lazyload_accesslog_ingest import edges, indexing, ingesting, testing
-from lazyload_accesslog_ingest import testing as t
+from lazyload_accesslog_ingest import edges, indexing, ingesting
 from lazyload_accesslog_ingest.records import AccessRecord, Rejection, ServiceRef
 from lazyload_common import hosts
+from lazyload_testing import ingest as t
 
-M = testing.SampleMesh
+M = t.SampleMesh
 LABELS = st.sampled_from(["a", "b", "api", "eu", "x-1", "example", "com", "svc"])
 HOSTS = st.lists(LABELS, min_size=1, max_size=5).map(".".join)
 REFS = st.tuples(st.sampled_from(["egress", "mesh", "z"]), st.sampled_from(["e1", "e2", "e3"]))
@@ -97,7 +97,7 @@ AUTHORITIES = st.one_of(
 def test_no_invalid_host_is_ever_published(
     entries: list[tuple[tuple[str, str], list[str]]], authority: str
 ) -> None:
-    index = testing.sample_index()
+    index = t.sample_index()
     for (namespace, name), declared in entries:
         index.apply_service_entry("ADDED", t.service_entry(namespace, name, declared))
     record = AccessRecord(protocol="http", caller_ip=M.PRODUCTPAGE_IP, authority=authority)
@@ -120,7 +120,7 @@ HEADERS = st.one_of(
 @FAST
 @given(HEADERS)
 def test_source_ns_header_never_names_a_known_caller(header: str) -> None:
-    ingestor = ingesting.Ingestor(testing.sample_index(), publish_unresolved=True)
+    ingestor = ingesting.Ingestor(t.sample_index(), publish_unresolved=True)
     entry = t.http_entry("details:9080", headers={"slime-source-ns": header})
     outcome = ingestor.ingest(t.message(entry).SerializeToString(), ingesting.StreamState())
     assert [(e.source_namespace, e.source_name, e.source_kind) for e in outcome.edges] == [
@@ -131,7 +131,7 @@ def test_source_ns_header_never_names_a_known_caller(header: str) -> None:
 @FAST
 @given(HEADERS, st.sampled_from(["ratings", "www.example.com:443", "details.default"]))
 def test_unresolved_namespace_is_the_header_only_when_valid(header: str, authority: str) -> None:
-    ingestor = ingesting.Ingestor(testing.sample_index(), publish_unresolved=True)
+    ingestor = ingesting.Ingestor(t.sample_index(), publish_unresolved=True)
     entry = t.http_entry(authority, caller="10.9.9.9", headers={"slime-source-ns": header})
     stream = ingesting.StreamState()
     raw = t.message(entry, entry).SerializeToString()

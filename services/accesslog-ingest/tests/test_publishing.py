@@ -18,12 +18,12 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from lazyload_accesslog_ingest import testing as t
 from lazyload_accesslog_ingest.deduplicating import EdgeMemory, Verdict
 from lazyload_accesslog_ingest.publishing import EdgePublisher
 from lazyload_accesslog_ingest.settings import PublishSettings
 from lazyload_common import events, jetstream, subjects
 from lazyload_common.settings import NatsSettings
+from lazyload_testing import ingest as t
 from lazyload_testing.nats import NatsServer
 from nats.aio.client import Client as NATS
 

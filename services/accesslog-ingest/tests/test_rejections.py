@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import httpx
 from lazyload_accesslog_ingest import rejections
-from lazyload_accesslog_ingest import testing as t
 from lazyload_accesslog_ingest.records import Rejection
+from lazyload_testing import ingest as t
 
 
 async def test_rejections_name_their_caller(start_ingest) -> None:  # type: ignore[no-untyped-def]

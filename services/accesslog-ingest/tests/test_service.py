@@ -21,9 +21,9 @@ import httpx
 import msgpack
 import pytest
 from lazyload_accesslog_ingest import app
-from lazyload_accesslog_ingest import testing as t
 from lazyload_accesslog_ingest.settings import IngestSettings
 from lazyload_common import subjects
+from lazyload_testing import ingest as t
 from lazyload_testing.nats import NatsServer
 from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError

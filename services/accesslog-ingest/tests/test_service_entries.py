@@ -18,17 +18,18 @@
 from __future__ import annotations
 
 import pytest
-from lazyload_accesslog_ingest import edges, indexing, testing
+from lazyload_accesslog_ingest import edges, indexing
 from lazyload_accesslog_ingest.records import AccessRecord, Rejection, ServiceRef
+from lazyload_testing import ingest as t
 
-M = testing.SampleMesh
+M = t.SampleMesh
 OPTIONS = edges.Options(cluster_domain="cluster.local")
 
 
 def entry_index(*entries: tuple[str, str, list[str]]) -> indexing.ServiceIndex:
     index = indexing.ServiceIndex()
     for namespace, name, hosts in entries:
-        index.apply_service_entry("ADDED", testing.service_entry(namespace, name, hosts))
+        index.apply_service_entry("ADDED", t.service_entry(namespace, name, hosts))
     return index
 
 
@@ -68,17 +69,17 @@ def test_invalid_hosts_are_ignored() -> None:
 
 def test_modify_and_delete() -> None:
     index = entry_index(("a", "se", ["one.example.com", "*.wild.example.com"]))
-    index.apply_service_entry("MODIFIED", testing.service_entry("a", "se", ["two.example.com"]))
+    index.apply_service_entry("MODIFIED", t.service_entry("a", "se", ["two.example.com"]))
     assert index.service_entry_for("one.example.com") is None
     assert index.service_entry_for("x.wild.example.com") is None
     assert index.service_entry_for("two.example.com") == ServiceRef("a", "se")
-    index.apply_service_entry("DELETED", testing.service_entry("a", "se", []))
+    index.apply_service_entry("DELETED", t.service_entry("a", "se", []))
     assert index.service_entry_for("two.example.com") is None
 
 
 def _edge(authority: str, index: indexing.ServiceIndex | None = None) -> object:
     rec = AccessRecord(protocol="http", caller_ip=M.PRODUCTPAGE_IP, authority=authority)
-    result = edges.derive(rec, None, index or testing.sample_index(), OPTIONS, now=1.0)
+    result = edges.derive(rec, None, index or t.sample_index(), OPTIONS, now=1.0)
     assert isinstance(result, list) and len(result) == 1
     return result[0]
 
@@ -102,9 +103,9 @@ def test_edges_to_service_entry_hosts(authority: str, namespace: str | None) -> 
 
 
 def test_services_win_over_service_entries() -> None:
-    index = testing.sample_index()
+    index = t.sample_index()
     index.apply_service_entry(
-        "ADDED", testing.service_entry("egress", "greedy", ["*.default", "*.cluster.local"])
+        "ADDED", t.service_entry("egress", "greedy", ["*.default", "*.cluster.local"])
     )
     edge = _edge("details.default:9080", index)
     assert edge.external is False  # type: ignore[attr-defined]
@@ -116,27 +117,25 @@ def _derive(record: AccessRecord, index: indexing.ServiceIndex) -> object:
 
 
 def _address_index() -> indexing.ServiceIndex:
-    index = testing.sample_index()  # the caller, productpage, is in `default`
+    index = t.sample_index()  # the caller, productpage, is in `default`
     for obj in (
-        testing.service_entry(
+        t.service_entry(
             "egress", "db", ["*.db.example", "orders.db.example"], addresses=["192.0.2.10"]
         ),
-        testing.service_entry("egress", "net", ["partners.example"], addresses=["198.51.100.0/24"]),
-        testing.service_entry(
-            "egress", "one", ["vip.partners.example"], addresses=["198.51.100.7"]
-        ),
-        testing.service_entry("egress", "wild", ["*.wild.example"], addresses=["203.0.113.5"]),
-        testing.service_entry("egress", "v6", ["v6.example"], addresses=["2001:db8::/64"]),
-        testing.service_entry(
+        t.service_entry("egress", "net", ["partners.example"], addresses=["198.51.100.0/24"]),
+        t.service_entry("egress", "one", ["vip.partners.example"], addresses=["198.51.100.7"]),
+        t.service_entry("egress", "wild", ["*.wild.example"], addresses=["203.0.113.5"]),
+        t.service_entry("egress", "v6", ["v6.example"], addresses=["2001:db8::/64"]),
+        t.service_entry(
             "egress", "bad", ["bad.example"], addresses=["not-an-address", "192.0.2.99"]
         ),
-        testing.service_entry(
+        t.service_entry(
             "shop", "private", ["private.example"], addresses=["192.0.2.20"], export_to=["."]
         ),
-        testing.service_entry(
+        t.service_entry(
             "egress", "hidden", ["hidden.example"], addresses=["192.0.2.30"], export_to=["~"]
         ),
-        testing.service_entry(
+        t.service_entry(
             "egress",
             "listed",
             ["listed.example"],
@@ -194,7 +193,7 @@ def test_a_cluster_ip_wins_over_a_service_entry_address() -> None:
     index = _address_index()
     index.apply_service_entry(
         "ADDED",
-        testing.service_entry("egress", "overlap", ["x.example"], addresses=["10.96.0.0/16"]),
+        t.service_entry("egress", "overlap", ["x.example"], addresses=["10.96.0.0/16"]),
     )
     rec = AccessRecord(
         protocol="tcp",
@@ -225,7 +224,7 @@ def test_export_to_decides_who_sees_a_host(
 ) -> None:
     index = indexing.ServiceIndex()
     index.apply_service_entry(
-        "ADDED", testing.service_entry("egress", "api", ["api.example"], export_to=export_to)
+        "ADDED", t.service_entry("egress", "api", ["api.example"], export_to=export_to)
     )
     found = index.service_entry_for("api.example", caller_namespace)
     assert found == (ServiceRef("egress", "api") if visible else None)
@@ -233,9 +232,9 @@ def test_export_to_decides_who_sees_a_host(
 
 
 def test_an_entry_hidden_from_the_caller_makes_a_plain_external_edge() -> None:
-    index = testing.sample_index()
+    index = t.sample_index()
     index.apply_service_entry(
-        "ADDED", testing.service_entry("egress", "private", ["private.example"], export_to=["."])
+        "ADDED", t.service_entry("egress", "private", ["private.example"], export_to=["."])
     )
     edge = _edge("private.example", index)
     assert edge.external is True and edge.destination_namespace is None  # type: ignore[attr-defined]
@@ -243,10 +242,10 @@ def test_an_entry_hidden_from_the_caller_makes_a_plain_external_edge() -> None:
 
 def test_addresses_follow_updates_and_deletes() -> None:
     index = indexing.ServiceIndex()
-    obj = testing.service_entry("egress", "db", ["db.example"], addresses=["192.0.2.10"])
+    obj = t.service_entry("egress", "db", ["db.example"], addresses=["192.0.2.10"])
     index.apply_service_entry("ADDED", obj)
     assert index.service_entry_at("192.0.2.10") == (ServiceRef("egress", "db"), "db.example")
-    moved = testing.service_entry("egress", "db", ["db.example"], addresses=["192.0.2.11"])
+    moved = t.service_entry("egress", "db", ["db.example"], addresses=["192.0.2.11"])
     index.apply_service_entry("MODIFIED", moved)
     assert index.service_entry_at("192.0.2.10") is None
     assert index.service_entry_at("192.0.2.11") == (ServiceRef("egress", "db"), "db.example")

@@ -11,13 +11,13 @@
 from __future__ import annotations
 
 import pytest
-from lazyload_accesslog_ingest import edges, testing
-from lazyload_accesslog_ingest import testing as t
+from lazyload_accesslog_ingest import edges
 from lazyload_accesslog_ingest.records import AccessRecord, Rejection
+from lazyload_testing import ingest as t
 from nats.aio.client import Client as NATS
 
-M = testing.SampleMesh
-INDEX = testing.sample_index()
+M = t.SampleMesh
+INDEX = t.sample_index()
 ON = edges.Options(publish_unresolved=True)
 
 

@@ -22,7 +22,7 @@ from envoy.data.accesslog.v3 import accesslog_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lazyload_accesslog_ingest import parsing
-from lazyload_accesslog_ingest import testing as t
+from lazyload_testing import ingest as t
 
 COMPILED = parsing.DECODERS.get("compiled")
 PROTOBUF = parsing.DECODERS["protobuf"]

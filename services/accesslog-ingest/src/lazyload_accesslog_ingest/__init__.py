@@ -2,13 +2,13 @@
 
 Layers, top to bottom: `app` (wiring); adapters `receiving` (gRPC ALS server), `indexing`
 (Kubernetes Services index), `publishing` (JetStream); the pure domain `ingesting`, `parsing`,
-`edges`, `deduplicating`, `records`. Adapters do not import each other. `testing` builds ALS
-messages and streams them, for tests and demos.
+`edges`, `deduplicating`, `records`. Adapters do not import each other. The test kit (ALS
+message builders, throw-away certificates) is `lazyload_testing.ingest` and
+`lazyload_testing.certificates`, outside this package.
 """
 
 __all__ = [
     "app",
-    "certificates",
     "deduplicating",
     "edges",
     "indexing",
@@ -19,5 +19,4 @@ __all__ = [
     "receiving",
     "records",
     "settings",
-    "testing",
 ]

@@ -1,4 +1,5 @@
-"""Throw-away X.509 certificates for TLS tests and benchmarks (test kit; never for production).
+"""Throw-away X.509 certificates for TLS tests and benchmarks (test kit; never for production:
+`lazyload up --secure` issues its own with `lazyload_cli.alspki`, the chart with Helm).
 
 `issue_certificates(directory)` writes a CA, a server certificate for `localhost`/`127.0.0.1`
 and a client certificate, all signed by that CA, plus a second, unrelated CA's client

@@ -1,4 +1,7 @@
-"""Test kit of accesslog-ingest (tests, e2e, demos): feed it like Envoy and Kubernetes, read back.
+"""Test kit of accesslog-ingest (tests, e2e, benchmarks): feed it like Envoy and Kubernetes, read back.
+
+Not part of the service's package: it lives here, with the other test helpers, so that nothing of it
+(nor its dependencies) ships in the production image.
 
 - `http_entry`/`tcp_entry` build entries with the fields the ingest reads; `message` wraps them
   (with an `identifier` for the first message of a stream); `AlsClient` opens client streams on a
@@ -23,12 +26,11 @@ from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.service.accesslog.v3 import als_pb2
 from google.protobuf import struct_pb2, timestamp_pb2, wrappers_pb2
+from lazyload_accesslog_ingest import indexing, parsing, receiving
 from lazyload_common import codec, events, subjects
 from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 from prometheus_client import REGISTRY
-
-from lazyload_accesslog_ingest import indexing, parsing, receiving
 
 _FLAG_FIELDS = {code: name for name, code in parsing.FLAG_CODES.items()}
 
