@@ -4,32 +4,57 @@
 emulator that tests and the demo use: the services cannot tell them apart). `KubeApi` makes JSON
 requests by path through that client (auth, TLS and the kubeconfig stay the client's) and types the
 errors; `Reflector` lists and watches a resource path into a local store, relisting on 410 Gone.
+
+`AsyncKube` is the one client of a service: it owns the threads the blocking calls run in and
+the client-side rate limit (`LAZYLOAD_KUBE__QPS`/`BURST`, `limiting.TokenBucket`) that every
+request of the service obeys - its async calls, and through `AsyncKube.blocking` its
+reflectors' lists and watches and its blocking adapters.
+
+Errors are typed once, here, by what a consumer must do with the message at hand: each
+`KubeError` is also an `errors.PermanentError` (400/413/415/422: dead-letter it) or an
+`errors.TemporaryError` whose `delay` is the wait before the next try (409, 404, 401/403, 429,
+5xx, and `KubeUnreachable` for the transport: no answer at all). `is_retryable` says which of
+them a prompt retry in place may fix.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
+import urllib3
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 from prometheus_client import Histogram
 
 from lazyload_common import errors
+from lazyload_common.limiting import TokenBucket
 from lazyload_common.settings import KubeSettings
 
 log = logging.getLogger(__name__)
 RawObject = dict[str, Any]
+T = TypeVar("T")
+DENIED_DELAY = 5.0
+"""Seconds before a request refused with 401/403 is tried again (the first of a back-off)."""
+THROTTLED_DELAY = 2.0
+"""Seconds at least before a request answered 429 or 5xx is tried again (more on Retry-After)."""
 
 
 class KubeError(errors.LazyloadError):
-    """An error answer of the Kubernetes API, with the Status body cut to a safe length."""
+    """An error answer of the Kubernetes API, with the Status body cut to a safe length.
+
+    `delay`: seconds before another try is worth it (the consume loops' redelivery delay)."""
+
+    delay: float
 
     def __init__(
         self, status: int, reason: str, message: str, *, retry_after: float | None = None
@@ -40,35 +65,65 @@ class KubeError(errors.LazyloadError):
         self.message = message
         self.retry_after = retry_after
         """Seconds the server asked to wait (its `Retry-After`, on 429 and 503), if it did."""
+        self.delay = max(1.0, retry_after or 0.0)
 
 
-class KubeNotFound(KubeError):
-    """404: the object (or its namespace, or its kind) does not exist."""
+class KubeNotFound(KubeError, errors.TemporaryError):
+    """404: the object (or its namespace, or its kind) does not exist. Temporary where it is
+    not expected: a write may succeed once the namespace or the CRD is there."""
 
 
-class KubeConflict(KubeError):
+class KubeConflict(KubeError, errors.TemporaryError):
     """409: already exists, or a stale resourceVersion."""
 
 
-class KubeUnprocessable(KubeError):
+class KubeUnprocessable(KubeError, errors.PermanentError):
     """400/413/415/422: the request will never succeed as it is (413: the object is larger than
     the API server stores)."""
 
 
-class KubeDenied(KubeError):
+class KubeDenied(KubeError, errors.TemporaryError):
     """401/403: the credentials are refused, or RBAC does not allow it. It says nothing about the
     message at hand: RBAC and credentials change under a running service (a Role re-applied by
     a GitOps tool, a token rotated, an authorization webhook away), so the services retry it
-    with back-off and dead-letter a message only after its `max_deliver` deliveries (`make
-    faults`: dead-lettering at the first 403 lost every edge of a 6 s RBAC outage)."""
+    with back-off from `DENIED_DELAY` and dead-letter a message only after its `max_deliver`
+    deliveries (`make faults`: dead-lettering at the first 403 lost every edge of a 6 s RBAC
+    outage)."""
+
+    def __init__(
+        self, status: int, reason: str, message: str, *, retry_after: float | None = None
+    ) -> None:
+        super().__init__(status, reason, message, retry_after=retry_after)
+        self.delay = max(DENIED_DELAY, retry_after or 0.0)
 
 
-class KubeTooManyRequests(KubeError):
-    """429: throttled by the API server."""
+class KubeTooManyRequests(KubeError, errors.TemporaryError):
+    """429: throttled by the API server; `delay` is its Retry-After, at least `THROTTLED_DELAY`."""
+
+    def __init__(
+        self, status: int, reason: str, message: str, *, retry_after: float | None = None
+    ) -> None:
+        super().__init__(status, reason, message, retry_after=retry_after)
+        self.delay = max(THROTTLED_DELAY, retry_after or 0.0)
 
 
-class KubeServerError(KubeError):
-    """5xx: the API server failed; worth a retry."""
+class KubeServerError(KubeError, errors.TemporaryError):
+    """5xx: the API server failed; worth a retry (after its Retry-After, at least
+    `THROTTLED_DELAY`)."""
+
+    def __init__(
+        self, status: int, reason: str, message: str, *, retry_after: float | None = None
+    ) -> None:
+        super().__init__(status, reason, message, retry_after=retry_after)
+        self.delay = max(THROTTLED_DELAY, retry_after or 0.0)
+
+
+class KubeUnreachable(KubeError, errors.TemporaryError):
+    """No answer at all (connection refused or reset, timeout, TLS, DNS): `status` 0. Raised
+    by `AsyncKube`; the blocking `KubeApi` lets the transport's own errors through."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(0, "Unreachable", message)
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -104,11 +159,32 @@ def _error_for(status: int, body: bytes, retry_after: str | None = None) -> Kube
     return cls(status, reason, message, retry_after=_retry_after(retry_after))
 
 
+TRANSPORT_ERRORS = (urllib3.exceptions.HTTPError, OSError)
+"""What the official client raises when no answer came (besides `ApiException` of status 0)."""
+
+
 def is_retryable(error: BaseException) -> bool:
-    """True for errors that a later retry may fix (409 conflicts, 429, 5xx, connection errors)."""
-    if isinstance(error, KubeConflict | KubeTooManyRequests | KubeServerError):
+    """True for errors that a prompt retry in place may fix: 409 conflicts, 429, 5xx and no
+    answer at all. A 404, a 401/403 or a refused body is not (the first two may be fixed later,
+    by someone else: that is a redelivery, after the error's `delay`)."""
+    if isinstance(error, KubeConflict | KubeTooManyRequests | KubeServerError | KubeUnreachable):
         return True
-    return not isinstance(error, KubeError)
+    return isinstance(error, TRANSPORT_ERRORS) or _no_answer(error)
+
+
+def _no_answer(error: BaseException) -> bool:
+    """The official client's own exception for a request that got no answer (TLS: status 0)."""
+    return isinstance(error, ApiException) and not error.status
+
+
+def typed(error: BaseException) -> BaseException:
+    """`error` as the typed error a caller handles: a transport failure (or the client's
+    status-0 `ApiException`) becomes `KubeUnreachable`; anything else stays as it is."""
+    if isinstance(error, TRANSPORT_ERRORS) or _no_answer(error):
+        unreachable = KubeUnreachable(f"{type(error).__name__}: {str(error)[:300]}")
+        unreachable.__cause__ = error
+        return unreachable
+    return error
 
 
 def api_client(settings: KubeSettings) -> client.ApiClient:
@@ -135,14 +211,22 @@ _VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DE
 
 
 class KubeApi:
-    """JSON requests by path on the official client; blocking (use `asyncio.to_thread`).
+    """JSON requests by path on the official client; blocking (from async code: `AsyncKube`).
 
+    With a `limiter`, every request (and every watch it starts) first waits for a token of it.
     Every request's latency goes to `lazyload_kube_request_seconds{verb}`.
     """
 
-    def __init__(self, api: client.ApiClient, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        timeout: float = 30.0,
+        limiter: TokenBucket | None = None,
+    ) -> None:
         self.api = api
         self.timeout = timeout
+        self.limiter = limiter
 
     def request(
         self,
@@ -155,6 +239,8 @@ class KubeApi:
         timeout: float | None = None,
         verb: str | None = None,
     ) -> RawObject:
+        if self.limiter is not None:
+            self.limiter.wait()
         with REQUEST_SECONDS.labels(verb or _VERBS.get(method.upper(), method.lower())).time():
             response = self._send(
                 method,
@@ -238,6 +324,8 @@ class KubeApi:
             "allowWatchBookmarks": "true",
             "labelSelector": label_selector,
         }
+        if self.limiter is not None:
+            self.limiter.wait()
         response = self._send(
             "GET", path, query=query, body=None, content_type="", timeout=timeout_seconds + 10
         )
@@ -254,6 +342,79 @@ class KubeApi:
                         yield json.loads(line)
         finally:
             raw.release_conn()
+
+
+class AsyncKube:
+    """The Kubernetes client of a service: one thread pool, one rate limit, typed errors.
+
+    `await call(fn, ...)` runs one blocking request of `api` (e.g. `kube.api.get`) in the pool
+    after a token of `limiter`; its errors leave typed (a transport failure as
+    `KubeUnreachable`, see `typed`). `await run(fn, ...)` runs blocking code that makes its own
+    requests through `blocking` (the same client, each request waiting for a token in its
+    thread); `blocking` is also what reflectors list and watch with. `get` ... `delete` are
+    `call` of the `KubeApi` methods of the same names.
+
+    Its own threads: the loop's default pool (CPU count + 4) would cap the calls in flight
+    below a service's concurrency.
+    """
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        qps: float = 50.0,
+        burst: int = 100,
+        threads: int = 8,
+        timeout: float = 30.0,
+        name: str = "kube-api",
+    ) -> None:
+        self.limiter = TokenBucket(qps, burst)
+        self.api = KubeApi(api, timeout=timeout)
+        """Unlimited: only for `call`, which takes the token first."""
+        self.blocking = KubeApi(api, timeout=timeout, limiter=self.limiter)
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
+
+    @classmethod
+    def from_settings(cls, settings: KubeSettings, **kwargs: Any) -> AsyncKube:
+        """The client of the kubeconfig in `settings`, limited to its `qps`/`burst`."""
+        return cls(api_client(settings), qps=settings.qps, burst=settings.burst, **kwargs)
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        await self.limiter.acquire()
+        return await self.run(fn, *args, **kwargs)
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+        except Exception as e:
+            error = typed(e)
+            if error is e:
+                raise
+            raise error from e
+
+    async def get(self, path: str) -> RawObject:
+        return await self.call(self.api.get, path)
+
+    async def list(self, path: str, **query: Any) -> RawObject:
+        return await self.call(self.api.list, path, **query)
+
+    async def create(self, path: str, body: RawObject) -> RawObject:
+        return await self.call(self.api.create, path, body)
+
+    async def replace(self, path: str, body: RawObject) -> RawObject:
+        return await self.call(self.api.replace, path, body)
+
+    async def merge_patch(self, path: str, body: RawObject) -> RawObject:
+        return await self.call(self.api.merge_patch, path, body)
+
+    async def delete(self, path: str, *, uid: str = "", resource_version: str = "") -> RawObject:
+        return await self.call(self.api.delete, path, uid=uid, resource_version=resource_version)
+
+    def close(self) -> None:
+        """Release the threads and the client's connections (calls in flight finish)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.api.api.close()
 
 
 ISTIO_NETWORKING = "networking.istio.io"
