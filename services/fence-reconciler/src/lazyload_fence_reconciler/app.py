@@ -79,20 +79,14 @@ async def _serve(
     ready: asyncio.Event | None,
 ) -> None:
     kube_api = kube.KubeApi(kube.api_client(settings.kube))
-    reconciler: reconciling.Reconciler
     identity = settings.fence.workload_identity()
     cluster = watching.Cluster(
         kube_api,
         asyncio.get_running_loop(),
-        on_fence=lambda kind, obj: reconciler.on_fence_event(kind, obj),
-        on_service=lambda kind, obj: reconciler.on_service_event(kind, obj),
-        on_namespace=lambda kind, obj: reconciler.on_namespace_event(kind, obj),
-        on_virtual_service=lambda kind, obj: reconciler.on_virtual_service_event(kind, obj),
         cluster_domain=settings.mesh.cluster_domain,
         aliases=settings.fence.aliases(),
         stable_hosts=settings.fence.stable_domains(),
         workload_key=identity.key if identity else None,
-        on_pod=lambda kind, obj: reconciler.on_pod_event(kind, obj),
     )
     reconciler = reconciling.Reconciler(
         settings=settings.scoped_fence(),
@@ -106,6 +100,7 @@ async def _serve(
         publisher=publishing.Publisher(js, replicas=settings.nats.stream_replicas),
         cluster=cluster,
     )
+    cluster.subscribe(reconciler)
     guard = adminauth.AdminGuard(settings.admin, kube_api)
     app.include_router(
         api.create_router(

@@ -5,13 +5,15 @@ Istio VirtualServices and ServiceEntries.
 labels, alias rules), rebuilt only after a VirtualService or Service changed.
 
 The stores are read-only caches (a write may be newer than them: `applying` handles the 409);
-changes are handed to callbacks in the event loop. Nothing here writes to the API.
+changes are handed, in the event loop, to every `Listener` that `subscribe`d (before `start`).
+Nothing here writes to the API.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from lazyload_common import hosts, kube
 
@@ -27,23 +29,28 @@ Key = tuple[str, str]
 OnChange = Callable[[str, kube.RawObject], None]
 
 
+class Listener(Protocol):
+    """What is told about changes (`kind` is ADDED, MODIFIED, DELETED or SYNCED)."""
+
+    def on_fence_event(self, kind: str, obj: kube.RawObject) -> None: ...
+    def on_service_event(self, kind: str, obj: kube.RawObject) -> None: ...
+    def on_namespace_event(self, kind: str, obj: kube.RawObject) -> None: ...
+    def on_virtual_service_event(self, kind: str, obj: kube.RawObject) -> None: ...
+    def on_pod_event(self, kind: str, obj: kube.RawObject) -> None: ...
+
+
 class Cluster:
-    """Five reflectors and typed reads of their stores."""
+    """Five reflectors (six with workload pods) and typed reads of their stores."""
 
     def __init__(
         self,
         api: kube.KubeApi,
         loop: asyncio.AbstractEventLoop,
         *,
-        on_fence: OnChange,
-        on_service: OnChange,
-        on_namespace: OnChange | None = None,
-        on_virtual_service: OnChange | None = None,
         cluster_domain: str = "cluster.local",
         aliases: tuple[expanding.Alias, ...] = (),
         stable_hosts: tuple[str, ...] = (),
         workload_key: str | None = None,
-        on_pod: OnChange | None = None,
         watch_timeout: int = 60,
     ) -> None:
         def reflector(
@@ -65,30 +72,35 @@ class Cluster:
                 versions=kube.ISTIO_VERSIONS if "{version}" in path else (),
             )
 
+        self._listeners: list[Listener] = []
+        tell = self._fan_out
         # the store keeps statuses packed: 10,000 fences of 10 hosts in ~45 MB instead of ~200
-        self.fences = reflector(FENCES_PATH, on_fence, "servicefences", None, fences.pack_status)
+        self.fences = reflector(
+            FENCES_PATH, tell(lambda x: x.on_fence_event), "servicefences", None, fences.pack_status
+        )
         self.cluster_domain, self.aliases = cluster_domain, aliases
         self.stable_hosts = stable_hosts
         self._mesh: expanding.Mesh | None = None
         self._entry_hosts: frozenset[str] | None = None
-
-        def invalidating(on_change: OnChange | None) -> OnChange:
-            def handle(kind: str, obj: kube.RawObject) -> None:
-                self._mesh = None
-                self._entry_hosts = None
-                (on_change or _ignore)(kind, obj)
-
-            return handle
-
-        self.services = reflector(SERVICES_PATH, invalidating(on_service), "services")
-        self.namespaces = reflector(NAMESPACES_PATH, on_namespace or _ignore, "namespaces")
-        self.virtual_services = reflector(
-            VIRTUAL_SERVICES_PATH, invalidating(on_virtual_service), "virtualservices"
+        self.services = reflector(
+            SERVICES_PATH, tell(lambda x: x.on_service_event, invalidates=True), "services"
         )
-        self.service_entries = reflector(SERVICE_ENTRIES_PATH, invalidating(None), "serviceentries")
+        self.namespaces = reflector(
+            NAMESPACES_PATH, tell(lambda x: x.on_namespace_event), "namespaces"
+        )
+        self.virtual_services = reflector(
+            VIRTUAL_SERVICES_PATH,
+            tell(lambda x: x.on_virtual_service_event, invalidates=True),
+            "virtualservices",
+        )
+        self.service_entries = reflector(
+            SERVICE_ENTRIES_PATH, tell(None, invalidates=True), "serviceentries"
+        )
         self.workload_key = workload_key
         self.pods = (
-            reflector(PODS_PATH, on_pod or _ignore, "pods", workload_key) if workload_key else None
+            reflector(PODS_PATH, tell(lambda x: x.on_pod_event), "pods", workload_key)
+            if workload_key
+            else None
         )
         self._all = (
             self.fences,
@@ -98,6 +110,27 @@ class Cluster:
             self.service_entries,
             *((self.pods,) if self.pods else ()),
         )
+
+    def subscribe(self, listener: Listener) -> None:
+        """Tell `listener` every change from now on (subscribe before `start`: the first list of
+        each resource arrives as ADDED events, then SYNCED)."""
+        self._listeners.append(listener)
+
+    def _fan_out(
+        self, method: Callable[[Listener], OnChange] | None, *, invalidates: bool = False
+    ) -> OnChange:
+        """A reflector callback: drop the derived caches when they depend on the resource, then
+        tell each listener through `method`."""
+
+        def handle(kind: str, obj: kube.RawObject) -> None:
+            if invalidates:
+                self._mesh = None
+                self._entry_hosts = None
+            if method is not None:
+                for listener in self._listeners:
+                    method(listener)(kind, obj)
+
+        return handle
 
     def start(self) -> None:
         for reflector in self._all:
@@ -189,7 +222,3 @@ class Cluster:
     def namespace_labels(self, namespace: str) -> Mapping[str, str]:
         obj = self.namespaces.store.get(("", namespace))
         return dict((obj or {}).get("metadata", {}).get("labels") or {})
-
-
-def _ignore(kind: str, obj: kube.RawObject) -> None:
-    del kind, obj
