@@ -1,8 +1,8 @@
 """What two or more lazyload services share.
 
 Only code used by at least two services lives here: settings groups, event models and their codec,
-subjects, JetStream helpers, the admin app, guarded tasks, Kubernetes access and host rules. It must
-never import a service.
+subjects, JetStream helpers, the admin app, the service runtime, guarded tasks, Kubernetes access
+and host rules. It must never import a service.
 """
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "jetstream",
     "kube",
     "natsauth",
+    "runtime",
     "settings",
     "subjects",
     "tasks",
