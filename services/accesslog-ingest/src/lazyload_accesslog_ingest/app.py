@@ -2,19 +2,20 @@
 
 Start order: admin app (so /healthz answers at once), Kubernetes index (list+watch, waited for,
 so the first entries do not meet an empty index), NATS and the dependency stream, the publisher,
-then the gRPC listener; `ready` is set when all serve. Stop order: the gRPC listener (no new
-edges), the publisher (flushes what it can), the index, NATS, the admin app.
+then the gRPC listener; `ready` is set when all serve (`lazyload_common.runtime`). Stop order, the
+reverse: the gRPC listener (no new edges), the publisher (flushes what it can), NATS, the index,
+the admin app.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from lazyload_common import admin, codec, events, jetstream, kube, subjects, tasks
+from lazyload_common import codec, events, kube, runtime, subjects, tasks
 from nats.aio.msg import Msg
 
 from lazyload_accesslog_ingest import indexing, metrics, rejections
@@ -61,60 +62,29 @@ async def run(
     the Kubernetes-fed index (tests feed it directly); then no Kubernetes API is contacted.
     """
     settings.check()
-    stop = stop if stop is not None else asyncio.Event()
+    recent = rejections.RecentRejections()
     # NATS is shown, not gating: while it is away the ALS streams keep coming and the edges wait
     # in the publish buffer (publish.buffer_size); unready, ingest would leave its Service and
     # the global-sidecar's access logs would be lost instead.
-    state = admin.Readiness(CHECKS, informational=("nats",))
-    recent = rejections.RecentRejections()
-    admin_server = admin.AdminServer(
-        admin.create_admin_app(
-            SERVICE, readiness=state, routers=[rejections.create_router(recent)]
-        ),
-        settings.admin.host,
-        settings.admin.port,
-    )
-    await admin_server.start()
-    indexer: indexing.KubeIndexer | None = None
-    try:
+    async with runtime.Runtime(
+        SERVICE,
+        settings.admin,
+        checks=CHECKS,
+        informational=("nats",),
+        routers=[rejections.create_router(recent)],
+        stop=stop,
+        ready=ready,
+    ) as rt:
         if index is None:
             index = indexing.ServiceIndex()
             indexer = _start_indexer(settings, index)
-            state["index"] = indexer.synced
-            if not await tasks.until(indexer.wait_synced(), stop):
+            rt.on_stop(indexer.stop, name="index")
+            rt.check("index", indexer.synced)
+            if not await rt.until(indexer.wait_synced()):
                 return
         else:
-            state["index"] = lambda: True
-        await _serve(settings, index, admin_server.port, state, stop, ready, on_bound, recent)
-    finally:
-        if indexer is not None:
-            indexer.stop()
-        await admin_server.stop()
-
-
-async def _serve(
-    settings: IngestSettings,
-    index: indexing.ServiceIndex,
-    admin_port: int,
-    state: admin.Readiness,
-    stop: asyncio.Event,
-    ready: asyncio.Event | None,
-    on_bound: Callable[[BoundPorts], None] | None,
-    recent: rejections.RecentRejections | None = None,
-) -> None:
-    nc = await jetstream.connect(settings.nats, name=SERVICE)
-    state["nats"] = lambda: nc.is_connected
-    js = nc.jetstream()
-
-    async def ensure_stream() -> None:
-        await jetstream.ensure_streams(
-            js, replicas=settings.nats.stream_replicas, names=[subjects.DEPS_STREAM]
-        )
-
-    als: AlsServer | None = None
-    publishing: asyncio.Task[None] | None = None
-    try:
-        await ensure_stream()
+            rt.check("index", lambda: True)
+        nc = await rt.connect_nats(settings.nats, streams=[subjects.DEPS_STREAM])
         memory = EdgeMemory(
             max_edges=settings.dedup.max_edges, refresh_interval=settings.dedup.refresh_interval
         )
@@ -123,9 +93,10 @@ async def _serve(
             memory,
             settings.publish,
             connected=lambda: nc.is_connected,
-            ensure_stream=ensure_stream,
+            ensure_stream=rt.ensure_streams,
         )
-        publishing = tasks.create_guarded_task(publisher.run(stop), name="publisher", stop=stop)
+        # stopped after the listener, it flushes what it can
+        rt.task(publisher.run(rt.stop), name="publisher", drain=math.inf)
         await nc.subscribe(f"{subjects.FENCE_PREFIX}.>", cb=_forgetting(memory))
         ingestor = Ingestor(
             index,
@@ -138,24 +109,14 @@ async def _serve(
         )
         metrics.DECODER.info({"decoder": ingestor.decoder})
         log.info("ALS messages are read by the %s decoder", ingestor.decoder)
-        server = als = _als_server(settings, AccessLogReceiver(ingestor, publisher.offer_all))
+        server = _als_server(settings, ingestor, publisher)
+        rt.on_stop(lambda: server.stop(settings.grpc.shutdown_grace), name="grpc")
         grpc_port = await server.start()
-        state["grpc"] = lambda: server.listening
+        rt.check("grpc", lambda: server.listening)
         if on_bound is not None:
-            on_bound(BoundPorts(grpc=grpc_port, admin=admin_port))
-        if ready is not None:
-            ready.set()
-        log.info("%s ready: ALS on port %d, admin on port %d", SERVICE, grpc_port, admin_port)
-        await stop.wait()
-    finally:
-        stop.set()
-        if als is not None:
-            await als.stop(settings.grpc.shutdown_grace)
-        if publishing is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await publishing
-        with contextlib.suppress(Exception):
-            await nc.close()
+            on_bound(BoundPorts(grpc=grpc_port, admin=rt.admin_port))
+        rt.ready("ALS on port %d, admin on port %d", grpc_port, rt.admin_port)
+        await rt.stopped()
 
 
 def _forgetting(memory: EdgeMemory) -> Callable[[Msg], Awaitable[None]]:
@@ -180,9 +141,11 @@ def _forgetting(memory: EdgeMemory) -> Callable[[Msg], Awaitable[None]]:
     return on_fence
 
 
-def _als_server(settings: IngestSettings, receiver: AccessLogReceiver) -> AlsServer:
+def _als_server(
+    settings: IngestSettings, ingestor: Ingestor, publisher: EdgePublisher
+) -> AlsServer:
     grpc = settings.grpc
-    receiver.limits = StreamLimits(
+    limits = StreamLimits(
         max_streams=grpc.max_streams,
         idle_timeout=grpc.stream_idle_timeout,
         max_malformed=grpc.max_malformed_per_stream,
@@ -198,7 +161,7 @@ def _als_server(settings: IngestSettings, receiver: AccessLogReceiver) -> AlsSer
         else None
     )
     return AlsServer(
-        receiver,
+        AccessLogReceiver(ingestor, publisher.offer_all, limits),
         host=grpc.host,
         port=grpc.port,
         max_message_bytes=grpc.max_message_bytes,
