@@ -8,13 +8,15 @@ Not part of the service's package: it lives here, with the other test helpers, s
   grpc.aio channel and can send raw bytes too, to exercise malformed messages.
 - `endpoints`/`service`/`endpoint_slice` build the Kubernetes objects the index reads;
   `sample_index()` is a small bookinfo-like mesh (`SampleMesh` has its addresses).
-- `read_dependency_events` reads back the dependency stream; `metric_value`, `eventually`.
+- `read_dependency_events` reads back the dependency stream; `events_before_marker` reads what
+  earlier messages caused and proves that nothing else came of them; `metric_value`, `eventually`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -378,3 +380,38 @@ async def read_dependency_events(nc: NATS) -> list[Published]:
         msg_id = (raw.headers or {}).get("Nats-Msg-Id", "")
         found.append(Published(raw.subject or "", event, msg_id))
     return found
+
+
+MARKER_DOMAIN = "marker.lazyload-test.example"
+_markers = itertools.count(1)
+
+
+def is_marker(published: Published) -> bool:
+    """Whether `published` is the edge of an `events_before_marker` marker."""
+    return published.event.destination_host.endswith(MARKER_DOMAIN)
+
+
+async def events_before_marker(
+    client: AlsClient, nc: NATS, *, caller: str = "10.1.0.1", timeout: float = 10.0
+) -> list[Published]:
+    """All that the messages `client` sent before this call published, and proof that they
+    published nothing more, without a fixed sleep.
+
+    Sends one more message on a new stream: an edge from `caller` (productpage of
+    `sample_index()`) to a fresh external host, and reads the stream until that marker is stored.
+    An earlier `send` returned only once the server had handled its messages (queued their edges),
+    and the publisher sends its queue in order on one NATS connection, which JetStream stores in
+    that order: whatever the earlier messages caused stands before the marker. Markers
+    (`is_marker`) are left out of the result; the stream keeps them.
+    """
+    host = f"m{next(_markers)}.{MARKER_DOMAIN}"
+    await client.send(message(http_entry(host, caller=caller), ident=identifier()))
+    found: list[Published] = []
+
+    async def marked() -> bool:
+        found[:] = await read_dependency_events(nc)
+        return any(p.event.destination_host == host for p in found)
+
+    await eventually(marked, timeout=timeout, what=f"the marker edge to {host}")
+    before = found[: next(i for i, p in enumerate(found) if p.event.destination_host == host)]
+    return [p for p in before if not is_marker(p)]
