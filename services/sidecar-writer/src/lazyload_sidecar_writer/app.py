@@ -1,9 +1,10 @@
 """Wiring of sidecar-writer: settings -> admin app, sink (API or GitOps dir), NATS, fence consumer.
 
-Start order: settings check, admin app (/healthz answers at once), the sink and its reachability
-probe, NATS and the streams it uses, the fence consumer; `ready` is set once NATS is connected,
-the consumer is subscribed and the sink answered a probe. Stop order: the consumer finishes its
-batch (so every fetched message is settled), the probe, NATS, the admin app.
+Start order: settings check, admin app (/healthz answers at once), NATS and the streams it uses,
+the sink (told the newest revisions in the fence stream) and its reachability probe, the fence
+consumer; `ready` is set once NATS is connected, the consumer is subscribed and the sink answered
+a probe. Stop order (`lazyload_common.runtime`): the consumer finishes its batch (so every fetched
+message is settled), the probe and drift repair, the sink, NATS, the admin app.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from lazyload_common import admin, jetstream, kube, subjects, tasks
-from nats.aio.client import Client as NATS
+from lazyload_common import jetstream, kube, runtime, subjects, tasks
 
 from lazyload_sidecar_writer import (
     applying,
@@ -48,33 +48,59 @@ async def run(
 ) -> None:
     """Serve until `stop` is set; `on_bound` gets the admin port once it listens."""
     settings.check()
-    stop = stop if stop is not None else asyncio.Event()
-    state = admin.Readiness(CHECKS)
-    admin_server = admin.AdminServer(
-        admin.create_admin_app(SERVICE, readiness=state),
-        settings.admin.host,
-        settings.admin.port,
-    )
-    await admin_server.start()
-    if on_bound is not None:
-        on_bound(admin_server.port)
-    try:
-        sink, closing = build_sink(settings)
-        try:
-            await _serve(settings, sink, state, stop, ready)
-        finally:
-            closing()
-    finally:
-        await admin_server.stop()
+    async with runtime.Runtime(
+        SERVICE, settings.admin, checks=CHECKS, stop=stop, ready=ready
+    ) as rt:
+        if on_bound is not None:
+            on_bound(rt.admin_port)
+        # Istio's Sidecar model of the configured version (seconds of CPU): built while NATS connects.
+        model = asyncio.ensure_future(
+            asyncio.to_thread(validating.sidecar_model, settings.sidecar.api_version)
+        )
+        rt.on_stop(lambda: _finish(model), name="sidecar model")
+        await rt.connect_nats(settings.nats, streams=STREAMS)
+        sink, closing = build_sink(settings, newest_revision=consuming.newest_in_stream(rt.js))
+        rt.on_stop(closing, name="sink")
+        reachable = asyncio.Event()
+        rt.check("sink", reachable.is_set)
+        rt.task(
+            _probe(sink, settings.sidecar.probe_interval, reachable, rt.stop), name="sink-probe"
+        )
+        handler = consuming.FenceHandler(
+            settings,
+            sink,
+            consuming.publisher(rt.js, replicas=settings.nats.stream_replicas),
+            reporter=build_reporter(settings, sink),
+            guard=build_guard(settings, sink),
+        )
+        # at shutdown it finishes its batch (so every fetched message is settled) before the rest
+        rt.task(
+            jetstream.consume(rt.js, consuming.consumer_spec(settings), handler, rt.stop),
+            name="consume-fences",
+            drain=30,
+        )
+        if settings.sidecar.repair_interval > 0:
+            rt.task(
+                repairing.repair_loop(rt.js, sink, handler, settings, rt.stop),
+                name="drift-repair",
+            )
+        await model
+        if await rt.until(reachable.wait()):
+            rt.ready("sink %s, admin answering", settings.sidecar.sink)
+            await rt.stopped()
 
 
-def build_sink(settings: WriterSettings) -> tuple[Sink, Callable[[], None]]:
-    """The configured sink and how to release it."""
+def build_sink(
+    settings: WriterSettings, *, newest_revision: applying.NewestRevision | None = None
+) -> tuple[Sink, Callable[[], None]]:
+    """The configured sink and how to release it; `newest_revision` tells the API sink the
+    newest revision of a fence known in the stream (see `applying`)."""
     if settings.sidecar.sink == "gitops":
         assert settings.sidecar.gitops_dir is not None  # settings.check() made sure
         return gitops.FileSink(settings.sidecar.gitops_dir), lambda: None
     client = kube.api_client(settings.kube)
-    return applying.KubeSink(kube.KubeApi(client), settings), client.close
+    sink = applying.KubeSink(kube.KubeApi(client), settings, newest_revision=newest_revision)
+    return sink, client.close
 
 
 def build_reporter(settings: WriterSettings, sink: Sink) -> reporting.Reporter | None:
@@ -92,76 +118,6 @@ def build_guard(settings: WriterSettings, sink: Sink) -> guarding.FenceGuard | N
     return guarding.FenceGuard(sink, limit=settings.sidecar.max_tracked_fences)
 
 
-async def _serve(
-    settings: WriterSettings,
-    sink: Sink,
-    state: admin.Readiness,
-    stop: asyncio.Event,
-    ready: asyncio.Event | None,
-) -> None:
-    reachable = asyncio.Event()
-    state["sink"] = reachable.is_set
-    background: list[asyncio.Task[Any]] = [
-        tasks.create_guarded_task(
-            _probe(sink, settings.sidecar.probe_interval, reachable, stop),
-            name="sink-probe",
-            stop=stop,
-        )
-    ]
-    nc: NATS | None = None
-    consumer: asyncio.Task[None] | None = None
-    # Istio's Sidecar model of the configured version (seconds of CPU): built while NATS connects.
-    model = asyncio.ensure_future(
-        asyncio.to_thread(validating.sidecar_model, settings.sidecar.api_version)
-    )
-    try:
-        nc = await jetstream.connect(settings.nats, name=SERVICE)
-        state["nats"] = _connected(nc)
-        js = nc.jetstream()
-        await jetstream.ensure_streams(js, replicas=settings.nats.stream_replicas, names=STREAMS)
-        if isinstance(sink, applying.KubeSink):
-            sink.newest_revision = consuming.newest_in_stream(js)
-        handler = consuming.FenceHandler(
-            settings,
-            sink,
-            consuming.publisher(js, replicas=settings.nats.stream_replicas),
-            reporter=build_reporter(settings, sink),
-            guard=build_guard(settings, sink),
-        )
-        consumer = tasks.create_guarded_task(
-            jetstream.consume(js, consuming.consumer_spec(settings), handler, stop),
-            name="consume-fences",
-            stop=stop,
-        )
-        if settings.sidecar.repair_interval > 0:
-            background.append(
-                tasks.create_guarded_task(
-                    repairing.repair_loop(js, sink, handler, settings, stop),
-                    name="drift-repair",
-                    stop=stop,
-                )
-            )
-        await model
-        if not await _first(reachable, stop):
-            return
-        if ready is not None:
-            ready.set()
-        log.info("%s ready: sink %s, admin answering", SERVICE, settings.sidecar.sink)
-        await stop.wait()
-    finally:
-        stop.set()
-        if not model.done():
-            with contextlib.suppress(BaseException):
-                await model
-        if consumer is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(consumer, timeout=30)
-        await tasks.cancel_and_wait(*background)
-        if nc is not None:
-            with contextlib.suppress(Exception):
-                await nc.close()
-
-
 async def _probe(
     sink: Sink, interval: float, reachable: asyncio.Event, stop: asyncio.Event
 ) -> None:
@@ -176,16 +132,8 @@ async def _probe(
             await asyncio.wait_for(stop.wait(), timeout=wait)
 
 
-async def _first(event: asyncio.Event, stop: asyncio.Event) -> bool:
-    """Wait for `event` unless `stop` comes first; True when `event` came."""
-    waiting = asyncio.ensure_future(event.wait())
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        return event.is_set()
-    finally:
-        await tasks.cancel_and_wait(waiting, stopping)
-
-
-def _connected(nc: NATS) -> Callable[[], bool]:
-    return lambda: nc.is_connected
+async def _finish(model: asyncio.Future[Any]) -> None:
+    """Let the model's thread end (start-up stopped before it was awaited)."""
+    if not model.done():
+        with contextlib.suppress(BaseException):
+            await model

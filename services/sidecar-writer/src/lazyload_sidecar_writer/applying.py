@@ -16,7 +16,7 @@ already exists, shows up as a 409 (or a 404), and the retry reads afresh.
 
 Staleness across replicas is decided from the stored Sidecar's `lazyload.io/fence-revision`
 (`planning`). A deleted Sidecar carries no revision, so before a `create` the sink also asks
-`newest_revision` (set by the app: the revision of the last event of the fence's subject in
+`newest_revision` (given by the app: the revision of the last event of the fence's subject in
 LAZYLOAD_FENCES): an event older than that is stale, so a reordered enabled revision cannot bring
 back the Sidecar of a fence a newer revision disabled, whichever replica handles it.
 """
@@ -78,13 +78,19 @@ def path(api_version: str, namespace: str | None = None, name: str | None = None
 class KubeSink:
     """Applies Sidecars through `KubeApi` (see the module docstring)."""
 
-    def __init__(self, api: kube.KubeApi, settings: WriterSettings) -> None:
+    def __init__(
+        self,
+        api: kube.KubeApi,
+        settings: WriterSettings,
+        *,
+        newest_revision: NewestRevision | None = None,
+    ) -> None:
         self.api = api
         self.settings = settings
         self.version = settings.sidecar.api_version
         self.limiter = TokenBucket(settings.kube.qps, settings.kube.burst)
         self.reachable = False
-        self.newest_revision: NewestRevision | None = None
+        self.newest_revision = newest_revision
         config = settings.sidecar
         # Sidecars this replica wrote (None when `written_cache` is 0: always read first)
         self._written: Lru[tuple[str, str], RawObject] | None = (
