@@ -31,7 +31,6 @@ their callers by address).
 from __future__ import annotations
 
 import ipaddress
-
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
@@ -172,7 +171,9 @@ def claim_problem(
             f"its certificate is {proven}"
         )
     if claimed.global_sidecar and proven.service_account not in global_sidecar_accounts:
-        return f"node {claimed.node_id!r} claims to be a global-sidecar, its certificate is {proven}"
+        return (
+            f"node {claimed.node_id!r} claims to be a global-sidecar, its certificate is {proven}"
+        )
     return None
 
 

@@ -23,7 +23,8 @@ STREAMS_REFUSED = Counter(
 )
 STREAMS_CLOSED = Counter(
     "lazyload_ingest_streams_closed_total",
-    "ALS streams closed by the server, by reason (idle, malformed)",
+    "ALS streams closed by the server, by reason (idle, malformed; on the mesh port "
+    "unauthenticated, identity_mismatch)",
     ["reason"],
 )
 REJECTED = Counter(
@@ -79,7 +80,7 @@ def _initialise() -> None:
         ENTRIES.labels(kind)
     for reason in Rejection:
         REJECTED.labels(reason.value)
-    for reason in ("idle", "malformed"):
+    for reason in ("idle", "malformed", "unauthenticated", "identity_mismatch"):
         STREAMS_CLOSED.labels(reason)
     for verdict in ("new", "refresh"):
         PUBLISHED.labels(verdict)

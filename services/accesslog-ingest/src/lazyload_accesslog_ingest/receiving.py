@@ -9,7 +9,15 @@ Limits: at most `max_streams` open streams (more are refused with RESOURCE_EXHAU
 silent for `idle_timeout` seconds is closed (DEADLINE_EXCEEDED), messages up to
 `max_message_bytes`; optional TLS and client-certificate checking on the port (certificate files
 reloaded when they change, see `server_credentials`). The stream's
-identity is kept per stream. Edges go to a sink (the publisher), counted here; this module never
+identity is kept per stream.
+
+A receiver with a `MeshPort` serves the mesh ALS port (behind the pod's own istio-proxy, for
+ordinary sidecars): a stream must carry the `x-forwarded-client-cert` the proxy set (from a
+loopback peer), else it is refused (UNAUTHENTICATED, `lazyload_ingest_streams_closed_total
+{reason="unauthenticated"}`); the node its first message claims must be the certificate's
+(`identity.claim_problem`), else the stream is closed before any of its entries count
+(PERMISSION_DENIED, `reason="identity_mismatch"` and `lazyload_ingest_rejected_total
+{reason="identity_mismatch"}`). Edges go to a sink (the publisher), counted here; this module never
 talks to NATS or Kubernetes.
 """
 
@@ -27,9 +35,9 @@ from typing import Any
 import grpc
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
-from lazyload_accesslog_ingest import metrics
+from lazyload_accesslog_ingest import identity, metrics
 from lazyload_accesslog_ingest.ingesting import Ingestor, Outcome, Sighting, StreamState
-from lazyload_accesslog_ingest.records import Rejection
+from lazyload_accesslog_ingest.records import Rejection, StreamIdentity
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = "envoy.service.accesslog.v3.AccessLogService"
@@ -49,6 +57,23 @@ class StreamLimits:
     max_malformed: int = 10
 
 
+@dataclass(frozen=True, slots=True)
+class MeshPort:
+    """The rule of the mesh ALS port: who may claim to be a global-sidecar."""
+
+    global_sidecar_accounts: frozenset[str] = frozenset({"global-sidecar"})
+    """Service accounts whose streams may claim a global-sidecar's node (entries that name their
+    callers by address); any other stream speaks only for its own namespace's workloads."""
+
+
+@dataclass(slots=True)
+class _Admission:
+    """What the transport proved about one mesh-port stream, and the claim found to match it."""
+
+    proven: identity.SpiffeId
+    admitted: StreamIdentity | None = None
+
+
 class _Closed(Exception):
     def __init__(self, reason: str, code: grpc.StatusCode, details: str) -> None:
         super().__init__(details)
@@ -59,11 +84,18 @@ class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):
     """Reads ALS streams (raw bytes per message) and hands each message's edges to `sink`."""
 
     def __init__(
-        self, ingestor: Ingestor, sink: EdgeSink, limits: StreamLimits | None = None
+        self,
+        ingestor: Ingestor,
+        sink: EdgeSink,
+        limits: StreamLimits | None = None,
+        *,
+        mesh: MeshPort | None = None,
     ) -> None:
         self.ingestor = ingestor
         self.sink = sink
         self.limits = limits or StreamLimits()
+        self.mesh = mesh
+        """Set on the mesh ALS port: every stream's identity is checked against its XFCC."""
         self.open_streams = 0
         # bound once: a `.labels(...)` lookup per message costs more than the increment
         self._entries = {kind: metrics.ENTRIES.labels(kind) for kind in ("http", "tcp")}
@@ -75,11 +107,19 @@ class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):
         if self.open_streams >= self.limits.max_streams:
             metrics.STREAMS_REFUSED.inc()
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many open ALS streams")
+        admission = None
+        if self.mesh is not None:
+            proven = identity.stream_peer(context.invocation_metadata() or (), context.peer())
+            if isinstance(proven, str):
+                metrics.STREAMS_CLOSED.labels("unauthenticated").inc()
+                log.warning("refusing an ALS stream on the mesh port: %s", proven)
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, proven)
+            admission = _Admission(proven)  # type: ignore[arg-type]
         stream = StreamState()
         self.open_streams += 1
         metrics.STREAMS.inc()
         try:
-            await self._read(request_iterator, stream)
+            await self._read(request_iterator, stream, admission)
         except _Closed as closed:
             metrics.STREAMS_CLOSED.labels(closed.reason).inc()
             log.info("closing an ALS stream: %s", closed.details)
@@ -91,25 +131,32 @@ class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):
                 log.debug("ALS stream of %s ended", stream.identity.node_id)
         return als_pb2.StreamAccessLogsResponse()
 
-    async def _read(self, request_iterator: AsyncIterator[bytes], stream: StreamState) -> None:
+    async def _read(
+        self,
+        request_iterator: AsyncIterator[bytes],
+        stream: StreamState,
+        admission: _Admission | None = None,
+    ) -> None:
         idle = self.limits.idle_timeout
         if not idle:
             async for raw in request_iterator:
-                self._handle_checked(raw, stream)
+                self._handle_checked(raw, stream, admission)
             return
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(idle) as deadline:
                 async for raw in request_iterator:
-                    self._handle_checked(raw, stream)
+                    self._handle_checked(raw, stream, admission)
                     deadline.reschedule(loop.time() + idle)
         except TimeoutError:
             raise _Closed(
                 "idle", grpc.StatusCode.DEADLINE_EXCEEDED, f"no message for {idle:g} s"
             ) from None
 
-    def _handle_checked(self, raw: bytes, stream: StreamState) -> None:
-        self.handle(raw, stream)
+    def _handle_checked(
+        self, raw: bytes, stream: StreamState, admission: _Admission | None
+    ) -> None:
+        self.handle(raw, stream, admission)
         if stream.malformed >= self.limits.max_malformed:
             raise _Closed(
                 "malformed",
@@ -117,10 +164,18 @@ class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):
                 f"{stream.malformed} malformed messages",
             )
 
-    def handle(self, raw: bytes, stream: StreamState) -> Outcome:
-        """Process one message of `stream`: count it and offer its edges."""
+    def handle(
+        self, raw: bytes, stream: StreamState, admission: _Admission | None = None
+    ) -> Outcome:
+        """Process one message of `stream`: count it and offer its edges (on the mesh port only
+        once the stream's claimed node matches what its transport proves)."""
         metrics.MESSAGES.inc()
         outcome = self.ingestor.ingest(raw, stream)
+        if admission is not None and (
+            stream.identity is not admission.admitted
+            or (admission.admitted is None and outcome.entries)
+        ):
+            self._admit(stream.identity, admission)
         for kind, count in outcome.entries.items():
             self._entries[kind].inc(count)
         for reason, count in outcome.rejections.items():
@@ -135,6 +190,19 @@ class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):
             metrics.EDGES_OBSERVED.inc(outcome.derived)
             self.sink(outcome.sightings, outcome.observed_at)
         return outcome
+
+    def _admit(self, claimed: StreamIdentity | None, admission: _Admission) -> None:
+        """Accept `claimed` as the stream's node, or close the stream (nothing of the message
+        that made the claim counts)."""
+        assert self.mesh is not None
+        problem = identity.claim_problem(
+            admission.proven, claimed, global_sidecar_accounts=self.mesh.global_sidecar_accounts
+        )
+        if problem is not None:
+            self._rejected[Rejection.IDENTITY_MISMATCH].inc()
+            log.warning("closing an ALS stream on the mesh port: %s", problem)
+            raise _Closed("identity_mismatch", grpc.StatusCode.PERMISSION_DENIED, problem)
+        admission.admitted = claimed
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The generic handler of the service, with bytes in (parsed per message)."""

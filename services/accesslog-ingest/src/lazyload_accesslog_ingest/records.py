@@ -41,6 +41,10 @@ class Rejection(enum.StrEnum):
     """An ordinary sidecar's inbound entry: it tells who called *this* workload, not whom it called."""
     TCP_UNKNOWN_DESTINATION = "tcp_unknown_destination"
     """A TCP entry whose original destination is no Service ClusterIP."""
+    IDENTITY_MISMATCH = "identity_mismatch"
+    """A stream on the mesh ALS port whose node claims another namespace than its mTLS
+    certificate proves (or a global-sidecar's node without its service account): the stream is
+    closed and this counts once per stream."""
     INTERNAL = "internal_error"
     """A bug: the entry raised while being turned into edges (logged with its traceback)."""
 

@@ -76,6 +76,21 @@ class GrpcSettings(BaseModel):
         description="Require and verify a client certificate (mutual TLS) against "
         "`tls_client_ca_file`; a client without a valid one cannot open a stream.",
     )
+    mesh_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Second ALS port (plaintext gRPC on `host`) for ordinary sidecars, behind "
+        "this pod's own istio-proxy with STRICT mTLS (the chart's sidecarAccessLogs): a stream "
+        "must carry the proxy's x-forwarded-client-cert from loopback and its node must be in "
+        "the certificate's namespace, else it is refused; unset = no such port; 0 = free port.",
+    )
+    mesh_global_sidecar_account: str = Field(
+        "global-sidecar",
+        description="Service account whose streams on `mesh_port` may claim a global-sidecar's "
+        "node (entries naming their callers by address); any other speaks only for its own "
+        "namespace.",
+    )
 
     @property
     def tls(self) -> bool:
@@ -173,6 +188,10 @@ class IngestSettings(BaseSettings):
             and self.grpc.host == self.admin.host
         ):
             problems.append(f"grpc.port: same as admin.port ({self.grpc.port})")
+        if self.grpc.mesh_port and self.grpc.mesh_port in (self.grpc.port, self.admin.port):
+            problems.append(
+                f"grpc.mesh_port: same as grpc.port or admin.port ({self.grpc.mesh_port})"
+            )
         problems.extend(_tls_problems(self.grpc))
         worst = self.grpc.max_streams * self.grpc.max_message_bytes
         if worst > self.grpc.message_memory_bytes:
