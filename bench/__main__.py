@@ -292,7 +292,8 @@ def write(results: dict[str, Any], out: Path, *, merge: bool = False) -> list[re
     tmp = out / "results.json.tmp"
     tmp.write_text(json.dumps(shown, indent=2, default=str) + "\n")
     tmp.replace(previous)
-    (out / "REPORT.md").write_text(report.markdown(shown, table))
+    written = out / "REPORT.md"
+    written.write_text(report.with_history(report.markdown(shown, table), written))
     return table
 
 

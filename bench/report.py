@@ -7,6 +7,7 @@ A benchmark run against the real API server (`--kube real`) is kept under `<name
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
 Row = tuple[str, str, str]
@@ -232,3 +233,22 @@ def markdown(results: dict[str, Any], rows: list[Row]) -> str:
         lines += [f"![{name}](plots/{p})" for p in plots]
         lines.append("")
     return "\n".join(lines)
+
+
+HISTORY_HEADING = "## History"
+"""REPORT.md's last section, written by hand: figures of earlier runs and what changed them (the
+services' READMEs point here). A run keeps it (`with_history`)."""
+
+
+def with_history(generated: str, previous: Path) -> str:
+    """`generated`, followed by the history section of the REPORT.md it replaces (from the line
+    `HISTORY_HEADING` to the end), so that a new run never drops the figures kept there."""
+    try:
+        old = previous.read_text()
+    except FileNotFoundError:
+        return generated
+    lines = old.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == HISTORY_HEADING), None)
+    if start is None:
+        return generated
+    return generated.rstrip("\n") + "\n\n" + "".join(lines[start:])
