@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from lazyload_common import kube
-from lazyload_global_pilot import app, applying, meshside
+from lazyload_global_pilot import applying, meshside, syncing
 from lazyload_global_pilot.dispatches import Dispatch
 from lazyload_global_pilot.errors import InvalidResourceError
 from lazyload_global_pilot.ports import PortSet
@@ -223,7 +223,7 @@ async def test_a_failed_apply_is_retried(kube_emulator: KubeEmulator):
     api = kube.KubeApi(kube_emulator.api_client())
     _namespaces(api, "mesh-operator")
     kube_emulator.inject_fault("POST", r".*/services$", status=500, count=1)
-    side = app.MeshSide(applying.MeshSideApplier(api), CLUSTER)
+    side = syncing.MeshSide(applying.MeshSideApplier(api), CLUSTER)
     side.retry_delay = 0.05
     task = asyncio.ensure_future(side.run())
     try:
