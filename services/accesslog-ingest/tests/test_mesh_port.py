@@ -15,6 +15,8 @@ istio-proxy, and a stream is believed only as far as its transport proves it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -125,10 +127,11 @@ async def _stream(target: str, metadata: list[tuple[str, str]], *messages: Any) 
             response_deserializer=als_pb2.StreamAccessLogsResponse.FromString,
         )
         call = method(metadata=metadata)
-        try:
-            for message in messages:
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            for message in messages:  # a write fails once the server ended the call
                 await call.write(message.SerializeToString())
             await call.done_writing()
+        try:
             await call
         except grpc.aio.AioRpcError as e:
             return e.code()
@@ -193,3 +196,22 @@ async def test_a_stream_without_a_proven_peer_is_refused(
     assert await _stream(target, metadata, _claiming(WEB)) == grpc.StatusCode.UNAUTHENTICATED
     assert sink.edges == []
     assert _value("lazyload_ingest_streams_closed_total", "unauthenticated") == refused + 1
+
+
+async def test_the_service_serves_both_ports(start_ingest, observer) -> None:  # type: ignore[no-untyped-def]
+    """`grpc.mesh_port` beside the ALS port: the mesh port checks its streams, the other does
+    not (its transport is lazyload's own mutual TLS, where the chart turns it on)."""
+    ingest = await start_ingest(grpc={"mesh_port": 0})
+    assert ingest.ports.mesh_grpc and ingest.ports.mesh_grpc != ingest.ports.grpc
+    mesh_target = f"127.0.0.1:{ingest.ports.mesh_grpc}"
+    assert await _stream(mesh_target, [], _claiming(WEB)) == grpc.StatusCode.UNAUTHENTICATED
+    header = [("x-forwarded-client-cert", xfcc("default"))]
+    assert await _stream(mesh_target, header, _claiming(WEB)) == grpc.StatusCode.OK
+
+    async def published() -> bool:
+        return {e.event.source_namespace for e in await t.read_dependency_events(observer)} == {
+            "default"
+        }
+
+    await t.eventually(published, what="the proven stream's edge")
+    assert await _stream(ingest.target, [], _claiming(WEB)) == grpc.StatusCode.OK

@@ -25,6 +25,7 @@ from lazyload_accesslog_ingest.publishing import EdgePublisher
 from lazyload_accesslog_ingest.receiving import (
     AccessLogReceiver,
     AlsServer,
+    MeshPort,
     StreamLimits,
     server_credentials,
 )
@@ -41,6 +42,8 @@ class BoundPorts:
 
     grpc: int
     admin: int
+    mesh_grpc: int | None = None
+    """The mesh ALS port (`grpc.mesh_port`), None when it is off."""
 
 
 def main() -> None:
@@ -112,9 +115,14 @@ async def run(
         server = _als_server(settings, ingestor, publisher)
         rt.on_stop(lambda: server.stop(settings.grpc.shutdown_grace), name="grpc")
         grpc_port = await server.start()
-        rt.check("grpc", lambda: server.listening)
+        mesh = _mesh_server(settings, server)
+        mesh_port = None
+        if mesh is not None:
+            rt.on_stop(lambda: mesh.stop(settings.grpc.shutdown_grace), name="grpc-mesh")
+            mesh_port = await mesh.start()
+        rt.check("grpc", lambda: server.listening and (mesh is None or mesh.listening))
         if on_bound is not None:
-            on_bound(BoundPorts(grpc=grpc_port, admin=rt.admin_port))
+            on_bound(BoundPorts(grpc=grpc_port, admin=rt.admin_port, mesh_grpc=mesh_port))
         rt.ready("ALS on port %d, admin on port %d", grpc_port, rt.admin_port)
         await rt.stopped()
 
@@ -166,6 +174,22 @@ def _als_server(
         port=grpc.port,
         max_message_bytes=grpc.max_message_bytes,
         credentials=credentials,
+    )
+
+
+def _mesh_server(settings: IngestSettings, main: AlsServer) -> AlsServer | None:
+    """The mesh ALS port beside `main` (same ingestor, sink and limits), plaintext behind the
+    pod's istio-proxy: every stream is checked against its x-forwarded-client-cert."""
+    grpc = settings.grpc
+    if grpc.mesh_port is None:
+        return None
+    receiver = main.receiver
+    mesh = MeshPort(global_sidecar_accounts=frozenset({grpc.mesh_global_sidecar_account}))
+    return AlsServer(
+        AccessLogReceiver(receiver.ingestor, receiver.sink, receiver.limits, mesh=mesh),
+        host=grpc.host,
+        port=grpc.mesh_port,
+        max_message_bytes=grpc.max_message_bytes,
     )
 
 
