@@ -7,7 +7,8 @@ under `<name>_real` (e.g. `scale_real`) next to the emulator's `<name>`, each wi
 and REPORT.md puts the two side by side. With `--merge` the other key stays.
 
 `python -m bench faults [--small] [--only NAME ...]` (`make faults`) is the fault suite
-(bench/faults.py): not one of the benchmarks above; it merges its result into results.json."""
+(bench/faults.py): not one of the benchmarks above; it merges its result into results.json.
+`python -m bench soak [--minutes 30]` (bench/soak.py) is the soak, merged the same way."""
 
 from __future__ import annotations
 
@@ -96,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import faults
 
         return faults.main(args_in[1:])
+    if args_in[:1] == ["soak"]:  # `python -m bench soak [--minutes N]` (bench/soak.py)
+        from bench import soak
+
+        return soak.main(args_in[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--small", action="store_true", help="tiny configuration of everything")
     parser.add_argument("--only", nargs="*", default=None, help="only these benchmarks")

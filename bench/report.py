@@ -27,6 +27,7 @@ MODULES = {
     "mesh_savings": "bench.mesh_savings",
     "first_calls": "bench.first_calls",
     "faults": "bench.faults",
+    "soak": "bench.soak",
 }
 
 

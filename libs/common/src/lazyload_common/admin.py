@@ -14,9 +14,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, Response
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
 
 ReadinessCheck = Callable[[], Mapping[str, bool]]
+
+ASYNCIO_TASKS = Gauge(
+    "lazyload_asyncio_tasks",
+    "asyncio tasks of the service's event loop not done yet (read at scrape time); flat under "
+    "a steady load, a steady rise is a task leak",
+)
 
 
 class Readiness(dict[str, Callable[[], bool]]):
@@ -108,6 +114,8 @@ class AdminServer:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        ASYNCIO_TASKS.set_function(lambda: len(asyncio.all_tasks(loop)))
         self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]), name="admin")
         while not self._server.started and not self._task.done():
             await asyncio.sleep(0.01)
