@@ -145,25 +145,3 @@ def test_streams_times_message_size_must_fit_the_memory_budget() -> None:
     IngestSettings(
         grpc={"max_message_bytes": 16 * 1024 * 1024, "max_streams": 16}  # type: ignore[arg-type]
     ).check()
-
-
-def test_nats_identity_from_the_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The service's NKey seed file (issue 16) comes from LAZYLOAD_NATS__NKEY_SEED_FILE and is
-    read at start-up: a missing file or one that holds no user seed stops the service with one
-    line naming the setting, before anything connects."""
-    from lazyload_common import natsauth, settings
-
-    seed = tmp_path / "accesslog-ingest.nk"
-    seed.write_text(natsauth.new_seed() + "\n")
-    monkeypatch.setenv("LAZYLOAD_NATS__NKEY_SEED_FILE", str(seed))
-    assert settings.from_environment(IngestSettings).nats.nkey_seed_file == seed
-    for bad, problem in ((tmp_path / "gone.nk", "not a readable file"), (tmp_path, "readable")):
-        monkeypatch.setenv("LAZYLOAD_NATS__NKEY_SEED_FILE", str(bad))
-        with pytest.raises(errors.ConfigError, match=f"LAZYLOAD_NATS: .*{problem}"):
-            settings.from_environment(IngestSettings)
-    seed.write_text("SAnotauserseed\n")
-    monkeypatch.setenv("LAZYLOAD_NATS__NKEY_SEED_FILE", str(seed))
-    with pytest.raises(errors.ConfigError, match="not an NKey user seed"):
-        settings.from_environment(IngestSettings)

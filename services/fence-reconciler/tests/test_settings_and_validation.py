@@ -7,8 +7,6 @@ unresolved caller, a bad caller name or an invalid host are refused with a reaso
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from lazyload_common import errors, events
 from lazyload_fence_reconciler import consuming, policies
@@ -149,25 +147,3 @@ def test_scoped_fence_never_fences_system_istio_and_lazyload_namespaces() -> Non
         "lazy",
     ]
     assert config.fence.deny_namespaces == ["legacy"]  # the setting itself is untouched
-
-
-def test_nats_identity_from_the_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The service's NKey seed file (issue 16) comes from LAZYLOAD_NATS__NKEY_SEED_FILE and is
-    read at start-up: a missing file or one that holds no user seed stops the service with one
-    line naming the setting, before anything connects."""
-    from lazyload_common import natsauth, settings
-
-    seed = tmp_path / "fence-reconciler.nk"
-    seed.write_text(natsauth.new_seed() + "\n")
-    monkeypatch.setenv("LAZYLOAD_NATS__NKEY_SEED_FILE", str(seed))
-    assert settings.from_environment(ReconcilerSettings).nats.nkey_seed_file == seed
-    for bad, problem in ((tmp_path / "gone.nk", "not a readable file"), (tmp_path, "readable")):
-        monkeypatch.setenv("LAZYLOAD_NATS__NKEY_SEED_FILE", str(bad))
-        with pytest.raises(errors.ConfigError, match=f"LAZYLOAD_NATS: .*{problem}"):
-            settings.from_environment(ReconcilerSettings)
-    seed.write_text("SAnotauserseed\n")
-    monkeypatch.setenv("LAZYLOAD_NATS__NKEY_SEED_FILE", str(seed))
-    with pytest.raises(errors.ConfigError, match="not an NKey user seed"):
-        settings.from_environment(ReconcilerSettings)

@@ -6,8 +6,6 @@ and `check()` naming every unusable field.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from lazyload_common import errors
 from lazyload_sidecar_writer import consuming
@@ -67,25 +65,3 @@ def test_check_names_every_bad_field() -> None:
     message = str(caught.value)
     assert "'*/*'" in message and "'Bad Host'" in message and "ok.example.com" not in message
     assert "sidecar.gitops_dir" in message
-
-
-def test_nats_identity_from_the_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The service's NKey seed file (issue 16) comes from LAZYLOAD_NATS__NKEY_SEED_FILE and is
-    read at start-up: a missing file or one that holds no user seed stops the service with one
-    line naming the setting, before anything connects."""
-    from lazyload_common import natsauth, settings
-
-    seed = tmp_path / "sidecar-writer.nk"
-    seed.write_text(natsauth.new_seed() + "\n")
-    monkeypatch.setenv("LAZYLOAD_NATS__NKEY_SEED_FILE", str(seed))
-    assert settings.from_environment(WriterSettings).nats.nkey_seed_file == seed
-    for bad, problem in ((tmp_path / "gone.nk", "not a readable file"), (tmp_path, "readable")):
-        monkeypatch.setenv("LAZYLOAD_NATS__NKEY_SEED_FILE", str(bad))
-        with pytest.raises(errors.ConfigError, match=f"LAZYLOAD_NATS: .*{problem}"):
-            settings.from_environment(WriterSettings)
-    seed.write_text("SAnotauserseed\n")
-    monkeypatch.setenv("LAZYLOAD_NATS__NKEY_SEED_FILE", str(seed))
-    with pytest.raises(errors.ConfigError, match="not an NKey user seed"):
-        settings.from_environment(WriterSettings)
