@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 
 import pytest
 from kubernetes import client as k8s_client
@@ -79,4 +80,14 @@ async def test_async_calls_and_blocking_threads_share_one_rate_limit(kube_emulat
     # 8 requests at 20/s after a burst of 2: the last one is at least 6/20 s after the first
     for k, t in enumerate(times):
         assert t - times[0] >= (k + 1 - burst) / qps - 0.02, (k, t - times[0])
+    client.close()
+
+
+async def test_the_client_keeps_its_threads_calls_in_flight() -> None:
+    """Ten blocking calls run at once in a client of ten threads: more than the event loop's
+    default pool (CPU count + 4) lets through on this machine."""
+    barrier = threading.Barrier(10, timeout=5)
+    client = kube.AsyncKube(k8s_client.ApiClient(), threads=10)
+    # BrokenBarrierError unless the ten are in flight together
+    assert await asyncio.gather(*(client.run(barrier.wait) for _ in range(10)))
     client.close()

@@ -14,6 +14,7 @@ import time
 import pytest
 from lazyload_common import errors, kube, subjects
 from lazyload_fence_reconciler import applying
+from lazyload_testing.kube import faster_than
 
 L = "slime.io/serviceFenced"
 PATH = "/apis/microservice.slime.io/v1alpha1/namespaces/{ns}/servicefences"
@@ -130,10 +131,10 @@ async def test_by_default_every_service_is_fenced_before_any_traffic(reconciler,
         assert time.monotonic() - started < 5
 
 
-async def test_a_fence_is_deleted_only_as_it_was_read(kube_api) -> None:  # type: ignore[no-untyped-def]
+async def test_a_fence_is_deleted_only_as_it_was_read(kube_api, kube_server) -> None:  # type: ignore[no-untyped-def]
     """The delete of an auto-fence carries uid and resourceVersion preconditions: a fence
     changed since it was read (a user just made it theirs) is not deleted (#19)."""
-    applier = applying.Applier(kube_api)
+    applier = applying.Applier(kube.AsyncKube(kube_server.api_client()))
     read = await applier.create("default", "productpage")
     current = await applier.get("default", "productpage")
     assert current is not None
@@ -159,3 +160,24 @@ async def test_system_istio_and_lazyload_namespaces_are_never_fenced(reconciler,
     await kit.eventually(lambda: kit.fence("a"))
     assert kit.fence("global-sidecar", ns="mesh-operator") is None
     assert kit.fence("istiod", ns="istio-system") is None
+
+
+async def test_every_api_request_keeps_to_the_client_rate_limit(
+    reconciler, kit, kube_emulator
+) -> None:  # type: ignore[no-untyped-def]
+    """LAZYLOAD_KUBE__QPS/BURST bound every request of the reconciler - its lists and watches,
+    the eager fences' creates and status writes - not only the writes (#18). (The fences are
+    awaited on NATS: only the reconciler talks to the API meanwhile.)"""
+    qps, burst, names = 10.0, 2, {"a", "b", "c", "d", "e", "f"}
+    for name in sorted(names):
+        kit.create_service(name)
+    reconciler.settings = reconciler.settings.model_copy(
+        update={"kube": reconciler.settings.kube.model_copy(update={"qps": qps, "burst": burst})}
+    )
+    kube_emulator.clear_requests()
+    async with kit.events() as seen:
+        await reconciler.start(eager=True)
+        await seen.until(lambda _: {e.name for e in seen.seen} >= names, timeout=20)
+    requests = kube_emulator.requests()
+    assert len(requests) >= 20 and len(kube_emulator.writes(PATH.format(ns="default"))) >= 6
+    assert not faster_than([r.time for r in requests], qps, burst)

@@ -120,25 +120,3 @@ async def test_a_missing_service_retries_then_dead_letters_each_delivery() -> No
     assert fake.calls == [
         (("default", "a"), ["x1.default.svc.cluster.local", "x2.default.svc.cluster.local"])
     ]
-
-
-async def test_the_applier_keeps_concurrency_writes_in_flight() -> None:
-    """Ten writes must be in the API at once (a barrier of ten in the fake client): more than the
-    event loop's default thread pool (CPU count + 4) would let through."""
-    import threading
-
-    from lazyload_fence_reconciler import applying
-
-    barrier = threading.Barrier(10, timeout=5)
-
-    class SlowApi:
-        def replace(self, path: str, body: dict) -> dict:  # type: ignore[type-arg]
-            barrier.wait()  # BrokenBarrierError unless ten calls are in flight together
-            return body
-
-    applier = applying.Applier(SlowApi(), threads=10)  # type: ignore[arg-type]
-    objs = [{"metadata": {"namespace": "default", "name": f"f{i}"}} for i in range(10)]
-    written = await asyncio.gather(
-        *(applier.apply_status(o, lambda current: ({"revision": 1}, None)) for o in objs)
-    )
-    assert [w["status"] for w, _ in written] == [{"revision": 1}] * 10

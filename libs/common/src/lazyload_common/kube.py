@@ -228,6 +228,13 @@ class KubeApi:
         self.timeout = timeout
         self.limiter = limiter
 
+    @classmethod
+    def from_settings(cls, settings: KubeSettings, *, timeout: float = 30.0) -> KubeApi:
+        """The blocking client of the kubeconfig in `settings`, limited to its `qps`/`burst`
+        (for a service whose calls are all blocking: reflectors, a blocking adapter)."""
+        limiter = TokenBucket(settings.qps, settings.burst)
+        return cls(api_client(settings), timeout=timeout, limiter=limiter)
+
     def request(
         self,
         method: str,

@@ -24,6 +24,7 @@ from lazyload_kube_emulator import EmulatorConfig, EmulatorHandle, RequestRecord
 __all__ = [
     "KubeEmulator",
     "default_crd_dirs",
+    "faster_than",
     "kube_emulator",
     "kube_emulator_config",
     "kube_emulator_crd_dirs",
@@ -54,6 +55,19 @@ def default_crd_dirs(root: Path | None = None) -> list[Path]:
     """`deploy/crds/istio/` and `deploy/crds/` of the repository, those that hold manifests."""
     crds = (root or repo_root()) / "deploy" / "crds"
     return [d for d in (crds / "istio", crds) if _has_manifests(d)]
+
+
+def faster_than(times: Iterable[float], qps: float, burst: int, slack: float = 0.03) -> list[str]:
+    """Where requests made at `times` (seconds) went faster than a client-side rate limit of `qps`
+    a second after a burst of `burst` allows: j - i + 1 requests from the i-th to the j-th take
+    at least (j - i + 1 - burst) / qps seconds. Empty when they kept to it."""
+    ordered = sorted(times)
+    return [
+        f"requests {i}..{j}: {ordered[j] - ordered[i]:.3f} s < {(j - i + 1 - burst) / qps:.3f} s"
+        for i in range(len(ordered))
+        for j in range(i + burst, len(ordered))
+        if ordered[j] - ordered[i] < (j - i + 1 - burst) / qps - slack
+    ]
 
 
 def token_client(url: str, token: str | None, *, ca: Path | None = None) -> client.ApiClient:

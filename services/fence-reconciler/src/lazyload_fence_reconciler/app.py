@@ -19,7 +19,6 @@ from collections.abc import Callable
 
 from fastapi import FastAPI
 from lazyload_common import admin, adminauth, jetstream, kube, subjects, tasks
-from lazyload_common.limiting import TokenBucket
 from nats.js import JetStreamContext
 
 from lazyload_fence_reconciler import api, applying, consuming, publishing, reconciling, watching
@@ -78,7 +77,11 @@ async def _serve(
     stop: asyncio.Event,
     ready: asyncio.Event | None,
 ) -> None:
-    kube_api = kube.KubeApi(kube.api_client(settings.kube))
+    # one client: every call (+ the occasional get/tombstone) and every list/watch obeys kube.qps
+    kube_client = kube.AsyncKube.from_settings(
+        settings.kube, threads=settings.fence.concurrency + 2, name="fence-api"
+    )
+    kube_api = kube_client.blocking
     identity = settings.fence.workload_identity()
     cluster = watching.Cluster(
         kube_api,
@@ -91,11 +94,9 @@ async def _serve(
     reconciler = reconciling.Reconciler(
         settings=settings.scoped_fence(),
         applier=applying.Applier(
-            kube_api,
+            kube_client,
             conflict_retries=settings.fence.conflict_retries,
             istio_rev=settings.fence.istio_rev,
-            threads=settings.fence.concurrency + 2,  # + the occasional get/tombstone
-            limiter=TokenBucket(settings.kube.qps, settings.kube.burst),
         ),
         publisher=publishing.Publisher(js, replicas=settings.nats.stream_replicas),
         cluster=cluster,

@@ -1,34 +1,31 @@
-"""The one module that writes ServiceFences, through `KubeApi` (blocking calls run in threads),
+"""The one module that writes ServiceFences, through the service's `kube.AsyncKube` (its threads,
+its rate limit, its typed errors),
 and the one annotation the reconciler owns on Services (`lazyload.io/fence-deleted`, the tombstone
 of a deleted manual fence, set and cleared by merge-patch).
 
 Status goes through the `/status` subresource with the object's resourceVersion: a 409 means
 someone wrote in between (the other replica, a user, our own stale cache), so the fence is
 re-read and the computation re-applied, `conflict_retries` times at most; then a TemporaryError.
-Kube errors leave as the typed errors of `lazyload_common.errors` the consume loop understands:
+Kube errors leave as `lazyload_common.kube` types them, the errors the consume loop understands:
 400/413/415/422 are permanent (the edges are dead-lettered with the reason), 429/5xx are
-temporary, and so are 401/403 (RBAC and credentials change: retried from `DENIED_DELAY` with the
-consume loop's back-off, dead-lettered after `fence.max_deliver` deliveries).
+temporary after the server's Retry-After, and so are 401/403 (RBAC and credentials change:
+retried from `kube.DENIED_DELAY` with the consume loop's back-off, dead-lettered after
+`fence.max_deliver` deliveries).
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from lazyload_common import errors, kube
-from lazyload_common.limiting import TokenBucket
 
 from lazyload_fence_reconciler import fences, metrics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-DENIED_DELAY = 5.0
-"""Seconds before a write refused with 401/403 is tried again (the first of a growing back-off)."""
 Computation = Callable[[kube.RawObject], tuple[dict[str, Any] | None, T]]
 """From the current object: (the status to write, or None for no write; a result to return)."""
 
@@ -46,22 +43,18 @@ class Applier:
 
     def __init__(
         self,
-        api: kube.KubeApi,
+        client: kube.AsyncKube,
         *,
         conflict_retries: int = 5,
         istio_rev: str = "",
-        threads: int = 16,
-        limiter: TokenBucket | None = None,
     ) -> None:
-        self.api = api
+        self.kube = client
+        self.api = client.api
         # the client-side rate limit (kube.qps/burst): thousands of Services fenced at a cold
         # start are created at that pace, not at once
-        self.limiter = limiter or TokenBucket(qps=50.0, burst=100)
+        self.limiter = client.limiter
         self.conflict_retries = conflict_retries
         self.istio_rev = istio_rev
-        # its own threads: the loop's default pool (CPU count + 4) would cap the API calls in
-        # flight below `fence.concurrency`
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fence-api")
 
     async def get(self, namespace: str, name: str) -> kube.RawObject | None:
         try:
@@ -158,19 +151,9 @@ class Applier:
         )
 
     async def _call(self, fn: Callable[..., kube.RawObject], *args: Any) -> kube.RawObject:
-        await self.limiter.acquire()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-        except (kube.KubeNotFound, kube.KubeConflict):
-            raise
+            return await self.kube.call(fn, *args)
         except kube.KubeUnprocessable as e:
-            # 400/413/415/422 (413: the status outgrew what the API server stores) never
-            # succeed on a retry: the edges are dead-lettered with the reason
+            # 400/413/415/422 (413: the status outgrew what the API server stores): permanent,
+            # and the dead letter says what refused it
             raise errors.PermanentError(f"fence request refused: {e}") from e
-        except kube.KubeDenied as e:
-            # 401/403: RBAC or credentials, which change; retried with back-off, dead-lettered
-            # after max_deliver deliveries (see KubeDenied)
-            raise errors.TemporaryError(f"fence request denied: {e}", delay=DENIED_DELAY) from e
-        except (kube.KubeTooManyRequests, kube.KubeServerError) as e:
-            # the server's Retry-After when it sent one (a throttled API server knows best)
-            raise errors.TemporaryError(str(e), delay=max(2.0, e.retry_after or 0.0)) from e
