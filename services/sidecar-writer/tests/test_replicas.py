@@ -38,7 +38,7 @@ def _replica(
     server: RealKube | KubeEmulator, nats_url: str = "nats://127.0.0.1:1"
 ) -> consuming.FenceHandler:
     settings = _settings(nats_url, server, coalesce_window=0)
-    sink = applying.KubeSink(kube.KubeApi(server.api_client()), settings)
+    sink = applying.KubeSink(kube.AsyncKube(server.api_client()), settings)
 
     async def publish(report: events.SidecarApplied) -> None:
         return None
@@ -260,7 +260,7 @@ async def test_a_create_asks_the_stream_again_only_after_a_read(
         return None
 
     settings = _settings("nats://127.0.0.1:1", kube_cluster, written_cache=written_cache)
-    sink = applying.KubeSink(kube.KubeApi(kube_cluster.api_client()), settings)
+    sink = applying.KubeSink(kube.AsyncKube(kube_cluster.api_client()), settings)
     sink.newest_revision = newest
 
     async def publish(report: events.SidecarApplied) -> None:

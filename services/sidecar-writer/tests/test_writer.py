@@ -30,7 +30,7 @@ from lazyload_common import codec, events, jetstream, subjects
 from lazyload_common.settings import AdminSettings, KubeSettings, NatsSettings
 from lazyload_sidecar_writer import app
 from lazyload_sidecar_writer.settings import SidecarSettings, WriterSettings
-from lazyload_testing.kube import KubeEmulator
+from lazyload_testing.kube import KubeEmulator, faster_than
 from lazyload_testing.kube_real import RealKube
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -522,3 +522,26 @@ async def test_a_throttled_write_waits_the_servers_retry_after(
     posts = [r for r in kube_emulator.requests() if r.verb == "POST" and "/sidecars" in r.path]
     assert [r.status for r in posts[:2]] == [429, 201]
     assert posts[1].time - posts[0].time >= 0.95
+
+
+async def test_every_api_request_keeps_to_the_client_rate_limit(
+    nats_url: str, kube_emulator: KubeEmulator
+) -> None:
+    """LAZYLOAD_KUBE__QPS/BURST bound every request of the writer: the fence checks, the
+    Sidecar writes, the status reports and the probe (#18). (The ServiceFences are made first,
+    and the results awaited on NATS: only the writer talks to the API meanwhile.)"""
+    qps, burst, names = 10.0, 2, [f"svc-{i}" for i in range(5)]
+    settings = _settings(nats_url, kube_emulator)
+    settings = settings.model_copy(
+        update={"kube": settings.kube.model_copy(update={"qps": qps, "burst": burst})}
+    )
+    async with running(settings, kube_emulator) as writer:
+        fences = [make_fence(name=n, uid=await writer.fence_uid(name=n)) for n in names]
+        kube_emulator.clear_requests()
+        for fence in fences:
+            await writer.publish(fence, forged=True)
+        for _ in names:
+            assert (await writer.report()).action == "applied"
+        requests = kube_emulator.requests()
+    assert len(kube_emulator.writes("/sidecars")) == len(names) and len(requests) >= 12
+    assert not faster_than([r.time for r in requests], qps, burst)

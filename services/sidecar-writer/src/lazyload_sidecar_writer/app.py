@@ -98,8 +98,11 @@ def build_sink(
     if settings.sidecar.sink == "gitops":
         assert settings.sidecar.gitops_dir is not None  # settings.check() made sure
         return gitops.FileSink(settings.sidecar.gitops_dir), lambda: None
-    client = kube.api_client(settings.kube)
-    sink = applying.KubeSink(kube.KubeApi(client), settings, newest_revision=newest_revision)
+    # its threads: every write in flight (sidecar.max_concurrency) + room for repair and reports
+    client = kube.AsyncKube.from_settings(
+        settings.kube, threads=settings.sidecar.max_concurrency + 4, name="sidecar-api"
+    )
+    sink = applying.KubeSink(client, settings, newest_revision=newest_revision)
     return sink, client.close
 
 

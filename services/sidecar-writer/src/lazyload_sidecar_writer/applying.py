@@ -6,8 +6,9 @@ again after an exponential backoff with jitter (tenacity); when the attempts run
 redelivered later (`RetriesExhausted`). A 400/413/415/422 is permanent (`ApiRejected`:
 dead-letter with the reason; a fence event retried for ever on an object too large would never
 settle). A 401/403 is redelivered later (`Denied`): RBAC and credentials change under a running
-writer, and `sidecar.max_deliver` bounds the retries of a rule that stays missing.
-Blocking client calls run in threads; every call first takes a token of the client-side rate limit.
+writer, and `sidecar.max_deliver` bounds the retries of a rule that stays missing. (The errors
+are typed by `lazyload_common.kube`, whose `is_retryable` decides what is retried in place.)
+Calls go through the writer's `kube.AsyncKube`: its threads, its client-side rate limit.
 The Sidecars this replica wrote are remembered (`sidecar.written_cache`, least recently used out):
 the next cycle of the same fence plans on that object instead of a GET, so a fence that grows
 costs one write per revision, not a read and a write; a fence with nothing remembered is first
@@ -23,21 +24,16 @@ back the Sidecar of a fence a newer revision disabled, whichever replica handles
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import functools
 import logging
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-import urllib3
 from lazyload_common import events, kube
-from lazyload_common.limiting import TokenBucket
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     wait_exponential_jitter,
 )
@@ -57,14 +53,9 @@ class _Replan(Exception):
     """The stored Sidecar changed between read and write (e.g. deleted before a PUT)."""
 
 
-_TRANSPORT = (urllib3.exceptions.HTTPError, OSError)
-RETRYABLE = (
-    kube.KubeConflict,
-    kube.KubeTooManyRequests,
-    kube.KubeServerError,
-    _Replan,
-    *_TRANSPORT,
-)
+def retryable(error: BaseException) -> bool:
+    """Worth another attempt in place: what `kube.is_retryable` says, and a replan."""
+    return isinstance(error, _Replan) or kube.is_retryable(error)
 
 
 def path(api_version: str, namespace: str | None = None, name: str | None = None) -> str:
@@ -76,30 +67,26 @@ def path(api_version: str, namespace: str | None = None, name: str | None = None
 
 
 class KubeSink:
-    """Applies Sidecars through `KubeApi` (see the module docstring)."""
+    """Applies Sidecars through the writer's `kube.AsyncKube` (see the module docstring)."""
 
     def __init__(
         self,
-        api: kube.KubeApi,
+        client: kube.AsyncKube,
         settings: WriterSettings,
         *,
         newest_revision: NewestRevision | None = None,
     ) -> None:
-        self.api = api
+        self.kube = client
+        self.api = client.api
+        """The blocking requests `call` takes (e.g. `sink.call(sink.api.get, path)`)."""
         self.settings = settings
         self.version = settings.sidecar.api_version
-        self.limiter = TokenBucket(settings.kube.qps, settings.kube.burst)
         self.reachable = False
         self.newest_revision = newest_revision
         config = settings.sidecar
         # Sidecars this replica wrote (None when `written_cache` is 0: always read first)
         self._written: Lru[tuple[str, str], RawObject] | None = (
             Lru(config.written_cache) if config.written_cache > 0 else None
-        )
-        # its own threads: the loop's default pool (CPU count + 4) would cap the API calls in
-        # flight below `sidecar.max_concurrency` (+ room for repair and reports)
-        self._pool = ThreadPoolExecutor(
-            max_workers=config.max_concurrency + 4, thread_name_prefix="sidecar-api"
         )
         self._stop = stop_after_attempt(config.retry_attempts)
         self._wait = wait_exponential_jitter(
@@ -118,7 +105,7 @@ class KubeSink:
         retrying = AsyncRetrying(
             stop=self._stop,
             wait=self._wait_or_retry_after,
-            retry=retry_if_exception_type(RETRYABLE),
+            retry=retry_if_exception(retryable),
             before_sleep=_log_retry,
             reraise=True,
         )
@@ -142,12 +129,13 @@ class KubeSink:
             raise errors.Denied(
                 f"API denied Sidecar {key}: {e}", delay=config.redelivery_delay
             ) from e
-        except RETRYABLE as e:
-            raise errors.RetriesExhausted(
-                f"Sidecar {key}: {config.retry_attempts} attempts failed, last: {e}",
-                delay=config.redelivery_delay,
-            ) from e
-        except kube.KubeError as e:  # 404 on a write (the CRD is missing): may be installed
+        except (kube.KubeError, _Replan) as e:
+            if retryable(e):
+                raise errors.RetriesExhausted(
+                    f"Sidecar {key}: {config.retry_attempts} attempts failed, last: {e}",
+                    delay=config.redelivery_delay,
+                ) from e
+            # 404 on a write (the CRD is missing): may be installed
             raise errors.TemporaryError(f"Sidecar {key}: {e}", delay=config.redelivery_delay) from e
         raise AssertionError("unreachable")
 
@@ -291,25 +279,18 @@ class KubeSink:
         conflict_ok: bool = False,
         **kwargs: Any,
     ) -> T:
-        """`fn(*args, **kwargs)` in a thread, after a token of the rate limit; errors counted
-        (except an expected 404 or 409)."""
-        await self.limiter.acquire()
+        """`fn(*args, **kwargs)` through the client (its threads, its rate limit, its typed
+        errors); errors counted (except an expected 404 or 409), no answer as `network`."""
         try:
-            result = await asyncio.get_running_loop().run_in_executor(
-                self._pool, functools.partial(fn, *args, **kwargs)
-            )
+            result = await self.kube.call(fn, *args, **kwargs)
         except kube.KubeError as e:
             expected = (missing_ok and isinstance(e, kube.KubeNotFound)) or (
                 conflict_ok and isinstance(e, kube.KubeConflict)
             )
             if not expected:
-                metrics.API_ERRORS.labels(str(e.status)).inc()
-            if isinstance(e, kube.KubeServerError):
+                metrics.API_ERRORS.labels(str(e.status or "network")).inc()
+            if isinstance(e, kube.KubeServerError | kube.KubeUnreachable):
                 self.reachable = False
-            raise
-        except _TRANSPORT:
-            metrics.API_ERRORS.labels("network").inc()
-            self.reachable = False
             raise
         self.reachable = True
         return result

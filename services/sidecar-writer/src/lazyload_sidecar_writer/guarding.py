@@ -8,9 +8,9 @@ event dead-lettered and counted (`errors.Refused`). Deleting is never refused th
 Sidecar of a deleted fence has to go.
 
 Cheap: an incarnation that was found is remembered (bounded, LRU) and costs no further read; it
-is forgotten when its fence is deleted. A failed read (429, 5xx, network) is retried later; a
-read the API refuses (401/403: no RBAC to get ServiceFences) dead-letters the event, as nothing
-can be checked.
+is forgotten when its fence is deleted. A failed read (401/403, 429, 5xx, network) is retried
+later, after the delay `lazyload_common.kube` gives the error (RBAC and credentials change: up to
+`sidecar.max_deliver` deliveries); a read the API refuses as malformed dead-letters the event.
 """
 
 from __future__ import annotations
@@ -47,10 +47,8 @@ class FenceGuard:
             ) from None
         except kube.KubeUnprocessable as e:
             raise writer_errors.ApiRejected(f"ServiceFence {fence} cannot be read: {e}") from e
-        except kube.KubeDenied as e:  # RBAC and credentials change: later (up to max_deliver)
-            raise writer_errors.Denied(f"ServiceFence {fence} not read: {e}", delay=5.0) from e
-        except Exception as e:  # 429, 5xx, transport: the API may answer later
-            raise errors.TemporaryError(f"ServiceFence {fence} not read: {e}", delay=1.0) from e
+        except kube.KubeError as e:  # 401/403 (RBAC changes), 429, 5xx, no answer: later
+            raise errors.TemporaryError(f"ServiceFence {fence} not read: {e}", delay=e.delay) from e
         uid = str((stored.get("metadata") or {}).get("uid") or "")
         if not event.uid or uid != event.uid:
             raise writer_errors.Refused(

@@ -120,17 +120,11 @@ class FenceStatus:
             await self._write(event, condition)
         except (kube.KubeNotFound, kube.KubeUnprocessable) as e:
             log.info("fence %s: status not written: %s", fence, e)
-        except (
-            kube.KubeConflict,
-            kube.KubeTooManyRequests,
-            kube.KubeServerError,
-            errors.TemporaryError,
-            OSError,
-        ) as e:
-            raise errors.TemporaryError(f"status of fence {fence}: {e}", delay=1.0) from e
-        except kube.KubeError as e:  # 401/403: RBAC; retrying each event would not help
-            log.warning("fence %s: status not written: %s", fence, e)
-        except Exception as e:  # transport errors of urllib3
+        except kube.KubeError as e:
+            if kube.is_retryable(e):  # 409 still, 429, 5xx, no answer
+                raise errors.TemporaryError(f"status of fence {fence}: {e}", delay=1.0) from e
+            log.warning("fence %s: status not written: %s", fence, e)  # 401/403: RBAC
+        except errors.TemporaryError as e:  # still conflicting after the re-reads
             raise errors.TemporaryError(f"status of fence {fence}: {e}", delay=1.0) from e
         self._reported.set(key, condition)
 
