@@ -21,7 +21,7 @@ from lazyload_accesslog_ingest import app
 from lazyload_accesslog_ingest.settings import IngestSettings
 from lazyload_common import kube
 from lazyload_testing import ingest as t
-from lazyload_testing.kube import KubeEmulator
+from lazyload_testing.kube import KubeEmulator, faster_than
 from lazyload_testing.kube_real import RealKube
 from lazyload_testing.nats import NatsServer
 from nats.aio.client import Client as NATS
@@ -160,3 +160,32 @@ async def test_service_entries_from_the_kubernetes_api(
         await t.eventually(marked, what="the ServiceEntry host to be known")
     events = await t.read_dependency_events(observer)
     assert all(m.event.external and m.event.destination_service is None for m in events)
+
+
+async def test_every_api_request_keeps_to_the_client_rate_limit(
+    kube_emulator: KubeEmulator, nats_server: NatsServer
+) -> None:
+    """LAZYLOAD_KUBE__QPS/BURST bound ingest's requests too: the lists, discovery and watches of
+    its four reflectors (#18)."""
+    qps, burst = 10.0, 2
+    settings = IngestSettings(
+        nats={"url": nats_server.url},
+        kube={"kubeconfig": kube_emulator.kubeconfig, "qps": qps, "burst": burst},
+        admin={"host": "127.0.0.1", "port": 0},
+        grpc={"host": "127.0.0.1", "port": 0, "shutdown_grace": 0.2},
+        publish={"drain_timeout": 0.5},
+    )
+    kube_emulator.clear_requests()
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(app.run(settings, stop=stop, ready=ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 20)
+        async with asyncio.timeout(10):  # until the four kinds are watched
+            while sum("watch=true" in r.query for r in kube_emulator.requests()) < 4:
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+    requests = kube_emulator.requests()
+    assert len(requests) >= 8
+    assert not faster_than([r.time for r in requests], qps, burst)

@@ -24,7 +24,7 @@ from lazyload_global_pilot import applying, meshside, syncing
 from lazyload_global_pilot.dispatches import Dispatch
 from lazyload_global_pilot.errors import InvalidResourceError
 from lazyload_global_pilot.ports import PortSet
-from lazyload_testing.kube import KubeEmulator
+from lazyload_testing.kube import KubeEmulator, faster_than
 from lazyload_testing.kube_real import RealKube
 
 PORTS = PortSet(http=(80, 9080), tcp=(3306,))
@@ -322,3 +322,40 @@ async def test_a_second_replica_starts_from_the_applied_ports(
     applying.MeshSideApplier(api).apply(meshside.render(ports, CLUSTER))
     service = api.get(SVC_PATH.format("mesh-operator"))
     assert [p["port"] for p in service["spec"]["ports"]] == [80, 3306, 7070, 9080]
+
+
+async def test_every_api_request_keeps_to_the_client_rate_limit(
+    kube_emulator: KubeEmulator, free_port: Any
+) -> None:
+    """LAZYLOAD_KUBE__QPS/BURST bound every request of global-pilot: its lists and watches and
+    the mesh-side apply's reads, writes and prune lists (#18)."""
+    from lazyload_global_pilot import app
+    from lazyload_global_pilot.settings import GlobalPilotSettings
+
+    qps, burst = 10.0, 2
+    _namespaces(kube.KubeApi(kube_emulator.api_client()), "istio-system", "mesh-operator")
+    settings = GlobalPilotSettings.model_validate(
+        {
+            "kube": {"kubeconfig": kube_emulator.kubeconfig, "qps": qps, "burst": burst},
+            "admin": {"host": "127.0.0.1", "port": 0},
+            "xds": {"host": "127.0.0.1", "port": 0},
+            "listener": {"address": "127.0.0.1", "ports": [free_port()]},
+            "global_sidecar": {"apply": True},
+            "als": {"enabled": False},
+            "watch": {"debounce": 0.05},
+        }
+    )
+    kube_emulator.clear_requests()
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.ensure_future(app.run(settings, stop=stop, ready=ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        async with asyncio.timeout(10):
+            while not kube_emulator.writes("/envoyfilters"):
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    requests = kube_emulator.requests()
+    assert len(requests) >= 12
+    assert not faster_than([r.time for r in requests], qps, burst)

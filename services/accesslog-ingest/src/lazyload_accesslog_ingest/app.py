@@ -194,7 +194,7 @@ def _mesh_server(settings: IngestSettings, main: AlsServer) -> AlsServer | None:
 
 
 def _start_indexer(settings: IngestSettings, index: indexing.ServiceIndex) -> indexing.KubeIndexer:
-    api = kube.KubeApi(kube.api_client(settings.kube))
+    api = kube.KubeApi.from_settings(settings.kube)
     indexer = indexing.KubeIndexer(api, index, loop=asyncio.get_running_loop())
     indexer.start()
     return indexer

@@ -69,7 +69,7 @@ def uninstall(settings: GlobalPilotSettings) -> list[str]:
     """Delete every object the mesh-side apply made (the catch-all EnvoyFilters, the Services it
     created; a Service the chart made is never ours to delete), so that the mesh works without
     lazyload: no sidecar keeps routing unknown hosts to a global-sidecar that is gone."""
-    api = kube.KubeApi(kube.api_client(settings.kube))
+    api = kube.KubeApi.from_settings(settings.kube)
     try:
         return applying.MeshSideApplier(api).apply([]).deleted
     finally:
@@ -87,7 +87,7 @@ async def run(
     settings.check()
     cache = SnapshotCache()
     ads = server.AdsServer(cache, hooks=metrics.hooks())
-    api = kube.KubeApi(kube.api_client(settings.kube))
+    api = kube.KubeApi.from_settings(settings.kube)
     watcher = watching.MeshWatcher(
         api, kinds=settings.watched_kinds(), debounce=settings.watch.debounce
     )
