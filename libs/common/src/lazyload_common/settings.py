@@ -178,7 +178,12 @@ class KubeSettings(BaseModel):
         description="Path of a kubeconfig; unset means in-cluster config, then ~/.kube/config.",
     )
     context: str | None = Field(None, description="Context of the kubeconfig to use.")
-    qps: float = Field(50.0, gt=0, description="Client-side rate limit of writes, requests/second.")
+    qps: float = Field(
+        50.0,
+        gt=0,
+        description="Client-side rate limit of every Kubernetes API request of the service "
+        "(reads, writes, lists, watch starts), requests/second.",
+    )
     burst: int = Field(100, ge=1, description="Client-side rate limit burst.")
 
 
