@@ -290,6 +290,11 @@ def schema() -> dict[str, Any]:
                     {
                         "enabled": {"type": "boolean"},
                         "providers": {"type": "array", "items": dns},
+                        "port": PORT,
+                        "principals": {
+                            "type": "array",
+                            "items": {"type": "string", "minLength": 1},
+                        },
                     }
                 ),
                 "alsTls": _obj(
@@ -297,6 +302,7 @@ def schema() -> dict[str, Any]:
                         "enabled": {"type": "boolean"},
                         "serverSecret": {"type": "string"},
                         "clientSecret": {"type": "string"},
+                        "allowInsecure": {"type": "boolean"},
                     }
                 ),
             }

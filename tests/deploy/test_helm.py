@@ -520,7 +520,6 @@ def test_sidecar_access_logs_make_the_liveness_source(
     tells the reconciler (LAZYLOAD_FENCE__LIVENESS_SOURCE); without it, neither."""
     values = {
         "sidecarAccessLogs": {"enabled": True},
-        "alsTls": {"enabled": False},  # ordinary sidecars have no ALS client certificate
         "fenceReconciler": {"config": {"fence": {"recycle_after": 86400}}},
     }
     objs = _render(tmp_path_factory, values)
@@ -538,7 +537,7 @@ def test_sidecar_access_logs_make_the_liveness_source(
 def test_network_policies_let_in_only_who_needs_each_port(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    """ALS only from the global-sidecars (every sidecar with sidecarAccessLogs), xDS only from
+    """ALS only from the global-sidecars (its mesh port from every pod with sidecarAccessLogs), xDS only from
     the global-sidecars, admin only from the monitoring namespace (#16)."""
     objs = _render(tmp_path_factory, {})
     policies = _of(objs, "NetworkPolicy")
@@ -569,12 +568,14 @@ def test_network_policies_let_in_only_who_needs_each_port(
     everyone = _of(
         _render(
             tmp_path_factory,
-            {"sidecarAccessLogs": {"enabled": True}, "alsTls": {"enabled": False}},
+            {"sidecarAccessLogs": {"enabled": True}},
         ),
         "NetworkPolicy",
     )
-    als = everyone["mesh-operator/lazyload-accesslog-ingest"]["spec"]["ingress"][1]
-    assert als["from"] == [{"namespaceSelector": {}}]
+    ingress = everyone["mesh-operator/lazyload-accesslog-ingest"]["spec"]["ingress"]
+    by_port = {rule["ports"][0]["port"]: rule["from"] for rule in ingress}
+    assert by_port["grpc-als"] == [{"namespaceSelector": {}, "podSelector": global_sidecars}]
+    assert by_port["grpc-als-mesh"] == [{"namespaceSelector": {}}]
     assert not _of(
         _render(tmp_path_factory, {"networkPolicy": {"enabled": False}}), "NetworkPolicy"
     )

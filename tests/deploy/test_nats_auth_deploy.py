@@ -222,11 +222,11 @@ def test_chart_als_tls_existing_secrets_off_and_refusals(tmp_path: Path) -> None
     assert _volumes(pods["accesslog-ingest"])["als-tls"]["secret"]["secretName"] == (
         "my-ingest-tls"
     )
-    off = _deployments(tmp_path, {"alsTls": {"enabled": False}})
+    off = _deployments(tmp_path, {"alsTls": {"enabled": False, "allowInsecure": True}})
     assert "LAZYLOAD_GRPC__REQUIRE_CLIENT_CERT" not in _env(off["accesslog-ingest"])
     assert "LAZYLOAD_ALS__TLS_CA_FILE" not in _env(off["global-pilot"])
     for bad in (
-        {"sidecarAccessLogs": {"enabled": True}},  # ordinary sidecars have no certificate
+        {"alsTls": {"enabled": False}},  # an open ALS port needs allowInsecure
         {"alsTls": {"serverSecret": "only-one"}},
     ):
         path = values_file(tmp_path, bad)

@@ -160,6 +160,15 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end -}}
 
+{{/* accesslog-ingest's pod annotations: its ALS port (lazyload's own mutual TLS, the
+global-sidecars) never passes an istio-proxy; with sidecarAccessLogs the app waits for its proxy. */}}
+{{- define "lazyload.ingestPodAnnotations" -}}
+traffic.sidecar.istio.io/excludeInboundPorts: {{ .Values.accesslogIngest.grpcPort | quote }}
+{{- if .Values.sidecarAccessLogs.enabled }}
+proxy.istio.io/config: '{"holdApplicationUntilProxyStarts": true}'
+{{- end }}
+{{- end -}}
+
 {{- define "lazyload.alsTlsVolumeMounts" -}}
 {{- if and .root.Values.alsTls.enabled (eq .component "accesslog-ingest" "global-sidecar") }}
 - {name: als-tls, mountPath: /etc/lazyload/als-tls, readOnly: true}
