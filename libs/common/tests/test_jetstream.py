@@ -387,6 +387,61 @@ async def test_a_deleted_consumer_restarts_past_its_ack_floor(js) -> None:  # ty
         await asyncio.wait_for(consuming, timeout=10)
 
 
+async def test_a_restart_after_a_recovery_keeps_the_start_and_updates_the_rest(  # type: ignore[no-untyped-def]
+    js, caplog
+) -> None:
+    """A consumer re-created past its ack floor (deliver by start sequence) and then a restart
+    of the service, which asks for its usual config (deliver all) with a changed limit: JetStream
+    refuses to change a consumer's deliver policy, and the whole update was refused (old limits
+    kept, a warning at every start; `make faults`). The restart keeps the consumer's start and
+    updates what JetStream lets it update; nothing acked is delivered again."""
+    seen: list[str] = []
+
+    async def handler(batch: list[jetstream.Delivery]) -> None:
+        seen.extend(d.event.destination_host for d in batch)
+
+    stop = asyncio.Event()
+    consuming = asyncio.create_task(
+        jetstream.consume(js, _spec("restarted", floor_interval=0.1), handler, stop)
+    )
+    try:
+        for i in range(5):
+            await jetstream.publish(js, subjects.deps("default", "a"), _edge(i))
+        await _until(lambda: _async(len(seen) == 5))
+
+        async def floor_read() -> bool:
+            info = await js.consumer_info(subjects.DEPS_STREAM, "restarted")
+            return info.ack_floor.stream_seq >= 5
+
+        await _until(floor_read)
+        await asyncio.sleep(0.3)  # the loop's next read of the floor
+        await js.delete_consumer(subjects.DEPS_STREAM, "restarted")
+        await jetstream.publish(js, subjects.deps("default", "a"), _edge(6))
+        await _until(lambda: _async(len(seen) == 6))
+    finally:
+        stop.set()
+        await asyncio.wait_for(consuming, timeout=10)
+    recovered = (await js.consumer_info(subjects.DEPS_STREAM, "restarted")).config
+    assert recovered.opt_start_seq == 6
+
+    caplog.clear()
+    stop = asyncio.Event()  # the restart, with another ack_wait and max_ack_pending
+    spec = _spec("restarted", ack_wait=7.0, max_ack_pending=777)
+    consuming = asyncio.create_task(jetstream.consume(js, spec, handler, stop))
+    try:
+        await jetstream.publish(js, subjects.deps("default", "a"), _edge(7))
+        await _until(lambda: _async(len(seen) == 7))
+        await asyncio.sleep(0.3)  # a replay would come with it
+    finally:
+        stop.set()
+        await asyncio.wait_for(consuming, timeout=10)
+    assert seen.count("h0.default.svc.cluster.local") == 1 and len(seen) == 7, seen
+    config = (await js.consumer_info(subjects.DEPS_STREAM, "restarted")).config
+    assert config.max_ack_pending == 777 and config.ack_wait == 7.0
+    assert config.opt_start_seq == 6  # the start kept
+    assert "keeps its old config" not in caplog.text
+
+
 def test_a_replica_killed_mid_batch_costs_its_messages_at_most_15_s() -> None:
     """The messages a replica held when it was SIGKILLed are delivered again after `ack_wait`
     (a batch being handled is kept alive every half of it, so it can be short): at most 15 s,

@@ -20,6 +20,9 @@ after it is delivered again, and the stream's older messages are not (`make faul
 consumer re-created to deliver all replayed the whole LAZYLOAD_DEPS - 20 s of blocked learning
 for 8,000 edges, hours for a day of a large mesh's). A consumer lost before any floor was read,
 or whose stream was created again (its sequence restarted), starts from the stream's beginning.
+A service (re)starting against an existing consumer keeps that consumer's start (deliver policy
+and start sequence, which JetStream refuses to change: a restart after a recovery asked for
+deliver-all and crashed on the refusal) and updates its other settings.
 """
 
 from __future__ import annotations
@@ -402,6 +405,8 @@ async def consume(
             await asyncio.gather(*in_hand, return_exceptions=True)
     finally:
         tracker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await tracker  # done at once: nothing is left running after the loop
         for task in in_hand:
             task.cancel()
         try:
@@ -462,12 +467,15 @@ async def _subscribe(
     while True:
         try:
             try:
-                await js.add_consumer(spec.stream, config=config)
-            except BadRequestError as e:
-                log.warning("consumer %s keeps its old config: %s", spec.durable, e)
+                wanted = await _with_existing_start(js, spec, config)
+                await js.add_consumer(spec.stream, config=wanted)
             except NotFoundError:  # no stream (deleted): make it, then the consumer
                 await ensure_stream_exists(js, spec.stream, replicas=spec.stream_replicas)
                 await js.add_consumer(spec.stream, config=config)
+            except ServiceUnavailableError:
+                raise
+            except APIError as e:  # an update JetStream refuses: never a reason to stop
+                log.warning("consumer %s keeps its old config: %s", spec.durable, e)
             return await js.pull_subscribe(
                 spec.filter_subject, durable=spec.durable, stream=spec.stream, config=config
             )
@@ -480,6 +488,34 @@ async def _subscribe(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
             delay = min(delay * 2, 10.0)
+
+
+IMMUTABLE_START = ("deliver_policy", "opt_start_seq", "opt_start_time")
+"""Where a consumer starts: JetStream refuses to change it on an existing consumer ("deliver
+policy can not be updated"), and refused the rest of the update with it."""
+
+
+async def _with_existing_start(
+    js: JetStreamContext, spec: ConsumerSpec, config: ConsumerConfig
+) -> ConsumerConfig:
+    """`config` with the start of the existing consumer, if there is one: a service restarting
+    after its consumer was re-created past its ack floor (`_recover`) asks for deliver-all, and
+    one whose replica re-created it asks for another start sequence; the consumer keeps where it
+    started (a new start would replay or skip) and takes every other setting of `config`."""
+    try:
+        existing = (await js.consumer_info(spec.stream, spec.durable)).config
+    except NotFoundError:
+        return config
+    keep = {name: getattr(existing, name) for name in IMMUTABLE_START}
+    if all(getattr(config, name) == value for name, value in keep.items()):
+        return config
+    log.info(
+        "consumer %s keeps its start (%s, sequence %s)",
+        spec.durable,
+        existing.deliver_policy,
+        existing.opt_start_seq,
+    )
+    return dataclasses.replace(config, **keep)
 
 
 async def _track_ack_floor(
