@@ -165,32 +165,6 @@ def test_reset_empties_learned_hosts_and_keeps_spec_hosts() -> None:
     assert reset.state.reasons == {"test/*": ("spec",)}
 
 
-def test_to_event_carries_the_state() -> None:
-    fence = _fence()
-    desired = desiring.desire(fence, [_edge(DETAILS)], service_selector=SELECTOR, now=NOW)
-    event = desiring.to_event(
-        fence, desired.state, added=desired.added, removed=desired.removed, now=NOW
-    )
-    assert (event.namespace, event.name, event.uid, event.revision) == (
-        "default",
-        "productpage",
-        "u1",
-        1,
-    )
-    assert event.hosts == [DETAILS] and event.added == [DETAILS] and event.removed == []
-    assert event.workload_selector == SELECTOR and event.enabled and not event.deleted
-    assert event.reasons == {DETAILS: ["learned"]}
-
-
-def test_deleted_event_removes_every_host() -> None:
-    fence = _apply(
-        _fence(), desiring.desire(_fence(), [_edge(DETAILS)], service_selector=SELECTOR, now=NOW)
-    )
-    event = desiring.deleted_event(fence, None, now=NOW)
-    assert event.deleted and not event.enabled and event.revision == 2
-    assert event.hosts == [] and event.removed == [DETAILS]
-
-
 def test_a_packed_status_reads_back_the_same() -> None:
     status = {
         "learned": {"a.default.svc.cluster.local": {"firstSeen": "2026-11-26T01:25:41Z"}},

@@ -4,8 +4,8 @@ The fence status says which hosts a fence holds and why; it cannot say why a hos
 The reconciler notes here what it decided about each edge and host: learned, dropped by the
 admission gate (`dispatched`, `external-dropped`, `unknown-service`), rejected (an invalid edge, a
 refused write), waiting for the caller's Service, ignored by policy, refused by the host cap, and
-removed (expired, reset, no longer in spec). The admin API serves it at
-`GET /api/v1/fences/{ns}/{name}/decisions`.
+removed (expired, reset, no longer in spec); what one cycle of a fence decided is `of_cycle`
+(pure). The admin API serves the record at `GET /api/v1/fences/{ns}/{name}/decisions`.
 
 Bounded twice: per fence an LRU of at most `per_fence` (host, outcome, reason) entries (a repeat
 moves its entry to the end and counts, so a host refreshed every few minutes does not push the
@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from lazyload_fence_reconciler import fences
+from lazyload_fence_reconciler import desiring, fences
 
 Key = tuple[str, str]
 
@@ -32,6 +32,38 @@ IGNORED = "ignored"
 CAPPED = "capped"
 REMOVED = "removed"
 OUTCOMES = (LEARNED, DROPPED, REJECTED, WAITING, IGNORED, CAPPED, REMOVED)
+
+Note = tuple[str, str, str]
+"""(host, outcome, reason): one entry `Decisions.note` takes."""
+
+
+def of_cycle(
+    edges: Iterable[desiring.Edge],
+    desired: desiring.Desired,
+    before: desiring.State,
+    *,
+    reset: bool,
+    max_learned_hosts: int,
+) -> list[Note]:
+    """What one cycle of a fence decided: each edge learned or refused by the host cap, each
+    host removed (reset, expired, or gone from spec, selector and expansion)."""
+    capped = set(desired.capped)
+    cap_reason = f"the fence is at its cap of {max_learned_hosts} learned hosts"
+    notes = [
+        (e.host, CAPPED, cap_reason)
+        if e.host in capped
+        else (e.host, LEARNED, "learned from traffic")
+        for e in edges
+    ]
+    for host in desired.removed:
+        if reset:
+            reason = "reset"
+        elif desiring.LEARNED in before.reasons.get(host, ()):
+            reason = "expired: no traffic within the recycling time"
+        else:
+            reason = "no longer in spec, selector or expansion"
+        notes.append((host, REMOVED, reason))
+    return notes
 
 
 @dataclass

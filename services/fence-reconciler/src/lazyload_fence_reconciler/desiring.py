@@ -7,7 +7,8 @@ the destinations of its VirtualServices (Slime's `domains[key].hosts`), so expan
 the state of the domain they come from. It returns the whole status to write, the
 rendered host set with per-host reasons, and whether the desired state (hosts, enabled, workload
 selector) changed, in which case `revision` is one more than the recorded one. `recorded()` reads
-back the state a status already holds, for re-publishing. No I/O here; tests use plain values.
+back the state a status already holds, for re-publishing (`changes` builds the FenceChanged
+events of these states). No I/O here; tests use plain values.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from lazyload_common import events, hosts
+from lazyload_common import hosts
 
 from lazyload_fence_reconciler import expanding, fences
 
@@ -238,48 +239,6 @@ def recorded(fence: fences.Fence) -> State:
         hosts=rendered,
         reasons=reasons,
     )
-
-
-def to_event(
-    fence: fences.Fence,
-    state: State,
-    *,
-    added: Sequence[str] | None = None,
-    removed: Sequence[str] = (),
-    deleted: bool = False,
-    now: float,
-) -> events.FenceChanged:
-    """The FenceChanged event of `state` (added defaults to every host: a first publication).
-
-    `first_seen` carries, for every added host learned from traffic, when its first call was
-    seen: sidecar-writer measures first call -> Sidecar written from it.
-    """
-    added = list(state.hosts if added is None else added)
-    learned = fence.learned(default_time=now)
-    first_seen = {h: learned[h].first_seen for h in added if h in learned}
-    return events.FenceChanged(
-        namespace=fence.namespace,
-        name=fence.name,
-        uid=fence.uid,
-        revision=state.revision,
-        enabled=state.enabled and not deleted,
-        deleted=deleted,
-        workload_selector=state.workload_selector,
-        hosts=list(state.hosts),
-        added=added,
-        removed=list(removed),
-        reasons={h: list(r) for h, r in state.reasons.items()},
-        changed_at=now,
-        first_seen=first_seen,
-    )
-
-
-def deleted_event(fence: fences.Fence, last: State | None, *, now: float) -> events.FenceChanged:
-    """The event of a deleted fence: one revision past the last known, no hosts, all removed."""
-    last = last or recorded(fence)
-    revision = max(last.revision, fence.revision) + 1
-    gone = State(revision=revision, enabled=False, workload_selector=None, hosts=())
-    return to_event(fence, gone, added=(), removed=last.hosts, deleted=True, now=now)
 
 
 def _absorb_metric_status(fence: fences.Fence, now: float) -> dict[str, fences.Learned]:

@@ -5,8 +5,10 @@ Pure decisions on plain values. Slime's precedence: the Service's `slime.io/serv
 created on the first dependency of a Service that is fenced, in scope, and has a selector (Slime
 PR #168: a Service without one would give a Sidecar for the whole namespace); it is created at once,
 without waiting for traffic, when a label says "true" explicitly or `eager` is on (Slime's
-autoFence). A manual fence that a user deleted is not recreated. An auto-created fence is kept only
-while its Service exists and stays fenced and in scope; manual fences are never deleted.
+autoFence). A workload caller (Slime's fenceLabelKeyAlias) needs no Service, only a labelled pod.
+A manual fence that a user deleted is not recreated. An auto-created fence is kept only while its
+Service (for a workload fence: a labelled pod) exists and stays fenced and in scope; manual fences
+are never deleted (`drop`).
 """
 
 from __future__ import annotations
@@ -119,26 +121,6 @@ class WorkloadIdentity:
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?\Z")
 
 
-def workload_creation(
-    namespace: str,
-    *,
-    pods: int,
-    scope: Scope,
-    tombstoned: bool = False,
-    namespace_labels: Mapping[str, str] | None = None,
-) -> Verdict:
-    """Whether to create the missing fence of a workload caller that has no Service."""
-    if not scope.auto_create:
-        return Verdict(Outcome.IGNORE, "auto-create is off")
-    if not namespace_in_scope(namespace, scope, namespace_labels):
-        return Verdict(Outcome.IGNORE, f"namespace {namespace} is out of scope")
-    if tombstoned:
-        return Verdict(Outcome.IGNORE, "a manual fence of this name was deleted")
-    if pods == 0:
-        return Verdict(Outcome.WAIT, "service not found (no labelled pod either)")
-    return Verdict(Outcome.CREATE)
-
-
 def label_verdict(labels: Mapping[str, str] | None) -> bool | None:
     """`slime.io/serviceFenced`: "true" -> True, "false" -> False, anything else -> None."""
     value = (labels or {}).get(FENCED_LABEL, "").strip().lower()
@@ -180,14 +162,21 @@ def creation(
     namespace_labels: Mapping[str, str] | None,
     scope: Scope,
     tombstoned: bool = False,
+    workload_pods: int | None = None,
 ) -> Verdict:
-    """Whether to create the missing fence of a caller that sent a dependency."""
+    """Whether to create the missing fence of a caller that sent a dependency: a Service's, or,
+    with `workload_pods` (the labelled pods of a workload caller, Slime's fenceLabelKeyAlias),
+    a workload's, which needs no Service but one pod at least."""
     if not scope.auto_create:
         return Verdict(Outcome.IGNORE, "auto-create is off")
     if not namespace_in_scope(namespace, scope, namespace_labels):
         return Verdict(Outcome.IGNORE, f"namespace {namespace} is out of scope")
     if tombstoned:
         return Verdict(Outcome.IGNORE, "a manual fence of this name was deleted")
+    if workload_pods is not None:
+        if workload_pods == 0:
+            return Verdict(Outcome.WAIT, "service not found (no labelled pod either)")
+        return Verdict(Outcome.CREATE)
     if service is None:
         return Verdict(Outcome.WAIT, "service not found")
     if not service.selector:
@@ -238,3 +227,22 @@ def keep(
     if not namespace_in_scope(namespace, scope, namespace_labels):
         return False
     return is_fenced(service.labels, namespace_labels, default=scope.default_fence)
+
+
+def drop(
+    namespace: str,
+    *,
+    auto_created: bool,
+    service: ServiceFacts | None,
+    namespace_labels: Mapping[str, str] | None,
+    scope: Scope,
+    workload_pods: int | None = None,
+) -> bool:
+    """Whether to delete a fence: only an auto-created one, when its Service is gone, not fenced
+    or out of scope (Slime); a workload fence without a Service (`workload_pods` given) when its
+    last labelled pod is gone or its namespace left the scope."""
+    if not auto_created:
+        return False
+    if workload_pods is not None and service is None:
+        return not workload_pods or not namespace_in_scope(namespace, scope, namespace_labels)
+    return not keep(namespace, service=service, namespace_labels=namespace_labels, scope=scope)

@@ -5,6 +5,10 @@ keyed work queue drained by `run_worker`), the start-up and periodic resync, and
 (`reconcile(reset=True)`). One lock per fence serialises them inside a replica; across replicas
 the resourceVersion of the status write does.
 
+This class holds only the triggers and the I/O: every decision is a pure function elsewhere -
+whether to create, keep or drop a fence (`planning`, `policies`), its status (`desiring`), the
+event to publish (`changes`), what a cycle decided about its hosts (`deciding.of_cycle`).
+
 Publishing rule: the fence status records the desired state and its `revision`; a FenceChanged is
 published when the recorded revision is above the last one published for that fence (`sent`,
 seeded at start-up from the last event of each subject in the stream). So an event is published
@@ -17,17 +21,18 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from lazyload_common import errors, events, hosts, kube
 
 from lazyload_fence_reconciler import (
     applying,
+    changes,
     deciding,
     desiring,
     fences,
     metrics,
+    planning,
     policies,
     publishing,
     tombstoning,
@@ -43,15 +48,6 @@ WAKE_MARGIN = 0.05
 
 class Waiting(errors.TemporaryError):
     """The caller has no fence and its Service is not known (yet)."""
-
-
-@dataclass(frozen=True)
-class Sent:
-    """The last event published for a fence name."""
-
-    uid: str
-    state: desiring.State
-    deleted: bool = False
 
 
 class Reconciler:
@@ -75,7 +71,7 @@ class Reconciler:
         self.clock = clock
         self.decisions = deciding.Decisions(clock=clock)
         """What was recently decided about each fence's hosts (the admin API serves it)."""
-        self.sent: dict[Key, Sent] = {}
+        self.sent: dict[Key, changes.Sent] = {}
         self.tombstones = tombstoning.Tombstones(cluster, applier, clock)
         self._gone: dict[Key, kube.RawObject] = {}
         self._latest: dict[Key, kube.RawObject] = {}
@@ -99,15 +95,12 @@ class Reconciler:
         async with self._lock(key):
             obj = self._current(key) or await self.applier.get(*key)
             if obj is not None and not self._serves(obj):
-                return f"ignored: fence of another Istio revision ({_revision(obj)!r})"
-            if obj is None and workload is not None and self.workloads is not None:
-                verdict = policies.workload_creation(
-                    key[0],
-                    pods=self.cluster.workload_pods(key[0], workload),
-                    scope=self.scope,
-                    tombstoned=self.tombstones.holds(key),
-                    namespace_labels=self.cluster.namespace_labels(key[0]),
-                )
+                revision = planning.istio_revision(obj)
+                return f"ignored: fence of another Istio revision ({revision!r})"
+            if obj is None:
+                identity = self.workloads
+                workload = workload if identity is not None else None
+                verdict = planning.creation(self._facts(key, workload), self.scope)
                 if verdict.outcome is policies.Outcome.IGNORE:
                     return f"ignored: {verdict.reason}"
                 if verdict.outcome is policies.Outcome.WAIT:
@@ -115,23 +108,8 @@ class Reconciler:
                         f"{verdict.reason}: {key[0]}/{key[1]}",
                         delay=self.settings.missing_service_delay,
                     )
-                obj = await self.applier.create(*key, {self.workloads.key: workload})
-            elif obj is None:
-                verdict = policies.creation(
-                    key[0],
-                    service=self.cluster.service(key),
-                    namespace_labels=self.cluster.namespace_labels(key[0]),
-                    scope=self.scope,
-                    tombstoned=self.tombstones.holds(key),
-                )
-                if verdict.outcome is policies.Outcome.IGNORE:
-                    return f"ignored: {verdict.reason}"
-                if verdict.outcome is policies.Outcome.WAIT:
-                    raise Waiting(
-                        f"{verdict.reason}: {key[0]}/{key[1]}",
-                        delay=self.settings.missing_service_delay,
-                    )
-                obj = await self.applier.create(*key)
+                labels = None if identity is None or workload is None else {identity.key: workload}
+                obj = await self.applier.create(*key, labels)
             await self._converge(obj, edges)
             return "learned"
 
@@ -146,7 +124,7 @@ class Reconciler:
                 if gone is not None:
                     await self._announce_deletion(key, gone)
                 await self.tombstones.settle(key, exists=False)
-                if not self._wants_eager(key):
+                if not planning.eager(self._facts(key, None), self.scope):
                     self._eager_pending.discard(key)
                     return None
                 obj = await self.applier.create(*key)
@@ -156,7 +134,8 @@ class Reconciler:
                 if not self._serves(obj):
                     return None  # another revision's reconciler owns it
                 await self.tombstones.settle(key, exists=True)
-                if self._should_drop(key, obj):
+                facts = self._facts(key, self._workload_of(key))
+                if planning.drop(fences.Fence.from_raw(obj), facts, self.scope):
                     await self.applier.delete(obj)  # only as read: else retried, re-decided
                     log.info("deleted ServiceFence %s/%s: Service gone or not fenced", *key)
                     return None
@@ -179,7 +158,7 @@ class Reconciler:
             self._gone.pop(key, None)
             self.tombstones.discard(key)
             written = self._latest.get(key)
-            if written is not None and _rv(written) <= _rv(obj):
+            if written is not None and planning.superseded(written, obj):
                 del self._latest[key]  # the store caught up: one copy of the fence is enough
         self.enqueue(key)
 
@@ -189,9 +168,8 @@ class Reconciler:
         if kind == "SYNCED":
             return
         self.enqueue(kube.object_key(obj))
-        for fence in self.cluster.all_fences():
-            if (fence.get("spec") or {}).get("labelSelector"):
-                self.enqueue(kube.object_key(fence))
+        for key in planning.selector_fences(self.cluster.all_fences()):
+            self.enqueue(key)
 
     def on_pod_event(self, kind: str, obj: kube.RawObject) -> None:
         """A labelled pod came or went: its workload fence may have to go (Slime)."""
@@ -237,7 +215,8 @@ class Reconciler:
         missing = {
             key
             for key in self.cluster.service_keys()
-            if self.cluster.fence(key) is None and self._wants_eager(key)
+            if self.cluster.fence(key) is None
+            and planning.eager(self._facts(key, None), self.scope)
         }
         if missing:
             self._eager_pending |= missing
@@ -250,23 +229,16 @@ class Reconciler:
             )
         for key in (*self.cluster.fence_keys(), *self.cluster.service_keys()):
             self.enqueue(key)
-        for key, sent in self.sent.items():
-            if not sent.deleted and self.cluster.fence(key) is None:
-                self._gone.setdefault(key, _stub(key, sent.uid))
-                self.enqueue(key)
+        for key in planning.vanished(self.sent, set(self.cluster.fence_keys())):
+            self._gone.setdefault(key, planning.stub(key, self.sent[key].uid))
+            self.enqueue(key)
 
     # -- loops ------------------------------------------------------------------------------
 
     async def seed(self) -> None:
         """Learn what was published before this process started, from the stream."""
         for event in await self.publisher.last_events():
-            state = desiring.State(
-                revision=event.revision,
-                enabled=event.enabled,
-                workload_selector=event.workload_selector,
-                hosts=tuple(event.hosts),
-            )
-            self.sent[(event.namespace, event.name)] = Sent(event.uid, state, event.deleted)
+            self.sent[(event.namespace, event.name)] = changes.Sent.of(event)
         log.info("seeded %d published fences from the stream", len(self.sent))
 
     async def run_worker(self) -> None:
@@ -306,14 +278,21 @@ class Reconciler:
                 now=self.clock(),
                 policy=self.policy,
                 reset=reset,
-                revision_floor=self._floor(key, fence.uid),
+                revision_floor=changes.revision_floor(self.sent.get(key), fence.uid),
                 mesh=mesh,
             )
             return (desired.status if desired.write_needed else None), desired
 
         before = desiring.recorded(fences.Fence.from_raw(obj))
         written, desired = await self.applier.apply_status(obj, compute)
-        self._note(key, edges, desired, before, reset=reset)
+        for host, outcome, reason in deciding.of_cycle(
+            edges,
+            desired,
+            before,
+            reset=reset,
+            max_learned_hosts=self.policy.max_learned_hosts,
+        ):
+            self.decisions.note(key, host, outcome, reason)
         if desired.capped:
             metrics.EDGES.labels("host-cap").inc(len(desired.capped))
             log.warning(
@@ -323,40 +302,13 @@ class Reconciler:
                 len(desired.capped),
             )
         self._latest[key] = written
-        await self._publish_due(fences.Fence.from_raw(written), desired)
+        event = changes.due(
+            fences.Fence.from_raw(written), desired, self.sent.get(key), now=self.clock()
+        )
+        if event is not None:
+            await self._send(event)
         self._wake_at(key, desired.next_change)
         return written, desired
-
-    def _note(
-        self,
-        key: Key,
-        edges: Sequence[desiring.Edge],
-        desired: desiring.Desired,
-        before: desiring.State,
-        *,
-        reset: bool,
-    ) -> None:
-        """Record what this cycle decided about the edges learned and the hosts removed."""
-        note = self.decisions.note
-        capped = set(desired.capped)
-        for edge in edges:
-            if edge.host in capped:
-                note(
-                    key,
-                    edge.host,
-                    deciding.CAPPED,
-                    f"the fence is at its cap of {self.policy.max_learned_hosts} learned hosts",
-                )
-            else:
-                note(key, edge.host, deciding.LEARNED, "learned from traffic")
-        for host in desired.removed:
-            if reset:
-                reason = "reset"
-            elif desiring.LEARNED in before.reasons.get(host, ()):
-                reason = "expired: no traffic within the recycling time"
-            else:
-                reason = "no longer in spec, selector or expansion"
-            note(key, host, deciding.REMOVED, reason)
 
     def _wake_at(self, key: Key, when: float | None) -> None:
         """Recompute `key` right after `when` (a deadline), not at the next resync."""
@@ -380,42 +332,14 @@ class Reconciler:
         self._timers.pop(key, None)
         self.enqueue(key)
 
-    async def _publish_due(self, fence: fences.Fence, desired: desiring.Desired) -> None:
-        if fence.revision == 0:
-            return
-        sent = self.sent.get(fence.key)
-        same = sent is not None and sent.uid == fence.uid and not sent.deleted
-        if same and sent is not None and sent.state.revision >= fence.revision:
-            return
-        fresh = desired.state.revision == fence.revision
-        state = desired.state if fresh else desiring.recorded(fence)
-        if same and sent is not None:
-            added = tuple(sorted(set(state.hosts) - set(sent.state.hosts)))
-            removed = tuple(sorted(set(sent.state.hosts) - set(state.hosts)))
-        elif sent is None and fresh and desired.changed:
-            added, removed = desired.added, desired.removed
-        else:
-            added, removed = state.hosts, ()
-        event = desiring.to_event(fence, state, added=added, removed=removed, now=self.clock())
-        await self._send(event)
-
     async def _announce_deletion(self, key: Key, obj: kube.RawObject) -> None:
-        fence = fences.Fence.from_raw(obj)
-        sent = self.sent.get(key)
-        if sent is not None and sent.deleted:
-            return
-        last = sent.state if sent is not None else None
-        await self._send(desiring.deleted_event(fence, last, now=self.clock()))
+        event = changes.deletion(fences.Fence.from_raw(obj), self.sent.get(key), now=self.clock())
+        if event is not None:
+            await self._send(event)
 
     async def _send(self, event: events.FenceChanged) -> None:
         await self.publisher.publish(event)
-        state = desiring.State(
-            revision=event.revision,
-            enabled=event.enabled,
-            workload_selector=event.workload_selector,
-            hosts=tuple(event.hosts),
-        )
-        self.sent[(event.namespace, event.name)] = Sent(event.uid, state, event.deleted)
+        self.sent[(event.namespace, event.name)] = changes.Sent.of(event)
 
     def _eager_done(self, key: Key) -> None:
         if key not in self._eager_pending:
@@ -423,72 +347,37 @@ class Reconciler:
         self._eager_pending.discard(key)
         left = len(self._eager_pending)
         metrics.AUTO_FENCE_PENDING.set(left)
-        step = max(1, self._eager_total // 10)
-        if left == 0 or left % step == 0:
+        if planning.progress_due(self._eager_total, left):
             done = self._eager_total - left
             log.info("auto-fence: %d of %d Services fenced", done, self._eager_total)
 
-    def _wants_eager(self, key: Key) -> bool:
-        return policies.eager(
-            key[0],
-            service=self.cluster.service(key),
-            namespace_labels=self.cluster.namespace_labels(key[0]),
-            scope=self.scope,
-            tombstoned=self.tombstones.holds(key),
-        )
-
-    def _should_drop(self, key: Key, obj: kube.RawObject) -> bool:
-        """An auto-created fence whose Service is gone, not fenced, or out of scope (Slime); an
-        auto-created workload fence whose last pod is gone or that left the scope."""
-        if not fences.Fence.from_raw(obj).created_by_controller:
-            return False
-        value = self.workloads.value_of(key[1]) if self.workloads else None
-        if value is not None and self.cluster.service(key) is None:
-            pods = self.cluster.workload_pods(key[0], value)
-            labels = self.cluster.namespace_labels(key[0])
-            return not pods or not policies.namespace_in_scope(key[0], self.scope, labels)
-        return not policies.keep(
-            key[0],
-            service=self.cluster.service(key),
-            namespace_labels=self.cluster.namespace_labels(key[0]),
-            scope=self.scope,
-        )
-
     # -- helpers ----------------------------------------------------------------------------
 
-    def _floor(self, key: Key, uid: str) -> int:
-        sent = self.sent.get(key)
-        return sent.state.revision if sent is not None and sent.uid != uid else 0
+    def _facts(self, key: Key, workload: str | None) -> planning.Facts:
+        """What the caches know about fence name `key`; with `workload` (the pod label value of
+        a workload fence) how many pods carry it."""
+        namespace = key[0]
+        return planning.Facts(
+            namespace=namespace,
+            service=self.cluster.service(key),
+            namespace_labels=self.cluster.namespace_labels(namespace),
+            tombstoned=self.tombstones.holds(key),
+            workload_pods=None
+            if workload is None
+            else self.cluster.workload_pods(namespace, workload),
+        )
+
+    def _workload_of(self, key: Key) -> str | None:
+        """The pod label value a workload fence's name stands for; None for other fences."""
+        return self.workloads.value_of(key[1]) if self.workloads is not None else None
 
     def _serves(self, obj: kube.RawObject) -> bool:
         """Whether this reconciler's Istio revision owns the fence `obj` (`fence.istio_rev`)."""
-        labels = obj.get("metadata", {}).get("labels") or {}
-        return fences.revision_in_scope(
-            labels, self.settings.istio_rev, strict=self.settings.strict_rev
-        )
+        return planning.serves(obj, self.settings.istio_rev, strict=self.settings.strict_rev)
 
     def _lock(self, key: Key) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
 
     def _current(self, key: Key) -> kube.RawObject | None:
         """The newest fence object known: the watch store or our own last write."""
-        stored, written = self.cluster.fence(key), self._latest.get(key)
-        if stored is None or written is None:
-            return stored or written
-        if stored.get("metadata", {}).get("uid") != written.get("metadata", {}).get("uid"):
-            return stored
-        return written if _rv(written) > _rv(stored) else stored
-
-
-def _revision(obj: kube.RawObject) -> str:
-    return str((obj.get("metadata", {}).get("labels") or {}).get(fences.REVISION_LABEL, ""))
-
-
-def _rv(obj: kube.RawObject) -> int:
-    """resourceVersion as a number where it is one (an optimisation only: 409 keeps us right)."""
-    value = str(obj.get("metadata", {}).get("resourceVersion", ""))
-    return int(value) if value.isdigit() else -1
-
-
-def _stub(key: Key, uid: str) -> kube.RawObject:
-    return {"metadata": {"namespace": key[0], "name": key[1], "uid": uid}}
+        return planning.newest(self.cluster.fence(key), self._latest.get(key))
