@@ -203,8 +203,8 @@ def raw_decode_times(messages: list[bytes], rounds: int) -> tuple[float, float]:
 
 def _serve(nats_url: str, services: int, conn: Any) -> None:
     """Child process: `app.run` with a pre-fed index until the parent says stop (the heap
-    settled first, as the service's console script does)."""
-    tasks.settle_heap()
+    frozen first, as the service's console script does)."""
+    tasks.freeze_heap()
 
     async def main() -> None:
         settings = IngestSettings(

@@ -1,4 +1,4 @@
-"""`tasks.settle_heap`: what is alive at a service's start is frozen out of the collector's sight,
+"""`tasks.freeze_heap`: what is alive at a service's start is frozen out of the collector's sight,
 and what comes later is still collected. `tasks.run_main`: a console script whose guarded task
 fails exits non-zero, one stopped by SIGTERM exits 0."""
 
@@ -20,10 +20,10 @@ class _Node:
         self.me = self  # a reference cycle: only the collector frees it
 
 
-def test_settle_heap_freezes_the_start_and_leaves_the_rest_collectable() -> None:
+def test_freeze_heap_freezes_the_start_and_leaves_the_rest_collectable() -> None:
     before = _Node()
     try:
-        tasks.settle_heap()
+        tasks.freeze_heap()
         assert gc.get_freeze_count() > 0
         assert any(o is before for o in gc.get_objects()) is False  # frozen: not tracked
         later = _Node()

@@ -128,7 +128,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False)
 
 
-def settle_heap() -> None:
+def freeze_heap() -> None:
     """Collect once, then move every object alive now (modules, schemas, descriptors: the bulk of
     a freshly started service's heap) out of the garbage collector's sight (`gc.freeze`).
 
@@ -165,8 +165,8 @@ def _version(program: str) -> str:
 def run_main(run: Callable[..., Awaitable[None]], settings: Any) -> None:
     """A service's console script: its settings (a model class is read from the environment:
     `settings.from_environment`; a misspelt `LAZYLOAD_*` variable or a bad value ends the
-    process at once with one line naming it), logging at `settings.log_level`, the heap settled
-    (`settle_heap`), then `run(settings, stop=...)` until it returns or SIGTERM/SIGINT sets
+    process at once with one line naming it), logging at `settings.log_level`, the heap frozen
+    (`freeze_heap`), then `run(settings, stop=...)` until it returns or SIGTERM/SIGINT sets
     `stop`. When a task stopped the service (`create_guarded_task`), the process exits with
     status 1 and one line saying which, so that its supervisor restarts it."""
     program = Path(sys.argv[0]).name
@@ -177,7 +177,7 @@ def run_main(run: Callable[..., Awaitable[None]], settings: Any) -> None:
         except errors.ConfigError as e:
             raise SystemExit(f"{program}: {e}") from None
     configure_logging(settings.log_level, getattr(settings, "log_format", "text"))
-    settle_heap()
+    freeze_heap()
     failure = asyncio.run(serve(run, settings))
     if failure is not None:
         raise SystemExit(f"{program}: stopped because {failure}")
