@@ -32,15 +32,15 @@ a filter per listed namespace (caller namespace = that namespace); `disabled` - 
   mesh leg to the global-sidecar keeps the caller's protocol (gRPC/h2 first calls; Slime's
   `supportH2`).
 
-`validate(obj)` checks an Istio object against Istio's schema (cloudcoil models) and that no
-field is unknown to it.
+`validate(obj)` checks an Istio object against Istio's schema (`lazyload_common.schemas`, shared
+with sidecar-writer): no field unknown to it, no value it reads differently.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Literal
 
+from lazyload_common import schemas
 from pydantic import BaseModel, ConfigDict
 
 from lazyload_global_pilot import dispatches as dispatching
@@ -344,37 +344,19 @@ def _header(key: str, value: str) -> RawObject:
     return {"header": {"key": key, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
 
 
-@functools.cache
-def _istio_models() -> dict[tuple[str, str], Any]:
-    """cloudcoil's Istio models, imported once (the import takes seconds)."""
-    from cloudcoil.models.istio.networking.v1alpha3 import DestinationRule, EnvoyFilter
-
-    return {
-        ("networking.istio.io/v1alpha3", "EnvoyFilter"): EnvoyFilter,
-        ("networking.istio.io/v1alpha3", "DestinationRule"): DestinationRule,
-    }
-
-
 def warm_up() -> None:
-    """Import the schema models now (blocking, seconds) rather than at the first apply."""
-    _istio_models()
+    """Build the schema models now (blocking, seconds) rather than at the first apply."""
+    schemas.warm_up("networking.istio.io/v1alpha3", "EnvoyFilter", "DestinationRule")
 
 
 def validate(obj: RawObject) -> None:
     """Raise InvalidResourceError unless an Istio `obj` matches Istio's schema exactly (other
     API groups pass: the API server validates them)."""
-    if not str(obj.get("apiVersion", "")).endswith(".istio.io/v1alpha3"):
+    if not str(obj.get("apiVersion", "")).partition("/")[0].endswith(".istio.io"):
         return
-    model = _istio_models().get((obj["apiVersion"], obj.get("kind", "")))
-    if model is None:
-        raise InvalidResourceError(f"no schema for {obj.get('apiVersion')} {obj.get('kind')}")
-    try:
-        parsed = model.model_validate(obj)
-    except ValueError as e:
-        raise InvalidResourceError(f"{obj['kind']} {_name(obj)}: {e}") from e
-    round_trip = parsed.model_dump(by_alias=True, exclude_none=True, mode="json")
-    if round_trip != obj:
-        raise InvalidResourceError(f"{obj['kind']} {_name(obj)}: fields unknown to Istio")
+    problems = schemas.problems(obj)
+    if problems:
+        raise InvalidResourceError(f"{obj.get('kind')} {_name(obj)}: {'; '.join(problems[:10])}")
 
 
 def _name(obj: RawObject) -> str:

@@ -1,67 +1,28 @@
 """Checks a rendered Sidecar before it may be applied: Istio's schema, then lazyload's host rules.
 
-The schema is Istio's own, as generated models (`cloudcoil-models-istio`) of the configured
+The schema is Istio's own (`lazyload_common.schemas`, shared with global-pilot) of the configured
 `networking.istio.io` version; a field the model does not know counts as an error too (pydantic
 would drop it silently). Every egress host must be `<namespace|*>/<host|*>` with a valid namespace
 and an RFC 1123 host (`lazyload_common.hosts`), and never `*/*`. A render that fails is a bug:
-the caller dead-letters the event and writes nothing.
-
-Building the models takes seconds of CPU (pydantic), and `cloudcoil.models.istio` builds every
-Istio CRD of every version when its package is imported (networking v1, v1beta1, v1alpha3,
-security, telemetry, extensions): ~2.5 s of CPU at each start of the writer, most of its cold
-start. So only the module of the version asked for is loaded (`sidecar_model`, cached), from its
-file, without the package `__init__`s; the app warms the configured one up at start-up.
+the caller dead-letters the event and writes nothing. Building the model takes seconds of CPU:
+the app warms the configured version up at start-up (`sidecar_model`).
 """
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import re
-import sys
-import threading
 from typing import Any
 
-from lazyload_common import events, hosts
-from pydantic import ValidationError
+from lazyload_common import events, hosts, schemas
 
 from lazyload_sidecar_writer import errors, rendering
 
-VERSIONS = ("v1", "v1beta1", "v1alpha3")
-_PACKAGE = "cloudcoil.models.istio.networking"
-_loading = threading.Lock()
+VERSIONS = schemas.VERSIONS
 
 
-@functools.cache
 def sidecar_model(version: str) -> Any:
-    """The generated `Sidecar` model of `networking.istio.io/<version>` (None: unsupported).
-
-    The version's module is loaded from its file under its own name, so the package `__init__`s
-    (which import every Istio CRD of every version) do not run; a later import of the package
-    finds this module in `sys.modules` and reuses it."""
-    if version not in VERSIONS:
-        return None
-    name = f"{_PACKAGE}.{version}"
-    with _loading:
-        module = sys.modules.get(name)
-        if module is None:
-            import cloudcoil
-
-            root = cloudcoil.__path__[0]
-            spec = importlib.util.spec_from_file_location(
-                name, f"{root}/models/istio/networking/{version}.py"
-            )
-            if spec is None or spec.loader is None:  # not installed as files: the usual way
-                module = importlib.import_module(name)
-            else:
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[name] = module
-                try:
-                    spec.loader.exec_module(module)
-                except BaseException:
-                    sys.modules.pop(name, None)
-                    raise
-    return module.Sidecar
+    """The `Sidecar` model of `networking.istio.io/<version>` (None: unsupported); built once."""
+    return schemas.model(f"{rendering.GROUP}/{version}", "Sidecar")
 
 
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
@@ -109,37 +70,7 @@ def validate(sidecar: rendering.RawObject) -> None:
 
 def schema_problems(sidecar: rendering.RawObject) -> list[str]:
     """Where `sidecar` differs from Istio's schema of its apiVersion (empty when it conforms)."""
-    api_version = str(sidecar.get("apiVersion", ""))
-    group, _, version = api_version.partition("/")
-    model = sidecar_model(version) if group == rendering.GROUP else None
-    if model is None:
-        return [f"unsupported apiVersion {api_version!r}"]
-    try:
-        parsed = model.model_validate(sidecar)
-    except ValidationError as e:
-        return [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()[:5]]
-    dumped = parsed.model_dump(mode="json", by_alias=True, exclude_none=True)
-    return [f"{where}: unknown field" for where in _dropped(sidecar, dumped, "")]
-
-
-def _dropped(original: Any, dumped: Any, where: str) -> list[str]:
-    """Paths present in `original` that the model did not keep (unknown fields)."""
-    if isinstance(original, dict) and isinstance(dumped, dict):
-        found: list[str] = []
-        for key, value in original.items():
-            here = f"{where}.{key}" if where else str(key)
-            if key not in dumped:
-                found.append(here)
-            else:
-                found += _dropped(value, dumped[key], here)
-        return found
-    if isinstance(original, list) and isinstance(dumped, list):
-        return [
-            p
-            for i, (o, d) in enumerate(zip(original, dumped, strict=False))
-            for p in _dropped(o, d, f"{where}[{i}]")
-        ]
-    return []
+    return schemas.problems(sidecar)
 
 
 def metadata_problems(metadata: rendering.RawObject) -> list[str]:
