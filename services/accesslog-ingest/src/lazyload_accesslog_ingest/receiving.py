@@ -67,7 +67,7 @@ class MeshPort:
 
 
 @dataclass(slots=True)
-class _Admission:
+class Admission:
     """What the transport proved about one mesh-port stream, and the claim found to match it."""
 
     proven: identity.SpiffeId
@@ -114,7 +114,7 @@ class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):
                 metrics.STREAMS_CLOSED.labels("unauthenticated").inc()
                 log.warning("refusing an ALS stream on the mesh port: %s", proven)
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, proven)
-            admission = _Admission(proven)  # type: ignore[arg-type]
+            admission = Admission(proven)  # type: ignore[arg-type]
         stream = StreamState()
         self.open_streams += 1
         metrics.STREAMS.inc()
@@ -135,7 +135,7 @@ class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):
         self,
         request_iterator: AsyncIterator[bytes],
         stream: StreamState,
-        admission: _Admission | None = None,
+        admission: Admission | None = None,
     ) -> None:
         idle = self.limits.idle_timeout
         if not idle:
@@ -153,9 +153,7 @@ class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):
                 "idle", grpc.StatusCode.DEADLINE_EXCEEDED, f"no message for {idle:g} s"
             ) from None
 
-    def _handle_checked(
-        self, raw: bytes, stream: StreamState, admission: _Admission | None
-    ) -> None:
+    def _handle_checked(self, raw: bytes, stream: StreamState, admission: Admission | None) -> None:
         self.handle(raw, stream, admission)
         if stream.malformed >= self.limits.max_malformed:
             raise _Closed(
@@ -165,7 +163,7 @@ class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):
             )
 
     def handle(
-        self, raw: bytes, stream: StreamState, admission: _Admission | None = None
+        self, raw: bytes, stream: StreamState, admission: Admission | None = None
     ) -> Outcome:
         """Process one message of `stream`: count it and offer its edges (on the mesh port only
         once the stream's claimed node matches what its transport proves)."""
@@ -175,7 +173,7 @@ class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):
             stream.identity is not admission.admitted
             or (admission.admitted is None and outcome.entries)
         ):
-            self._admit(stream.identity, admission)
+            self.admit(stream.identity, admission)
         for kind, count in outcome.entries.items():
             self._entries[kind].inc(count)
         for reason, count in outcome.rejections.items():
@@ -191,7 +189,7 @@ class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):
             self.sink(outcome.sightings, outcome.observed_at)
         return outcome
 
-    def _admit(self, claimed: StreamIdentity | None, admission: _Admission) -> None:
+    def admit(self, claimed: StreamIdentity | None, admission: Admission) -> None:
         """Accept `claimed` as the stream's node, or close the stream (nothing of the message
         that made the claim counts)."""
         assert self.mesh is not None
