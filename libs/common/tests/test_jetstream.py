@@ -561,3 +561,21 @@ async def test_a_failing_message_is_redelivered_ever_later(js) -> None:  # type:
     # nominal 0.2, 0.4, 0.8 s (+-20% jitter, plus fetch latency)
     assert gaps[0] >= 0.15 and gaps[1] >= 0.3 and gaps[2] >= 0.6, gaps
     assert gaps[2] > gaps[0] * 2, gaps
+
+
+async def test_last_per_subject_reads_the_newest_of_each_subject_in_one_pass(js) -> None:  # type: ignore[no-untyped-def]
+    """The helper behind the reconciler's seed and the writer's drift repair: the newest message
+    of every matching subject, in small fetches, and its consumer is gone afterwards."""
+    prefix = f"{subjects.FENCE_PREFIX}.lps{id(js)}"
+    for subject, payload in [("a", b"a1"), ("b", b"b1"), ("a", b"a2"), ("c", b"c1"), ("b", b"b2")]:
+        await js.publish(f"{prefix}.{subject}", payload)
+    await js.publish(f"{subjects.FENCE_PREFIX}.other.x", b"not matched")
+    found = await jetstream.last_per_subject(js, subjects.FENCES_STREAM, f"{prefix}.>", batch=2)
+    assert sorted((m.subject.rsplit(".", 1)[1], m.data) for m in found) == [
+        ("a", b"a2"),
+        ("b", b"b2"),
+        ("c", b"c1"),
+    ]
+    consumers = await js.consumers_info(subjects.FENCES_STREAM)
+    assert not [c for c in consumers if c.name.startswith("last-per-subject-")]
+    assert await jetstream.last_per_subject(js, subjects.FENCES_STREAM, f"{prefix}.none.>") == []

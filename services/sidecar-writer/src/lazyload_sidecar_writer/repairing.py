@@ -1,8 +1,8 @@
 """Periodic drift repair: managed Sidecars are brought back to the last event of their fence.
 
 The desired state is the last `FenceChanged` of every fence subject still in the LAZYLOAD_FENCES
-stream (read with a throw-away `last per subject` consumer). Against the managed Sidecars the sink
-lists, a repair:
+stream (`jetstream.last_per_subject`). Against the managed Sidecars the sink lists, a
+repair:
 
 - restores a managed Sidecar that was edited by hand or deleted while its fence is enabled;
 - deletes the managed Sidecar of a fence whose last event says disabled or deleted (an orphan);
@@ -22,9 +22,8 @@ import contextlib
 import logging
 from collections import Counter
 
-from lazyload_common import codec, errors, events, subjects
+from lazyload_common import codec, errors, events, jetstream, subjects
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from lazyload_sidecar_writer import errors as writer_errors
 from lazyload_sidecar_writer import planning, rendering, validating
@@ -97,34 +96,14 @@ def drifted(
 
 async def latest_fences(js: JetStreamContext) -> dict[FenceKey, events.FenceChanged]:
     """The last `FenceChanged` of every fence subject in the stream."""
-    config = ConsumerConfig(
-        deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-        ack_policy=AckPolicy.NONE,
-        inactive_threshold=60.0,
-        mem_storage=True,
-    )
-    subject = f"{subjects.FENCE_PREFIX}.>"
-    sub = await js.pull_subscribe(subject, stream=subjects.FENCES_STREAM, config=config)
     latest: dict[FenceKey, events.FenceChanged] = {}
-    name = ""
-    try:
-        info = await sub.consumer_info()
-        name, remaining = info.name, info.num_pending
-        while remaining > 0:
-            msgs = await sub.fetch(min(remaining, 256), timeout=5)
-            remaining -= len(msgs)
-            for msg in msgs:
-                with contextlib.suppress(errors.DecodeError):
-                    event = codec.decode_as(msg.data, events.FenceChanged)
-                    key = (event.namespace, event.name)
-                    if key not in latest or event.revision >= latest[key].revision:
-                        latest[key] = event
-    finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
-        if name:
-            with contextlib.suppress(Exception):
-                await js.delete_consumer(subjects.FENCES_STREAM, name)
+    subject = f"{subjects.FENCE_PREFIX}.>"
+    for msg in await jetstream.last_per_subject(js, subjects.FENCES_STREAM, subject):
+        with contextlib.suppress(errors.DecodeError):
+            event = codec.decode_as(msg.data, events.FenceChanged)
+            key = (event.namespace, event.name)
+            if key not in latest or event.revision >= latest[key].revision:
+                latest[key] = event
     return latest
 
 
