@@ -5,7 +5,7 @@ recording sink isolates the handler's rules: latest revision wins within a batch
 within the coalescing window is held back (nak with the rest of the window), a fence without
 selector is reported as a conflict and not written, an invalid render or an API refusal is
 dead-lettered with a `dead-lettered` report, exhausted retries and failed reports are redelivered,
-an older revision than one already settled (same ServiceFence uid) is ignored; each outcome
+an older revision than one already processed (same ServiceFence uid) is ignored; each outcome
 becomes the fence's `SidecarReady` condition (a deleted fence is forgotten), a failed status
 report is redelivered, and the per-fence memory is bounded (LRU).
 """
@@ -239,7 +239,7 @@ async def test_unchanged_result_does_not_start_a_window() -> None:
     assert [r.action for r in reports] == ["unchanged", "unchanged"]
 
 
-async def test_older_revision_after_a_settled_newer_one_is_stale() -> None:
+async def test_older_revision_after_a_processed_newer_one_is_stale() -> None:
     """Revision 6 left the Sidecar unchanged; a redelivered 5 must not be applied after it."""
     sink = RecordingSink(Result("unchanged", resource_version="9"))
     handler, reports, _ = _handler(sink)
@@ -317,7 +317,7 @@ async def test_per_fence_memory_is_bounded() -> None:
     )
     for i in range(100):
         await handler([_delivery(name=f"f{i}", revision=1)])
-    assert len(handler._settled) == 16 and len(handler._last_write) == 16
+    assert len(handler._processed) == 16 and len(handler._last_write) == 16
     assert ("default", "f99") in handler._last_write and (
         "default",
         "f0",

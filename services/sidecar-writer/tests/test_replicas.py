@@ -80,15 +80,15 @@ async def test_older_revision_on_another_replica_is_stale(
 ) -> None:
     fence = _owner(kube_cluster)
     one, two = _replica(kube_cluster), _replica(kube_cluster)
-    assert (await one.settle(fence(revision=4, hosts=A))).write == "create"
+    assert (await one.process(fence(revision=4, hosts=A))).write == "create"
     # revision 6 has the content of 4 again: only the annotation moves, but it must move
-    assert (await two.settle(fence(revision=6, hosts=A))).write == "replace"
-    assert (await one.settle(fence(revision=5, hosts=B))).action == "stale"
+    assert (await two.process(fence(revision=6, hosts=A))).write == "replace"
+    assert (await one.process(fence(revision=5, hosts=B))).action == "stale"
     sink = one.sink
     assert isinstance(sink, applying.KubeSink)
     stored = await sink.get("default", "productpage")
     assert _revision_and_hosts(stored) == ("6", ["*/a.default.svc.cluster.local"])
-    assert (await two.settle(fence(revision=6, hosts=A))).action == "unchanged"
+    assert (await two.process(fence(revision=6, hosts=A))).action == "unchanged"
 
 
 async def test_write_racing_another_replica_rereads_on_409(
@@ -96,13 +96,13 @@ async def test_write_racing_another_replica_rereads_on_409(
 ) -> None:
     fence = _owner(kube_cluster)
     one, two = _replica(kube_cluster), _replica(kube_cluster)
-    await one.settle(fence(revision=1, hosts=A))
+    await one.process(fence(revision=1, hosts=A))
     sink = one.sink
     assert isinstance(sink, applying.KubeSink)
     # replica two writes revision 3 after one's write: what one remembers is now out of date
-    await two.settle(fence(revision=3, hosts=A))
+    await two.process(fence(revision=3, hosts=A))
     kube_cluster.clear_requests()
-    result = await one.settle(fence(revision=2, hosts=B))
+    result = await one.process(fence(revision=2, hosts=B))
     assert result.action == "stale"
     verbs = [(r.verb, r.status) for r in _sidecar_requests(kube_cluster) if r.verb != "POST"]
     # no read first (one remembers its write), the PUT on the old resourceVersion is refused,
@@ -115,10 +115,10 @@ async def test_write_racing_another_replica_rereads_on_409(
 async def test_a_remembered_write_saves_the_read(kube_cluster: RealKube | KubeEmulator) -> None:
     fence = _owner(kube_cluster)
     one = _replica(kube_cluster)
-    await one.settle(fence(revision=1, hosts=A))
+    await one.process(fence(revision=1, hosts=A))
     kube_cluster.clear_requests()
-    assert (await one.settle(fence(revision=2, hosts=B))).write == "replace"
-    assert (await one.settle(fence(revision=2, hosts=B))).action == "unchanged"
+    assert (await one.process(fence(revision=2, hosts=B))).write == "replace"
+    assert (await one.process(fence(revision=2, hosts=B))).action == "unchanged"
     assert [r.verb for r in _sidecar_requests(kube_cluster)] == ["PUT"]
 
 
@@ -127,10 +127,10 @@ async def test_an_unknown_existing_sidecar_is_read_after_the_create_409(
 ) -> None:
     fence = _owner(kube_cluster)
     one, two = _replica(kube_cluster), _replica(kube_cluster)
-    await one.settle(fence(revision=1, hosts=A))
+    await one.process(fence(revision=1, hosts=A))
     kube_cluster.clear_requests()
     errors_before = metrics.API_ERRORS.labels("409")._value.get()
-    assert (await two.settle(fence(revision=2, hosts=B))).write == "replace"
+    assert (await two.process(fence(revision=2, hosts=B))).write == "replace"
     verbs = [(r.verb, r.status) for r in _sidecar_requests(kube_cluster)]
     assert verbs == [("POST", 409), ("GET", 200), ("PUT", 200)]
     assert metrics.API_ERRORS.labels("409")._value.get() == errors_before  # expected, not counted
@@ -141,11 +141,11 @@ async def test_a_sidecar_deleted_behind_our_back_is_recreated(
 ) -> None:
     fence = _owner(kube_cluster)
     one = _replica(kube_cluster)
-    await one.settle(fence(revision=1, hosts=A))
+    await one.process(fence(revision=1, hosts=A))
     sink = one.sink
     assert isinstance(sink, applying.KubeSink)
     await sink.delete("default", "productpage")  # not through the writer's memory
-    result = await one.settle(fence(revision=2, hosts=B))
+    result = await one.process(fence(revision=2, hosts=B))
     assert result.write == "create"
     stored = await sink.get("default", "productpage")
     assert _revision_and_hosts(stored) == ("2", ["*/b.default.svc.cluster.local"])
@@ -166,12 +166,12 @@ async def test_older_enabled_revision_does_not_revive_a_deleted_sidecar(
             handler.sink.newest_revision = consuming.newest_in_stream(js)
         first = fence(revision=5, hosts=B)
         await jetstream.publish(js, subjects.fence("default", "productpage"), first)
-        assert (await one.settle(first)).write == "create"
+        assert (await one.process(first)).write == "create"
         enabled, disabled = fence(revision=6, hosts=A), fence(revision=7, enabled=False)
         for event in (enabled, disabled):
             await jetstream.publish(js, subjects.fence("default", "productpage"), event)
-        assert (await one.settle(disabled)).write == "delete"
-        assert (await two.settle(enabled)).action == "stale"  # two never saw revision 7
+        assert (await one.process(disabled)).write == "delete"
+        assert (await two.process(enabled)).action == "stale"  # two never saw revision 7
         sink = two.sink
         assert isinstance(sink, applying.KubeSink)
         assert await sink.get("default", "productpage") is None
@@ -179,7 +179,7 @@ async def test_older_enabled_revision_does_not_revive_a_deleted_sidecar(
             kube.KubeApi(kube_cluster.api_client()).delete, FENCES + "/productpage"
         )
         recreated = _owner(kube_cluster)(revision=1, hosts=A)  # a new fence starts over
-        assert (await two.settle(recreated)).write == "create"
+        assert (await two.process(recreated)).write == "create"
     finally:
         await nc.close()
 
@@ -237,9 +237,9 @@ async def test_revision_superseded_in_the_stream_costs_no_api_request(
             await jetstream.publish(js, subject, event)
         kube_cluster.clear_requests()
         for event in burst[:2]:
-            assert (await handler.settle(event)).action == "stale"
+            assert (await handler.process(event)).action == "stale"
         assert _sidecar_requests(kube_cluster) == []
-        assert (await handler.settle(burst[2])).write == "create"
+        assert (await handler.process(burst[2])).write == "create"
         assert [r.verb for r in _sidecar_requests(kube_cluster)] == ["POST"]  # nothing read first
     finally:
         await nc.close()
@@ -267,5 +267,5 @@ async def test_a_create_asks_the_stream_again_only_after_a_read(
         return None
 
     handler = consuming.FenceHandler(settings, sink, publish)
-    assert (await handler.settle(fence(revision=1, hosts=A))).write == "create"
+    assert (await handler.process(fence(revision=1, hosts=A))).write == "create"
     assert asked == [1] * asks

@@ -1,10 +1,10 @@
 """`Lru`: a dict with a size bound that forgets the least recently used key first.
 
-The writer keeps a little state per fence (last write time, newest settled revision, last reported
-status condition). A mesh has a bounded but unknown number of fences, and fences come and go, so
-every such map is an `Lru` (`sidecar.max_tracked_fences`) and entries of deleted fences are dropped.
-Forgetting is always safe: each map is an optimisation or a guard that the stored Sidecar's
-revision annotation also provides.
+The writer keeps a little state per fence (last write time, newest processed revision, last
+reported status condition). A mesh has a bounded but unknown number of fences, and fences come and
+go, so every such map is an `Lru` (`sidecar.max_tracked_fences`) and entries of deleted fences are
+dropped. Forgetting is always safe: each map is an optimisation or a guard that the stored
+Sidecar's revision annotation also provides.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ writes. Fences are applied concurrently (at most `sidecar.max_concurrency`), eac
 
 With a `reporter` (the kube sink), each outcome is also told on the ServiceFence (`reporting`):
 its `SidecarReady` condition, and an Event on a Sidecar conflict. Per-fence memory (last write,
-newest settled revision, last condition) is bounded (`sidecar.max_tracked_fences`, LRU).
+newest processed revision, last condition) is bounded (`sidecar.max_tracked_fences`, LRU).
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ class FenceHandler:
         self.guard = guard
         limit = settings.sidecar.max_tracked_fences
         self._last_write: Lru[FenceKey, float] = Lru(limit)
-        self._settled: Lru[tuple[str, str, str], int] = Lru(limit)
+        self._processed: Lru[tuple[str, str, str], int] = Lru(limit)
         self._slots = asyncio.Semaphore(settings.sidecar.max_concurrency)
 
     async def __call__(self, batch: list[jetstream.Delivery]) -> None:
@@ -182,7 +182,7 @@ class FenceHandler:
         event: events.FenceChanged = delivery.event
         key = f"{event.namespace}/{event.name}"
         try:
-            await self.settle(event)
+            await self.process(event)
         except writer_errors.Refused as e:
             _refuse(delivery, e)
         except errors.PermanentError as e:
@@ -196,10 +196,10 @@ class FenceHandler:
             metrics.OUTCOMES.labels("retried").inc()
             delivery.retry(f"{type(e).__name__}: {e}", delay=self.settings.sidecar.redelivery_delay)
 
-    async def settle(self, event: events.FenceChanged, *, note: str = "") -> Result:
+    async def process(self, event: events.FenceChanged, *, note: str = "") -> Result:
         """Apply one fence, count it and publish `SidecarApplied` (not for a stale revision).
 
-        An event older than one this process already settled for the same ServiceFence (uid) is
+        An event older than one this process already processed for the same ServiceFence (uid) is
         stale without asking the sink: a redelivered revision 5 must not undo a revision 6 that
         left the Sidecar unchanged (and so did not move its revision annotation).
         Raises `Refused` (an event not to act on at all: dead-letter, nothing else),
@@ -207,14 +207,16 @@ class FenceHandler:
         """
         self.admit(event)
         incarnation = (event.namespace, event.name, event.uid)
-        newest = self._settled.get(incarnation)
+        newest = self._processed.get(incarnation)
         newest = -1 if newest is None else newest
         if event.revision < newest:
-            result = Result("stale", message=f"fence revision {event.revision} < {newest} settled")
+            result = Result(
+                "stale", message=f"fence revision {event.revision} < {newest} processed"
+            )
             self._record(event, result)
             return result
         result, hosts = await self.apply(event)
-        self._settled.set(incarnation, max(newest, event.revision))
+        self._processed.set(incarnation, max(newest, event.revision))
         self._record(event, result)
         await self._report(event, result)
         if result.action != "stale":

@@ -10,7 +10,7 @@ repair:
   stream; its ownerReference lets Kubernetes collect it with the ServiceFence) and, as always, any
   Sidecar lazyload does not manage.
 
-Only fences that differ are applied, through the same path as fence events (`FenceHandler.settle`,
+Only fences that differ are applied, through the same path as fence events (`FenceHandler.process`,
 which reads the object again and writes on its resourceVersion), so a repair never undoes a newer
 event: the stored revision annotation makes an older one stale.
 """
@@ -69,7 +69,7 @@ async def repair_once(js: JetStreamContext, sink: Sink, handler: FenceHandler) -
             continue
         sink.forget(*key)  # what the sink remembers writing is not what is stored any more
         try:
-            result = await handler.settle(event, note="drift repaired")
+            result = await handler.process(event, note="drift repaired")
         except (errors.PermanentError, errors.TemporaryError) as e:
             log.warning("drift repair of %s/%s failed: %s", *key, e)
             counts["failed"] += 1

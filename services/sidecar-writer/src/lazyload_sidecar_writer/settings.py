@@ -108,7 +108,7 @@ class SidecarSettings(BaseModel):
     max_tracked_fences: int = Field(
         10000,
         ge=16,
-        description="Bound of each per-fence in-memory map (last write, newest settled "
+        description="Bound of each per-fence in-memory map (last write, newest processed "
         "revision, last reported condition); the least recently used fence is forgotten first.",
     )
     sink: SinkKind = Field(
