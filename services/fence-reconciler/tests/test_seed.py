@@ -49,7 +49,7 @@ async def test_seed_returns_the_last_event_of_each_fence_without_a_lookup_per_su
 
 async def test_seed_ignores_events_whose_names_no_fence_can_have(js: Any) -> None:
     """An event on the fence stream is only the word of whoever could publish there: the seed
-    acts on it (a fence it believes deleted is announced and its tombstone settled, through API
+    acts on it (a fence it believes deleted is announced and its tombstone refreshed, through API
     paths made of its namespace and name), so names that no ServiceFence can have are ignored
     (#16)."""
     ns = f"seed-{uuid.uuid4().hex[:8]}"

@@ -123,7 +123,7 @@ class Reconciler:
                 gone = self._gone.pop(key, None)
                 if gone is not None:
                     await self._announce_deletion(key, gone)
-                await self.tombstones.settle(key, exists=False)
+                await self.tombstones.refresh(key, exists=False)
                 if not planning.eager(self._facts(key, None), self.scope):
                     self._eager_pending.discard(key)
                     return None
@@ -133,7 +133,7 @@ class Reconciler:
             else:
                 if not self._serves(obj):
                     return None  # another revision's reconciler owns it
-                await self.tombstones.settle(key, exists=True)
+                await self.tombstones.refresh(key, exists=True)
                 facts = self._facts(key, self._workload_of(key))
                 if planning.drop(fences.Fence.from_raw(obj), facts, self.scope):
                     await self.applier.delete(obj)  # only as read: else retried, re-decided

@@ -31,7 +31,7 @@ class Tombstones:
         self._to_persist: set[Key] = set()
 
     def add(self, key: Key) -> None:
-        """A manual fence was deleted (watch event): remember, persist at the next settle."""
+        """A manual fence was deleted (watch event): remember, persist at the next refresh."""
         self._memory[key] = self._fenced_label(key)
         self._to_persist.add(key)
 
@@ -56,7 +56,7 @@ class Tombstones:
         relabelled = self._fenced_label(key).strip().lower() == "true"
         return not relabelled or recorded.strip().lower() == "true"
 
-    async def settle(self, key: Key, *, exists: bool) -> None:
+    async def refresh(self, key: Key, *, exists: bool) -> None:
         """Persist a new tombstone, follow the label, or clear the tombstone."""
         recorded = self.recorded(key)
         if key in self._to_persist and not exists:
