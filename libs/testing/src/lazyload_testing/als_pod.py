@@ -110,7 +110,9 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description="accesslog-ingest's mesh ALS port in a mesh test pod"
+    )
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--status-port", type=int, required=True)
     parser.add_argument("--account", default="global-sidecar")
