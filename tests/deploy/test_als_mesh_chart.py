@@ -104,6 +104,13 @@ def test_every_combination_is_secure_by_default(
     assert quiet["accessLogging"][0]["disabled"] is True
 
 
+def test_notes_name_the_mesh_als_port(tmp_path: Path) -> None:
+    path = values_file(tmp_path, {"sidecarAccessLogs": {"enabled": True}})
+    result = helm_tool("render", str(CHART), "--values", path, "--namespace", NS)
+    notes = json.loads(result.stdout)["notes"]
+    assert "lazyload-accesslog-ingest.mesh-operator.svc.cluster.local:8083" in notes, notes
+
+
 def test_principals_namespace_mode_and_refusals(tmp_path: Path) -> None:
     principal = "cluster.local/ns/shop/sa/*"
     objs = _render(
