@@ -26,11 +26,12 @@ INGEST = f"{NS}/lazyload-accesslog-ingest"
 
 
 def _render(tmp_path: Path, values: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
-    """kind -> `namespace/name` -> object."""
+    """kind -> `namespace/name` -> object (and "NOTES" -> "" -> {"text": the notes})."""
     path = values_file(tmp_path, values)
     result = helm_tool("render", str(CHART), "--values", path, "--namespace", NS)
-    objs: dict[str, dict[str, dict[str, Any]]] = {}
-    for manifest in json.loads(result.stdout)["manifests"]:
+    rendered = json.loads(result.stdout)
+    objs: dict[str, dict[str, dict[str, Any]]] = {"NOTES": {"": {"text": rendered["notes"]}}}
+    for manifest in rendered["manifests"]:
         o = manifest["object"]
         key = f"{o['metadata'].get('namespace', '')}/{o['metadata']['name']}"
         objs.setdefault(o["kind"], {})[key] = o
@@ -99,16 +100,11 @@ def test_every_combination_is_secure_by_default(
         },
         {"to": [{"operation": {"ports": ["8080"]}}]},
     ]
+    notes = objs["NOTES"][""]["text"]  # where the mesh config's providers must point
+    assert "lazyload-accesslog-ingest.mesh-operator.svc.cluster.local:8083" in notes, notes
     quiet = objs["Telemetry"][f"{NS}/lazyload-no-access-logs"]["spec"]
     assert quiet["selector"]["matchLabels"]["app.kubernetes.io/instance"] == "lazyload"
     assert quiet["accessLogging"][0]["disabled"] is True
-
-
-def test_notes_name_the_mesh_als_port(tmp_path: Path) -> None:
-    path = values_file(tmp_path, {"sidecarAccessLogs": {"enabled": True}})
-    result = helm_tool("render", str(CHART), "--values", path, "--namespace", NS)
-    notes = json.loads(result.stdout)["notes"]
-    assert "lazyload-accesslog-ingest.mesh-operator.svc.cluster.local:8083" in notes, notes
 
 
 def test_principals_namespace_mode_and_refusals(tmp_path: Path) -> None:
