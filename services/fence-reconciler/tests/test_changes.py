@@ -5,7 +5,8 @@ fence's event is one revision past the last and removes every host; `due` publis
 once, diffs against the last event of the same fence, falls back to the cycle's own diff for a
 name never published, announces every host for a new incarnation or after a deletion, and takes
 the recorded state when another writer's revision was written; `deletion` is announced once;
-the revision floor of a recreated fence; `Sent.of` reads an event back.
+the revision floor of a recreated fence; `Sent.of` reads an event back; the gauges count live
+fences only.
 """
 
 from __future__ import annotations
@@ -173,3 +174,11 @@ def test_sent_reads_an_event_back() -> None:
     assert sent.uid == "u1" and not sent.deleted
     assert sent.state.essence() == _state(4, A, B).essence()
     assert sent.live("u1") and not sent.live("u2")
+
+
+def test_published_counts_are_of_live_fences() -> None:
+    disabled = changes.Sent("u3", replace(_state(1, C), enabled=False))
+    sent = [LIVE, changes.Sent("u2", _state(4, A, B)), replace(LIVE, deleted=True), disabled]
+    assert changes.fences_published(sent, enabled=True) == 2
+    assert changes.fences_published(sent, enabled=False) == 1
+    assert changes.hosts_published(sent) == 3  # A + A, B; not the deleted or disabled ones

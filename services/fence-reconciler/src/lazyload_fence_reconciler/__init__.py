@@ -2,8 +2,8 @@
 FenceChanged events.
 
 Layers: `app` (wiring) -> adapters (`consuming`, `applying`, `watching`, `publishing`, `api`) and
-the cycle that uses them (`reconciling`, `tombstoning`) -> the pure domain (`fences`,
-`desiring`, `expanding`, `admitting`, `policies`)
+the cycle that uses them (`reconciling`, `tombstoning`: triggers and I/O) -> the pure domain
+(`fences`, `desiring`, `expanding`, `admitting`, `policies`, `planning`, `changes`, `deciding`)
 -> `lazyload_common`. The domain does no I/O; only `applying` writes to the Kubernetes API.
 """
 
@@ -12,11 +12,14 @@ __all__ = [
     "api",
     "app",
     "applying",
+    "changes",
     "consuming",
+    "deciding",
     "desiring",
     "expanding",
     "fences",
     "metrics",
+    "planning",
     "policies",
     "publishing",
     "reconciling",

@@ -9,7 +9,7 @@ the stream at start-up (`Sent.of`). No I/O here: `reconciling` publishes what th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from lazyload_common import events
@@ -124,3 +124,13 @@ def revision_floor(sent: Sent | None, uid: str) -> int:
     """The revision a fence of incarnation `uid` must continue above: the last one published
     for an earlier fence of the same name (0 when the last event is of this fence or none)."""
     return sent.state.revision if sent is not None and sent.uid != uid else 0
+
+
+def fences_published(sent: Iterable[Sent], *, enabled: bool) -> int:
+    """How many fences were last published alive and `enabled` (or disabled)."""
+    return sum(1 for s in sent if not s.deleted and s.state.enabled == enabled)
+
+
+def hosts_published(sent: Iterable[Sent]) -> int:
+    """How many hosts the enabled fences last published hold, summed."""
+    return sum(len(s.state.hosts) for s in sent if not s.deleted and s.state.enabled)

@@ -77,9 +77,14 @@ class Reconciler:
         self._latest: dict[Key, kube.RawObject] = {}
         self._locks: dict[Key, asyncio.Lock] = {}
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
-        metrics.FENCES.labels("enabled").set_function(lambda: self._count_fences(enabled=True))
-        metrics.FENCES.labels("disabled").set_function(lambda: self._count_fences(enabled=False))
-        metrics.HOSTS.set_function(self._count_hosts)
+        sent = self.sent
+        metrics.FENCES.labels("enabled").set_function(
+            lambda: changes.fences_published(list(sent.values()), enabled=True)
+        )
+        metrics.FENCES.labels("disabled").set_function(
+            lambda: changes.fences_published(list(sent.values()), enabled=False)
+        )
+        metrics.HOSTS.set_function(lambda: changes.hosts_published(list(sent.values())))
         self._pending: set[Key] = set()
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._eager_pending: set[Key] = set()
@@ -319,14 +324,6 @@ class Reconciler:
             return
         delay = max(0.0, when - self.clock()) + WAKE_MARGIN
         self._timers[key] = asyncio.get_running_loop().call_later(delay, self._wake, key)
-
-    def _count_fences(self, *, enabled: bool) -> int:
-        live = [s for s in list(self.sent.values()) if not s.deleted]
-        return sum(1 for s in live if s.state.enabled == enabled)
-
-    def _count_hosts(self) -> int:
-        live = [s for s in list(self.sent.values()) if not s.deleted and s.state.enabled]
-        return sum(len(s.state.hosts) for s in live)
 
     def _wake(self, key: Key) -> None:
         self._timers.pop(key, None)
