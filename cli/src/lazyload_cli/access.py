@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 from kubernetes import config as kube_config
 from lazyload_common import kube, natsauth
+from lazyload_common.adminauth import PROXIED_AUTHORIZATION
 from lazyload_common.settings import KubeSettings
 
 SERVICES = ("accesslog-ingest", "fence-reconciler", "sidecar-writer", "global-pilot")
@@ -185,6 +186,41 @@ class Target:
             raise AccessError(f"{service} {path}: {'; '.join(failures)}", EXIT_FAILED, 0)
         return bodies
 
+    def admin_post(self, service: str, path: str, *, token: str) -> tuple[str, int, bytes]:
+        """POST `path` to one instance of `service`'s admin API with bearer `token` (a change any
+        replica makes for all, e.g. a fence reset): (instance, status, body). Through the pod
+        proxy the token goes in `X-Lazyload-Authorization`, as the API server removes the
+        `Authorization` header of a request it has authenticated. `AccessError` (exit 5) when no
+        instance can be reached."""
+        if self.admin_urls:
+            url = self.admin_urls.get(service)
+            if url is None:
+                raise AccessError(f"endpoints.json names no admin URL of {service}", EXIT_NO_STATE)
+            headers = {"Authorization": f"Bearer {token}"}
+            try:
+                response = httpx.post(url.rstrip("/") + path, headers=headers, timeout=TIMEOUT)
+            except httpx.HTTPError as e:
+                raise AccessError(f"cannot reach {service} at {url}: {e}", EXIT_UNREACHABLE) from e
+            return service, response.status_code, response.content
+        pods = list(self._pods(service))
+        if not pods:
+            raise AccessError(
+                f"no running {service} pod in namespace {self.namespace}", EXIT_UNREACHABLE
+            )
+        pod, port = pods[0]
+        headers = {PROXIED_AUTHORIZATION: f"Bearer {token}"}
+        return self._proxy("POST", pod, port, path, None, headers)
+
+    def bearer_token(self) -> str | None:
+        """The bearer token the kubeconfig's user authenticates with (a token, an exec plugin's
+        or OIDC's); None for a client certificate."""
+        configuration = self.kube.api.configuration
+        value = configuration.get_api_key_with_prefix("BearerToken", alias="authorization") or ""
+        scheme, _, token = value.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+        return None
+
     def _pods(self, service: str) -> Iterator[tuple[str, int]]:
         selector = f"app.kubernetes.io/part-of=lazyload,app.kubernetes.io/component={service}"
         pods = self.list(f"/api/v1/namespaces/{self.namespace}/pods", labelSelector=selector)
@@ -199,13 +235,24 @@ class Target:
     def _proxy_get(
         self, pod: str, port: int, path: str, params: dict[str, str] | None
     ) -> tuple[str, int, bytes]:
+        return self._proxy("GET", pod, port, path, params)
+
+    def _proxy(
+        self,
+        method: str,
+        pod: str,
+        port: int,
+        path: str,
+        params: dict[str, str] | None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[str, int, bytes]:
         api = self.kube.api
         proxy = f"/api/v1/namespaces/{self.namespace}/pods/{pod}:{port}/proxy{path}"
         request = api.param_serialize(
-            "GET",
+            method,
             proxy,
             query_params=list((params or {}).items()),
-            header_params={"Accept": "*/*"},
+            header_params={"Accept": "*/*", **(headers or {})},
             auth_settings=["BearerToken"],
         )
         try:

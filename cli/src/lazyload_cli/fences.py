@@ -4,13 +4,21 @@
 name)` calls `POST /api/v1/fences/{ns}/{name}/reset` (the fence forgets its learned hosts, keeps its
 spec hosts, and a new revision is published) and returns the fence detail. Errors leave as
 `FenceApiError` with the HTTP status and the server's message.
+
+Against a cluster (`list_in`, `reset_in`) the same calls go to a fence-reconciler pod through the
+API server's pod proxy (`access.Target`); the reset's bearer token travels in
+`X-Lazyload-Authorization` there, and the reconciler reviews it (TokenReview, then a
+SubjectAccessReview: `update servicefences/status` in the fence's namespace).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
+
+from lazyload_cli import access
 
 TIMEOUT = 10.0
 
@@ -33,6 +41,26 @@ def reset(admin_url: str, namespace: str, name: str, *, token: str | None = None
     """Forget the learned hosts of fence `namespace/name`; the fence detail after the reset.
     `token`: the bearer token the admin API authorizes resets by."""
     return _call("POST", admin_url, f"/api/v1/fences/{namespace}/{name}/reset", token=token)
+
+
+def list_in(target: access.Target) -> list[dict[str, Any]]:
+    """`list_fences` of a cluster's (or a local stack's) fence-reconciler, as `target` reaches it."""
+    body = target.admin_json("fence-reconciler", "/api/v1/fences")[0]
+    return list(body.get("items", [])) if isinstance(body, dict) else []
+
+
+def reset_in(target: access.Target, namespace: str, name: str, *, token: str) -> dict[str, Any]:
+    """`reset` through `target` (a cluster: one fence-reconciler pod, via the pod proxy)."""
+    path = f"/api/v1/fences/{namespace}/{name}/reset"
+    instance, status, body = target.admin_post("fence-reconciler", path, token=token)
+    if status >= 400:
+        try:
+            detail = json.loads(body).get("detail", body.decode(errors="replace"))
+        except (ValueError, AttributeError):
+            detail = body.decode(errors="replace")
+        raise FenceApiError(f"POST {path} ({instance}): {status} {detail}", status)
+    answer = json.loads(body)
+    return answer if isinstance(answer, dict) else {}
 
 
 def _call(method: str, admin_url: str, path: str, *, token: str | None = None) -> dict[str, Any]:

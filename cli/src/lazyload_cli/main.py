@@ -261,12 +261,24 @@ def _api_failure(e: fence_api.FenceApiError) -> typer.Exit:
 
 
 @fences_app.command("list")
-def fences_list(admin: AdminOption = None, state_dir: StateOption = None) -> None:
-    """List every ServiceFence with its revision and hosts."""
+def fences_list(
+    admin: AdminOption = None,
+    state_dir: StateOption = None,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+    lazyload_namespace: LazyloadNamespaceOption = "mesh-operator",
+) -> None:
+    """List every ServiceFence with its revision and hosts (--admin, --state-dir, else the
+    cluster of --kubeconfig/--context through the API server's pod proxy)."""
     try:
-        items = fence_api.list_fences(_admin_url(admin, state_dir))
+        if admin or state_dir is not None:
+            items = fence_api.list_fences(_admin_url(admin, state_dir))
+        else:
+            items = fence_api.list_in(_target(None, kubeconfig, context, lazyload_namespace))
     except fence_api.FenceApiError as e:
         raise _api_failure(e) from e
+    except access.AccessError as e:
+        raise _fail(str(e), e.code) from e
     console.print_json(json.dumps(items))
 
 
@@ -276,17 +288,36 @@ def fences_reset(
     admin: AdminOption = None,
     state_dir: StateOption = None,
     token: TokenOption = None,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+    lazyload_namespace: LazyloadNamespaceOption = "mesh-operator",
 ) -> None:
-    """Forget a fence's learned hosts (spec hosts stay); its Sidecar follows."""
+    """Forget a fence's learned hosts (spec hosts stay); its Sidecar follows. Against a cluster
+    the token is --token or the kubeconfig's own bearer token, and its user needs `update
+    servicefences/status` in the fence's namespace."""
     namespace, sep, name = fence.partition("/")
     if not sep or not namespace or not name:
         raise typer.BadParameter("expected NAMESPACE/NAME", param_hint="FENCE")
     try:
-        detail = fence_api.reset(
-            _admin_url(admin, state_dir), namespace, name, token=_admin_token(token, state_dir)
-        )
+        if admin or state_dir is not None:
+            detail = fence_api.reset(
+                _admin_url(admin, state_dir), namespace, name, token=_admin_token(token, state_dir)
+            )
+        else:
+            target = _target(None, kubeconfig, context, lazyload_namespace)
+            bearer = token or target.bearer_token()
+            if not bearer:
+                raise _fail(
+                    "a reset needs a bearer token the fence-reconciler can review, and the "
+                    "kubeconfig's user has none (a client certificate?): give --token, e.g. "
+                    "$(kubectl create token <service account> -n <namespace>)",
+                    EXIT_FAILED,
+                )
+            detail = fence_api.reset_in(target, namespace, name, token=bearer)
     except fence_api.FenceApiError as e:
         raise _api_failure(e) from e
+    except access.AccessError as e:
+        raise _fail(str(e), e.code) from e
     console.print_json(json.dumps(detail))
 
 

@@ -26,3 +26,32 @@ async def test_readiness_names_every_check_and_fails_until_all_pass() -> None:
             assert (await http.get("/healthz")).json() == {"status": "ok", "service": "test"}
     finally:
         await server.stop()
+
+
+async def test_the_token_may_come_in_the_header_the_pod_proxy_lets_through(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The API server's pod proxy removes `Authorization`: a reset sent through it carries its
+    bearer token in `X-Lazyload-Authorization`, checked the same way (a wrong one is refused)."""
+    from fastapi import APIRouter, Depends
+    from lazyload_common import adminauth
+    from lazyload_common.settings import AdminSettings
+
+    (tmp_path / "token").write_text("s3cret\n")
+    settings = AdminSettings(host="127.0.0.1", port=0, auth="token", token_file=tmp_path / "token")
+    guard = adminauth.AdminGuard(settings)
+    router = APIRouter()
+    action = adminauth.Action("update", "microservice.slime.io", "servicefences", "status")
+
+    @router.post("/change/{namespace}", dependencies=[Depends(guard.require(action))])
+    def change(namespace: str) -> dict[str, str]:
+        return {"changed": namespace}
+
+    app = admin.create_admin_app("test", readiness=admin.Readiness(()), routers=[router])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://admin") as http:
+        proxied = {adminauth.PROXIED_AUTHORIZATION: "Bearer s3cret"}
+        assert (await http.post("/change/default", headers=proxied)).json() == {
+            "changed": "default"
+        }
+        wrong = {adminauth.PROXIED_AUTHORIZATION: "Bearer guess"}
+        assert (await http.post("/change/default", headers=wrong)).status_code == 401
+        assert (await http.post("/change/default")).status_code == 401

@@ -12,6 +12,11 @@ token and 403 when the caller may not do it. `LAZYLOAD_ADMIN__AUTH` says how a t
 - `none`: no check, only allowed when the admin server binds a loopback address (a settings
   error otherwise).
 
+Through the Kubernetes API server's pod proxy (`lazyload fences reset` against a cluster) the
+`Authorization` header never arrives: the API server removes it once it has authenticated the
+caller. The token then comes in `X-Lazyload-Authorization` (same `Bearer <token>` form), checked
+the same way; `Authorization` wins when both are there.
+
 Every refusal is counted in `lazyload_admin_refused_total{reason}`.
 """
 
@@ -39,6 +44,8 @@ REFUSED = Counter(
     "Mutating admin requests refused, by reason (no_token, bad_token, forbidden, error)",
     ["reason"],
 )
+PROXIED_AUTHORIZATION = "X-Lazyload-Authorization"
+"""The header carrying the bearer token through the API server's pod proxy (see above)."""
 TOKEN_REVIEWS = "/apis/authentication.k8s.io/v1/tokenreviews"
 ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
 
@@ -77,7 +84,7 @@ class AdminGuard:
 
         async def dependency(request: Request) -> None:
             await self.authorize(
-                request.headers.get("authorization"),
+                request.headers.get("authorization") or request.headers.get(PROXIED_AUTHORIZATION),
                 action,
                 namespace=str(request.path_params.get("namespace", "")),
             )
