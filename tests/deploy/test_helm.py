@@ -293,8 +293,10 @@ ALLOWED = {
     | {("discovery.k8s.io", "endpointslices"): {"get", "list", "watch"}}
     | {("networking.istio.io", "serviceentries"): {"get", "list", "watch"}},
     "fence-reconciler": {
-        # patch: the tombstone annotation of a deleted manual fence (lazyload.io/fence-deleted)
-        ("", "services"): {"get", "list", "watch", "patch"},
+        # read only: tombstones live in a ConfigMap of the release namespace, not on Services
+        ("", "services"): {"get", "list", "watch"},
+        # the tombstones' ConfigMap (a Role in the release namespace; patch by name only)
+        ("", "configmaps"): {"get", "list", "watch", "create", "patch"},
         # workload fences (fence.workload_label_key) watch the pods that carry the label
         ("", "pods"): {"get", "list", "watch"},
         ("", "namespaces"): {"get", "list", "watch"},
@@ -442,12 +444,79 @@ def test_rbac_is_least_privilege(rendered: dict, case: str, service: str) -> Non
     assert "*" not in json.dumps([o for o in rendered[case] if o["kind"].endswith("Role")])
 
 
-def test_global_pilot_writes_only_the_global_sidecar_service(rendered: dict) -> None:
-    role = _of(rendered["default"], "Role")["mesh-operator/lazyload-global-pilot-global-sidecar"]
-    named = [r for r in role["rules"] if "resourceNames" in r]
-    assert named[0]["resourceNames"] == ["lazyload-global-sidecar"]
-    unnamed = [r for r in role["rules"] if "resourceNames" not in r]
-    assert [r["verbs"] for r in unnamed] == [["create"]]  # create cannot be limited by name
+def _roles(objs: list[dict], service: str, prefix: str = "lazyload") -> dict[str, dict]:
+    """namespace/name (cluster-wide: /name) -> the Role or ClusterRole bound to the service."""
+    bound = {
+        (b["roleRef"]["kind"], b["metadata"].get("namespace", ""), b["roleRef"]["name"])
+        for b in objs
+        if b["kind"] in ("RoleBinding", "ClusterRoleBinding")
+        and any(s["name"] == f"{prefix}-{service}" for s in b["subjects"])
+    }
+    return {
+        f"{o['metadata'].get('namespace', '')}/{o['metadata']['name']}": o
+        for o in objs
+        if (o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]) in bound
+    }
+
+
+def _writes(role: dict) -> dict[str, set[str]]:
+    """resource -> the write verbs a role grants (with their resourceNames, when limited)."""
+    found: dict[str, set[str]] = {}
+    for rule in role["rules"]:
+        for resource in rule["resources"]:
+            for verb in set(rule["verbs"]) - {"get", "list", "watch"}:
+                names = ",".join(rule.get("resourceNames", []))
+                found.setdefault(resource, set()).add(f"{verb}:{names}" if names else verb)
+    return found
+
+
+def test_global_pilot_writes_only_where_its_mode_puts_objects(rendered: dict) -> None:
+    """Cluster mode: the global-sidecar's Service and DestinationRule in the release namespace,
+    the EnvoyFilter in Istio's root namespace; namespace mode: all three in each listed
+    namespace; each by name (create cannot be limited by name); cluster-wide only reads (#16)."""
+    filter_named = {"update:to-global-sidecar", "patch:to-global-sidecar"}
+    roles = _roles(rendered["default"], "global-pilot")
+    assert set(roles) == {
+        "/lazyload-global-pilot",
+        "mesh-operator/lazyload-global-pilot-global-sidecar",
+        "istio-system/lazyload-global-pilot-envoyfilter",
+    }
+    assert not _writes(roles["/lazyload-global-pilot"])
+    sidecar = _writes(roles["mesh-operator/lazyload-global-pilot-global-sidecar"])
+    assert set(sidecar) == {"services", "destinationrules"}
+    by_name = {f"{v}:lazyload-global-sidecar" for v in ("update", "patch", "delete")}
+    assert sidecar == {"services": {"create", *by_name}, "destinationrules": {"create", *by_name}}
+    assert _writes(roles["istio-system/lazyload-global-pilot-envoyfilter"]) == {
+        "envoyfilters": {"create", "delete:to-global-sidecar", *filter_named}
+    }
+    roles = _roles(rendered["non-default"], "global-pilot", "ll")
+    assert set(roles) == {
+        "/ll-global-pilot",
+        "team-a/ll-global-pilot-global-sidecar",
+        "team-b/ll-global-pilot-global-sidecar",
+    }
+    for ns in ("team-a", "team-b"):
+        writes = _writes(roles[f"{ns}/ll-global-pilot-global-sidecar"])
+        assert set(writes) == {"services", "destinationrules", "envoyfilters"}
+        assert writes["envoyfilters"] >= {"create", *filter_named}
+        assert not {"update", "patch", "delete"} & set().union(*writes.values())
+
+
+def test_fence_reconciler_writes_tombstones_not_services(rendered: dict) -> None:
+    """No cluster-wide patch of Services: the tombstones' ConfigMap, by name, in the release
+    namespace, and its name is the one the reconciler is configured with (#16)."""
+    for case, prefix in (("default", "lazyload"), ("non-default", "ll")):
+        roles = _roles(rendered[case], "fence-reconciler", prefix)
+        assert set(roles) == {
+            f"/{prefix}-fence-reconciler",
+            f"mesh-operator/{prefix}-fence-reconciler-tombstones",
+        }
+        assert "services" not in _writes(roles[f"/{prefix}-fence-reconciler"])
+        name = f"{prefix}-fence-tombstones"
+        tombstones = _writes(roles[f"mesh-operator/{prefix}-fence-reconciler-tombstones"])
+        assert tombstones == {"configmaps": {"create", f"patch:{name}"}}
+        deployment = _of(rendered[case], "Deployment")[f"mesh-operator/{prefix}-fence-reconciler"]
+        assert _env(deployment)["LAZYLOAD_FENCE__TOMBSTONE_CONFIG_MAP"] == name
 
 
 @pytest.fixture
@@ -494,7 +563,8 @@ def test_rendered_crd_applies_to_the_emulator(
     # one ServiceAccount per service, plus the global-sidecar's own identity (no role) and the
     # `helm test` Pod's (two Roles: the release's Deployments, the round trip's objects)
     assert applied["ServiceAccount"] - 2 == applied["ClusterRole"] == len(ALLOWED)
-    assert applied["ClusterRoleBinding"] == len(ALLOWED) and applied["Role"] == 3
+    # global-pilot's in the release and Istio's namespace, the reconciler's tombstones', helm test's
+    assert applied["ClusterRoleBinding"] == len(ALLOWED) and applied["Role"] == 5
     for obj in rendered["default"]:
         if obj["kind"] not in RBAC_KINDS:
             continue
@@ -537,8 +607,9 @@ def test_sidecar_access_logs_make_the_liveness_source(
 def test_network_policies_let_in_only_who_needs_each_port(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    """ALS only from the global-sidecars (its mesh port from every pod with sidecarAccessLogs), xDS only from
-    the global-sidecars, admin only from the monitoring namespace (#16)."""
+    """ALS only from the global-sidecars (its mesh port from every pod with sidecarAccessLogs), xDS
+    only from the global-sidecars - both in the namespaces the chart runs them in - admin only from
+    the monitoring namespace (#16)."""
     objs = _render(tmp_path_factory, {})
     policies = _of(objs, "NetworkPolicy")
     names = {f"mesh-operator/lazyload-{c}" for c in COMPONENTS.values()}
@@ -558,12 +629,23 @@ def test_network_policies_let_in_only_who_needs_each_port(
     monitoring = {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
     for component in COMPONENTS.values():
         assert rules(component)["admin"] == [{"namespaceSelector": monitoring}]
+
+    def where(*names: str) -> dict[str, Any]:
+        key = "kubernetes.io/metadata.name"
+        return {"matchExpressions": [{"key": key, "operator": "In", "values": list(names)}]}
+
     assert rules("accesslog-ingest")["grpc-als"] == [
-        {"namespaceSelector": {}, "podSelector": global_sidecars}
+        {"namespaceSelector": where("mesh-operator"), "podSelector": global_sidecars}
     ]
     assert rules("global-pilot")["grpc-xds"] == [
-        {"namespaceSelector": {}, "podSelector": global_sidecars}
+        {"namespaceSelector": where("mesh-operator"), "podSelector": global_sidecars}
     ]
+    spread = {"globalSidecar": {"mode": "namespace", "namespaces": ["team-a", "team-b"]}}
+    policies = _of(_render(tmp_path_factory, spread), "NetworkPolicy")
+    for component, port in (("accesslog-ingest", "grpc-als"), ("global-pilot", "grpc-xds")):
+        assert rules(component)[port] == [
+            {"namespaceSelector": where("team-a", "team-b"), "podSelector": global_sidecars}
+        ]
     assert set(rules("fence-reconciler")) == {"admin"}
     everyone = _of(
         _render(
@@ -574,7 +656,9 @@ def test_network_policies_let_in_only_who_needs_each_port(
     )
     ingress = everyone["mesh-operator/lazyload-accesslog-ingest"]["spec"]["ingress"]
     by_port = {rule["ports"][0]["port"]: rule["from"] for rule in ingress}
-    assert by_port["grpc-als"] == [{"namespaceSelector": {}, "podSelector": global_sidecars}]
+    assert by_port["grpc-als"] == [
+        {"namespaceSelector": where("mesh-operator"), "podSelector": global_sidecars}
+    ]
     assert by_port["grpc-als-mesh"] == [{"namespaceSelector": {}}]
     assert not _of(
         _render(tmp_path_factory, {"networkPolicy": {"enabled": False}}), "NetworkPolicy"

@@ -7,12 +7,16 @@ The chart's rendered ServiceAccounts, ClusterRoles, Roles and bindings are appli
 each service gets a kubeconfig whose bearer token is its own ServiceAccount's
 (`system:serviceaccount:mesh-operator:lazyload-<service>`; a TokenRequest token on the real server) plus the chart's settings for it
 (LAZYLOAD_MESH__*, ...). Then the demo traffic runs until every Sidecar is written: no request
-of any service may have been refused (403), and the authorizer is shown to be on.
+of any service may have been refused (403), and the authorizer is shown to be on. The narrowed
+rules of issue 16 hold: a deleted manual fence's tombstone lands in the reconciler's ConfigMap
+while it is refused `patch services`; global-pilot writes its EnvoyFilter in Istio's root
+namespace only (refused elsewhere: uninstall's prune reports such a stale one, deletes the rest).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -174,3 +178,74 @@ def test_least_privilege_roles_suffice_for_the_real_calls(authorized_stack) -> N
     with pytest.raises(KubeError) as error:
         kube.get(f"/api/v1/namespaces/{NAMESPACE}/services")
     assert error.value.status == 403
+    _narrowed_rules_of_issue_16(stack)
+
+
+def _narrowed_rules_of_issue_16(stack: Any) -> None:
+    from lazyload_common.kube import KubeApi, KubeError, api_client
+    from lazyload_common.settings import KubeSettings
+    from lazyload_global_pilot import applying
+
+    def as_(service: str) -> KubeApi:
+        path = stack.config.state_dir / f"kubeconfig-{service}"
+        return KubeApi(api_client(KubeSettings(kubeconfig=path)))
+
+    admin = KubeApi(api_client(KubeSettings(kubeconfig=stack.kubeconfig)))
+    services = "/api/v1/namespaces/default/services"
+    fences = "/apis/microservice.slime.io/v1alpha1/namespaces/default/servicefences"
+    labels = {"slime.io/serviceFenced": "false"}  # no auto fence races the manual one
+    admin.create(
+        services,
+        {"metadata": {"name": "manual", "labels": labels}, "spec": {"ports": [{"port": 80}]}},
+    )
+    time.sleep(1)  # the reconciler's Services watch sees it before the fence comes and goes
+    admin.create(
+        fences,
+        {
+            "apiVersion": "microservice.slime.io/v1alpha1",
+            "kind": "ServiceFence",
+            "metadata": {"name": "manual"},
+            "spec": {"enable": True},
+        },
+    )
+    time.sleep(1)
+    admin.delete(f"{fences}/manual")
+    tombstones = f"/api/v1/namespaces/{NAMESPACE}/configmaps/{PREFIX}-fence-tombstones"
+    deadline = time.monotonic() + 30
+    entry = None
+    while entry is None and time.monotonic() < deadline:
+        with contextlib.suppress(KubeError):
+            entry = (admin.get(tombstones).get("data") or {}).get("default_manual")
+        time.sleep(0.5)
+    assert entry and ";serviceFenced=false;uid=" in entry
+    with pytest.raises(KubeError) as error:
+        as_("fence-reconciler").merge_patch(
+            f"{services}/manual", {"metadata": {"labels": {"x": "y"}}}
+        )
+    assert error.value.status == 403
+    # global-pilot: its EnvoyFilter only in Istio's root namespace (cluster mode)
+    filters = "/apis/networking.istio.io/v1alpha3/namespaces/{ns}/envoyfilters"
+    pilot = as_("global-pilot")
+    assert pilot.get(filters.format(ns="istio-system") + "/to-global-sidecar")
+    stale = {
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "EnvoyFilter",
+        "metadata": {
+            "name": "to-global-sidecar",
+            "labels": {"app.kubernetes.io/managed-by": "lazyload-global-pilot"},
+        },
+        "spec": {"configPatches": []},
+    }
+    with pytest.raises(KubeError) as error:
+        pilot.create(filters.format(ns="default"), stale)
+    assert error.value.status == 403
+    admin.create(filters.format(ns="default"), stale)  # as a former namespace mode left it
+    result = applying.MeshSideApplier(pilot).apply([])  # what `uninstall` runs
+    assert result.denied == ["EnvoyFilter/default/to-global-sidecar"]
+    assert "EnvoyFilter/istio-system/to-global-sidecar" in result.deleted
+    refused = [
+        r
+        for r in stack.requests()
+        if r.status in (401, 403) and r.user == stack.tokens["fence-reconciler"]
+    ]
+    assert len(refused) == 1 and refused[0].verb == "PATCH", refused

@@ -53,6 +53,10 @@ async def run(
         )
         kube_api = kube_client.blocking
         identity = settings.fence.workload_identity()
+        tombstone_map = (
+            settings.mesh.global_sidecar_namespace,
+            settings.fence.tombstone_config_map,
+        )
         cluster = watching.Cluster(
             kube_api,
             asyncio.get_running_loop(),
@@ -60,6 +64,7 @@ async def run(
             aliases=settings.fence.aliases(),
             stable_hosts=settings.fence.stable_domains(),
             workload_key=identity.key if identity else None,
+            tombstone_map=tombstone_map,
         )
         reconciler = reconciling.Reconciler(
             settings=settings.scoped_fence(),
@@ -67,6 +72,7 @@ async def run(
                 kube_client,
                 conflict_retries=settings.fence.conflict_retries,
                 istio_rev=settings.fence.istio_rev,
+                tombstone_map=tombstone_map,
             ),
             publisher=publishing.Publisher(rt.js, replicas=settings.nats.stream_replicas),
             cluster=cluster,
@@ -86,6 +92,7 @@ async def run(
         if not await rt.until(cluster.wait_synced()):
             return
         log.info("watches synced in %.1f s", time.monotonic() - started)
+        await reconciler.tombstones.migrate()
         await reconciler.seed()
         log.info("seeded in %.1f s", time.monotonic() - started)
         reconciler.enqueue_all()

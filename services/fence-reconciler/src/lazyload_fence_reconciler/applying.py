@@ -1,7 +1,8 @@
 """The one module that writes ServiceFences, through the service's `kube.AsyncKube` (its threads,
-its rate limit, its typed errors),
-and the one annotation the reconciler owns on Services (`lazyload.io/fence-deleted`, the tombstone
-of a deleted manual fence, set and cleared by merge-patch).
+its rate limit, its typed errors), and the ConfigMap of tombstones of deleted manual fences (one
+key per fence, set and cleared by JSON merge patch: the server applies it to the latest version
+and leaves every other key as it is, so replicas writing different fences never lose each
+other's entries - no read-modify-write whose resourceVersion could race; created when missing).
 
 Status goes through the `/status` subresource with the object's resourceVersion: a 409 means
 someone wrote in between (the other replica, a user, our own stale cache), so the fence is
@@ -38,6 +39,16 @@ def object_path(namespace: str, name: str) -> str:
     return f"{collection_path(namespace)}/{name}"
 
 
+TOMBSTONE_MAP = ("mesh-operator", "lazyload-fence-tombstones")
+"""Default (namespace, name) of the tombstones' ConfigMap (settings: mesh.global_sidecar_namespace,
+fence.tombstone_config_map)."""
+TOMBSTONE_MAP_LABELS = {
+    "app.kubernetes.io/managed-by": "lazyload-fence-reconciler",
+    "lazyload.io/store": "fence-tombstones",
+}
+"""The tombstones' ConfigMap's labels (`watching.TOMBSTONES_SELECTOR` selects it)."""
+
+
 class Applier:
     """Reads and writes ServiceFences."""
 
@@ -47,9 +58,11 @@ class Applier:
         *,
         conflict_retries: int = 5,
         istio_rev: str = "",
+        tombstone_map: tuple[str, str] = TOMBSTONE_MAP,
     ) -> None:
         self.kube = client
         self.api = client.api
+        self.tombstone_map = tombstone_map
         # the client-side rate limit (kube.qps/burst): thousands of Services fenced at a cold
         # start are created at that pace, not at once
         self.limiter = client.limiter
@@ -100,22 +113,55 @@ class Applier:
             ) from e
         metrics.WRITES.labels("delete").inc()
 
-    async def mark_service(self, namespace: str, name: str, value: str | None) -> bool:
-        """Set (or, with None, remove) the tombstone annotation of Service `namespace/name`;
-        False when there is no such Service."""
-        body = {"metadata": {"annotations": {fences.TOMBSTONE_ANNOTATION: value}}}
+    async def mark_tombstone(self, entry: str, value: str | None) -> bool:
+        """Set (or, with None, remove) key `entry` of the tombstones' ConfigMap, creating the
+        ConfigMap when it is missing; False when the write failed (logged; the caller keeps the
+        tombstone in memory)."""
         try:
-            await self._call(
-                self.api.merge_patch, f"/api/v1/namespaces/{namespace}/services/{name}", body
-            )
+            await self._patch_tombstone(entry, value)
         except kube.KubeNotFound:
-            return False
+            if value is None:
+                return True  # no ConfigMap: nothing to clear
+            if not await self.create_tombstones({entry: value}):
+                return False
         except (kube.KubeError, errors.LazyloadError) as e:
-            # Without RBAC to patch Services (or with the API down) the tombstone stays in memory.
-            log.warning("tombstone of %s/%s not persisted: %s", namespace, name, e)
+            log.warning(
+                "tombstone %s not written to ConfigMap %s/%s: %s", entry, *self.tombstone_map, e
+            )
             return False
         metrics.WRITES.labels("tombstone" if value is not None else "untombstone").inc()
         return True
+
+    async def create_tombstones(self, entries: dict[str, str]) -> bool:
+        """Create the tombstones' ConfigMap holding `entries`; if another replica created it in
+        between, merge `entries` into it. False when the write failed (logged)."""
+        namespace, name = self.tombstone_map
+        body = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace, "labels": TOMBSTONE_MAP_LABELS},
+            "data": entries,
+        }
+        try:
+            try:
+                await self._call(
+                    self.api.create, f"/api/v1/namespaces/{namespace}/configmaps", body
+                )
+            except kube.KubeConflict:
+                for entry, value in entries.items():
+                    await self._patch_tombstone(entry, value)
+        except (kube.KubeError, errors.LazyloadError) as e:
+            log.warning("tombstones' ConfigMap %s/%s not created: %s", namespace, name, e)
+            return False
+        log.info(
+            "created the tombstones' ConfigMap %s/%s (%d entries)", namespace, name, len(entries)
+        )
+        return True
+
+    async def _patch_tombstone(self, entry: str, value: str | None) -> None:
+        namespace, name = self.tombstone_map
+        path = f"/api/v1/namespaces/{namespace}/configmaps/{name}"
+        await self._call(self.api.merge_patch, path, {"data": {entry: value}})
 
     async def apply_status(
         self, obj: kube.RawObject, compute: Computation[T]

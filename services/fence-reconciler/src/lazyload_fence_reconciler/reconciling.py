@@ -232,7 +232,8 @@ class Reconciler:
                 len(missing),
                 self.applier.limiter.qps,
             )
-        for key in (*self.cluster.fence_keys(), *self.cluster.service_keys()):
+        tombstoned = self.tombstones.keys()  # void ones (Service deleted while down) go
+        for key in (*self.cluster.fence_keys(), *self.cluster.service_keys(), *tombstoned):
             self.enqueue(key)
         for key in planning.vanished(self.sent, set(self.cluster.fence_keys())):
             self._gone.setdefault(key, planning.stub(key, self.sent[key].uid))

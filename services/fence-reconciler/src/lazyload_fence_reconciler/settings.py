@@ -206,6 +206,14 @@ class FenceSettings(BaseModel):
         "pods labelled `<this>: <fence name>` (Slime's global.service fallback); empty = such a "
         "fence gets no Sidecar.",
     )
+    tombstone_config_map: str = Field(
+        "lazyload-fence-tombstones",
+        pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
+        description="The ConfigMap in mesh.global_sidecar_namespace (lazyload's namespace) that "
+        "keeps the tombstones of deleted manual fences (created by the reconciler; the chart "
+        "grants write to that one name only), so a deleted manual fence stays deleted across "
+        "restarts and replicas.",
+    )
     batch: int = Field(256, ge=1, description="Dependency messages fetched per batch.")
     coalesce_window: float = Field(
         0.05,

@@ -1,38 +1,77 @@
 """Tombstones of deleted manual fences: a deleted manual fence is never recreated behind the user.
 
-A tombstone is kept in memory and persisted as the annotation `lazyload.io/fence-deleted` on the
-fence's Service (`<RFC 3339 time>;serviceFenced=<the Service's label then>`), so restarts and the
-other replica see it. It holds until a fence of that name exists again (the user created one) or
-the Service is labelled `slime.io/serviceFenced: "true"` after the deletion; the recorded label
-follows later label changes, so "true" at deletion time has to change and come back. Called by
-`reconciling` under the fence's lock; writes go through `applying`.
+A tombstone is kept in memory and persisted in one ConfigMap the reconciler owns,
+`<mesh.global_sidecar_namespace>/<fence.tombstone_config_map>` (labelled
+`lazyload.io/store=fence-tombstones`, watched by `watching.Cluster`), so restarts and the other
+replica see it: key `<namespace>_<name>` of the fence, value
+`<RFC 3339 time>;serviceFenced=<the Service's label then>;uid=<the Service's uid>`. It holds until
+a fence of that name exists again (the user created one) or the Service is labelled
+`slime.io/serviceFenced: "true"` after the deletion; the recorded label follows later label
+changes, so "true" at deletion time has to change and come back. It dies with its Service, as the
+annotation it replaces did: an entry whose Service is gone or has another uid (deleted and created
+again) is void and removed. A fence without a Service (a workload fence) keeps its tombstone in
+memory only.
+
+Before, the tombstone was the annotation `lazyload.io/fence-deleted` on the Service, which needed
+cluster-wide `patch services`. `migrate` (at start, read-only): when the ConfigMap does not exist
+yet, it is created with the tombstones those annotations hold; the annotations stay, unused.
+
+Called by `reconciling` under the fence's lock; writes go through `applying`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import NamedTuple
 
 from lazyload_fence_reconciler import applying, fences, policies, watching
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]
+MAX_ENTRY_KEY = 253
+"""The longest ConfigMap key Kubernetes accepts."""
+
+
+class Entry(NamedTuple):
+    """One persisted tombstone."""
+
+    at: str
+    label: str
+    uid: str
+
+
+def entry_key(key: Key) -> str:
+    """The ConfigMap key of fence `key`: namespaces hold no `_`, so the first one splits it."""
+    return f"{key[0]}_{key[1]}"
+
+
+def entry_value(at: float, label: str, uid: str) -> str:
+    return f"{fences.format_time(at)};serviceFenced={label};uid={uid}"
+
+
+def parse_entry(value: str) -> Entry:
+    """An entry's fields (missing ones empty; a label holds no `;`)."""
+    at, _, rest = value.partition(";")
+    fields = dict(part.partition("=")[::2] for part in rest.split(";") if part)
+    return Entry(at=at, label=fields.get("serviceFenced", ""), uid=fields.get("uid", ""))
 
 
 class Tombstones:
-    """The tombstones this replica knows, backed by the Services' annotations."""
+    """The tombstones this replica knows, backed by the tombstones' ConfigMap."""
 
     def __init__(
         self, cluster: watching.Cluster, applier: applying.Applier, clock: Callable[[], float]
     ) -> None:
         self.cluster, self.applier, self.clock = cluster, applier, clock
-        self._memory: dict[Key, str] = {}
-        """Key -> the Service's serviceFenced label when the manual fence was deleted."""
+        self._memory: dict[Key, tuple[str, str]] = {}
+        """Key -> the Service's serviceFenced label and uid ("": none) when the manual fence was
+        deleted."""
         self._to_persist: set[Key] = set()
 
     def add(self, key: Key) -> None:
         """A manual fence was deleted (watch event): remember, persist at the next refresh."""
-        self._memory[key] = self._fenced_label(key)
+        self._memory[key] = (self._fenced_label(key), self.cluster.service_uid(key) or "")
         self._to_persist.add(key)
 
     def discard(self, key: Key) -> None:
@@ -43,10 +82,10 @@ class Tombstones:
     def recorded(self, key: Key) -> str | None:
         """The label recorded at deletion; None when `key` has no tombstone."""
         if key in self._memory:
-            return self._memory[key]
-        service = self.cluster.service(key)
-        value = service.annotations.get(fences.TOMBSTONE_ANNOTATION) if service else None
-        return None if value is None else fences.tombstone_label(value)
+            label, uid = self._memory[key]
+            return label if not uid or uid == self.cluster.service_uid(key) else None
+        entry = self._stored(key)
+        return entry.label if entry is not None and self._valid(key, entry) else None
 
     def holds(self, key: Key) -> bool:
         """Whether `key` must not be (re)created automatically."""
@@ -56,29 +95,74 @@ class Tombstones:
         relabelled = self._fenced_label(key).strip().lower() == "true"
         return not relabelled or recorded.strip().lower() == "true"
 
+    def keys(self) -> list[Key]:
+        """The fences the ConfigMap holds entries for (so a start-up resync refreshes each)."""
+        found = []
+        for entry in self.cluster.tombstone_entries() or {}:
+            namespace, _, name = entry.partition("_")
+            if namespace and name:
+                found.append((namespace, name))
+        return found
+
     async def refresh(self, key: Key, *, exists: bool) -> None:
         """Persist a new tombstone, follow the label, or clear the tombstone."""
+        remembered = self._memory.get(key)
+        if remembered and remembered[1] and remembered[1] != self.cluster.service_uid(key):
+            self.discard(key)  # its Service is gone or new: the tombstone died with it
+        stored = self._stored(key)
+        if stored is not None and not self._valid(key, stored):
+            await self.applier.mark_tombstone(entry_key(key), None)
+            log.info("dropped the tombstone of %s/%s: its Service is gone or new", *key)
+            stored = None
         recorded = self.recorded(key)
         if key in self._to_persist and not exists:
             self._to_persist.discard(key)
-            await self._persist(key, self._memory.get(key, ""))
+            await self._persist(key, self._memory.get(key, ("", ""))[0])
         elif recorded is None:
             return
         elif exists or not self.holds(key):
             self._memory.pop(key, None)
-            service = self.cluster.service(key)
-            if service is not None and fences.TOMBSTONE_ANNOTATION in service.annotations:
-                await self.applier.mark_service(*key, None)
+            if stored is not None:
+                await self.applier.mark_tombstone(entry_key(key), None)
                 log.info("cleared the tombstone of the manual fence %s/%s", *key)
         elif recorded != (label := self._fenced_label(key)):
-            self._memory[key] = label
+            self._memory[key] = (label, self.cluster.service_uid(key) or "")
             await self._persist(key, label)
+
+    async def migrate(self) -> None:
+        """Create the ConfigMap with the tombstones of Services' `lazyload.io/fence-deleted`
+        annotations (the previous store), when it does not exist yet (call once synced)."""
+        if self.cluster.tombstone_entries() is not None:
+            return
+        entries = {}
+        for key in self.cluster.service_keys():
+            service = self.cluster.service(key)
+            value = service.annotations.get(fences.TOMBSTONE_ANNOTATION) if service else None
+            uid = self.cluster.service_uid(key)
+            if value is None or uid is None or len(entry_key(key)) > MAX_ENTRY_KEY:
+                continue
+            at = value.partition(";")[0]
+            label = fences.tombstone_label(value)
+            entries[entry_key(key)] = f"{at};serviceFenced={label};uid={uid}"
+        if entries and await self.applier.create_tombstones(entries):
+            log.info("moved %d tombstones from Service annotations to the ConfigMap", len(entries))
+
+    def _stored(self, key: Key) -> Entry | None:
+        value = (self.cluster.tombstone_entries() or {}).get(entry_key(key))
+        return None if value is None else parse_entry(value)
+
+    def _valid(self, key: Key, entry: Entry) -> bool:
+        uid = self.cluster.service_uid(key)
+        return uid is not None and (not entry.uid or entry.uid == uid)
 
     def _fenced_label(self, key: Key) -> str:
         service = self.cluster.service(key)
         return (service.labels if service else {}).get(policies.FENCED_LABEL, "")
 
     async def _persist(self, key: Key, label: str) -> None:
-        value = fences.tombstone_value(self.clock(), label)
-        if await self.applier.mark_service(*key, value):
-            log.info("manual fence %s/%s deleted: tombstone on its Service", *key)
+        uid = self.cluster.service_uid(key)
+        if uid is None or len(entry_key(key)) > MAX_ENTRY_KEY:
+            return  # no Service (a workload fence): in memory only, as it would die with it
+        value = entry_value(self.clock(), label, uid)
+        if await self.applier.mark_tombstone(entry_key(key), value):
+            log.info("manual fence %s/%s deleted: tombstone in the ConfigMap", *key)

@@ -25,6 +25,9 @@ NAMESPACES_PATH = "/api/v1/namespaces"
 VIRTUAL_SERVICES_PATH = "/apis/networking.istio.io/{version}/virtualservices"
 PODS_PATH = "/api/v1/pods"
 SERVICE_ENTRIES_PATH = "/apis/networking.istio.io/{version}/serviceentries"
+TOMBSTONES_PATH = "/api/v1/namespaces/{namespace}/configmaps"
+TOMBSTONES_SELECTOR = "lazyload.io/store=fence-tombstones"
+"""The label of the ConfigMap that keeps the tombstones of deleted manual fences (`tombstoning`)."""
 Key = tuple[str, str]
 OnChange = Callable[[str, kube.RawObject], None]
 
@@ -52,6 +55,7 @@ class Cluster:
         stable_hosts: tuple[str, ...] = (),
         workload_key: str | None = None,
         watch_timeout: int = 60,
+        tombstone_map: Key | None = None,
     ) -> None:
         def reflector(
             path: str,
@@ -102,6 +106,18 @@ class Cluster:
             if workload_key
             else None
         )
+        # the tombstones' ConfigMap (namespace, name): a label-selected watch in that namespace
+        self.tombstone_map = tombstone_map
+        self.tombstone_maps = (
+            reflector(
+                TOMBSTONES_PATH.format(namespace=tombstone_map[0]),
+                tell(None),
+                "tombstones",
+                TOMBSTONES_SELECTOR,
+            )
+            if tombstone_map
+            else None
+        )
         self._all = (
             self.fences,
             self.services,
@@ -109,6 +125,7 @@ class Cluster:
             self.virtual_services,
             self.service_entries,
             *((self.pods,) if self.pods else ()),
+            *((self.tombstone_maps,) if self.tombstone_maps else ()),
         )
 
     def subscribe(self, listener: Listener) -> None:
@@ -174,6 +191,19 @@ class Cluster:
             selector=dict(selector),
             annotations=dict(meta.get("annotations") or {}),
         )
+
+    def service_uid(self, key: Key) -> str | None:
+        """The uid of Service `key`; None when there is no such Service."""
+        obj = self.services.store.get(key)
+        return None if obj is None else str(obj.get("metadata", {}).get("uid") or "")
+
+    def tombstone_entries(self) -> dict[str, str] | None:
+        """The data of the tombstones' ConfigMap; None when it does not exist (or is not
+        watched)."""
+        if self.tombstone_maps is None or self.tombstone_map is None:
+            return None
+        obj = self.tombstone_maps.store.get(self.tombstone_map)
+        return None if obj is None else dict(obj.get("data") or {})
 
     def selector(self, key: Key) -> dict[str, str] | None:
         service = self.service(key)

@@ -8,6 +8,10 @@ EnvoyFilters by replace with the read `resourceVersion`, re-read
 once on 409), and deletes the objects labelled `app.kubernetes.io/managed-by=lazyload-global-pilot`
 that are no longer desired (a mode or namespace change). An object whose `lazyload.io/rendered`
 annotation already holds the hash of the desired content is not written again.
+
+The chart lets global-pilot write only in the namespaces of its current mode (Roles there; it
+reads everywhere): a stale object in a namespace it may no longer write to is refused (403) -
+logged with the `kubectl delete` to run and listed in `ApplyResult.denied`, never a failed apply.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ class ApplyResult:
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    denied: list[str] = field(default_factory=list)
+    """Stale objects this identity may not delete (RBAC: another mode's namespace)."""
 
 
 def _key(obj: RawObject) -> str:
@@ -87,8 +93,7 @@ class MeshSideApplier:
                 current.setdefault("kind", kind)
                 current.setdefault("apiVersion", api_version)
                 if _key(current) not in wanted:
-                    self.api.delete(_path(current))
-                    result.deleted.append(_key(current))
+                    self._prune(current, result)
         if result.created or result.updated or result.deleted:
             log.info(
                 "mesh-side: created %s updated %s deleted %s",
@@ -116,6 +121,25 @@ class MeshSideApplier:
                     name = str(port.get("name") or "")
                     (tcp if name.startswith("tcp-") else http).add(number)
         return PortSet(http=tuple(sorted(http - tcp)), tcp=tuple(sorted(tcp)))
+
+    def _prune(self, obj: RawObject, result: ApplyResult) -> None:
+        try:
+            self.api.delete(_path(obj))
+        except kube.KubeNotFound:
+            return
+        except kube.KubeDenied as e:
+            meta = obj["metadata"]
+            log.warning(
+                "stale %s not deleted, not allowed there (%s): kubectl delete -n %s %s %s",
+                _key(obj),
+                e,
+                meta["namespace"],
+                obj["kind"].lower(),
+                meta["name"],
+            )
+            result.denied.append(_key(obj))
+            return
+        result.deleted.append(_key(obj))
 
     def _managed(self, path: str) -> list[RawObject]:
         selector = f"{meshside.MANAGED_BY}={meshside.MANAGER}"
