@@ -27,7 +27,9 @@ CREATED_BY_LABEL = "app.kubernetes.io/created-by"
 REVISION_LABEL = "istio.io/rev"
 CREATED_BY_VALUE = "fence-controller"
 TOMBSTONE_ANNOTATION = "lazyload.io/fence-deleted"
-"""On a Service: its manual fence was deleted; value `<RFC 3339 time>;serviceFenced=<label>`."""
+"""Earlier versions' tombstone on a Service (its manual fence was deleted), value
+`<RFC 3339 time>;serviceFenced=<label>`: only read now, once, to move it into the tombstones'
+ConfigMap (`tombstoning.Tombstones.migrate`)."""
 
 RawObject = dict[str, Any]
 Selector = dict[str, str]
