@@ -252,8 +252,10 @@ async def test_a_service_without_credentials_is_refused(
     authorized: tuple[NatsServer, Path], tmp_path: Path
 ) -> None:
     server, _ = authorized
+    anonymous = nats.NATS()
     with pytest.raises(Exception, match="Authorization Violation"):
-        await nats.connect(server.url, max_reconnect_attempts=0, allow_reconnect=False)
+        await anonymous.connect(server.url, max_reconnect_attempts=0, allow_reconnect=False)
+    await anonymous.close()  # its socket is still open
     stranger = tmp_path / "stranger.nk"
     stranger.write_text(natsauth.new_seed())
     settings = NatsSettings(url=server.url, nkey_seed_file=stranger)

@@ -39,7 +39,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, NoRespondersError
@@ -147,7 +146,8 @@ async def connect(settings: NatsSettings, *, name: str, wait: float = 60.0) -> N
     options["error_cb"] = on_error
     # nats-py retries the first connect forever when max_reconnect_attempts is -1: bound it here,
     # and give up at once when the server refuses the credential (it will not change its mind).
-    connecting = asyncio.ensure_future(nats.connect(**options))
+    nc = NATS()
+    connecting = asyncio.ensure_future(nc.connect(**options))
     refusal = asyncio.ensure_future(refused.wait())
     try:
         done, _ = await asyncio.wait(
@@ -155,11 +155,16 @@ async def connect(settings: NatsSettings, *, name: str, wait: float = 60.0) -> N
         )
     finally:
         refusal.cancel()
-    if connecting in done:
-        return connecting.result()
+    failed = connecting.exception() if connecting in done else None
+    if connecting in done and failed is None:
+        return nc
     connecting.cancel()
     with contextlib.suppress(BaseException):
         await connecting
+    with contextlib.suppress(Exception):
+        await nc.close()  # a connect given up on keeps its socket open otherwise
+    if failed is not None:
+        raise failed
     if refusal in done:
         raise errors.ConfigError(
             f"NATS at {settings.url} refused {name}'s credential (Authorization Violation): "

@@ -8,6 +8,7 @@ servers the fixtures start (the emulator, or etcd + kube-apiserver on loopback) 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 
 import pytest
@@ -21,6 +22,7 @@ _FIXTURE_MODULES = (
     "lazyload_testing.kube_real",
     "lazyload_testing.envoy",
     "lazyload_testing.mesh",
+    "lazyload_testing.hygiene",
 )
 
 
@@ -53,12 +55,17 @@ def pytest_report_header() -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run e2e tests last: they are the slowest and depend on everything else. Without the real
-    control plane's binaries (no Go), the `real` tests are deselected, and the run says so."""
+    """Run e2e tests last: they are the slowest and depend on everything else. Every coroutine
+    test gets `no_leaked_tasks` first (so torn down last). Without the real control plane's
+    binaries (no Go), the `real` tests are deselected, and the run says so."""
     from lazyload_cli.kube_real import KubeBinaries
 
     from lazyload_testing.kube import repo_root
 
+    for item in items:
+        coroutine = isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj)
+        if coroutine and "no_leaked_tasks" not in item.fixturenames:
+            item.fixturenames.insert(0, "no_leaked_tasks")
     items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
     if KubeBinaries.available(repo_root()):
         return
