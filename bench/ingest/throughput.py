@@ -352,7 +352,7 @@ async def _purge(nats_url: str) -> None:
         await nc.close()
 
 
-def _settled_stream_messages(nats_url: str) -> int:
+def _stable_stream_messages(nats_url: str) -> int:
     """The dependency stream's message count once it stopped growing for 0.5 s."""
     last, stable_since = -1, time.monotonic()
     deadline = stable_since + 30
@@ -394,7 +394,7 @@ def measure_replicas(
     try:
         warm = Config(**{**asdict(config), "messages": max(2, config.messages // 10)})
         asyncio.run(drive(ports, build_messages(warm, offset=config.services), 1, 1))
-        baseline = _settled_stream_messages(nats_url)  # the warm-up's edges
+        baseline = _stable_stream_messages(nats_url)  # the warm-up's edges
         before = sum(r.metric("lazyload_ingest_entries_total") for r in replicas)
         # per pass: the reference's time for the same messages, measured just before it
         phases = {"first": [0, 0.0, 0.0, 0.0, 0.0], "steady": [0, 0.0, 0.0, 0.0, 0.0]}
