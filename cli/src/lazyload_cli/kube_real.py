@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
-import ipaddress
 import os
 import ssl
 import time
@@ -108,105 +107,40 @@ class Pki:
         return context
 
     def create(self) -> Pki:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec, rsa
-        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        from lazyload_cli import pki
 
         self.directory.mkdir(parents=True, exist_ok=True)
-        now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
         year = datetime.timedelta(days=365)
-
-        def key_pem(key: Any) -> bytes:
-            return bytes(
-                key.private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
-                )
-            )
 
         def write(name: str, data: bytes) -> None:
             path = self.directory / name
             path.write_bytes(data)
             path.chmod(0o600)
 
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lazyload-kube-ca")])
-        ca_cert = (
-            x509.CertificateBuilder()
-            .subject_name(ca_name)
-            .issuer_name(ca_name)
-            .public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now)
-            .not_valid_after(now + 10 * year)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .sign(ca_key, hashes.SHA256())
+        ca = pki.certificate_authority("lazyload-kube-ca", lifetime=10 * year)
+        write("ca.crt", pki.cert_pem(ca[1]))
+        write("ca.key", pki.key_pem(ca[0]))
+        api_names = (
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+            "127.0.0.1",
+            "10.96.0.1",
         )
-        write("ca.crt", ca_cert.public_bytes(serialization.Encoding.PEM))
-        write("ca.key", key_pem(ca_key))
-
-        def issue(stem: str, cn: str, orgs: Iterable[str], *, server: bool) -> None:
-            key = ec.generate_private_key(ec.SECP256R1())
-            attributes = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
-            attributes += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
-            builder = (
-                x509.CertificateBuilder()
-                .subject_name(x509.Name(attributes))
-                .issuer_name(ca_name)
-                .public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now)
-                .not_valid_after(now + year)
-                .add_extension(
-                    x509.ExtendedKeyUsage(
-                        [
-                            ExtendedKeyUsageOID.SERVER_AUTH
-                            if server
-                            else ExtendedKeyUsageOID.CLIENT_AUTH
-                        ]
-                    ),
-                    critical=False,
-                )
-            )
-            if server:
-                names: list[x509.GeneralName] = [
-                    x509.DNSName(n)
-                    for n in (
-                        "localhost",
-                        "kubernetes",
-                        "kubernetes.default",
-                        "kubernetes.default.svc",
-                        "kubernetes.default.svc.cluster.local",
-                    )
-                ]
-                names += [
-                    x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", "10.96.0.1")
-                ]
-                builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-            cert = builder.sign(ca_key, hashes.SHA256())
-            write(f"{stem}.crt", cert.public_bytes(serialization.Encoding.PEM))
-            write(f"{stem}.key", key_pem(key))
-
-        issue("apiserver", "kube-apiserver", (), server=True)
-        issue("admin", "lazyload-admin", ("system:masters",), server=False)
+        for stem, subject, sans in (
+            ("apiserver", pki.name("kube-apiserver"), [pki.general_name(n) for n in api_names]),
+            ("admin", pki.name("lazyload-admin", ["system:masters"]), []),
+        ):
+            key, cert = pki.leaf(subject, ca, lifetime=year, server=bool(sans), sans=sans)
+            write(f"{stem}.crt", pki.cert_pem(cert))
+            write(f"{stem}.key", pki.key_pem(key))
         sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        write("sa.key", key_pem(sa_key))
+        write("sa.key", pki.key_pem(sa_key))
         write(
             "sa.pub",
             sa_key.public_key().public_bytes(

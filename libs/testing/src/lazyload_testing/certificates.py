@@ -3,22 +3,17 @@
 
 `issue_certificates(directory)` writes a CA, a server certificate for `localhost`/`127.0.0.1`
 and a client certificate, all signed by that CA, plus a second, unrelated CA's client
-certificate (to prove that a foreign client is refused). Uses `cryptography`.
+certificate (to prove that a foreign client is refused). Built with `lazyload_cli.pki`, as the
+CLI's own CAs are.
 """
 
 from __future__ import annotations
 
 import datetime
-import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-_Key = ec.EllipticCurvePrivateKey
+from lazyload_cli import pki
 
 
 @dataclass(frozen=True)
@@ -37,19 +32,23 @@ class Certificates:
 def issue_certificates(directory: Path) -> Certificates:
     """Write a CA, a server and a client certificate (and a foreign client's) into `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
-    ca_key, ca_cert = _ca("lazyload test CA")
-    server_key, server_cert = _leaf("localhost", ca_key, ca_cert, server=True)
-    client_key, client_cert = _leaf("global-sidecar", ca_key, ca_cert, server=False)
-    foreign_key, foreign_ca = _ca("foreign CA")
-    other_key, other_cert = _leaf("intruder", foreign_key, foreign_ca, server=False)
+    day = datetime.timedelta(days=1)
+    ca = pki.certificate_authority("lazyload test CA", lifetime=day)
+    local = [pki.general_name("localhost"), pki.general_name("127.0.0.1")]
+    server_key, server_cert = pki.leaf(
+        pki.name("localhost"), ca, lifetime=day, server=True, sans=local
+    )
+    client_key, client_cert = pki.leaf(pki.name("global-sidecar"), ca, lifetime=day, server=False)
+    foreign = pki.certificate_authority("foreign CA", lifetime=day)
+    other_key, other_cert = pki.leaf(pki.name("intruder"), foreign, lifetime=day, server=False)
     files = {
-        "ca": _pem(ca_cert),
-        "server_cert": _pem(server_cert),
-        "server_key": _key_pem(server_key),
-        "client_cert": _pem(client_cert),
-        "client_key": _key_pem(client_key),
-        "foreign_client_cert": _pem(other_cert),
-        "foreign_client_key": _key_pem(other_key),
+        "ca": pki.cert_pem(ca[1]),
+        "server_cert": pki.cert_pem(server_cert),
+        "server_key": pki.key_pem(server_key),
+        "client_cert": pki.cert_pem(client_cert),
+        "client_key": pki.key_pem(client_key),
+        "foreign_client_cert": pki.cert_pem(other_cert),
+        "foreign_client_key": pki.key_pem(other_key),
     }
     paths = {}
     for name, data in files.items():
@@ -57,76 +56,3 @@ def issue_certificates(directory: Path) -> Certificates:
         path.write_bytes(data)
         paths[name] = path
     return Certificates(**paths)
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _builder(subject: str, issuer: x509.Name, key: _Key) -> x509.CertificateBuilder:
-    now = datetime.datetime.now(datetime.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-    )
-
-
-def _ca(common_name: str) -> tuple[_Key, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        _builder(common_name, _name(common_name), key)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
-
-
-def _leaf(
-    common_name: str, ca_key: _Key, ca_cert: x509.Certificate, *, server: bool
-) -> tuple[_Key, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-    builder = (
-        _builder(common_name, ca_cert.subject, key)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-    )
-    if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-    return key, builder.sign(ca_key, hashes.SHA256())
-
-
-def _pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def _key_pem(key: _Key) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
