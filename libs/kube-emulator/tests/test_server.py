@@ -1,7 +1,7 @@
 """Running the emulator: the `lazyload-kube-emulator` command and the Python API.
 
 Covers: the CLI on `--port 0` writing a kubeconfig once listening (context `lazyload-emulator`,
-dummy token), preloading `--crds` directories, exiting 0 on SIGTERM, saving and restoring
+dummy token), preloading `--crds` directories, creating `--namespace`s, exiting 0 on SIGTERM, saving and restoring
 objects with `--state-file`; printing the kubeconfig when no `--kubeconfig-out` is given
 (with the `--advertise-url` server in it; a non-http URL is a usage error);
 `EmulatorServer` started and stopped on the test's own event loop (ending open watches);
@@ -52,7 +52,9 @@ def _stop(process: subprocess.Popen) -> int:
 def test_cli_writes_kubeconfig_and_stops_on_sigterm(tmp_path):
     crds = repo_root() / "deploy" / "crds" / "istio"
     state = tmp_path / "state.json"
-    process, kubeconfig = _start(tmp_path, "--crds", str(crds), "--state-file", str(state))
+    process, kubeconfig = _start(
+        tmp_path, "--crds", str(crds), "--state-file", str(state), "--namespace", "mesh-operator"
+    )
     try:
         document = yaml.safe_load(kubeconfig.read_text())
         assert document["current-context"] == "lazyload-emulator"
@@ -69,6 +71,8 @@ def test_cli_writes_kubeconfig_and_stops_on_sigterm(tmp_path):
             custom.create_namespaced_custom_object(
                 "networking.istio.io", "v1", "default", "sidecars", body
             )
+            names = {n.metadata.name for n in client.CoreV1Api(api).list_namespace().items}
+            assert {"default", "istio-system", "mesh-operator"} <= names
     finally:
         assert _stop(process) == 0
     assert "kept" in state.read_text()

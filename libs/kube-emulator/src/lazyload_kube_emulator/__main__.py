@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from . import state
-from .config import EmulatorConfig
+from .config import DEFAULT_NAMESPACES, EmulatorConfig
 from .kubeconfig import render
 from .server import EmulatorServer
 
@@ -59,6 +59,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--service-cidr", default="10.96.0.0/12", help="range of Service cluster IPs"
     )
     parser.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="create this namespace at start, beside the default ones (repeatable), e.g. "
+        "mesh-operator, where lazyload keeps its own objects",
+    )
+    parser.add_argument(
         "--allow-loopback-endpoints",
         action="store_true",
         help="accept loopback and link-local addresses in Endpoints and EndpointSlices, which a "
@@ -93,6 +101,7 @@ async def serve(args: argparse.Namespace) -> None:
     config = EmulatorConfig(
         crd_dirs=tuple(args.crds),
         service_cidr=args.service_cidr,
+        namespaces=tuple(dict.fromkeys([*DEFAULT_NAMESPACES, *args.namespace])),
         history_size=args.history_size,
         authorize=args.authorize,
         allow_loopback_endpoints=args.allow_loopback_endpoints,
