@@ -240,6 +240,28 @@ async def test_a_failed_apply_is_retried(kube_emulator: KubeEmulator):
     assert [r.status for r in posts] == [500, 201]
 
 
+async def test_a_throttled_apply_waits_the_servers_retry_after(kube_emulator: KubeEmulator):
+    """A 429 with Retry-After: the next apply waits that long, not the loop's own back-off."""
+    api = kube.KubeApi(kube_emulator.api_client())
+    _namespaces(api, "mesh-operator")
+    kube_emulator.inject_fault("POST", r".*/services$", status=429, count=1, retry_after=1)
+    side = syncing.MeshSide(applying.MeshSideApplier(api), CLUSTER)
+    side.retry_delay = 0.05
+    task = asyncio.ensure_future(side.run())
+    try:
+        side.offer(PORTS)
+        async with asyncio.timeout(15):
+            while side.applied != PORTS:
+                await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    posts = [r for r in kube_emulator.writes("/services") if r.verb == "POST"]
+    assert [r.status for r in posts] == [429, 201]
+    assert posts[1].time - posts[0].time >= 0.95
+
+
 def test_uninstall_removes_what_the_mesh_side_apply_made(kube_cluster: RealKube | KubeEmulator):
     """`lazyload-global-pilot uninstall` (the chart's pre-delete hook): the catch-all filter and
     the Services global-pilot created go; a global-sidecar Service the chart made stays."""

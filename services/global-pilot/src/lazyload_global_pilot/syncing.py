@@ -4,7 +4,8 @@ EnvoyFilter(s) kept in step with the latest wormhole ports.
 `MeshSide.offer` (called by the render loop for every update) never blocks: it records the latest
 ports and steered TCP Services; `run` renders the mesh-side objects for the latest (`meshside`)
 and applies them (`applying.MeshSideApplier`), retrying a failed apply after a second, doubling up
-to 30 s. An invalid render is counted and nothing is applied until the ports change.
+to 30 s (or after the API server's Retry-After, when it asks for longer). An invalid render is
+counted and nothing is applied until the ports change.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class MeshSide:
             self._changed.clear()
             ports, steered = self.latest, self.latest_tunnels
             assert ports is not None
+            wait = delay
             try:
                 desired = meshside.render(ports, self.options, steered)
                 self.last_result = await asyncio.to_thread(self.applier.apply, desired)
@@ -61,7 +63,8 @@ class MeshSide:
                 continue
             except kube.KubeError as e:
                 metrics.MESH_SIDE_APPLIES.labels("error").inc()
-                log.warning("mesh-side: apply failed (%s); retrying in %.1fs", e, delay)
+                wait = max(delay, e.retry_after or 0.0)  # a throttled API server knows best
+                log.warning("mesh-side: apply failed (%s); retrying in %.1fs", e, wait)
             except Exception:
                 metrics.MESH_SIDE_APPLIES.labels("error").inc()
                 log.exception("mesh-side: apply failed; retrying in %.1fs", delay)
@@ -69,6 +72,6 @@ class MeshSide:
                 metrics.MESH_SIDE_APPLIES.labels("ok").inc()
                 self.applied, delay = ports, self.retry_delay
                 continue
-            await asyncio.sleep(delay)
+            await asyncio.sleep(wait)
             delay = min(delay * 2, self.max_retry_delay)
             self._changed.set()
