@@ -18,6 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -184,7 +187,6 @@ def test_least_privilege_roles_suffice_for_the_real_calls(authorized_stack) -> N
 def _narrowed_rules_of_issue_16(stack: Any) -> None:
     from lazyload_common.kube import KubeApi, KubeError, api_client
     from lazyload_common.settings import KubeSettings
-    from lazyload_global_pilot import applying
 
     def as_(service: str) -> KubeApi:
         path = stack.config.state_dir / f"kubeconfig-{service}"
@@ -240,9 +242,20 @@ def _narrowed_rules_of_issue_16(stack: Any) -> None:
         pilot.create(filters.format(ns="default"), stale)
     assert error.value.status == 403
     admin.create(filters.format(ns="default"), stale)  # as a former namespace mode left it
-    result = applying.MeshSideApplier(pilot).apply([])  # what `uninstall` runs
-    assert result.denied == ["EnvoyFilter/default/to-global-sidecar"]
-    assert "EnvoyFilter/istio-system/to-global-sidecar" in result.deleted
+    # the chart's pre-delete Job: deletes what it may, names the one it may not, succeeds
+    script = Path(sys.executable).parent / "lazyload-global-pilot"
+    kubeconfig = stack.config.state_dir / "kubeconfig-global-pilot"
+    env = {**os.environ, "LAZYLOAD_KUBE__KUBECONFIG": str(kubeconfig)}
+    done = subprocess.run([str(script), "uninstall"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (
+        "not allowed to remove 1, delete them by hand: EnvoyFilter/default/to-global-sidecar"
+        in done.stdout
+    )
+    assert "EnvoyFilter/istio-system/to-global-sidecar" in done.stdout.splitlines()[0]
+    with pytest.raises(KubeError) as error:
+        admin.get(filters.format(ns="istio-system") + "/to-global-sidecar")
+    assert error.value.status == 404
     refused = [
         r
         for r in stack.requests()

@@ -59,19 +59,23 @@ def main() -> None:
         except errors.ConfigError as e:
             raise SystemExit(f"lazyload-global-pilot: {e}") from None
         tasks.configure_logging(settings.log_level, settings.log_format)
-        removed = uninstall(settings)
+        result = uninstall(settings)
+        removed, denied = result.deleted, result.denied
         print(f"removed {len(removed)} mesh-side objects: {', '.join(removed) or 'none'}")
+        if denied:  # another mode's namespaces: the chart no longer lets us write there
+            print(f"not allowed to remove {len(denied)}, delete them by hand: {', '.join(denied)}")
         return
     tasks.run_main(run, GlobalPilotSettings)
 
 
-def uninstall(settings: GlobalPilotSettings) -> list[str]:
+def uninstall(settings: GlobalPilotSettings) -> applying.ApplyResult:
     """Delete every object the mesh-side apply made (the catch-all EnvoyFilters, the Services it
     created; a Service the chart made is never ours to delete), so that the mesh works without
-    lazyload: no sidecar keeps routing unknown hosts to a global-sidecar that is gone."""
+    lazyload: no sidecar keeps routing unknown hosts to a global-sidecar that is gone. Objects
+    RBAC does not let it delete (a former mode's namespaces) are listed in `denied`."""
     api = kube.KubeApi.from_settings(settings.kube)
     try:
-        return applying.MeshSideApplier(api).apply([]).deleted
+        return applying.MeshSideApplier(api).apply([])
     finally:
         api.api.close()
 
