@@ -35,7 +35,7 @@ class Dispatch(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     domains: tuple[str, ...] = ()
-    domain_regex: str | None = Field(None, alias="domainRegex")
+    domain_regex: str | None = Field(default=None, alias="domainRegex")
     cluster: str = Field(min_length=1)
 
     @model_validator(mode="after")

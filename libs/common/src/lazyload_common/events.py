@@ -45,13 +45,19 @@ class DependencyObserved(_Event):
     source_kind: Literal["service", "workload", "unresolved"] = "service"
     destination_host: str = Field(description="FQDN of the destination, lower case, no port.")
     destination_port: int | None = None
-    destination_namespace: str | None = Field(None, description="Set when the host is a Service.")
-    destination_service: str | None = Field(None, description="Set when the host is a Service.")
-    external: bool = Field(False, description="True when the host is not a Service of the mesh.")
+    destination_namespace: str | None = Field(
+        default=None, description="Set when the host is a Service."
+    )
+    destination_service: str | None = Field(
+        default=None, description="Set when the host is a Service."
+    )
+    external: bool = Field(
+        default=False, description="True when the host is not a Service of the mesh."
+    )
     protocol: Literal["http", "grpc", "tcp"] = "http"
     first_seen: UnixTime = Field(description="Unix time of the request that taught this edge.")
     observed_at: UnixTime = Field(default_factory=time.time, description="Unix time of publishing.")
-    reporter: str = Field("", description="Which ingest replica published it.")
+    reporter: str = Field(default="", description="Which ingest replica published it.")
 
     @property
     def edge_key(self) -> str:
@@ -71,12 +77,15 @@ class FenceChanged(_Event):
     schema_version: Literal[1] = 1
     namespace: str
     name: str
-    uid: str = Field("", description="metadata.uid of the ServiceFence (for ownerReferences).")
+    uid: str = Field(
+        default="", description="metadata.uid of the ServiceFence (for ownerReferences)."
+    )
     revision: int = Field(ge=0, description="Increases with every change of the desired state.")
     enabled: bool = True
     deleted: bool = False
     workload_selector: dict[str, str] | None = Field(
-        None, description="Labels of the workloads the Sidecar applies to; None = cannot render."
+        default=None,
+        description="Labels of the workloads the Sidecar applies to; None = cannot render.",
     )
     hosts: list[str] = Field(default_factory=list, description="Full desired set, sorted.")
     added: list[str] = Field(default_factory=list)

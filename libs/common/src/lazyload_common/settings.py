@@ -86,35 +86,42 @@ def service_config() -> SettingsConfigDict:
 class NatsSettings(BaseModel):
     """Where NATS JetStream is."""
 
-    url: str = Field("nats://127.0.0.1:4222", description="NATS server URL(s), comma-separated.")
-    name: str = Field("", description="Client connection name (defaults to the service name).")
-    user: str = Field("", description="User name, when the server requires one.")
-    password: str = Field("", description="Password for `user`.")
-    token: str = Field("", description="Auth token, when the server requires one.")
+    url: str = Field(
+        default="nats://127.0.0.1:4222", description="NATS server URL(s), comma-separated."
+    )
+    name: str = Field(
+        default="", description="Client connection name (defaults to the service name)."
+    )
+    user: str = Field(default="", description="User name, when the server requires one.")
+    password: str = Field(default="", description="Password for `user`.")
+    token: str = Field(default="", description="Auth token, when the server requires one.")
     nkey_seed_file: Path | None = Field(
-        None,
+        default=None,
         description="File holding this service's NKey user seed (`SU...`): the identity whose "
         "permissions the NATS server checks. Checked at start-up.",
     )
     creds_file: Path | None = Field(
-        None,
+        default=None,
         description="A NATS .creds file (user JWT and seed, decentralized auth) instead of "
         "`nkey_seed_file`. Checked at start-up.",
     )
     tls_ca_file: Path | None = Field(
-        None,
+        default=None,
         description="PEM CA bundle the server's certificate must chain to (TLS with a private "
         "CA); set = TLS required.",
     )
     tls_cert_file: Path | None = Field(
-        None, description="PEM client certificate, when the server asks for one (mutual TLS)."
+        default=None,
+        description="PEM client certificate, when the server asks for one (mutual TLS).",
     )
-    tls_key_file: Path | None = Field(None, description="PEM private key of `tls_cert_file`.")
+    tls_key_file: Path | None = Field(
+        default=None, description="PEM private key of `tls_cert_file`."
+    )
     stream_replicas: int = Field(
-        1, ge=1, le=5, description="Replicas of streams this service creates."
+        default=1, ge=1, le=5, description="Replicas of streams this service creates."
     )
     connect_timeout: float = Field(
-        5.0, gt=0, description="Seconds to wait for each connect attempt."
+        default=5.0, gt=0, description="Seconds to wait for each connect attempt."
     )
 
     @model_validator(mode="after")
@@ -174,36 +181,36 @@ class KubeSettings(BaseModel):
     """How to reach the Kubernetes API (a real cluster or the local emulator, always by kubeconfig)."""
 
     kubeconfig: Path | None = Field(
-        None,
+        default=None,
         description="Path of a kubeconfig; unset means in-cluster config, then ~/.kube/config.",
     )
-    context: str | None = Field(None, description="Context of the kubeconfig to use.")
+    context: str | None = Field(default=None, description="Context of the kubeconfig to use.")
     qps: float = Field(
-        50.0,
+        default=50.0,
         gt=0,
         description="Client-side rate limit of every Kubernetes API request of the service "
         "(reads, writes, lists, watch starts), requests/second.",
     )
-    burst: int = Field(100, ge=1, description="Client-side rate limit burst.")
+    burst: int = Field(default=100, ge=1, description="Client-side rate limit burst.")
 
 
 class AdminSettings(BaseModel):
     """The admin HTTP endpoint: /healthz, /readyz, /metrics and service APIs."""
 
-    host: str = Field("0.0.0.0", description="Address the admin server binds.")
-    port: int = Field(8080, ge=0, le=65535, description="Admin port; 0 picks a free port.")
+    host: str = Field(default="0.0.0.0", description="Address the admin server binds.")
+    port: int = Field(default=8080, ge=0, le=65535, description="Admin port; 0 picks a free port.")
     auth: Literal["kubernetes", "token", "none"] = Field(
-        "kubernetes",
+        default="kubernetes",
         description="How mutating admin requests (a reset) are authorized: kubernetes = "
         "TokenReview + SubjectAccessReview of the bearer token (update servicefences/status in "
         "the namespace); token = the bearer token must equal token_file's content; none = open, "
         "only with a loopback admin.host.",
     )
-    token_file: Path | None = Field(None, description="The admin token of auth=token.")
+    token_file: Path | None = Field(default=None, description="The admin token of auth=token.")
     auth_cache_seconds: float = Field(
-        10.0, ge=0, description="Seconds a token's review answer is reused."
+        default=10.0, ge=0, description="Seconds a token's review answer is reused."
     )
-    docs: bool = Field(False, description="Serve the OpenAPI page /docs and /openapi.json.")
+    docs: bool = Field(default=False, description="Serve the OpenAPI page /docs and /openapi.json.")
 
     @model_validator(mode="after")
     def _auth_usable(self) -> AdminSettings:
@@ -230,14 +237,16 @@ def is_loopback(host: str) -> bool:
 class MeshSettings(BaseModel):
     """Facts about the mesh that several services need to agree on."""
 
-    cluster_domain: str = Field("cluster.local", description="Kubernetes cluster DNS domain.")
-    istio_namespace: str = Field("istio-system", description="Namespace of istiod.")
+    cluster_domain: str = Field(
+        default="cluster.local", description="Kubernetes cluster DNS domain."
+    )
+    istio_namespace: str = Field(default="istio-system", description="Namespace of istiod.")
     global_sidecar_namespace: str = Field(
-        "mesh-operator",
+        default="mesh-operator",
         description="Namespace of the global-sidecar and lazyload (Slime's default).",
     )
     global_sidecar_service: str = Field(
-        "",
+        default="",
         description="Namespace mode: the name of the global-sidecar Service in each fenced "
         "namespace; every Sidecar then holds `*/<name>.<its namespace>.svc.<cluster domain>` "
         "so unknown calls can reach it. Empty = cluster mode (one global-sidecar in "

@@ -22,12 +22,15 @@ from lazyload_accesslog_ingest import parsing
 class GrpcSettings(BaseModel):
     """The gRPC Access Log Service listener that Envoy streams to."""
 
-    host: str = Field("0.0.0.0", description="Address the ALS server binds.")
+    host: str = Field(default="0.0.0.0", description="Address the ALS server binds.")
     port: int = Field(
-        8082, ge=0, le=65535, description="ALS port; 8082 is Slime's logSourcePort; 0 = free port."
+        default=8082,
+        ge=0,
+        le=65535,
+        description="ALS port; 8082 is Slime's logSourcePort; 0 = free port.",
     )
     max_message_bytes: int = Field(
-        256 * 1024,
+        default=256 * 1024,
         ge=1024,
         description="Largest ALS message accepted, bytes (a larger one ends its stream, "
         "RESOURCE_EXHAUSTED, and Envoy opens a new one). Envoy batches 16 KiB by default "
@@ -35,49 +38,49 @@ class GrpcSettings(BaseModel):
         "in message_memory_bytes.",
     )
     message_memory_bytes: int = Field(
-        320 * 1024 * 1024,
+        default=320 * 1024 * 1024,
         ge=1024,
         description="The most memory the messages of all open streams may take at once "
         "(max_streams x max_message_bytes, checked at start-up): 1024 x 256 KiB = 256 MiB fits "
         "the chart's 512 MiB limit with room for the index and the publisher's buffer.",
     )
     shutdown_grace: float = Field(
-        2.0, ge=0, description="Seconds open streams get to finish when the service stops."
+        default=2.0, ge=0, description="Seconds open streams get to finish when the service stops."
     )
     max_streams: int = Field(
-        1024,
+        default=1024,
         ge=1,
         description="ALS streams open at once, over all connections; a stream past it is refused "
         "(RESOURCE_EXHAUSTED, counted) and Envoy retries it later. Envoy opens about one stream "
         "per worker thread and log config, so 1024 is hundreds of global-sidecar replicas.",
     )
     stream_idle_timeout: float = Field(
-        0.0,
+        default=0.0,
         ge=0,
         description="Seconds a stream may send nothing before it is closed (counted); 0 = never. "
         "Envoy opens a new stream (with its identifier) at its next log, so closing is safe; it "
         "frees the slots of streams that hold them without sending.",
     )
     max_malformed_per_stream: int = Field(
-        10,
+        default=10,
         ge=1,
         description="Malformed messages a stream may send; each is counted and skipped, and the "
         "stream is closed (INVALID_ARGUMENT) when it reaches this many.",
     )
     tls_cert_file: str = Field(
-        "", description="PEM certificate chain of the ALS port; empty = plaintext gRPC."
+        default="", description="PEM certificate chain of the ALS port; empty = plaintext gRPC."
     )
-    tls_key_file: str = Field("", description="PEM private key of `tls_cert_file`.")
+    tls_key_file: str = Field(default="", description="PEM private key of `tls_cert_file`.")
     tls_client_ca_file: str = Field(
-        "", description="PEM CA bundle that client certificates must chain to."
+        default="", description="PEM CA bundle that client certificates must chain to."
     )
     require_client_cert: bool = Field(
-        False,
+        default=False,
         description="Require and verify a client certificate (mutual TLS) against "
         "`tls_client_ca_file`; a client without a valid one cannot open a stream.",
     )
     mesh_port: int | None = Field(
-        None,
+        default=None,
         ge=0,
         le=65535,
         description="Second ALS port (plaintext gRPC on `host`) for ordinary sidecars, behind "
@@ -86,7 +89,7 @@ class GrpcSettings(BaseModel):
         "the certificate's namespace, else it is refused; unset = no such port; 0 = free port.",
     )
     mesh_global_sidecar_account: str = Field(
-        "global-sidecar",
+        default="global-sidecar",
         description="Service account whose streams on `mesh_port` may claim a global-sidecar's "
         "node (entries naming their callers by address); any other speaks only for its own "
         "namespace.",
@@ -101,7 +104,7 @@ class EdgeSettings(BaseModel):
     """How entries become edges."""
 
     publish_unresolved: bool = Field(
-        False,
+        default=False,
         description="Publish an entry whose caller address maps to no Service as an edge with "
         '`source_kind="unresolved"` (source name = the IP, namespace = the slime-source-ns '
         "header or `unknown`), for observers; the reconciler ignores them. Off: dropped, counted.",
@@ -112,13 +115,13 @@ class DedupSettings(BaseModel):
     """Per-replica memory of the edges already published."""
 
     max_edges: int = Field(
-        100_000,
+        default=100_000,
         ge=1,
         description="Edges remembered (LRU). An edge that falls out is published again when next "
         "seen: more traffic on NATS, never a lost edge. 100k edges are a few tens of MiB.",
     )
     refresh_interval: float = Field(
-        300.0,
+        default=300.0,
         gt=0,
         description="Seconds; an edge still in use is published again at most once per interval, "
         "so consumers that lost state (or a new replica) learn it again.",
@@ -129,20 +132,24 @@ class PublishSettings(BaseModel):
     """Publishing of edges to JetStream."""
 
     max_in_flight: int = Field(
-        512, ge=1, description="Publishes waiting for a JetStream ack at the same time."
+        default=512, ge=1, description="Publishes waiting for a JetStream ack at the same time."
     )
     buffer_size: int = Field(
-        100_000,
+        default=100_000,
         ge=1,
         description="Edges held (queued or in flight) while NATS is slow or down; new edges past "
         "it are dropped and counted, and are offered again when next seen.",
     )
-    ack_timeout: float = Field(5.0, gt=0, description="Seconds to wait for one JetStream ack.")
+    ack_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds to wait for one JetStream ack."
+    )
     retry_backoff_max: float = Field(
-        2.0, gt=0, description="Longest pause, seconds, between retries after failed publishes."
+        default=2.0,
+        gt=0,
+        description="Longest pause, seconds, between retries after failed publishes.",
     )
     drain_timeout: float = Field(
-        3.0, ge=0, description="Seconds spent flushing the buffer when the service stops."
+        default=3.0, ge=0, description="Seconds spent flushing the buffer when the service stops."
     )
 
 
@@ -164,14 +171,14 @@ class IngestSettings(BaseSettings):
         description="Id of this replica in the events it publishes (default: the host name).",
     )
     decoder: Literal["auto", "compiled", "protobuf"] = Field(
-        "auto",
+        default="auto",
         description="How ALS messages are read: `compiled` (the C decoder built with the "
         "package), `protobuf` (the protobuf runtime, about 4x slower per entry), `auto` (compiled "
         "when it was built). The active one is the `decoder` label of `lazyload_ingest_decoder_info`.",
     )
-    log_level: str = Field("INFO", description="Python log level.")
+    log_level: str = Field(default="INFO", description="Python log level.")
     log_format: Literal["text", "json"] = Field(
-        "text",
+        default="text",
         description="Log lines as text, or as one JSON object a line (time, level, logger, message, and `fence` where a line is about one).",
     )
 

@@ -78,15 +78,15 @@ class FenceSettings(BaseModel):
     """How fences are created, learned into and recycled."""
 
     auto_create: bool = Field(
-        True, description="Create the ServiceFence of a caller on its first dependency."
+        default=True, description="Create the ServiceFence of a caller on its first dependency."
     )
     default_fence: bool = Field(
-        True,
+        default=True,
         description="Fence a Service when neither it nor its Namespace has slime.io/serviceFenced "
         "(Slime's defaultFence; lazyload fences on traffic, so true by default).",
     )
     eager: bool = Field(
-        True,
+        default=True,
         description="Create the fence (and so the base Sidecar) of every Service auto-fence "
         "selects as soon as the Service exists, before any traffic (Slime's autoFence), paced by "
         "kube.qps. false = only on its first dependency, which works only where every workload "
@@ -104,19 +104,19 @@ class FenceSettings(BaseModel):
         "do either.",
     )
     resync_interval: float = Field(
-        300.0,
+        default=300.0,
         ge=0,
         description="Seconds between full recomputations of every fence (recycling, missed "
         "events); 0 = only at start-up.",
     )
     recycle_after: float = Field(
-        0.0,
+        default=0.0,
         ge=0,
         description="Seconds without traffic after which a learned host goes EXPIREWAIT; 0 = "
         "never (Slime's accesslog behaviour).",
     )
     liveness_source: Literal["none", "sidecar-als"] = Field(
-        "none",
+        default="none",
         description="What shows that a learned dependency is still used once calls go direct "
         "(the global-sidecar no longer sees them): sidecar-als = every sidecar's access log "
         "reaches accesslog-ingest (Istio Telemetry with an envoyHttpAls/envoyTcpAls provider; "
@@ -125,24 +125,30 @@ class FenceSettings(BaseModel):
         "dependencies would be recycled and flap.",
     )
     expire_wait: float = Field(
-        3600.0, ge=0, description="Seconds a host stays EXPIREWAIT (still rendered) before removal."
+        default=3600.0,
+        ge=0,
+        description="Seconds a host stays EXPIREWAIT (still rendered) before removal.",
     )
     last_seen_granularity: float = Field(
-        60.0,
+        default=60.0,
         ge=0,
         description="Seconds lastSeen must advance before it is written again: bounds writes.",
     )
     missing_service_retries: int = Field(
-        5,
+        default=5,
         ge=1,
         description="Deliveries of an edge whose caller has no fence and no Service yet before "
         "it is dead-lettered.",
     )
     missing_service_delay: float = Field(
-        5.0, gt=0, description="Seconds before an edge waiting for its Service is redelivered."
+        default=5.0,
+        gt=0,
+        description="Seconds before an edge waiting for its Service is redelivered.",
     )
     conflict_retries: int = Field(
-        5, ge=1, description="Re-reads and re-applies of a fence write after a 409 conflict."
+        default=5,
+        ge=1,
+        description="Re-reads and re-applies of a fence write after a 409 conflict.",
     )
     domain_aliases: list[DomainAlias] = Field(
         default_factory=list,
@@ -170,30 +176,30 @@ class FenceSettings(BaseModel):
         "set, only matching namespaces get auto fences (on top of allow/deny).",
     )
     istio_rev: str = Field(
-        "",
+        default="",
         description="Istio revision this reconciler serves (Slime's istioRev/selfResourceRev): "
         "fences it creates carry the label istio.io/rev=<rev>, and fences of another revision "
         "are left alone.",
     )
     strict_rev: bool = Field(
-        False,
+        default=False,
         description="Only fences whose istio.io/rev equals istio_rev exactly are served (Slime's "
         "strictRev); otherwise a fence without the label is served too.",
     )
     workload_label_key: str = Field(
-        "",
+        default="",
         description="Slime's fenceLabelKeyAlias `key[:alias]`: workload callers (no Service) "
         "get the fence `<alias>-<value>.workload.identity` selecting pods with label key=value; "
         "empty = off.",
     )
     learn_unknown_services: bool = Field(
-        False,
+        default=False,
         description="Learn a Service FQDN (`<name>.<ns>.svc.<domain>`) that names no Service "
         "the reconciler watches (nor a ServiceEntry host). Off: such an edge is dropped and "
         "counted (`unknown-service`), so a forged or mistyped destination never widens a Sidecar.",
     )
     max_learned_hosts: int = Field(
-        1000,
+        default=1000,
         ge=0,
         description="Most learned hosts one fence keeps; a new host past it is not learned "
         '(counted as lazyload_fence_edges_total{outcome="host-cap"}, condition HostCapReached '
@@ -201,31 +207,33 @@ class FenceSettings(BaseModel):
         "the API server's object size limit. 0 = no cap.",
     )
     service_label: str = Field(
-        "app",
+        default="app",
         description="A fence with neither workloadSelector.labels nor fromService selects the "
         "pods labelled `<this>: <fence name>` (Slime's global.service fallback); empty = such a "
         "fence gets no Sidecar.",
     )
     tombstone_config_map: str = Field(
-        "lazyload-fence-tombstones",
+        default="lazyload-fence-tombstones",
         pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
         description="The ConfigMap in mesh.global_sidecar_namespace (lazyload's namespace) that "
         "keeps the tombstones of deleted manual fences (created by the reconciler; the chart "
         "grants write to that one name only), so a deleted manual fence stays deleted across "
         "restarts and replicas.",
     )
-    batch: int = Field(256, ge=1, description="Dependency messages fetched per batch.")
+    batch: int = Field(default=256, ge=1, description="Dependency messages fetched per batch.")
     coalesce_window: float = Field(
-        0.05,
+        default=0.05,
         ge=0,
         le=5,
         description="Seconds a batch keeps collecting after its first edge, so a burst for one "
         "fence costs one write (0 = handle each fetch at once).",
     )
-    max_batch: int = Field(4096, ge=1, description="Most dependency messages handled at once.")
-    concurrency: int = Field(16, ge=1, description="Fences written in parallel.")
+    max_batch: int = Field(
+        default=4096, ge=1, description="Most dependency messages handled at once."
+    )
+    concurrency: int = Field(default=16, ge=1, description="Fences written in parallel.")
     pipeline: int = Field(
-        8,
+        default=8,
         ge=1,
         le=64,
         description="Batches in hand at once: while fences wait for a write slot, edges of later "
@@ -233,7 +241,7 @@ class FenceSettings(BaseModel):
     )
 
     max_deliver: int = Field(
-        600,
+        default=600,
         ge=1,
         description="Deliveries of one dependency message at most (the consumer's JetStream "
         "max_deliver): one still failing after them is dead-lettered with its last reason, not "
@@ -290,9 +298,9 @@ class ReconcilerSettings(BaseSettings):
     admin: settings.AdminSettings = Field(default_factory=settings.AdminSettings)
     mesh: settings.MeshSettings = Field(default_factory=settings.MeshSettings)
     fence: FenceSettings = Field(default_factory=FenceSettings)
-    log_level: str = Field("INFO", description="Python log level.")
+    log_level: str = Field(default="INFO", description="Python log level.")
     log_format: Literal["text", "json"] = Field(
-        "text",
+        default="text",
         description="Log lines as text, or as one JSON object a line (time, level, logger, message, and `fence` where a line is about one).",
     )
 

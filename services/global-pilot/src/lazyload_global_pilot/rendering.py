@@ -146,7 +146,7 @@ class RenderOptions(BaseModel):
     als_cluster: str = "lazyload-accesslog-ingest"
     log_name: str = "lazyload-global-sidecar"
     route_config: str = "global-sidecar"
-    connect_timeout_ms: int = Field(1000, ge=1)
+    connect_timeout_ms: int = Field(default=1000, ge=1)
     tcp_steering: bool = False
     """Serve the TCP tunnels of `tunnels.steered` (the EnvoyFilter's TCP filter chains)."""
     own_services: tuple[tuple[str, str], ...] = ()

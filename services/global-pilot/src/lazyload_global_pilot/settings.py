@@ -44,26 +44,30 @@ def _name_list(value: Any) -> Any:
 class XdsSettings(BaseModel):
     """The ADS gRPC server the global-sidecar Envoys connect to."""
 
-    host: str = Field("0.0.0.0", description="Address the xDS server binds.")
-    port: int = Field(18000, ge=0, le=65535, description="xDS port; 0 picks a free port.")
+    host: str = Field(default="0.0.0.0", description="Address the xDS server binds.")
+    port: int = Field(default=18000, ge=0, le=65535, description="xDS port; 0 picks a free port.")
 
 
 class ListenerSettings(BaseModel):
     """The global-sidecar's listeners: the wormhole ports fenced sidecars send calls to."""
 
-    address: str = Field("0.0.0.0", description="Address the global-sidecar's listeners bind.")
+    address: str = Field(
+        default="0.0.0.0", description="Address the global-sidecar's listeners bind."
+    )
     ports: Annotated[tuple[int, ...], NoDecode] = Field(
-        (80,),
+        default=(80,),
         description="Static HTTP wormhole ports, comma-separated or a JSON list; Slime's 80.",
     )
     tcp_ports: Annotated[tuple[int, ...], NoDecode] = Field(
-        (), description="Static TCP wormhole ports (forwarded to the original destination)."
+        default=(), description="Static TCP wormhole ports (forwarded to the original destination)."
     )
     auto_port: bool = Field(
-        False, description="Slime's autoPort: add every Service port of the mesh as a wormhole."
+        default=False,
+        description="Slime's autoPort: add every Service port of the mesh as a wormhole.",
     )
     cleanup_wormhole_port: bool = Field(
-        False, description="With auto_port, drop ports no Service has any more (else grow-only)."
+        default=False,
+        description="With auto_port, drop ports no Service has any more (else grow-only).",
     )
 
     @field_validator("ports", "tcp_ports", mode="before")
@@ -76,15 +80,16 @@ class RoutingSettings(BaseModel):
     """Where hosts the mesh does not know go (Slime's `dispatches`, `passthroughByDefault`)."""
 
     passthrough_by_default: bool = Field(
-        True,
+        default=True,
         description="Unknown hosts go to their original destination (Slime-Orig-Dest); "
         "false: 404 NR.",
     )
     dispatches: tuple[Dispatch, ...] = Field(
-        (), description="Domain or regex -> cluster, _PASSTHROUGH or _GLOBAL_SIDECAR (JSON list)."
+        default=(),
+        description="Domain or regex -> cluster, _PASSTHROUGH or _GLOBAL_SIDECAR (JSON list).",
     )
     upstream: Literal["endpoints", "original_destination"] = Field(
-        "endpoints",
+        default="endpoints",
         description="endpoints: the global-sidecar routes each Host to its Service's endpoints "
         "itself (a global-sidecar without an istio-proxy: the demo, compose); "
         "original_destination: every call goes to the address the caller dialled "
@@ -97,34 +102,38 @@ class GlobalSidecarSettings(BaseModel):
     """The mesh-side resources: the global-sidecar Service and the `to-global-sidecar` filter."""
 
     mode: Literal["cluster", "namespace", "disabled"] = Field(
-        "cluster",
+        default="cluster",
         description="cluster: one global-sidecar in mesh.global_sidecar_namespace, filter in the "
         "root namespace; namespace: one per namespace of `namespaces`; disabled: none.",
     )
     apply: bool = Field(
-        True, description="Apply (and prune) the mesh-side resources through the Kubernetes API."
+        default=True,
+        description="Apply (and prune) the mesh-side resources through the Kubernetes API.",
     )
     namespaces: Annotated[tuple[str, ...], NoDecode] = Field(
-        (), description="Fenced namespaces that get their own global-sidecar (namespace mode)."
+        default=(),
+        description="Fenced namespaces that get their own global-sidecar (namespace mode).",
     )
-    service_name: str = Field("global-sidecar", description="Name of the global-sidecar Service.")
+    service_name: str = Field(
+        default="global-sidecar", description="Name of the global-sidecar Service."
+    )
     passthrough_by_default: bool = Field(
-        False,
+        default=False,
         description="Slime's passthroughByDefault: a fenced sidecar sends hosts it does not know "
         "(and no dispatch matches) straight to their original destination (PassthroughCluster) "
         "instead of to the global-sidecar, so they are never learned; for meshes whose unknown "
         "traffic is mostly external.",
     )
     revision: str = Field(
-        "",
+        default="",
         description="Istio revision: when set, the EnvoyFilters carry the label istio.io/rev "
         "(Slime's selfResourceRev), so only that revision's istiod applies them.",
     )
     app_label: str = Field(
-        "global-sidecar", description="`app` label the global-sidecar Service selects."
+        default="global-sidecar", description="`app` label the global-sidecar Service selects."
     )
     tcp_steering: bool = Field(
-        True,
+        default=True,
         description="A fenced workload's TCP connection to a Service ClusterIP:port it does not "
         "know (a TCP port: tcp, tls, mongo, ...) is tunnelled to the global-sidecar (HTTP POST "
         "over its first HTTP wormhole port), which forwards it and learns the dependency; "
@@ -141,24 +150,24 @@ class GlobalSidecarSettings(BaseModel):
 class AlsSettings(BaseModel):
     """Where the global-sidecar streams its access logs (accesslog-ingest's ALS listener)."""
 
-    enabled: bool = Field(True, description="Render the ALS access logger and its cluster.")
-    host: str = Field("127.0.0.1", description="Host (IP or DNS name) of accesslog-ingest.")
+    enabled: bool = Field(default=True, description="Render the ALS access logger and its cluster.")
+    host: str = Field(default="127.0.0.1", description="Host (IP or DNS name) of accesslog-ingest.")
     port: int = Field(
-        8082, ge=1, le=65535, description="ALS port of accesslog-ingest (Slime's 8082)."
+        default=8082, ge=1, le=65535, description="ALS port of accesslog-ingest (Slime's 8082)."
     )
     tls_ca_file: str = Field(
-        "",
+        default="",
         description="PEM CA bundle (a path in the global-sidecar, read by its Envoy) that "
         "accesslog-ingest's certificate must chain to: set = the ALS cluster uses TLS.",
     )
     tls_cert_file: str = Field(
-        "",
+        default="",
         description="The global-sidecar's client certificate for the ALS port's mutual TLS "
         "(a path in the global-sidecar).",
     )
-    tls_key_file: str = Field("", description="PEM private key of `tls_cert_file`.")
+    tls_key_file: str = Field(default="", description="PEM private key of `tls_cert_file`.")
     tls_server_name: str = Field(
-        "",
+        default="",
         description="SNI of the ALS connection and the DNS name accesslog-ingest's certificate "
         "must carry; empty = the chain is checked, not the name.",
     )
@@ -189,14 +198,16 @@ class WatchSettings(BaseModel):
     """How the mesh is watched and how often it is rendered."""
 
     debounce: float = Field(
-        0.1, ge=0, description="Seconds a batch of changes is gathered before one render."
+        default=0.1, ge=0, description="Seconds a batch of changes is gathered before one render."
     )
-    endpoints: bool = Field(True, description="Watch core/v1 Endpoints.")
+    endpoints: bool = Field(default=True, description="Watch core/v1 Endpoints.")
     endpoint_slices: bool = Field(
-        True, description="Watch discovery.k8s.io/v1 EndpointSlices (preferred when present)."
+        default=True,
+        description="Watch discovery.k8s.io/v1 EndpointSlices (preferred when present).",
     )
     service_entries: bool = Field(
-        True, description="Watch Istio ServiceEntries (networking.istio.io/v1) for their hosts."
+        default=True,
+        description="Watch Istio ServiceEntries (networking.istio.io/v1) for their hosts.",
     )
 
 
@@ -214,9 +225,9 @@ class GlobalPilotSettings(BaseSettings):
     global_sidecar: GlobalSidecarSettings = Field(default_factory=GlobalSidecarSettings)
     als: AlsSettings = Field(default_factory=AlsSettings)
     watch: WatchSettings = Field(default_factory=WatchSettings)
-    log_level: str = Field("INFO", description="Python log level.")
+    log_level: str = Field(default="INFO", description="Python log level.")
     log_format: Literal["text", "json"] = Field(
-        "text",
+        default="text",
         description="Log lines as text, or as one JSON object a line (time, level, logger, message, and `fence` where a line is about one).",
     )
 

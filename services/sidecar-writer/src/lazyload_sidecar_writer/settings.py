@@ -33,18 +33,18 @@ class SidecarSettings(BaseModel):
     """How Sidecars are rendered and written (`LAZYLOAD_SIDECAR__*`)."""
 
     api_version: ApiVersion = Field(
-        "v1",
+        default="v1",
         description="Version of networking.istio.io used to write and read Sidecars. v1 needs "
         "Istio >= 1.22; v1beta1 or v1alpha3 for older control planes (Slime writes v1alpha3).",
     )
     host_mode: HostMode = Field(
-        "any-namespace",
+        default="any-namespace",
         description="How a fence FQDN becomes an egress host: `any-namespace` -> `*/<fqdn>` "
         "(Slime's form); `own-namespace` -> `<namespace of the Service>/<fqdn>` for "
         "`<svc>.<ns>.svc.<cluster domain>` hosts (other hosts keep `*/<fqdn>`).",
     )
     short_domain: bool = Field(
-        False,
+        default=False,
         description="Slime's enableShortDomain: a learned Service of the fence's own namespace is "
         "also listed by its short name (`*/details` beside `*/details.<ns>.svc.<domain>`), for "
         "ServiceEntries and proxies that know it by that name.",
@@ -55,21 +55,21 @@ class SidecarSettings(BaseModel):
         "as they are, a bare FQDN as `*/<fqdn>`. JSON list or comma-separated in the environment.",
     )
     revision: str = Field(
-        "",
+        default="",
         description="Istio revision: when set, every Sidecar carries the label `istio.io/rev`.",
     )
     max_concurrency: int = Field(
-        16, ge=1, le=256, description="Fences of one batch applied at the same time."
+        default=16, ge=1, le=256, description="Fences of one batch applied at the same time."
     )
     written_cache: int = Field(
-        10_000,
+        default=10_000,
         ge=0,
         description="Sidecars this replica wrote, remembered (least recently used out) so the "
         "next write of the same fence needs no GET first; a 409 or 404 falls back to a fresh "
         "read. 0 = always read before writing.",
     )
     coalesce_window: float = Field(
-        0.1,
+        default=0.1,
         ge=0,
         le=10,
         description="Seconds: a fence written less than this long ago is not written again at "
@@ -77,47 +77,52 @@ class SidecarSettings(BaseModel):
         "0 turns coalescing off.",
     )
     retry_attempts: int = Field(
-        6, ge=1, le=50, description="API attempts per fence (409/429/5xx/network) before a nak."
+        default=6,
+        ge=1,
+        le=50,
+        description="API attempts per fence (409/429/5xx/network) before a nak.",
     )
     retry_initial: float = Field(
-        0.05, gt=0, description="Seconds before the first in-process retry (then doubling)."
+        default=0.05, gt=0, description="Seconds before the first in-process retry (then doubling)."
     )
-    retry_max: float = Field(2.0, gt=0, description="Longest wait between two retries, seconds.")
+    retry_max: float = Field(
+        default=2.0, gt=0, description="Longest wait between two retries, seconds."
+    )
     redelivery_delay: float = Field(
-        5.0,
+        default=5.0,
         gt=0,
         description="Seconds before JetStream redelivers a fence whose retries ran out.",
     )
     probe_interval: float = Field(
-        10.0, gt=0, description="Seconds between two API reachability probes (for /readyz)."
+        default=10.0, gt=0, description="Seconds between two API reachability probes (for /readyz)."
     )
     repair_interval: float = Field(
-        300.0,
+        default=300.0,
         ge=0,
         description="Seconds between two drift repairs (restore hand-edited or deleted managed "
         "Sidecars from the last fence event of each fence; delete those of disabled or deleted "
         "fences). 0 turns repair off.",
     )
     fence_status: bool = Field(
-        True,
+        default=True,
         description="Report on each ServiceFence: a `SidecarReady` condition in its status "
         "(written only when it changes) and a Warning Event `SidecarConflict` when a Sidecar "
         "lazyload does not manage holds the name. Needs RBAC: servicefences get, "
         "servicefences/status patch, events create. Ignored by the gitops sink.",
     )
     max_tracked_fences: int = Field(
-        10000,
+        default=10000,
         ge=16,
         description="Bound of each per-fence in-memory map (last write, newest processed "
         "revision, last reported condition); the least recently used fence is forgotten first.",
     )
     sink: SinkKind = Field(
-        "kube",
+        default="kube",
         description="Where Sidecars go: `kube` = the API server; `gitops` = one YAML file per "
         "Sidecar under `gitops_dir` (no API calls at all).",
     )
     gitops_dir: Path | None = Field(
-        None, description="Directory of the GitOps sink (`<namespace>/<name>.yaml`)."
+        default=None, description="Directory of the GitOps sink (`<namespace>/<name>.yaml`)."
     )
     allow_namespaces: list[str] = Field(
         default_factory=list,
@@ -125,14 +130,14 @@ class SidecarSettings(BaseModel):
         "not denied. A fence event of another namespace is refused (dead-lettered, counted).",
     )
     deny_namespaces: list[str] = Field(
-        list(SYSTEM_NAMESPACES),
+        default=list(SYSTEM_NAMESPACES),
         description="Namespaces where lazyload never writes or deletes a Sidecar (wins over "
         "allow); a fence event there is refused (dead-lettered, counted). JSON list; the "
         "default is Kubernetes' own namespaces.",
     )
 
     max_deliver: int = Field(
-        120,
+        default=120,
         ge=1,
         description="Deliveries of one fence event at most (the consumer's JetStream "
         "max_deliver): one still failing after them is dead-lettered with its last reason, not "
@@ -166,9 +171,9 @@ class WriterSettings(BaseSettings):
     admin: AdminSettings = Field(default_factory=AdminSettings)
     mesh: MeshSettings = Field(default_factory=MeshSettings)
     sidecar: SidecarSettings = Field(default_factory=SidecarSettings)
-    log_level: str = Field("INFO", description="Python log level.")
+    log_level: str = Field(default="INFO", description="Python log level.")
     log_format: Literal["text", "json"] = Field(
-        "text",
+        default="text",
         description="Log lines as text, or as one JSON object a line (time, level, logger, message, and `fence` where a line is about one).",
     )
 
