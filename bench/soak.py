@@ -585,6 +585,9 @@ def main(argv: list[str] | None = None) -> int:
     result = run(config, workdir)
     result["config"] = config
     result["wall_s"] = round(time.perf_counter() - t0, 1)
+    raw = workdir / "soak-result.json"  # kept whatever recording does next
+    raw.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    print(f"result: {raw}")
     print(markdown_table(result))
     for _, metric, value in rows(result):
         print(f"{metric}: {value}")
