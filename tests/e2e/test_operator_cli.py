@@ -179,6 +179,8 @@ def test_graph_page_in_headless_chromium(learned: Stack, tmp_path: Path) -> None
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=10)
+        if server.stdout is not None:
+            server.stdout.close()
 
 
 def test_events_watch_and_why_not_after_a_reset(learned: Stack) -> None:

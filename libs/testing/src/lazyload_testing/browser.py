@@ -16,7 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 import websocket
@@ -43,11 +43,13 @@ class Chromium:
         self.profile = profile
         self.timeout = timeout
         self._process: subprocess.Popen[bytes] | None = None
+        self._log: BinaryIO | None = None
         self._socket: websocket.WebSocket | None = None
         self._ids = itertools.count(1)
 
     def __enter__(self) -> Chromium:
         self.profile.mkdir(parents=True, exist_ok=True)
+        self._log = (self.profile / "chromium.log").open("wb")
         self._process = subprocess.Popen(
             [
                 chromium_binary(),
@@ -62,7 +64,7 @@ class Chromium:
                 "about:blank",
             ],
             stdout=subprocess.DEVNULL,
-            stderr=(self.profile / "chromium.log").open("wb"),
+            stderr=self._log,
         )
         port = self._devtools_port()
         pages = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=5).json()
@@ -87,6 +89,8 @@ class Chromium:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+        if self._log is not None:
+            self._log.close()
 
     def _devtools_port(self) -> int:
         path = self.profile / "DevToolsActivePort"
