@@ -53,7 +53,10 @@ def entry_value(at: float, label: str, uid: str) -> str:
 def parse_entry(value: str) -> Entry:
     """An entry's fields (missing ones empty; a label holds no `;`)."""
     at, _, rest = value.partition(";")
-    fields = dict(part.partition("=")[::2] for part in rest.split(";") if part)
+    fields: dict[str, str] = {}
+    for part in rest.split(";"):
+        name, _, field = part.partition("=")
+        fields[name] = field
     return Entry(at=at, label=fields.get("serviceFenced", ""), uid=fields.get("uid", ""))
 
 
