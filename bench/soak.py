@@ -6,7 +6,11 @@ the four services, a supervisor), with eager auto-fence off so that a fence exis
 caller has learned something. The load, every `tick` seconds, as one ALS stream into
 accesslog-ingest (the global-sidecar's path):
 
-- new edges at `rate`/s (caller c -> a destination c never called before);
+- new edges at `rate`/s: caller c -> a destination c's Sidecar does not hold, of c's own
+  `dests_per_caller` (so the edge space is bounded, as in a real mesh: after the warm-up the
+  services' per-edge memory is full and only a leak grows); an edge is called as new again only
+  when c last called it more than ingest's dedup refresh interval (`refresh_s`, given to ingest)
+  ago plus a margin, so ingest publishes it again (sooner it would be a duplicate it drops);
 - repeated edges at `repeat_rate`/s (an edge already learned, again: ingest's dedup path);
 - a fence edit every `edit_every_s` (a static host added to or removed from `spec.host`);
 - deletes: the callers are split into `groups`; every `round_s` one group is retired: no more
@@ -28,7 +32,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import random
 import sys
 import tempfile
@@ -63,6 +66,8 @@ FULL: dict[str, Any] = {
     "groups": 5,
     "round_s": 60.0,
     "statics": 10,
+    "dests_per_caller": 60,
+    "refresh_s": 300.0,
     "sample_s": 10.0,
     "tick": 0.5,
 }
@@ -79,21 +84,39 @@ SAMPLED = (*SERVICES, "nats-server", "kube-emulator")
 
 
 def destinations_needed(config: dict[str, Any]) -> int:
-    """Destination Services to register: every new edge of a caller gets one it never called
-    (ingest remembers edges, so one called again after a delete would not be published), plus
-    the static hosts of the fence edits."""
-    edges = config["rate"] * config["minutes"] * 60
-    return math.ceil(1.3 * edges / config["callers"]) + 10 + int(config["statics"])
+    """Destination Services to register: the learned ones (every caller has its own window of
+    `dests_per_caller` of them, shifted by its index) plus the static hosts of the fence edits."""
+    return int(config["dests_per_caller"]) + int(config["callers"]) + int(config["statics"])
+
+
+def reuse_after(config: dict[str, Any]) -> float:
+    """Seconds after which an edge a caller called may be called as new again: past ingest's
+    refresh interval (then it publishes it again), with a margin."""
+    return float(config["refresh_s"]) + max(2.0, 0.1 * float(config["refresh_s"]))
 
 
 class Truth:
     """What each caller's Sidecar must hold, by destination index: learned plus static."""
 
-    def __init__(self, callers: int, statics: list[int]) -> None:
+    def __init__(self, callers: int, statics: list[int], per_caller: int) -> None:
         self.learned: dict[int, set[int]] = {c: set() for c in range(callers)}
         self.static: dict[int, set[int]] = {c: set() for c in range(callers)}
         self.cursor = dict.fromkeys(range(callers), 0)
         self.statics = statics
+        self.per_caller = per_caller
+        self.last_sent: dict[tuple[int, int], float] = {}
+        """(caller, destination) -> when it was last called (new or repeated)."""
+
+    def next_new(self, c: int, now: float, reuse_after: float) -> int | None:
+        """The next destination of caller c's window its Sidecar does not hold and that it has
+        not called for `reuse_after` seconds; None when there is none now."""
+        for _ in range(self.per_caller):
+            j = c + self.cursor[c] % self.per_caller
+            self.cursor[c] += 1
+            last = self.last_sent.get((c, j))
+            if j not in self.learned[c] and (last is None or now - last > reuse_after):
+                return j
+        return None
 
     def expected(self, c: int) -> set[str]:
         return {dest_fqdn(j) for j in self.learned[c] | self.static[c]}
@@ -104,12 +127,22 @@ class Soak:
         self.stack, self.config = stack, config
         self.callers = int(config["callers"])
         first_static = stack.destinations - int(config["statics"])
-        self.truth = Truth(self.callers, list(range(first_static, stack.destinations)))
+        statics = list(range(first_static, stack.destinations))
+        self.truth = Truth(self.callers, statics, int(config["dests_per_caller"]))
+        self.reuse_after = reuse_after(config)
         self.retired: set[int] = set()
         self.lock = asyncio.Lock()
         self.rng = random.Random(19)
         self.counts = dict.fromkeys(
-            ("edges_new", "edges_repeated", "fence_edits", "fences_deleted", "failed_streams"), 0
+            (
+                "edges_new",
+                "edges_new_again",
+                "edges_repeated",
+                "fence_edits",
+                "fences_deleted",
+                "failed_streams",
+            ),
+            0,
         )
         self.rounds: list[dict[str, Any]] = []
         self.kube = httpx.AsyncClient(base_url=stack.kube_api_url, timeout=10)
@@ -133,24 +166,28 @@ class Soak:
                 carry["edit"] += tick / self.config["edit_every_s"]
                 async with self.lock:
                     active = self.active()
+                    now = time.monotonic()
                     new: list[tuple[int, int]] = []
                     for _ in range(int(carry["new"])):
                         c = self.rng.choice(active)
-                        new.append((c, self.truth.cursor[c]))
-                        self.truth.cursor[c] += 1
+                        j = self.truth.next_new(c, now, self.reuse_after)
+                        if j is not None and (c, j) not in new:
+                            new.append((c, j))
+                    carry["new"] -= int(carry["new"])  # none free now: the rate is not caught up
                     known = [(c, j) for c in active for j in self.truth.learned[c]]
                     repeats = self.rng.sample(known, min(len(known), int(carry["repeat"])))
                     try:
                         await self._send(channel, ident, new + repeats)
                     except Exception:  # the service restarting: the callers call again
                         self.counts["failed_streams"] += 1
-                        for c, _j in new:
-                            self.truth.cursor[c] -= 1  # those were not taken: offered again
                         await channel.close()
                         channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.stack.als_port}")
                     else:
-                        carry["new"] -= len(new)
                         carry["repeat"] -= int(carry["repeat"])
+                        again = sum((c, j) in self.truth.last_sent for c, j in new)
+                        self.counts["edges_new_again"] += again
+                        for c, j in new + repeats:
+                            self.truth.last_sent[(c, j)] = now
                         for c, j in new:
                             self.truth.learned[c].add(j)
                         self.counts["edges_new"] += len(new)
@@ -449,7 +486,11 @@ def run(config: dict[str, Any], workdir: Path) -> dict[str, Any]:
         workdir,
         callers=int(config["callers"]),
         destinations=destinations_needed(config),
-        extra_env={"LAZYLOAD_FENCE__EAGER": "false", "LAZYLOAD_LOG_LEVEL": "WARNING"},
+        extra_env={
+            "LAZYLOAD_FENCE__EAGER": "false",
+            "LAZYLOAD_LOG_LEVEL": "WARNING",
+            "LAZYLOAD_DEDUP__REFRESH_INTERVAL": str(config["refresh_s"]),
+        },
     )
     t0 = time.monotonic()
     with stack:
@@ -486,7 +527,8 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
         (
             "soak",
             "load",
-            f"{result['load_s'] / 60:.0f} min: {result['edges_new']} new edges, "
+            f"{result['load_s'] / 60:.0f} min: {result['edges_new']} new edges "
+            f"({result.get('edges_new_again', 0)} of them called before a delete), "
             f"{result['edges_repeated']} repeated, {result['fence_edits']} fence edits, "
             f"{result['fences_deleted']} fences deleted in {result['rounds']} rounds",
         ),

@@ -1,8 +1,8 @@
 """`python -m bench soak` in a ~20 s form, so its harness cannot rot: the real stack (nats-server,
 the API emulator, the four services) under the mixed load (new and repeated edges, fence edits,
-rounds of fence deletes); the sampler sees RSS, open fds and asyncio tasks of every service, the
-Sidecars equal the load's truth in every round and at the end, and the run is merged into
-results.json and REPORT.md. Growth is not judged here (20 s has no warm-up): the full run is."""
+rounds of fence deletes, edges called again as new once ingest's refresh interval passed); the
+sampler sees RSS, open fds and asyncio tasks of every service, the Sidecars equal the load's
+truth in every round and at the end, and the run is merged into results.json and REPORT.md. Growth is not judged here (20 s has no warm-up): the full run is."""
 
 from __future__ import annotations
 
@@ -24,11 +24,16 @@ def test_a_short_soak_samples_every_service_and_matches_the_truth(tmp_path: Path
         "groups": 2,
         "round_s": 6.0,
         "sample_s": 1.0,
+        # a short dedup refresh and a small window: edges are called as new again after a
+        # delete (ingest must publish them again, the truth expects them)
+        "refresh_s": 3.0,
+        "dests_per_caller": 8,
     }
     result = soak.run(config, tmp_path / "work")
     result["config"] = config
     assert result["edges_new"] > 0 and result["edges_repeated"] > 0, result
     assert result["fence_edits"] > 0 and result["fences_deleted"] > 0, result
+    assert result["edges_new_again"] > 0, result  # learned again after their fence's delete
     assert result["rounds"] >= 2, result["round_log"]
     assert result["round_mismatches"] == 0, result["round_log"]
     assert result["truth_mismatched_callers"] == 0, result["truth_mismatch_detail"]
