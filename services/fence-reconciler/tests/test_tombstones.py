@@ -7,7 +7,8 @@ present at deletion time do not recreate it; labelling the Service "true" afterw
 recreates it and clears the tombstone; a user creating the fence again clears it too; deleting
 the Service voids and removes its tombstone; the old `lazyload.io/fence-deleted` annotations are
 moved into the ConfigMap when it does not exist yet; writers of different entries at once never
-lose one another's (merge patch).
+lose one another's (merge patch); a write that fails (no such namespace here) is counted and
+reported, never raised.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import contextlib
 
 from lazyload_common import kube
 from lazyload_fence_reconciler import applying
+from prometheus_client import REGISTRY
 
 DETAILS = "details.default.svc.cluster.local"
 PATH = "/apis/microservice.slime.io/v1alpha1/namespaces/default/servicefences"
@@ -143,3 +145,10 @@ async def test_writers_of_different_entries_keep_each_others(kit, kube_server) -
     assert set(_entries(kit)) == {f"ns{i}_svc" for i in range(24)}
     assert all(await asyncio.gather(*(a.mark_tombstone(f"ns{i}_svc", None) for i in range(12))))
     assert set(_entries(kit)) == {f"ns{i}_svc" for i in range(12, 24)}
+    failures = "lazyload_fence_tombstone_write_failures_total"
+    before = REGISTRY.get_sample_value(failures) or 0.0
+    nowhere = applying.Applier(
+        kube.AsyncKube(kube_server.api_client()), tombstone_map=("gone", "x")
+    )
+    assert not await nowhere.mark_tombstone("ns_svc", "2026-01-01T00:00:00Z;uid=1")
+    assert REGISTRY.get_sample_value(failures) == before + 1

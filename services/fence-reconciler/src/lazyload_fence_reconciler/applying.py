@@ -128,6 +128,7 @@ class Applier:
             log.warning(
                 "tombstone %s not written to ConfigMap %s/%s: %s", entry, *self.tombstone_map, e
             )
+            metrics.TOMBSTONE_FAILURES.inc()
             return False
         metrics.WRITES.labels("tombstone" if value is not None else "untombstone").inc()
         return True
@@ -152,6 +153,7 @@ class Applier:
                     await self._patch_tombstone(entry, value)
         except (kube.KubeError, errors.LazyloadError) as e:
             log.warning("tombstones' ConfigMap %s/%s not created: %s", namespace, name, e)
+            metrics.TOMBSTONE_FAILURES.inc()
             return False
         log.info(
             "created the tombstones' ConfigMap %s/%s (%d entries)", namespace, name, len(entries)

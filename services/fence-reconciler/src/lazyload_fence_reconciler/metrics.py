@@ -17,6 +17,11 @@ EDGES = Counter(
 WRITES = Counter(
     "lazyload_fence_writes_total", "ServiceFence writes that succeeded, by operation", ["op"]
 )
+TOMBSTONE_FAILURES = Counter(
+    "lazyload_fence_tombstone_write_failures_total",
+    "Writes to the tombstones' ConfigMap that failed (RBAC, the API server, the ConfigMap at its "
+    "1 MiB limit): the tombstone of a deleted manual fence stays in this replica's memory only",
+)
 CONFLICTS = Counter(
     "lazyload_fence_conflicts_total", "ServiceFence writes retried after a 409 conflict"
 )
