@@ -86,8 +86,6 @@ def _phase(pairs: list[tuple[Any, str]], concurrency: int) -> dict[str, Any]:
 
 
 def run(config: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    from lazyload_testing.mesh_lazyload import LazyloadInMesh
-
     n_calls = int(config["calls"])
     n_callers = int(config.get("callers", 4))
     n_echo = int(config.get("echo_pods", 2))
@@ -95,58 +93,48 @@ def run(config: dict[str, Any], workdir: Path) -> dict[str, Any]:
     n_direct = min(n_calls, int(config.get("direct_calls", 2000)))
     n_callees = math.ceil(n_calls / n_callers)
     rng = random.Random(int(config.get("seed", 14)))
-    with mesh_rig.istio_rig(workdir) as mesh:
-        env = {"LAZYLOAD_FENCE__DENY_NAMESPACES": json.dumps([CALLEES_NS])}
-        with LazyloadInMesh(mesh, workdir / "lazyload", extra_env=env) as stack:
-            gs = stack.global_sidecar
-            assert gs is not None and gs.proxy is not None
-            echoes = [mesh.add_workload(ECHO_NS, f"echo-{i}", {"http": 80}) for i in range(n_echo)]
-            callers = [
-                mesh.add_workload(CALLERS_NS, f"caller-{i}", {"http": 80}) for i in range(n_callers)
-            ]
-            names = [f"dep-{i}" for i in range(n_callees)]
-            create_s = mesh_rig.create_callees(mesh, CALLEES_NS, names, echoes)
-            hosts = [mesh_rig.callee_host(CALLEES_NS, name) for name in names]
-            t0 = time.perf_counter()
-            gs.proxy.wait_for_clusters(f"outbound|{mesh_rig.CALLEE_PORT}||{hosts[-1]}", timeout=600)
-            gs_ready_s = time.perf_counter() - t0
-            for caller in callers:
-                stack.wait_for(
-                    lambda c=caller: stack.sidecar(CALLERS_NS, c.name), "caller Sidecar", 60
+    names = [f"dep-{i}" for i in range(n_callees)]
+    with mesh_rig.call_rig(
+        workdir,
+        namespaces=(CALLERS_NS, CALLEES_NS, ECHO_NS),
+        callees=names,
+        callers=n_callers,
+        echo_pods=n_echo,
+        global_sidecar_timeout=600,
+    ) as rig:
+        mesh, stack, callers, hosts = rig.mesh, rig.stack, rig.callers, rig.hosts
+        create_s, gs_ready_s = rig.create_s, rig.global_sidecar_ready_s
+        pairs = [(c, h) for h in hosts for c in callers][:n_calls]
+        rng.shuffle(pairs)
+        with mesh_rig.SidecarWatch(mesh, CALLERS_NS) as watch:
+            first = _phase(pairs, concurrency)
+            print(f"first_calls: first calls {json.dumps(first)}", flush=True)
+            t_end = time.perf_counter()
+            expected = {(c.name, h) for c, h in pairs}
+            _wait_learned(watch, expected)
+            learned = len(expected & watch.seen.keys())
+            learned_s = time.perf_counter() - t_end
+        known = [p for p in pairs if (p[0].name, p[1]) in watch.seen]
+        direct_pairs = rng.sample(known, min(n_direct, len(known)))
+        t1 = time.perf_counter()
+        for caller in callers:
+            wanted = {
+                f"outbound|{mesh_rig.CALLEE_PORT}||{h}" for c, h in direct_pairs if c is caller
+            }
+            try:
+                mesh_rig.wait(
+                    lambda c=caller, w=wanted: w <= set(c.clusters()),
+                    f"{caller.name} holds its learned clusters",
+                    600,
+                    1.0,
                 )
-                caller.wait_for_clusters(gs.cluster, timeout=60)
-                caller.wait_synced(timeout=60)
-            pairs = [(c, h) for h in hosts for c in callers][:n_calls]
-            rng.shuffle(pairs)
-            with mesh_rig.SidecarWatch(mesh, CALLERS_NS) as watch:
-                first = _phase(pairs, concurrency)
-                print(f"first_calls: first calls {json.dumps(first)}", flush=True)
-                t_end = time.perf_counter()
-                expected = {(c.name, h) for c, h in pairs}
-                _wait_learned(watch, expected)
-                learned = len(expected & watch.seen.keys())
-                learned_s = time.perf_counter() - t_end
-            known = [p for p in pairs if (p[0].name, p[1]) in watch.seen]
-            direct_pairs = rng.sample(known, min(n_direct, len(known)))
-            t1 = time.perf_counter()
-            for caller in callers:
-                wanted = {
-                    f"outbound|{mesh_rig.CALLEE_PORT}||{h}" for c, h in direct_pairs if c is caller
-                }
-                try:
-                    mesh_rig.wait(
-                        lambda c=caller, w=wanted: w <= set(c.clusters()),
-                        f"{caller.name} holds its learned clusters",
-                        600,
-                        1.0,
-                    )
-                    caller.wait_synced(timeout=120)
-                except TimeoutError:
-                    pass
-            pushed_s = time.perf_counter() - t1
-            direct = _phase(direct_pairs, concurrency)
-            print(f"first_calls: direct calls {json.dumps(direct)}", flush=True)
-            stack.check_alive()
+                caller.wait_synced(timeout=120)
+            except TimeoutError:
+                pass
+        pushed_s = time.perf_counter() - t1
+        direct = _phase(direct_pairs, concurrency)
+        print(f"first_calls: direct calls {json.dumps(direct)}", flush=True)
+        stack.check_alive()
     return _result(
         config, first, direct, n_callers, n_callees, n_echo, concurrency, learned,
         len(pairs), learned_s, pushed_s, create_s, gs_ready_s,

@@ -83,54 +83,42 @@ def _caller_loop(
 
 
 def run(config: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    from lazyload_testing.mesh_lazyload import LazyloadInMesh
-
     n = int(config["dependencies"])
     n_callers = int(config.get("callers", 4))
     n_echo = int(config.get("echo_pods", 2))
     timeout = float(config.get("timeout", 60))
     t_start = time.perf_counter()
-    with mesh_rig.istio_rig(workdir) as mesh:
-        env = {"LAZYLOAD_FENCE__DENY_NAMESPACES": json.dumps([CALLEES_NS])}
-        with LazyloadInMesh(mesh, workdir / "lazyload", extra_env=env) as stack:
-            gs = stack.global_sidecar
-            assert gs is not None and gs.proxy is not None
-            echoes = [mesh.add_workload(ECHO_NS, f"echo-{i}", {"http": 80}) for i in range(n_echo)]
-            callers = [
-                mesh.add_workload(CALLERS_NS, f"caller-{i}", {"http": 80}) for i in range(n_callers)
-            ]
-            names = [f"dep-{i}" for i in range(n)]
-            create_s = mesh_rig.create_callees(mesh, CALLEES_NS, names, echoes)
-            hosts = [mesh_rig.callee_host(CALLEES_NS, name) for name in names]
-            # the global-sidecar's own proxy must know every callee before the first calls
-            last = f"outbound|{mesh_rig.CALLEE_PORT}||{hosts[-1]}"
-            gs.proxy.wait_for_clusters(last, timeout=120)
-            for caller in callers:
-                stack.wait_for(
-                    lambda c=caller: stack.sidecar(CALLERS_NS, c.name), "caller Sidecar", 60
+    with mesh_rig.call_rig(
+        workdir,
+        namespaces=(CALLERS_NS, CALLEES_NS, ECHO_NS),
+        callees=[f"dep-{i}" for i in range(n)],
+        callers=n_callers,
+        echo_pods=n_echo,
+        global_sidecar_timeout=120,
+    ) as rig:
+        mesh, stack, callers, hosts, create_s = (
+            rig.mesh, rig.stack, rig.callers, rig.hosts, rig.create_s
+        )  # fmt: skip
+        setup_s = time.perf_counter() - t_start
+        records: list[dict[str, Any]] = []
+        with mesh_rig.SidecarWatch(mesh, CALLERS_NS) as watch:
+            threads = []
+            for i, caller in enumerate(callers):
+                thread = threading.Thread(
+                    target=_caller_loop,
+                    args=(mesh, caller, hosts[i::n_callers], timeout, records),
                 )
-                caller.wait_for_clusters(gs.cluster, timeout=60)
-                caller.wait_synced(timeout=60)
-            setup_s = time.perf_counter() - t_start
-            records: list[dict[str, Any]] = []
-            with mesh_rig.SidecarWatch(mesh, CALLERS_NS) as watch:
-                threads = []
-                for i, caller in enumerate(callers):
-                    thread = threading.Thread(
-                        target=_caller_loop,
-                        args=(mesh, caller, hosts[i::n_callers], timeout, records),
-                    )
-                    threads.append(thread)
-                    thread.start()
-                    time.sleep(0.3)  # stagger the callers
-                for thread in threads:
-                    thread.join()
-                time.sleep(0.5)  # watch events still on their way
-                for r in records:
-                    seen = watch.seen.get((r["caller"], r["host"]))
-                    if seen is not None:
-                        r["sidecar_at"] = seen
-            stack.check_alive()
+                threads.append(thread)
+                thread.start()
+                time.sleep(0.3)  # stagger the callers
+            for thread in threads:
+                thread.join()
+            time.sleep(0.5)  # watch events still on their way
+            for r in records:
+                seen = watch.seen.get((r["caller"], r["host"]))
+                if seen is not None:
+                    r["sidecar_at"] = seen
+        stack.check_alive()
     return _summarise(n, n_callers, n_echo, records, setup_s, create_s)
 
 

@@ -19,6 +19,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,66 @@ def create_callees(
 
 
 # -- a sidecar's measurements -------------------------------------------------------------------
+
+
+@dataclass
+class CallRig:
+    """Lazyload in the rig with fenced callers ready to call their callees (`call_rig`)."""
+
+    mesh: Any
+    stack: Any
+    global_sidecar: Any
+    callers: list[Any]
+    hosts: list[str]
+    """The callees' FQDNs, in the order of the names given."""
+    create_s: float
+    """Seconds the callee Services took to create."""
+    global_sidecar_ready_s: float
+    """Seconds until the global-sidecar's own proxy knew the last callee."""
+
+
+@contextlib.contextmanager
+def call_rig(
+    workdir: Path,
+    *,
+    namespaces: tuple[str, str, str],
+    callees: Sequence[str],
+    callers: int,
+    echo_pods: int,
+    global_sidecar_timeout: float,
+) -> Iterator[CallRig]:
+    """The rig with lazyload in it, `echo_pods` echo pods serving the Services `callees` and
+    `callers` caller pods, each fenced (its Sidecar written, the global-sidecar in its config and
+    synced). `namespaces` = (callers, callees, echo pods); the callees' namespace gets no fences."""
+    from lazyload_testing.mesh_lazyload import LazyloadInMesh
+
+    callers_ns, callees_ns, echo_ns = namespaces
+    with istio_rig(workdir) as mesh:
+        env = {"LAZYLOAD_FENCE__DENY_NAMESPACES": json.dumps([callees_ns])}
+        with LazyloadInMesh(mesh, workdir / "lazyload", extra_env=env) as stack:
+            gs = stack.global_sidecar
+            assert gs is not None and gs.proxy is not None
+            echoes = [
+                mesh.add_workload(echo_ns, f"echo-{i}", {"http": 80}) for i in range(echo_pods)
+            ]
+            pods = [
+                mesh.add_workload(callers_ns, f"caller-{i}", {"http": 80}) for i in range(callers)
+            ]
+            create_s = create_callees(mesh, callees_ns, callees, echoes)
+            hosts = [callee_host(callees_ns, name) for name in callees]
+            t0 = time.perf_counter()
+            # the global-sidecar's own proxy must know every callee before the first calls
+            gs.proxy.wait_for_clusters(
+                f"outbound|{CALLEE_PORT}||{hosts[-1]}", timeout=global_sidecar_timeout
+            )
+            gs_ready_s = time.perf_counter() - t0
+            for caller in pods:
+                stack.wait_for(
+                    lambda c=caller: stack.sidecar(callers_ns, c.name), "caller Sidecar", 60
+                )
+                caller.wait_for_clusters(gs.cluster, timeout=60)
+                caller.wait_synced(timeout=60)
+            yield CallRig(mesh, stack, gs, pods, hosts, create_s, gs_ready_s)
 
 
 def envoy_pid(workload: Any) -> int:
