@@ -91,12 +91,16 @@ async def run(
     settings.check()
     cache = SnapshotCache()
     ads = server.AdsServer(cache, hooks=metrics.hooks())
-    api = kube.KubeApi.from_settings(settings.kube)
+    # one client: its threads run the mesh-side apply; every request obeys kube.qps/burst
+    kube_client = kube.AsyncKube.from_settings(settings.kube, threads=2, name="global-pilot-api")
+    api = kube_client.blocking
     watcher = watching.MeshWatcher(
         api, kinds=settings.watched_kinds(), debounce=settings.watch.debounce
     )
     mesh_side = (
-        syncing.MeshSide(applying.MeshSideApplier(api), settings.mesh_side_options())
+        syncing.MeshSide(
+            applying.MeshSideApplier(api), settings.mesh_side_options(), client=kube_client
+        )
         if settings.global_sidecar.apply
         else None
     )
@@ -124,7 +128,7 @@ async def run(
         if mesh_side is not None:
             # Start from the ports already applied (by another replica, or before a restart).
             ports.remember(
-                await asyncio.to_thread(mesh_side.applier.applied_ports, mesh_side.options)
+                await kube_client.run(mesh_side.applier.applied_ports, mesh_side.options)
             )
             rt.task(mesh_side.run(), name="global-pilot:mesh-side")
         rt.task(

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from lazyload_common import kube
 
@@ -21,6 +23,7 @@ from lazyload_global_pilot.ports import PortSet
 from lazyload_global_pilot.tunnels import TcpTunnels
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class MeshSide:
@@ -30,9 +33,15 @@ class MeshSide:
     max_retry_delay = 30.0
 
     def __init__(
-        self, applier: applying.MeshSideApplier, options: meshside.MeshSideOptions
+        self,
+        applier: applying.MeshSideApplier,
+        options: meshside.MeshSideOptions,
+        *,
+        client: kube.AsyncKube | None = None,
     ) -> None:
         self.applier, self.options = applier, options
+        self.client = client
+        """Whose threads the blocking apply runs in (the service's client; else asyncio's)."""
         self.latest: PortSet | None = None
         self.latest_tunnels = TcpTunnels()
         self.applied: PortSet | None = None
@@ -56,7 +65,7 @@ class MeshSide:
             wait = delay
             try:
                 desired = meshside.render(ports, self.options, steered)
-                self.last_result = await asyncio.to_thread(self.applier.apply, desired)
+                self.last_result = await self._blocking(self.applier.apply, desired)
             except InvalidResourceError:
                 metrics.MESH_SIDE_APPLIES.labels("invalid").inc()
                 log.exception("mesh-side: rendered an invalid resource; nothing applied")
@@ -75,3 +84,8 @@ class MeshSide:
             await asyncio.sleep(wait)
             delay = min(delay * 2, self.max_retry_delay)
             self._changed.set()
+
+    async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        if self.client is None:
+            return await asyncio.to_thread(fn, *args)
+        return await self.client.run(fn, *args)
