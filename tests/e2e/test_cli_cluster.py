@@ -5,8 +5,8 @@ A real fence-reconciler (its admin port on a private pod address this machine ho
 against the real API server with the chart's admin authentication (TokenReview +
 SubjectAccessReview); a Pod object in `mesh-operator` labelled as the chart labels it points the
 API server there. Then, with nothing but a kubeconfig: `fences list` shows the learned host,
-`explain` the fence and why the host is in, `status` the reconciler ready through the proxy (and
-the services that have no pod not), `fences reset` as a ServiceAccount allowed to `update
+`explain` the fence, the host and the reconciler's decisions, `graph` the edge, `status` the
+reconciler ready through the proxy (and the services that have no pod not), `fences reset` as a ServiceAccount allowed to `update
 servicefences/status` clears the learned host (its bearer token reaches the reconciler in
 `X-Lazyload-Authorization`: the API server removes `Authorization`), one not allowed gets 403
 (exit 1), and a client-certificate user without `--token` is told to give one.
@@ -226,7 +226,13 @@ def test_fences_explain_and_status_through_the_pod_proxy(
             assert explained.returncode == 0, explained.stderr
             out = json.loads(explained.stdout)
             assert out["fence"]["name"] == "productpage"
-            assert not any("decisions are not available" in w for w in out.get("warnings", []))
+            assert any(h["host"] == DETAILS and h["first_seen"] for h in out["hosts"]), out
+            assert out["decisions"], out  # the reconciler's record, read through the proxy
+
+            graph = _lazyload("graph", "-n", SHOP, "-o", "json", *cluster)
+            assert graph.returncode == 0, graph.stderr
+            edges = [(e["source"], e["target"]) for e in json.loads(graph.stdout)["edges"]]
+            assert (f"{SHOP}/productpage", f"{SHOP}/details") in edges, edges
 
             status = _lazyload("status", *cluster, "-o", "json")
             assert status.returncode == 6, status.stderr  # the other services have no pod
