@@ -6,10 +6,11 @@ against the real API server with the chart's admin authentication (TokenReview +
 SubjectAccessReview); a Pod object in `mesh-operator` labelled as the chart labels it points the
 API server there. Then, with nothing but a kubeconfig: `fences list` shows the learned host,
 `explain` the fence, the host and the reconciler's decisions, `graph` the edge, `status` the
-reconciler ready through the proxy (and the services that have no pod not), `fences reset` as a ServiceAccount allowed to `update
-servicefences/status` clears the learned host (its bearer token reaches the reconciler in
-`X-Lazyload-Authorization`: the API server removes `Authorization`), one not allowed gets 403
-(exit 1), and a client-certificate user without `--token` is told to give one.
+reconciler ready through the proxy (and the services that have no pod not), `fences reset` as
+a ServiceAccount allowed to `update servicefences/status` clears the learned host (its bearer
+token reaches the reconciler in `X-Lazyload-Authorization`: the API server removes
+`Authorization`), one not allowed gets 403 (exit 1), and a client-certificate user without
+`--token` is told to give one.
 """
 
 from __future__ import annotations
