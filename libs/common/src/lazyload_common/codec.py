@@ -6,7 +6,7 @@ on with the next one.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import msgpack
 from pydantic import BaseModel, ValidationError
@@ -18,7 +18,7 @@ E = TypeVar("E", bound=BaseModel)
 
 def encode(event: BaseModel) -> bytes:
     """Serialise an event model to msgpack (declared fields only)."""
-    return msgpack.packb(event.model_dump(mode="python"), use_bin_type=True)
+    return cast(bytes, msgpack.packb(event.model_dump(mode="python"), use_bin_type=True))
 
 
 def encode_with(event: BaseModel, **updates: Any) -> bytes:
@@ -26,7 +26,7 @@ def encode_with(event: BaseModel, **updates: Any) -> bytes:
     event whose fields are all plain values (str, int, float, bool, None: `DependencyObserved`),
     as `model_dump` would give them. The updates are not validated: the caller's own values (the
     ingest's hot path sets a prototype's times per sighting)."""
-    return msgpack.packb({**event.__dict__, **updates}, use_bin_type=True)
+    return cast(bytes, msgpack.packb({**event.__dict__, **updates}, use_bin_type=True))
 
 
 def decode(payload: bytes) -> events.AnyEvent:

@@ -458,7 +458,8 @@ async def consume(
         for task in in_hand:
             task.cancel()
         try:
-            await sub.unsubscribe()
+            if sub is not None:  # None: lost and not recovered
+                await sub.unsubscribe()
         except Exception as e:  # the connection may already be closed
             log.debug("unsubscribe of %s failed: %s", spec.durable, e)
         if exhausted is not None:

@@ -203,7 +203,9 @@ def public_key(seed: str) -> str:
     if not seed.startswith("SU"):
         raise ValueError("not an NKey user seed (it must start with SU)")
     try:
-        return str(nkeys.from_seed(bytearray(seed.encode())).public_key.decode())
+        # nkeys' KeyPair.public_key is the encoded key (bytes); untyped, it reads as nacl's VerifyKey
+        key = nkeys.from_seed(bytearray(seed.encode())).public_key
+        return str(key.decode())  # pyright: ignore[reportAttributeAccessIssue]
     except Exception as e:  # nkeys raises its own errors (and binascii's) for a damaged seed
         raise ValueError(f"not a valid NKey seed: {type(e).__name__}") from None
 

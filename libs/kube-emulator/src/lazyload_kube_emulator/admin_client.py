@@ -6,7 +6,7 @@ import json
 import urllib.request
 from typing import Any
 
-from .faults import FaultSpec, RequestRecord
+from .faults import FaultSpec, RequestRecord, Verb
 
 
 class AdminClient:
@@ -29,7 +29,7 @@ class AdminClient:
 
     def inject_fault(
         self,
-        verb: str = "*",
+        verb: Verb = "*",
         path_regex: str = ".*",
         status: int = 500,
         count: int | None = 1,

@@ -57,7 +57,10 @@ class Emulator:
     def apply(self, key: Key, obj: Obj) -> Obj:
         """Create obj, or replace the stored one of the same name (like `kubectl apply`)."""
         meta = obj.get("metadata") or {}
-        namespace = meta.get("namespace") if self.registry.get(*key).namespaced else None
+        info = self.registry.get(*key)
+        if info is None:
+            raise KeyError(f"no resource {key} is registered")
+        namespace = meta.get("namespace") if info.namespaced else None
         opts = operations.WriteOptions()
         if self.store.exists(key, namespace or "", meta.get("name", "")):
             target = self.target(key, namespace, meta["name"])

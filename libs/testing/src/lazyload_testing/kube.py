@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 from lazyload_kube_emulator import EmulatorConfig, EmulatorHandle, RequestRecord, run_in_thread
+from lazyload_kube_emulator.faults import Verb
 
 __all__ = [
     "KubeEmulator",
@@ -119,7 +120,7 @@ class KubeEmulator:
         return service_account_token(namespace, name)
 
     def inject_fault(
-        self, verb: str = "*", path_regex: str = ".*", **kwargs: Any
+        self, verb: Verb = "*", path_regex: str = ".*", **kwargs: Any
     ) -> dict[str, Any]:
         """Fail the next matching requests; kwargs: status, count, reason, retry_after, message."""
         return self.handle.inject_fault(verb, path_regex, **kwargs)

@@ -338,5 +338,5 @@ def kube_cluster(request: pytest.FixtureRequest) -> RealKube | KubeEmulator:
     """The API server of this run (`LAZYLOAD_TEST_KUBE`): the shared real server, reset, or a
     fresh emulator."""
     if kube_mode() == "real":
-        return request.getfixturevalue("real_kube")  # type: ignore[no-any-return]
-    return request.getfixturevalue("kube_emulator")  # type: ignore[no-any-return]
+        return request.getfixturevalue("real_kube")
+    return request.getfixturevalue("kube_emulator")

@@ -389,5 +389,6 @@ def lazyload_in_mesh(istio_mesh_server: IstioMesh) -> Iterator[LazyloadInMesh]:
     state_dir = istio_mesh_server.directory / "lazyload"
     if state_dir.exists():
         shutil.rmtree(state_dir)
-    with LazyloadInMesh(istio_mesh_server, state_dir) as stack:
+    stack = LazyloadInMesh(istio_mesh_server, state_dir)
+    with stack:
         yield stack

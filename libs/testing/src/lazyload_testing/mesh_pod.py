@@ -227,7 +227,7 @@ class _Control(socketserver.StreamRequestHandler):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--name", required=True)
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--control", required=True)

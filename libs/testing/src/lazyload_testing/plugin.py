@@ -63,8 +63,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     from lazyload_testing.kube import repo_root
 
     for item in items:
-        coroutine = isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj)
-        if coroutine and "no_leaked_tasks" not in item.fixturenames:
+        if not isinstance(item, pytest.Function) or not inspect.iscoroutinefunction(item.obj):
+            continue
+        if "no_leaked_tasks" not in item.fixturenames:
             item.fixturenames.insert(0, "no_leaked_tasks")
     items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
     if KubeBinaries.available(repo_root()):

@@ -175,7 +175,7 @@ def prototypes(
     if workload:
         callers = resolve_callers(record, identity, directory)
     else:  # the callers depend on the address alone
-        callers = memo.callers.get(record.caller_ip)  # type: ignore[assignment]
+        callers = memo.callers.get(record.caller_ip)
         if callers is None:
             callers = memo.callers[record.caller_ip] = resolve_callers(record, None, directory)
     if record.proven_namespace and not isinstance(callers, Rejection):
@@ -201,7 +201,7 @@ def prototypes(
             dest = tcp_destination(record, directory, options.cluster_domain, namespace)
         else:
             dest_key = (record.authority, namespace)
-            dest = destinations.get(dest_key)  # type: ignore[assignment]
+            dest = destinations.get(dest_key)
             if dest is None:
                 dest = http_destination(
                     record.authority, namespace, directory, options.cluster_domain

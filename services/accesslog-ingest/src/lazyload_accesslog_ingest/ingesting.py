@@ -27,6 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from lazyload_common import events
 
@@ -213,9 +214,9 @@ class Ingestor:
                         log.debug("ALS %s entry rejected (%s): %r", kind, result, key)
             times = repeats.get(key, 1) if repeats else 1
             if result.__class__ is not tuple:
-                rejections[result] += times  # type: ignore[index]
+                rejections[cast(Rejection, result)] += times
                 continue
-            prototypes, is_unresolved = result  # type: ignore[misc]
+            prototypes, is_unresolved = cast(_Prototypes, result)  # not a Rejection: a tuple
             if is_unresolved:
                 unresolved += times
             derived += len(prototypes) * times

@@ -32,7 +32,7 @@ from lazyload_accesslog_ingest.records import AccessRecord, Rejection, StreamIde
 try:
     from lazyload_accesslog_ingest import _wire
 except ImportError:  # built without a C compiler: the protobuf decoder only
-    _wire = None  # type: ignore[assignment]
+    _wire = None
 
 log = logging.getLogger(__name__)
 Message = als_pb2.StreamAccessLogsMessage
@@ -116,6 +116,7 @@ class Decoded(Protocol):
     def group(self, direction: bool) -> Keyed:
         """The entries grouped by key (`direction`: see `http_keys`); MalformedMessage when
         the compiled decoder finds them broken."""
+        ...
 
 
 Decoder = Callable[[bytes], Decoded]
@@ -129,7 +130,7 @@ class _Protobuf:
     def __init__(self, raw: bytes) -> None:
         self.message = decode_message(raw)
         self.kind: Literal["http", "tcp"] | None = _KINDS.get(
-            self.message.WhichOneof("log_entries")  # type: ignore[arg-type]
+            self.message.WhichOneof("log_entries")
         )
 
     @property
@@ -160,6 +161,7 @@ class _Compiled:
     __slots__ = ("_begin", "_identifier", "kind", "raw")
 
     def __init__(self, raw: bytes) -> None:
+        assert _wire is not None  # made only when COMPILED
         try:
             identifier, kind, self._begin = _wire.outline(raw)
             self._identifier = None if identifier is None else Identifier.FromString(identifier)
@@ -175,6 +177,7 @@ class _Compiled:
         return self._identifier
 
     def group(self, direction: bool) -> Keyed:
+        assert _wire is not None  # made only when COMPILED
         kind = _wire.HTTP if self.kind == "http" else _wire.TCP
         try:
             count, firsts, repeats = _wire.keys(self.raw, kind, self._begin, direction)

@@ -33,7 +33,7 @@ from lazyload_fence_reconciler import desiring, fences, reconciling, watching
 def graph_page() -> str:
     """The HTML of the dependency graph page (it reads `/api/v1/graph` and the fence views of
     the server that serves it; `lazyload graph --serve` serves the same file)."""
-    return resources.files(__package__).joinpath("static/graph.html").read_text()
+    return resources.files("lazyload_fence_reconciler").joinpath("static/graph.html").read_text()
 
 
 def create_page_router() -> APIRouter:

@@ -418,7 +418,7 @@ def _conditions(
     *,
     capped: tuple[str, ...] = (),
     at_cap: bool = False,
-) -> list[dict[str, Any]]:
+) -> list[Mapping[str, Any]]:
     """SpecValid, and HostCapReached once the learned-host cap refused a host (it stays until a
     reset or recycling makes room: then False); a lastTransitionTime only moves when its status
     flips. Other conditions (sidecar-writer's SidecarReady) keep their place."""

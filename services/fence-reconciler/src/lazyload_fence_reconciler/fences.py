@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 from lazyload_common import events
@@ -309,7 +309,7 @@ def pack_status(obj: Mapping[str, Any]) -> dict[str, Any]:
     status = obj.get("status")
     if not isinstance(status, Mapping) or not status:
         return dict(obj)
-    return {**obj, "status": PackedStatus(msgpack.packb(status))}
+    return {**obj, "status": PackedStatus(cast(bytes, msgpack.packb(status)))}
 
 
 def status_of(obj: Mapping[str, Any]) -> dict[str, Any]:

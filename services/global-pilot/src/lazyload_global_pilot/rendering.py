@@ -179,7 +179,7 @@ def render(mesh: MeshState, options: RenderOptions) -> dict[str, dict[str, Messa
             if options.upstream == "original_destination":
                 name = _tunnel_cluster(service, port, options)
                 clusters[name] = _static_cluster(name, ip, port.port, options)
-    routes = (
+    routes: dict[str, Message] = (
         {options.route_config: _route_configuration(mesh, options)}
         if options.listener_ports
         else {}

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from lazyload_common import events, kube
+from lazyload_common.errors import TemporaryError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -136,7 +137,7 @@ class KubeSink:
                     delay=config.redelivery_delay,
                 ) from e
             # 404 on a write (the CRD is missing): may be installed
-            raise errors.TemporaryError(f"Sidecar {key}: {e}", delay=config.redelivery_delay) from e
+            raise TemporaryError(f"Sidecar {key}: {e}", delay=config.redelivery_delay) from e
         raise AssertionError("unreachable")
 
     async def _apply_once(

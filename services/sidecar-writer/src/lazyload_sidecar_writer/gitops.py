@@ -51,13 +51,13 @@ class FileSink:
         if decision.action in ("create", "replace"):
             assert desired is not None
             _write_atomic(target, dump(desired))
-            return Result("applied", write=decision.action)  # type: ignore[arg-type]
+            return Result("applied", write=decision.action)
         if decision.action == "delete":
             target.unlink(missing_ok=True)
             return Result("deleted", write="delete")
         if decision.action == "absent":
             return Result("deleted", message=decision.message)
-        return Result(decision.action, message=decision.message)  # type: ignore[arg-type]
+        return Result(decision.action, message=decision.message)
 
     async def list_managed(self) -> list[RawObject]:
         return await asyncio.to_thread(self._list_managed)

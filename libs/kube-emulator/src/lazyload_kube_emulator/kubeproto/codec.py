@@ -1,3 +1,6 @@
+# pyright: reportAttributeAccessIssue=false, reportArgumentType=false
+# The message classes are built at run time from descriptors.binpb (no generated module, so no
+# stubs): their fields, and the upb descriptors, are unknown to the type checker.
 """Kubernetes protobuf messages <-> the JSON objects the emulator stores.
 
 The message classes come from `descriptors.binpb` (upstream `generated.proto`, compiled by

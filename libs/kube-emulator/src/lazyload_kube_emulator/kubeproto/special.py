@@ -1,3 +1,6 @@
+# pyright: reportAttributeAccessIssue=false, reportArgumentType=false
+# The message classes are built at run time from descriptors.binpb (no generated module, so no
+# stubs): their fields, and the upb descriptors, are unknown to the type checker.
 """The messages whose Go types write their own JSON (a `MarshalJSON` method).
 
 Each converter mirrors the Go type: `metav1.Time` is an RFC 3339 string in seconds (null when
