@@ -424,8 +424,9 @@ async def consume(
     def done(task: asyncio.Task[None]) -> None:
         in_hand.discard(task)
         slots.release()
-        if not task.cancelled() and task.exception() is not None:
-            failures.append(task.exception())  # type: ignore[arg-type]
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            failures.append(error)
 
     try:
         while not stop.is_set():

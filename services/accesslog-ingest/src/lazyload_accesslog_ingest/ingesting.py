@@ -173,7 +173,7 @@ class Ingestor:
             stream.identity = identity
             stream.cache.clear()
         if keyed is not None:
-            self._entries(outcome, stream, kind, keyed)  # type: ignore[arg-type]
+            self._entries(outcome, stream, kind, keyed)  # type: ignore[arg-type]  # kind is set when keyed is
         elif msg.identifier is None:
             outcome.rejections[Rejection.EMPTY_MESSAGE] += 1
         return outcome

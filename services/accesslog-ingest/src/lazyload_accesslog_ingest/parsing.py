@@ -388,7 +388,7 @@ def http_record_of(key: EntryKey) -> AccessRecord | Rejection:
         return Rejection.MISSING_CALLER
     if not authority:
         return Rejection.MISSING_AUTHORITY
-    proxied = identity.proxied_caller(caller_ip, source_ip, client_cert)  # type: ignore[arg-type]
+    proxied = identity.proxied_caller(caller_ip, source_ip, client_cert)  # type: ignore[arg-type]  # str in an http key
     if isinstance(proxied, Rejection):
         return proxied
     if proxied is not None:
@@ -398,14 +398,14 @@ def http_record_of(key: EntryKey) -> AccessRecord | Rejection:
         proven = ""
     return AccessRecord(  # positional: half the cost of keywords, once per new key
         "grpc" if grpc else "http",  # protocol
-        caller_ip,  # type: ignore[arg-type]
-        authority,  # type: ignore[arg-type]
+        caller_ip,  # type: ignore[arg-type]  # EntryKey is a tuple of objects: str in an http key
+        authority,  # type: ignore[arg-type]  # str in an http key
         "",  # original_ip
         None,  # original_port
         _INBOUND if inbound else "",  # upstream_cluster
         _UNROUTED if unrouted else _NO_FLAGS,  # response_flags
         None,  # response_code
-        source_ns.strip().lower(),  # type: ignore[attr-defined]  # source_namespace_header
+        source_ns.strip().lower(),  # type: ignore[attr-defined]  # str in an http key; source_namespace_header
         None,  # start_time
         proven,  # proven_namespace
     )
@@ -420,10 +420,10 @@ def tcp_record_of(key: EntryKey) -> AccessRecord | Rejection:
         return Rejection.TCP_UNKNOWN_DESTINATION
     return AccessRecord(  # positional, as in `http_record_of`
         "tcp",  # protocol
-        caller_ip,  # type: ignore[arg-type]
+        caller_ip,  # type: ignore[arg-type]  # EntryKey is a tuple of objects: str in a tcp key
         "",  # authority
-        original_ip,  # type: ignore[arg-type]
-        port if port_kind == "port_value" else None,  # type: ignore[arg-type]  # original_port
+        original_ip,  # type: ignore[arg-type]  # str in a tcp key
+        port if port_kind == "port_value" else None,  # type: ignore[arg-type]  # int; original_port
         _INBOUND if inbound else "",  # upstream_cluster
         _UNROUTED if unrouted else _NO_FLAGS,  # response_flags
     )
@@ -466,7 +466,7 @@ def _unrouted(flags: accesslog_pb2.ResponseFlags) -> bool:
 
 
 def _socket(common: accesslog_pb2.AccessLogCommon, name: str) -> tuple[str, int | None] | None:
-    if not common.HasField(name):  # type: ignore[arg-type]
+    if not common.HasField(name):  # type: ignore[arg-type]  # one of the address fields by name
         return None
     address: address_pb2.Address = getattr(common, name)
     if not address.HasField("socket_address") or not address.socket_address.address:

@@ -351,7 +351,7 @@ def _applied(
         namespace=event.namespace,
         name=event.name,
         revision=event.revision,
-        action=action or result.action,  # type: ignore[arg-type]
+        action=action or result.action,  # type: ignore[arg-type]  # callers pass SidecarApplied actions
         egress_hosts=hosts,
         resource_version=result.resource_version,
         message=result.message,
