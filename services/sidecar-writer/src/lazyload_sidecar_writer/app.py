@@ -1,10 +1,11 @@
 """Wiring of sidecar-writer: settings -> admin app, sink (API or GitOps dir), NATS, fence consumer.
 
-Start order: settings check, admin app (/healthz answers at once), NATS and the streams it uses,
-the sink (told the newest revisions in the fence stream) and its reachability probe, the fence
-consumer; `ready` is set once NATS is connected, the consumer is subscribed and the sink answered
-a probe. Stop order (`lazyload_common.runtime`): the consumer finishes its batch (so every fetched
-message is settled), the probe and drift repair, the sink, NATS, the admin app.
+Start order: settings check, admin app (/healthz answers at once), NATS and the streams it uses
+(Istio's Sidecar model is built meanwhile), the sink (told the newest revisions in the fence
+stream) and its reachability probe, the fence consumer; `ready` is set once NATS is connected,
+the consumer is subscribed and the sink answered a probe. Stop order (`lazyload_common.runtime`):
+the consumer finishes its batch (so every fetched message is settled), the probe and drift
+repair, the sink, NATS, the admin app.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from lazyload_common import jetstream, kube, runtime, subjects, tasks
 
@@ -53,12 +53,12 @@ async def run(
     ) as rt:
         if on_bound is not None:
             on_bound(rt.admin_port)
-        # Istio's Sidecar model of the configured version (seconds of CPU): built while NATS connects.
-        model = asyncio.ensure_future(
-            asyncio.to_thread(validating.sidecar_model, settings.sidecar.api_version)
+        # Istio's Sidecar model of the configured version (seconds of CPU): built in a thread
+        # while NATS connects, so the consumer never builds it in the event loop.
+        await asyncio.gather(
+            rt.connect_nats(settings.nats, streams=STREAMS),
+            asyncio.to_thread(validating.sidecar_model, settings.sidecar.api_version),
         )
-        rt.on_stop(lambda: _finish(model), name="sidecar model")
-        await rt.connect_nats(settings.nats, streams=STREAMS)
         sink, closing = build_sink(settings, newest_revision=consuming.newest_in_stream(rt.js))
         rt.on_stop(closing, name="sink")
         reachable = asyncio.Event()
@@ -84,7 +84,6 @@ async def run(
                 repairing.repair_loop(rt.js, sink, handler, settings, rt.stop),
                 name="drift-repair",
             )
-        await model
         if await rt.until(reachable.wait()):
             rt.ready("sink %s, admin answering", settings.sidecar.sink)
             await rt.stopped()
@@ -133,10 +132,3 @@ async def _probe(
         wait = interval if reachable.is_set() else min(interval, 0.5)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=wait)
-
-
-async def _finish(model: asyncio.Future[Any]) -> None:
-    """Let the model's thread end (start-up stopped before it was awaited)."""
-    if not model.done():
-        with contextlib.suppress(BaseException):
-            await model
