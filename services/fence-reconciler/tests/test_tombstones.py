@@ -112,7 +112,8 @@ async def test_tombstone_dies_with_its_service(reconciler, kit) -> None:  # type
 
 async def test_annotations_of_older_versions_move_to_the_configmap(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
     _namespace(kit)
-    service = kit.create_service("manual")
+    # labelled as the annotation says it was at deletion: the tombstone has no label to follow
+    service = kit.create_service("manual", labels={"slime.io/serviceFenced": "true"})
     service["metadata"]["annotations"] = {OLD_MARK: "2026-01-02T03:04:05Z;serviceFenced=true"}
     service = kit.api.replace(SERVICE, service)
     kit.create_service("productpage")

@@ -21,6 +21,7 @@ Called by `reconciling` under the fence's lock; writes go through `applying`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import NamedTuple
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 MAX_ENTRY_KEY = 253
 """The longest ConfigMap key Kubernetes accepts."""
+MIGRATE_WAIT_STEPS = 200
+"""50 ms steps `migrate` waits at most for the watch to bring the ConfigMap it created (10 s)."""
 
 
 class Entry(NamedTuple):
@@ -149,6 +152,11 @@ class Tombstones:
             entries[entry_key(key)] = f"{at};serviceFenced={label};uid={uid}"
         if entries and await self.applier.create_tombstones(entries):
             log.info("moved %d tombstones from Service annotations to the ConfigMap", len(entries))
+            # decisions read the watched copy: wait for it before the first edge is decided on
+            for _ in range(MIGRATE_WAIT_STEPS):
+                if self.cluster.tombstone_entries() is not None:
+                    break
+                await asyncio.sleep(0.05)
 
     def _stored(self, key: Key) -> Entry | None:
         value = (self.cluster.tombstone_entries() or {}).get(entry_key(key))
