@@ -177,6 +177,10 @@ def run(
     plots = out / "plots"
     plots.mkdir(exist_ok=True)
     scratch = Path(workdir or tempfile.mkdtemp(prefix="lazyload-bench-"))
+    if workdir is None:
+        # mkdtemp makes it 0700; the mesh benchmarks' istio-proxies run as UID 1337 and must
+        # traverse it to reach their pods' directories
+        scratch.chmod(0o755)
     results: dict[str, Any] = {
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "configuration": "small" if small else "full",
