@@ -5,7 +5,8 @@ Covers: deleting a manual fence writes its tombstone into the ConfigMap
 the Service; after a restart (memory gone) traffic and an explicit `slime.io/serviceFenced: "true"`
 present at deletion time do not recreate it; labelling the Service "true" afterwards (a change)
 recreates it and clears the tombstone; a user creating the fence again clears it too; deleting
-the Service voids and removes its tombstone; the old `lazyload.io/fence-deleted` annotations are
+the Service voids and removes its tombstone; one deleted before its Service is seen is persisted
+when it shows; the old `lazyload.io/fence-deleted` annotations are
 moved into the ConfigMap when it does not exist yet; writers of different entries at once never
 lose one another's (merge patch); a write that fails (no such namespace here) is counted and
 reported, never raised.
@@ -108,6 +109,19 @@ async def test_tombstone_dies_with_its_service(reconciler, kit) -> None:  # type
         await asyncio.sleep(0.5)  # the Services watch sees it before the edge
         await kit.publish(kit.edge(DETAILS, name="manual"))
         await kit.eventually(lambda: kit.fence("manual"))
+
+
+async def test_tombstone_waits_for_its_service(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+    _namespace(kit)
+    async with kit.events() as seen:
+        await reconciler.start()
+        kit.api.create(PATH, BODY)
+        await seen.until(lambda e: e.name == "manual" and e.revision == 1)
+        kit.api.delete(f"{PATH}/manual")
+        await seen.until(lambda e: e.name == "manual" and e.deleted)
+        # no Service yet (or the watch has not brought it): persisted once it shows
+        uid = kit.create_service("manual")["metadata"]["uid"]
+        await kit.eventually(lambda: (_mark(kit) or "").endswith(f";uid={uid}"))
 
 
 async def test_annotations_of_older_versions_move_to_the_configmap(reconciler, kit) -> None:  # type: ignore[no-untyped-def]

@@ -9,8 +9,8 @@ a fence of that name exists again (the user created one) or the Service is label
 `slime.io/serviceFenced: "true"` after the deletion; the recorded label follows later label
 changes, so "true" at deletion time has to change and come back. It dies with its Service, as the
 annotation it replaces did: an entry whose Service is gone or has another uid (deleted and created
-again) is void and removed. A fence without a Service (a workload fence) keeps its tombstone in
-memory only.
+again) is void and removed. A fence without a Service (a workload fence, or one whose Service
+the watch has not brought yet) keeps its tombstone in memory until a Service of that name shows.
 
 Before, the tombstone was the annotation `lazyload.io/fence-deleted` on the Service, which needed
 cluster-wide `patch services`. `migrate` (at start, read-only): when the ConfigMap does not exist
@@ -122,8 +122,9 @@ class Tombstones:
             stored = None
         recorded = self.recorded(key)
         if key in self._to_persist and not exists:
-            self._to_persist.discard(key)
-            await self._persist(key, self._memory.get(key, ("", ""))[0])
+            if self.cluster.service_uid(key) is not None:  # else when its Service shows up
+                self._to_persist.discard(key)
+                await self._persist(key, self._memory.get(key, ("", ""))[0])
         elif recorded is None:
             return
         elif exists or not self.holds(key):
