@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Protocol
 
 from lazyload_common import hosts, kube
@@ -197,13 +198,13 @@ class Cluster:
         obj = self.services.store.get(key)
         return None if obj is None else str(obj.get("metadata", {}).get("uid") or "")
 
-    def tombstone_entries(self) -> dict[str, str] | None:
-        """The data of the tombstones' ConfigMap; None when it does not exist (or is not
-        watched)."""
+    def tombstone_entries(self) -> Mapping[str, str] | None:
+        """The data of the tombstones' ConfigMap, read-only and not copied (every reconcile asks
+        it); None when it does not exist (or is not watched)."""
         if self.tombstone_maps is None or self.tombstone_map is None:
             return None
         obj = self.tombstone_maps.store.get(self.tombstone_map)
-        return None if obj is None else dict(obj.get("data") or {})
+        return None if obj is None else MappingProxyType(obj.get("data") or {})
 
     def selector(self, key: Key) -> dict[str, str] | None:
         service = self.service(key)
