@@ -133,8 +133,10 @@ def test_nats_auth_tool_writes_keys_the_server_accepts(tmp_path: Path) -> None:
                 )
                 nc = await nats.connect(server.url, **options)
                 await nc.close()
+            anonymous = nats.NATS()
             with pytest.raises(Exception, match="Authorization Violation"):
-                await nats.connect(server.url, allow_reconnect=False)
+                await anonymous.connect(server.url, allow_reconnect=False)
+            await anonymous.close()  # a refused connect keeps its socket open otherwise
 
         asyncio.run(connect_all())
     finally:

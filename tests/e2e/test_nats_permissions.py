@@ -130,8 +130,10 @@ async def _jobs_and_refusals(stack: Stack) -> None:
         await _until(lambda: sum("permissions violation" in r for r in refused) >= 3, timeout=5)
     for subject in (forged, "lazyload.deps.default.nats-caller", "$js.api.stream.create.stolen"):
         assert any(subject in r for r in refused), (subject, refused)
+    anonymous = nats.NATS()
     with pytest.raises(Exception, match="Authorization Violation"):
-        await nats.connect(stack.endpoints["nats_url"], allow_reconnect=False)
+        await anonymous.connect(stack.endpoints["nats_url"], allow_reconnect=False)
+    await anonymous.close()  # a refused connect keeps its socket open otherwise
     async with _as(stack, natsauth.ADMIN, refused) as admin:
         js = admin.jetstream()
         fences = await js.stream_info(subjects.FENCES_STREAM, subjects_filter=">")
