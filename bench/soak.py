@@ -652,6 +652,8 @@ def record(result: dict[str, Any], out: Path, *, started: str) -> None:
     result["reduced"] = result["config"]["minutes"] < FULL["minutes"]
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
+    plot_files = plot(result, plots)
+    keep_series(result, out)
     results = {
         "started_at": started,
         "configuration": "small" if result["reduced"] else "full",
@@ -659,10 +661,22 @@ def record(result: dict[str, Any], out: Path, *, started: str) -> None:
         "kube": "emulator",
         "machine": machine,
         "benchmarks": {"soak": result},
-        "plots": {"soak": plot(result, plots)},
+        "plots": {"soak": plot_files},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     bench_main.write(results, out, merge=True)
+
+
+SERIES_FILE = "results/soak_series.json"
+
+
+def keep_series(result: dict[str, Any], out: Path) -> None:
+    """Move the samples out of the result into `out/SERIES_FILE` (thousands of numbers would
+    swell results.json); the result names the file."""
+    path = out / SERIES_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result.pop("series"), separators=(",", ":")) + "\n")
+    result["series_file"] = SERIES_FILE
 
 
 if __name__ == "__main__":

@@ -54,3 +54,5 @@ def test_a_short_soak_samples_every_service_and_matches_the_truth(tmp_path: Path
     report = (out / "REPORT.md").read_text()
     assert "| soak | Sidecars = truth | 0 callers differ at the end" in report, report
     assert (out / "plots" / "soak.png").stat().st_size > 0
+    series = json.loads((out / soak.SERIES_FILE).read_text())  # the samples, beside results.json
+    assert set(series) == set(soak.SAMPLED) and "series" not in saved["benchmarks"]["soak"]
