@@ -96,6 +96,11 @@ FUZZ_SECONDS ?= 60
 fuzz: setup ## Fuzz the ALS decoders, the event codec and the host parser (FUZZ_SECONDS each; crashes kept in tests/fuzz/corpus)
 	$(VENV)/bin/python tests/fuzz/fuzz_targets.py --seconds $(FUZZ_SECONDS)
 
+.PHONY: soak
+SOAK_MINUTES ?= 30
+soak: setup ## The full stack SOAK_MINUTES (30) at a steady mixed load, RSS/fds/tasks of every service sampled (bench/soak.py; figures into bench/results.json)
+	$(VENV)/bin/python -m bench soak --minutes $(SOAK_MINUTES)
+
 .PHONY: faults
 FAULTS_FUZZ_SECONDS ?= 20
 faults: setup ## Break a real stack under load one fault at a time (bench/faults.py, ~15 min; figures into bench/results.json), then fuzz FAULTS_FUZZ_SECONDS each
