@@ -342,6 +342,10 @@ class Soak:
             done, _ = await asyncio.wait(tasks, timeout=seconds, return_when="FIRST_EXCEPTION")
             for task in done:
                 task.result()  # a driver that failed fails the run
+        except asyncio.CancelledError:  # Ctrl-C: no round is waited for to the end
+            for task in tasks:
+                task.cancel()
+            raise
         finally:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
