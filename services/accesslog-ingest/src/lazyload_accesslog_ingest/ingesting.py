@@ -111,6 +111,12 @@ class Outcome:
         return [o.event for o in self.observed]
 
 
+MAX_CACHED = 100_000
+"""Entry keys one cache of derived results holds before it starts over (as many as the dedup
+memory's default edges): the caches were emptied only when the directory changed, so with a stable
+mesh every distinct key ever seen stayed."""
+
+
 class Ingestor:
     """Turns ALS messages into edges against a `Directory` of the cluster's Services."""
 
@@ -125,8 +131,11 @@ class Ingestor:
         clock: Callable[[], float] = time.time,
         decoder: str = "auto",
         rejections: RecentRejections | None = None,
+        max_cached: int = MAX_CACHED,
     ) -> None:
         self.directory = directory
+        self.max_cached = max_cached
+        """Entry keys a cache of derived results holds at most before it starts over."""
         self.decoder = parsing.resolve(decoder)
         """`compiled` or `protobuf` (see `parsing.resolve`): what reads the messages."""
         self.decode = parsing.DECODERS[self.decoder]
@@ -229,8 +238,9 @@ class Ingestor:
 
     def _cache(self, stream: StreamState) -> dict[parsing.EntryKey, _Prototypes | Rejection]:
         version = getattr(self.directory, "version", None)
-        if version is None or version != self._version:
-            self._shared.clear()  # the directory changed (or cannot tell): derive afresh
+        full = len(self._shared) >= self.max_cached or len(self._memo) >= 3 * self.max_cached
+        if version is None or version != self._version or full:
+            self._shared.clear()  # the directory changed (or cannot tell), or full: afresh
             self._memo.clear()
             self._version = version
         identity = stream.identity
@@ -239,6 +249,8 @@ class Ingestor:
         if version is None or version != stream.cache_version:
             stream.cache.clear()
             stream.cache_version = version
+        elif len(stream.cache) >= self.max_cached:
+            stream.cache.clear()
         return stream.cache
 
     def _derive(
