@@ -40,10 +40,7 @@ def istio_rig(workdir: Path) -> Iterator[Any]:
 
 
 def ensure_namespace(mesh: Any, namespace: str) -> None:
-    from lazyload_common.kube import KubeConflict
-
-    with contextlib.suppress(KubeConflict):
-        mesh.api.create("/api/v1/namespaces", {"metadata": {"name": namespace}})
+    mesh._ensure_namespace(namespace, remember=False)  # waits if a test before removed it
 
 
 def callee_host(namespace: str, name: str) -> str:

@@ -340,8 +340,7 @@ def _create_running_pod(mesh: IstioMesh, namespace: str, name: str, ip: str) -> 
     """A Pod without a sidecar (the chart's global-sidecar: `sidecar.istio.io/inject: "false"`),
     Running and Ready at `ip`, as a kubelet would report it."""
     api, ns_path = mesh.api, f"/api/v1/namespaces/{namespace}"
-    with contextlib.suppress(KubeConflict):
-        api.create("/api/v1/namespaces", {"metadata": {"name": namespace}})
+    mesh._ensure_namespace(namespace, remember=False)  # waits if a test before removed it
     api.create(
         f"{ns_path}/pods",
         {
