@@ -85,7 +85,8 @@ def _phase(pairs: list[tuple[Any, str]], concurrency: int) -> dict[str, Any]:
     }
 
 
-def run(config: dict[str, Any], workdir: Path) -> dict[str, Any]:
+def run(config: dict[str, Any], workdir: Path, mesh: Any = None) -> dict[str, Any]:
+    """`mesh`: a running rig to use (a test's `istio_mesh`), else one of its own."""
     n_calls = int(config["calls"])
     n_callers = int(config.get("callers", 4))
     n_echo = int(config.get("echo_pods", 2))
@@ -101,6 +102,7 @@ def run(config: dict[str, Any], workdir: Path) -> dict[str, Any]:
         callers=n_callers,
         echo_pods=n_echo,
         global_sidecar_timeout=600,
+        mesh=mesh,
     ) as rig:
         mesh, stack, callers, hosts = rig.mesh, rig.stack, rig.callers, rig.hosts
         create_s, gs_ready_s = rig.create_s, rig.global_sidecar_ready_s

@@ -30,17 +30,22 @@ CALLEE_PORT = 80
 
 
 @contextlib.contextmanager
-def istio_rig(workdir: Path) -> Iterator[Any]:
-    """A private control plane (etcd + kube-apiserver) and istiod with the rig's pod network."""
+def istio_rig(workdir: Path, mesh: Any = None) -> Iterator[Any]:
+    """A private control plane (etcd + kube-apiserver) and istiod with the rig's pod network;
+    `mesh`: one already running (a test's `istio_mesh`, whose end removes what the run added)."""
     from lazyload_testing.mesh import start_istio_mesh
 
-    workdir.mkdir(parents=True, exist_ok=True)
-    with start_istio_mesh(workdir / "mesh") as mesh:
+    if mesh is not None:
         yield mesh
+        return
+    workdir.mkdir(parents=True, exist_ok=True)
+    with start_istio_mesh(workdir / "mesh") as started:
+        yield started
 
 
 def ensure_namespace(mesh: Any, namespace: str) -> None:
-    mesh._ensure_namespace(namespace, remember=False)  # waits if a test before removed it
+    # remembered: removed with the run's workloads (waits if a run before removed it)
+    mesh._ensure_namespace(namespace)
 
 
 def callee_host(namespace: str, name: str) -> str:
@@ -132,6 +137,7 @@ def call_rig(
     callers: int,
     echo_pods: int,
     global_sidecar_timeout: float,
+    mesh: Any = None,
 ) -> Iterator[CallRig]:
     """The rig with lazyload in it, `echo_pods` echo pods serving the Services `callees` and
     `callers` caller pods, each fenced (its Sidecar written, the global-sidecar in its config and
@@ -139,7 +145,7 @@ def call_rig(
     from lazyload_testing.mesh_lazyload import LazyloadInMesh
 
     callers_ns, callees_ns, echo_ns = namespaces
-    with istio_rig(workdir) as mesh:
+    with istio_rig(workdir, mesh) as mesh:
         env = {"LAZYLOAD_FENCE__DENY_NAMESPACES": json.dumps([callees_ns])}
         with LazyloadInMesh(mesh, workdir / "lazyload", extra_env=env) as stack:
             gs = stack.global_sidecar

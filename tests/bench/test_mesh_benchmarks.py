@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,13 +96,14 @@ def test_the_report_knows_the_mesh_benchmarks() -> None:
 @pytest.mark.real
 @pytest.mark.mesh
 @pytest.mark.timeout(300)
-def test_first_calls_on_the_real_rig() -> None:
+def test_first_calls_on_the_real_rig(istio_mesh: Any) -> None:
     # not tmp_path: its parents are 0700 and the sidecars (UID 1337) read their files there
     with tempfile.TemporaryDirectory(prefix="lazyload-bench-mesh-") as tmp:
         Path(tmp).chmod(0o755)
         result = first_calls.run(
             {"calls": 4, "callers": 1, "echo_pods": 1, "concurrency": 2, "direct_calls": 4},
             Path(tmp),
+            mesh=istio_mesh,
         )
     first, direct = result["first"], result["direct"]
     assert (first["calls"], first["failures"]) == (4, 0), first["failure_reasons"]
