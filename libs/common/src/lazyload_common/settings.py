@@ -254,6 +254,33 @@ class MeshSettings(BaseModel):
     )
 
 
+class _NatsGroup(BaseModel):
+    """The `nats` group, first of a service's settings (see `NatsServiceSettings`)."""
+
+    nats: NatsSettings = Field(default_factory=NatsSettings)
+
+
+class ServiceSettings(BaseSettings):
+    """The settings every service has: the shared groups `kube`, `admin`, `mesh` and the log
+    settings. A service subclasses it (or `NatsServiceSettings`) and adds its own groups."""
+
+    model_config = service_config()
+
+    kube: KubeSettings = Field(default_factory=KubeSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
+    mesh: MeshSettings = Field(default_factory=MeshSettings)
+    log_level: str = Field(default="INFO", description="Python log level.")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Log lines as text, or as one JSON object a line (time, level, logger, message, and `fence` where a line is about one).",
+    )
+
+
+class NatsServiceSettings(ServiceSettings, _NatsGroup):
+    """`ServiceSettings` of a service that talks to NATS: `nats` comes first (the mixin's place
+    in the bases puts its field ahead of the shared ones)."""
+
+
 def unknown_variables(model: type[BaseModel], environ: Mapping[str, str]) -> list[str]:
     """One message per `LAZYLOAD_*` variable of `environ` that names no setting of `model` (nor
     another service's setting, nor a tool's variable), sorted; with the likeliest meant name."""

@@ -14,7 +14,6 @@ from typing import Literal
 from lazyload_common import errors, hosts
 from lazyload_common import settings as common
 from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings
 
 from lazyload_accesslog_ingest import parsing
 
@@ -153,15 +152,9 @@ class PublishSettings(BaseModel):
     )
 
 
-class IngestSettings(BaseSettings):
+class IngestSettings(common.NatsServiceSettings):
     """Everything accesslog-ingest reads from the environment."""
 
-    model_config = common.service_config()
-
-    nats: common.NatsSettings = Field(default_factory=common.NatsSettings)
-    kube: common.KubeSettings = Field(default_factory=common.KubeSettings)
-    admin: common.AdminSettings = Field(default_factory=common.AdminSettings)
-    mesh: common.MeshSettings = Field(default_factory=common.MeshSettings)
     grpc: GrpcSettings = Field(default_factory=GrpcSettings)
     dedup: DedupSettings = Field(default_factory=DedupSettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)
@@ -175,11 +168,6 @@ class IngestSettings(BaseSettings):
         description="How ALS messages are read: `compiled` (the C decoder built with the "
         "package), `protobuf` (the protobuf runtime, about 4x slower per entry), `auto` (compiled "
         "when it was built). The active one is the `decoder` label of `lazyload_ingest_decoder_info`.",
-    )
-    log_level: str = Field(default="INFO", description="Python log level.")
-    log_format: Literal["text", "json"] = Field(
-        default="text",
-        description="Log lines as text, or as one JSON object a line (time, level, logger, message, and `fence` where a line is about one).",
     )
 
     def check(self) -> None:

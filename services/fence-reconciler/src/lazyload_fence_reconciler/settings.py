@@ -10,7 +10,6 @@ from typing import Literal
 
 from lazyload_common import errors, settings
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic_settings import BaseSettings
 
 from lazyload_fence_reconciler import admitting, desiring, expanding, policies
 
@@ -288,21 +287,10 @@ class FenceSettings(BaseModel):
         )
 
 
-class ReconcilerSettings(BaseSettings):
+class ReconcilerSettings(settings.NatsServiceSettings):
     """Everything fence-reconciler reads from the environment (prefix `LAZYLOAD_`)."""
 
-    model_config = settings.service_config()
-
-    nats: settings.NatsSettings = Field(default_factory=settings.NatsSettings)
-    kube: settings.KubeSettings = Field(default_factory=settings.KubeSettings)
-    admin: settings.AdminSettings = Field(default_factory=settings.AdminSettings)
-    mesh: settings.MeshSettings = Field(default_factory=settings.MeshSettings)
     fence: FenceSettings = Field(default_factory=FenceSettings)
-    log_level: str = Field(default="INFO", description="Python log level.")
-    log_format: Literal["text", "json"] = Field(
-        default="text",
-        description="Log lines as text, or as one JSON object a line (time, level, logger, message, and `fence` where a line is about one).",
-    )
 
     def scoped_fence(self) -> FenceSettings:
         """The fence settings the reconciler runs with: `deny_namespaces` plus the namespaces

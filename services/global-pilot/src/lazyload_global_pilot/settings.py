@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from lazyload_common import errors, hosts
 from lazyload_common import settings as common
 from pydantic import BaseModel, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode
+from pydantic_settings import NoDecode
 
 from lazyload_global_pilot import meshside, ports, rendering
 from lazyload_global_pilot.dispatches import Dispatch
@@ -211,25 +211,15 @@ class WatchSettings(BaseModel):
     )
 
 
-class GlobalPilotSettings(BaseSettings):
+class GlobalPilotSettings(common.ServiceSettings):
     """Everything global-pilot reads from the environment."""
 
-    model_config = common.service_config()
-
-    kube: common.KubeSettings = Field(default_factory=common.KubeSettings)
-    admin: common.AdminSettings = Field(default_factory=common.AdminSettings)
-    mesh: common.MeshSettings = Field(default_factory=common.MeshSettings)
     xds: XdsSettings = Field(default_factory=XdsSettings)
     listener: ListenerSettings = Field(default_factory=ListenerSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     global_sidecar: GlobalSidecarSettings = Field(default_factory=GlobalSidecarSettings)
     als: AlsSettings = Field(default_factory=AlsSettings)
     watch: WatchSettings = Field(default_factory=WatchSettings)
-    log_level: str = Field(default="INFO", description="Python log level.")
-    log_format: Literal["text", "json"] = Field(
-        default="text",
-        description="Log lines as text, or as one JSON object a line (time, level, logger, message, and `fence` where a line is about one).",
-    )
 
     def check(self) -> None:
         """Raise `ConfigError` naming every setting that cannot work."""

@@ -11,15 +11,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from lazyload_common import errors, hosts
-from lazyload_common.settings import (
-    AdminSettings,
-    KubeSettings,
-    MeshSettings,
-    NatsSettings,
-    service_config,
-)
+from lazyload_common.settings import NatsServiceSettings
 from pydantic import BaseModel, Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode
+from pydantic_settings import NoDecode
 
 SERVICE = "sidecar-writer"
 SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
@@ -161,21 +155,10 @@ class SidecarSettings(BaseModel):
         return value
 
 
-class WriterSettings(BaseSettings):
+class WriterSettings(NatsServiceSettings):
     """Everything sidecar-writer reads from the environment."""
 
-    model_config = service_config()
-
-    nats: NatsSettings = Field(default_factory=NatsSettings)
-    kube: KubeSettings = Field(default_factory=KubeSettings)
-    admin: AdminSettings = Field(default_factory=AdminSettings)
-    mesh: MeshSettings = Field(default_factory=MeshSettings)
     sidecar: SidecarSettings = Field(default_factory=SidecarSettings)
-    log_level: str = Field(default="INFO", description="Python log level.")
-    log_format: Literal["text", "json"] = Field(
-        default="text",
-        description="Log lines as text, or as one JSON object a line (time, level, logger, message, and `fence` where a line is about one).",
-    )
 
     def check(self) -> None:
         """Raise `ConfigError` naming every field that cannot work."""
