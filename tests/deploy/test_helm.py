@@ -285,77 +285,46 @@ RESOURCE_GROUPS = {
     "virtualservices": "networking.istio.io",
     "destinationrules": "networking.istio.io",
 }
+READ = frozenset({"get", "list", "watch"})
+MANAGE = READ | {"create", "update", "patch", "delete"}
+"""Every verb: the objects a service owns."""
 # What issue 7 allows each service (least privilege): nothing beyond this may be granted.
 ALLOWED = {
-    "accesslog-ingest": {
-        ("", r): {"get", "list", "watch"} for r in ("endpoints", "services", "pods")
-    }
-    | {("discovery.k8s.io", "endpointslices"): {"get", "list", "watch"}}
-    | {("networking.istio.io", "serviceentries"): {"get", "list", "watch"}},
+    "accesslog-ingest": {("", r): READ for r in ("endpoints", "services", "pods")}
+    | {("discovery.k8s.io", "endpointslices"): READ}
+    | {("networking.istio.io", "serviceentries"): READ},
     "fence-reconciler": {
         # read only: tombstones live in a ConfigMap of the release namespace, not on Services
-        ("", "services"): {"get", "list", "watch"},
+        ("", "services"): READ,
         # the tombstones' ConfigMap (a Role in the release namespace; patch by name only)
         ("", "configmaps"): {"get", "list", "watch", "create", "patch"},
         # workload fences (fence.workload_label_key) watch the pods that carry the label
-        ("", "pods"): {"get", "list", "watch"},
-        ("", "namespaces"): {"get", "list", "watch"},
-        ("discovery.k8s.io", "endpointslices"): {"get", "list", "watch"},
-        ("networking.istio.io", "virtualservices"): {"get", "list", "watch"},
-        ("networking.istio.io", "serviceentries"): {"get", "list", "watch"},
-        ("microservice.slime.io", "servicefences"): {
-            "get",
-            "list",
-            "watch",
-            "create",
-            "update",
-            "patch",
-            "delete",
-        },
+        ("", "pods"): READ,
+        ("", "namespaces"): READ,
+        ("discovery.k8s.io", "endpointslices"): READ,
+        ("networking.istio.io", "virtualservices"): READ,
+        ("networking.istio.io", "serviceentries"): READ,
+        ("microservice.slime.io", "servicefences"): MANAGE,
         ("microservice.slime.io", "servicefences/status"): {"get", "update", "patch"},
         # the admin API's resets: TokenReview + SubjectAccessReview of the caller's token
         ("authentication.k8s.io", "tokenreviews"): {"create"},
         ("authorization.k8s.io", "subjectaccessreviews"): {"create"},
     },
     "sidecar-writer": {
-        ("networking.istio.io", "sidecars"): {
-            "get",
-            "list",
-            "watch",
-            "create",
-            "update",
-            "patch",
-            "delete",
-        },
-        ("microservice.slime.io", "servicefences"): {"get", "list", "watch"},
+        ("networking.istio.io", "sidecars"): MANAGE,
+        ("microservice.slime.io", "servicefences"): READ,
         # the SidecarReady condition and conflict Events (settings sidecar.fence_status)
         ("microservice.slime.io", "servicefences/status"): {"get", "update", "patch"},
         ("", "events"): {"create"},
     },
     "global-pilot": {
-        ("", "services"): {"get", "list", "watch", "create", "update", "patch", "delete"},
-        ("", "endpoints"): {"get", "list", "watch"},
-        ("discovery.k8s.io", "endpointslices"): {"get", "list", "watch"},
-        ("networking.istio.io", "serviceentries"): {"get", "list", "watch"},
-        ("networking.istio.io", "envoyfilters"): {
-            "get",
-            "list",
-            "watch",
-            "create",
-            "update",
-            "patch",
-            "delete",
-        },
+        ("", "services"): MANAGE,
+        ("", "endpoints"): READ,
+        ("discovery.k8s.io", "endpointslices"): READ,
+        ("networking.istio.io", "serviceentries"): READ,
+        ("networking.istio.io", "envoyfilters"): MANAGE,
         # the global-sidecar's DestinationRule (useClientProtocol: h2 first calls)
-        ("networking.istio.io", "destinationrules"): {
-            "get",
-            "list",
-            "watch",
-            "create",
-            "update",
-            "patch",
-            "delete",
-        },
+        ("networking.istio.io", "destinationrules"): MANAGE,
     },
 }
 WRITE_CALLS = {
@@ -429,7 +398,7 @@ def test_rbac_covers_every_api_call_of_the_service(rendered: dict, service: str)
     for key, verbs in calls.items():
         # Resources: every one the code names must be granted. Verbs: the write calls of a file
         # are attributed to each resource it names, so only the allowed ones are required.
-        needed = verbs & ALLOWED[service].get(key, {"get", "list", "watch"})
+        needed = verbs & ALLOWED[service].get(key, READ)
         missing = needed - granted.get(key, set())
         assert not missing, f"{service} calls {key} with {missing}, not granted by its Role"
 

@@ -364,17 +364,7 @@ async def test_a_deleted_consumer_restarts_past_its_ack_floor(js) -> None:  # ty
     spec = _spec("floor", floor_interval=0.1)
     consuming = asyncio.create_task(jetstream.consume(js, spec, handler, stop))
     try:
-        for i in range(30):
-            await jetstream.publish(js, subjects.deps("default", "a"), _edge(i))
-        await _until(lambda: _async(len(seen) == 30))
-
-        async def floor_read() -> bool:
-            info = await js.consumer_info(subjects.DEPS_STREAM, "floor")
-            return info.ack_floor.stream_seq >= 30
-
-        await _until(floor_read)
-        await asyncio.sleep(0.3)  # the loop's next read of the floor
-        await js.delete_consumer(subjects.DEPS_STREAM, "floor")
+        await _acked_then_deleted(js, "floor", 30, seen)
         await jetstream.publish(js, subjects.deps("default", "a"), _edge(99))
         await _until(lambda: _async("h99.default.svc.cluster.local" in seen))
         await asyncio.sleep(0.5)  # a replay would come with it
@@ -405,17 +395,7 @@ async def test_a_restart_after_a_recovery_keeps_the_start_and_updates_the_rest( 
         jetstream.consume(js, _spec("restarted", floor_interval=0.1), handler, stop)
     )
     try:
-        for i in range(5):
-            await jetstream.publish(js, subjects.deps("default", "a"), _edge(i))
-        await _until(lambda: _async(len(seen) == 5))
-
-        async def floor_read() -> bool:
-            info = await js.consumer_info(subjects.DEPS_STREAM, "restarted")
-            return info.ack_floor.stream_seq >= 5
-
-        await _until(floor_read)
-        await asyncio.sleep(0.3)  # the loop's next read of the floor
-        await js.delete_consumer(subjects.DEPS_STREAM, "restarted")
+        await _acked_then_deleted(js, "restarted", 5, seen)
         await jetstream.publish(js, subjects.deps("default", "a"), _edge(6))
         await _until(lambda: _async(len(seen) == 6))
     finally:
@@ -579,3 +559,19 @@ async def test_last_per_subject_reads_the_newest_of_each_subject_in_one_pass(js)
     consumers = await js.consumers_info(subjects.FENCES_STREAM)
     assert not [c for c in consumers if c.name.startswith("last-per-subject-")]
     assert await jetstream.last_per_subject(js, subjects.FENCES_STREAM, f"{prefix}.none.>") == []
+
+
+async def _acked_then_deleted(js: Any, name: str, count: int, seen: list[str]) -> None:
+    """Publish `count` edges, wait until the consumer `name` handled them, acked them all and its
+    loop read its ack floor, then delete the consumer (as a server that lost it would)."""
+    for i in range(count):
+        await jetstream.publish(js, subjects.deps("default", "a"), _edge(i))
+    await _until(lambda: _async(len(seen) == count))
+
+    async def floor_read() -> bool:
+        info = await js.consumer_info(subjects.DEPS_STREAM, name)
+        return info.ack_floor.stream_seq >= count
+
+    await _until(floor_read)
+    await asyncio.sleep(0.3)  # the loop's next read of the floor
+    await js.delete_consumer(subjects.DEPS_STREAM, name)
