@@ -10,6 +10,9 @@ learn every edge of one fence (optimistic concurrency on the status) with one ev
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
 
 from lazyload_common import subjects
 
@@ -18,13 +21,20 @@ REVIEWS = "reviews.default.svc.cluster.local"
 PATH = "/apis/microservice.slime.io/v1alpha1/namespaces/default/servicefences"
 
 
-async def test_restart_loses_nothing_and_repeats_nothing(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+@contextlib.asynccontextmanager
+async def _learned_then_stopped(reconciler, kit) -> AsyncIterator[Any]:  # type: ignore[no-untyped-def]
+    """productpage's fence events, once the reconciler learned DETAILS (revision 1) and stopped."""
     kit.create_service("productpage")
     async with kit.events(subjects.fence("default", "productpage")) as seen:
         await reconciler.start()
         await kit.publish(kit.edge(DETAILS))
         await seen.until(lambda e: e.revision == 1)
         await reconciler.stop()
+        yield seen
+
+
+async def test_restart_loses_nothing_and_repeats_nothing(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+    async with _learned_then_stopped(reconciler, kit) as seen:
         await kit.publish(kit.edge(REVIEWS))
         await reconciler.start()
         event = await seen.until(lambda e: REVIEWS in e.hosts)
@@ -33,12 +43,7 @@ async def test_restart_loses_nothing_and_repeats_nothing(reconciler, kit) -> Non
 
 
 async def test_unpublished_revision_is_published_at_start(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
-    kit.create_service("productpage")
-    async with kit.events(subjects.fence("default", "productpage")) as seen:
-        await reconciler.start()
-        await kit.publish(kit.edge(DETAILS))
-        await seen.until(lambda e: e.revision == 1)
-        await reconciler.stop()
+    async with _learned_then_stopped(reconciler, kit) as seen:
         # What a crash between the status write and the publish leaves behind:
         fence = kit.fence("productpage")
         fence["status"]["revision"] = 2
@@ -53,12 +58,7 @@ async def test_unpublished_revision_is_published_at_start(reconciler, kit) -> No
 
 
 async def test_fence_deleted_while_down_is_announced(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
-    kit.create_service("productpage")
-    async with kit.events(subjects.fence("default", "productpage")) as seen:
-        await reconciler.start()
-        await kit.publish(kit.edge(DETAILS))
-        await seen.until(lambda e: e.revision == 1)
-        await reconciler.stop()
+    async with _learned_then_stopped(reconciler, kit) as seen:
         kit.api.delete(f"{PATH}/productpage")
         await reconciler.start()
         event = await seen.until(lambda e: e.deleted)

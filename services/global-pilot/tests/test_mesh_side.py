@@ -218,11 +218,12 @@ async def test_invalid_objects_are_never_written(kube_cluster: RealKube | KubeEm
     assert not _mesh_side_writes(kube_cluster)
 
 
-# It injects a fault: the emulator only.
-async def test_a_failed_apply_is_retried(kube_emulator: KubeEmulator):
+async def _applied_despite(kube_emulator: KubeEmulator, **fault: Any) -> kube.KubeApi:
+    """Apply PORTS in cluster mode through the MeshSide loop while the first POST of a Service
+    fails as `fault` says (`inject_fault`); returns once the loop applied them."""
     api = kube.KubeApi(kube_emulator.api_client())
     _namespaces(api, "mesh-operator")
-    kube_emulator.inject_fault("POST", r".*/services$", status=500, count=1)
+    kube_emulator.inject_fault("POST", r".*/services$", count=1, **fault)
     side = syncing.MeshSide(applying.MeshSideApplier(api), CLUSTER)
     side.retry_delay = 0.05
     task = asyncio.ensure_future(side.run())
@@ -235,6 +236,12 @@ async def test_a_failed_apply_is_retried(kube_emulator: KubeEmulator):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    return api
+
+
+# It injects a fault: the emulator only.
+async def test_a_failed_apply_is_retried(kube_emulator: KubeEmulator):
+    api = await _applied_despite(kube_emulator, status=500)
     assert api.get(SVC_PATH.format("mesh-operator"))["spec"]["ports"]
     posts = [r for r in kube_emulator.writes("/services") if r.verb == "POST"]
     assert [r.status for r in posts] == [500, 201]
@@ -242,21 +249,7 @@ async def test_a_failed_apply_is_retried(kube_emulator: KubeEmulator):
 
 async def test_a_throttled_apply_waits_the_servers_retry_after(kube_emulator: KubeEmulator):
     """A 429 with Retry-After: the next apply waits that long, not the loop's own back-off."""
-    api = kube.KubeApi(kube_emulator.api_client())
-    _namespaces(api, "mesh-operator")
-    kube_emulator.inject_fault("POST", r".*/services$", status=429, count=1, retry_after=1)
-    side = syncing.MeshSide(applying.MeshSideApplier(api), CLUSTER)
-    side.retry_delay = 0.05
-    task = asyncio.ensure_future(side.run())
-    try:
-        side.offer(PORTS)
-        async with asyncio.timeout(15):
-            while side.applied != PORTS:
-                await asyncio.sleep(0.05)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await _applied_despite(kube_emulator, status=429, retry_after=1)
     posts = [r for r in kube_emulator.writes("/services") if r.verb == "POST"]
     assert [r.status for r in posts] == [429, 201]
     assert posts[1].time - posts[0].time >= 0.95
