@@ -24,7 +24,7 @@ from lazyload_testing.kube import KubeEmulator
 from lazyload_testing.kube_real import RealKube
 
 from .conftest import make_fence
-from .test_writer import GROUP, PLURAL, VERSION, _settings, running
+from .test_writer import UNMANAGED, _settings, running
 
 FENCES = "/apis/microservice.slime.io/v1alpha1/namespaces/default/servicefences"
 EVENTS = "/api/v1/namespaces/default/events"
@@ -67,20 +67,12 @@ async def test_conflict_is_reported_on_the_fence_and_clears(
     fence = await _create_fence(api)
     uid = fence["metadata"]["uid"]
     async with running(_settings(nats_url, kube_cluster), kube_cluster) as writer:
-        theirs = {
-            "apiVersion": "networking.istio.io/v1",
-            "kind": "Sidecar",
-            "metadata": {"name": "productpage", "namespace": "default"},
-            "spec": {"egress": [{"hosts": ["./*"]}]},
-        }
-        await asyncio.to_thread(
-            writer.custom.create_namespaced_custom_object, GROUP, VERSION, "default", PLURAL, theirs
-        )
+        await writer.create(UNMANAGED)
         kube_cluster.clear_requests()
         await writer.publish(make_fence(revision=1, uid=uid))
         assert (await writer.report()).action == "conflict"
         stored = await writer.get()
-        assert stored is not None and stored["spec"] == theirs["spec"]  # never overwritten
+        assert stored is not None and stored["spec"] == UNMANAGED["spec"]  # never overwritten
         conditions = await _conditions(api)
         assert conditions["SpecValid"]["status"] == "True"  # fence-reconciler's is kept
         ready = conditions["SidecarReady"]
@@ -99,14 +91,7 @@ async def test_conflict_is_reported_on_the_fence_and_clears(
         assert (await writer.report()).action == "conflict"
         assert _status_writes(kube_cluster) == 1 and len(await _events(api)) == 1
 
-        await asyncio.to_thread(
-            writer.custom.delete_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            "default",
-            PLURAL,
-            "productpage",
-        )
+        await writer.delete()
         await writer.publish(make_fence(revision=3, uid=uid))
         assert (await writer.report()).action == "applied"
         mine = await writer.get()
@@ -152,26 +137,11 @@ async def test_drift_repair_clears_the_conflict_without_a_new_event(
     fence = await _create_fence(api)
     settings = _settings(nats_url, kube_cluster, repair_interval=0.3)
     async with running(settings, kube_cluster) as writer:
-        theirs = {
-            "apiVersion": "networking.istio.io/v1",
-            "kind": "Sidecar",
-            "metadata": {"name": "productpage", "namespace": "default"},
-            "spec": {"egress": [{"hosts": ["./*"]}]},
-        }
-        await asyncio.to_thread(
-            writer.custom.create_namespaced_custom_object, GROUP, VERSION, "default", PLURAL, theirs
-        )
+        await writer.create(UNMANAGED)
         await writer.publish(make_fence(revision=1, uid=fence["metadata"]["uid"]))
         assert (await writer.report()).action == "conflict"
         assert (await _conditions(api))["SidecarReady"]["reason"] == "SidecarConflict"
-        await asyncio.to_thread(
-            writer.custom.delete_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            "default",
-            PLURAL,
-            "productpage",
-        )
+        await writer.delete()
         repaired = await writer.report(lambda r: r.action == "applied")
         assert "drift repaired" in repaired.message
         ready = (await _conditions(api))["SidecarReady"]

@@ -32,6 +32,7 @@ from lazyload_sidecar_writer import app
 from lazyload_sidecar_writer.settings import SidecarSettings, WriterSettings
 from lazyload_testing.kube import KubeEmulator, faster_than
 from lazyload_testing.kube_real import RealKube
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
@@ -40,6 +41,13 @@ from .conftest import make_fence
 GROUP, VERSION, PLURAL = "networking.istio.io", "v1", "sidecars"
 FENCE = ("microservice.slime.io", "v1alpha1")
 SIDECARS_PATH = "/apis/networking.istio.io/v1/namespaces/default/sidecars"
+UNMANAGED = {
+    "apiVersion": "networking.istio.io/v1",
+    "kind": "Sidecar",
+    "metadata": {"name": "productpage", "namespace": "default"},
+    "spec": {"egress": [{"hosts": ["./*"]}]},
+}
+"""A Sidecar of productpage's name that lazyload does not manage (no labels of ours)."""
 
 
 @dataclass
@@ -93,6 +101,18 @@ class Writer:
                 report = await self.reports.get()
                 if match(report):
                     return report
+
+    async def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create the Sidecar `body` in `default` (as someone else would)."""
+        return await asyncio.to_thread(
+            self.custom.create_namespaced_custom_object, GROUP, VERSION, "default", PLURAL, body
+        )
+
+    async def delete(self, name: str = "productpage") -> None:
+        """Delete the Sidecar `default/name` (as someone else would)."""
+        await asyncio.to_thread(
+            self.custom.delete_namespaced_custom_object, GROUP, VERSION, "default", PLURAL, name
+        )
 
     async def get(self, name: str = "productpage") -> dict[str, Any] | None:
         try:
@@ -197,15 +217,8 @@ async def test_fence_becomes_sidecar_with_exact_hosts(writer: Writer) -> None:
 
 
 async def test_unmanaged_sidecar_is_not_overwritten(writer: Writer) -> None:
-    theirs = {
-        "apiVersion": "networking.istio.io/v1",
-        "kind": "Sidecar",
-        "metadata": {"name": "productpage", "namespace": "default"},
-        "spec": {"egress": [{"hosts": ["./*"]}]},
-    }
-    created = await asyncio.to_thread(
-        writer.custom.create_namespaced_custom_object, GROUP, VERSION, "default", PLURAL, theirs
-    )
+    theirs = UNMANAGED
+    created = await writer.create(theirs)
     await writer.publish(make_fence(revision=1))
     report = await writer.report()
     assert report.action == "conflict" and "not managed by lazyload" in report.message
@@ -383,38 +396,41 @@ async def test_drift_repair_restores_edited_and_deleted_sidecars(
         assert (
             restored is not None and restored["spec"]["egress"][0]["hosts"] == applied.egress_hosts
         )
-        await asyncio.to_thread(
-            writer.custom.delete_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            "default",
-            PLURAL,
-            "productpage",
-        )
+        await writer.delete()
         await writer.report(lambda r: "drift repaired" in r.message)
         assert await writer.get() is not None
         await writer.publish(make_fence(revision=2, enabled=False))
         await writer.report(lambda r: r.action == "deleted")
         orphan = dict(restored, metadata={**restored["metadata"]})
         del orphan["metadata"]["resourceVersion"]
-        await asyncio.to_thread(
-            writer.custom.create_namespaced_custom_object, GROUP, VERSION, "default", PLURAL, orphan
-        )
+        await writer.create(orphan)
         removed = await writer.report(lambda r: "drift repaired" in r.message)
         assert removed.action == "deleted" and await writer.get() is None
 
 
-async def test_gitops_sink_writes_files_instead_of_the_api(nats_url: str, tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def _gitops_writer(nats_url: str, repo: Path) -> AsyncIterator[NATS]:
+    """A running writer with the GitOps sink in `repo` (no API server at all), and a NATS
+    client of the test's."""
     settings = WriterSettings(
         nats=NatsSettings(url=nats_url),
         admin=AdminSettings(host="127.0.0.1", port=0),
-        sidecar=SidecarSettings(sink="gitops", gitops_dir=tmp_path / "repo", repair_interval=0),
+        sidecar=SidecarSettings(sink="gitops", gitops_dir=repo, repair_interval=0),
     )
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(app.run(settings, stop=stop, ready=ready))
     nc = await jetstream.connect(settings.nats, name="test")
     try:
         await asyncio.wait_for(ready.wait(), timeout=20)
+        yield nc
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+        await nc.close()
+
+
+async def test_gitops_sink_writes_files_instead_of_the_api(nats_url: str, tmp_path: Path) -> None:
+    async with _gitops_writer(nats_url, tmp_path / "repo") as nc:
         sub = await nc.subscribe(f"{subjects.SIDECAR_PREFIX}.>")
         await jetstream.publish(
             nc.jetstream(), subjects.fence("default", "productpage"), make_fence()
@@ -423,10 +439,6 @@ async def test_gitops_sink_writes_files_instead_of_the_api(nats_url: str, tmp_pa
         assert report.action == "applied"
         text = (tmp_path / "repo" / "default" / "productpage.yaml").read_text()
         assert "'*/details.default.svc.cluster.local'" in text
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=30)
-        await nc.close()
 
 
 async def _refusals(writer: Writer) -> dict[str, float]:
@@ -483,16 +495,7 @@ async def test_a_deleted_fence_with_an_unusable_name_reaches_no_file(
     outside = tmp_path / "outside" / "x.yaml"
     outside.parent.mkdir()
     outside.write_text("metadata:\n  labels: {app.kubernetes.io/managed-by: lazyload}\n")
-    settings = WriterSettings(
-        nats=NatsSettings(url=nats_url),
-        admin=AdminSettings(host="127.0.0.1", port=0),
-        sidecar=SidecarSettings(sink="gitops", gitops_dir=tmp_path / "repo", repair_interval=0),
-    )
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(app.run(settings, stop=stop, ready=ready))
-    nc = await jetstream.connect(settings.nats, name="test")
-    try:
-        await asyncio.wait_for(ready.wait(), timeout=20)
+    async with _gitops_writer(nats_url, tmp_path / "repo") as nc:
         js = nc.jetstream()
         for forged in (
             make_fence(namespace="../outside", name="x", deleted=True),
@@ -502,10 +505,6 @@ async def test_a_deleted_fence_with_an_unusable_name_reaches_no_file(
         letters = await _dead_letters(js, 2)
         assert all("invalid-event" in letter.reason for letter in letters)
         assert outside.exists()
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=30)
-        await nc.close()
 
 
 async def test_a_throttled_write_waits_the_servers_retry_after(
