@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import psutil
@@ -98,7 +98,33 @@ def rss_mb(pid: int) -> float | None:
         return None
 
 
-class RssSampler:
+class PollingThread:
+    """A context manager that runs `_run` in a daemon thread named `name` while its block runs:
+    `_run` loops until `_stop` is set (on leaving, then the thread is joined, up to
+    `join_timeout` seconds), and `_last` runs once after it (a final poll)."""
+
+    def __init__(self, name: str, *, join_timeout: float | None = None) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=name)
+        self._join_timeout = join_timeout
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(self._join_timeout)
+        self._last()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def _last(self) -> None:
+        """Once the thread ended: nothing unless a subclass says."""
+
+
+class RssSampler(PollingThread):
     """Samples the RSS of some pids every `interval` seconds in a thread; keeps the peak."""
 
     def __init__(self, pids: dict[str, int], interval: float = 0.25) -> None:
@@ -106,16 +132,9 @@ class RssSampler:
         self.interval = interval
         self.peak: dict[str, float] = {}
         self.last: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="rss-sampler")
+        super().__init__("rss-sampler")
 
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def _last(self) -> None:
         self.sample()
 
     def sample(self) -> None:

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 from collections import defaultdict
 from typing import Any
 
 import httpx
 
+from bench.common import PollingThread, RequestLog
 from bench.faults_stack import (
     DEST_NAMESPACE,
     NAMESPACE,
@@ -96,34 +96,39 @@ class Load:
         return grpc.aio.insecure_channel(f"127.0.0.1:{self.stack.als_port}")
 
     async def _send(self, channel: Any, ident: bytes, batch: list[int]) -> None:
-        from envoy.service.accesslog.v3 import als_pb2
-        from lazyload_accesslog_ingest import receiving
-        from lazyload_testing import ingest as t
+        c, d, now = self.stack.callers, self.stack.destinations, time.time()
+        await send_edges(channel, ident, [(k % c, (k // c) % d, f"{k:x}-{now}") for k in batch])
 
-        now = time.time()
-        entries = []
-        c = self.stack.callers
-        for k in batch:
-            i, j = k % c, (k // c) % self.stack.destinations
-            entries.append(
-                t.http_entry(
-                    f"{dest_name(j)}.{DEST_NAMESPACE}:9080",
-                    caller=caller_ip(i),
-                    upstream_cluster=f"outbound|9080||{dest_fqdn(j)}",
-                    headers={"x-request-id": f"{k:x}-{now}"},
-                    start=now,
-                )
-            )
-        method = channel.stream_unary(
-            receiving.METHOD_PATH,
-            request_serializer=None,
-            response_deserializer=als_pb2.StreamAccessLogsResponse.FromString,
+
+async def send_edges(channel: Any, ident: bytes, edges: list[tuple[int, int, str]]) -> None:
+    """One ALS stream on `channel`: the identifier message `ident`, then one message with an
+    HTTP entry, stamped now, per (caller i, destination j, x-request-id): `caller_ip(i)` calling
+    destination j's Service on port 9080."""
+    from envoy.service.accesslog.v3 import als_pb2
+    from lazyload_accesslog_ingest import receiving
+    from lazyload_testing import ingest as t
+
+    now = time.time()
+    entries = [
+        t.http_entry(
+            f"{dest_name(j)}.{DEST_NAMESPACE}:9080",
+            caller=caller_ip(i),
+            upstream_cluster=f"outbound|9080||{dest_fqdn(j)}",
+            headers={"x-request-id": request_id},
+            start=now,
         )
-        call = method(timeout=5.0)
-        await call.write(ident)
-        await call.write(t.message(*entries).SerializeToString())
-        await call.done_writing()
-        await call
+        for i, j, request_id in edges
+    ]
+    method = channel.stream_unary(
+        receiving.METHOD_PATH,
+        request_serializer=None,
+        response_deserializer=als_pb2.StreamAccessLogsResponse.FromString,
+    )
+    call = method(timeout=5.0)
+    await call.write(ident)
+    await call.write(t.message(*entries).SerializeToString())
+    await call.done_writing()
+    await call
 
 
 def _ident() -> bytes:
@@ -162,27 +167,16 @@ class SidecarTruth:
         return out
 
 
-class ChangeCounter:
+class ChangeCounter(PollingThread):
     """The successful Sidecar writes of the load's namespace in the emulator's request log (polled
     every second; it dedups, so the ring cannot wrap under it), and those that changed nothing:
     the emulator marks an update that made no new resourceVersion `unchanged`."""
 
     def __init__(self, stack: FaultStack) -> None:
-        from bench.common import RequestLog
-
         self.requests = RequestLog(stack.kube_api_url)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True, name="request-log")
+        super().__init__("request-log", join_timeout=15)
 
-    def __enter__(self) -> ChangeCounter:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=15)
-
-    def _poll(self) -> None:
+    def _run(self) -> None:
         while not self._stop.wait(1.0):
             with contextlib.suppress(httpx.HTTPError, ValueError):
                 self.requests.poll()

@@ -43,16 +43,14 @@ from typing import Any
 import httpx
 import psutil
 
-from bench.faults_load import _ident
+from bench.faults_load import _ident, send_edges
 from bench.faults_stack import (
     DEST_NAMESPACE,
     NAMESPACE,
     SERVICES,
     FaultStack,
-    caller_ip,
     caller_name,
     dest_fqdn,
-    dest_name,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -203,31 +201,8 @@ class Soak:
     async def _send(self, channel: Any, ident: bytes, edges: list[tuple[int, int]]) -> None:
         if not edges:
             return
-        from envoy.service.accesslog.v3 import als_pb2
-        from lazyload_accesslog_ingest import receiving
-        from lazyload_testing import ingest as t
-
         now = time.time()
-        entries = [
-            t.http_entry(
-                f"{dest_name(j)}.{DEST_NAMESPACE}:9080",
-                caller=caller_ip(c),
-                upstream_cluster=f"outbound|9080||{dest_fqdn(j)}",
-                headers={"x-request-id": f"{c}-{j}-{now}"},
-                start=now,
-            )
-            for c, j in edges
-        ]
-        method = channel.stream_unary(
-            receiving.METHOD_PATH,
-            request_serializer=None,
-            response_deserializer=als_pb2.StreamAccessLogsResponse.FromString,
-        )
-        call = method(timeout=5.0)
-        await call.write(ident)
-        await call.write(t.message(*entries).SerializeToString())
-        await call.done_writing()
-        await call
+        await send_edges(channel, ident, [(c, j, f"{c}-{j}-{now}") for c, j in edges])
 
     async def _edit(self, active: list[int]) -> None:
         """Add or remove a static host of an active caller's fence (one that exists: a fence

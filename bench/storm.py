@@ -20,7 +20,6 @@ and the time it took to publish the storm.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -30,6 +29,7 @@ from bench.common import (
     WRITE_VERBS,
     AuditLog,
     CpuMeter,
+    PollingThread,
     RequestLog,
     create_all,
     ensure_namespace,
@@ -143,21 +143,14 @@ def all_right(kubeconfig: str, want: dict[str, set[str]]) -> bool:
     return all({f"*/{h}" for h in hosts} <= have.get(name, set()) for name, hosts in want.items())
 
 
-class _Poller:
+class _Poller(PollingThread):
     """Polls the request log in a thread, as seldom as the request rate allows."""
 
     def __init__(self, log: RequestLog | AuditLog) -> None:
         self.log = log
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="request-log")
+        super().__init__("request-log")
 
-    def __enter__(self) -> _Poller:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def _last(self) -> None:
         self.log.poll()
 
     def _run(self) -> None:
