@@ -43,6 +43,14 @@ def _start_up(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[bytes], dict
     return process, json.loads(endpoints_file.read_text())
 
 
+def _kubectl(endpoints: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
+    """kubectl `args` against the stack's API server (its kubeconfig)."""
+    env = {**os.environ, "KUBECONFIG": endpoints["kubeconfig"]}
+    return subprocess.run(
+        [str(BIN / "kubectl"), *args], env=env, capture_output=True, text=True, timeout=30
+    )
+
+
 def _stop(process: subprocess.Popen[bytes]) -> int:
     process.send_signal(signal.SIGTERM)
     try:
@@ -87,33 +95,14 @@ def test_up_writes_endpoints_and_serves_kubectl(tmp_path: Path, kube: str) -> No
             "observer",
             "admin",
         }
-        env = {**os.environ, "KUBECONFIG": endpoints["kubeconfig"]}
-        result = subprocess.run(
-            [str(BIN / "kubectl"), "get", "sidecars", "-A"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        result = _kubectl(endpoints, "get", "sidecars", "-A")
         assert result.returncode == 0, result.stderr
-        result = subprocess.run(
-            [str(BIN / "kubectl"), "get", "crd", "servicefences.microservice.slime.io"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        result = _kubectl(endpoints, "get", "crd", "servicefences.microservice.slime.io")
         assert result.returncode == 0 and "servicefences" in result.stdout, result.stderr
         assert endpoints["kube"] == kube
         assert KUBE_PROCESSES[kube] <= set(endpoints["pids"]), endpoints["pids"]
         # kubectl's typed commands send protobuf: both servers take them.
-        result = subprocess.run(
-            [str(BIN / "kubectl"), "create", "namespace", "shop"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        result = _kubectl(endpoints, "create", "namespace", "shop")
         assert result.returncode == 0, result.stderr
     finally:
         code = _stop(process)

@@ -99,8 +99,7 @@ async def test_consume_acks_rejects_and_retries(js) -> None:  # type: ignore[no-
     spec = _spec("t")
     await asyncio.wait_for(jetstream.consume(js, spec, handler, stop), timeout=10)
     assert seen == ["h1.default.svc.cluster.local", "h3.default.svc.cluster.local"]
-    dlq = await js.pull_subscribe("lazyload.dlq.test", durable="dlq", stream=subjects.DLQ_STREAM)
-    letters = [codec.decode(m.data) for m in await dlq.fetch(2, timeout=2)]
+    letters = await _dead_letters(js, "dlq", 2, timeout=2)
     reasons = sorted(letter.reason.split(":")[0] for letter in letters)
     assert reasons == ["decode", "rejected"]
     info = await _settled(js, "t")
@@ -265,10 +264,7 @@ async def test_slim_keeps_what_settling_needs(js) -> None:  # type: ignore[no-un
         stop.set()
 
     await asyncio.wait_for(jetstream.consume(js, _spec("slim"), handler, stop), timeout=10)
-    dlq = await js.pull_subscribe(
-        "lazyload.dlq.test", durable="dlq-slim", stream=subjects.DLQ_STREAM
-    )
-    letter = codec.decode((await dlq.fetch(1, timeout=2))[0].data)
+    letter = await _dead_letter(js, "dlq-slim", timeout=2)
     assert codec.decode_as(letter.payload, events.DependencyObserved) == sent
 
 
@@ -456,10 +452,7 @@ async def test_a_message_that_exhausts_max_deliver_is_dead_lettered(js) -> None:
     spec = _spec("exhausted", max_deliver=3)
     consuming = asyncio.create_task(jetstream.consume(js, spec, handler, stop))
     try:
-        dlq = await js.pull_subscribe(
-            "lazyload.dlq.test", durable="dlq-exhausted", stream=subjects.DLQ_STREAM
-        )
-        letter = codec.decode((await dlq.fetch(1, timeout=10))[0].data)
+        letter = await _dead_letter(js, "dlq-exhausted", timeout=10)
         assert letter.reason == "max deliveries (3) reached, last: the API is down"
         assert codec.decode_as(letter.payload, events.DependencyObserved) == sent
     finally:
@@ -501,10 +494,7 @@ async def test_a_message_given_up_on_outside_the_loop_is_dead_lettered(js) -> No
         # JetStream gives up when it would deliver again, i.e. to a waiting pull request
         with contextlib.suppress(NatsTimeoutError, TimeoutError):
             assert await crashed.fetch(1, 2.5) == []
-        dlq = await js.pull_subscribe(
-            "lazyload.dlq.test", durable="dlq-given-up", stream=subjects.DLQ_STREAM
-        )
-        letter = codec.decode((await dlq.fetch(1, timeout=10))[0].data)
+        letter = await _dead_letter(js, "dlq-given-up", timeout=10)
         assert letter.reason == "max deliveries (2) reached without being settled"
         assert codec.decode_as(letter.payload, events.DependencyObserved) == victim
     finally:
@@ -575,3 +565,15 @@ async def _acked_then_deleted(js: Any, name: str, count: int, seen: list[str]) -
     await _until(floor_read)
     await asyncio.sleep(0.3)  # the loop's next read of the floor
     await js.delete_consumer(subjects.DEPS_STREAM, name)
+
+
+async def _dead_letters(js: Any, durable: str, count: int, *, timeout: float) -> list[Any]:
+    """The first `count` dead letters of the test's DLQ subject, read by consumer `durable`."""
+    dlq = await js.pull_subscribe("lazyload.dlq.test", durable=durable, stream=subjects.DLQ_STREAM)
+    return [codec.decode(m.data) for m in await dlq.fetch(count, timeout=timeout)]
+
+
+async def _dead_letter(js: Any, durable: str, *, timeout: float) -> Any:
+    """The first dead letter of the test's DLQ subject, read by consumer `durable`."""
+    [letter] = await _dead_letters(js, durable, 1, timeout=timeout)
+    return letter

@@ -555,20 +555,7 @@ class MeshWorkload:
         """Per endpoint ("ip:port") of `cluster`, its counters as `/clusters` reports them
         (`cx_total`, `rq_total`, `rq_success`, `rq_error`, ...). Istio's bootstrap keeps few
         per-cluster stats in `/stats`; these are always there."""
-        statuses = json.loads(self.admin("/clusters?format=json")).get("cluster_statuses", [])
-        found: dict[str, dict[str, int]] = {}
-        for status in statuses:
-            if status["name"] != cluster:
-                continue
-            for host in status.get("host_statuses", []):
-                address = host["address"]["socket_address"]
-                counters = {
-                    s["name"]: int(s.get("value", 0))
-                    for s in host.get("stats", [])
-                    if s.get("type", "COUNTER") == "COUNTER"
-                }
-                found[f"{address['address']}:{address['port_value']}"] = counters
-        return found
+        return host_counters(self.admin("/clusters?format=json"), cluster)
 
     def stats(self, regex: str) -> dict[str, int]:
         """Counters and gauges of `/stats` whose name matches `regex` (Istio's bootstrap keeps
@@ -1169,3 +1156,21 @@ def endpoint_slice(
             }
         ],
     }
+
+
+def host_counters(clusters_json: str, cluster: str) -> dict[str, dict[str, int]]:
+    """Per endpoint ("ip:port") of `cluster`, its counters, from an Envoy's
+    `/clusters?format=json` answer `clusters_json`."""
+    statuses = json.loads(clusters_json).get("cluster_statuses", [])
+    found: dict[str, dict[str, int]] = {}
+    for status in statuses:
+        if status["name"] != cluster:
+            continue
+        for host in status.get("host_statuses", []):
+            address = host["address"]["socket_address"]
+            found[f"{address['address']}:{address['port_value']}"] = {
+                s["name"]: int(s.get("value", 0))
+                for s in host.get("stats", [])
+                if s.get("type", "COUNTER") == "COUNTER"
+            }
+    return found

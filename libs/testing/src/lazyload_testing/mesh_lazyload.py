@@ -35,6 +35,7 @@ import pytest
 from lazyload_cli.stack import Stack, StackConfig, bin_path, envoy_path
 from lazyload_common.kube import KubeConflict, KubeNotFound
 
+from lazyload_testing import mesh
 from lazyload_testing.mesh import DOMAIN, IstioMesh, MeshWorkload, PodApp, endpoint_slice
 
 __all__ = [
@@ -82,19 +83,7 @@ class GlobalSidecar:
 
     def host_counters(self, cluster: str) -> dict[str, dict[str, int]]:
         """Per endpoint of `cluster` of the global-sidecar's Envoy, its `/clusters` counters."""
-        statuses = json.loads(self.admin("/clusters?format=json")).get("cluster_statuses", [])
-        found: dict[str, dict[str, int]] = {}
-        for status in statuses:
-            if status["name"] != cluster:
-                continue
-            for host in status.get("host_statuses", []):
-                address = host["address"]["socket_address"]
-                found[f"{address['address']}:{address['port_value']}"] = {
-                    s["name"]: int(s.get("value", 0))
-                    for s in host.get("stats", [])
-                    if s.get("type", "COUNTER") == "COUNTER"
-                }
-        return found
+        return mesh.host_counters(self.admin("/clusters?format=json"), cluster)
 
 
 class LazyloadInMesh(Stack):
