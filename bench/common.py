@@ -13,7 +13,7 @@ import platform
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import Any, Self
 
 import httpx
 import psutil
+from lazyload_testing.waiting import wait_for as wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -196,19 +197,6 @@ class CpuMeter:
             # CPU the machine spent outside this stack (other jobs, the benchmark's own driver)
             "outside_stack_s": round(max(machine - stack, 0.0), 1),
         }
-
-
-def wait_for(
-    probe: Callable[[], Any], *, timeout: float, interval: float = 0.1, what: str = "condition"
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not reached within {timeout}s")
-        time.sleep(interval)
 
 
 # --- the Kubernetes side ----------------------------------------------------------------------

@@ -32,6 +32,7 @@ from lazyload_cli.stack import bin_path
 from lazyload_common import events, jetstream, subjects
 from lazyload_common.kube import KubeApi, KubeConflict
 from lazyload_common.settings import NatsSettings
+from lazyload_testing import waiting
 from typer.testing import CliRunner
 
 pytestmark = [pytest.mark.e2e, pytest.mark.real, pytest.mark.timeout(240)]
@@ -56,14 +57,7 @@ def _create(api: KubeApi, path: str, body: dict[str, Any]) -> None:
 
 
 def _until(probe: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not within {timeout} s")
-        time.sleep(0.2)
+    return waiting.wait_for(probe, timeout=timeout, interval=0.2, what=what)
 
 
 def _service(name: str) -> dict[str, Any]:

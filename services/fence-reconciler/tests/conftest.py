@@ -20,6 +20,7 @@ import pytest
 from lazyload_common import codec, events, jetstream, kube, settings, subjects
 from lazyload_fence_reconciler import app
 from lazyload_fence_reconciler.settings import FenceSettings, ReconcilerSettings
+from lazyload_testing import waiting
 from nats.js import JetStreamContext
 
 FENCES = "/apis/microservice.slime.io/v1alpha1/namespaces/{ns}/servicefences"
@@ -219,17 +220,7 @@ class Kit:
             subjects.dead_letter("fence-reconciler"), ordered_consumer=True
         )
 
-    @staticmethod
-    async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-        """Poll `check` until it returns something truthy (a condition, not a sleep)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            result = check()
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise AssertionError(f"condition not met in {timeout}s")
-            await asyncio.sleep(0.05)
+    eventually = staticmethod(waiting.eventually)
 
 
 @pytest.fixture

@@ -14,11 +14,8 @@ Not part of the service's package: it lives here, with the other test helpers, s
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import itertools
-import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -33,6 +30,8 @@ from lazyload_common import codec, events, subjects
 from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 from prometheus_client import REGISTRY
+
+from lazyload_testing.waiting import eventually as eventually
 
 _FLAG_FIELDS = {code: name for name, code in parsing.FLAG_CODES.items()}
 
@@ -337,22 +336,6 @@ def sample_index() -> indexing.ServiceIndex:
 def metric_value(name: str, labels: Mapping[str, str] | None = None) -> float:
     """Current value of a Prometheus sample of this process (0 when never set)."""
     return REGISTRY.get_sample_value(name, dict(labels or {})) or 0.0
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool] | bool], *, timeout: float = 10.0, what: str = ""
-) -> None:
-    """Poll `check` every 50 ms until it is true; AssertionError after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
-        await asyncio.sleep(0.05)
 
 
 @dataclass(frozen=True)

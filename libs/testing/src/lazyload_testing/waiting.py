@@ -1,0 +1,42 @@
+"""Waiting for a condition in tests and benchmarks: poll it until it holds, fail after a timeout
+(never a bare sleep). `wait_for` for synchronous callers, `eventually` in the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+
+def wait_for(
+    probe: Callable[[], Any], *, timeout: float, interval: float = 0.1, what: str = "condition"
+) -> Any:
+    """Call `probe` every `interval` seconds until it returns something truthy, and return that;
+    TimeoutError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached within {timeout}s")
+        time.sleep(interval)
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any] | Any], *, timeout: float = 10.0, what: str = ""
+) -> Any:
+    """Poll `check` (a function or a coroutine function) every 50 ms until it returns something
+    truthy, and return that; AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
+        await asyncio.sleep(0.05)
