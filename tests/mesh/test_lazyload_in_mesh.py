@@ -44,6 +44,12 @@ def _plaintext_answers(workload: MeshWorkload) -> bool:
         return False
 
 
+def _global_sidecar(lazyload: LazyloadInMesh) -> GlobalSidecar:
+    """The stack's global-sidecar (the module's stack always runs one)."""
+    assert lazyload.global_sidecar is not None
+    return lazyload.global_sidecar
+
+
 def _forwarded(global_sidecar: GlobalSidecar, cluster: str) -> dict[str, dict[str, int]]:
     """Per endpoint of `cluster`, the counters of whatever sent the global-sidecar's calls on:
     its pod's istio-proxy (in the mesh, the default), or its own Envoy (a bare global-sidecar)."""
@@ -75,8 +81,7 @@ def test_a_first_call_goes_through_the_global_sidecar_and_the_next_goes_direct(
     istio_mesh: IstioMesh, lazyload_in_mesh: LazyloadInMesh
 ) -> None:
     lazyload, ns = lazyload_in_mesh, "lazy-default"
-    global_sidecar = lazyload.global_sidecar
-    assert global_sidecar is not None
+    global_sidecar = _global_sidecar(lazyload)
     callee = istio_mesh.add_workload(ns, "callee", {"http": 80})
     istio_mesh.add_workload(ns, "bystander", {"http": 80})  # a Service nobody calls
     caller = istio_mesh.add_workload(ns, "caller", {"http": 80})
@@ -144,8 +149,7 @@ def test_a_first_call_to_a_strict_mtls_namespace_succeeds(
 ) -> None:
     """Issue 14, scenario 2: the destination's namespace only takes mutual TLS."""
     lazyload, src, dst = lazyload_in_mesh, "lazy-strict-src", "lazy-strict-dst"
-    global_sidecar = lazyload.global_sidecar
-    assert global_sidecar is not None
+    global_sidecar = _global_sidecar(lazyload)
     callee = istio_mesh.add_workload(dst, "callee", {"http": 80})
     caller = istio_mesh.add_workload(src, "caller", {"http": 80})
     istio_mesh.api.create(
@@ -180,8 +184,7 @@ def test_a_first_call_to_a_strict_mtls_namespace_succeeds(
 
 def _ready_to_call(lazyload: LazyloadInMesh, caller: MeshWorkload, *lacks: str) -> None:
     """The caller is fenced and its sidecar holds the global-sidecar but none of `lacks`."""
-    global_sidecar = lazyload.global_sidecar
-    assert global_sidecar is not None
+    global_sidecar = _global_sidecar(lazyload)
     lazyload.wait_for(lambda: lazyload.sidecar(caller.namespace, caller.name), "no Sidecar")
     _wait_scoped(lazyload, caller, holds={global_sidecar.cluster}, lacks=set(lacks))
     caller.wait_synced()
@@ -334,8 +337,7 @@ def test_a_grpc_first_call_stays_h2_end_to_end_and_is_learned(
     goes through the global-sidecar as h2 (gRPC cannot be downgraded to HTTP/1.1 and keep its
     trailers), the dependency is learned, and the next call goes direct."""
     lazyload, ns = lazyload_in_mesh, "lazy-grpc"
-    global_sidecar = lazyload.global_sidecar
-    assert global_sidecar is not None
+    global_sidecar = _global_sidecar(lazyload)
     callee = istio_mesh.add_workload(ns, "greeter", {"grpc": 9090})
     caller = istio_mesh.add_workload(ns, "caller", {"http": 80})
     callee_cluster = f"outbound|9090||{callee.host}"
@@ -376,8 +378,7 @@ def test_a_raw_tcp_first_call_is_tunnelled_through_the_global_sidecar_and_learne
     over the mesh's mTLS leg), which sends the bytes on to the Service; the dependency is learned
     and the next connection goes direct through the Service's own cluster."""
     lazyload, ns = lazyload_in_mesh, "lazy-tcp"
-    global_sidecar = lazyload.global_sidecar
-    assert global_sidecar is not None
+    global_sidecar = _global_sidecar(lazyload)
     callee = istio_mesh.add_workload(ns, "store", {"tcp-store": 9000})
     caller = istio_mesh.add_workload(ns, "caller", {"http": 80})
     callee_cluster = f"outbound|9000||{callee.host}"

@@ -61,6 +61,16 @@ def _owner(
     return functools.partial(make_fence, name=name, uid=created["metadata"]["uid"])
 
 
+async def _written(
+    server: RealKube | KubeEmulator,
+) -> tuple[Callable[..., events.FenceChanged], consuming.FenceHandler]:
+    """productpage's fence (`_owner`) and a replica that wrote its revision 1 (hosts A)."""
+    fence = _owner(server)
+    one = _replica(server)
+    await one.process(fence(revision=1, hosts=A))
+    return fence, one
+
+
 def _sidecar_requests(server: RealKube | KubeEmulator) -> list[Any]:
     """The recorded requests for Sidecars (the sink's only kind; a real server's log also holds
     its own and its controllers' requests)."""
@@ -94,9 +104,8 @@ async def test_older_revision_on_another_replica_is_stale(
 async def test_write_racing_another_replica_rereads_on_409(
     kube_cluster: RealKube | KubeEmulator,
 ) -> None:
-    fence = _owner(kube_cluster)
-    one, two = _replica(kube_cluster), _replica(kube_cluster)
-    await one.process(fence(revision=1, hosts=A))
+    fence, one = await _written(kube_cluster)
+    two = _replica(kube_cluster)
     sink = one.sink
     assert isinstance(sink, applying.KubeSink)
     # replica two writes revision 3 after one's write: what one remembers is now out of date
@@ -113,9 +122,7 @@ async def test_write_racing_another_replica_rereads_on_409(
 
 
 async def test_a_remembered_write_saves_the_read(kube_cluster: RealKube | KubeEmulator) -> None:
-    fence = _owner(kube_cluster)
-    one = _replica(kube_cluster)
-    await one.process(fence(revision=1, hosts=A))
+    fence, one = await _written(kube_cluster)
     kube_cluster.clear_requests()
     assert (await one.process(fence(revision=2, hosts=B))).write == "replace"
     assert (await one.process(fence(revision=2, hosts=B))).action == "unchanged"
@@ -125,9 +132,8 @@ async def test_a_remembered_write_saves_the_read(kube_cluster: RealKube | KubeEm
 async def test_an_unknown_existing_sidecar_is_read_after_the_create_409(
     kube_cluster: RealKube | KubeEmulator,
 ) -> None:
-    fence = _owner(kube_cluster)
-    one, two = _replica(kube_cluster), _replica(kube_cluster)
-    await one.process(fence(revision=1, hosts=A))
+    fence, _ = await _written(kube_cluster)
+    two = _replica(kube_cluster)
     kube_cluster.clear_requests()
     errors_before = metrics.API_ERRORS.labels("409")._value.get()
     assert (await two.process(fence(revision=2, hosts=B))).write == "replace"
@@ -139,9 +145,7 @@ async def test_an_unknown_existing_sidecar_is_read_after_the_create_409(
 async def test_a_sidecar_deleted_behind_our_back_is_recreated(
     kube_cluster: RealKube | KubeEmulator,
 ) -> None:
-    fence = _owner(kube_cluster)
-    one = _replica(kube_cluster)
-    await one.process(fence(revision=1, hosts=A))
+    fence, one = await _written(kube_cluster)
     sink = one.sink
     assert isinstance(sink, applying.KubeSink)
     await sink.delete("default", "productpage")  # not through the writer's memory

@@ -245,14 +245,23 @@ def identity_of(
     )
 
 
-def http_record(entry: accesslog_pb2.HTTPAccessLogEntry) -> AccessRecord | Rejection:
-    """The record of one HTTP entry, or why it cannot give an edge."""
+def _caller(
+    entry: accesslog_pb2.HTTPAccessLogEntry | accesslog_pb2.TCPAccessLogEntry,
+) -> tuple[accesslog_pb2.AccessLogCommon, tuple[str, int | None]] | None:
+    """An entry's common properties and its caller's address, None when it names no caller."""
     if not entry.HasField("common_properties"):
-        return Rejection.MISSING_CALLER
+        return None
     common = entry.common_properties
     caller = _socket(common, "downstream_direct_remote_address")
-    if caller is None:
+    return None if caller is None else (common, caller)
+
+
+def http_record(entry: accesslog_pb2.HTTPAccessLogEntry) -> AccessRecord | Rejection:
+    """The record of one HTTP entry, or why it cannot give an edge."""
+    found = _caller(entry)
+    if found is None:
         return Rejection.MISSING_CALLER
+    common, caller = found
     request = entry.request if entry.HasField("request") else accesslog_pb2.HTTPRequestProperties()
     if not request.authority:
         return Rejection.MISSING_AUTHORITY
@@ -286,12 +295,10 @@ def http_record(entry: accesslog_pb2.HTTPAccessLogEntry) -> AccessRecord | Rejec
 
 def tcp_record(entry: accesslog_pb2.TCPAccessLogEntry) -> AccessRecord | Rejection:
     """The record of one TCP entry, or why it cannot give an edge."""
-    if not entry.HasField("common_properties"):
+    found = _caller(entry)
+    if found is None:
         return Rejection.MISSING_CALLER
-    common = entry.common_properties
-    caller = _socket(common, "downstream_direct_remote_address")
-    if caller is None:
-        return Rejection.MISSING_CALLER
+    common, caller = found
     original = _socket(common, "downstream_local_address")
     if original is None:
         return Rejection.TCP_UNKNOWN_DESTINATION
