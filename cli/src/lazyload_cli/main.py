@@ -217,18 +217,10 @@ def _fail(message: str, code: int) -> typer.Exit:
 
 
 def _endpoints(state_dir: Path) -> dict[str, object]:
-    path = state_dir / "endpoints.json"
     try:
-        endpoints = json.loads(path.read_text())
-    except FileNotFoundError as e:
-        raise _fail(
-            f"no lazyload stack state in {state_dir} ({path} is missing)", EXIT_NO_STATE
-        ) from e
-    except (OSError, ValueError) as e:
-        raise _fail(f"unreadable {path}: {e}", EXIT_NO_STATE) from e
-    if not isinstance(endpoints, dict):
-        raise _fail(f"{path} is not a JSON object", EXIT_NO_STATE)
-    return endpoints
+        return access.read_endpoints(state_dir)
+    except access.AccessError as e:
+        raise _fail(str(e), e.code) from e
 
 
 def _admin_token(token: str | None, state_dir: Path | None) -> str | None:
