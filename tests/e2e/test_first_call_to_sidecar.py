@@ -5,7 +5,6 @@ ALS message is rejected and counted while the stream goes on."""
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import grpc
@@ -19,6 +18,7 @@ from lazyload_cli import bookinfo, demo
 from lazyload_cli.stack import Stack
 from lazyload_common.kube import KubeApi, KubeNotFound, api_client
 from lazyload_common.settings import KubeSettings
+from lazyload_testing import waiting
 
 pytestmark = pytest.mark.e2e
 
@@ -32,17 +32,12 @@ def _kube(stack: Stack) -> KubeApi:
 
 
 def _wait_for(probe: Any, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = probe()
-        except (KubeNotFound, AssertionError, KeyError):
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout}s: {probe.__doc__ or probe}")
-        time.sleep(0.1)
+    return waiting.wait_for(
+        probe,
+        timeout=timeout,
+        what=probe.__doc__ or str(probe),
+        ignore=(KubeNotFound, AssertionError, KeyError),
+    )
 
 
 def _egress(sidecar: dict[str, Any]) -> list[str]:

@@ -21,6 +21,8 @@ from typing import Any, BinaryIO
 import httpx
 import websocket
 
+from lazyload_testing import waiting
+
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "chrome")
 
 
@@ -130,15 +132,11 @@ class Chromium:
         return result["result"].get("value")
 
     def wait_for(self, expression: str, timeout: float | None = None) -> Any:
-        """Poll `expression` until it is truthy; its value."""
-        deadline = time.monotonic() + (timeout or self.timeout)
-        while True:
-            try:
-                value = self.evaluate(expression)
-            except AssertionError:  # the page is still loading: its names are not defined yet
-                value = None
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"not true within the timeout: {expression}")
-            time.sleep(0.1)
+        """Poll `expression` until it is truthy; its value. An expression that fails counts as
+        not true yet: the page is still loading, its names are not defined yet."""
+        return waiting.wait_for(
+            lambda: self.evaluate(expression),
+            timeout=timeout or self.timeout,
+            what=expression,
+            ignore=(AssertionError,),
+        )

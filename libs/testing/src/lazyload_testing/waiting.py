@@ -11,13 +11,22 @@ from typing import Any
 
 
 def wait_for(
-    probe: Callable[[], Any], *, timeout: float, interval: float = 0.1, what: str = "condition"
+    probe: Callable[[], Any],
+    *,
+    timeout: float,
+    interval: float = 0.1,
+    what: str = "condition",
+    ignore: tuple[type[Exception], ...] = (),
 ) -> Any:
     """Call `probe` every `interval` seconds until it returns something truthy, and return that;
-    TimeoutError naming `what` after `timeout` seconds."""
+    TimeoutError naming `what` after `timeout` seconds. A probe that raises one of `ignore`
+    (what is not there yet) counts as not true yet."""
     deadline = time.monotonic() + timeout
     while True:
-        value = probe()
+        try:
+            value = probe()
+        except ignore:
+            value = None
         if value:
             return value
         if time.monotonic() > deadline:
