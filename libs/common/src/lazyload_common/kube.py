@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import urllib3
 from kubernetes import client, config
@@ -55,6 +55,8 @@ class KubeError(errors.LazyloadError):
     `delay`: seconds before another try is worth it (the consume loops' redelivery delay)."""
 
     delay: float
+    min_delay: ClassVar[float] = 1.0
+    """The least `delay` of this kind of failure, whatever the server's Retry-After."""
 
     def __init__(
         self, status: int, reason: str, message: str, *, retry_after: float | None = None
@@ -65,7 +67,7 @@ class KubeError(errors.LazyloadError):
         self.message = message
         self.retry_after = retry_after
         """Seconds the server asked to wait (its `Retry-After`, on 429 and 503), if it did."""
-        self.delay = max(1.0, retry_after or 0.0)
+        self.delay = max(self.min_delay, retry_after or 0.0)
 
 
 class KubeNotFound(KubeError, errors.TemporaryError):
@@ -90,32 +92,20 @@ class KubeDenied(KubeError, errors.TemporaryError):
     deliveries (`make faults`: dead-lettering at the first 403 lost every edge of a 6 s RBAC
     outage)."""
 
-    def __init__(
-        self, status: int, reason: str, message: str, *, retry_after: float | None = None
-    ) -> None:
-        super().__init__(status, reason, message, retry_after=retry_after)
-        self.delay = max(DENIED_DELAY, retry_after or 0.0)
+    min_delay = DENIED_DELAY
 
 
 class KubeTooManyRequests(KubeError, errors.TemporaryError):
     """429: throttled by the API server; `delay` is its Retry-After, at least `THROTTLED_DELAY`."""
 
-    def __init__(
-        self, status: int, reason: str, message: str, *, retry_after: float | None = None
-    ) -> None:
-        super().__init__(status, reason, message, retry_after=retry_after)
-        self.delay = max(THROTTLED_DELAY, retry_after or 0.0)
+    min_delay = THROTTLED_DELAY
 
 
 class KubeServerError(KubeError, errors.TemporaryError):
     """5xx: the API server failed; worth a retry (after its Retry-After, at least
     `THROTTLED_DELAY`)."""
 
-    def __init__(
-        self, status: int, reason: str, message: str, *, retry_after: float | None = None
-    ) -> None:
-        super().__init__(status, reason, message, retry_after=retry_after)
-        self.delay = max(THROTTLED_DELAY, retry_after or 0.0)
+    min_delay = THROTTLED_DELAY
 
 
 class KubeUnreachable(KubeError, errors.TemporaryError):

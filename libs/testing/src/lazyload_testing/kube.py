@@ -88,30 +88,46 @@ def token_client(url: str, token: str | None, *, ca: Path | None = None) -> clie
     return client.ApiClient(configuration)
 
 
-class KubeEmulator:
-    """A running emulator as tests see it."""
+class ClientOwner:
+    """A test API server's official-client ApiClients: each made by `api_client` (from the
+    server's kubeconfig) or handed to `_owned` is closed by `close` (at teardown)."""
 
-    kind = "emulator"
+    kubeconfig: Path
 
-    def __init__(self, handle: EmulatorHandle, kubeconfig: Path) -> None:
-        self.handle = handle
-        self.url = handle.url
-        self.kubeconfig = kubeconfig
+    def __init__(self) -> None:
         self._clients: list[client.ApiClient] = []
 
     def api_client(self) -> client.ApiClient:
         """A new official-client ApiClient from the kubeconfig (closed at teardown)."""
         api = config.new_client_from_config(config_file=str(self.kubeconfig), persist_config=False)
+        return self._owned(api)
+
+    def _owned(self, api: client.ApiClient) -> client.ApiClient:
         self._clients.append(api)
         return api
+
+    def close(self) -> None:
+        for api in self._clients:
+            api.close()
+        self._clients.clear()
+
+
+class KubeEmulator(ClientOwner):
+    """A running emulator as tests see it."""
+
+    kind = "emulator"
+
+    def __init__(self, handle: EmulatorHandle, kubeconfig: Path) -> None:
+        super().__init__()
+        self.handle = handle
+        self.url = handle.url
+        self.kubeconfig = kubeconfig
 
     def api_client_as(self, token: str | None) -> client.ApiClient:
         """An ApiClient whose bearer token is `token` (None: no token), for an emulator started
         with `EmulatorConfig(authorize=True)`: `authz.service_account_token(ns, name)` is that
         ServiceAccount. Closed at teardown."""
-        api = token_client(self.url, token)
-        self._clients.append(api)
-        return api
+        return self._owned(token_client(self.url, token))
 
     def service_account_token(self, namespace: str, name: str) -> str:
         """The bearer token the emulator's authorizer takes as that ServiceAccount."""
@@ -141,11 +157,6 @@ class KubeEmulator:
 
     def reset(self) -> None:
         self.handle.reset()
-
-    def close(self) -> None:
-        for api in self._clients:
-            api.close()
-        self._clients.clear()
 
 
 @contextlib.contextmanager

@@ -31,12 +31,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 from lazyload_cli.kube_real import KubeBinaries, RealControlPlane
 from lazyload_cli.processes import ProcessGroup
 from lazyload_common.kube import KubeApi, KubeError, KubeNotFound
 
-from lazyload_testing.kube import WRITE_VERBS, KubeEmulator, repo_root, token_client
+from lazyload_testing.kube import (
+    WRITE_VERBS,
+    ClientOwner,
+    KubeEmulator,
+    repo_root,
+    token_client,
+)
 
 __all__ = [
     "AuditRecord",
@@ -103,36 +109,28 @@ class _Resource:
         return f"{self.prefix}/{self.plural}/{meta['name']}"
 
 
-class RealKube:
-    """A running real control plane as tests see it."""
+class RealKube(ClientOwner):
+    """A running real control plane as tests see it (`api_client`: as the admin)."""
 
     kind = "real"
 
     def __init__(self, plane: RealControlPlane, audit_log: Path) -> None:
+        super().__init__()
         self.plane = plane
         self.url = plane.url
         self.kubeconfig = plane.kubeconfig
         self.audit_log = audit_log
         self._audit_offset = 0
-        self._clients: list[client.ApiClient] = []
         self._admin = KubeApi(self.api_client())
         self._baseline: set[str] = set()
         self._crds: dict[str, dict[str, Any]] = {}
 
     # -- clients -------------------------------------------------------------------------------
 
-    def api_client(self) -> client.ApiClient:
-        """A new official-client ApiClient as the admin (closed at teardown)."""
-        api = config.new_client_from_config(config_file=str(self.kubeconfig), persist_config=False)
-        self._clients.append(api)
-        return api
-
     def api_client_as(self, token: str | None) -> client.ApiClient:
         """An ApiClient whose bearer token is `token` (None: anonymous), e.g. a ServiceAccount's
         from `service_account_token`."""
-        api = token_client(self.url, token, ca=self.plane.pki.ca)
-        self._clients.append(api)
-        return api
+        return self._owned(token_client(self.url, token, ca=self.plane.pki.ca))
 
     def service_account_token(self, namespace: str, name: str) -> str:
         """A TokenRequest token of the ServiceAccount (which must exist)."""
@@ -267,11 +265,6 @@ class RealKube:
             current = self._admin.get(path)
             current["spec"]["finalizers"] = []
             self._admin.replace(f"{path}/finalize", current)
-
-    def close(self) -> None:
-        for api in self._clients:
-            api.close()
-        self._clients.clear()
 
 
 @contextlib.contextmanager
