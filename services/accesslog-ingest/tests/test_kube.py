@@ -21,6 +21,7 @@ from lazyload_accesslog_ingest import app
 from lazyload_accesslog_ingest.settings import IngestSettings
 from lazyload_common import kube
 from lazyload_testing import ingest as t
+from lazyload_testing import waiting
 from lazyload_testing.kube import KubeEmulator, faster_than
 from lazyload_testing.kube_real import RealKube
 from lazyload_testing.nats import NatsServer
@@ -176,16 +177,11 @@ async def test_every_api_request_keeps_to_the_client_rate_limit(
         publish={"drain_timeout": 0.5},
     )
     kube_emulator.clear_requests()
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(app.run(settings, stop=stop, ready=ready))
-    try:
-        await asyncio.wait_for(ready.wait(), 20)
-        async with asyncio.timeout(10):  # until the four kinds are watched
-            while sum("watch=true" in r.query for r in kube_emulator.requests()) < 4:
-                await asyncio.sleep(0.05)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
+
+    def watching_all() -> bool:  # the four kinds
+        return sum("watch=true" in r.query for r in kube_emulator.requests()) >= 4
+
+    await waiting.serve_until(app.run, settings, watching_all)
     requests = kube_emulator.requests()
     assert len(requests) >= 8
     assert not faster_than([r.time for r in requests], qps, burst)

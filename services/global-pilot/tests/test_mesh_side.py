@@ -24,6 +24,7 @@ from lazyload_global_pilot import applying, meshside, syncing
 from lazyload_global_pilot.dispatches import Dispatch
 from lazyload_global_pilot.errors import InvalidResourceError
 from lazyload_global_pilot.ports import PortSet
+from lazyload_testing import waiting
 from lazyload_testing.kube import KubeEmulator, faster_than
 from lazyload_testing.kube_real import RealKube
 
@@ -361,16 +362,7 @@ async def test_every_api_request_keeps_to_the_client_rate_limit(
         }
     )
     kube_emulator.clear_requests()
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.ensure_future(app.run(settings, stop=stop, ready=ready))
-    try:
-        await asyncio.wait_for(ready.wait(), 10)
-        async with asyncio.timeout(10):
-            while not kube_emulator.writes("/envoyfilters"):
-                await asyncio.sleep(0.05)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
+    await waiting.serve_until(app.run, settings, lambda: kube_emulator.writes("/envoyfilters"))
     requests = kube_emulator.requests()
     assert len(requests) >= 12
     assert not faster_than([r.time for r in requests], qps, burst)

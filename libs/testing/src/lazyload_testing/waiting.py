@@ -49,3 +49,24 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
         await asyncio.sleep(0.05)
+
+
+async def serve_until(
+    run: Callable[..., Awaitable[None]],
+    settings: Any,
+    done: Callable[[], Any],
+    *,
+    timeout: float = 10.0,
+    ready_within: float = 20.0,
+    stop_within: float = 15.0,
+) -> None:
+    """Run a service's `run(settings, stop=, ready=)` until it is ready and then `done()` holds
+    (`eventually`, up to `timeout` seconds); then stop it and wait for it to end."""
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.ensure_future(run(settings, stop=stop, ready=ready))
+    try:
+        await asyncio.wait_for(ready.wait(), ready_within)
+        await eventually(done, timeout=timeout)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, stop_within)
