@@ -129,14 +129,22 @@ async def test_connect_waits_for_a_late_server(tmp_path) -> None:  # type: ignor
         server.stop()
 
 
-async def test_linger_coalesces_a_burst_into_one_batch(js) -> None:  # type: ignore[no-untyped-def]
+def _batch_sizes(until: int) -> tuple[list[int], asyncio.Event, jetstream.BatchHandler]:
+    """A handler that notes the size of each batch, and the event it sets once `until`
+    messages came."""
     batches: list[int] = []
     stop = asyncio.Event()
 
     async def handler(batch: list[jetstream.Delivery]) -> None:
         batches.append(len(batch))
-        if sum(batches) >= 30:
+        if sum(batches) >= until:
             stop.set()
+
+    return batches, stop, handler
+
+
+async def test_linger_coalesces_a_burst_into_one_batch(js) -> None:  # type: ignore[no-untyped-def]
+    batches, stop, handler = _batch_sizes(until=30)
 
     async def burst() -> None:
         for i in range(30):
@@ -155,13 +163,7 @@ async def test_linger_coalesces_a_burst_into_one_batch(js) -> None:  # type: ign
 async def test_a_waiting_backlog_is_drained_into_one_batch(js) -> None:  # type: ignore[no-untyped-def]
     for i in range(50):
         await jetstream.publish(js, subjects.deps("default", "a"), _edge(i))
-    batches: list[int] = []
-    stop = asyncio.Event()
-
-    async def handler(batch: list[jetstream.Delivery]) -> None:
-        batches.append(len(batch))
-        if sum(batches) >= 50:
-            stop.set()
+    batches, stop, handler = _batch_sizes(until=50)
 
     spec = _spec("backlog", batch=8, linger=0.001, max_batch=40)
     await asyncio.wait_for(jetstream.consume(js, spec, handler, stop), timeout=10)

@@ -40,56 +40,43 @@ WIDGET_SCHEMA: dict[str, Any] = {
 }
 
 
-def _widget_crd(versions: tuple[str, ...] = ("v1", "v1beta1"), status: bool = True) -> dict:
-    """A namespaced `widgets.example.com` CRD served at the given versions (first = storage)."""
+def _crd(scope: str, names: dict[str, Any], versions: list[dict[str, Any]]) -> dict:
+    """A CRD of `GROUP` named by `names` (its plural first)."""
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"widgets.{GROUP}"},
-        "spec": {
-            "group": GROUP,
-            "scope": "Namespaced",
-            "names": {
-                "plural": "widgets",
-                "singular": "widget",
-                "kind": "Widget",
-                "shortNames": ["wd"],
-            },
-            "versions": [
-                {
-                    "name": v,
-                    "served": True,
-                    "storage": i == 0,
-                    "subresources": {"status": {}} if status else {},
-                    "schema": {"openAPIV3Schema": copy.deepcopy(WIDGET_SCHEMA)},
-                }
-                for i, v in enumerate(versions)
-            ],
-        },
+        "metadata": {"name": f"{names['plural']}.{GROUP}"},
+        "spec": {"group": GROUP, "scope": scope, "names": names, "versions": versions},
     }
+
+
+def _widget_crd(versions: tuple[str, ...] = ("v1", "v1beta1"), status: bool = True) -> dict:
+    """A namespaced `widgets.example.com` CRD served at the given versions (first = storage)."""
+    names = {"plural": "widgets", "singular": "widget", "kind": "Widget", "shortNames": ["wd"]}
+    return _crd(
+        "Namespaced",
+        names,
+        [
+            {
+                "name": v,
+                "served": True,
+                "storage": i == 0,
+                "subresources": {"status": {}} if status else {},
+                "schema": {"openAPIV3Schema": copy.deepcopy(WIDGET_SCHEMA)},
+            }
+            for i, v in enumerate(versions)
+        ],
+    )
 
 
 def _gadget_crd() -> dict:
     """A cluster-scoped `gadgets.example.com` CRD without a status subresource."""
     schema = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"gadgets.{GROUP}"},
-        "spec": {
-            "group": GROUP,
-            "scope": "Cluster",
-            "names": {"plural": "gadgets", "kind": "Gadget"},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {"openAPIV3Schema": schema},
-                }
-            ],
-        },
-    }
+    return _crd(
+        "Cluster",
+        {"plural": "gadgets", "kind": "Gadget"},
+        [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": schema}}],
+    )
 
 
 def _widget(name: str, size: int = 1, **spec: Any) -> dict:
