@@ -101,6 +101,20 @@ def recycling_lazyload(istio_mesh_server: IstioMesh) -> Iterator[LazyloadInMesh]
         yield stack
 
 
+def _wait_access_logging(workload: MeshWorkload, timeout: float = 60.0) -> None:
+    """Until istiod pushed `workload` the Telemetry's providers: the ALS cluster and a listener's
+    gRPC access logger sending to it (a busy istiod takes a while; until then nothing on the
+    direct path is seen and the test would time istiod, not recycling)."""
+    cluster = f"outbound|{ALS_PORT}||{INGEST}.{INGEST_NS}.svc.cluster.local"
+    workload.wait_for_clusters(cluster)
+    deadline = time.monotonic() + timeout
+    while f'"cluster_name": "{cluster}"' not in workload.admin(
+        "/config_dump?resource=dynamic_listeners"
+    ):
+        assert time.monotonic() < deadline, f"{workload.name}: no access logger to {cluster}"
+        time.sleep(0.5)
+
+
 def _hosts(lazyload: LazyloadInMesh, caller: MeshWorkload) -> set[str]:
     sidecar = lazyload.sidecar(caller.namespace, caller.name) or {"spec": {}}
     return {
@@ -119,6 +133,7 @@ def test_a_dependency_used_on_the_direct_path_is_kept_and_an_unused_one_recycled
     caller = istio_mesh.add_workload(NS, "caller", {"http": 80})
     lazyload.wait_for(lambda: lazyload.sidecar(NS, "caller"), "no Sidecar of the caller")
     caller.wait_synced()
+    _wait_access_logging(caller)
     for callee in (live, idle):  # first calls, through the global-sidecar
         status, body = caller.http_get(f"http://{callee.host}/first")
         assert status == 200, body
