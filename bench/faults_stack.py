@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from lazyload_cli.processes import Started
 
 from bench.common import ensure_namespace, kube_api
 
@@ -45,7 +46,7 @@ def dest_fqdn(j: int) -> str:
     return f"{dest_name(j)}.{DEST_NAMESPACE}.svc.cluster.local"
 
 
-class FaultStack:
+class FaultStack(Started):
     """Starts, supervises, breaks and stops the processes of one faults run."""
 
     def __init__(
@@ -100,17 +101,6 @@ class FaultStack:
         return self.processes.process(name).popen.pid
 
     # -- lifecycle -----------------------------------------------------------------------------
-
-    def __enter__(self) -> FaultStack:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def start(self) -> None:
         from lazyload_cli.stack import bin_path

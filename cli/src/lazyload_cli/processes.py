@@ -10,6 +10,7 @@ order (SIGTERM, then SIGKILL after a grace period).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -18,10 +19,44 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 
 class StackError(RuntimeError):
     """A component of the stack failed to start; the message names it and its log."""
+
+
+class Started:
+    """A context manager over `start` and `stop`: entering starts (and, when that fails, stops
+    what did start before the error goes on), leaving stops."""
+
+    def start(self) -> object:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def installed(name: str, candidate: Path, hint: str = "") -> str:
+    """The program `name`: `candidate` (where `make setup` installs it) when it exists, else
+    `name` on the PATH; StackError saying to run `make setup` (and `hint`) when neither is."""
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        raise StackError(f"{name} not found: run `make setup`{hint}")
+    return found
 
 
 BACKOFF_FIRST = 1.0

