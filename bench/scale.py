@@ -29,7 +29,7 @@ from bench.common import (
     stack_config,
     wait_for,
 )
-from bench.storm import DEFAULT_QPS, all_right, cpu_summary, edges_of, kube_env, storm
+from bench.storm import DEFAULT_QPS, cpu_summary, edges_of, kube_env, storm, until_all_right
 
 RESTARTED = ("fence-reconciler", "sidecar-writer")
 MANAGED_FIELDS_NOTE = (
@@ -123,12 +123,8 @@ async def _run(config: dict[str, Any], workdir: Path, kube: str = "emulator") ->
             if time.monotonic() > deadline:
                 raise TimeoutError("consumers not drained after restart")
             await asyncio.sleep(0.2)
-        await asyncio.to_thread(
-            wait_for,
-            lambda: all_right(ep["kubeconfig"], want),
-            timeout=120,
-            interval=0.5,
-            what="every Sidecar right after restart",
+        await until_all_right(
+            ep["kubeconfig"], want, timeout=120, what="every Sidecar right after restart"
         )
         restart_s = time.perf_counter() - t0
         after = {name: rss_mb(pid) for name, pid in new_pids.items()}

@@ -143,6 +143,16 @@ def all_right(kubeconfig: str, want: dict[str, set[str]]) -> bool:
     return all({f"*/{h}" for h in hosts} <= have.get(name, set()) for name, hosts in want.items())
 
 
+async def until_all_right(
+    kubeconfig: str, want: dict[str, set[str]], timeout: float, what: str
+) -> None:
+    """Wait (in a thread, polling every 0.5 s) until every Sidecar holds its wanted hosts;
+    TimeoutError naming `what` after `timeout` seconds."""
+    await asyncio.to_thread(
+        wait_for, lambda: all_right(kubeconfig, want), timeout=timeout, interval=0.5, what=what
+    )
+
+
 class _Poller(PollingThread):
     """Polls the request log in a thread, as seldom as the request rate allows."""
 
@@ -322,12 +332,8 @@ async def storm(
                     wait_for, right, timeout=timeout, interval=0.1, what="every Sidecar right"
                 )
                 seen_right_s: float | None = time.time() - t0
-                await asyncio.to_thread(
-                    wait_for,
-                    lambda: all_right(ep["kubeconfig"], want),
-                    timeout=60,
-                    interval=0.5,
-                    what="every Sidecar right in the API",
+                await until_all_right(
+                    ep["kubeconfig"], want, timeout=60, what="every Sidecar right in the API"
                 )
             except TimeoutError as e:  # a partial result, not an error: say how far it got
                 seen_right_s = None
