@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -145,16 +146,21 @@ class Codec:
         if name in self.lists:
             return list(message.items)  # a Go slice type (Verbs): a JSON list
         out: dict[str, Any] = {}
-        rules = self._rules_of(message.DESCRIPTOR)
-        for field in message.DESCRIPTOR.fields:
-            rule = rules[field.name]
-            if rule.skip:
-                continue
+        for field, rule in self._fields(message):
             if rule.inline:
                 out.update(self.to_json(getattr(message, field.name)))
                 continue
             self._field_to_json(message, field, rule, out)
         return out
+
+    def _fields(self, message: Message) -> Iterator[tuple[Any, Rule]]:
+        """The message's fields (descriptors: the pure-Python or the upb class) with their
+        rules, but those Go's JSON never sees (`skip`)."""
+        rules = self._rules_of(message.DESCRIPTOR)
+        for field in message.DESCRIPTOR.fields:
+            rule = rules[field.name]
+            if not rule.skip:
+                yield field, rule
 
     def _field_to_json(
         self, message: Message, field: FieldDescriptor, rule: Rule, out: dict[str, Any]
@@ -249,11 +255,7 @@ class Codec:
             return
         if not isinstance(value, dict):
             raise ProtobufError(f"{name}: expected a JSON object, not {type(value).__name__}")
-        rules = self._rules_of(message.DESCRIPTOR)
-        for field in message.DESCRIPTOR.fields:
-            rule = rules[field.name]
-            if rule.skip:
-                continue
+        for field, rule in self._fields(message):
             if rule.inline:
                 self.fill(getattr(message, field.name), value)
                 continue
