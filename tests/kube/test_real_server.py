@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from lazyload_common import kube
 from lazyload_fence_reconciler import desiring, fences
-from lazyload_testing.kube import repo_root
+from lazyload_testing.kube import repo_root, service_fence
 from lazyload_testing.kube_real import RealKube, start_real_kube
 
 pytestmark = pytest.mark.real
@@ -39,16 +39,11 @@ DETAILS = "details.default.svc.cluster.local"
 
 
 def _fence(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "microservice.slime.io/v1alpha1",
-        "kind": "ServiceFence",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "enable": True,
-            "host": {"ratings.default.svc.cluster.local": {"stable": {}}},
-            "workloadSelector": {"fromService": True},
-        },
-    }
+    return service_fence(
+        name,
+        host={"ratings.default.svc.cluster.local": {"stable": {}}},
+        workloadSelector={"fromService": True},
+    )
 
 
 def _lazyload_status(obj: dict[str, Any]) -> dict[str, Any]:

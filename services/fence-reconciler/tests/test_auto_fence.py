@@ -14,7 +14,7 @@ import time
 import pytest
 from lazyload_common import errors, kube, subjects
 from lazyload_fence_reconciler import applying
-from lazyload_testing.kube import faster_than
+from lazyload_testing.kube import faster_than, service_fence
 
 L = "slime.io/serviceFenced"
 PATH = "/apis/microservice.slime.io/v1alpha1/namespaces/{ns}/servicefences"
@@ -60,12 +60,7 @@ async def test_deleted_service_takes_its_auto_fence(reconciler, kit) -> None:  #
     await reconciler.start()
     kit.api.create(
         PATH.format(ns="default"),
-        {
-            "apiVersion": "microservice.slime.io/v1alpha1",
-            "kind": "ServiceFence",
-            "metadata": {"name": "manual", "namespace": "default"},
-            "spec": {"enable": True},
-        },
+        service_fence("manual"),
     )
     async with kit.events() as seen:
         await kit.publish(kit.edge("details.default.svc.cluster.local"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 from lazyload_common import events, subjects
+from lazyload_testing.kube import service_fence
 
 REVIEWS = "reviews.default.svc.cluster.local"
 V2 = "reviews-v2.default.svc.cluster.local"
@@ -53,12 +54,7 @@ async def test_label_selector_follows_services(reconciler, kit) -> None:  # type
         kit.api.create("/api/v1/namespaces", {"metadata": {"name": ns}})
     kit.create_service("db", ns="data", labels={"tier": "db"})
     await reconciler.start()
-    fence = {
-        "apiVersion": "microservice.slime.io/v1alpha1",
-        "kind": "ServiceFence",
-        "metadata": {"name": "productpage", "namespace": "default"},
-        "spec": {"enable": True, "labelSelector": [{"selector": {"tier": "db"}}]},
-    }
+    fence = service_fence("productpage", labelSelector=[{"selector": {"tier": "db"}}])
     async with kit.events(subjects.fence("default", "productpage")) as seen:
         kit.api.create(FENCES, fence)
         event = await seen.until(lambda e: "db.data.svc.cluster.local" in e.hosts)

@@ -10,6 +10,7 @@ recreated by traffic; our own status writes do not cause more events.
 from __future__ import annotations
 
 from lazyload_common import subjects
+from lazyload_testing.kube import service_fence
 
 DETAILS = "details.default.svc.cluster.local"
 PATH = "/apis/microservice.slime.io/v1alpha1/namespaces/default/servicefences"
@@ -58,12 +59,7 @@ async def test_service_selector_change_is_published(reconciler, kit) -> None:  #
 
 async def test_manual_fence_is_published_and_learns(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
     await reconciler.start()
-    body = {
-        "apiVersion": "microservice.slime.io/v1alpha1",
-        "kind": "ServiceFence",
-        "metadata": {"name": "worker", "namespace": "default"},
-        "spec": {"enable": True, "workloadSelector": {"labels": {"role": "worker"}}},
-    }
+    body = service_fence("worker", workloadSelector={"labels": {"role": "worker"}})
     async with kit.events(subjects.fence("default", "worker")) as seen:
         kit.api.create(PATH, body)
         first = await seen.until(lambda e: e.revision == 1)
@@ -98,12 +94,7 @@ async def test_recreated_fence_continues_revisions(reconciler, kit) -> None:  # 
 async def test_deleted_manual_fence_is_not_recreated(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
     kit.create_service("manual")
     await reconciler.start()
-    body = {
-        "apiVersion": "microservice.slime.io/v1alpha1",
-        "kind": "ServiceFence",
-        "metadata": {"name": "manual", "namespace": "default"},
-        "spec": {"enable": True, "workloadSelector": {"fromService": True}},
-    }
+    body = service_fence("manual", workloadSelector={"fromService": True})
     async with kit.events() as seen:
         kit.api.create(PATH, body)
         await seen.until(lambda e: e.name == "manual" and e.revision == 1)

@@ -10,6 +10,7 @@ import asyncio
 import pytest
 from lazyload_common import subjects
 from lazyload_fence_reconciler import fences
+from lazyload_testing.kube import service_fence
 
 DETAILS = "details.default.svc.cluster.local"
 REVIEWS = "reviews.default.svc.cluster.local"
@@ -40,12 +41,7 @@ def test_no_revision_configured_serves_only_unlabelled_when_strict() -> None:
 
 def _manual_fence(kit, name: str, rev: str | None) -> None:  # type: ignore[no-untyped-def]
     labels = {fences.REVISION_LABEL: rev} if rev else {}
-    body = {
-        "apiVersion": "microservice.slime.io/v1alpha1",
-        "kind": "ServiceFence",
-        "metadata": {"name": name, "namespace": "default", "labels": labels},
-        "spec": {"enable": True, "workloadSelector": {"fromService": True}},
-    }
+    body = service_fence(name, labels=labels, workloadSelector={"fromService": True})
     kit.api.create(FENCES, body)
 
 

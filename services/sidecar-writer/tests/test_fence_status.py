@@ -20,7 +20,7 @@ import asyncio
 from typing import Any
 
 from lazyload_common import kube
-from lazyload_testing.kube import KubeEmulator
+from lazyload_testing.kube import KubeEmulator, service_fence
 from lazyload_testing.kube_real import RealKube
 
 from .conftest import make_fence
@@ -31,13 +31,7 @@ EVENTS = "/api/v1/namespaces/default/events"
 
 
 async def _create_fence(api: kube.KubeApi) -> dict[str, Any]:
-    body = {
-        "apiVersion": "microservice.slime.io/v1alpha1",
-        "kind": "ServiceFence",
-        "metadata": {"name": "productpage", "namespace": "default"},
-        "spec": {"enable": True},
-    }
-    fence = await asyncio.to_thread(api.create, FENCES, body)
+    fence = await asyncio.to_thread(api.create, FENCES, service_fence("productpage"))
     seeded = {"status": {"conditions": [{"type": "SpecValid", "status": "True"}]}}
     await asyncio.to_thread(api.merge_patch, f"{FENCES}/productpage/status", seeded)
     return fence

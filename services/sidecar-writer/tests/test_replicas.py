@@ -23,7 +23,7 @@ from lazyload_common import events, jetstream, kube, subjects
 from lazyload_common.settings import NatsSettings
 from lazyload_sidecar_writer import applying, consuming, metrics
 from lazyload_sidecar_writer.rendering import RawObject
-from lazyload_testing.kube import KubeEmulator
+from lazyload_testing.kube import KubeEmulator, service_fence
 from lazyload_testing.kube_real import RealKube
 
 from .conftest import make_fence
@@ -51,13 +51,7 @@ def _owner(
 ) -> Callable[..., events.FenceChanged]:
     """`make_fence` for a ServiceFence created here, the owner of the Sidecars written for it (a
     real API server's garbage collector deletes a Sidecar whose owner does not exist)."""
-    body = {
-        "apiVersion": "microservice.slime.io/v1alpha1",
-        "kind": "ServiceFence",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {"enable": True},
-    }
-    created = kube.KubeApi(server.api_client()).create(FENCES, body)
+    created = kube.KubeApi(server.api_client()).create(FENCES, service_fence(name))
     return functools.partial(make_fence, name=name, uid=created["metadata"]["uid"])
 
 

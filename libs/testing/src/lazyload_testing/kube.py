@@ -58,6 +58,22 @@ def default_crd_dirs(root: Path | None = None) -> list[Path]:
     return [d for d in (crds / "istio", crds) if _has_manifests(d)]
 
 
+def service_fence(
+    name: str, namespace: str = "default", *, labels: dict[str, str] | None = None, **spec: Any
+) -> dict[str, Any]:
+    """A ServiceFence manifest: enabled, plus the `spec` fields given (named as in the CRD,
+    e.g. `workloadSelector={"fromService": True}`), and `labels` when given."""
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+    if labels:
+        metadata["labels"] = labels
+    return {
+        "apiVersion": "microservice.slime.io/v1alpha1",
+        "kind": "ServiceFence",
+        "metadata": metadata,
+        "spec": {"enable": True, **spec},
+    }
+
+
 def faster_than(times: Iterable[float], qps: float, burst: int, slack: float = 0.15) -> list[str]:
     """Where requests made at `times` (seconds) went faster than a client-side rate limit of `qps`
     a second after a burst of `burst` allows: j - i + 1 requests from the i-th to the j-th take
