@@ -29,7 +29,6 @@ import inspect
 import logging
 import math
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from types import TracebackType
 from typing import Any
 
 from fastapi import APIRouter
@@ -82,12 +81,7 @@ class Runtime:
         await self._admin.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.shutdown()
 
     @property
