@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -64,41 +65,31 @@ def values_file(tmp_path: Path, values: dict[str, Any] | None, name: str = "valu
 # ---- applying rendered objects to the Kubernetes API emulator (official client) -----------
 
 RBAC_KINDS = {"ServiceAccount", "Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
-# kind -> (API class, create method, read method) of the official client.
-_METHODS = {
-    "Namespace": ("CoreV1Api", "create_namespace", "read_namespace"),
-    "ServiceAccount": (
-        "CoreV1Api",
-        "create_namespaced_service_account",
-        "read_namespaced_service_account",
-    ),
-    "ConfigMap": ("CoreV1Api", "create_namespaced_config_map", "read_namespaced_config_map"),
-    "Service": ("CoreV1Api", "create_namespaced_service", "read_namespaced_service"),
-    "Role": ("RbacAuthorizationV1Api", "create_namespaced_role", "read_namespaced_role"),
-    "RoleBinding": (
-        "RbacAuthorizationV1Api",
-        "create_namespaced_role_binding",
-        "read_namespaced_role_binding",
-    ),
-    "ClusterRole": ("RbacAuthorizationV1Api", "create_cluster_role", "read_cluster_role"),
-    "ClusterRoleBinding": (
-        "RbacAuthorizationV1Api",
-        "create_cluster_role_binding",
-        "read_cluster_role_binding",
-    ),
+# kind -> the API class of the official client with its create_ and read_ methods.
+_APIS = {
+    "Namespace": "CoreV1Api",
+    "ServiceAccount": "CoreV1Api",
+    "ConfigMap": "CoreV1Api",
+    "Service": "CoreV1Api",
+    "Role": "RbacAuthorizationV1Api",
+    "RoleBinding": "RbacAuthorizationV1Api",
+    "ClusterRole": "RbacAuthorizationV1Api",
+    "ClusterRoleBinding": "RbacAuthorizationV1Api",
 }
 
 
-def _call(api: Any, obj: dict[str, Any], which: int, *args: Any) -> Any:
+def _call(api: Any, obj: dict[str, Any], verb: str, *args: Any) -> Any:
+    """The official client's `<verb>_[namespaced_]<kind in snake case>` for `obj`, called."""
     from kubernetes import client
 
-    cls, *methods = _METHODS[obj["kind"]]
-    method = getattr(getattr(client, cls)(api), methods[which])
+    kind = re.sub(r"(?<!^)(?=[A-Z])", "_", obj["kind"]).lower()  # ClusterRole: cluster_role
     namespace = obj["metadata"].get("namespace")
+    scope = "namespaced_" if namespace else ""
+    method = getattr(getattr(client, _APIS[obj["kind"]])(api), f"{verb}_{scope}{kind}")
     if not namespace:
         return method(*args)
     # create_namespaced_x(namespace, body); read_namespaced_x(name, namespace)
-    return method(namespace, *args) if which == 0 else method(*args, namespace)
+    return method(namespace, *args) if verb == "create" else method(*args, namespace)
 
 
 def apply_rendered(api: Any, objects: list[dict[str, Any]], kinds: set[str]) -> dict[str, int]:
@@ -116,12 +107,12 @@ def apply_rendered(api: Any, objects: list[dict[str, Any]], kinds: set[str]) -> 
         if namespace and namespace not in existing:
             core.create_namespace({"metadata": {"name": namespace}})
             existing.add(namespace)
-        _call(api, obj, 0, obj)
+        _call(api, obj, "create", obj)
         counts[obj["kind"]] = counts.get(obj["kind"], 0) + 1
     return counts
 
 
 def read_back(api: Any, obj: dict[str, Any]) -> dict[str, Any]:
     """The stored object (as a plain dict in API field names) for a rendered one."""
-    stored = _call(api, obj, 1, obj["metadata"]["name"])
+    stored = _call(api, obj, "read", obj["metadata"]["name"])
     return api.sanitize_for_serialization(stored)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from fastapi import APIRouter
@@ -34,14 +34,12 @@ class Rejected:
     count: int = 1
 
     def as_dict(self) -> dict[str, Any]:
+        """Every field, in order; the callers as a list, the times in RFC 3339."""
         return {
-            "reason": self.reason,
+            **asdict(self),
             "callers": list(self.callers),
-            "caller_ip": self.caller_ip,
-            "host": self.host,
             "first_at": _rfc3339(self.first_at),
             "last_at": _rfc3339(self.last_at),
-            "count": self.count,
         }
 
 

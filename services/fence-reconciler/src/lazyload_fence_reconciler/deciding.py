@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from lazyload_fence_reconciler import desiring, fences
 
@@ -78,13 +78,11 @@ class Decision:
     count: int = 1
 
     def as_dict(self) -> dict[str, object]:
+        """Every field, in order; the times in RFC 3339."""
         return {
-            "host": self.host,
-            "outcome": self.outcome,
-            "reason": self.reason,
+            **asdict(self),
             "first_at": fences.format_time(self.first_at),
             "last_at": fences.format_time(self.last_at),
-            "count": self.count,
         }
 
 
