@@ -89,13 +89,16 @@ def _qualified(resource: str, group: str) -> str:
     return f"{resource}.{group}" if group else resource
 
 
+def _object_error(
+    code: int, reason: str, resource: str, group: str, name: str, state: str
+) -> ApiError:
+    """The API server's error about one object: `<resource>.<group> "<name>" <state>`."""
+    message = f'{_qualified(resource, group)} "{name}" {state}'
+    return ApiError(code, message, reason, _details(name, group, resource))
+
+
 def not_found(resource: str, group: str, name: str) -> ApiError:
-    return ApiError(
-        404,
-        f'{_qualified(resource, group)} "{name}" not found',
-        "NotFound",
-        _details(name, group, resource),
-    )
+    return _object_error(404, "NotFound", resource, group, name, "not found")
 
 
 def no_such_route() -> ApiError:
@@ -103,12 +106,7 @@ def no_such_route() -> ApiError:
 
 
 def already_exists(resource: str, group: str, name: str) -> ApiError:
-    return ApiError(
-        409,
-        f'{_qualified(resource, group)} "{name}" already exists',
-        "AlreadyExists",
-        _details(name, group, resource),
-    )
+    return _object_error(409, "AlreadyExists", resource, group, name, "already exists")
 
 
 def conflict(resource: str, group: str, name: str, why: str | None = None) -> ApiError:
