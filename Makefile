@@ -66,7 +66,7 @@ test: setup ## Run every test (unit, integration, e2e) against real nats-server,
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(MAKE) --no-print-directory typecheck
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "not long" $(PYTEST_ARGS)
 
 test-unit: setup ## Unit tests only (no e2e)
 	$(VENV)/bin/pytest -m "not e2e" $(PYTEST_ARGS)
@@ -99,11 +99,13 @@ fuzz: setup ## Fuzz the ALS decoders, the event codec and the host parser (FUZZ_
 .PHONY: soak
 SOAK_MINUTES ?= 30
 soak: setup ## The full stack SOAK_MINUTES (30) at a steady mixed load, RSS/fds/tasks of every service sampled (bench/soak.py; figures into bench/results.json)
+	$(VENV)/bin/pytest -q -m long tests/bench/test_soak_harness.py
 	$(VENV)/bin/python -m bench soak --minutes $(SOAK_MINUTES)
 
 .PHONY: faults
 FAULTS_FUZZ_SECONDS ?= 20
 faults: setup ## Break a real stack under load one fault at a time (bench/faults.py, ~15 min; figures into bench/results.json), then fuzz FAULTS_FUZZ_SECONDS each
+	$(VENV)/bin/pytest -q -m long tests/bench/test_faults_harness.py
 	$(VENV)/bin/python -m bench faults
 	$(VENV)/bin/python tests/fuzz/fuzz_targets.py --seconds $(FAULTS_FUZZ_SECONDS)
 

@@ -12,7 +12,8 @@ import pytest
 
 from bench import faults
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+# long: `make soak`/`make faults` run it before their run; `make test` leaves it out
+pytestmark = [pytest.mark.e2e, pytest.mark.long, pytest.mark.timeout(240)]
 
 
 def test_two_faults_on_a_real_stack(tmp_path: Path) -> None:

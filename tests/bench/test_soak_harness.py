@@ -13,7 +13,8 @@ import pytest
 
 from bench import soak
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+# long: `make soak`/`make faults` run it before their run; `make test` leaves it out
+pytestmark = [pytest.mark.e2e, pytest.mark.long, pytest.mark.timeout(240)]
 
 
 def test_a_short_soak_samples_every_service_and_matches_the_truth(tmp_path: Path) -> None:
