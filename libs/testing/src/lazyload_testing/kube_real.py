@@ -223,8 +223,8 @@ class RealKube(ClientOwner):
             path = resource.object_path(obj)
             if path in self._baseline:
                 continue
-            if obj["metadata"].get("namespace") in KEEP_NAMESPACES:
-                continue
+            if obj["metadata"].get("namespace") in KEEP_NAMESPACES and not self._custom(resource):
+                continue  # the control plane's own objects; a test's custom objects there go
             if resource.list_path == "/api/v1/namespaces":
                 namespaces.append(obj["metadata"]["name"])
                 continue
@@ -233,6 +233,11 @@ class RealKube(ClientOwner):
             self._restore_crd(name, crd)
         for name in namespaces:
             self._delete_namespace(name)
+
+    def _custom(self, resource: _Resource) -> bool:
+        """Whether `resource` is served by a CRD (`/apis/<group>/<version>` + plural)."""
+        group = resource.prefix.split("/")[2] if resource.prefix.startswith("/apis/") else ""
+        return f"{resource.plural}.{group}" in self._crds
 
     def _delete(self, path: str, obj: dict[str, Any]) -> None:
         with contextlib.suppress(KubeNotFound):
