@@ -4,6 +4,7 @@ records of either."""
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import datetime
 import json
@@ -99,7 +100,7 @@ def rss_mb(pid: int) -> float | None:
         return None
 
 
-class PollingThread:
+class PollingThread(abc.ABC):
     """A context manager that runs `_run` in a daemon thread named `name` while its block runs:
     `_run` loops until `_stop` is set (on leaving, then the thread is joined, up to
     `join_timeout` seconds), and `_last` runs once after it (a final poll)."""
@@ -118,10 +119,11 @@ class PollingThread:
         self._thread.join(self._join_timeout)
         self._last()
 
+    @abc.abstractmethod
     def _run(self) -> None:
-        raise NotImplementedError
+        """The thread's loop (until `self._stop` is set)."""
 
-    def _last(self) -> None:
+    def _last(self) -> None:  # noqa: B027 - an optional hook, empty unless a subclass says
         """Once the thread ended: nothing unless a subclass says."""
 
 

@@ -9,6 +9,7 @@ order (SIGTERM, then SIGKILL after a grace period).
 
 from __future__ import annotations
 
+import abc
 import os
 import shutil
 import signal
@@ -26,15 +27,17 @@ class StackError(RuntimeError):
     """A component of the stack failed to start; the message names it and its log."""
 
 
-class Started:
+class Started(abc.ABC):
     """A context manager over `start` and `stop`: entering starts (and, when that fails, stops
     what did start before the error goes on), leaving stops."""
 
+    @abc.abstractmethod
     def start(self) -> object:
-        raise NotImplementedError
+        """Start every part (what started is stopped by `stop`)."""
 
+    @abc.abstractmethod
     def stop(self) -> None:
-        raise NotImplementedError
+        """Stop what started (also after a start that failed half-way)."""
 
     def __enter__(self) -> Self:
         try:
