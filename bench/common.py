@@ -253,7 +253,7 @@ def stack_config(
     config = StackConfig(
         state_dir=state_dir,
         with_envoy=False,
-        kube=kube,  # type: ignore[arg-type]
+        kube=kube,
         kube_args=kube_args,
         extra_env={**EAGER_OFF, **(extra_env or {})},
     )

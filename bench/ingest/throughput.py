@@ -437,9 +437,9 @@ def measure_replicas(
         "replicas": count,
         "seconds": whole[1],
         "server_cpu_seconds": whole[2],
-        **rates(*whole),  # type: ignore[arg-type]
-        "first_pass": rates(*first),  # type: ignore[arg-type]
-        "steady": rates(*steady) if steady[0] else None,  # type: ignore[arg-type]
+        **rates(*whole),
+        "first_pass": rates(*first),
+        "steady": rates(*steady) if steady[0] else None,
         "entries_counted_by_server": int(counted),
         "edges_expected": expected,
         "edges_in_jetstream": published,

@@ -49,7 +49,7 @@ def _stream(channel: grpc.Channel, message: als_pb2.StreamAccessLogsMessage) -> 
     try:
         call(iter([message.SerializeToString()]), timeout=5)
     except grpc.RpcError as e:
-        return e.code()  # type: ignore[no-any-return]
+        return e.code()
     return grpc.StatusCode.OK
 
 

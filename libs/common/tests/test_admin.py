@@ -28,7 +28,7 @@ async def test_readiness_names_every_check_and_fails_until_all_pass() -> None:
         await server.stop()
 
 
-async def test_the_token_may_come_in_the_header_the_pod_proxy_lets_through(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_the_token_may_come_in_the_header_the_pod_proxy_lets_through(tmp_path) -> None:
     """The API server's pod proxy removes `Authorization`: a reset sent through it carries its
     bearer token in `X-Lazyload-Authorization`, checked the same way (a wrong one is refused)."""
     from fastapi import APIRouter, Depends

@@ -54,6 +54,6 @@ def test_targets() -> None:
         {"name": "x", "cluster": "c", "domains": ["a"], "unknown": 1},
     ],
 )
-def test_invalid_rules_are_refused(raw: dict) -> None:  # type: ignore[type-arg]
+def test_invalid_rules_are_refused(raw: dict) -> None:
     with pytest.raises(ValidationError):
         Dispatch.model_validate(raw)

@@ -48,7 +48,7 @@ async def _settled(js: Any, durable: str) -> Any:
 
 
 @pytest.fixture
-async def js(nats_url: str):  # type: ignore[no-untyped-def]
+async def js(nats_url: str):
     nc = await jetstream.connect(NatsSettings(url=nats_url), name="test")
     context = nc.jetstream()
     await jetstream.ensure_streams(context)
@@ -56,14 +56,14 @@ async def js(nats_url: str):  # type: ignore[no-untyped-def]
     await nc.close()
 
 
-async def test_streams_are_idempotent(js) -> None:  # type: ignore[no-untyped-def]
+async def test_streams_are_idempotent(js) -> None:
     await jetstream.ensure_streams(js)
     info = await js.stream_info(subjects.DEPS_STREAM)
     assert info.config.subjects == ["lazyload.deps.>"]
     assert info.config.max_bytes == jetstream.GIB  # a full disk cannot stop the publishers
 
 
-async def test_ensure_streams_keeps_the_limits_an_operator_tuned(js) -> None:  # type: ignore[no-untyped-def]
+async def test_ensure_streams_keeps_the_limits_an_operator_tuned(js) -> None:
     await jetstream.ensure_streams(js)
     tuned = (await js.stream_info(subjects.DEPS_STREAM)).config
     tuned.max_age, tuned.max_bytes = 3600.0, 64 * 1024 * 1024
@@ -74,7 +74,7 @@ async def test_ensure_streams_keeps_the_limits_an_operator_tuned(js) -> None:  #
     assert after.subjects == ["lazyload.deps.>"]
 
 
-async def test_consume_acks_rejects_and_retries(js) -> None:  # type: ignore[no-untyped-def]
+async def test_consume_acks_rejects_and_retries(js) -> None:
     await jetstream.publish(js, subjects.deps("default", "a"), _edge(1))
     await js.publish(subjects.deps("default", "a"), b"\xc1garbage")
     await jetstream.publish(js, subjects.deps("default", "a"), _edge(2, host="bad.example.com"))
@@ -106,14 +106,14 @@ async def test_consume_acks_rejects_and_retries(js) -> None:  # type: ignore[no-
     assert info.num_ack_pending == 0 and info.num_pending == 0
 
 
-async def test_duplicate_window_collapses_same_msg_id(js) -> None:  # type: ignore[no-untyped-def]
+async def test_duplicate_window_collapses_same_msg_id(js) -> None:
     for _ in range(3):
         await jetstream.publish(js, subjects.deps("default", "a"), _edge(1), msg_id="edge-1")
     info = await js.stream_info(subjects.DEPS_STREAM)
     assert info.state.messages == 1
 
 
-async def test_connect_waits_for_a_late_server(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_connect_waits_for_a_late_server(tmp_path) -> None:
     from lazyload_testing.nats import start_nats_server
 
     with pytest.raises(TimeoutError):
@@ -143,7 +143,7 @@ def _batch_sizes(until: int) -> tuple[list[int], asyncio.Event, jetstream.BatchH
     return batches, stop, handler
 
 
-async def test_linger_coalesces_a_burst_into_one_batch(js) -> None:  # type: ignore[no-untyped-def]
+async def test_linger_coalesces_a_burst_into_one_batch(js) -> None:
     batches, stop, handler = _batch_sizes(until=30)
 
     async def burst() -> None:
@@ -160,7 +160,7 @@ async def test_linger_coalesces_a_burst_into_one_batch(js) -> None:  # type: ign
     assert sum(batches) == 30 and len(batches) <= 2, batches
 
 
-async def test_a_waiting_backlog_is_drained_into_one_batch(js) -> None:  # type: ignore[no-untyped-def]
+async def test_a_waiting_backlog_is_drained_into_one_batch(js) -> None:
     for i in range(50):
         await jetstream.publish(js, subjects.deps("default", "a"), _edge(i))
     batches, stop, handler = _batch_sizes(until=50)
@@ -171,7 +171,7 @@ async def test_a_waiting_backlog_is_drained_into_one_batch(js) -> None:  # type:
     assert batches == [40, 10], batches
 
 
-async def test_pipeline_keeps_fetching_while_a_batch_waits(js) -> None:  # type: ignore[no-untyped-def]
+async def test_pipeline_keeps_fetching_while_a_batch_waits(js) -> None:
     for i in range(12):
         await jetstream.publish(js, subjects.deps("default", "a"), _edge(i))
     release = asyncio.Event()
@@ -200,7 +200,7 @@ async def test_pipeline_keeps_fetching_while_a_batch_waits(js) -> None:  # type:
     assert info.num_ack_pending == 0 and info.num_pending == 0
 
 
-async def test_without_pipeline_one_batch_at_a_time(js) -> None:  # type: ignore[no-untyped-def]
+async def test_without_pipeline_one_batch_at_a_time(js) -> None:
     for i in range(8):
         await jetstream.publish(js, subjects.deps("default", "a"), _edge(i))
     active = peak = done = 0
@@ -222,7 +222,7 @@ async def test_without_pipeline_one_batch_at_a_time(js) -> None:  # type: ignore
     assert peak == 1 and done == 8
 
 
-async def test_a_slow_batch_is_kept_alive_not_redelivered(js) -> None:  # type: ignore[no-untyped-def]
+async def test_a_slow_batch_is_kept_alive_not_redelivered(js) -> None:
     await jetstream.publish(js, subjects.deps("default", "a"), _edge(1))
     deliveries: list[int] = []
     stop = asyncio.Event()
@@ -240,7 +240,7 @@ async def test_a_slow_batch_is_kept_alive_not_redelivered(js) -> None:  # type: 
     assert info.num_redelivered == 0 and info.num_ack_pending == 0
 
 
-async def test_an_existing_consumer_is_brought_to_the_spec(js) -> None:  # type: ignore[no-untyped-def]
+async def test_an_existing_consumer_is_brought_to_the_spec(js) -> None:
     stop = asyncio.Event()
     stop.set()
 
@@ -253,7 +253,7 @@ async def test_an_existing_consumer_is_brought_to_the_spec(js) -> None:  # type:
     assert info.config.max_ack_pending == 5000
 
 
-async def test_slim_keeps_what_settling_needs(js) -> None:  # type: ignore[no-untyped-def]
+async def test_slim_keeps_what_settling_needs(js) -> None:
     sent = _edge(1)
     await jetstream.publish(js, subjects.deps("default", "a"), sent, msg_id="slim-1")
     stop = asyncio.Event()
@@ -270,7 +270,7 @@ async def test_slim_keeps_what_settling_needs(js) -> None:  # type: ignore[no-un
     assert codec.decode_as(letter.payload, events.DependencyObserved) == sent
 
 
-async def test_a_busy_server_at_start_is_waited_for(js) -> None:  # type: ignore[no-untyped-def]
+async def test_a_busy_server_at_start_is_waited_for(js) -> None:
     from nats.errors import TimeoutError as NatsTimeoutError
 
     class Busy:
@@ -308,7 +308,7 @@ async def _until(check: Any, timeout: float = 10.0) -> None:
             await asyncio.sleep(0.05)
 
 
-async def test_a_deleted_consumer_or_stream_is_set_up_again(js) -> None:  # type: ignore[no-untyped-def]
+async def test_a_deleted_consumer_or_stream_is_set_up_again(js) -> None:
     """An operator deletes the consumer, then the whole stream: `fetch` fails with a JetStream
     API error (503), which used to end the loop (and the service, with exit code 0). The loop
     creates both again and goes on (#19)."""
@@ -349,7 +349,7 @@ async def test_a_deleted_consumer_or_stream_is_set_up_again(js) -> None:  # type
         await asyncio.wait_for(consuming, timeout=10)
 
 
-async def test_a_deleted_consumer_restarts_past_its_ack_floor(js) -> None:  # type: ignore[no-untyped-def]
+async def test_a_deleted_consumer_restarts_past_its_ack_floor(js) -> None:
     """A consumer deleted after it acked its messages is created again from just past its ack
     floor: the new message arrives, the acked ones are not delivered again (`make faults`: a
     consumer re-created to deliver all replayed the whole stream, 20 s of blocked learning)."""
@@ -375,9 +375,7 @@ async def test_a_deleted_consumer_restarts_past_its_ack_floor(js) -> None:  # ty
         await asyncio.wait_for(consuming, timeout=10)
 
 
-async def test_a_restart_after_a_recovery_keeps_the_start_and_updates_the_rest(  # type: ignore[no-untyped-def]
-    js, caplog
-) -> None:
+async def test_a_restart_after_a_recovery_keeps_the_start_and_updates_the_rest(js, caplog) -> None:
     """A consumer re-created past its ack floor (deliver by start sequence) and then a restart
     of the service, which asks for its usual config (deliver all) with a changed limit: JetStream
     refuses to change a consumer's deliver policy, and the whole update was refused (old limits
@@ -438,7 +436,7 @@ def _recoveries(consumer: str) -> float:
     return REGISTRY.get_sample_value("lazyload_consumer_recoveries_total", labels) or 0.0
 
 
-async def test_a_message_that_exhausts_max_deliver_is_dead_lettered(js) -> None:  # type: ignore[no-untyped-def]
+async def test_a_message_that_exhausts_max_deliver_is_dead_lettered(js) -> None:
     """A message that keeps failing is retried `max_deliver` times, then dead-lettered with its
     last reason (it used to be retried for ever; JetStream alone would drop it silently)."""
     sent = _edge(1)
@@ -466,7 +464,7 @@ async def test_a_message_that_exhausts_max_deliver_is_dead_lettered(js) -> None:
     assert info.num_ack_pending == 0 and info.num_pending == 0
 
 
-async def test_a_message_given_up_on_outside_the_loop_is_dead_lettered(js) -> None:  # type: ignore[no-untyped-def]
+async def test_a_message_given_up_on_outside_the_loop_is_dead_lettered(js) -> None:
     """The last delivery of a message went to a replica that stopped (or missed its ack
     deadline): JetStream gives up on it without any loop seeing it fail. The max-deliveries
     advisory names it, and a running loop of the durable dead-letters it."""
@@ -514,7 +512,7 @@ def test_nak_delay_doubles_per_delivery_is_capped_and_never_shortens_the_error_s
     assert jetstream.nak_delay(30.0, 1) >= 30.0  # a Retry-After is a floor
 
 
-async def test_a_failing_message_is_redelivered_ever_later(js) -> None:  # type: ignore[no-untyped-def]
+async def test_a_failing_message_is_redelivered_ever_later(js) -> None:
     """Exponential back-off on a real server: the gaps between deliveries grow."""
     await jetstream.publish(js, subjects.deps("default", "a"), _edge(1))
     seen: list[float] = []
@@ -535,7 +533,7 @@ async def test_a_failing_message_is_redelivered_ever_later(js) -> None:  # type:
     assert gaps[2] > gaps[0] * 2, gaps
 
 
-async def test_last_per_subject_reads_the_newest_of_each_subject_in_one_pass(js) -> None:  # type: ignore[no-untyped-def]
+async def test_last_per_subject_reads_the_newest_of_each_subject_in_one_pass(js) -> None:
     """The helper behind the reconciler's seed and the writer's drift repair: the newest message
     of every matching subject, in small fetches, and its consumer is gone afterwards."""
     prefix = f"{subjects.FENCE_PREFIX}.lps{id(js)}"

@@ -15,7 +15,7 @@ from kubernetes import client as k8s_client
 from lazyload_common import errors, kube
 
 
-def test_a_throttled_answer_carries_the_servers_retry_after(kube_emulator) -> None:  # type: ignore[no-untyped-def]
+def test_a_throttled_answer_carries_the_servers_retry_after(kube_emulator) -> None:
     api = kube.KubeApi(kube_emulator.api_client())
     kube_emulator.inject_fault("POST", r"/configmaps$", status=429, count=1, retry_after=7)
     with pytest.raises(kube.KubeTooManyRequests) as throttled:
@@ -27,7 +27,7 @@ def test_a_throttled_answer_carries_the_servers_retry_after(kube_emulator) -> No
     assert failed.value.retry_after is None
 
 
-async def test_the_async_client_types_every_failure_for_the_consume_loop(kube_emulator) -> None:  # type: ignore[no-untyped-def]
+async def test_the_async_client_types_every_failure_for_the_consume_loop(kube_emulator) -> None:
     client = kube.AsyncKube(kube_emulator.api_client(), qps=100, burst=10)
     path = "/api/v1/namespaces/default/configmaps"
     body = {"metadata": {"name": "x"}}
@@ -67,7 +67,7 @@ async def test_no_answer_is_typed_unreachable_and_retryable() -> None:
     client.close()
 
 
-async def test_async_calls_and_blocking_threads_share_one_rate_limit(kube_emulator) -> None:  # type: ignore[no-untyped-def]
+async def test_async_calls_and_blocking_threads_share_one_rate_limit(kube_emulator) -> None:
     qps, burst = 20.0, 2
     client = kube.AsyncKube(kube_emulator.api_client(), qps=qps, burst=burst)
     kube_emulator.clear_requests()

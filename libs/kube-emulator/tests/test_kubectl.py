@@ -81,7 +81,7 @@ def kubectl_runner(kubeconfig: Path, workdir: Path) -> Callable[..., str]:
         assert done.returncode == 0, f"kubectl {' '.join(args)} failed: {done.stderr}"
         return done.stdout
 
-    run.base, run.env = base, env  # type: ignore[attr-defined]
+    run.base, run.env = base, env
     return run
 
 

@@ -267,7 +267,7 @@ def test_a_raising_entry_is_counted_not_fatal(
 ) -> None:
     real = edges.prototypes
 
-    def flaky(record, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def flaky(record, *args, **kwargs):
         if record.authority == "boom":
             raise RuntimeError("bug")
         return real(record, *args, **kwargs)
@@ -437,7 +437,7 @@ def test_entries_that_cannot_be_keyed_together_are_keyed_one_by_one(
     ingestor = ingesting.Ingestor(t.sample_index(), decoder="protobuf")
     real = parsing.http_keys
 
-    def flaky(entries, *, direction):  # type: ignore[no-untyped-def]
+    def flaky(entries, *, direction):
         if any(e.request.authority == "boom" for e in entries):
             raise RuntimeError("bug")
         return real(entries, direction=direction)

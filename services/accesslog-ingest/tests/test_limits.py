@@ -35,7 +35,7 @@ async def _events(observer: NATS) -> int:
     return len(await t.read_dependency_events(observer))
 
 
-async def test_max_streams(start_ingest, observer: NATS) -> None:  # type: ignore[no-untyped-def]
+async def test_max_streams(start_ingest, observer: NATS) -> None:
     ingest = await start_ingest(grpc={"max_streams": 1})
     refused = t.metric_value("lazyload_ingest_streams_refused_total")
     async with t.AlsClient(ingest.target) as client:
@@ -59,7 +59,7 @@ async def test_max_streams(start_ingest, observer: NATS) -> None:  # type: ignor
     await t.eventually(three, what="the edges of the first and the later stream")
 
 
-async def test_idle_stream_is_closed(start_ingest) -> None:  # type: ignore[no-untyped-def]
+async def test_idle_stream_is_closed(start_ingest) -> None:
     ingest = await start_ingest(grpc={"stream_idle_timeout": 0.3})
     idle = _closed("idle")
     async with t.AlsClient(ingest.target) as client:
@@ -71,7 +71,7 @@ async def test_idle_stream_is_closed(start_ingest) -> None:  # type: ignore[no-u
     assert _closed("idle") == idle + 1
 
 
-async def test_garbage_stream_is_closed(start_ingest, observer: NATS) -> None:  # type: ignore[no-untyped-def]
+async def test_garbage_stream_is_closed(start_ingest, observer: NATS) -> None:
     ingest = await start_ingest(grpc={"max_malformed_per_stream": 2})
     malformed = _closed("malformed")
     async with t.AlsClient(ingest.target) as client:
@@ -92,7 +92,7 @@ async def test_garbage_stream_is_closed(start_ingest, observer: NATS) -> None:  
     await t.eventually(both, what="the edges sent before the garbage and on the other stream")
 
 
-async def test_message_too_large(start_ingest) -> None:  # type: ignore[no-untyped-def]
+async def test_message_too_large(start_ingest) -> None:
     ingest = await start_ingest(grpc={"max_message_bytes": 4096})
     big = t.message(*(t.http_entry(f"host-{i}.example.com") for i in range(200)))
     async with t.AlsClient(ingest.target) as client:
@@ -124,7 +124,7 @@ async def _send(target: str, credentials: grpc.ChannelCredentials | None, author
         await client.send(t.message(t.http_entry(authority), ident=t.identifier()))
 
 
-async def test_tls(start_ingest, observer: NATS, certs: certificates.Certificates) -> None:  # type: ignore[no-untyped-def]
+async def test_tls(start_ingest, observer: NATS, certs: certificates.Certificates) -> None:
     ingest = await start_ingest(
         grpc={"tls_cert_file": str(certs.server_cert), "tls_key_file": str(certs.server_key)}
     )
@@ -139,7 +139,7 @@ async def test_tls(start_ingest, observer: NATS, certs: certificates.Certificate
 
 
 async def test_client_certificates(
-    start_ingest,  # type: ignore[no-untyped-def]
+    start_ingest,
     observer: NATS,
     certs: certificates.Certificates,
 ) -> None:
@@ -174,7 +174,7 @@ def _install(source: certificates.Certificates, live: Path) -> None:
 
 
 async def test_rotated_certificates_are_used_without_a_restart(
-    start_ingest,  # type: ignore[no-untyped-def]
+    start_ingest,
     observer: NATS,
     certs: certificates.Certificates,
     tmp_path: Path,

@@ -198,7 +198,7 @@ async def test_a_stream_without_a_proven_peer_is_refused(
     assert _value("lazyload_ingest_streams_closed_total", "unauthenticated") == refused + 1
 
 
-async def test_the_service_serves_both_ports(start_ingest, observer) -> None:  # type: ignore[no-untyped-def]
+async def test_the_service_serves_both_ports(start_ingest, observer) -> None:
     """`grpc.mesh_port` beside the ALS port: the mesh port checks its streams, the other does
     not (its transport is lazyload's own mutual TLS, where the chart turns it on)."""
     ingest = await start_ingest(grpc={"mesh_port": 0})

@@ -73,7 +73,7 @@ async def make_harness(nats_server: NatsServer) -> AsyncIterator[object]:
         await ensure()
         clock = Clock()
         memory = EdgeMemory(max_edges=1000, refresh_interval=300.0)
-        settings = PublishSettings(**{"drain_timeout": 1.0, "ack_timeout": 1.0, **publish})  # type: ignore[arg-type]
+        settings = PublishSettings(**{"drain_timeout": 1.0, "ack_timeout": 1.0, **publish})
         publisher = EdgePublisher(
             nc,
             memory,
@@ -94,7 +94,7 @@ async def make_harness(nats_server: NatsServer) -> AsyncIterator[object]:
         await nc.close()
 
 
-async def test_publish_with_message_id(make_harness, observer: NATS) -> None:  # type: ignore[no-untyped-def]
+async def test_publish_with_message_id(make_harness, observer: NATS) -> None:
     h: Harness = await make_harness()
     published = t.metric_value("lazyload_ingest_edges_published_total", {"verdict": "new"})
     duplicates = t.metric_value("lazyload_ingest_duplicates_suppressed_total")
@@ -113,7 +113,7 @@ async def test_publish_with_message_id(make_harness, observer: NATS) -> None:  #
     assert t.metric_value("lazyload_ingest_duplicates_suppressed_total") == duplicates + 2
 
 
-async def test_refresh_after_interval(make_harness, observer: NATS) -> None:  # type: ignore[no-untyped-def]
+async def test_refresh_after_interval(make_harness, observer: NATS) -> None:
     h: Harness = await make_harness()
     h.publisher.offer(edge())
     await t.eventually(lambda: len(h.memory) == 1 and h.memory.pending == 0)
@@ -127,7 +127,7 @@ async def test_refresh_after_interval(make_harness, observer: NATS) -> None:  # 
     assert msgs[0].msg_id != msgs[1].msg_id
 
 
-async def test_many_edges_with_one_in_flight(make_harness, observer: NATS) -> None:  # type: ignore[no-untyped-def]
+async def test_many_edges_with_one_in_flight(make_harness, observer: NATS) -> None:
     h: Harness = await make_harness(max_in_flight=1)
     for i in range(200):
         h.publisher.offer(edge(dest=f"svc-{i}"))
@@ -138,7 +138,7 @@ async def test_many_edges_with_one_in_flight(make_harness, observer: NATS) -> No
 async def test_buffer_while_nats_is_down(
     make_harness,
     nats_server: NatsServer,
-    observer: NATS,  # type: ignore[no-untyped-def]
+    observer: NATS,
 ) -> None:
     h: Harness = await make_harness(buffer_size=5)
     h.publisher.offer(edge(dest="before"))
@@ -164,7 +164,7 @@ async def test_buffer_while_nats_is_down(
     )
 
 
-async def test_stream_is_recreated(make_harness, observer: NATS) -> None:  # type: ignore[no-untyped-def]
+async def test_stream_is_recreated(make_harness, observer: NATS) -> None:
     h: Harness = await make_harness()
     await observer.jetstream().delete_stream(subjects.DEPS_STREAM)
     h.publisher.offer(edge())
@@ -172,7 +172,7 @@ async def test_stream_is_recreated(make_harness, observer: NATS) -> None:  # typ
     assert len(await t.read_dependency_events(observer)) == 1
 
 
-async def test_a_publish_without_ack_is_sent_again(make_harness, observer: NATS) -> None:  # type: ignore[no-untyped-def]
+async def test_a_publish_without_ack_is_sent_again(make_harness, observer: NATS) -> None:
     h: Harness = await make_harness(ack_timeout=0.4, retry_backoff_max=0.2)
     await observer.jetstream().delete_stream(subjects.DEPS_STREAM)
     silent = await observer.subscribe(f"{subjects.DEPS_PREFIX}.>")  # a responder that never acks

@@ -14,7 +14,7 @@ from lazyload_accesslog_ingest.records import Rejection
 from lazyload_testing import ingest as t
 
 
-async def test_rejections_name_their_caller(start_ingest) -> None:  # type: ignore[no-untyped-def]
+async def test_rejections_name_their_caller(start_ingest) -> None:
     ingest = await start_ingest()
     async with t.AlsClient(ingest.target) as client:
         await client.send(

@@ -32,7 +32,7 @@ M = t.SampleMesh
 DETAILS = "details.default.svc.cluster.local"
 
 
-async def test_ports_health_and_metrics(start_ingest) -> None:  # type: ignore[no-untyped-def]
+async def test_ports_health_and_metrics(start_ingest) -> None:
     ingest = await start_ingest()
     assert ingest.ports.grpc > 0 and ingest.ports.admin > 0
     async with httpx.AsyncClient(base_url=ingest.admin_url) as http:
@@ -53,7 +53,7 @@ async def test_ports_health_and_metrics(start_ingest) -> None:  # type: ignore[n
         assert name in metrics
 
 
-async def test_access_logs_become_deduplicated_events(start_ingest, observer: NATS) -> None:  # type: ignore[no-untyped-def]
+async def test_access_logs_become_deduplicated_events(start_ingest, observer: NATS) -> None:
     ingest = await start_ingest()
     entries = t.metric_value("lazyload_ingest_entries_total", {"type": "http"})
     unknown = t.metric_value("lazyload_ingest_unknown_callers_total")
@@ -83,7 +83,7 @@ async def test_access_logs_become_deduplicated_events(start_ingest, observer: NA
     assert t.metric_value("lazyload_ingest_unknown_callers_total") == unknown + 1
 
 
-async def test_garbage_is_counted_and_streams_go_on(start_ingest, observer: NATS) -> None:  # type: ignore[no-untyped-def]
+async def test_garbage_is_counted_and_streams_go_on(start_ingest, observer: NATS) -> None:
     ingest = await start_ingest()
     malformed = t.metric_value("lazyload_ingest_rejected_total", {"reason": "malformed_message"})
     async with t.AlsClient(ingest.target) as client:
@@ -109,7 +109,7 @@ async def test_garbage_is_counted_and_streams_go_on(start_ingest, observer: NATS
     await t.eventually(both, what="the valid edges of both streams")
 
 
-async def test_impossible_start_times_are_never_published(start_ingest, observer: NATS) -> None:  # type: ignore[no-untyped-def]
+async def test_impossible_start_times_are_never_published(start_ingest, observer: NATS) -> None:
     """A negative start time, year 0 or one far in the future (a broken or hostile sender) is
     replaced by the time of observation and counted: a poisoned `first_seen` would fail the
     reconciler (#19)."""
@@ -154,7 +154,7 @@ async def _raw_dependency_events(nc: NATS) -> list[dict[str, Any]]:
     return found
 
 
-async def test_sidecar_stream_identity(start_ingest, observer: NATS) -> None:  # type: ignore[no-untyped-def]
+async def test_sidecar_stream_identity(start_ingest, observer: NATS) -> None:
     ingest = await start_ingest()
     ident = t.identifier(
         "sidecar~10.1.0.7~web-1.default~default.svc.cluster.local",
@@ -175,7 +175,7 @@ async def test_sidecar_stream_identity(start_ingest, observer: NATS) -> None:  #
     assert msg.subject == "lazyload.deps.default.frontend"
 
 
-async def test_nats_restart(start_ingest, nats_server: NatsServer, observer: NATS) -> None:  # type: ignore[no-untyped-def]
+async def test_nats_restart(start_ingest, nats_server: NatsServer, observer: NATS) -> None:
     ingest = await start_ingest()
     async with (
         t.AlsClient(ingest.target) as client,
@@ -207,7 +207,7 @@ async def test_nats_restart(start_ingest, nats_server: NatsServer, observer: NAT
         assert (await http.get("/readyz")).status_code == 200
 
 
-async def test_stop_ends_run(start_ingest) -> None:  # type: ignore[no-untyped-def]
+async def test_stop_ends_run(start_ingest) -> None:
     ingest = await start_ingest()
     ingest.stop.set()
     await asyncio.wait_for(ingest.task, 10)
@@ -227,7 +227,7 @@ async def test_port_in_use_fails_cleanly(nats_server: NatsServer) -> None:
             await asyncio.wait_for(app.run(settings, index=t.sample_index()), 20)
 
 
-async def test_a_host_the_fence_dropped_is_published_again_at_its_next_call(  # type: ignore[no-untyped-def]
+async def test_a_host_the_fence_dropped_is_published_again_at_its_next_call(
     start_ingest, observer: NATS
 ) -> None:
     """After a reset (or recycling) drops a host from a fence, the caller's next call to it is

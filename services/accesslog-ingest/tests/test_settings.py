@@ -103,7 +103,7 @@ def test_limits_tls_and_edges_from_the_environment(monkeypatch: pytest.MonkeyPat
         ({"tls_cert_file": "/nonexistent.pem", "tls_key_file": "KEY"}, "no such file"),
     ],
 )
-def test_tls_checks(tmp_path, grpc: dict[str, object], problem: str) -> None:  # type: ignore[no-untyped-def]
+def test_tls_checks(tmp_path, grpc: dict[str, object], problem: str) -> None:
     pem = tmp_path / "x.pem"
     pem.write_text("x")
     values = {k: (str(pem) if v in ("CERT", "KEY") else v) for k, v in grpc.items()}
@@ -111,7 +111,7 @@ def test_tls_checks(tmp_path, grpc: dict[str, object], problem: str) -> None:  #
         IngestSettings(grpc=values).check()  # type: ignore[arg-type]
 
 
-def test_a_misspelt_tls_variable_stops_the_service_at_start(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_misspelt_tls_variable_stops_the_service_at_start(tmp_path) -> None:
     """`LAZYLOAD_GRPC__TLS_CERT_FLE` used to be ignored: the ALS port served plaintext. The
     console script now refuses to start, with one line naming the variable (#16)."""
     cert = tmp_path / "cert.pem"

@@ -66,7 +66,7 @@ def test_known_callers_unchanged() -> None:
     assert (edge.source_kind, edge.source_name) == ("service", "productpage")
 
 
-async def test_published_through_the_service(start_ingest, observer: NATS) -> None:  # type: ignore[no-untyped-def]
+async def test_published_through_the_service(start_ingest, observer: NATS) -> None:
     ingest = await start_ingest(edges={"publish_unresolved": True})
     unknown = t.metric_value("lazyload_ingest_unknown_callers_total")
     async with t.AlsClient(ingest.target) as client:

@@ -92,9 +92,9 @@ def test_a_oneof_member_clears_the_others() -> None:
     http = t.message(t.http_entry("details:9080"))
     tcp = t.message(t.tcp_entry("10.96.0.10", 3306))
     (_, kind, keyed), _ = _same(_merged(http, tcp))
-    assert kind == "tcp" and keyed.count == 1  # type: ignore[attr-defined]
+    assert kind == "tcp" and keyed.count == 1
     (_, kind, keyed), _ = _same(_merged(tcp, http, t.message(t.http_entry("ratings"))))
-    assert kind == "http" and keyed.count == 2  # type: ignore[attr-defined]
+    assert kind == "http" and keyed.count == 2
     # an address that turns into a pipe has no socket address any more
     entry = t.http_entry("details:9080")
     piped = accesslog_pb2.HTTPAccessLogEntry()

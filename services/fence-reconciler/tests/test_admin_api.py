@@ -18,7 +18,7 @@ DETAILS = "details.default.svc.cluster.local"
 PATH = "/apis/microservice.slime.io/v1alpha1/namespaces/default/servicefences"
 
 
-async def _setup(reconciler, kit) -> httpx.AsyncClient:  # type: ignore[no-untyped-def]
+async def _setup(reconciler, kit) -> httpx.AsyncClient:
     kit.create_service("productpage")
     await reconciler.start()
     async with kit.events() as seen:
@@ -30,7 +30,7 @@ async def _setup(reconciler, kit) -> httpx.AsyncClient:  # type: ignore[no-untyp
     )
 
 
-async def test_ready_list_and_detail(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_ready_list_and_detail(reconciler, kit) -> None:
     async with await _setup(reconciler, kit) as http:
         ready = await http.get("/readyz")
         assert ready.status_code == 200, ready.text
@@ -48,7 +48,7 @@ async def test_ready_list_and_detail(reconciler, kit) -> None:  # type: ignore[n
         assert (await http.get("/api/v1/fences/default/nope")).status_code == 404
 
 
-async def test_graph(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_graph(reconciler, kit) -> None:
     async with await _setup(reconciler, kit) as http:
         graph = (await http.get("/api/v1/graph")).json()
     nodes = {n["id"]: n["kind"] for n in graph["nodes"]}
@@ -63,7 +63,7 @@ async def test_graph(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
     }
 
 
-async def test_reset_forgets_learned_hosts(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_reset_forgets_learned_hosts(reconciler, kit) -> None:
     async with await _setup(reconciler, kit) as http:
         fence = kit.fence("productpage")
         fence["spec"]["host"] = {"test/*": {}}
@@ -79,7 +79,7 @@ async def test_reset_forgets_learned_hosts(reconciler, kit) -> None:  # type: ig
         assert (await http.post("/api/v1/fences/default/nope/reset")).status_code == 404
 
 
-async def test_metrics(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_metrics(reconciler, kit) -> None:
     async with await _setup(reconciler, kit) as http:
         text = (await http.get("/metrics")).text
     for name in (
@@ -92,7 +92,7 @@ async def test_metrics(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
         assert name in text
 
 
-async def test_cli_list_and_reset(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_cli_list_and_reset(reconciler, kit) -> None:
     from lazyload_cli import fences as cli
 
     async with await _setup(reconciler, kit) as http:
@@ -110,7 +110,7 @@ async def test_cli_list_and_reset(reconciler, kit) -> None:  # type: ignore[no-u
         assert missing.value.status == 404
 
 
-async def test_resets_need_an_allowed_token(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_resets_need_an_allowed_token(reconciler, kit) -> None:
     async with await _setup(reconciler, kit) as http:
         path = "/api/v1/fences/default/productpage/reset"
         anonymous = await http.post(path, headers={"Authorization": ""})
@@ -125,7 +125,7 @@ async def test_resets_need_an_allowed_token(reconciler, kit) -> None:  # type: i
         assert 'lazyload_admin_refused_total{reason="no_token"}' in metrics
 
 
-async def test_namespace_reset_resets_every_fence_of_the_namespace(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_namespace_reset_resets_every_fence_of_the_namespace(reconciler, kit) -> None:
     kit.create_service("reviews")
     async with await _setup(reconciler, kit) as http:
         async with kit.events() as seen:
@@ -139,7 +139,7 @@ async def test_namespace_reset_resets_every_fence_of_the_namespace(reconciler, k
 
 
 @pytest.mark.real
-async def test_kubernetes_auth_reviews_the_token(reconciler, kit, real_kube) -> None:  # type: ignore[no-untyped-def]
+async def test_kubernetes_auth_reviews_the_token(reconciler, kit, real_kube) -> None:
     """The chart's default: a TokenReview authenticates the bearer token, a SubjectAccessReview
     decides (update servicefences/status in the fence's namespace), as kube-rbac-proxy does."""
     from lazyload_common.settings import AdminSettings

@@ -17,7 +17,7 @@ DETAILS = "details.default.svc.cluster.local"
 STATUS = r"/servicefences/productpage/status$"
 
 
-async def test_server_error_is_retried(reconciler, kit, kube_emulator) -> None:  # type: ignore[no-untyped-def]
+async def test_server_error_is_retried(reconciler, kit, kube_emulator) -> None:
     kit.create_service("productpage")
     await reconciler.start()
     kube_emulator.inject_fault("PUT", STATUS, status=500, count=2)
@@ -31,7 +31,7 @@ async def test_server_error_is_retried(reconciler, kit, kube_emulator) -> None: 
     assert statuses[:3] == [500, 500, 200]
 
 
-async def test_conflict_is_reapplied(reconciler, kit, kube_emulator) -> None:  # type: ignore[no-untyped-def]
+async def test_conflict_is_reapplied(reconciler, kit, kube_emulator) -> None:
     kit.create_service("productpage")
     await reconciler.start()
     kube_emulator.inject_fault("PUT", STATUS, status=409, reason="Conflict", count=1)
@@ -48,7 +48,7 @@ async def test_conflict_is_reapplied(reconciler, kit, kube_emulator) -> None:  #
     ("status", "reason"),
     [(422, "Invalid"), (413, "RequestEntityTooLarge")],
 )
-async def test_refused_write_dead_letters(reconciler, kit, kube_emulator, status, reason) -> None:  # type: ignore[no-untyped-def]
+async def test_refused_write_dead_letters(reconciler, kit, kube_emulator, status, reason) -> None:
     """A refusal that no retry can change (an invalid status, one too large) ends the edges with
     the reason instead of retrying them for ever (#19)."""
     kit.create_service("productpage")
@@ -62,7 +62,7 @@ async def test_refused_write_dead_letters(reconciler, kit, kube_emulator, status
 
 
 @pytest.mark.parametrize(("status", "reason"), [(403, "Forbidden"), (401, "Unauthorized")])
-async def test_denied_write_is_retried(reconciler, kit, kube_emulator, status, reason) -> None:  # type: ignore[no-untyped-def]
+async def test_denied_write_is_retried(reconciler, kit, kube_emulator, status, reason) -> None:
     """RBAC and credentials change under a running service (a Role re-applied, a token
     rotated): a write denied for a while is retried with back-off and the host arrives; nothing
     is dead-lettered (`make faults`, api-403: dead-lettering at the first 403 lost every edge of

@@ -20,11 +20,11 @@ L = "slime.io/serviceFenced"
 PATH = "/apis/microservice.slime.io/v1alpha1/namespaces/{ns}/servicefences"
 
 
-def _create_namespace(kit, name: str, labels: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+def _create_namespace(kit, name: str, labels: dict[str, str]) -> None:
     kit.api.create("/api/v1/namespaces", {"metadata": {"name": name, "labels": labels}})
 
 
-async def test_service_label_fences_before_traffic(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_service_label_fences_before_traffic(reconciler, kit) -> None:
     kit.create_service("reviews", labels={L: "true"})
     kit.create_service("ratings")
     async with kit.events(subjects.fence("default", "reviews")) as seen:
@@ -34,7 +34,7 @@ async def test_service_label_fences_before_traffic(reconciler, kit) -> None:  # 
     assert kit.fence("ratings") is None
 
 
-async def test_namespace_label_and_service_opt_out(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_namespace_label_and_service_opt_out(reconciler, kit) -> None:
     _create_namespace(kit, "shop", {L: "true"})
     kit.create_service("cart", ns="shop")
     kit.create_service("legacy", ns="shop", labels={L: "false"})
@@ -43,7 +43,7 @@ async def test_namespace_label_and_service_opt_out(reconciler, kit) -> None:  # 
     assert kit.fence("legacy", ns="shop") is None
 
 
-async def test_eager_fences_every_service(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_eager_fences_every_service(reconciler, kit) -> None:
     kit.create_service("a")
     kit.create_service("b")
     kit.create_service("headless-ish", selector={})
@@ -54,7 +54,7 @@ async def test_eager_fences_every_service(reconciler, kit) -> None:  # type: ign
     assert kit.fence("headless-ish") is None
 
 
-async def test_deleted_service_takes_its_auto_fence(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_deleted_service_takes_its_auto_fence(reconciler, kit) -> None:
     kit.create_service("productpage")
     kit.create_service("manual")
     await reconciler.start()
@@ -72,7 +72,7 @@ async def test_deleted_service_takes_its_auto_fence(reconciler, kit) -> None:  #
     assert kit.fence("productpage") is None and kit.fence("manual") is not None
 
 
-async def test_relabelled_false_removes_auto_fence(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_relabelled_false_removes_auto_fence(reconciler, kit) -> None:
     kit.create_service("reviews", labels={L: "true"})
     await reconciler.start()
     await kit.eventually(lambda: kit.fence("reviews"))
@@ -82,7 +82,7 @@ async def test_relabelled_false_removes_auto_fence(reconciler, kit) -> None:  # 
     await kit.eventually(lambda: kit.fence("reviews") is None)
 
 
-async def test_management_selectors_scope_auto_fences(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_management_selectors_scope_auto_fences(reconciler, kit) -> None:
     _create_namespace(kit, "managed", {"team": "mesh"})
     _create_namespace(kit, "unmanaged", {"team": "other"})
     for ns in ("managed", "unmanaged"):
@@ -96,7 +96,7 @@ async def test_management_selectors_scope_auto_fences(reconciler, kit) -> None: 
     assert kit.fence("cart", ns="unmanaged") is None
 
 
-async def test_by_default_every_service_is_fenced_before_any_traffic(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_by_default_every_service_is_fenced_before_any_traffic(reconciler, kit) -> None:
     """The default settings (Slime's autoFence): a cold start with Services and none of their
     fences makes every fence (and its FenceChanged, from which the writer makes the base Sidecar)
     without a single dependency, paced by the client rate limit, with progress in the metrics;
@@ -126,7 +126,7 @@ async def test_by_default_every_service_is_fenced_before_any_traffic(reconciler,
         assert time.monotonic() - started < 5
 
 
-async def test_a_fence_is_deleted_only_as_it_was_read(kube_api, kube_server) -> None:  # type: ignore[no-untyped-def]
+async def test_a_fence_is_deleted_only_as_it_was_read(kube_api, kube_server) -> None:
     """The delete of an auto-fence carries uid and resourceVersion preconditions: a fence
     changed since it was read (a user just made it theirs) is not deleted (#19)."""
     applier = applying.Applier(kube.AsyncKube(kube_server.api_client()))
@@ -142,7 +142,7 @@ async def test_a_fence_is_deleted_only_as_it_was_read(kube_api, kube_server) -> 
     assert await applier.get("default", "productpage") is None
 
 
-async def test_system_istio_and_lazyload_namespaces_are_never_fenced(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_system_istio_and_lazyload_namespaces_are_never_fenced(reconciler, kit) -> None:
     """The global-sidecar must keep the whole mesh: lazyload's namespace (and istiod's, and
     Kubernetes' own) never get a fence, whatever deny_namespaces says."""
     for ns in ("mesh-operator", "istio-system"):
@@ -159,7 +159,7 @@ async def test_system_istio_and_lazyload_namespaces_are_never_fenced(reconciler,
 
 async def test_every_api_request_keeps_to_the_client_rate_limit(
     reconciler, kit, kube_emulator
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """LAZYLOAD_KUBE__QPS/BURST bound every request of the reconciler - its lists and watches,
     the eager fences' creates and status writes - not only the writes (#18). (The fences are
     awaited on NATS: only the reconciler talks to the API meanwhile.)"""

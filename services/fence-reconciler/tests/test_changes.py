@@ -133,7 +133,7 @@ LIVE = changes.Sent("u1", _state(2, A))
         ),
     ],
 )
-def test_due(case, fence, desired, sent, expected) -> None:  # type: ignore[no-untyped-def]
+def test_due(case, fence, desired, sent, expected) -> None:
     event = changes.due(fence, desired, sent, now=NOW)
     if expected is None:
         assert event is None, case
@@ -164,7 +164,7 @@ def test_deletion_is_announced_once() -> None:
         (replace(LIVE, deleted=True, state=_state(3)), "u2", 3),
     ],
 )
-def test_revision_floor(sent, uid, floor) -> None:  # type: ignore[no-untyped-def]
+def test_revision_floor(sent, uid, floor) -> None:
     assert changes.revision_floor(sent, uid) == floor
 
 

@@ -8,7 +8,7 @@ import time
 FENCES = "/apis/microservice.slime.io/v1alpha1/namespaces/default/servicefences"
 
 
-async def test_deadline_host_leaves_at_its_deadline(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_deadline_host_leaves_at_its_deadline(reconciler, kit) -> None:
     kit.create_service("productpage")
     expire = int(time.time()) + 3
     kit.api.create(

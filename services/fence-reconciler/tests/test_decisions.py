@@ -42,7 +42,7 @@ def test_the_record_is_bounded_per_fence_and_over_fences() -> None:
     assert record.of(("default", "y"))[0].as_dict()["last_at"] == "1970-01-01T00:03:20Z"
 
 
-async def test_decisions_route_says_why_a_host_is_or_is_not_there(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_decisions_route_says_why_a_host_is_or_is_not_there(reconciler, kit) -> None:
     kit.create_service("productpage")
     kit.create_service("reviews")
     await reconciler.start(learn_unknown_services=False)

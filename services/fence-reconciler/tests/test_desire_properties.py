@@ -49,7 +49,7 @@ def _written(fence: fences.Fence, status: dict[str, object]) -> fences.Fence:
     selector=st.one_of(st.none(), st.dictionaries(label, label, min_size=1, max_size=2)),
     routes=mesh,
 )
-def test_fixpoint_monotonic_and_explained(spec, batches, enable, selector, routes) -> None:  # type: ignore[no-untyped-def]
+def test_fixpoint_monotonic_and_explained(spec, batches, enable, selector, routes) -> None:
     body = fences.new_fence_body("default", "caller")
     body["spec"]["enable"] = enable
     body["spec"]["host"] = {k: {} for k in spec}

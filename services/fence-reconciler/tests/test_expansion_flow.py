@@ -30,7 +30,7 @@ def _vs(dest: str) -> dict[str, object]:
     }
 
 
-async def test_virtual_service_expansion_follows_changes(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_virtual_service_expansion_follows_changes(reconciler, kit) -> None:
     kit.create_service("productpage")
     await reconciler.start()
     async with kit.events(subjects.fence("default", "productpage")) as seen:
@@ -49,7 +49,7 @@ async def test_virtual_service_expansion_follows_changes(reconciler, kit) -> Non
         assert event.hosts == [REVIEWS] and event.removed == [V3]
 
 
-async def test_label_selector_follows_services(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_label_selector_follows_services(reconciler, kit) -> None:
     for ns in ("data", "other"):
         kit.api.create("/api/v1/namespaces", {"metadata": {"name": ns}})
     kit.create_service("db", ns="data", labels={"tier": "db"})
@@ -82,7 +82,7 @@ def _external(host: str, *, registered: bool = False) -> events.DependencyObserv
     )
 
 
-async def test_external_edges_and_dispatches(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_external_edges_and_dispatches(reconciler, kit) -> None:
     kit.create_service("productpage")
     kit.api.create(
         SE,

@@ -16,7 +16,7 @@ DETAILS = "details.default.svc.cluster.local"
 PATH = "/apis/microservice.slime.io/v1alpha1/namespaces/default/servicefences"
 
 
-async def _learned_fence(reconciler, kit, seen) -> dict:  # type: ignore[no-untyped-def]
+async def _learned_fence(reconciler, kit, seen) -> dict:
     kit.create_service("productpage")
     await reconciler.start()
     await kit.publish(kit.edge(DETAILS))
@@ -24,7 +24,7 @@ async def _learned_fence(reconciler, kit, seen) -> dict:  # type: ignore[no-unty
     return kit.fence("productpage")
 
 
-async def test_spec_hosts_are_published(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_spec_hosts_are_published(reconciler, kit) -> None:
     async with kit.events(subjects.fence("default", "productpage")) as seen:
         fence = await _learned_fence(reconciler, kit, seen)
         fence["spec"]["host"] = {"www.example.com": {"stable": {}}, "test/*": {}}
@@ -37,7 +37,7 @@ async def test_spec_hosts_are_published(reconciler, kit) -> None:  # type: ignor
         assert len(await seen.drain()) == 2
 
 
-async def test_disable_is_a_new_revision(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_disable_is_a_new_revision(reconciler, kit) -> None:
     async with kit.events(subjects.fence("default", "productpage")) as seen:
         fence = await _learned_fence(reconciler, kit, seen)
         fence["spec"]["enable"] = False
@@ -47,7 +47,7 @@ async def test_disable_is_a_new_revision(reconciler, kit) -> None:  # type: igno
         assert event.added == [] and event.removed == []
 
 
-async def test_service_selector_change_is_published(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_service_selector_change_is_published(reconciler, kit) -> None:
     async with kit.events(subjects.fence("default", "productpage")) as seen:
         await _learned_fence(reconciler, kit, seen)
         service = kit.api.get("/api/v1/namespaces/default/services/productpage")
@@ -57,7 +57,7 @@ async def test_service_selector_change_is_published(reconciler, kit) -> None:  #
         assert event.workload_selector == {"app": "productpage", "version": "v2"}
 
 
-async def test_manual_fence_is_published_and_learns(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_manual_fence_is_published_and_learns(reconciler, kit) -> None:
     await reconciler.start()
     body = service_fence("worker", workloadSelector={"labels": {"role": "worker"}})
     async with kit.events(subjects.fence("default", "worker")) as seen:
@@ -72,7 +72,7 @@ async def test_manual_fence_is_published_and_learns(reconciler, kit) -> None:  #
     )
 
 
-async def test_deleted_fence_is_announced(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_deleted_fence_is_announced(reconciler, kit) -> None:
     async with kit.events(subjects.fence("default", "productpage")) as seen:
         await _learned_fence(reconciler, kit, seen)
         kit.api.delete(f"{PATH}/productpage")
@@ -81,7 +81,7 @@ async def test_deleted_fence_is_announced(reconciler, kit) -> None:  # type: ign
         assert not event.enabled
 
 
-async def test_recreated_fence_continues_revisions(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_recreated_fence_continues_revisions(reconciler, kit) -> None:
     async with kit.events(subjects.fence("default", "productpage")) as seen:
         await _learned_fence(reconciler, kit, seen)
         kit.api.delete(f"{PATH}/productpage")
@@ -91,7 +91,7 @@ async def test_recreated_fence_continues_revisions(reconciler, kit) -> None:  # 
         assert event.revision == 3 and event.hosts == ["reviews.default.svc.cluster.local"]
 
 
-async def test_deleted_manual_fence_is_not_recreated(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_deleted_manual_fence_is_not_recreated(reconciler, kit) -> None:
     kit.create_service("manual")
     await reconciler.start()
     body = service_fence("manual", workloadSelector={"fromService": True})

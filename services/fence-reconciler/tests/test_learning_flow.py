@@ -19,7 +19,7 @@ DETAILS = "details.default.svc.cluster.local"
 REVIEWS = "reviews.default.svc.cluster.local"
 
 
-async def test_edge_creates_fence_and_publishes(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_edge_creates_fence_and_publishes(reconciler, kit) -> None:
     kit.create_service("productpage")
     await reconciler.start()
     async with kit.events(subjects.fence("default", "productpage")) as seen:
@@ -41,7 +41,7 @@ async def test_edge_creates_fence_and_publishes(reconciler, kit) -> None:  # typ
     assert status["revision"] == 1 and status["hostCount"] == 1
 
 
-async def test_burst_of_edges_gives_few_writes(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_burst_of_edges_gives_few_writes(reconciler, kit) -> None:
     kit.create_service("productpage")
     hosts = [f"h{i}.default.svc.cluster.local" for i in range(50)]
     await kit.publish(*(kit.edge(h) for h in hosts))
@@ -56,7 +56,7 @@ async def test_burst_of_edges_gives_few_writes(reconciler, kit) -> None:  # type
     assert fence is not None and len(fence["status"]["learned"]) == 50
 
 
-async def test_live_burst_is_coalesced(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_live_burst_is_coalesced(reconciler, kit) -> None:
     kit.create_service("productpage")
     await reconciler.start()
     hosts = [f"h{i}.default.svc.cluster.local" for i in range(50)]
@@ -66,7 +66,7 @@ async def test_live_burst_is_coalesced(reconciler, kit) -> None:  # type: ignore
     assert len(kit.fence_writes()) < 25
 
 
-async def test_invalid_host_is_dead_lettered_and_neighbour_learned(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_invalid_host_is_dead_lettered_and_neighbour_learned(reconciler, kit) -> None:
     kit.create_service("productpage")
     dlq = await kit.dead_letters()
     await kit.publish(kit.edge("Not_A_Host!"), kit.edge(REVIEWS))
@@ -83,7 +83,7 @@ async def test_invalid_host_is_dead_lettered_and_neighbour_learned(reconciler, k
     await dlq.unsubscribe()
 
 
-async def test_caller_without_service_waits_then_dead_letters(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_caller_without_service_waits_then_dead_letters(reconciler, kit) -> None:
     dlq = await kit.dead_letters()
     await reconciler.start(missing_service_retries=2, missing_service_delay=0.1)
     await kit.publish(kit.edge(DETAILS, name="ghost"))
@@ -94,7 +94,7 @@ async def test_caller_without_service_waits_then_dead_letters(reconciler, kit) -
     await dlq.unsubscribe()
 
 
-async def test_service_appearing_in_time_gets_its_fence(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_service_appearing_in_time_gets_its_fence(reconciler, kit) -> None:
     await reconciler.start(missing_service_retries=50, missing_service_delay=0.2)
     await kit.publish(kit.edge(DETAILS, name="late"))
     await asyncio.sleep(0.3)
@@ -104,7 +104,7 @@ async def test_service_appearing_in_time_gets_its_fence(reconciler, kit) -> None
     assert fence["metadata"]["name"] == "late"
 
 
-async def test_service_opted_out_gets_no_fence(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_service_opted_out_gets_no_fence(reconciler, kit) -> None:
     kit.create_service("global-sidecar", labels={"slime.io/serviceFenced": "false"})
     kit.create_service("productpage")
     async with kit.events() as seen:
@@ -114,7 +114,7 @@ async def test_service_opted_out_gets_no_fence(reconciler, kit) -> None:  # type
     assert kit.fence("global-sidecar") is None
 
 
-async def test_a_namespace_or_wildcard_is_never_learned(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_a_namespace_or_wildcard_is_never_learned(reconciler, kit) -> None:
     """A dependency event names one host: `istio-system/*` or `*` (a forged event) would widen
     the caller's Sidecar to a whole namespace or the mesh. Each is refused, counted and
     dead-lettered alone; its neighbour of the same fence is learned (#16)."""
@@ -148,7 +148,7 @@ async def test_a_namespace_or_wildcard_is_never_learned(reconciler, kit) -> None
     await dlq.unsubscribe()
 
 
-async def test_an_impossible_time_ends_only_its_own_message(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_an_impossible_time_ends_only_its_own_message(reconciler, kit) -> None:
     """A first_seen of year 0, published the way the ingest encodes events (no model check on
     the way out), is dead-lettered on its own; its neighbour of the same fence is learned (it
     used to fail the fence's write, nak the whole batch and block the fence for ever: #19)."""

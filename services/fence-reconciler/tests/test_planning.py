@@ -20,7 +20,7 @@ CREATE, IGNORE, WAIT = policies.Outcome.CREATE, policies.Outcome.IGNORE, policie
 
 
 def facts(**kw: object) -> planning.Facts:
-    return planning.Facts(**{"namespace": "ns", **kw})  # type: ignore[arg-type]
+    return planning.Facts(**{"namespace": "ns", **kw})
 
 
 @pytest.mark.parametrize(
@@ -56,7 +56,7 @@ def facts(**kw: object) -> planning.Facts:
         (facts(service=SVC, namespace_labels={L: "false"}, workload_pods=1), SCOPE, CREATE, ""),
     ],
 )
-def test_creation(f, scope, outcome, reason) -> None:  # type: ignore[no-untyped-def]
+def test_creation(f, scope, outcome, reason) -> None:
     assert planning.creation(f, scope) == policies.Verdict(outcome, reason)
 
 
@@ -75,7 +75,7 @@ def test_creation(f, scope, outcome, reason) -> None:  # type: ignore[no-untyped
         (facts(service=None, workload_pods=3), policies.Scope(eager=True), False),
     ],
 )
-def test_eager(f, scope, expected) -> None:  # type: ignore[no-untyped-def]
+def test_eager(f, scope, expected) -> None:
     assert planning.eager(f, scope) is expected
 
 
@@ -103,7 +103,7 @@ def _fence(*, auto: bool) -> fences.Fence:
         (True, facts(workload_pods=1), policies.Scope(allow_namespaces=("other",)), True),
     ],
 )
-def test_drop(auto, f, scope, expected) -> None:  # type: ignore[no-untyped-def]
+def test_drop(auto, f, scope, expected) -> None:
     assert planning.drop(_fence(auto=auto), f, scope) is expected
 
 
@@ -123,7 +123,7 @@ def _obj(uid: str, rv: str) -> dict[str, object]:
         (_obj("u", "x"), _obj("u", "5"), _obj("u", "5")),  # not a number: ours
     ],
 )
-def test_newest(stored, written, expected) -> None:  # type: ignore[no-untyped-def]
+def test_newest(stored, written, expected) -> None:
     assert planning.newest(stored, written) == expected
 
 
@@ -165,7 +165,7 @@ def test_vanished_fences_are_announced_from_what_was_sent() -> None:
     ("total", "left", "due"),
     [(100, 90, True), (100, 95, False), (100, 0, True), (5, 3, True), (25, 19, False)],
 )
-def test_progress_due(total, left, due) -> None:  # type: ignore[no-untyped-def]
+def test_progress_due(total, left, due) -> None:
     assert planning.progress_due(total, left) is due
 
 
@@ -180,7 +180,7 @@ A, B, C = (f"{x}.ns.svc.cluster.local" for x in "abc")
         (False, {B: ("spec",)}, "no longer in spec, selector or expansion"),
     ],
 )
-def test_of_cycle(reset, before_reasons, removed_reason) -> None:  # type: ignore[no-untyped-def]
+def test_of_cycle(reset, before_reasons, removed_reason) -> None:
     state = desiring.State(revision=2, enabled=True, workload_selector=None, hosts=(A,))
     desired = desiring.Desired(
         state=state, status={}, changed=True, write_needed=True, removed=(B,), capped=(C,)

@@ -23,7 +23,7 @@ L = policies.FENCED_LABEL
         (None, None, True, True),
     ],
 )
-def test_label_precedence(service, namespace, default, expected) -> None:  # type: ignore[no-untyped-def]
+def test_label_precedence(service, namespace, default, expected) -> None:
     assert policies.is_fenced(service, namespace, default=default) is expected
 
 

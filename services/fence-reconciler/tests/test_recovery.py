@@ -15,7 +15,7 @@ REVIEWS = "reviews.default.svc.cluster.local"
 RATINGS = "ratings.default.svc.cluster.local"
 
 
-async def test_a_deleted_consumer_and_fence_stream_are_set_up_again(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_a_deleted_consumer_and_fence_stream_are_set_up_again(reconciler, kit) -> None:
     kit.create_service("productpage")
     await reconciler.start()
     subject = subjects.fence("default", "productpage")
@@ -45,7 +45,7 @@ async def test_a_deleted_consumer_and_fence_stream_are_set_up_again(reconciler, 
     assert fence is not None and sorted(fence["status"]["learned"]) == [DETAILS, RATINGS, REVIEWS]
 
 
-async def _eventually(check, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+async def _eventually(check, timeout: float = 15.0) -> None:
     import asyncio
     import time
 

@@ -11,7 +11,7 @@ from lazyload_common import subjects
 DETAILS = "details.default.svc.cluster.local"
 
 
-async def test_idle_host_is_recycled(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_idle_host_is_recycled(reconciler, kit) -> None:
     kit.create_service("productpage")
     await reconciler.start(
         resync_interval=1,

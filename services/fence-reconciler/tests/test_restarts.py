@@ -22,7 +22,7 @@ PATH = "/apis/microservice.slime.io/v1alpha1/namespaces/default/servicefences"
 
 
 @contextlib.asynccontextmanager
-async def _learned_then_stopped(reconciler, kit) -> AsyncIterator[Any]:  # type: ignore[no-untyped-def]
+async def _learned_then_stopped(reconciler, kit) -> AsyncIterator[Any]:
     """productpage's fence events, once the reconciler learned DETAILS (revision 1) and stopped."""
     kit.create_service("productpage")
     async with kit.events(subjects.fence("default", "productpage")) as seen:
@@ -33,7 +33,7 @@ async def _learned_then_stopped(reconciler, kit) -> AsyncIterator[Any]:  # type:
         yield seen
 
 
-async def test_restart_loses_nothing_and_repeats_nothing(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_restart_loses_nothing_and_repeats_nothing(reconciler, kit) -> None:
     async with _learned_then_stopped(reconciler, kit) as seen:
         await kit.publish(kit.edge(REVIEWS))
         await reconciler.start()
@@ -42,7 +42,7 @@ async def test_restart_loses_nothing_and_repeats_nothing(reconciler, kit) -> Non
         assert [e.revision for e in await seen.drain()] == [1, 2]
 
 
-async def test_unpublished_revision_is_published_at_start(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_unpublished_revision_is_published_at_start(reconciler, kit) -> None:
     async with _learned_then_stopped(reconciler, kit) as seen:
         # What a crash between the status write and the publish leaves behind:
         fence = kit.fence("productpage")
@@ -57,7 +57,7 @@ async def test_unpublished_revision_is_published_at_start(reconciler, kit) -> No
         assert [e.revision for e in await seen.drain()] == [1, 2]
 
 
-async def test_fence_deleted_while_down_is_announced(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_fence_deleted_while_down_is_announced(reconciler, kit) -> None:
     async with _learned_then_stopped(reconciler, kit) as seen:
         kit.api.delete(f"{PATH}/productpage")
         await reconciler.start()
@@ -65,7 +65,7 @@ async def test_fence_deleted_while_down_is_announced(reconciler, kit) -> None:  
         assert event.revision == 2 and event.removed == [DETAILS]
 
 
-async def test_two_replicas_learn_everything(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_two_replicas_learn_everything(reconciler, kit) -> None:
     kit.create_service("productpage")
     await asyncio.gather(reconciler.start(batch=5), reconciler.start(batch=5))
     hosts = [f"h{i}.default.svc.cluster.local" for i in range(40)]

@@ -39,13 +39,13 @@ def test_no_revision_configured_serves_only_unlabelled_when_strict() -> None:
     assert not fences.revision_in_scope({fences.REVISION_LABEL: "canary"}, "", strict=False)
 
 
-def _manual_fence(kit, name: str, rev: str | None) -> None:  # type: ignore[no-untyped-def]
+def _manual_fence(kit, name: str, rev: str | None) -> None:
     labels = {fences.REVISION_LABEL: rev} if rev else {}
     body = service_fence(name, labels=labels, workloadSelector={"fromService": True})
     kit.api.create(FENCES, body)
 
 
-async def test_created_fences_carry_the_revision(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_created_fences_carry_the_revision(reconciler, kit) -> None:
     kit.create_service("productpage")
     await reconciler.start(istio_rev="canary")
     async with kit.events(subjects.fence("default", "productpage")) as seen:
@@ -56,7 +56,7 @@ async def test_created_fences_carry_the_revision(reconciler, kit) -> None:  # ty
     assert fence["metadata"]["labels"][fences.REVISION_LABEL] == "canary"
 
 
-async def test_a_fence_of_another_revision_is_left_alone(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_a_fence_of_another_revision_is_left_alone(reconciler, kit) -> None:
     for name, rev in (("productpage", "stable"), ("reviews", None)):
         kit.create_service(name)
         _manual_fence(kit, name, rev)
@@ -71,7 +71,7 @@ async def test_a_fence_of_another_revision_is_left_alone(reconciler, kit) -> Non
     assert stable is not None and "learned" not in (stable.get("status") or {})
 
 
-async def test_strict_revision_leaves_unlabelled_fences_alone(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_strict_revision_leaves_unlabelled_fences_alone(reconciler, kit) -> None:
     for name, rev in (("productpage", None), ("reviews", "canary")):
         kit.create_service(name)
         _manual_fence(kit, name, rev)

@@ -62,7 +62,7 @@ def test_crd_document() -> None:
     assert {"Enabled", "Hosts", "Age"} <= set(columns)
 
 
-async def test_slime_fence_validates_and_is_taken_over(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_slime_fence_validates_and_is_taken_over(reconciler, kit) -> None:
     created = kit.api.create(PATH, SLIME_FENCE)
     assert created["spec"] == SLIME_FENCE["spec"]
     created["status"] = SLIME_STATUS

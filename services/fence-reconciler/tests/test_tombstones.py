@@ -34,29 +34,29 @@ BODY = {
 }
 
 
-def _entries(kit) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def _entries(kit) -> dict[str, str]:
     try:
         return dict(kit.api.get(TOMBSTONES).get("data") or {})
     except kube.KubeNotFound:
         return {}
 
 
-def _mark(kit) -> str | None:  # type: ignore[no-untyped-def]
+def _mark(kit) -> str | None:
     return _entries(kit).get("default_manual")
 
 
-def _label(kit, labels: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+def _label(kit, labels: dict[str, str]) -> None:
     service = kit.api.get(SERVICE)
     service["metadata"]["labels"] = labels
     kit.api.replace(SERVICE, service)
 
 
-def _namespace(kit) -> None:  # type: ignore[no-untyped-def]
+def _namespace(kit) -> None:
     with contextlib.suppress(kube.KubeConflict):
         kit.api.create("/api/v1/namespaces", {"metadata": {"name": "mesh-operator"}})
 
 
-async def _create_and_delete(reconciler, kit, seen, labels=None) -> None:  # type: ignore[no-untyped-def]
+async def _create_and_delete(reconciler, kit, seen, labels=None) -> None:
     _namespace(kit)
     await reconciler.start()
     kit.api.create(PATH, BODY)
@@ -69,7 +69,7 @@ async def _create_and_delete(reconciler, kit, seen, labels=None) -> None:  # typ
     await kit.eventually(lambda: _mark(kit))
 
 
-async def test_tombstone_survives_restart_until_relabelled(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_tombstone_survives_restart_until_relabelled(reconciler, kit) -> None:
     service = kit.create_service("manual")
     kit.create_service("productpage")
     async with kit.events() as seen:
@@ -89,7 +89,7 @@ async def test_tombstone_survives_restart_until_relabelled(reconciler, kit) -> N
         await kit.eventually(lambda: _mark(kit) is None)
 
 
-async def test_user_recreating_the_fence_clears_the_tombstone(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_user_recreating_the_fence_clears_the_tombstone(reconciler, kit) -> None:
     kit.create_service("manual")
     async with kit.events() as seen:
         await _create_and_delete(reconciler, kit, seen)
@@ -98,7 +98,7 @@ async def test_user_recreating_the_fence_clears_the_tombstone(reconciler, kit) -
         await kit.eventually(lambda: _mark(kit) is None)
 
 
-async def test_tombstone_dies_with_its_service(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_tombstone_dies_with_its_service(reconciler, kit) -> None:
     kit.create_service("manual")
     async with kit.events() as seen:
         await _create_and_delete(reconciler, kit, seen)
@@ -111,7 +111,7 @@ async def test_tombstone_dies_with_its_service(reconciler, kit) -> None:  # type
         await kit.eventually(lambda: kit.fence("manual"))
 
 
-async def test_tombstone_waits_for_its_service(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_tombstone_waits_for_its_service(reconciler, kit) -> None:
     _namespace(kit)
     async with kit.events() as seen:
         await reconciler.start()
@@ -124,7 +124,7 @@ async def test_tombstone_waits_for_its_service(reconciler, kit) -> None:  # type
         await kit.eventually(lambda: (_mark(kit) or "").endswith(f";uid={uid}"))
 
 
-async def test_annotations_of_older_versions_move_to_the_configmap(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_annotations_of_older_versions_move_to_the_configmap(reconciler, kit) -> None:
     _namespace(kit)
     # labelled as the annotation says it was at deletion: the tombstone has no label to follow
     service = kit.create_service("manual", labels={"slime.io/serviceFenced": "true"})
@@ -148,7 +148,7 @@ async def test_annotations_of_older_versions_move_to_the_configmap(reconciler, k
         assert _mark(kit) is None and OLD_MARK in kit.api.get(SERVICE)["metadata"]["annotations"]
 
 
-async def test_writers_of_different_entries_keep_each_others(kit, kube_server) -> None:  # type: ignore[no-untyped-def]
+async def test_writers_of_different_entries_keep_each_others(kit, kube_server) -> None:
     _namespace(kit)
     a = applying.Applier(kube.AsyncKube(kube_server.api_client()))
     b = applying.Applier(kube.AsyncKube(kube_server.api_client()))

@@ -9,7 +9,7 @@ REVIEWS = "reviews.default.svc.cluster.local"
 GHOST = "ghost.default.svc.cluster.local"
 
 
-async def test_an_edge_to_no_service_is_not_learned(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_an_edge_to_no_service_is_not_learned(reconciler, kit) -> None:
     kit.create_service("productpage")
     kit.create_service("reviews")
     dropped = REGISTRY.get_sample_value(

@@ -41,7 +41,7 @@ def _pod(name: str, app: str) -> dict[str, object]:
     }
 
 
-async def test_workload_fence_lives_with_its_pods(reconciler, kit) -> None:  # type: ignore[no-untyped-def]
+async def test_workload_fence_lives_with_its_pods(reconciler, kit) -> None:
     kit.api.create(PODS, _pod("batch-1", "batch"))
     await reconciler.start(workload_label_key="app")
     async with kit.events(subjects.fence("default", NAME)) as seen:

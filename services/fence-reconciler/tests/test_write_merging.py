@@ -46,7 +46,7 @@ def _delivery(caller: str, host: str) -> jetstream.Delivery:
 
 
 def _handler(reconciler: FakeReconciler, **fence: object) -> consuming.BatchHandler:
-    settings = FenceSettings(**{"coalesce_window": 0.0, **fence})  # type: ignore[arg-type]
+    settings = FenceSettings(**{"coalesce_window": 0.0, **fence})
     return consuming.BatchHandler(reconciler, settings)  # type: ignore[arg-type]
 
 

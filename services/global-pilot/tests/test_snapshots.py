@@ -82,7 +82,7 @@ def test_missing_and_unreferenced_resources_are_inconsistent(snap):
 def test_snapshot_content_cannot_be_changed(snap):
     snapshot = snap("a")
     with pytest.raises(TypeError):
-        snapshot.resources[resources.CLUSTER]["x"] = None  # type: ignore[index]
+        snapshot.resources[resources.CLUSTER]["x"] = None
 
 
 def _node(node_id: str) -> base_pb2.Node:
