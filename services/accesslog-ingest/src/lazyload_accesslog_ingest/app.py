@@ -178,15 +178,18 @@ def _als_server(
 
 
 def _mesh_server(settings: IngestSettings, main: AlsServer) -> AlsServer | None:
-    """The mesh ALS port beside `main` (same ingestor, sink and limits), plaintext behind the
-    pod's istio-proxy: every stream is checked against its x-forwarded-client-cert."""
+    """The mesh ALS port beside `main` (same ingestor, sink, limits and count of open streams),
+    plaintext behind the pod's istio-proxy: every stream is checked against its
+    x-forwarded-client-cert."""
     grpc = settings.grpc
     if grpc.mesh_port is None:
         return None
     receiver = main.receiver
     mesh = MeshPort(global_sidecar_accounts=frozenset({grpc.mesh_global_sidecar_account}))
     return AlsServer(
-        AccessLogReceiver(receiver.ingestor, receiver.sink, receiver.limits, mesh=mesh),
+        AccessLogReceiver(
+            receiver.ingestor, receiver.sink, receiver.limits, mesh=mesh, streams=receiver.streams
+        ),
         host=grpc.host,
         port=grpc.mesh_port,
         max_message_bytes=grpc.max_message_bytes,

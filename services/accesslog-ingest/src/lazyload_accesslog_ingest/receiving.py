@@ -5,7 +5,8 @@ as bytes and is decoded by `ingesting` per message: a message that is not protob
 (`lazyload_ingest_rejected_total{reason="malformed_message"}`) and skipped, and the stream goes
 on until it has sent `max_malformed` of them; then it is closed (INVALID_ARGUMENT) and counted.
 (With the generated deserializer, grpc.aio would end the whole stream on the first bad message.)
-Limits: at most `max_streams` open streams (more are refused with RESOURCE_EXHAUSTED), a stream
+Limits: at most `max_streams` open streams, counted over the service's ALS ports together
+(`OpenStreams`; more are refused with RESOURCE_EXHAUSTED), a stream
 silent for `idle_timeout` seconds is closed (DEADLINE_EXCEEDED), messages up to
 `max_message_bytes`; optional TLS and client-certificate checking on the port (certificate files
 reloaded when they change, see `server_credentials`). The stream's
@@ -57,6 +58,15 @@ class StreamLimits:
     max_malformed: int = 10
 
 
+@dataclass(slots=True)
+class OpenStreams:
+    """The count of open streams that `StreamLimits.max_streams` bounds: one per service, shared
+    by its ALS ports, so that the memory check of the settings (max_streams x max_message_bytes)
+    holds whichever port the streams come in on."""
+
+    count: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class MeshPort:
     """The rule of the mesh ALS port: who may claim to be a global-sidecar."""
@@ -90,13 +100,15 @@ class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):
         limits: StreamLimits | None = None,
         *,
         mesh: MeshPort | None = None,
+        streams: OpenStreams | None = None,
     ) -> None:
         self.ingestor = ingestor
         self.sink = sink
         self.limits = limits or StreamLimits()
         self.mesh = mesh
         """Set on the mesh ALS port: every stream's identity is checked against its XFCC."""
-        self.open_streams = 0
+        self.streams = streams or OpenStreams()
+        """Shared with the service's other ALS port: `max_streams` bounds both together."""
         # bound once: a `.labels(...)` lookup per message costs more than the increment
         self._entries = {kind: metrics.ENTRIES.labels(kind) for kind in ("http", "tcp")}
         self._rejected = {reason: metrics.REJECTED.labels(reason.value) for reason in Rejection}
@@ -104,7 +116,7 @@ class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):
     async def StreamAccessLogs(
         self, request_iterator: AsyncIterator[bytes], context: Any
     ) -> als_pb2.StreamAccessLogsResponse:
-        if self.open_streams >= self.limits.max_streams:
+        if self.streams.count >= self.limits.max_streams:
             metrics.STREAMS_REFUSED.inc()
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many open ALS streams")
         admission = None
@@ -116,7 +128,7 @@ class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, proven)
             admission = Admission(proven)  # type: ignore[arg-type]  # not a str: abort raised
         stream = StreamState()
-        self.open_streams += 1
+        self.streams.count += 1
         metrics.STREAMS.inc()
         try:
             await self._read(request_iterator, stream, admission)
@@ -125,7 +137,7 @@ class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):
             log.info("closing an ALS stream: %s", closed.details)
             await context.abort(closed.code, closed.details)
         finally:
-            self.open_streams -= 1
+            self.streams.count -= 1
             metrics.STREAMS.dec()
             if stream.identity is not None:
                 log.debug("ALS stream of %s ended", stream.identity.node_id)

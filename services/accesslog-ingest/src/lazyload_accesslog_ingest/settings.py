@@ -49,7 +49,8 @@ class GrpcSettings(BaseModel):
     max_streams: int = Field(
         default=1024,
         ge=1,
-        description="ALS streams open at once, over all connections; a stream past it is refused "
+        description="ALS streams open at once, over all connections and both ALS ports (port and "
+        "mesh_port share it); a stream past it is refused "
         "(RESOURCE_EXHAUSTED, counted) and Envoy retries it later. Envoy opens about one stream "
         "per worker thread and log config, so 1024 is hundreds of global-sidecar replicas.",
     )
