@@ -35,7 +35,8 @@ def test_envoy_order(host: str, expected: str) -> None:
 
 def test_regex_when_no_domain_matches() -> None:
     rules = [r for r in RULES if r.name != "any"]
-    assert dispatch_of("db-12.corp", rules).name == "rx"  # type: ignore[union-attr]
+    chosen = dispatch_of("db-12.corp", rules)
+    assert chosen is not None and chosen.name == "rx"
     assert dispatch_of("db-x.corp", rules) is None
 
 

@@ -12,6 +12,8 @@ import pytest
 from lazyload_common import codec, events, jetstream, subjects
 from lazyload_common.settings import NatsSettings
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import ConsumerConfig, ConsumerInfo
+from nats.js.client import JetStreamContext
 from prometheus_client import REGISTRY
 
 
@@ -24,14 +26,14 @@ def _edge(i: int, host: str = "") -> events.DependencyObserved:
     )
 
 
-def _spec(durable: str, **kw: object) -> jetstream.ConsumerSpec:
+def _spec(durable: str, **kw: Any) -> jetstream.ConsumerSpec:
     return jetstream.ConsumerSpec(
         stream=subjects.DEPS_STREAM,
         durable=durable,
         filter_subject="lazyload.deps.>",
         service="test",
         model=events.DependencyObserved,
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
 
 
@@ -270,23 +272,23 @@ async def test_slim_keeps_what_settling_needs(js) -> None:
     assert codec.decode_as(letter.payload, events.DependencyObserved) == sent
 
 
-async def test_a_busy_server_at_start_is_waited_for(js) -> None:
-    from nats.errors import TimeoutError as NatsTimeoutError
+async def test_a_busy_server_at_start_is_waited_for(js, nats_url: str) -> None:
+    class Busy(JetStreamContext):
+        """A real JetStream context whose first two consumer creations time out."""
 
-    class Busy:
-        """The real JetStream context, whose first two consumer creations time out."""
+        refused = 0
 
-        def __init__(self) -> None:
-            self.refused = 0
-
-        async def add_consumer(self, *args: object, **kwargs: object) -> object:
+        async def add_consumer(
+            self,
+            stream: str,
+            config: ConsumerConfig | None = None,
+            timeout: float | None = None,
+            **params: Any,
+        ) -> ConsumerInfo:
             if self.refused < 2:
                 self.refused += 1
                 raise NatsTimeoutError
-            return await js.add_consumer(*args, **kwargs)
-
-        def __getattr__(self, name: str) -> object:
-            return getattr(js, name)
+            return await super().add_consumer(stream, config, timeout, **params)
 
     await jetstream.publish(js, subjects.deps("default", "a"), _edge(1))
     stop = asyncio.Event()
@@ -296,8 +298,12 @@ async def test_a_busy_server_at_start_is_waited_for(js) -> None:
         got.extend(d.event.destination_host for d in batch)
         stop.set()
 
-    busy = Busy()
-    await asyncio.wait_for(jetstream.consume(busy, _spec("busy"), handler, stop), timeout=15)  # type: ignore[arg-type]
+    nc = await jetstream.connect(NatsSettings(url=nats_url), name="busy")
+    busy = Busy(nc)
+    try:
+        await asyncio.wait_for(jetstream.consume(busy, _spec("busy"), handler, stop), timeout=15)
+    finally:
+        await nc.close()
     assert busy.refused == 2 and got == ["h1.default.svc.cluster.local"]
 
 

@@ -19,6 +19,7 @@ import pytest
 from lazyload_common import errors, events, jetstream, natsauth, subjects
 from lazyload_common.settings import NatsSettings
 from lazyload_testing.nats import NatsServer, start_nats_server
+from nats.aio.client import Client as NATS
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import StreamConfig
 from nats.js.errors import NotFoundError
@@ -252,7 +253,7 @@ async def test_a_service_without_credentials_is_refused(
     authorized: tuple[NatsServer, Path], tmp_path: Path
 ) -> None:
     server, _ = authorized
-    anonymous = nats.NATS()
+    anonymous = NATS()
     with pytest.raises(Exception, match="Authorization Violation"):
         await anonymous.connect(server.url, max_reconnect_attempts=0, allow_reconnect=False)
     await anonymous.close()  # its socket is still open
