@@ -9,6 +9,7 @@ attack or a mistake that must not teach an edge; a direct caller ignores both he
 from __future__ import annotations
 
 import pytest
+from envoy.data.accesslog.v3 import accesslog_pb2
 from lazyload_accesslog_ingest import edges, identity, parsing
 from lazyload_accesslog_ingest.records import Rejection
 from lazyload_testing import ingest as t
@@ -24,7 +25,7 @@ def xfcc(namespace: str, sa: str = "productpage") -> str:
     return f'{BY};Subject="";URI=spiffe://cluster.local/ns/{namespace}/sa/{sa};DNS=x.{namespace}'
 
 
-def entry(caller: str, **headers: str) -> object:
+def entry(caller: str, **headers: str) -> accesslog_pb2.HTTPAccessLogEntry:
     return t.http_entry("details:9080", caller=caller, headers=headers)
 
 
@@ -32,9 +33,9 @@ def learned(caller: str, **headers: str) -> list[tuple[str, str, str]] | Rejecti
     """The (caller namespace, name, destination) edges of one entry, or its rejection, from
     the protobuf record and from the hot path's key (compiled and protobuf), which must agree."""
     e = entry(caller, **headers)
-    results = []
-    keyed = parsing.http_record_of(parsing.http_key(e))  # type: ignore[arg-type]
-    for record in (parsing.http_record(e), keyed):  # type: ignore[arg-type]
+    results: list[list[tuple[str, str, str]] | Rejection] = []
+    keyed = parsing.http_record_of(parsing.http_key(e))
+    for record in (parsing.http_record(e), keyed):
         if isinstance(record, Rejection):
             results.append(record)
             continue
@@ -45,9 +46,9 @@ def learned(caller: str, **headers: str) -> list[tuple[str, str, str]] | Rejecti
             else [(d.source_namespace, d.source_name, d.destination_host) for d in derived]
         )
     if parsing.COMPILED:
-        raw = t.message(e).SerializeToString()  # type: ignore[arg-type]
+        raw = t.message(e).SerializeToString()
         (key,) = parsing.DECODERS["compiled"](raw).group(False).firsts
-        assert key == parsing.http_key(e)  # type: ignore[arg-type]
+        assert key == parsing.http_key(e)
     assert results[0] == results[1]
     return results[0]
 

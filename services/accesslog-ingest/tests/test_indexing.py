@@ -159,7 +159,7 @@ async def test_kube_indexer_lists_and_watches() -> None:
     )
     index = indexing.ServiceIndex()
     indexer = indexing.KubeIndexer(
-        api,  # type: ignore[arg-type]
+        api,  # type: ignore[arg-type]  # KubeApi's list and watch_lines: all a reflector calls
         index,
         loop=asyncio.get_running_loop(),
     )

@@ -18,11 +18,12 @@
 from __future__ import annotations
 
 import pytest
+from envoy.data.accesslog.v3 import accesslog_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lazyload_accesslog_ingest import edges, ingesting, parsing
-from lazyload_accesslog_ingest.records import Rejection, StreamIdentity
-from lazyload_common import hosts
+from lazyload_accesslog_ingest.records import AccessRecord, Rejection, StreamIdentity
+from lazyload_common import events, hosts
 from lazyload_testing import ingest as t
 
 M = t.SampleMesh
@@ -72,8 +73,10 @@ def test_http_record_fields() -> None:
         (t.http_entry(authority=""), Rejection.MISSING_AUTHORITY),
     ],
 )
-def test_http_record_missing_fields(entry: object, reason: Rejection) -> None:
-    assert parsing.http_record(entry) is reason  # type: ignore[arg-type]
+def test_http_record_missing_fields(
+    entry: accesslog_pb2.HTTPAccessLogEntry, reason: Rejection
+) -> None:
+    assert parsing.http_record(entry) is reason
 
 
 def test_http_record_optional_fields_absent() -> None:
@@ -305,10 +308,12 @@ _CLUSTERS = st.sampled_from(
 _WORKLOAD = StreamIdentity(namespace="default", workload="productpage-v1", labels={"app": "x"})
 
 
-def _derived(record: object, identity: StreamIdentity | None) -> object:
+def _derived(
+    record: AccessRecord | Rejection, identity: StreamIdentity | None
+) -> list[events.DependencyObserved] | Rejection:
     if isinstance(record, Rejection):
         return record
-    result = edges.derive(record, identity, t.sample_index(), edges.Options(), now=1.0)  # type: ignore[arg-type]
+    result = edges.derive(record, identity, t.sample_index(), edges.Options(), now=1.0)
     if isinstance(result, Rejection):
         return result
     return [e.model_copy(update={"first_seen": 0.0}) for e in result]

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 from lazyload_accesslog_ingest import app
-from lazyload_accesslog_ingest.settings import IngestSettings
+from lazyload_accesslog_ingest.settings import GrpcSettings, IngestSettings, PublishSettings
 from lazyload_common import kube
+from lazyload_common.settings import AdminSettings, KubeSettings, NatsSettings
 from lazyload_testing import ingest as t
 from lazyload_testing import waiting
 from lazyload_testing.kube import KubeEmulator, faster_than
@@ -51,11 +52,11 @@ async def ingest(
         t.endpoints("default", "productpage", ["10.1.0.1"]),
     )
     settings = IngestSettings(
-        nats={"url": nats_server.url},
-        kube={"kubeconfig": kube_cluster.kubeconfig},
-        admin={"host": "127.0.0.1", "port": 0},
-        grpc={"host": "127.0.0.1", "port": 0, "shutdown_grace": 0.2},
-        publish={"drain_timeout": 0.5},
+        nats=NatsSettings(url=nats_server.url),
+        kube=KubeSettings(kubeconfig=kube_cluster.kubeconfig),
+        admin=AdminSettings(host="127.0.0.1", port=0),
+        grpc=GrpcSettings(host="127.0.0.1", port=0, shutdown_grace=0.2),
+        publish=PublishSettings(drain_timeout=0.5),
     )
     stop, ready = asyncio.Event(), asyncio.Event()
     bound: list[app.BoundPorts] = []
@@ -170,11 +171,11 @@ async def test_every_api_request_keeps_to_the_client_rate_limit(
     its four reflectors (#18)."""
     qps, burst = 10.0, 2
     settings = IngestSettings(
-        nats={"url": nats_server.url},
-        kube={"kubeconfig": kube_emulator.kubeconfig, "qps": qps, "burst": burst},
-        admin={"host": "127.0.0.1", "port": 0},
-        grpc={"host": "127.0.0.1", "port": 0, "shutdown_grace": 0.2},
-        publish={"drain_timeout": 0.5},
+        nats=NatsSettings(url=nats_server.url),
+        kube=KubeSettings(kubeconfig=kube_emulator.kubeconfig, qps=qps, burst=burst),
+        admin=AdminSettings(host="127.0.0.1", port=0),
+        grpc=GrpcSettings(host="127.0.0.1", port=0, shutdown_grace=0.2),
+        publish=PublishSettings(drain_timeout=0.5),
     )
     kube_emulator.clear_requests()
 

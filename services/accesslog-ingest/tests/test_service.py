@@ -21,8 +21,9 @@ import httpx
 import msgpack
 import pytest
 from lazyload_accesslog_ingest import app
-from lazyload_accesslog_ingest.settings import IngestSettings
+from lazyload_accesslog_ingest.settings import GrpcSettings, IngestSettings
 from lazyload_common import subjects
+from lazyload_common.settings import AdminSettings, NatsSettings
 from lazyload_testing import ingest as t
 from lazyload_testing.nats import NatsServer
 from nats.aio.client import Client as NATS
@@ -219,9 +220,9 @@ async def test_port_in_use_fails_cleanly(nats_server: NatsServer) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         settings = IngestSettings(
-            nats={"url": nats_server.url},  # type: ignore[arg-type]
-            admin={"host": "127.0.0.1", "port": 0},  # type: ignore[arg-type]
-            grpc={"host": "127.0.0.1", "port": taken.getsockname()[1]},  # type: ignore[arg-type]
+            nats=NatsSettings(url=nats_server.url),
+            admin=AdminSettings(host="127.0.0.1", port=0),
+            grpc=GrpcSettings(host="127.0.0.1", port=taken.getsockname()[1]),
         )
         with pytest.raises(OSError, match="cannot bind"):
             await asyncio.wait_for(app.run(settings, index=t.sample_index()), 20)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import pytest
 from lazyload_accesslog_ingest import edges, indexing
 from lazyload_accesslog_ingest.records import AccessRecord, Rejection, ServiceRef
+from lazyload_common import events
 from lazyload_testing import ingest as t
 
 M = t.SampleMesh
@@ -77,7 +78,7 @@ def test_modify_and_delete() -> None:
     assert index.service_entry_for("two.example.com") is None
 
 
-def _edge(authority: str, index: indexing.ServiceIndex | None = None) -> object:
+def _edge(authority: str, index: indexing.ServiceIndex | None = None) -> events.DependencyObserved:
     rec = AccessRecord(protocol="http", caller_ip=M.PRODUCTPAGE_IP, authority=authority)
     result = edges.derive(rec, None, index or t.sample_index(), OPTIONS, now=1.0)
     assert isinstance(result, list) and len(result) == 1
@@ -97,9 +98,9 @@ def _edge(authority: str, index: indexing.ServiceIndex | None = None) -> object:
 )
 def test_edges_to_service_entry_hosts(authority: str, namespace: str | None) -> None:
     edge = _edge(authority)
-    assert edge.external is True  # type: ignore[attr-defined]
-    assert edge.destination_namespace == namespace  # type: ignore[attr-defined]
-    assert edge.destination_service is None  # type: ignore[attr-defined]
+    assert edge.external is True
+    assert edge.destination_namespace == namespace
+    assert edge.destination_service is None
 
 
 def test_services_win_over_service_entries() -> None:
@@ -108,11 +109,13 @@ def test_services_win_over_service_entries() -> None:
         "ADDED", t.service_entry("egress", "greedy", ["*.default", "*.cluster.local"])
     )
     edge = _edge("details.default:9080", index)
-    assert edge.external is False  # type: ignore[attr-defined]
-    assert edge.destination_service == "details"  # type: ignore[attr-defined]
+    assert edge.external is False
+    assert edge.destination_service == "details"
 
 
-def _derive(record: AccessRecord, index: indexing.ServiceIndex) -> object:
+def _derive(
+    record: AccessRecord, index: indexing.ServiceIndex
+) -> list[events.DependencyObserved] | Rejection:
     return edges.derive(record, None, index, OPTIONS, now=1.0)
 
 
@@ -176,7 +179,8 @@ def test_tcp_to_service_entry_addresses(
     edge = result[0]
     assert (edge.destination_host, edge.destination_port) == (host, 5432)
     assert edge.external is True and edge.protocol == "tcp"
-    assert (edge.destination_namespace, edge.destination_service) == (entry[0], None)  # type: ignore[index]
+    assert entry is not None
+    assert (edge.destination_namespace, edge.destination_service) == (entry[0], None)
 
 
 def test_ip_authority_in_a_service_entry_address() -> None:
@@ -237,7 +241,7 @@ def test_an_entry_hidden_from_the_caller_makes_a_plain_external_edge() -> None:
         "ADDED", t.service_entry("egress", "private", ["private.example"], export_to=["."])
     )
     edge = _edge("private.example", index)
-    assert edge.external is True and edge.destination_namespace is None  # type: ignore[attr-defined]
+    assert edge.external is True and edge.destination_namespace is None
 
 
 def test_addresses_follow_updates_and_deletes() -> None:

@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from lazyload_accesslog_ingest.settings import IngestSettings
+from lazyload_accesslog_ingest.settings import GrpcSettings, IngestSettings
 from lazyload_common import errors
+from lazyload_common.settings import AdminSettings, MeshSettings
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,14 +62,14 @@ def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 )
 def test_invalid_values(values: dict[str, object], field: str) -> None:
     with pytest.raises(ValueError, match=field.split(".")[1]):
-        IngestSettings(**values)  # type: ignore[arg-type]
+        IngestSettings.model_validate(values)
 
 
 def test_check_names_every_bad_field() -> None:
     s = IngestSettings(
-        mesh={"cluster_domain": "Bad_Domain"},  # type: ignore[arg-type]
-        grpc={"host": "0.0.0.0", "port": 9000},  # type: ignore[arg-type]
-        admin={"host": "0.0.0.0", "port": 9000},  # type: ignore[arg-type]
+        mesh=MeshSettings(cluster_domain="Bad_Domain"),
+        grpc=GrpcSettings(host="0.0.0.0", port=9000),
+        admin=AdminSettings(host="0.0.0.0", port=9000),
     )
     with pytest.raises(errors.ConfigError) as info:
         s.check()
@@ -89,7 +90,7 @@ def test_limits_tls_and_edges_from_the_environment(monkeypatch: pytest.MonkeyPat
     assert (s.grpc.max_streams, s.grpc.stream_idle_timeout) == (7, 30)
     assert s.grpc.max_malformed_per_stream == 3 and s.grpc.require_client_cert
     assert s.edges.publish_unresolved is True
-    assert IngestSettings.model_fields["edges"].default_factory().publish_unresolved is False  # type: ignore[misc]
+    assert IngestSettings.model_construct().edges.publish_unresolved is False  # the default
 
 
 @pytest.mark.parametrize(
@@ -108,7 +109,7 @@ def test_tls_checks(tmp_path, grpc: dict[str, object], problem: str) -> None:
     pem.write_text("x")
     values = {k: (str(pem) if v in ("CERT", "KEY") else v) for k, v in grpc.items()}
     with pytest.raises(errors.ConfigError, match=problem):
-        IngestSettings(grpc=values).check()  # type: ignore[arg-type]
+        IngestSettings(grpc=GrpcSettings.model_validate(values)).check()
 
 
 def test_a_misspelt_tls_variable_stops_the_service_at_start(tmp_path) -> None:
@@ -141,7 +142,5 @@ def test_streams_times_message_size_must_fit_the_memory_budget() -> None:
     assert defaults.max_streams * defaults.max_message_bytes <= defaults.message_memory_bytes
     IngestSettings().check()
     with pytest.raises(errors.ConfigError, match="message_memory_bytes"):
-        IngestSettings(grpc={"max_message_bytes": 16 * 1024 * 1024}).check()  # type: ignore[arg-type]
-    IngestSettings(
-        grpc={"max_message_bytes": 16 * 1024 * 1024, "max_streams": 16}  # type: ignore[arg-type]
-    ).check()
+        IngestSettings(grpc=GrpcSettings(max_message_bytes=16 * 1024 * 1024)).check()
+    IngestSettings(grpc=GrpcSettings(max_message_bytes=16 * 1024 * 1024, max_streams=16)).check()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import pytest
 from lazyload_accesslog_ingest import edges
 from lazyload_accesslog_ingest.records import AccessRecord, Rejection
+from lazyload_common import events
 from lazyload_testing import ingest as t
 from nats.aio.client import Client as NATS
 
@@ -21,10 +22,20 @@ INDEX = t.sample_index()
 ON = edges.Options(publish_unresolved=True)
 
 
-def derive(options: edges.Options = ON, **fields: object) -> object:
-    base: dict[str, object] = {"protocol": "http", "caller_ip": "10.9.9.9", "authority": "x.com"}
-    base.update(fields)
-    return edges.derive(AccessRecord(**base), None, INDEX, options, now=1.0)  # type: ignore[arg-type]
+BASE = AccessRecord(protocol="http", caller_ip="10.9.9.9", authority="x.com")
+
+
+def derive(
+    options: edges.Options = ON, **fields: object
+) -> list[events.DependencyObserved] | Rejection:
+    return edges.derive(BASE._replace(**fields), None, INDEX, options, now=1.0)
+
+
+def derived(**fields: object) -> list[events.DependencyObserved]:
+    """The edges of the record, which the test expects to make edges (not a rejection)."""
+    found = derive(ON, **fields)
+    assert isinstance(found, list), found
+    return found
 
 
 def test_off_by_default() -> None:
@@ -42,7 +53,7 @@ def test_off_by_default() -> None:
     ],
 )
 def test_unresolved_edge(header: str, authority: str, namespace: str, host: str) -> None:
-    [edge] = derive(source_namespace_header=header, authority=authority)  # type: ignore[misc]
+    [edge] = derived(source_namespace_header=header, authority=authority)
     assert edge.source_kind == "unresolved"
     assert (edge.source_namespace, edge.source_name) == (namespace, "10.9.9.9")
     assert edge.destination_host == host
@@ -57,12 +68,12 @@ def test_caller_that_is_no_ip_is_rejected() -> None:
 
 
 def test_ipv6_caller() -> None:
-    [edge] = derive(caller_ip="fd00::9")  # type: ignore[misc]
+    [edge] = derived(caller_ip="fd00::9")
     assert edge.source_name == "fd00::9"
 
 
 def test_known_callers_unchanged() -> None:
-    [edge] = derive(caller_ip=M.PRODUCTPAGE_IP)  # type: ignore[misc]
+    [edge] = derived(caller_ip=M.PRODUCTPAGE_IP)
     assert (edge.source_kind, edge.source_name) == ("service", "productpage")
 
 

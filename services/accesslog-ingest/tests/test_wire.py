@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from envoy.config.core.v3 import address_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2
+from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lazyload_accesslog_ingest import parsing
@@ -34,25 +35,29 @@ def test_the_compiled_decoder_was_built() -> None:
     assert parsing.resolve() == "compiled"
 
 
-def _read(decode: parsing.Decoder, raw: bytes, direction: bool) -> tuple[object, ...]:
+Read = tuple[object, str | None, parsing.Keyed | None]
+"""What a decoder reads of a message: its identifier, kind and keyed entries (None for none)."""
+
+
+def _read(decode: parsing.Decoder, raw: bytes, direction: bool) -> Read:
     msg = decode(raw)
     keyed = msg.group(direction) if msg.kind is not None else None
     return msg.identifier, msg.kind, keyed
 
 
-def _same(raw: bytes) -> tuple[object, ...]:
-    """What both decoders read of `raw` (asserting they agree), per direction."""
+def _same(raw: bytes) -> tuple[Read, Read]:
+    """What both decoders read of `raw` (asserting they agree), without and with the direction."""
     assert COMPILED is not None
-    results = []
+    results: list[Read] = []
     for direction in (False, True):
         expected = _read(PROTOBUF, raw, direction)
         assert _read(COMPILED, raw, direction) == expected
         results.append(expected)
-    return tuple(results)
+    return results[0], results[1]
 
 
-def _merged(*parts: object) -> bytes:
-    return b"".join(p.SerializeToString() for p in parts)  # type: ignore[attr-defined]
+def _merged(*parts: Message) -> bytes:
+    return b"".join(p.SerializeToString() for p in parts)
 
 
 def _entry_in_two_pieces(first: Any, second: Any) -> Any:
@@ -92,9 +97,9 @@ def test_a_oneof_member_clears_the_others() -> None:
     http = t.message(t.http_entry("details:9080"))
     tcp = t.message(t.tcp_entry("10.96.0.10", 3306))
     (_, kind, keyed), _ = _same(_merged(http, tcp))
-    assert kind == "tcp" and keyed.count == 1
+    assert kind == "tcp" and keyed is not None and keyed.count == 1
     (_, kind, keyed), _ = _same(_merged(tcp, http, t.message(t.http_entry("ratings"))))
-    assert kind == "http" and keyed.count == 2
+    assert kind == "http" and keyed is not None and keyed.count == 2
     # an address that turns into a pipe has no socket address any more
     entry = t.http_entry("details:9080")
     piped = accesslog_pb2.HTTPAccessLogEntry()
@@ -228,7 +233,7 @@ _MESSAGES = st.one_of(
 
 @MANY
 @given(st.lists(_MESSAGES, min_size=1, max_size=3))
-def test_both_decoders_read_the_same_keys(messages: list[object]) -> None:
+def test_both_decoders_read_the_same_keys(messages: list[Message]) -> None:
     _same(_merged(*messages))
 
 
@@ -239,7 +244,7 @@ def test_both_decoders_read_the_same_keys(messages: list[object]) -> None:
     st.integers(0, 10_000),
 )
 def test_corrupted_messages_are_rejected_or_read_the_same(
-    messages: list[object], flips: list[tuple[int, int]], cut: int
+    messages: list[Message], flips: list[tuple[int, int]], cut: int
 ) -> None:
     raw = bytearray(_merged(*messages))
     for at, value in flips:
