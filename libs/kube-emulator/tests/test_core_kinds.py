@@ -49,7 +49,7 @@ def test_service_lifecycle_and_metadata(core):
     assert deleted.metadata.name == "web"
     with pytest.raises(ApiException) as err:
         core.read_namespaced_service("web", "default")
-    assert err.value.status == 404
+    assert err.value.status == 404 and err.value.body is not None
     assert json.loads(err.value.body)["reason"] == "NotFound"
 
 
@@ -75,7 +75,7 @@ def test_duplicate_create_is_409_already_exists(core):
     core.create_namespaced_config_map("default", {"metadata": {"name": "cm"}, "data": {"a": "1"}})
     with pytest.raises(ApiException) as err:
         core.create_namespaced_config_map("default", {"metadata": {"name": "cm"}})
-    assert err.value.status == 409
+    assert err.value.status == 409 and err.value.body is not None
     status = json.loads(err.value.body)
     assert status["kind"] == "Status" and status["reason"] == "AlreadyExists"
     assert status["details"]["name"] == "cm"
@@ -91,14 +91,14 @@ def test_generate_name(core):
 def test_create_in_missing_namespace_is_404(core):
     with pytest.raises(ApiException) as err:
         core.create_namespaced_config_map("nowhere", {"metadata": {"name": "cm"}})
-    assert err.value.status == 404
+    assert err.value.status == 404 and err.value.body is not None
     assert 'namespaces "nowhere" not found' in json.loads(err.value.body)["message"]
 
 
 def test_invalid_name_is_422(core):
     with pytest.raises(ApiException) as err:
         core.create_namespaced_config_map("default", {"metadata": {"name": "Not_Valid"}})
-    assert err.value.status == 422
+    assert err.value.status == 422 and err.value.body is not None
     assert json.loads(err.value.body)["details"]["causes"][0]["field"] == "metadata.name"
 
 
@@ -139,25 +139,30 @@ def test_endpointslices_and_leases(api):
     discovery = client.DiscoveryV1Api(api)
     discovery.create_namespaced_endpoint_slice(
         "default",
-        {
-            "metadata": {"name": "web-abc", "labels": {"kubernetes.io/service-name": "web"}},
-            "addressType": "IPv4",
-            "endpoints": [{"addresses": ["10.0.0.1"]}],
-            "ports": [{"port": 8080, "name": "http"}],
-        },
+        client.V1EndpointSlice.model_validate(
+            {
+                "metadata": {"name": "web-abc", "labels": {"kubernetes.io/service-name": "web"}},
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": ["10.0.0.1"]}],
+                "ports": [{"port": 8080, "name": "http"}],
+            }
+        ),
     )
     slices = discovery.list_namespaced_endpoint_slice(
         "default", label_selector="kubernetes.io/service-name=web"
     ).items
-    assert [s.endpoints[0].addresses for s in slices] == [["10.0.0.1"]]
+    assert [s.endpoints[0].addresses for s in slices if s.endpoints] == [["10.0.0.1"]]
     leases = client.CoordinationV1Api(api)
     lease = leases.create_namespaced_lease(
-        "kube-system", {"metadata": {"name": "leader"}, "spec": {"holderIdentity": "a"}}
+        "kube-system",
+        client.V1Lease.model_validate(
+            {"metadata": {"name": "leader"}, "spec": {"holderIdentity": "a"}}
+        ),
     )
+    assert lease.spec is not None
     lease.spec.holder_identity = "b"
-    assert (
-        leases.replace_namespaced_lease("leader", "kube-system", lease).spec.holder_identity == "b"
-    )
+    replaced = leases.replace_namespaced_lease("leader", "kube-system", lease)
+    assert replaced.spec is not None and replaced.spec.holder_identity == "b"
 
 
 def test_list_across_namespaces(core):

@@ -120,7 +120,7 @@ def test_unknown_fields_are_pruned_unless_preserved(custom, widgets, make_widget
         custom.create_namespaced_custom_object(
             *ARGS, make_widget("x", bogus=1), field_validation="Strict"
         )
-    assert err.value.status == 400
+    assert err.value.status == 400 and err.value.body is not None
     assert 'unknown field "spec.bogus"' in json.loads(err.value.body)["message"]
 
 

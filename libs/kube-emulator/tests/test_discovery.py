@@ -38,7 +38,7 @@ def test_group_list_has_builtin_and_crd_groups(api):
     assert {"discovery.k8s.io", "coordination.k8s.io", "apiextensions.k8s.io"} <= set(groups)
     istio = groups["networking.istio.io"]
     assert [v.version for v in istio.versions] == ["v1", "v1beta1", "v1alpha3"]
-    assert istio.preferred_version.version == "v1"
+    assert istio.preferred_version is not None and istio.preferred_version.version == "v1"
 
 
 def test_builtin_group_versions(api):

@@ -30,7 +30,7 @@ def test_fault_fails_count_matching_requests(kube_emulator, core):
     for _ in range(2):
         with pytest.raises(ApiException) as err:
             core.create_namespaced_config_map("default", _cm("cm"))
-        assert err.value.status == 500
+        assert err.value.status == 500 and err.value.body is not None
         body = json.loads(err.value.body)
         assert body["kind"] == "Status" and body["reason"] == "InternalError"
     assert core.create_namespaced_config_map("default", _cm("cm")).metadata.name == "cm"
@@ -42,7 +42,8 @@ def test_429_carries_retry_after(kube_emulator, core):
     with pytest.raises(ApiException) as err:
         core.create_namespaced_config_map("default", _cm("cm"))
     assert err.value.status == 429
-    assert err.value.headers["Retry-After"] == "3"
+    assert err.value.headers is not None and err.value.headers["Retry-After"] == "3"
+    assert err.value.body is not None
     assert json.loads(err.value.body)["details"]["retryAfterSeconds"] == 3
 
 
@@ -143,6 +144,7 @@ def test_expire_watches_ends_open_watches_with_410_and_compacts(kube_emulator, c
                 core.list_namespaced_config_map, "default", resource_version=rv, timeout_seconds=10
             )
             for event in stream:
+                assert isinstance(event, dict)  # a watch of objects: events, not log lines
                 seen.append((event["type"], event["raw_object"]))
         except ApiException as e:
             errors.append(e)

@@ -138,6 +138,7 @@ def test_get_watch_streams_changes(kube_emulator, kubectl, core):
             assert time.monotonic() < deadline and watched.poll() is None, "kubectl never watched"
             time.sleep(0.05)
         core.create_namespaced_config_map("default", {"metadata": {"name": "seen"}})
+        assert watched.stdout is not None  # stdout=PIPE
         assert watched.stdout.readline().strip() == "configmap/seen"
     finally:
         watched.terminate()

@@ -14,8 +14,10 @@ from __future__ import annotations
 import base64
 import json
 import struct
+from typing import Any
 
 import pytest
+from google.protobuf.message import Message
 from lazyload_kube_emulator.kubeproto import MAGIC, ProtobufError, codec
 from lazyload_kube_emulator.kubeproto.codec import ENVELOPES, UNKNOWN
 from lazyload_kube_emulator.kubeproto.special import CONVERTERS, go_duration, parse_go_duration
@@ -30,8 +32,14 @@ CORE = "k8s.io.api.core.v1"
 META = "k8s.io.apimachinery.pkg.apis.meta.v1"
 
 
-def envelope(api_version: str, kind: str, message) -> bytes:
-    unknown = codec().message_class(UNKNOWN)()
+def proto(full_name: str, raw: bytes = b"") -> Any:
+    """A message of the packaged schema, parsed from raw (empty by default). Its class is built
+    at run time from the descriptors (no generated module): its fields are unknown to pyright."""
+    return codec().message_class(full_name).FromString(raw)
+
+
+def envelope(api_version: str, kind: str, message: Message) -> bytes:
+    unknown = proto(UNKNOWN)
     unknown.typeMeta.apiVersion, unknown.typeMeta.kind = api_version, kind
     unknown.raw = message.SerializeToString()
     return MAGIC + unknown.SerializeToString()
@@ -54,7 +62,7 @@ def test_kubectl_namespace_decodes_to_what_kubectl_sends_as_json():
 
 def test_zero_values_on_the_wire_follow_the_go_fields():
     """A Go client writes every non-pointer field; pointer fields only when set."""
-    account = codec().message_class(f"{CORE}.ServiceAccount")()
+    account = proto(f"{CORE}.ServiceAccount")
     meta = account.metadata
     meta.name, meta.namespace, meta.generateName, meta.generation = "robot", "", "", 0
     meta.creationTimestamp.SetInParent()  # a zero metav1.Time: an empty message
@@ -67,13 +75,13 @@ def test_zero_values_on_the_wire_follow_the_go_fields():
         "automountServiceAccountToken": False,
     }
     # a field without omitempty stays, zero or not: RoleRef.apiGroup "" (core) is kept
-    binding = codec().message_class("k8s.io.api.rbac.v1.RoleBinding")()
+    binding = proto("k8s.io.api.rbac.v1.RoleBinding")
     binding.metadata.name = "b"
     binding.roleRef.apiGroup, binding.roleRef.kind, binding.roleRef.name = "", "Role", "r"
     decoded = codec().decode(envelope("rbac.authorization.k8s.io/v1", "RoleBinding", binding))
     assert decoded["roleRef"] == {"apiGroup": "", "kind": "Role", "name": "r"}
     # a nil list without omitempty is null, as Go writes it (PolicyRule.verbs)
-    role = codec().message_class("k8s.io.api.rbac.v1.Role")()
+    role = proto("k8s.io.api.rbac.v1.Role")
     role.metadata.name = "r"
     role.rules.add().resources.append("pods")
     decoded = codec().decode(envelope("rbac.authorization.k8s.io/v1", "Role", role))
@@ -389,24 +397,24 @@ def test_go_json_names_and_inlined_structs():
         "name": "config",
         "configMap": {"name": "web", "defaultMode": 420},
     }
-    message = codec().message_class(f"{CORE}.Pod")()
+    message = proto(f"{CORE}.Pod")
     codec().fill(message, POD)
     # in protobuf the inlined structs are messages of their own
     assert message.spec.volumes[0].volumeSource.configMap.localObjectReference.name == "web"
     assert message.spec.containers[0].readinessProbe.handler.httpGet.port.strVal == "http"
     assert message.spec.containers[0].resources.limits["cpu"].string == "500m"
     schema_class = "k8s.io.apiextensions_apiserver.pkg.apis.apiextensions.v1.JSONSchemaProps"
-    schema = codec().message_class(schema_class)()
+    schema = proto(schema_class)
     codec().fill(schema, {"$ref": "#/x", "x-kubernetes-preserve-unknown-fields": True})
     assert schema.ref == "#/x" and schema.xKubernetesPreserveUnknownFields is True
     assert codec().to_json(schema) == {"$ref": "#/x", "x-kubernetes-preserve-unknown-fields": True}
 
 
 def test_times_are_seconds_and_microseconds_in_utc():
-    meta = codec().message_class(f"{META}.ObjectMeta")()
+    meta = proto(f"{META}.ObjectMeta")
     codec().fill(meta, {"creationTimestamp": "2026-01-02T04:04:05.9+01:00"})
     assert codec().to_json(meta) == {"creationTimestamp": "2026-01-02T03:04:05Z"}
-    micro = codec().message_class(f"{META}.MicroTime")()
+    micro = proto(f"{META}.MicroTime")
     codec().fill(micro, "1970-01-01T00:00:00.000001Z")
     assert (micro.seconds, micro.nanos) == (0, 1000)
     assert codec().to_json(micro) == "1970-01-01T00:00:00.000001Z"
@@ -434,7 +442,7 @@ def test_watch_frame_is_length_prefixed_watch_event():
     frame = codec().watch_frame("ADDED", OBJECTS[7])
     (size,) = struct.unpack(">I", frame[:4])
     assert size == len(frame) - 4
-    event = codec().message_class(f"{META}.WatchEvent").FromString(frame[4:])
+    event = proto(f"{META}.WatchEvent", frame[4:])
     assert event.type == "ADDED"
     assert codec().decode(event.object.raw) == OBJECTS[7]
 

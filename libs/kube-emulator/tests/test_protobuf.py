@@ -10,6 +10,7 @@ protobuf-only clients (406), as the real server does; Tables stay JSON.
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import httpx
 import pytest
@@ -128,7 +129,7 @@ def test_protobuf_watch_frames(http, core):
     while data:
         (size,) = struct.unpack(">I", data[:4])
         event_class = codec().message_class("k8s.io.apimachinery.pkg.apis.meta.v1.WatchEvent")
-        event = event_class.FromString(data[4 : 4 + size])
+        event: Any = event_class.FromString(data[4 : 4 + size])  # fields: built at run time
         events.append((event.type, codec().decode(event.object.raw)))
         data = data[4 + size :]
     ((event_type, obj),) = events

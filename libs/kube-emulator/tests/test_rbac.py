@@ -13,27 +13,41 @@ from __future__ import annotations
 
 import json
 import threading
+from typing import TypeVar
 
 import pytest
 from kubernetes import client, watch
 from lazyload_kube_emulator import EmulatorConfig
 from lazyload_kube_emulator.authz import Attributes, rule_allows, service_account_token
+from pydantic import BaseModel
 
 RBAC = "rbac.authorization.k8s.io"
+Model = TypeVar("Model", bound=BaseModel)
 
 
-def _role(name: str, rules: list[dict], namespace: str | None = None) -> dict:
+def _role(model: type[Model], name: str, rules: list[dict], namespace: str | None = None) -> Model:
+    """A Role or ClusterRole (`model`) with these rules."""
     meta = {"name": name, **({"namespace": namespace} if namespace else {})}
-    return {"metadata": meta, "rules": rules}
+    return model.model_validate({"metadata": meta, "rules": rules})
 
 
-def _binding(name: str, kind: str, role: str, sa: tuple[str, str], namespace: str | None = None):
+def _binding(
+    model: type[Model],
+    name: str,
+    kind: str,
+    role: str,
+    sa: tuple[str, str],
+    namespace: str | None = None,
+) -> Model:
+    """A RoleBinding or ClusterRoleBinding (`model`) of `role` (a `kind`) to ServiceAccount sa."""
     meta = {"name": name, **({"namespace": namespace} if namespace else {})}
-    return {
-        "metadata": meta,
-        "roleRef": {"apiGroup": RBAC, "kind": kind, "name": role},
-        "subjects": [{"kind": "ServiceAccount", "namespace": sa[0], "name": sa[1]}],
-    }
+    return model.model_validate(
+        {
+            "metadata": meta,
+            "roleRef": {"apiGroup": RBAC, "kind": kind, "name": role},
+            "subjects": [{"kind": "ServiceAccount", "namespace": sa[0], "name": sa[1]}],
+        }
+    )
 
 
 def test_rbac_kinds_are_served_and_stored(api, core) -> None:
@@ -49,6 +63,7 @@ def test_rbac_kinds_are_served_and_stored(api, core) -> None:
 
     def follow() -> None:
         for event in stream.stream(rbac.list_namespaced_role, "default", timeout_seconds=5):
+            assert isinstance(event, dict)  # a watch of objects: events, not log lines
             events.append((event["type"], event["object"].metadata.name))
             if event["type"] == "DELETED":
                 stream.stop()
@@ -58,21 +73,26 @@ def test_rbac_kinds_are_served_and_stored(api, core) -> None:
     sa = core.create_namespaced_service_account("default", {"metadata": {"name": "robot"}})
     assert sa.metadata.uid and core.read_namespaced_service_account("robot", "default")
     rule = {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}
-    rbac.create_namespaced_role("default", _role("reader", [rule]))
+    rbac.create_namespaced_role("default", _role(client.V1Role, "reader", [rule]))
     role = rbac.read_namespaced_role("reader", "default")
+    assert role.rules is not None
     role.rules[0].verbs = ["get", "list"]
     rbac.replace_namespaced_role("reader", "default", role)
-    assert rbac.read_namespaced_role("reader", "default").rules[0].verbs == ["get", "list"]
+    replaced = rbac.read_namespaced_role("reader", "default")
+    assert [r.verbs for r in replaced.rules or []] == [["get", "list"]]
     rbac.create_namespaced_role_binding(
-        "default", _binding("reader", "Role", "reader", ("default", "robot"))
+        "default", _binding(client.V1RoleBinding, "reader", "Role", "reader", ("default", "robot"))
     )
-    rbac.create_cluster_role(_role("global", [rule]))
-    rbac.create_cluster_role_binding(_binding("global", "ClusterRole", "global", ("default", "x")))
+    rbac.create_cluster_role(_role(client.V1ClusterRole, "global", [rule]))
+    rbac.create_cluster_role_binding(
+        _binding(client.V1ClusterRoleBinding, "global", "ClusterRole", "global", ("default", "x"))
+    )
     assert [b.role_ref.name for b in rbac.list_role_binding_for_all_namespaces().items] == [
         "reader"
     ]
-    assert [r.metadata.name for r in rbac.list_cluster_role().items] == ["global"]
-    assert rbac.read_cluster_role_binding("global").subjects[0].name == "x"
+    assert [r.metadata.name for r in rbac.list_cluster_role().items if r.metadata] == ["global"]
+    bound = rbac.read_cluster_role_binding("global")
+    assert [s.name for s in bound.subjects or []] == ["x"]
     rbac.delete_namespaced_role("reader", "default")
     watcher.join(timeout=10)
     assert events == [("ADDED", "reader"), ("MODIFIED", "reader"), ("DELETED", "reader")]
@@ -116,13 +136,15 @@ def test_authorize_allows_only_what_the_bound_rules_grant(kube_emulator, api, co
         {"apiGroups": [""], "resources": ["services"], "verbs": ["update"], "resourceNames": ["s"]},
         {"apiGroups": ["networking.istio.io"], "resources": ["sidecars/status"], "verbs": ["*"]},
     ]
-    rbac.create_namespaced_role("team", _role("bot", rules, "team"))
-    rbac.create_namespaced_role_binding("team", _binding("bot", "Role", "bot", ("team", "bot")))
+    rbac.create_namespaced_role("team", _role(client.V1Role, "bot", rules, "team"))
+    rbac.create_namespaced_role_binding(
+        "team", _binding(client.V1RoleBinding, "bot", "Role", "bot", ("team", "bot"))
+    )
     events = [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]
-    rbac.create_cluster_role(_role("events", events))
+    rbac.create_cluster_role(_role(client.V1ClusterRole, "events", events))
     # A ClusterRole bound by a RoleBinding grants in that namespace only.
     rbac.create_namespaced_role_binding(
-        "team", _binding("events", "ClusterRole", "events", ("team", "bot"))
+        "team", _binding(client.V1RoleBinding, "events", "ClusterRole", "events", ("team", "bot"))
     )
     for name in ("s", "t"):
         core.create_namespaced_service("team", {"metadata": {"name": name}, "spec": {}})
@@ -135,13 +157,17 @@ def test_authorize_allows_only_what_the_bound_rules_grant(kube_emulator, api, co
     body = core.read_namespaced_service("s", "team")
     body.metadata.labels = {"a": "b"}
     bot.replace_namespaced_service("s", "team", body)  # resourceNames: s
-    event = {"metadata": {"name": "e"}, "involvedObject": {"name": "s"}}
+    event = client.CoreV1Event.model_validate(
+        {"metadata": {"name": "e"}, "involvedObject": {"name": "s"}}
+    )
     bot.create_namespaced_event("team", event)
     denied = [
         lambda: bot.read_namespaced_service("s", "team"),
         lambda: bot.replace_namespaced_service("t", "team", body),
         lambda: bot.list_namespaced_config_map("default"),
-        lambda: bot.create_namespaced_config_map("team", {"metadata": {"name": "c"}}),
+        lambda: bot.create_namespaced_config_map(
+            "team", client.V1ConfigMap.model_validate({"metadata": {"name": "c"}})
+        ),
         lambda: bot.create_namespaced_event("default", event),
         lambda: bot.list_namespace(),
         lambda: client.CustomObjectsApi(bot_api).list_namespaced_custom_object(
@@ -158,13 +184,14 @@ def test_authorize_allows_only_what_the_bound_rules_grant(kube_emulator, api, co
     for call in denied:
         with pytest.raises(client.ApiException) as error:
             call()
-        assert error.value.status == 403
+        assert error.value.status == 403 and error.value.body is not None
         status = json.loads(error.value.body)
         assert status["reason"] == "Forbidden"
         assert 'User "system:serviceaccount:team:bot" cannot' in status["message"]
     anonymous = kube_emulator.api_client_as(None)
     with pytest.raises(client.ApiException) as error:
         client.CoreV1Api(anonymous).list_namespace()
+    assert error.value.body is not None
     assert "system:anonymous" in json.loads(error.value.body)["message"]
     forbidden = [r for r in kube_emulator.requests() if r.status == 403]
     assert len(forbidden) == len(denied) + 1

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -71,7 +72,8 @@ def test_cli_writes_kubeconfig_and_stops_on_sigterm(tmp_path):
             custom.create_namespaced_custom_object(
                 "networking.istio.io", "v1", "default", "sidecars", body
             )
-            names = {n.metadata.name for n in client.CoreV1Api(api).list_namespace().items}
+            namespaces = client.CoreV1Api(api).list_namespace().items
+            names = {n.metadata.name for n in namespaces if n.metadata}
             assert {"default", "istio-system", "mesh-operator"} <= names
     finally:
         assert _stop(process) == 0
@@ -81,8 +83,11 @@ def test_cli_writes_kubeconfig_and_stops_on_sigterm(tmp_path):
     try:
         with config.new_client_from_config(str(kubeconfig), persist_config=False) as api:
             custom = client.CustomObjectsApi(api)
-            kept = custom.get_namespaced_custom_object(
-                "networking.istio.io", "v1alpha3", "default", "sidecars", "kept"
+            kept = cast(  # a custom object: its JSON body
+                dict[str, Any],
+                custom.get_namespaced_custom_object(
+                    "networking.istio.io", "v1alpha3", "default", "sidecars", "kept"
+                ),
             )
             assert kept["apiVersion"] == "networking.istio.io/v1alpha3"
     finally:
@@ -97,6 +102,7 @@ def test_cli_prints_kubeconfig_without_out_path():
         text=True,
     )
     try:
+        assert process.stdout is not None  # stdout=PIPE
         lines = []
         while not lines or not lines[-1].startswith("preferences:"):
             lines.append(process.stdout.readline())
@@ -122,7 +128,7 @@ async def test_emulator_server_on_the_running_loop(tmp_path):
         core = client.CoreV1Api(api)
         stream = watch.Watch().stream(core.list_namespaced_config_map, "default")
         names = await asyncio.to_thread(
-            lambda: [n.metadata.name for n in core.list_namespace().items]
+            lambda: [n.metadata.name for n in core.list_namespace().items if n.metadata]
         )
         assert "default" in names
         pending = asyncio.create_task(asyncio.to_thread(lambda: list(stream)))
@@ -138,10 +144,13 @@ def test_run_in_thread_with_custom_service_cidr(tmp_path):
         with config.new_client_from_config(str(kubeconfig), persist_config=False) as api:
             core = client.CoreV1Api(api)
             svc = core.create_namespaced_service(
-                "extra", {"metadata": {"name": "s"}, "spec": {"ports": [{"port": 1}]}}
-            )
-            assert svc.spec.cluster_ip.startswith("10.200.0.")
-            assert sorted(n.metadata.name for n in core.list_namespace().items) == [
-                "default",
                 "extra",
-            ]
+                client.V1Service.model_validate(
+                    {"metadata": {"name": "s"}, "spec": {"ports": [{"port": 1}]}}
+                ),
+            )
+            assert svc.spec is not None and svc.spec.cluster_ip is not None
+            assert svc.spec.cluster_ip.startswith("10.200.0.")
+            namespaces = core.list_namespace().items
+            names = [n.metadata.name for n in namespaces if n.metadata and n.metadata.name]
+            assert sorted(names) == ["default", "extra"]

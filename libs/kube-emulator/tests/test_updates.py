@@ -30,7 +30,7 @@ def test_stale_replace_is_409_conflict(core):
     created.data = {"a": "3"}
     with pytest.raises(ApiException) as err:
         core.replace_namespaced_config_map("cm", "default", created)
-    assert err.value.status == 409
+    assert err.value.status == 409 and err.value.body is not None
     status = json.loads(err.value.body)
     assert status["reason"] == "Conflict" and "the object has been modified" in status["message"]
     created.metadata.resource_version = None
@@ -95,7 +95,7 @@ def test_strategic_merge_patch_is_415_for_custom_resources(custom, widgets, make
             {"spec": {"size": 2}},
             _content_type="application/strategic-merge-patch+json",
         )
-    assert err.value.status == 415
+    assert err.value.status == 415 and err.value.body is not None
     assert json.loads(err.value.body)["reason"] == "UnsupportedMediaType"
 
 

@@ -35,6 +35,7 @@ def collect(func, *args, count: int, timeout: int = 10, **kwargs) -> list[tuple[
     stream = watch.Watch()
     events = []
     for event in stream.stream(func, *args, timeout_seconds=timeout, **kwargs):
+        assert isinstance(event, dict)  # a watch of objects: events, not log lines
         events.append((event["type"], _name(event)))
         if len(events) >= count:
             stream.stop()
@@ -148,6 +149,7 @@ def test_send_initial_events_ends_with_a_marked_bookmark(core):
         allow_watch_bookmarks=True,
         resource_version_match="NotOlderThan",
     ):
+        assert isinstance(event, dict)  # a watch of objects: events, not log lines
         events.append(event)
         if event["type"] == "BOOKMARK":
             stream.stop()
