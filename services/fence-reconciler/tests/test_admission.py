@@ -16,7 +16,8 @@ from lazyload_fence_reconciler.settings import FenceSettings
 
 
 def _gate(*dispatches: dict[str, object], allow: tuple[str, ...] = ()) -> admitting.Gate:
-    return FenceSettings(dispatches=list(dispatches), external_allow=list(allow)).gate()
+    values = {"dispatches": list(dispatches), "external_allow": list(allow)}
+    return FenceSettings.model_validate(values).gate()  # the dispatches as JSON
 
 
 def test_dispatched_hosts_are_refused() -> None:
@@ -65,9 +66,11 @@ def test_external_hosts_need_a_service_entry_or_the_allow_list() -> None:
 
 def test_dispatch_needs_exactly_one_matcher() -> None:
     with pytest.raises(ValueError):
-        FenceSettings(dispatches=[{"name": "x", "cluster": "c"}])
+        FenceSettings.model_validate({"dispatches": [{"name": "x", "cluster": "c"}]})
     with pytest.raises(ValueError):
-        FenceSettings(dispatches=[{"name": "x", "domainRegex": "(", "cluster": "c"}])
+        FenceSettings.model_validate(
+            {"dispatches": [{"name": "x", "domainRegex": "(", "cluster": "c"}]}
+        )
 
 
 def test_a_service_fqdn_naming_no_service_is_refused() -> None:

@@ -138,7 +138,9 @@ async def test_a_fence_is_deleted_only_as_it_was_read(kube_api, kube_server) -> 
     with pytest.raises(errors.TemporaryError):
         await applier.delete(read)
     assert await applier.get("default", "productpage") is not None
-    await applier.delete(await applier.get("default", "productpage"))  # as read now: deleted
+    now = await applier.get("default", "productpage")
+    assert now is not None
+    await applier.delete(now)  # as read now: deleted
     assert await applier.get("default", "productpage") is None
 
 

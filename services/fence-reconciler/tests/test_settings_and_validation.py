@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 from lazyload_common import errors, events
+from lazyload_common.settings import MeshSettings
 from lazyload_fence_reconciler import consuming, policies
 from lazyload_fence_reconciler.settings import FenceSettings, ReconcilerSettings
 
@@ -28,12 +29,9 @@ def test_env_fills_the_fence_group(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_check_names_every_problem() -> None:
     config = ReconcilerSettings(
-        fence={
-            "allow_namespaces": ["a"],
-            "deny_namespaces": ["a"],
-            "resync_interval": 0,
-            "recycle_after": 10,
-        }
+        fence=FenceSettings(
+            allow_namespaces=["a"], deny_namespaces=["a"], resync_interval=0, recycle_after=10
+        )
     )
     with pytest.raises(errors.ConfigError) as caught:
         config.check()
@@ -126,17 +124,18 @@ def test_bad_management_selectors_are_refused(
 def test_recycling_needs_a_liveness_source() -> None:
     """Once a dependency is in the Sidecar the global-sidecar never sees it again: recycling
     with no other liveness source would drop live dependencies, so it refuses to start."""
-    config = ReconcilerSettings(fence={"recycle_after": 3600})
+    config = ReconcilerSettings(fence=FenceSettings(recycle_after=3600))
     with pytest.raises(errors.ConfigError) as caught:
         config.check()
     assert "liveness" in str(caught.value)
-    ReconcilerSettings(fence={"recycle_after": 3600, "liveness_source": "sidecar-als"}).check()
+    fence = FenceSettings(recycle_after=3600, liveness_source="sidecar-als")
+    ReconcilerSettings(fence=fence).check()
 
 
 def test_scoped_fence_never_fences_system_istio_and_lazyload_namespaces() -> None:
     config = ReconcilerSettings(
-        fence={"deny_namespaces": ["legacy"]},
-        mesh={"istio_namespace": "istio", "global_sidecar_namespace": "lazy"},
+        fence=FenceSettings(deny_namespaces=["legacy"]),
+        mesh=MeshSettings(istio_namespace="istio", global_sidecar_namespace="lazy"),
     )
     assert config.scoped_fence().deny_namespaces == [
         "legacy",

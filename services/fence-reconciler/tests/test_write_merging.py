@@ -41,13 +41,21 @@ def _delivery(caller: str, host: str) -> jetstream.Delivery:
         destination_host=f"{host}.default.svc.cluster.local",
         first_seen=1.0,
     )
-    msg = Msg(_client=None, subject=f"lazyload.deps.default.{caller}", data=b"x", headers={})  # type: ignore[arg-type]
+    msg = Msg(
+        _client=None,  # type: ignore[arg-type]  # no client: the handler acks nothing
+        subject=f"lazyload.deps.default.{caller}",
+        data=b"x",
+        headers={},
+    )
     return jetstream.Delivery(msg, event)
 
 
 def _handler(reconciler: FakeReconciler, **fence: object) -> consuming.BatchHandler:
     settings = FenceSettings(**{"coalesce_window": 0.0, **fence})
-    return consuming.BatchHandler(reconciler, settings)  # type: ignore[arg-type]
+    return consuming.BatchHandler(
+        reconciler,  # type: ignore[arg-type]  # a stand-in: Reconciler's admit, learn, decisions
+        settings,
+    )
 
 
 async def test_edges_of_later_batches_join_the_waiting_write() -> None:
