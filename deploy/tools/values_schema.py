@@ -279,6 +279,12 @@ def schema() -> dict[str, Any]:
                     }
                 ),
                 "monitoring": MONITORING,
+                "userRoles": _obj(
+                    {
+                        "enabled": {"type": "boolean"},
+                        "aggregateToDefaultRoles": {"type": "boolean"},
+                    }
+                ),
                 "tests": _obj(
                     {
                         "enabled": {"type": "boolean"},

@@ -26,6 +26,7 @@ from deploy_support import (
 
 NON_DEFAULT: dict[str, Any] = {
     "fullnameOverride": "ll",
+    "userRoles": {"aggregateToDefaultRoles": False},
     "nats": {"existingSecret": "my-nats"},
     "mesh": {"clusterDomain": "example.internal", "istioRev": "canary"},
     "accesslogIngest": {
@@ -488,6 +489,53 @@ def test_fence_reconciler_writes_tombstones_not_services(rendered: dict) -> None
         assert _env(deployment)["LAZYLOAD_FENCE__TOMBSTONE_CONFIG_MAP"] == name
 
 
+def test_user_roles_are_unbound_and_join_view_and_edit(rendered: dict, tmp_path: Path) -> None:
+    """templates/user-roles.yaml: <release>-view reads fences and Sidecars, <release>-edit writes
+    fences and resets them (servicefences/status update), <release>-cli uses the pod proxy in the
+    release namespace; the chart binds none of them, and the first two carry the aggregation
+    labels of Kubernetes' view and edit only while userRoles.aggregateToDefaultRoles is on
+    (tests/e2e/test_cli_cluster.py runs the CLI under them on a real API server)."""
+    aggregate = "rbac.authorization.k8s.io/aggregate-to-"
+    for case, prefix in (("default", "lazyload"), ("non-default", "ll")):
+        objs = rendered[case]
+        users = {
+            f"{o['kind']}/{o['metadata'].get('namespace', '')}/{o['metadata']['name']}": o
+            for o in objs
+            if o["metadata"]["labels"].get("app.kubernetes.io/component") == "user-roles"
+        }
+        assert set(users) == {
+            f"ClusterRole//{prefix}-view",
+            f"ClusterRole//{prefix}-edit",
+            f"Role/mesh-operator/{prefix}-cli",
+        }
+        bound = {b["roleRef"]["name"] for b in objs if b["kind"].endswith("Binding")}
+        assert not bound & {o["metadata"]["name"] for o in users.values()}
+        view, edit = users[f"ClusterRole//{prefix}-view"], users[f"ClusterRole//{prefix}-edit"]
+        assert not _writes(view)
+        assert _writes(edit) == {
+            "servicefences": {"create", "update", "patch", "delete", "deletecollection"},
+            "servicefences/status": {"update"},
+        }
+        assert _writes(users[f"Role/mesh-operator/{prefix}-cli"]) == {"pods/proxy": {"create"}}
+        labels = {
+            role: {
+                k
+                for k in users[f"ClusterRole//{prefix}-{role}"]["metadata"]["labels"]
+                if k.startswith(aggregate)
+            }
+            for role in ("view", "edit")
+        }
+        on = case == "default"
+        assert labels == {
+            "view": {f"{aggregate}view"} if on else set(),
+            "edit": {f"{aggregate}edit"} if on else set(),
+        }
+    path = values_file(tmp_path, {"userRoles": {"enabled": False}})
+    result = helm_tool("render", str(CHART), "--values", path, "--namespace", "mesh-operator")
+    kinds = [m["object"]["metadata"]["name"] for m in json.loads(result.stdout)["manifests"]]
+    assert not {"lazyload-view", "lazyload-edit", "lazyload-cli"} & set(kinds)
+
+
 @pytest.fixture
 def kube_emulator_crd_dirs() -> list[Path]:
     return []  # the test applies the chart's CRD itself
@@ -530,10 +578,12 @@ def test_rendered_crd_applies_to_the_emulator(
     }
     rbac = client.RbacAuthorizationV1Api(api)
     # one ServiceAccount per service, plus the global-sidecar's own identity (no role) and the
-    # `helm test` Pod's (two Roles: the release's Deployments, the round trip's objects)
-    assert applied["ServiceAccount"] - 2 == applied["ClusterRole"] == len(ALLOWED)
-    # global-pilot's in the release and Istio's namespace, the reconciler's tombstones', helm test's
-    assert applied["ClusterRoleBinding"] == len(ALLOWED) and applied["Role"] == 5
+    # `helm test` Pod's (two Roles: the release's Deployments, the round trip's objects); two
+    # ClusterRoles and a Role for users, bound by no one (templates/user-roles.yaml)
+    assert applied["ServiceAccount"] - 2 == applied["ClusterRole"] - 2 == len(ALLOWED)
+    # global-pilot's in the release and Istio's namespace, the reconciler's tombstones', helm
+    # test's, the users' CLI Role
+    assert applied["ClusterRoleBinding"] == len(ALLOWED) and applied["Role"] == 6
     for obj in rendered["default"]:
         if obj["kind"] not in RBAC_KINDS:
             continue

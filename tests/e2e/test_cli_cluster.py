@@ -10,7 +10,9 @@ reconciler ready through the proxy (and the services that have no pod not), `fen
 a ServiceAccount allowed to `update servicefences/status` clears the learned host (its bearer
 token reaches the reconciler in `X-Lazyload-Authorization`: the API server removes
 `Authorization`), one not allowed gets 403 (exit 1), and a client-certificate user without
-`--token` is told to give one.
+`--token` is told to give one. The two ServiceAccounts have only what docs/install.md tells
+users to bind: Kubernetes' `view`, the chart's `lazyload-cli` Role, and (the one that may reset)
+`edit` in the fence's namespace - the chart's user roles reach them by aggregation.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,9 @@ from lazyload_common.kube import KubeApi, KubeConflict
 from lazyload_common.settings import NatsSettings
 from lazyload_testing import waiting
 from typer.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
+from deploy_support import CHART, helm_tool, values_file
 
 pytestmark = [pytest.mark.e2e, pytest.mark.real, pytest.mark.timeout(240)]
 
@@ -69,55 +75,62 @@ def _service(name: str) -> dict[str, Any]:
     }
 
 
-def _operators(api: KubeApi) -> None:
-    """Two ServiceAccounts that may read everything and use the pod proxy of lazyload's
-    namespace; only `operator` may update servicefences/status in `shop` (what a reset needs)."""
+def _user_roles(tmp_path: Path) -> list[dict[str, Any]]:
+    """The chart's roles for lazyload's users (templates/user-roles.yaml), rendered for a
+    release `lazyload` in `mesh-operator`."""
+    values = values_file(tmp_path, {})
+    result = helm_tool("render", str(CHART), "--values", values, "--namespace", LAZYLOAD)
+    objects = [m["object"] for m in json.loads(result.stdout)["manifests"]]
+    return [
+        o
+        for o in objects
+        if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "user-roles"
+    ]
+
+
+def _bind(api: KubeApi, name: str, role: tuple[str, str], who: list[str], namespace: str) -> None:
+    """Bind `who` (ServiceAccounts of LAZYLOAD) to `role` (kind, name); cluster-wide without a
+    namespace."""
+    where = (
+        f"{RBAC}/namespaces/{namespace}/rolebindings"
+        if namespace
+        else f"{RBAC}/clusterrolebindings"
+    )
+    kind, role_name = role
+    body = {
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role_name},
+        "subjects": [{"kind": "ServiceAccount", "name": n, "namespace": LAZYLOAD} for n in who],
+    }
+    _create(api, where, body)
+
+
+def _operators(api: KubeApi, tmp_path: Path) -> None:
+    """Two ServiceAccounts bound as docs/install.md tells users to bind people: Kubernetes'
+    `view` ClusterRole and the chart's `lazyload-cli` Role in lazyload's namespace; only
+    `operator` also has `edit` in `shop`. The chart's user roles join `view` and `edit` by
+    aggregation, so only `operator` may `update servicefences/status` there (what a reset needs)."""
     for name in ("operator", "bystander"):
         _create(api, f"/api/v1/namespaces/{LAZYLOAD}/serviceaccounts", {"metadata": {"name": name}})
-    subjects_ = [
-        {"kind": "ServiceAccount", "name": n, "namespace": LAZYLOAD}
-        for n in ("operator", "bystander")
-    ]
-    rules = {
-        "lazyload-cli-read": (
-            "ClusterRole",
-            [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch"]}],
-            subjects_,
-            "",
-        ),
-        "lazyload-cli-proxy": (
-            "Role",
-            [{"apiGroups": [""], "resources": ["pods/proxy"], "verbs": ["get", "create"]}],
-            subjects_,
-            LAZYLOAD,
-        ),
-        "lazyload-cli-reset": (
-            "Role",
-            [
-                {
-                    "apiGroups": ["microservice.slime.io"],
-                    "resources": ["servicefences/status"],
-                    "verbs": ["update"],
-                }
-            ],
-            subjects_[:1],
-            SHOP,
-        ),
-    }
-    for name, (kind, rule, who, namespace) in rules.items():
-        where = f"{RBAC}/namespaces/{namespace}" if namespace else RBAC
-        plural = "roles" if kind == "Role" else "clusterroles"
-        _create(api, f"{where}/{plural}", {"metadata": {"name": name}, "rules": rule})
-        binding = "rolebindings" if kind == "Role" else "clusterrolebindings"
-        _create(
-            api,
-            f"{where}/{binding}",
-            {
-                "metadata": {"name": name},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": name},
-                "subjects": who,
-            },
-        )
+    for role in _user_roles(tmp_path):
+        namespace = role["metadata"].get("namespace")
+        kind = "roles" if role["kind"] == "Role" else "clusterroles"
+        where = f"{RBAC}/namespaces/{namespace}/{kind}" if namespace else f"{RBAC}/{kind}"
+        _create(api, where, role)
+    both = ["operator", "bystander"]
+    _bind(api, "lazyload-cli-view", ("ClusterRole", "view"), both, "")
+    _bind(api, "lazyload-cli", ("Role", "lazyload-cli"), both, LAZYLOAD)
+    _bind(api, "lazyload-cli-edit", ("ClusterRole", "edit"), ["operator"], SHOP)
+
+    def aggregated() -> bool:
+        """The aggregation controller copied the chart's rules into `view` and `edit`."""
+        for role, resource in (("view", "servicefences"), ("edit", "servicefences/status")):
+            rules = api.get(f"{RBAC}/clusterroles/{role}").get("rules") or []
+            if not any(resource in r.get("resources", []) for r in rules):
+                return False
+        return True
+
+    _until(aggregated, 30, "the chart's user roles aggregated into view and edit")
 
 
 def _reconciler_pod(api: KubeApi, ip: str, port: int) -> None:
@@ -185,7 +198,7 @@ def test_fences_explain_and_status_through_the_pod_proxy(
         _create(api, "/api/v1/namespaces", {"metadata": {"name": ns}})
     for name in ("productpage", "details"):
         _create(api, f"/api/v1/namespaces/{SHOP}/services", _service(name))
-    _operators(api)
+    _operators(api, tmp_path)
     operator = real_kube.kubeconfig_for(LAZYLOAD, "operator", tmp_path / "operator.kubeconfig")
     bystander = real_kube.kubeconfig_for(LAZYLOAD, "bystander", tmp_path / "bystander.kubeconfig")
     processes = ProcessGroup(tmp_path / "logs")

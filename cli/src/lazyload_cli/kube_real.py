@@ -8,8 +8,9 @@ envtest convention). The API server is set up as kubeadm sets one up, minus the 
   `system:masters`) or ServiceAccount tokens (TokenRequest works: the signing keys are made here);
   authorization is `RBAC`;
 - Services get ClusterIPs from `10.96.0.0/12`;
-- kube-controller-manager (when built) runs only the garbage collector and the namespace and
-  ServiceAccount controllers: there are no kubelets, and the endpoints controllers would empty the
+- kube-controller-manager (when built) runs only the garbage collector and the namespace,
+  ServiceAccount and ClusterRole aggregation controllers (the last fills `view`, `edit` and
+  `admin` with the rules of the ClusterRoles labelled for them): there are no kubelets, and the endpoints controllers would empty the
   Endpoints that tests write by hand;
 - the ServiceFence CRD of `deploy/crds/` and Istio's own CRDs are installed and Established before
   the control plane is handed over.
@@ -36,7 +37,7 @@ from lazyload_cli.processes import ProcessGroup, StackError
 SERVICE_CIDR = "10.96.0.0/12"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 API_AUDIENCES = (SERVICE_ACCOUNT_ISSUER, "istio-ca")
-CONTROLLERS = ("garbagecollector", "namespace", "serviceaccount")
+CONTROLLERS = ("garbagecollector", "namespace", "serviceaccount", "clusterrole-aggregation")
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 ISTIO_CRDS = Path(".tools/share/istio/crd-all.gen.yaml")
 
@@ -250,7 +251,9 @@ class RealControlPlane:
             self.kubeconfig, self.url, self.pki.ca, user="lazyload-admin", cert=self.pki.admin
         )
         if self.binaries.controller_manager is not None:
-            say("starting kube-controller-manager (garbage collector, namespaces)")
+            say(
+                "starting kube-controller-manager (garbage collector, namespaces, role aggregation)"
+            )
             self._start_controller_manager()
         self._wait_default_service_account()
         say("installing the ServiceFence and Istio CRDs")
