@@ -1,5 +1,6 @@
 """`lazyload fences` fails with one line on stderr and an exit code per cause (no traceback):
-3 for a state dir without a stack, 5 for a fence-reconciler that cannot be reached."""
+2 for a usage error, 3 for a state dir without a stack, 5 for a fence-reconciler that cannot be
+reached."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+
+from lazyload_cli.main import app
+from typer.testing import CliRunner
 
 BIN = Path(sys.executable).parent / "lazyload"
 
@@ -34,3 +38,20 @@ def test_unreachable_reconciler_exits_5_with_one_line() -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot reach the fence-reconciler" in lines[0], result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_reset_takes_fences_or_all_of_a_namespace() -> None:
+    """Usage errors (exit 2) before anything is called: no fence, --all without --namespace,
+    fences and --all together, --namespace without --all, a fence without its namespace."""
+    runner = CliRunner()
+    admin = ["--admin", "http://127.0.0.1:9"]  # never reached
+    for args in (
+        [],
+        ["--all"],
+        ["default/reviews", "--all", "-n", "default"],
+        ["-n", "default"],
+        ["reviews"],
+    ):
+        result = runner.invoke(app, ["fences", "reset", *args, *admin])
+        assert result.exit_code == 2, (args, result.output)
+        assert "Traceback" not in result.output

@@ -10,7 +10,8 @@ reconciler ready through the proxy (and the services that have no pod not), `fen
 a ServiceAccount allowed to `update servicefences/status` clears the learned host (its bearer
 token reaches the reconciler in `X-Lazyload-Authorization`: the API server removes
 `Authorization`), one not allowed gets 403 (exit 1), and a client-certificate user without
-`--token` is told to give one. The two ServiceAccounts have only what docs/install.md tells
+`--token` is told to give one; `fences reset --all -n shop` resets every fence of the namespace
+(or, for the one not allowed, none). The two ServiceAccounts have only what docs/install.md tells
 users to bind: Kubernetes' `view`, the chart's `lazyload-cli` Role, and (the one that may reset)
 `edit` in the fence's namespace - the chart's user roles reach them by aggregation.
 """
@@ -268,5 +269,20 @@ def test_fences_explain_and_status_through_the_pod_proxy(
             assert not learned()
             gone = _lazyload("fences", "reset", f"{SHOP}/nothing", *cluster)
             assert gone.returncode == 4, gone
+
+            # every fence of a namespace: the bystander is refused each, the operator resets all
+            asyncio.run(_publish_edge(nats_url))
+            _until(learned, 30, "details learned again")
+            every = ["fences", "reset", "--all", "-n", SHOP]
+            refused = _lazyload(*every, "--kubeconfig", str(bystander))
+            assert refused.returncode == 1 and json.loads(refused.stdout) == [], refused
+            assert "403" in refused.stderr and learned()
+            reset = _lazyload(*every, *cluster)
+            assert reset.returncode == 0, reset.stderr
+            names = [d["name"] for d in json.loads(reset.stdout)]
+            assert "productpage" in names and names == sorted(names), names
+            assert not learned()
+            empty = _lazyload("fences", "reset", "--all", "-n", "nowhere", *cluster)
+            assert empty.returncode == 0 and json.loads(empty.stdout) == [], empty
         finally:
             processes.stop()

@@ -5,6 +5,9 @@ name)` calls `POST /api/v1/fences/{ns}/{name}/reset` (the fence forgets its lear
 spec hosts, and a new revision is published) and returns the fence detail. Errors leave as
 `FenceApiError` with the HTTP status and the server's message.
 
+`Reconciler` is either, as the command line chose: `lazyload fences reset` resets one fence, several,
+or every fence of a namespace with it.
+
 Against a cluster (`list_in`, `reset_in`) the same calls go to a fence-reconciler pod through the
 API server's pod proxy (`access.Target`); the reset's bearer token travels in
 `X-Lazyload-Authorization` there, and the reconciler reviews it (TokenReview, then a
@@ -14,6 +17,7 @@ SubjectAccessReview: `update servicefences/status` in the fence's namespace).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -61,6 +65,34 @@ def reset_in(target: access.Target, namespace: str, name: str, *, token: str) ->
         raise FenceApiError(f"POST {path} ({instance}): {status} {detail}", status)
     answer = json.loads(body)
     return answer if isinstance(answer, dict) else {}
+
+
+@dataclass(frozen=True)
+class Reconciler:
+    """The fence-reconciler's admin API as the CLI reaches it: `url` (a local stack or --admin),
+    else `target` (a cluster, through the pod proxy); `token` authorizes resets."""
+
+    url: str | None = None
+    target: access.Target | None = None
+    token: str | None = None
+
+    def fences(self) -> list[dict[str, Any]]:
+        if self.url is not None:
+            return list_fences(self.url)
+        assert self.target is not None, "a Reconciler needs url or target"
+        return list_in(self.target)
+
+    def reset(self, namespace: str, name: str) -> dict[str, Any]:
+        if self.url is not None:
+            return reset(self.url, namespace, name, token=self.token)
+        assert self.target is not None and self.token, "a cluster reset needs target and token"
+        return reset_in(self.target, namespace, name, token=self.token)
+
+    def in_namespace(self, namespace: str) -> list[tuple[str, str]]:
+        """(namespace, name) of every fence of `namespace`, sorted."""
+        return sorted(
+            (f["namespace"], f["name"]) for f in self.fences() if f["namespace"] == namespace
+        )
 
 
 def _call(method: str, admin_url: str, path: str, *, token: str | None = None) -> dict[str, Any]:

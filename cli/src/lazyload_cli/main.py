@@ -176,7 +176,7 @@ def demo(
 
 
 fences_app = typer.Typer(
-    help="What the fence-reconciler keeps: list fences, reset one.", no_args_is_help=True
+    help="What the fence-reconciler keeps: list fences, reset them.", no_args_is_help=True
 )
 app.add_typer(fences_app, name="fences")
 
@@ -276,7 +276,16 @@ def fences_list(
 
 @fences_app.command("reset")
 def fences_reset(
-    fence: Annotated[str, typer.Argument(help="NAMESPACE/NAME of the ServiceFence.")],
+    fences: Annotated[
+        list[str] | None,
+        typer.Argument(help="NAMESPACE/NAME of each ServiceFence to reset.", show_default=False),
+    ] = None,
+    every: Annotated[
+        bool, typer.Option("--all", help="Reset every fence of --namespace instead.")
+    ] = False,
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", "-n", help="With --all: whose fences.")
+    ] = None,
     admin: AdminOption = None,
     state_dir: StateOption = None,
     token: TokenOption = None,
@@ -284,16 +293,18 @@ def fences_reset(
     context: ContextOption = None,
     lazyload_namespace: LazyloadNamespaceOption = "mesh-operator",
 ) -> None:
-    """Forget a fence's learned hosts (spec hosts stay); its Sidecar follows. Against a cluster
-    the token is --token or the kubeconfig's own bearer token, and its user needs `update
-    servicefences/status` in the fence's namespace."""
-    namespace, sep, name = fence.partition("/")
-    if not sep or not namespace or not name:
-        raise typer.BadParameter("expected NAMESPACE/NAME", param_hint="FENCE")
+    """Forget fences' learned hosts (spec hosts stay); their Sidecars follow. One FENCE prints
+    its detail, several (or --all -n NAMESPACE) a list; a fence that fails does not stop the
+    others, and the exit code is the first failure's. Against a cluster the token is --token or
+    the kubeconfig's own bearer token, and its user needs `update servicefences/status` in each
+    fence's namespace."""
+    refs = [_split(ref, "FENCE") for ref in fences or []]
+    if every == bool(refs) or every != bool(namespace):
+        raise typer.BadParameter("give NAMESPACE/NAME... or --all --namespace NAMESPACE")
     try:
         if admin or state_dir is not None:
-            detail = fence_api.reset(
-                _admin_url(admin, state_dir), namespace, name, token=_admin_token(token, state_dir)
+            reconciler = fence_api.Reconciler(
+                url=_admin_url(admin, state_dir), token=_admin_token(token, state_dir)
             )
         else:
             target = _target(None, kubeconfig, context, lazyload_namespace)
@@ -305,12 +316,28 @@ def fences_reset(
                     "$(kubectl create token <service account> -n <namespace>)",
                     EXIT_FAILED,
                 )
-            detail = fence_api.reset_in(target, namespace, name, token=bearer)
+            reconciler = fence_api.Reconciler(target=target, token=bearer)
+        if namespace is not None:
+            refs = reconciler.in_namespace(namespace)
+            if not refs:
+                Console(stderr=True).print(f"no fences in namespace {namespace}", highlight=False)
     except fence_api.FenceApiError as e:
         raise _api_failure(e) from e
     except access.AccessError as e:
         raise _fail(str(e), e.code) from e
-    console.print_json(json.dumps(detail))
+    details, failure = [], None
+    for ns, name in refs:
+        try:
+            details.append(reconciler.reset(ns, name))
+        except fence_api.FenceApiError as e:
+            failure = failure or _api_failure(e)
+        except access.AccessError as e:
+            failure = failure or _fail(str(e), e.code)
+    one = len(fences or []) == 1
+    if details or not one:
+        console.print_json(json.dumps(details[0] if one else details))
+    if failure is not None:
+        raise failure
 
 
 # -- explain, status, graph, events: against a local stack or a cluster -------------------
