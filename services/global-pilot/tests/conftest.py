@@ -96,8 +96,8 @@ class _Echo(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
-        name = self.server.name  # type: ignore[attr-defined]
-        body = f"{name} {self.headers.get('Host')}".encode()
+        assert isinstance(self.server, _EchoServer)
+        body = f"{self.server.name} {self.headers.get('Host')}".encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -105,6 +105,16 @@ class _Echo(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *_: Any) -> None:
         pass
+
+
+class _EchoServer(http.server.ThreadingHTTPServer):
+    """Answers `<name> <Host>` (`_Echo`)."""
+
+    daemon_threads = True
+
+    def __init__(self, address: str, name: str) -> None:
+        super().__init__((address, 0), _Echo)
+        self.name = name
 
 
 @dataclass
@@ -118,12 +128,10 @@ class Upstream:
 def upstream_factory() -> Iterator[Any]:
     """`upstream_factory(name, address="127.0.0.1")`: an HTTP server that answers
     `<name> <Host>` (on a `pod_address` where a real API server must list it)."""
-    servers: list[http.server.ThreadingHTTPServer] = []
+    servers: list[_EchoServer] = []
 
     def start(name: str, address: str = "127.0.0.1") -> Upstream:
-        httpd = http.server.ThreadingHTTPServer((address, 0), _Echo)
-        httpd.daemon_threads = True
-        httpd.name = name  # type: ignore[attr-defined]
+        httpd = _EchoServer(address, name)
         threading.Thread(
             target=httpd.serve_forever, args=(0.05,), name=f"upstream-{name}", daemon=True
         ).start()

@@ -158,7 +158,7 @@ async def test_hooks_see_the_stream_lifecycle(make_service):
     events: list[tuple] = []
     hooks = server.Hooks(
         on_stream_open=lambda sid: events.append(("open", sid)),
-        on_stream_closed=lambda sid, node: events.append(("closed", sid, node.id)),
+        on_stream_closed=lambda sid, node: events.append(("closed", sid, node and node.id)),
         on_request=lambda sid, req: events.append(("request", req.type_url)),
         on_response=lambda sid, resp: events.append(("response", resp.type_url)),
     )
@@ -202,6 +202,7 @@ async def test_a_failing_hook_does_not_break_the_stream(make_service):
             call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
             await call.write(server.Request(type_url=resources.CLUSTER))
             response = await asyncio.wait_for(call.read(), 2)
+            assert isinstance(response, server.Response)
             assert response.type_url == resources.CLUSTER
             call.cancel()
     finally:

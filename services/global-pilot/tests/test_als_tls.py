@@ -6,17 +6,20 @@ are refused. The e2e test `tests/e2e/test_als_mtls.py` runs it through a real En
 from __future__ import annotations
 
 import pytest
+from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from lazyload_global_pilot import rendering, resources
 from lazyload_global_pilot.mesh import MeshState
 from lazyload_global_pilot.settings import AlsSettings, GlobalPilotSettings
 
 
-def _als_cluster(als: AlsSettings) -> object:
+def _als_cluster(als: AlsSettings) -> cluster_pb2.Cluster:
     options = GlobalPilotSettings(als=als).render_options()
-    return rendering.render(MeshState.of([]), options)[resources.CLUSTER][
+    cluster = rendering.render(MeshState.of([]), options)[resources.CLUSTER][
         "lazyload-accesslog-ingest"
     ]
+    assert isinstance(cluster, cluster_pb2.Cluster)
+    return cluster
 
 
 def test_als_cluster_uses_mutual_tls_when_configured() -> None:
@@ -29,7 +32,7 @@ def test_als_cluster_uses_mutual_tls_when_configured() -> None:
             tls_server_name="accesslog-ingest",
         )
     )
-    socket = cluster.transport_socket  # type: ignore[attr-defined]
+    socket = cluster.transport_socket
     assert socket.name == "envoy.transport_sockets.tls"
     context = tls_pb2.UpstreamTlsContext()
     assert socket.typed_config.Unpack(context)
@@ -45,7 +48,7 @@ def test_als_cluster_uses_mutual_tls_when_configured() -> None:
 
 
 def test_als_cluster_is_plaintext_without_tls_settings() -> None:
-    assert not _als_cluster(AlsSettings()).HasField("transport_socket")  # type: ignore[attr-defined]
+    assert not _als_cluster(AlsSettings()).HasField("transport_socket")
 
 
 @pytest.mark.parametrize(
@@ -58,4 +61,4 @@ def test_als_cluster_is_plaintext_without_tls_settings() -> None:
 )
 def test_inconsistent_als_tls_settings_are_refused(values: dict[str, str]) -> None:
     with pytest.raises(ValueError, match="tls_"):
-        AlsSettings(**values)
+        AlsSettings.model_validate(values)

@@ -66,7 +66,7 @@ async def test_dispatches_by_domain_and_by_regex(sidecar, upstream_factory, make
                 domains=("*.corp.example", "details.default:9080"),
                 cluster=egress_cluster,
             ),
-            Dispatch(name="bare-names", domain_regex=r"^[^.]+(:\d+)?$", cluster="_PASSTHROUGH"),
+            Dispatch(name="bare-names", domainRegex=r"^[^.]+(:\d+)?$", cluster="_PASSTHROUGH"),
             Dispatch(name="learn", domains=("*.learn.example",), cluster="_GLOBAL_SIDECAR"),
         ),
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 
 import pytest
 
@@ -28,7 +29,7 @@ async def test_fqdn_and_short_names_reach_the_endpoint(sidecar, upstream_factory
         ("details:9080", {"Slime-Source-Ns": "default"}),
         ("details:9080", {}),
     ]:
-        response = await _eventually_ok(sidecar, host, **headers)
+        response = await _eventually_ok(sidecar, host, headers=headers)
         assert response.text == f"details {host}"
     assert sidecar.xds.ads.stats.nacks == 0
 
@@ -41,9 +42,8 @@ async def test_ambiguous_short_name_follows_the_source_namespace(
         make_service("db", "a", endpoints=(("127.0.0.1", a.port),)),
         make_service("db", "b", endpoints=(("127.0.0.1", b.port),)),
     )
-    assert (await _eventually_ok(sidecar, "db:9080", **{"Slime-Source-Ns": "b"})).text.startswith(
-        "db-in-b"
-    )
+    found = await _eventually_ok(sidecar, "db:9080", headers={"Slime-Source-Ns": "b"})
+    assert found.text.startswith("db-in-b")
     assert (await sidecar.get("db:9080", **{"Slime-Source-Ns": "a"})).text.startswith("db-in-a")
     assert (await sidecar.get("db:9080")).status_code == 404
 
@@ -97,11 +97,13 @@ async def test_access_logs_reach_the_als_server(sidecar, upstream_factory, make_
     assert missing.common_properties.response_flags.no_route_found
 
 
-async def _eventually_ok(sidecar, host: str, *, within: float = 5.0, **headers: str):
+async def _eventually_ok(
+    sidecar, host: str, *, within: float = 5.0, headers: Mapping[str, str] | None = None
+):
     """Envoy applies pushed config asynchronously: retry until 200 or `within` seconds."""
     deadline = time.monotonic() + within
     while True:
-        response = await sidecar.get(host, **headers)
+        response = await sidecar.get(host, **(headers or {}))
         if response.status_code == 200 or time.monotonic() > deadline:
             assert response.status_code == 200, (host, response.status_code, response.text)
             return response

@@ -35,7 +35,7 @@ DISPATCHES = (
         domains=("*.corp.example",),
         cluster="outbound|80||egress.gw.svc.cluster.local",
     ),
-    Dispatch(name="bare", domain_regex=r"^[^.]+$", cluster="_PASSTHROUGH"),
+    Dispatch(name="bare", domainRegex=r"^[^.]+$", cluster="_PASSTHROUGH"),
 )
 CLUSTER = meshside.MeshSideOptions(dispatches=DISPATCHES)
 NAMESPACED = meshside.MeshSideOptions(mode="namespace", namespaces=("shop", "pay"))

@@ -99,6 +99,7 @@ def test_slices_win_over_endpoints_and_endpoints_fill_in():
 
 
 def _watcher(kinds=("services", "endpoints"), debounce: float = 0.05) -> watching.MeshWatcher:
+    # no API: the tests feed the watcher's stores through apply
     return watching.MeshWatcher(api=None, kinds=kinds, debounce=debounce)  # type: ignore[arg-type]
 
 

@@ -11,7 +11,7 @@ A Service's endpoints come from its EndpointSlices when it has any, else from it
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from typing import Any
 
 from lazyload_common import kube
@@ -221,7 +221,7 @@ class MeshWatcher:
             stores["serviceentries"].values(),
         )
 
-    async def updates(self) -> AsyncIterator[MeshState]:
+    async def updates(self) -> AsyncGenerator[MeshState]:
         """A `MeshState` per batch of changes (the first full sync included)."""
         while True:
             await self._dirty.wait()
