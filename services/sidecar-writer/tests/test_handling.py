@@ -40,8 +40,14 @@ class RecordingSink:
             return Result("deleted", write="delete")
         return Result("applied", resource_version=str(event.revision), write="create")
 
+    async def list_managed(self) -> list[RawObject]:
+        return []  # no drift repair in these tests
+
     async def probe(self) -> bool:
         return True
+
+    def forget(self, namespace: str, name: str) -> None:
+        pass
 
 
 class Clock:
@@ -53,6 +59,7 @@ class Clock:
 
 
 def _delivery(**fence: Any) -> jetstream.Delivery:
+    # no message: the handler is called directly and acks nothing
     return jetstream.Delivery(msg=None, event=make_fence(**fence))  # type: ignore[arg-type]
 
 

@@ -32,9 +32,10 @@ def test_renders_pass(version: str) -> None:
 def _set(path: str, value: Any) -> Callable[[RawObject], None]:
     def mutate(obj: RawObject) -> None:
         *parents, last = path.split(".")
+        node: Any = obj  # down through objects and lists
         for part in parents:
-            obj = obj[int(part)] if part.isdigit() else obj[part]  # type: ignore[index]
-        obj[last] = value
+            node = node[int(part)] if part.isdigit() else node[part]
+        node[last] = value
 
     return mutate
 

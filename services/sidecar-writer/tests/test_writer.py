@@ -28,6 +28,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from lazyload_common import codec, events, jetstream, subjects
 from lazyload_common.settings import AdminSettings, KubeSettings, NatsSettings
+from lazyload_kube_emulator.faults import Verb
 from lazyload_sidecar_writer import app
 from lazyload_sidecar_writer.settings import SidecarSettings, WriterSettings
 from lazyload_testing.kube import KubeEmulator, faster_than
@@ -48,6 +49,12 @@ UNMANAGED = {
     "spec": {"egress": [{"hosts": ["./*"]}]},
 }
 """A Sidecar of productpage's name that lazyload does not manage (no labels of ours)."""
+
+
+def _json(obj: object) -> dict[str, Any]:
+    """A custom object as the client returns it (typed `object`; the decoded JSON object)."""
+    assert isinstance(obj, dict)
+    return obj
 
 
 @dataclass
@@ -71,7 +78,7 @@ class Writer:
     async def fence_uid(self, namespace: str = "default", name: str = "productpage") -> str:
         """The uid of ServiceFence `namespace/name`, created (empty) when missing."""
         try:
-            fence = await asyncio.to_thread(
+            fence: object = await asyncio.to_thread(
                 self.custom.get_namespaced_custom_object, *FENCE, namespace, "servicefences", name
             )
         except ApiException as e:
@@ -90,7 +97,7 @@ class Writer:
                 "servicefences",
                 body,
             )
-        return str(fence["metadata"]["uid"])
+        return str(_json(fence)["metadata"]["uid"])
 
     async def report(
         self, match: Callable[[events.SidecarApplied], bool] = lambda r: True, timeout: float = 10
@@ -104,9 +111,10 @@ class Writer:
 
     async def create(self, body: dict[str, Any]) -> dict[str, Any]:
         """Create the Sidecar `body` in `default` (as someone else would)."""
-        return await asyncio.to_thread(
+        created = await asyncio.to_thread(
             self.custom.create_namespaced_custom_object, GROUP, VERSION, "default", PLURAL, body
         )
+        return _json(created)
 
     async def delete(self, name: str = "productpage") -> None:
         """Delete the Sidecar `default/name` (as someone else would)."""
@@ -116,9 +124,10 @@ class Writer:
 
     async def get(self, name: str = "productpage") -> dict[str, Any] | None:
         try:
-            return await asyncio.to_thread(
+            found = await asyncio.to_thread(
                 self.custom.get_namespaced_custom_object, GROUP, VERSION, "default", PLURAL, name
             )
+            return _json(found)
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -279,7 +288,7 @@ async def test_burst_of_revisions_gives_few_writes(writer: Writer) -> None:
     ids=["500-on-create", "429-on-create", "409-on-replace"],
 )
 async def test_api_errors_are_retried_until_success(
-    writer: Writer, kube_emulator: KubeEmulator, verb: str, status: int, prepare: bool
+    writer: Writer, kube_emulator: KubeEmulator, verb: Verb, status: int, prepare: bool
 ) -> None:
     if prepare:
         await writer.publish(make_fence(revision=1, hosts=[]))
