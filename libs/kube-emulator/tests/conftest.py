@@ -7,11 +7,12 @@ Test modules are imported with `--import-mode=importlib`, so helpers reach them 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from kubernetes import client
+from lazyload_testing.kube import KubeEmulator
 
 GROUP = "example.com"
 WIDGET_SCHEMA: dict[str, Any] = {
@@ -89,42 +90,43 @@ def _widget(name: str, size: int = 1, **spec: Any) -> dict:
 
 
 @pytest.fixture
-def api(kube_emulator) -> client.ApiClient:
+def api(kube_emulator: KubeEmulator) -> client.ApiClient:
     return kube_emulator.api_client()
 
 
 @pytest.fixture
-def core(api) -> client.CoreV1Api:
+def core(api: client.ApiClient) -> client.CoreV1Api:
     return client.CoreV1Api(api)
 
 
 @pytest.fixture
-def custom(api) -> client.CustomObjectsApi:
+def custom(api: client.ApiClient) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(api)
 
 
 @pytest.fixture
-def extensions(api) -> client.ApiextensionsV1Api:
+def extensions(api: client.ApiClient) -> client.ApiextensionsV1Api:
     return client.ApiextensionsV1Api(api)
 
 
 @pytest.fixture
-def widgets(extensions) -> Iterator[str]:
+def widgets(extensions: client.ApiextensionsV1Api) -> Iterator[str]:
     """Install the widget CRD; yields its group."""
-    extensions.create_custom_resource_definition(_widget_crd())
+    crd = client.V1CustomResourceDefinition.model_validate(_widget_crd())
+    extensions.create_custom_resource_definition(crd)
     yield GROUP
 
 
 @pytest.fixture
-def make_widget_crd():
+def make_widget_crd() -> Callable[..., dict]:
     return _widget_crd
 
 
 @pytest.fixture
-def make_widget():
+def make_widget() -> Callable[..., dict]:
     return _widget
 
 
 @pytest.fixture
-def make_gadget_crd():
+def make_gadget_crd() -> Callable[[], dict]:
     return _gadget_crd

@@ -15,7 +15,7 @@ from kubernetes.dynamic.exceptions import ResourceNotFoundError
 GROUP = "example.com"
 
 
-def _resources(resource_list) -> dict:
+def _resources(resource_list: client.V1APIResourceList) -> dict[str, client.V1APIResource]:
     return {r.name: r for r in resource_list.resources}
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 import yaml
-from lazyload_testing.kube import repo_root
+from lazyload_testing.kube import KubeEmulator, repo_root
 
 KUBECTL = Path(sys.executable).parent / "kubectl"
 PROTOBUF = "application/vnd.kubernetes.protobuf"
@@ -86,7 +86,7 @@ def kubectl_runner(kubeconfig: Path, workdir: Path) -> Callable[..., str]:
 
 
 @pytest.fixture
-def kubectl(kube_emulator, tmp_path):
+def kubectl(kube_emulator: KubeEmulator, tmp_path: Path) -> Callable[..., str]:
     return kubectl_runner(kube_emulator.kubeconfig, tmp_path)
 
 

@@ -10,17 +10,19 @@ protobuf-only clients (406), as the real server does; Tables stay JSON.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from lazyload_kube_emulator.kubeproto import MEDIA_TYPE, codec
+from lazyload_testing.kube import KubeEmulator
 
 BOTH = f"{MEDIA_TYPE},application/json"  # what kubectl's typed commands send
 
 
 @pytest.fixture
-def http(kube_emulator):
+def http(kube_emulator: KubeEmulator) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=kube_emulator.url, timeout=10) as session:
         yield session
 

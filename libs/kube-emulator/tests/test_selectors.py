@@ -7,7 +7,10 @@ giving 400; `limit` with `continue` tokens; selectors on custom objects.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from kubernetes import client
 from kubernetes.client import ApiException
 
 LABELS = {
@@ -19,14 +22,16 @@ LABELS = {
 
 
 @pytest.fixture
-def labelled(core):
+def labelled(core: client.CoreV1Api) -> client.CoreV1Api:
     for name, labels in LABELS.items():
-        core.create_namespaced_config_map("default", {"metadata": {"name": name, "labels": labels}})
+        body = client.V1ConfigMap.model_validate({"metadata": {"name": name, "labels": labels}})
+        core.create_namespaced_config_map("default", body)
     return core
 
 
-def _names(core, **kwargs) -> list[str]:
-    return [c.metadata.name for c in core.list_namespaced_config_map("default", **kwargs).items]
+def _names(core: client.CoreV1Api, **kwargs: Any) -> list[str]:
+    found = core.list_namespaced_config_map("default", **kwargs).items
+    return [c.metadata.name for c in found if c.metadata and c.metadata.name]
 
 
 @pytest.mark.parametrize(

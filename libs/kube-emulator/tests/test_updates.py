@@ -13,13 +13,15 @@ from __future__ import annotations
 import json
 
 import pytest
+from kubernetes import client
 from kubernetes.client import ApiException
 
 
-def _cm(core, name="cm", data=None):
-    return core.create_namespaced_config_map(
-        "default", {"metadata": {"name": name}, "data": data or {"a": "1"}}
-    )
+def _cm(
+    core: client.CoreV1Api, name: str = "cm", data: dict[str, str] | None = None
+) -> client.V1ConfigMap:
+    body = {"metadata": {"name": name}, "data": data or {"a": "1"}}
+    return core.create_namespaced_config_map("default", client.V1ConfigMap.model_validate(body))
 
 
 def test_stale_replace_is_409_conflict(core):
@@ -33,6 +35,7 @@ def test_stale_replace_is_409_conflict(core):
     assert err.value.status == 409 and err.value.body is not None
     status = json.loads(err.value.body)
     assert status["reason"] == "Conflict" and "the object has been modified" in status["message"]
+    assert created.metadata is not None
     created.metadata.resource_version = None
     assert core.replace_namespaced_config_map("cm", "default", created).data == {"a": "3"}
 
@@ -120,6 +123,7 @@ def test_noop_update_keeps_resource_version(core):
     same = core.patch_namespaced_config_map(
         "cm", "default", {"data": {"a": "1"}}, _content_type="application/merge-patch+json"
     )
+    assert created.metadata is not None
     assert same.metadata.resource_version == created.metadata.resource_version
 
 

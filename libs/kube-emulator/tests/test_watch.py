@@ -12,12 +12,15 @@ BOOKMARK; `timeoutSeconds` ending the stream.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from kubernetes import watch
 from kubernetes.client import ApiException
 from lazyload_kube_emulator import EmulatorConfig
+from lazyload_testing.kube import KubeEmulator
 
 
 @pytest.fixture
@@ -25,15 +28,17 @@ def kube_emulator_config() -> EmulatorConfig:
     return EmulatorConfig(history_size=20, bookmark_interval=0.2)
 
 
-def _name(event) -> str:
+def _name(event: dict[str, Any]) -> str:
     obj = event["raw_object"]
     return obj.get("metadata", {}).get("name", "")
 
 
-def collect(func, *args, count: int, timeout: int = 10, **kwargs) -> list[tuple[str, str]]:
+def collect(
+    func: Callable[..., Any], *args: Any, count: int, timeout: int = 10, **kwargs: Any
+) -> list[tuple[str, str]]:
     """The first `count` events (type, name) of a watch (or fewer if it times out)."""
     stream = watch.Watch()
-    events = []
+    events: list[tuple[str, str]] = []
     for event in stream.stream(func, *args, timeout_seconds=timeout, **kwargs):
         assert isinstance(event, dict)  # a watch of objects: events, not log lines
         events.append((event["type"], _name(event)))
@@ -43,7 +48,7 @@ def collect(func, *args, count: int, timeout: int = 10, **kwargs) -> list[tuple[
     return events
 
 
-def _wait_for_watch(kube_emulator, before: int) -> None:
+def _wait_for_watch(kube_emulator: KubeEmulator, before: int) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         watches = [r for r in kube_emulator.requests() if "watch=" in r.query]
@@ -53,7 +58,14 @@ def _wait_for_watch(kube_emulator, before: int) -> None:
     raise AssertionError("the watch never reached the emulator")
 
 
-def live(kube_emulator, func, *args, count: int, changes, **kwargs) -> list[tuple[str, str]]:
+def live(
+    kube_emulator: KubeEmulator,
+    func: Callable[..., Any],
+    *args: Any,
+    count: int,
+    changes: Callable[[], object],
+    **kwargs: Any,
+) -> list[tuple[str, str]]:
     """Start a watch in a thread, make `changes()` once it is open, return its events."""
     before = len([r for r in kube_emulator.requests() if "watch=" in r.query])
     with ThreadPoolExecutor(1) as pool:
