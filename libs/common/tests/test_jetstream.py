@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -50,7 +51,7 @@ async def _settled(js: Any, durable: str) -> Any:
 
 
 @pytest.fixture
-async def js(nats_url: str):
+async def js(nats_url: str) -> AsyncIterator[JetStreamContext]:
     nc = await jetstream.connect(NatsSettings(url=nats_url), name="test")
     context = nc.jetstream()
     await jetstream.ensure_streams(context)
