@@ -99,8 +99,11 @@ def test_slices_win_over_endpoints_and_endpoints_fill_in():
 
 
 def _watcher(kinds=("services", "endpoints"), debounce: float = 0.05) -> watching.MeshWatcher:
-    # no API: the tests feed the watcher's stores through apply
-    return watching.MeshWatcher(api=None, kinds=kinds, debounce=debounce)  # type: ignore[arg-type]
+    return watching.MeshWatcher(
+        api=None,  # type: ignore[arg-type]  # no API: the tests feed the stores through apply
+        kinds=kinds,
+        debounce=debounce,
+    )
 
 
 def test_watcher_stores_follow_events():
