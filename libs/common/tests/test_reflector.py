@@ -95,7 +95,8 @@ def _widget_crd(versions: list[str]) -> dict[str, Any]:
 
 async def test_versioned_path_follows_what_the_server_serves(kube_cluster: Any) -> None:
     """Like networking.istio.io on Istio 1.14-1.21 (v1beta1, v1alpha3; no v1): the reflector
-    waits for the kind to be served, then lists and watches it at the newest served version."""
+    waits for the kind to be served, then lists and watches it at the newest served version
+    (discovery may show a new CRD's versions one after the other: then within a watch)."""
     api = kube.KubeApi(kube_cluster.api_client())
     template = "/apis/example.lazyload.io/{version}/widgets"
     versions = ("v1", "v1beta1", "v1alpha3")
@@ -107,7 +108,7 @@ async def test_versioned_path_follows_what_the_server_serves(kube_cluster: Any) 
         on_change=lambda kind, obj: seen.append(kind),
         loop=asyncio.get_running_loop(),
         versions=versions,
-        watch_timeout=5,
+        watch_timeout=1,
     )
     reflector.start()
     try:
@@ -133,7 +134,66 @@ async def test_versioned_path_follows_what_the_server_serves(kube_cluster: Any) 
             await asyncio.wait_for(reflector.synced.wait(), 30)
             while ("default", "w1") not in reflector.store:
                 await asyncio.sleep(0.05)
-        assert reflector.path == "/apis/example.lazyload.io/v1beta1/widgets"
         assert kube.served_version(api, "example.lazyload.io", "widgets", versions) == "v1beta1"
+        await _until(lambda: reflector.path == "/apis/example.lazyload.io/v1beta1/widgets", 15)
+        assert ("default", "w1") in reflector.store
+    finally:
+        reflector.stop()
+
+
+async def test_a_newly_served_version_is_followed(kube_emulator: Any) -> None:
+    """A CRD that comes to serve an earlier version of `versions` (an Istio upgrade adding v1):
+    after its next watch ends, the reflector relists and watches at that version, and its store
+    keeps the objects. On the Kubernetes API emulator, whose watches outlive a change of their
+    CRD (a real API server ends them, and the relist after that re-resolves the version too), so
+    only the reflector's own check after each watch can make the move."""
+    api = kube.KubeApi(kube_emulator.api_client())
+    crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    api.create(crds, _widget_crd(["v1alpha3"]))
+    old, new = (
+        f"/apis/example.lazyload.io/{v}/namespaces/default/widgets" for v in ("v1alpha3", "v1beta1")
+    )
+    widget = {"apiVersion": "example.lazyload.io/v1alpha3", "kind": "Widget"}
+    async with asyncio.timeout(30):
+        while True:
+            try:
+                api.create(old, {**widget, "metadata": {"name": "w1"}})
+                break
+            except kube.KubeNotFound:  # the CRD is not Established yet
+                await asyncio.sleep(0.1)
+    reflector = kube.Reflector(
+        kube.KubeApi(kube_emulator.api_client()),
+        "/apis/example.lazyload.io/{version}/widgets",
+        on_change=lambda kind, obj: None,
+        loop=asyncio.get_running_loop(),
+        versions=("v1", "v1beta1", "v1alpha3"),
+        watch_timeout=1,
+    )
+    reflector.start()
+    try:
+        await asyncio.wait_for(reflector.synced.wait(), 30)
+        assert reflector.path == "/apis/example.lazyload.io/v1alpha3/widgets"
+        assert ("default", "w1") in reflector.store
+        api.merge_patch(
+            f"{crds}/widgets.example.lazyload.io",
+            {"spec": _widget_crd(["v1alpha3", "v1beta1"])["spec"]},
+        )
+        await _until(lambda: reflector.path == "/apis/example.lazyload.io/v1beta1/widgets", 30)
+        assert reflector.store[("default", "w1")]["apiVersion"] == "example.lazyload.io/v1beta1"
+        async with asyncio.timeout(30):
+            while True:
+                try:
+                    api.create(
+                        new,
+                        {
+                            **widget,
+                            "apiVersion": "example.lazyload.io/v1beta1",
+                            "metadata": {"name": "w2"},
+                        },
+                    )
+                    break
+                except kube.KubeNotFound:  # served in discovery a moment before its handler
+                    await asyncio.sleep(0.1)
+        await _until(lambda: ("default", "w2") in reflector.store)
     finally:
         reflector.stop()

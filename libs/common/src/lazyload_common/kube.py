@@ -463,7 +463,10 @@ class Reflector:
 
     `versions`: `path` is a template `/apis/<group>/{version}/<plural>`, and every (re)list first
     asks discovery which of these versions the server serves (e.g. Istio 1.14-1.21 serve
-    networking.istio.io v1beta1 and v1alpha3, not v1); until one is served it retries.
+    networking.istio.io v1beta1 and v1alpha3, not v1); until one is served it retries. After each
+    watch that ends (every `watch_timeout`) it asks again, and relists at an earlier version of
+    `versions` the server serves by then (an upgrade of the CRD, or a version that discovery
+    showed a moment after another when the CRD was created).
     """
 
     def __init__(
@@ -518,6 +521,9 @@ class Reflector:
                 backoff = 0.2
                 while not self._stop.is_set():
                     rv = self._watch(rv)
+                    if self._preferred_path() not in (None, self.path):
+                        log.info("%s is served at a preferred version now: relisting", self.path)
+                        break
             except _Gone:
                 log.info("watch of %s expired (410), relisting", self.path)
             except Exception as e:
@@ -536,6 +542,16 @@ class Reflector:
             meta.pop("managedFields", None)
         obj = compact(obj)
         return self.transform(obj) if self.transform is not None else obj
+
+    def _preferred_path(self) -> str | None:
+        """The path at the first of `versions` served now; None without versions or when none
+        is served (the watch's own errors then lead to the relist)."""
+        if not self.versions:
+            return None
+        try:
+            return versioned_path(self.kube, self.template, self.versions)
+        except KubeNotFound:
+            return None
 
     def _relist(self) -> str:
         if self.versions:
