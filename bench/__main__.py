@@ -271,18 +271,18 @@ def write(results: dict[str, Any], out: Path, *, merge: bool = False) -> list[re
     for name, value in kept.get("benchmarks", {}).items():
         new = benchmarks.get(name)
         # a re-run that failed does not wipe out a good earlier result: both are kept
-        failed_rerun = isinstance(new, dict) and "error" in new and "error" not in value
-        if name not in benchmarks or failed_rerun:
+        failed = new if isinstance(new, dict) and "error" in new and "error" not in value else None
+        if name not in benchmarks or failed is not None:
             benchmarks[name] = {**value, "from_run": value.get("from_run") or kept.get("from")}
             if "machine" not in value and kept.get("machine"):  # where it was measured
                 benchmarks[name]["machine"] = {
                     "cpu_model": kept["machine"].get("cpu_model"),
                     "load_avg_at_start": kept["machine"].get("load_avg_at_start"),
                 }
-            if failed_rerun:
+            if failed is not None:
                 benchmarks[name]["failed_rerun"] = {
                     "at": results.get("started_at"),
-                    "error": new["error"],  # type: ignore[index]
+                    "error": failed["error"],
                 }
             if name in kept.get("plots", {}):
                 plots[name] = kept["plots"][name]

@@ -277,7 +277,7 @@ def kube_api(kubeconfig: str) -> Any:
     from lazyload_common.kube import KubeApi, api_client
     from lazyload_common.settings import KubeSettings
 
-    return KubeApi(api_client(KubeSettings(kubeconfig=kubeconfig)))
+    return KubeApi(api_client(KubeSettings(kubeconfig=Path(kubeconfig))))
 
 
 def ensure_namespace(kube: Any, name: str) -> None:

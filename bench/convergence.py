@@ -39,6 +39,7 @@ class _Node:
 
 def als_flush_interval_s() -> float:
     """The ALS buffer flush interval global-pilot renders into the global-sidecar listener."""
+    from envoy.config.listener.v3 import listener_pb2
     from envoy.extensions.access_loggers.grpc.v3 import als_pb2
     from envoy.extensions.filters.network.http_connection_manager.v3 import (
         http_connection_manager_pb2 as hcm_pb2,
@@ -51,6 +52,7 @@ def als_flush_interval_s() -> float:
         rendering.RenderOptions(als=rendering.AlsTarget(host="127.0.0.1", port=1)),
     )
     listener = next(iter(content[resources.LISTENER].values()))
+    assert isinstance(listener, listener_pb2.Listener)
     manager = hcm_pb2.HttpConnectionManager()
     listener.filter_chains[0].filters[0].typed_config.Unpack(manager)
     config = als_pb2.HttpGrpcAccessLogConfig()

@@ -138,7 +138,7 @@ async def _run(config: dict[str, Any], workdir: Path, kube: str = "emulator") ->
         "rss_peak_mb": {k: round(v, 1) for k, v in peak.items()},
         "rss_at_rest_mb": {k: round(v, 1) for k, v in at_rest.items()},
         "rss_after_restart_mb": after,
-        "rss_peak_over_idle": {k: round(peak[k] / idle[k], 2) for k in peak if idle.get(k)},
+        "rss_peak_over_idle": {k: round(peak[k] / i, 2) for k in peak if (i := idle.get(k))},
         "events_per_s": round(load["edges"] / load["all_right_s"], 1),
         "publish_edges_per_s": load["publish_edges_per_s"],
         "converge_s": load["all_right_s"],

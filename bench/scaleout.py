@@ -50,8 +50,9 @@ async def _drained_at(endpoints: dict[str, Any], t0: float, stop: asyncio.Event)
             except Exception:
                 await asyncio.sleep(0.1)
                 continue
-            busy = info.num_pending + info.num_ack_pending
-            seen_work = seen_work or busy > 0 or info.delivered.stream_seq > 0
+            busy = (info.num_pending or 0) + (info.num_ack_pending or 0)
+            delivered = (info.delivered and info.delivered.stream_seq) or 0
+            seen_work = seen_work or busy > 0 or delivered > 0
             if seen_work and busy == 0:
                 return time.time() - t0
             await asyncio.sleep(0.1)

@@ -427,16 +427,17 @@ def judge(series: dict[str, list[list[float | None]]], seconds: float) -> dict[s
     for name, rows in series.items():
         entry: dict[str, Any] = {"samples": len(rows)}
         for k, metric in ((1, "rss_mb"), (2, "fds"), (3, "tasks")):
-            values = [(r[0], r[k]) for r in rows if r[k] is not None]
+            pairs = ((r[0], r[k]) for r in rows)
+            values = [(t, v) for t, v in pairs if t is not None and v is not None]
             if not values:
                 continue
             late = [(t, v) for t, v in values if t >= half]
-            slope = slope_per_min(late)  # type: ignore[arg-type]
+            slope = slope_per_min(late)
             entry[metric] = {
                 "first": values[0][1],
                 "warm": late[0][1] if late else None,
                 "last": values[-1][1],
-                "max": max(v for _, v in values),  # type: ignore[type-var]
+                "max": max(v for _, v in values),
                 "slope_per_min": None if slope is None else round(slope, 3),
                 "growth_second_half": None if slope is None else round(slope * half / 60, 2),
             }

@@ -49,8 +49,9 @@ import nats
 import psutil
 from envoy.service.accesslog.v3 import als_pb2
 from lazyload_accesslog_ingest import app, indexing, ingesting, parsing, receiving
-from lazyload_accesslog_ingest.settings import IngestSettings
+from lazyload_accesslog_ingest.settings import GrpcSettings, IngestSettings
 from lazyload_common import subjects, tasks
+from lazyload_common.settings import AdminSettings, NatsSettings
 from lazyload_testing import ingest as t
 from lazyload_testing.nats import start_nats_server
 
@@ -208,9 +209,9 @@ def _serve(nats_url: str, services: int, conn: Any) -> None:
 
     async def main() -> None:
         settings = IngestSettings(
-            nats={"url": nats_url},  # type: ignore[arg-type]
-            admin={"host": "127.0.0.1", "port": 0},  # type: ignore[arg-type]
-            grpc={"host": "127.0.0.1", "port": 0},  # type: ignore[arg-type]
+            nats=NatsSettings(url=nats_url),
+            admin=AdminSettings(host="127.0.0.1", port=0),
+            grpc=GrpcSettings(host="127.0.0.1", port=0),
             reporter=f"bench-{os.getpid()}",
         )
         stop = asyncio.Event()
@@ -259,7 +260,7 @@ class Replica:
 
     @classmethod
     def start_all(cls, count: int, nats_url: str, services: int) -> list[Replica]:
-        replicas = [cls(nats_url, services) for _ in range(count)]
+        replicas: list[Replica] = [cls(nats_url, services) for _ in range(count)]
         try:
             for r in replicas:
                 r.wait_ready()

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import sys
+import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -153,13 +155,28 @@ def test_storm_timeout_is_a_partial_result(tmp_path: Path, monkeypatch: pytest.M
     assert "**PARTIAL**" in (tmp_path / "REPORT.md").read_text()
 
 
+Rows = list[tuple[str, str, str]]
+
+
+class _FakeBench(types.ModuleType):
+    """A module of bench/ as the runner and the report call it: `run`, `plot` and `rows`."""
+
+    def __init__(
+        self,
+        name: str,
+        run: Callable[..., dict[str, Any]],
+        rows: Callable[[dict[str, Any]], Rows] = lambda result: [],
+        plot: Callable[[dict[str, Any], Path], list[str]] = lambda result, plots: [],
+    ) -> None:
+        super().__init__(f"bench.{name}")
+        self.run, self.rows, self.plot = run, rows, plot
+
+
 def test_runner_writes_results_after_each_benchmark_and_marks_reductions(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """results.json exists after the first benchmark even when a later one dies; --set values
     below the full configuration are marked REDUCED in the table and REPORT.md."""
-    import types
-
     out = tmp_path / "out"
     seen: list[set[str]] = []
 
@@ -171,10 +188,7 @@ def test_runner_writes_results_after_each_benchmark_and_marks_reductions(
         raise KeyboardInterrupt  # the run dies: what ran before must be on disk already
 
     for name, fn in (("fake_good", good_run), ("fake_bad", bad_run)):
-        module = types.ModuleType(f"bench.{name}")
-        module.run = fn  # type: ignore[attr-defined]
-        module.plot = lambda result, plots: []  # type: ignore[attr-defined]
-        module.rows = lambda result: [("fake", "value", str(result.get("value")))]  # type: ignore[attr-defined]
+        module = _FakeBench(name, fn, lambda result: [("fake", "value", str(result.get("value")))])
         monkeypatch.setitem(sys.modules, f"bench.{name}", module)
         monkeypatch.setitem(runner.BENCHMARKS, name, (f"bench.{name}", {"n": 100}, {"n": 1}))
         monkeypatch.setitem(report.MODULES, name, f"bench.{name}")
@@ -195,12 +209,13 @@ def test_runner_writes_results_after_each_benchmark_and_marks_reductions(
 
 def test_ingest_hook_is_called(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`python -m bench` runs bench/ingest's `run(small=, workdir=)` (owned by another item)."""
-    import types
-
     calls: list[tuple[bool, Path]] = []
-    fake = types.ModuleType("bench.ingest")
-    fake.run = lambda small, workdir: calls.append((small, workdir)) or {"entries_per_s": 1.0}  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "bench.ingest", fake)
+
+    def run(small: bool, workdir: Path) -> dict[str, Any]:
+        calls.append((small, workdir))
+        return {"entries_per_s": 1.0}
+
+    monkeypatch.setitem(sys.modules, "bench.ingest", _FakeBench("ingest", run))
     assert runner.ingest_hook(True, tmp_path) == {"entries_per_s": 1.0}
     assert calls == [(True, tmp_path)]
 
@@ -332,8 +347,6 @@ def test_real_results_sit_beside_the_emulator_ones(
 ) -> None:
     """A `--kube real --merge` run keeps the emulator's result under its key, adds `<name>_real`,
     labels its rows with that key and puts both side by side in REPORT.md."""
-    import types
-
     from bench.common import plot_file
 
     calls: list[tuple[str, Path]] = []
@@ -342,10 +355,12 @@ def test_real_results_sit_beside_the_emulator_ones(
         calls.append((kube, workdir))
         return {"value": 10 if kube == "real" else 1, "notes": [f"on {kube}"]}
 
-    module = types.ModuleType("bench.fake_kube")
-    module.run = fake_run  # type: ignore[attr-defined]
-    module.plot = lambda result, plots: [plot_file(result, "fake.png")]  # type: ignore[attr-defined]
-    module.rows = lambda result: [("fake_kube", "value", str(result["value"]))]  # type: ignore[attr-defined]
+    module = _FakeBench(
+        "fake_kube",
+        fake_run,
+        lambda result: [("fake_kube", "value", str(result["value"]))],
+        plot=lambda result, plots: [plot_file(result, "fake.png")],
+    )
     monkeypatch.setitem(sys.modules, "bench.fake_kube", module)
     monkeypatch.setitem(runner.BENCHMARKS, "fake_kube", ("bench.fake_kube", {"n": 1}, {"n": 1}))
     monkeypatch.setitem(report.MODULES, "fake_kube", "bench.fake_kube")
@@ -422,8 +437,6 @@ def test_audit_log_reader(tmp_path: Path) -> None:
 def test_metrics_writes_and_min_gap(monkeypatch: pytest.MonkeyPatch) -> None:
     """Write counters from the services' /metrics (for a real API server without an audit log),
     in count_writes' shape; the shortest gap between two writes of one fence by one writer."""
-    import types
-
     import httpx
 
     from bench import common
@@ -466,8 +479,6 @@ def test_metrics_writes_and_min_gap(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_merge_keeps_a_good_result_whose_rerun_failed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import types
-
     outcomes = iter([{"value": 1}, RuntimeError("a service exited while starting")])
 
     def flaky_run(config: dict[str, Any], workdir: Path) -> dict[str, Any]:
@@ -476,10 +487,9 @@ def test_merge_keeps_a_good_result_whose_rerun_failed(
             raise outcome
         return outcome
 
-    module = types.ModuleType("bench.fake_flaky")
-    module.run = flaky_run  # type: ignore[attr-defined]
-    module.plot = lambda result, plots: []  # type: ignore[attr-defined]
-    module.rows = lambda result: [("fake_flaky", "value", str(result["value"]))]  # type: ignore[attr-defined]
+    module = _FakeBench(
+        "fake_flaky", flaky_run, lambda result: [("fake_flaky", "value", str(result["value"]))]
+    )
     monkeypatch.setitem(sys.modules, "bench.fake_flaky", module)
     monkeypatch.setitem(runner.BENCHMARKS, "fake_flaky", ("bench.fake_flaky", {"n": 1}, {"n": 1}))
     monkeypatch.setitem(report.MODULES, "fake_flaky", "bench.fake_flaky")

@@ -79,7 +79,9 @@ def fuzz_edge_fields(data: bytes) -> None:
 def codec_pack(value: object) -> bytes:
     import msgpack
 
-    return msgpack.packb(value, use_bin_type=True)
+    packed = msgpack.packb(value, use_bin_type=True)
+    assert isinstance(packed, bytes)  # a Packer returns None only with autoreset=False
+    return packed
 
 
 def fuzz_hosts(data: bytes) -> None:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from lazyload_common.kube import KubeApi, KubeConflict
@@ -102,7 +102,15 @@ def running_mesh(
                 service.server.server_close()
 
 
-def register(kube: KubeApi, services: dict[str, MiniService]) -> None:
+class Registered(Protocol):
+    """What `register` needs of a service (a `MiniService`, or a benchmark's node)."""
+
+    name: str
+    ip: str
+    port: int
+
+
+def register(kube: KubeApi, services: Mapping[str, Registered]) -> None:
     """Create the Services, Pods, Endpoints and EndpointSlices of the mesh (idempotent)."""
     for service in services.values():
         labels = {"app": service.name}
