@@ -15,6 +15,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """nats-server, the run's Kubernetes API (`LAZYLOAD_TEST_KUBE`: etcd + kube-apiserver, or the
     emulator), the four services and a global-sidecar Envoy."""
     state_dir: Path = tmp_path_factory.mktemp("stack")
-    config = StackConfig(state_dir=state_dir, log_level="DEBUG", kube=kube_mode())  # type: ignore[arg-type]
+    config = StackConfig(state_dir=state_dir, log_level="DEBUG", kube=kube_mode())
     with Stack(config) as running:
         yield running

@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
+
+if TYPE_CHECKING:
+    from kubernetes.client import V1ObjectMeta
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / "deploy" / "tools"
@@ -92,20 +95,32 @@ def _call(api: Any, obj: dict[str, Any], verb: str, *args: Any) -> Any:
     return method(namespace, *args) if verb == "create" else method(*args, namespace)
 
 
+class _Stored(Protocol):
+    @property
+    def metadata(self) -> V1ObjectMeta | None: ...
+
+
+def name_of(obj: _Stored) -> str:
+    """`metadata.name` of an object the official client read (optional in its model; the API
+    server always sets it)."""
+    assert obj.metadata is not None and obj.metadata.name is not None, obj
+    return obj.metadata.name
+
+
 def apply_rendered(api: Any, objects: list[dict[str, Any]], kinds: set[str]) -> dict[str, int]:
     """Create the rendered objects of `kinds` (and any namespace they need) through the official
     client; returns how many of each kind."""
     from kubernetes import client
 
     core = client.CoreV1Api(api)
-    existing = {n.metadata.name for n in core.list_namespace().items}
+    existing = {name_of(n) for n in core.list_namespace().items}
     counts: dict[str, int] = {}
     for obj in objects:
         if obj["kind"] not in kinds:
             continue
         namespace = obj["metadata"].get("namespace")
         if namespace and namespace not in existing:
-            core.create_namespace({"metadata": {"name": namespace}})
+            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
             existing.add(namespace)
         _call(api, obj, "create", obj)
         counts[obj["kind"]] = counts.get(obj["kind"], 0) + 1

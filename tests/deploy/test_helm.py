@@ -19,6 +19,7 @@ from deploy_support import (
     ROOT,
     apply_rendered,
     helm_tool,
+    name_of,
     read_back,
     tool,
     values_file,
@@ -550,7 +551,9 @@ def test_rendered_crd_applies_to_the_emulator(
     crd = yaml.safe_load((CHART / "crds" / "servicefence.yaml").read_text())
     client.ApiextensionsV1Api(api).create_custom_resource_definition(crd)
     custom = client.CustomObjectsApi(api)
-    client.CoreV1Api(api).create_namespace({"metadata": {"name": "demo"}})
+    client.CoreV1Api(api).create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name="demo"))
+    )
     fence = {
         "apiVersion": "microservice.slime.io/v1alpha1",
         "kind": "ServiceFence",
@@ -568,9 +571,9 @@ def test_rendered_crd_applies_to_the_emulator(
     assert error.value.status == 422
     # Rendered objects of kinds the emulator serves go in too, the RBAC ones included.
     core = client.CoreV1Api(api)
-    core.create_namespace({"metadata": {"name": "mesh-operator"}})
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="mesh-operator")))
     applied = apply_rendered(api, rendered["default"], RBAC_KINDS | {"ConfigMap", "Service"})
-    assert {s.metadata.name for s in core.list_namespaced_service("mesh-operator").items} == {
+    assert {name_of(s) for s in core.list_namespaced_service("mesh-operator").items} == {
         "lazyload-accesslog-ingest",
         "lazyload-als-headless",
         "lazyload-global-pilot",
@@ -592,12 +595,13 @@ def test_rendered_crd_applies_to_the_emulator(
         for field in ("rules", "roleRef", "subjects"):
             assert stored.get(field) == obj.get(field), (obj["kind"], field)
     accounts = core.list_namespaced_service_account("mesh-operator").items
-    assert {a.metadata.name for a in accounts} == {
+    assert {name_of(a) for a in accounts} == {
         f"lazyload-{s}" for s in [*ALLOWED, "global-sidecar", "helm-test"]
     }
     for binding in rbac.list_cluster_role_binding().items:
+        assert binding.subjects, name_of(binding)
         subject = binding.subjects[0]
-        assert subject.name in {a.metadata.name for a in accounts}
+        assert subject.name in {name_of(a) for a in accounts}
         assert rbac.read_cluster_role(binding.role_ref.name).rules
 
 

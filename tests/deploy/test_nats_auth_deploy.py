@@ -25,6 +25,7 @@ import yaml
 from deploy_support import CHART, ROOT, TOOLS, helm_tool, values_file
 from lazyload_common import natsauth
 from lazyload_testing.nats import start_nats_server
+from nats.aio.client import Client as NATS
 
 NATS_SERVICES = ("accesslog-ingest", "fence-reconciler", "sidecar-writer")
 
@@ -133,7 +134,7 @@ def test_nats_auth_tool_writes_keys_the_server_accepts(tmp_path: Path) -> None:
                 )
                 nc = await nats.connect(server.url, **options)
                 await nc.close()
-            anonymous = nats.NATS()
+            anonymous = NATS()
             with pytest.raises(Exception, match="Authorization Violation"):
                 await anonymous.connect(server.url, allow_reconnect=False)
             await anonymous.close()  # a refused connect keeps its socket open otherwise

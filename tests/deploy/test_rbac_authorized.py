@@ -131,7 +131,7 @@ def authorized_stack(tmp_path_factory: pytest.TempPathFactory):
             "--audit-log-mode=blocking",
         )
     )
-    config_ = StackConfig(state_dir=state_dir, log_level="DEBUG", kube=mode, kube_args=args)  # type: ignore[arg-type]
+    config_ = StackConfig(state_dir=state_dir, log_level="DEBUG", kube=mode, kube_args=args)
     with AuthorizedStack(config_) as stack:
         yield stack
 

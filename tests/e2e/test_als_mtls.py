@@ -30,7 +30,7 @@ STREAM = "/envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs"
 @pytest.fixture(scope="module")
 def secure_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     state_dir: Path = tmp_path_factory.mktemp("secure-stack")
-    config = StackConfig(state_dir=state_dir, kube=kube_mode(), secure=True)  # type: ignore[arg-type]
+    config = StackConfig(state_dir=state_dir, kube=kube_mode(), secure=True)
     with Stack(config) as running:
         yield running
 
@@ -43,9 +43,7 @@ def _details_egress(kube: KubeApi) -> list[str]:
 
 
 def _stream(channel: grpc.Channel, message: als_pb2.StreamAccessLogsMessage) -> grpc.StatusCode:
-    call = channel.stream_unary(
-        STREAM, request_serializer=lambda b: b, response_deserializer=lambda b: b
-    )
+    call = channel.stream_unary(STREAM, request_serializer=bytes, response_deserializer=bytes)
     try:
         call(iter([message.SerializeToString()]), timeout=5)
     except grpc.RpcError as e:

@@ -131,8 +131,8 @@ def test_malformed_als_message_is_counted_and_the_stream_goes_on(stack: Stack) -
         with grpc.insecure_channel(stack.endpoints["als_grpc"]) as channel:
             call = channel.stream_unary(
                 "/envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs",
-                request_serializer=lambda b: b,
-                response_deserializer=lambda b: b,
+                request_serializer=bytes,
+                response_deserializer=bytes,
             )
             try:
                 call(iter(messages), timeout=5)

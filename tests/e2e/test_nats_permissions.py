@@ -23,6 +23,7 @@ from lazyload_cli.stack import Stack
 from lazyload_common import codec, events, jetstream, natsauth, subjects
 from lazyload_common.kube import KubeApi, KubeConflict, api_client
 from lazyload_common.settings import KubeSettings
+from nats.aio.client import Client as NATS
 from nats.errors import TimeoutError as NatsTimeoutError
 
 pytestmark = pytest.mark.e2e
@@ -130,7 +131,7 @@ async def _jobs_and_refusals(stack: Stack) -> None:
         await _until(lambda: sum("permissions violation" in r for r in refused) >= 3, timeout=5)
     for subject in (forged, "lazyload.deps.default.nats-caller", "$js.api.stream.create.stolen"):
         assert any(subject in r for r in refused), (subject, refused)
-    anonymous = nats.NATS()
+    anonymous = NATS()
     with pytest.raises(Exception, match="Authorization Violation"):
         await anonymous.connect(stack.endpoints["nats_url"], allow_reconnect=False)
     await anonymous.close()  # a refused connect keeps its socket open otherwise

@@ -28,7 +28,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from kubernetes import client
@@ -73,7 +73,7 @@ KEEP_NAMESPACES = ("kube-system", "kube-node-lease")
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 
 
-def kube_mode() -> str:
+def kube_mode() -> Literal["real", "emulator"]:
     """`real` or `emulator`: the API server this run's integration tests use."""
     wanted = os.environ.get("LAZYLOAD_TEST_KUBE", "").strip().lower()
     if wanted in ("real", "emulator"):
