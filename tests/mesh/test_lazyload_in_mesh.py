@@ -382,13 +382,15 @@ def test_a_raw_tcp_first_call_is_tunnelled_through_the_global_sidecar_and_learne
     callee = istio_mesh.add_workload(ns, "store", {"tcp-store": 9000})
     caller = istio_mesh.add_workload(ns, "caller", {"http": 80})
     callee_cluster = f"outbound|9000||{callee.host}"
+    callee_ip = callee.service_ip
+    assert callee_ip is not None  # the workload has a Service
     _ready_to_call(lazyload, caller, callee_cluster)
     # istiod pushed the steering chain for the callee's address into the caller's sidecar
     lazyload.wait_for(
         lambda: (
             "lazyload-tcp-9000"
             in (listeners := caller.admin("/config_dump?resource=dynamic_listeners"))
-            and callee.service_ip in listeners
+            and callee_ip in listeners
         ),
         "the caller's sidecar has no TCP steering chain for the callee",
     )

@@ -355,7 +355,9 @@ class PacketCapture:
             self._thread.join()
         self._sock.close()
 
-    def touching(self, *networks: ipaddress.IPv4Network | str) -> list[tuple[str, str]]:
+    def touching(
+        self, *networks: ipaddress.IPv4Network | ipaddress.IPv6Network | str
+    ) -> list[tuple[str, str]]:
         """Packets with a source or destination in any of `networks`."""
         nets = [ipaddress.ip_network(n) for n in networks]
         return [
