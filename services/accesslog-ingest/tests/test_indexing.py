@@ -159,7 +159,7 @@ async def test_kube_indexer_lists_and_watches() -> None:
     )
     index = indexing.ServiceIndex()
     indexer = indexing.KubeIndexer(
-        api,  # type: ignore[arg-type]  # KubeApi's list and watch_lines: all a reflector calls
+        api,  # type: ignore[arg-type]  # a stand-in: KubeApi's list and watch_lines
         index,
         loop=asyncio.get_running_loop(),
     )
