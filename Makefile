@@ -81,7 +81,7 @@ lint: setup ## ruff, the import contracts (.importlinter) and the type check (py
 	$(MAKE) --no-print-directory typecheck
 
 .PHONY: typecheck
-typecheck: $(VENV)/.synced ## pyright over services/, libs/ and cli/ ([tool.pyright]; the Envoy protos' stubs made first)
+typecheck: $(VENV)/.synced ## pyright over the code and its tests: services/, libs/, cli/, tests/, bench/, tools ([tool.pyright]; the Envoy protos' stubs made first)
 	$(VENV)/bin/python tools/protobuf_stubs.py $(TOOLS)/typings
 	$(VENV)/bin/pyright
 

@@ -94,7 +94,7 @@ def write_stubs(output: Path, modules: Iterable[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("output", type=Path)
     args = parser.parse_args(argv)
     count = write_stubs(args.output, imported_pb2_modules())

@@ -81,7 +81,7 @@ def current(doc: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--write", action="store_true", help="rewrite README.md")
     parser.add_argument("--check", action="store_true", help="fail when README.md drifted")
     args = parser.parse_args(argv)

@@ -15,6 +15,9 @@ kubernetes-validate), never in the main `.venv`.
         -> values.schema.json check; exit 1 (message on stderr) when the values are rejected
 """
 
+# helm_python, promql_parser and kubernetes_validate are installed in .venv-helm only (make setup):
+# pyright: reportMissingImports=false
+
 from __future__ import annotations
 
 import argparse
@@ -103,7 +106,7 @@ def validate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, func in (("render", render), ("lint", lint), ("schema", schema)):
         p = sub.add_parser(name)

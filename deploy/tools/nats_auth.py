@@ -45,7 +45,7 @@ def secrets_manifest(directory: Path, namespace: str, release: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("directory", type=Path)
     parser.add_argument("--owner", help="UID:GID the seed files are given to (compose: 10001)")
     parser.add_argument("--secrets", type=Path, help="also write the chart's Secrets here")

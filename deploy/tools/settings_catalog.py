@@ -59,17 +59,14 @@ def settings_class(service: str) -> type[BaseModel]:
     return getattr(importlib.import_module(module), cls)
 
 
-def _is_group(annotation: Any) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
-
-
 def walk(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[Setting]:
     """Every leaf setting of `model`, groups recursed into (`model_fields`, `__` joined)."""
     out: list[Setting] = []
     for name, field in model.model_fields.items():
         path = (*prefix, name)
-        if _is_group(field.annotation):
-            out += walk(field.annotation, path)
+        group = field.annotation
+        if isinstance(group, type) and issubclass(group, BaseModel):
+            out += walk(group, path)
             continue
         if field.default is not PydanticUndefined:
             default = field.default

@@ -5,6 +5,9 @@ service decodes with the protobuf runtime instead (`parsing.COMPILED` says which
 Everything else is declared in pyproject.toml.
 """
 
+# Cython and setuptools are build requirements (pyproject [build-system]), not in the main .venv:
+# pyright: reportMissingImports=false, reportMissingModuleSource=false
+
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 

@@ -12,6 +12,9 @@ the seed corpus (random byte flips, inserts, truncations), so `make fuzz` always
 written to tests/fuzz/corpus/<target>/ and then fed to every run of test_fuzz_regressions.py.
 """
 
+# atheris is optional (its stubs ship with pyright, the package only where installed):
+# pyright: reportMissingModuleSource=false
+
 from __future__ import annotations
 
 import argparse

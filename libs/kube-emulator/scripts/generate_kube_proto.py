@@ -25,6 +25,9 @@ Every field of every message is matched by its protobuf number to a Go struct fi
 unmatched fails the run, so an upstream change cannot pass unnoticed.
 """
 
+# grpc_tools comes from the script header (uv run --script), not from the main .venv:
+# pyright: reportMissingImports=false
+
 from __future__ import annotations
 
 import argparse
@@ -243,7 +246,7 @@ def dump(table: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     modules = download(MODULES)
