@@ -93,6 +93,24 @@ def _widget_crd(versions: list[str]) -> dict[str, Any]:
     }
 
 
+async def _create_widget(api: kube.KubeApi, version: str, name: str) -> None:
+    """Create Widget `name` at `version` once the server serves it there (a new or changed CRD
+    is served a moment after it is stored)."""
+    path = f"/apis/example.lazyload.io/{version}/namespaces/default/widgets"
+    body = {
+        "apiVersion": f"example.lazyload.io/{version}",
+        "kind": "Widget",
+        "metadata": {"name": name},
+    }
+    async with asyncio.timeout(30):
+        while True:
+            try:
+                api.create(path, body)
+                return
+            except kube.KubeNotFound:
+                await asyncio.sleep(0.1)
+
+
 async def test_versioned_path_follows_what_the_server_serves(kube_cluster: Any) -> None:
     """Like networking.istio.io on Istio 1.14-1.21 (v1beta1, v1alpha3; no v1): the reflector
     waits for the kind to be served, then lists and watches it at the newest served version
@@ -116,21 +134,8 @@ async def test_versioned_path_follows_what_the_server_serves(kube_cluster: Any) 
             "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
             _widget_crd(["v1beta1", "v1alpha3"]),
         )
-        path = "/apis/example.lazyload.io/v1beta1/namespaces/default/widgets"
+        await _create_widget(api, "v1beta1", "w1")
         async with asyncio.timeout(30):
-            while True:
-                try:
-                    api.create(
-                        path,
-                        {
-                            "apiVersion": "example.lazyload.io/v1beta1",
-                            "kind": "Widget",
-                            "metadata": {"name": "w1"},
-                        },
-                    )
-                    break
-                except kube.KubeNotFound:  # the CRD is not Established yet
-                    await asyncio.sleep(0.1)
             await asyncio.wait_for(reflector.synced.wait(), 30)
             while ("default", "w1") not in reflector.store:
                 await asyncio.sleep(0.05)
@@ -150,17 +155,7 @@ async def test_a_newly_served_version_is_followed(kube_emulator: Any) -> None:
     api = kube.KubeApi(kube_emulator.api_client())
     crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
     api.create(crds, _widget_crd(["v1alpha3"]))
-    old, new = (
-        f"/apis/example.lazyload.io/{v}/namespaces/default/widgets" for v in ("v1alpha3", "v1beta1")
-    )
-    widget = {"apiVersion": "example.lazyload.io/v1alpha3", "kind": "Widget"}
-    async with asyncio.timeout(30):
-        while True:
-            try:
-                api.create(old, {**widget, "metadata": {"name": "w1"}})
-                break
-            except kube.KubeNotFound:  # the CRD is not Established yet
-                await asyncio.sleep(0.1)
+    await _create_widget(api, "v1alpha3", "w1")
     reflector = kube.Reflector(
         kube.KubeApi(kube_emulator.api_client()),
         "/apis/example.lazyload.io/{version}/widgets",
@@ -180,20 +175,7 @@ async def test_a_newly_served_version_is_followed(kube_emulator: Any) -> None:
         )
         await _until(lambda: reflector.path == "/apis/example.lazyload.io/v1beta1/widgets", 30)
         assert reflector.store[("default", "w1")]["apiVersion"] == "example.lazyload.io/v1beta1"
-        async with asyncio.timeout(30):
-            while True:
-                try:
-                    api.create(
-                        new,
-                        {
-                            **widget,
-                            "apiVersion": "example.lazyload.io/v1beta1",
-                            "metadata": {"name": "w2"},
-                        },
-                    )
-                    break
-                except kube.KubeNotFound:  # served in discovery a moment before its handler
-                    await asyncio.sleep(0.1)
+        await _create_widget(api, "v1beta1", "w2")
         await _until(lambda: ("default", "w2") in reflector.store)
     finally:
         reflector.stop()
