@@ -72,7 +72,7 @@ class Reconciler:
         self.decisions = deciding.Decisions(clock=clock)
         """What was recently decided about each fence's hosts (the admin API serves it)."""
         self.sent: dict[Key, changes.Sent] = {}
-        self.tombstones = tombstoning.Tombstones(cluster, applier, clock)
+        self.tombstones = tombstoning.Tombstones(cluster, applier, clock, self._workload_pods)
         self._gone: dict[Key, kube.RawObject] = {}
         self._latest: dict[Key, kube.RawObject] = {}
         self._locks: dict[Key, asyncio.Lock] = {}
@@ -364,6 +364,11 @@ class Reconciler:
             if workload is None
             else self.cluster.workload_pods(namespace, workload),
         )
+
+    def _workload_pods(self, key: Key) -> int | None:
+        """The pods of a workload fence's workload; None for other fences."""
+        workload = self._workload_of(key)
+        return None if workload is None else self.cluster.workload_pods(key[0], workload)
 
     def _workload_of(self, key: Key) -> str | None:
         """The pod label value a workload fence's name stands for; None for other fences."""

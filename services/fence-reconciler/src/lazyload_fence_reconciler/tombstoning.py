@@ -9,8 +9,11 @@ a fence of that name exists again (the user created one) or the Service is label
 `slime.io/serviceFenced: "true"` after the deletion; the recorded label follows later label
 changes, so "true" at deletion time has to change and come back. It dies with its Service, as the
 annotation it replaces did: an entry whose Service is gone or has another uid (deleted and created
-again) is void and removed. A fence without a Service (a workload fence, or one whose Service
-the watch has not brought yet) keeps its tombstone in memory until a Service of that name shows.
+again) is void and removed. A workload fence (Slime's fenceLabelKeyAlias: no Service) has no uid in
+its entry and lives with its workload as its fence does: the tombstone holds while a pod carries
+the workload's label, and is void and removed once none does. Any other fence without a Service
+(one whose Service the watch has not brought yet) keeps its tombstone in memory until a Service
+of that name shows.
 
 Before, the tombstone was the annotation `lazyload.io/fence-deleted` on the Service, which needed
 cluster-wide `patch services`. `migrate` (at start, read-only): when the ConfigMap does not exist
@@ -67,9 +70,16 @@ class Tombstones:
     """The tombstones this replica knows, backed by the tombstones' ConfigMap."""
 
     def __init__(
-        self, cluster: watching.Cluster, applier: applying.Applier, clock: Callable[[], float]
+        self,
+        cluster: watching.Cluster,
+        applier: applying.Applier,
+        clock: Callable[[], float],
+        workload_pods: Callable[[Key], int | None] = lambda key: None,
     ) -> None:
         self.cluster, self.applier, self.clock = cluster, applier, clock
+        self.workload_pods = workload_pods
+        """Fence name -> how many pods carry its workload's label; None for a fence that is no
+        workload fence."""
         self._memory: dict[Key, tuple[str, str]] = {}
         """Key -> the Service's serviceFenced label and uid ("": none) when the manual fence was
         deleted."""
@@ -89,6 +99,8 @@ class Tombstones:
         """The label recorded at deletion; None when `key` has no tombstone."""
         if key in self._memory:
             label, uid = self._memory[key]
+            if self.workload_pods(key) == 0:
+                return None  # the workload is gone: its tombstone with it
             return label if not uid or uid == self.cluster.service_uid(key) else None
         entry = self._stored(key)
         return entry.label if entry is not None and self._valid(key, entry) else None
@@ -115,14 +127,16 @@ class Tombstones:
         remembered = self._memory.get(key)
         if remembered and remembered[1] and remembered[1] != self.cluster.service_uid(key):
             self.discard(key)  # its Service is gone or new: the tombstone died with it
+        if remembered and self.workload_pods(key) == 0:
+            self.discard(key)  # its workload has no pod left: the tombstone died with it
         stored = self._stored(key)
         if stored is not None and not self._valid(key, stored):
             await self.applier.mark_tombstone(entry_key(key), None)
-            log.info("dropped the tombstone of %s/%s: its Service is gone or new", *key)
+            log.info("dropped the tombstone of %s/%s: its Service or workload is gone", *key)
             stored = None
         recorded = self.recorded(key)
         if key in self._to_persist and not exists:
-            if self.cluster.service_uid(key) is not None:  # else when its Service shows up
+            if self._owner_exists(key):  # else when its Service shows up
                 self._to_persist.discard(key)
                 await self._persist(key, self._memory.get(key, ("", ""))[0])
         elif recorded is None:
@@ -164,17 +178,25 @@ class Tombstones:
         return None if value is None else parse_entry(value)
 
     def _valid(self, key: Key, entry: Entry) -> bool:
+        pods = self.workload_pods(key)
+        if pods is not None:
+            return pods > 0
         uid = self.cluster.service_uid(key)
         return uid is not None and (not entry.uid or entry.uid == uid)
+
+    def _owner_exists(self, key: Key) -> bool:
+        """Whether what the tombstone lives with exists: the Service, or the workload's pods."""
+        pods = self.workload_pods(key)
+        return bool(pods) if pods is not None else self.cluster.service_uid(key) is not None
 
     def _fenced_label(self, key: Key) -> str:
         service = self.cluster.service(key)
         return (service.labels if service else {}).get(policies.FENCED_LABEL, "")
 
     async def _persist(self, key: Key, label: str) -> None:
-        uid = self.cluster.service_uid(key)
-        if uid is None or len(entry_key(key)) > MAX_ENTRY_KEY:
-            return  # no Service (a workload fence): in memory only, as it would die with it
+        uid = self.cluster.service_uid(key) or ""  # "": a workload fence, which has no Service
+        if not self._owner_exists(key) or len(entry_key(key)) > MAX_ENTRY_KEY:
+            return  # in memory only: it would die with its Service or workload
         value = entry_value(self.clock(), label, uid)
         if await self.applier.mark_tombstone(entry_key(key), value):
             log.info("manual fence %s/%s deleted: tombstone in the ConfigMap", *key)
