@@ -252,6 +252,35 @@ def _api_failure(e: fence_api.FenceApiError) -> typer.Exit:
     return _fail(str(e), EXIT_FAILED)
 
 
+def _reconciler(
+    admin: str | None,
+    state_dir: Path | None,
+    kubeconfig: Path | None,
+    context: str | None,
+    lazyload_namespace: str,
+    *,
+    resetting: bool = False,
+    token: str | None = None,
+) -> fence_api.Reconciler:
+    """The fence-reconciler's admin API: --admin or --state-dir's, else the cluster's through
+    the pod proxy; `resetting`: with the bearer token a reset is authorized by."""
+    if admin or state_dir is not None:
+        bearer = _admin_token(token, state_dir) if resetting else None
+        return fence_api.Reconciler(url=_admin_url(admin, state_dir), token=bearer)
+    target = _target(None, kubeconfig, context, lazyload_namespace)
+    if not resetting:
+        return fence_api.Reconciler(target=target)
+    bearer = token or target.bearer_token()
+    if not bearer:
+        raise _fail(
+            "a reset needs a bearer token the fence-reconciler can review, and the "
+            "kubeconfig's user has none (a client certificate?): give --token, e.g. "
+            "$(kubectl create token <service account> -n <namespace>)",
+            EXIT_FAILED,
+        )
+    return fence_api.Reconciler(target=target, token=bearer)
+
+
 @fences_app.command("list")
 def fences_list(
     admin: AdminOption = None,
@@ -263,10 +292,7 @@ def fences_list(
     """List every ServiceFence with its revision and hosts (--admin, --state-dir, else the
     cluster of --kubeconfig/--context through the API server's pod proxy)."""
     try:
-        if admin or state_dir is not None:
-            items = fence_api.list_fences(_admin_url(admin, state_dir))
-        else:
-            items = fence_api.list_in(_target(None, kubeconfig, context, lazyload_namespace))
+        items = _reconciler(admin, state_dir, kubeconfig, context, lazyload_namespace).fences()
     except fence_api.FenceApiError as e:
         raise _api_failure(e) from e
     except access.AccessError as e:
@@ -302,21 +328,9 @@ def fences_reset(
     if every == bool(refs) or every != bool(namespace):
         raise typer.BadParameter("give NAMESPACE/NAME... or --all --namespace NAMESPACE")
     try:
-        if admin or state_dir is not None:
-            reconciler = fence_api.Reconciler(
-                url=_admin_url(admin, state_dir), token=_admin_token(token, state_dir)
-            )
-        else:
-            target = _target(None, kubeconfig, context, lazyload_namespace)
-            bearer = token or target.bearer_token()
-            if not bearer:
-                raise _fail(
-                    "a reset needs a bearer token the fence-reconciler can review, and the "
-                    "kubeconfig's user has none (a client certificate?): give --token, e.g. "
-                    "$(kubectl create token <service account> -n <namespace>)",
-                    EXIT_FAILED,
-                )
-            reconciler = fence_api.Reconciler(target=target, token=bearer)
+        reconciler = _reconciler(
+            admin, state_dir, kubeconfig, context, lazyload_namespace, resetting=True, token=token
+        )
         if namespace is not None:
             refs = reconciler.in_namespace(namespace)
             if not refs:
