@@ -178,11 +178,10 @@ class Tombstones:
         return None if value is None else parse_entry(value)
 
     def _valid(self, key: Key, entry: Entry) -> bool:
-        pods = self.workload_pods(key)
-        if pods is not None:
-            return pods > 0
-        uid = self.cluster.service_uid(key)
-        return uid is not None and (not entry.uid or entry.uid == uid)
+        """Whether what the entry lives with still exists (a workload's entry has no uid)."""
+        if not self._owner_exists(key):
+            return False
+        return not entry.uid or entry.uid == self.cluster.service_uid(key)
 
     def _owner_exists(self, key: Key) -> bool:
         """Whether what the tombstone lives with exists: the Service, or the workload's pods."""
